@@ -1,0 +1,218 @@
+"""The ``deepseek-lsp`` command.
+
+    deepseek-lsp [serve] [--stdio]           run the language server over stdio (default)
+    deepseek-lsp complete FILE --line L --col C   print the suggestion an editor would get
+    deepseek-lsp doctor                      cores, RAM, the model, and whether it fits
+
+``--set key=value`` (repeatable) gives any setting, with the same keys as the editor
+(``--set model.nCtx=2048``). Lines and columns are 1-based, as editors show them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .config import Settings, parse_assignments, parse_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        raw = parse_assignments(args.set or [])
+    except ValueError as e:
+        raise SystemExit(f"deepseek-lsp: {e}")
+    settings, problems = parse_settings(raw)
+    for p in problems:
+        print(f"deepseek-lsp: warning: {p}", file=sys.stderr)
+    return settings
+
+
+def _progress_bar():
+    """A tqdm bar on stderr for model assembly; returns (callback, close)."""
+    from tqdm import tqdm
+
+    bar: list = []
+
+    def update(done: int, total: int) -> None:
+        if not bar:
+            bar.append(tqdm(total=total, unit="B", unit_scale=True, desc="assembling model", file=sys.stderr))
+        bar[0].update(done - bar[0].n)
+
+    def close() -> None:
+        if bar:
+            bar[0].close()
+    return update, close
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the language server on stdin/stdout.
+
+    File descriptor 1 is kept for JSON-RPC only: the server writes to a duplicate of it,
+    and fd 1 itself is pointed at stderr, so nothing printed by a library (or llama.cpp's
+    C code) can corrupt the protocol stream.
+    """
+    from .logs import setup_logging
+    from .lsp_server import server
+
+    rpc_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    setup_logging("info")
+    server.start_io(stdin=sys.stdin.buffer, stdout=rpc_out)
+    return 0
+
+
+def _line_col_offset(text: str, line: int, col: int) -> int:
+    """Offset of 1-based (line, col) in ``text``; col counts characters (code points).
+
+    Raises:
+        SystemExit: the position is outside the file.
+    """
+    lines = text.split("\n")
+    if not 1 <= line <= len(lines):
+        raise SystemExit(f"deepseek-lsp: --line {line} is outside the file (1..{len(lines)})")
+    width = len(lines[line - 1].rstrip("\r"))
+    if not 1 <= col <= width + 1:
+        raise SystemExit(f"deepseek-lsp: --col {col} is outside line {line} (1..{width + 1})")
+    return sum(len(ln) + 1 for ln in lines[: line - 1]) + col - 1
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    from .completion import Snapshot, Unsuitable, complete
+    from .logs import setup_logging
+    from .lsp_convert import language_from_uri
+    from .manager import ModelManager
+
+    setup_logging("warning", to_file=False)
+    settings = _settings(args)
+    path = Path(args.file)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SystemExit(f"deepseek-lsp: cannot read {path}: {e.strerror}")
+    text = data.decode("utf-8", "replace")
+    offset = _line_col_offset(text, args.line, args.col)
+    manager = ModelManager()
+    update, close = _progress_bar()
+    status = manager.load(settings, update)
+    close()
+    if not status.loaded:
+        print(f"deepseek-lsp: {status.error}", file=sys.stderr)
+        return 2
+    if manager.fim is None:
+        print(f"deepseek-lsp: {status.name} has no fill-in-the-middle tokens; choose a code model.", file=sys.stderr)
+        return 2
+    snap = Snapshot(uri=path.resolve().as_uri(), version=None, text=text, offset=offset,
+                    language_id=args.language or language_from_uri(str(path)))
+    fim, counter = manager.fim, manager.counter
+    try:
+        s = manager.engine.submit(lambda m: complete(m, fim, counter, snap, settings, threading.Event())).result()
+    except Unsuitable as e:
+        print(f"deepseek-lsp: no suggestion: {e}", file=sys.stderr)
+        return 1
+    finally:
+        manager.shutdown()
+    g = s.generation
+    if args.json:
+        print(json.dumps({
+            "text": s.text, "mode": s.policy.mode.value, "model": status.name, "family": status.family,
+            "promptTokens": g.prompt_tokens, "reusedTokens": g.reused_tokens, "generatedTokens": g.generated_tokens,
+            "promptMs": round(g.prompt_ms, 1), "totalMs": round(g.total_ms, 1), "finish": g.finish,
+            "prefixDroppedTokens": s.prefix_dropped_tokens, "suffixDroppedTokens": s.suffix_dropped_tokens,
+        }, indent=2))
+    else:
+        sys.stdout.write(s.text + "\n")
+        print(f"[{status.name} ({status.family}), {s.policy.mode.value}: prompt {g.prompt_tokens} tokens in "
+              f"{g.prompt_ms:.0f} ms, {g.generated_tokens} generated, {g.total_ms:.0f} ms total, finish {g.finish}]",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import psutil
+
+    from .engine import default_threads
+    from .logs import log_file, setup_logging
+    from .manager import ModelManager, ModelState
+    from .models import cache_dir
+
+    setup_logging("warning", to_file=False)
+    settings = _settings(args)
+    vm = psutil.virtual_memory()
+    try:
+        from importlib.metadata import version
+        llama_version = version("llama-cpp-python")
+    except Exception:
+        llama_version = "not installed"
+    print(f"deepseek-lsp {__version__} (Python {platform.python_version()}, llama-cpp-python {llama_version})")
+    print(f"CPU:    {psutil.cpu_count(logical=False)} physical cores, {psutil.cpu_count()} logical; "
+          f"model threads: {settings.threads or default_threads()}")
+    print(f"RAM:    {vm.total / 2**20:,.0f} MB total, {vm.available / 2**20:,.0f} MB available"
+          + (f"; limit set: {settings.resources_ram_limit_mb:,} MB" if settings.resources_ram_limit_mb else ""))
+    print(f"Cache:  {cache_dir()}")
+    print(f"Log:    {log_file()}")
+    manager = ModelManager()
+    update, close = _progress_bar()
+    status = manager.inspect(settings, update)
+    close()
+    manager.shutdown()
+    print(f"Model:  {status.name or '?'}")
+    if status.path:
+        print(f"        file {status.path}" + (f" ({status.size_mb:,.0f} MB)" if status.size_mb else ""))
+    if status.size_mb is not None:
+        print(f"        FIM family: {status.family or 'none (cannot complete code)'}")
+    if status.memory:
+        m = status.memory
+        print(f"        needs ~{m.needed_mb:,.0f} MB (file {m.file_mb:,.0f} + KV cache {m.kv_cache_mb:,.0f} "
+              f"for n_ctx {m.n_ctx} + overhead {m.overhead_mb:,.0f}); {m.limit_source}: {m.available_mb:,.0f} MB")
+    if status.state is ModelState.ERROR or status.state is ModelState.TOO_LARGE:
+        print(f"Verdict: does not work: {status.error}")
+        return 1
+    print("Verdict: fits; completions will work." if status.family else
+          "Verdict: loads, but it has no FIM tokens: choose a code model for completions.")
+    return 0 if status.family else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepseek-lsp", description=(
+        "A local-first AI coding assistant as a Language Server. Without a command it serves LSP on stdio."))
+    parser.add_argument("--version", action="version", version=f"deepseek-lsp {__version__}")
+    parser.add_argument("--stdio", action="store_true", help="serve over stdio (the default; accepted for editors)")
+    sub = parser.add_subparsers(dest="command")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="a setting, e.g. --set model.nCtx=2048 (repeatable; keys as in the editor)")
+
+    serve = sub.add_parser("serve", help="run the language server over stdio (default)")
+    serve.add_argument("--stdio", action="store_true", help="accepted for editors; stdio is the default")
+
+    comp = sub.add_parser("complete", parents=[common], help="print the suggestion at a position in a file")
+    comp.add_argument("file", help="the source file")
+    comp.add_argument("--line", type=int, required=True, help="1-based line of the cursor")
+    comp.add_argument("--col", type=int, required=True, help="1-based column of the cursor (characters)")
+    comp.add_argument("--language", help="LSP language id (default: from the file extension)")
+    comp.add_argument("--json", action="store_true", help="print the suggestion and its figures as JSON")
+
+    sub.add_parser("doctor", parents=[common], help="check cores, RAM and the model; exit 1 when it will not work")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in (None, "serve"):
+        return cmd_serve(args)
+    if args.command == "complete":
+        return cmd_complete(args)
+    return cmd_doctor(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

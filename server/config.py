@@ -1,0 +1,215 @@
+"""Every setting of deepseek-lsp, with its default and unit, in one table.
+
+Settings reach the server from the LSP client (``initializationOptions`` and
+``workspace/configuration`` section ``deepseek``) or from the command line
+(``--set key=value``). Keys are camelCase and dotted (``model.nCtx``); nested
+objects (``{"model": {"nCtx": 2048}}``) and flat dotted keys are both accepted.
+
+Invalid values never stop the server: :func:`parse_settings` returns the
+defaults for them plus a list of human-readable problems for the caller to show.
+This module imports nothing from pygls or lsprotocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key: its default, its type, its unit and what it does."""
+
+    key: str
+    default: Any
+    kind: type
+    unit: str
+    doc: str
+    nullable: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+# The single source of truth. README.md's settings table is checked against it by a test.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("model.path", None, str, "path",
+            "A GGUF model file to load. Overrides model.name.", nullable=True),
+    Setting("model.name", None, str, "name",
+            "A model from the catalog (server/data/catalog.json). Default: qwen2.5-coder-0.5b-instruct-q4_k_m.",
+            nullable=True),
+    Setting("model.nCtx", 4096, int, "tokens",
+            "Context window of the model: the KV cache holds this many tokens.", minimum=256, maximum=131072),
+    Setting("threads", None, int, "threads",
+            "CPU threads for prompt processing and generation. Default: the number of physical cores.",
+            nullable=True, minimum=1, maximum=256),
+    Setting("resources.ramLimitMb", None, int, "MB",
+            "Memory the model may use. Default: the memory available now (psutil).",
+            nullable=True, minimum=1),
+    Setting("completion.maxTokens", 128, int, "tokens",
+            "Upper bound on tokens generated for one suggestion.", minimum=1, maximum=4096),
+    Setting("completion.maxLines", 12, int, "lines",
+            "Upper bound on lines in a multi-line suggestion.", minimum=1, maximum=200),
+    Setting("completion.maxTimeMs", 8000, int, "ms",
+            "Hard cap on the time one suggestion may take (prompt processing and generation).",
+            minimum=50, maximum=600000),
+    Setting("completion.prefixTokens", 1024, int, "tokens",
+            "Budget for the code before the cursor (FIM prefix), counted with the model's tokenizer.",
+            minimum=16, maximum=65536),
+    Setting("completion.suffixTokens", 256, int, "tokens",
+            "Budget for the code after the cursor (FIM suffix), counted with the model's tokenizer.",
+            minimum=0, maximum=65536),
+    Setting("completion.maxFileSizeKb", 1024, int, "KiB",
+            "Files larger than this get no suggestions (minified bundles, generated code).", minimum=1),
+    Setting("log.level", "info", str, "level",
+            "Log level for stderr and the log file.", choices=("debug", "info", "warning", "error")),
+)
+
+_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+
+
+def _attr(key: str) -> str:
+    """``completion.maxTokens`` -> ``completion_max_tokens``."""
+    out = []
+    for ch in key.replace(".", "_"):
+        out.append("_" + ch.lower() if ch.isupper() else ch)
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parsed settings. Attribute names are the keys in snake_case."""
+
+    model_path: str | None = None
+    model_name: str | None = None
+    model_n_ctx: int = 4096
+    threads: int | None = None
+    resources_ram_limit_mb: int | None = None
+    completion_max_tokens: int = 128
+    completion_max_lines: int = 12
+    completion_max_time_ms: int = 8000
+    completion_prefix_tokens: int = 1024
+    completion_suffix_tokens: int = 256
+    completion_max_file_size_kb: int = 1024
+    log_level: str = "info"
+    # Keys the user set explicitly (for status/debugging); not a setting itself.
+    explicit: frozenset[str] = field(default=frozenset(), compare=False)
+
+    def model_key(self) -> tuple:
+        """The settings that decide which model is loaded and how; a change means a reload."""
+        return (self.model_path, self.model_name, self.model_n_ctx, self.threads)
+
+    def get(self, key: str) -> Any:
+        """The value of a dotted camelCase key, e.g. ``get("model.nCtx")``."""
+        return getattr(self, _attr(key))
+
+
+# The table and the dataclass must agree; fail at import, not at run time.
+assert {f.name for f in dataclasses.fields(Settings)} - {"explicit"} == {_attr(s.key) for s in SETTINGS}
+assert all(Settings().get(s.key) == s.default for s in SETTINGS)
+
+
+def _flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in obj.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and key not in _BY_KEY:
+            flat.update(_flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def _check(setting: Setting, value: Any) -> tuple[Any, str | None]:
+    """Return (value, None) when valid, else (default, problem)."""
+    if value is None:
+        if setting.nullable:
+            return None, None
+        return setting.default, None
+    if setting.kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok and isinstance(value, float) and value.is_integer():
+            value, ok = int(value), True
+    else:
+        ok = isinstance(value, setting.kind)
+    if not ok:
+        return setting.default, (
+            f"{setting.key} must be {'an integer' if setting.kind is int else 'a string'}"
+            f" ({setting.unit}), got {json.dumps(value)}")
+    if setting.kind is str and setting.nullable and value.strip() == "":
+        return None, None
+    if setting.minimum is not None and value < setting.minimum:
+        return setting.default, f"{setting.key} must be at least {setting.minimum:g} {setting.unit}, got {value}"
+    if setting.maximum is not None and value > setting.maximum:
+        return setting.default, f"{setting.key} must be at most {setting.maximum:g} {setting.unit}, got {value}"
+    if setting.choices and value not in setting.choices:
+        return setting.default, f"{setting.key} must be one of {', '.join(setting.choices)}, got {json.dumps(value)}"
+    return value, None
+
+
+def parse_settings(*sources: Mapping[str, Any] | None) -> tuple[Settings, list[str]]:
+    """Merge setting sources (later ones win) into :class:`Settings`.
+
+    Args:
+        sources: mappings from the client, nested (``{"model": {"nCtx": 2048}}``) or
+            flat (``{"model.nCtx": 2048}``). A top-level ``deepseek`` key is unwrapped.
+            ``None`` and non-mappings are skipped.
+
+    Returns:
+        ``(settings, problems)``: invalid or unknown keys fall back to their defaults
+        and are described in ``problems``, one sentence each, for the user to read.
+    """
+    merged: dict[str, Any] = {}
+    problems: list[str] = []
+    for source in sources:
+        if source is None:
+            continue
+        if not isinstance(source, Mapping):
+            problems.append(f"settings must be an object, got {type(source).__name__}; using defaults")
+            continue
+        if isinstance(source.get("deepseek"), Mapping) and len(source) == 1:
+            source = source["deepseek"]
+        merged.update(_flatten(source))
+
+    values: dict[str, Any] = {}
+    for key, raw in merged.items():
+        setting = _BY_KEY.get(key)
+        if setting is None:
+            problems.append(f"unknown setting {key!r} ignored")
+            continue
+        value, problem = _check(setting, raw)
+        if problem:
+            problems.append(problem + f"; using the default ({json.dumps(setting.default)})")
+        values[_attr(key)] = value
+    explicit = frozenset(k for k in merged if k in _BY_KEY)
+    return Settings(**values, explicit=explicit), problems
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, Any]:
+    """Parse command-line ``key=value`` pairs; values are JSON when they parse, else strings.
+
+    Raises:
+        ValueError: a pair has no ``=``.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def settings_table_markdown() -> str:
+    """The settings as a Markdown table (key, default, unit, meaning), for README.md."""
+    rows = ["| key | default | unit | what it does |", "| --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        default = "none" if s.default is None else f"`{json.dumps(s.default)}`"
+        rows.append(f"| `{s.key}` | {default} | {s.unit} | {s.doc} |")
+    return "\n".join(rows)
+

@@ -1,0 +1,269 @@
+"""The model engine: one thread owns each llama.cpp model; everything else sends it jobs.
+
+``llama_cpp.Llama`` is not thread-safe, so an :class:`Engine` keeps one worker thread
+(``ThreadPoolExecutor(max_workers=1)``) and runs every job that touches the model
+there: tokenizing, building a prompt, generating. Async callers ``await`` the job.
+
+Cancellation is real: each generation gets a ``threading.Event`` checked by a llama.cpp
+stopping criterion after every sampled token, so a cancelled or superseded request
+stops within one token and frees the thread. Prompt processing of the tokens not
+already in the KV cache runs in batches and is not interrupted.
+
+KV-prefix reuse: ``Llama.generate`` keeps the longest common token prefix of the
+previous prompt in the KV cache; :class:`Generation` reports how many prompt tokens
+were reused and how many had to be evaluated.
+
+This module imports nothing from pygls or lsprotocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Sequence, TypeVar
+
+import psutil
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# llama-cpp-python's verbose=False points fds 1 and 2 at /dev/null while a model loads;
+# two loads at once could restore them in the wrong order, so loads take turns.
+_LOAD_LOCK = threading.Lock()
+_llama_log_callback = None  # keeps the ctypes callback alive
+
+
+def _route_llama_logs() -> None:
+    """Send llama.cpp's own log lines to the ``llama.cpp`` Python logger (once per process).
+
+    Its INFO chatter (hundreds of lines per load) becomes DEBUG; warnings and errors stay.
+    """
+    global _llama_log_callback
+    if _llama_log_callback is not None:
+        return
+    import ctypes
+
+    from llama_cpp import llama_cpp as _ll
+
+    llama_log = logging.getLogger("llama.cpp")
+    # enum ggml_log_level in the ggml.h this llama-cpp-python ships: NONE 0, DEBUG 1, INFO 2,
+    # WARN 3, ERROR 4, CONT 5 (continues the previous line). llama_cpp._logger's table is older.
+    levels = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+    last = [logging.DEBUG]
+
+    @_ll.llama_log_callback
+    def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        lvl = last[0] if level == 5 else levels.get(level, logging.DEBUG)
+        last[0] = lvl
+        if llama_log.isEnabledFor(lvl):
+            msg = text.decode("utf-8", "replace").rstrip()
+            if msg:
+                llama_log.log(lvl, "%s", msg)
+
+    _llama_log_callback = callback
+    _ll.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+def default_threads() -> int:
+    """Physical cores (llama.cpp is slower on hyper-threads), at least 1."""
+    return max(1, psutil.cpu_count(logical=False) or psutil.cpu_count() or 1)
+
+
+@dataclass
+class Generation:
+    """What one generation produced and what it cost.
+
+    Attributes:
+        text: the raw generated text (before length control's final trim).
+        finish: why it ended: ``stop`` (end-of-text or a stop token), ``complete``
+            (the judge saw the end), ``max_tokens``, ``cancelled`` or ``timeout``.
+        prompt_tokens: tokens in the prompt.
+        reused_tokens: prompt tokens found in the KV cache (no evaluation needed).
+        generated_tokens: tokens sampled.
+        prompt_ms: time to the first sampled token (prompt processing), ms.
+        total_ms: whole generation, ms.
+    """
+
+    text: str
+    finish: str
+    prompt_tokens: int
+    reused_tokens: int
+    generated_tokens: int
+    prompt_ms: float
+    total_ms: float
+
+    @property
+    def evaluated_tokens(self) -> int:
+        return self.prompt_tokens - self.reused_tokens
+
+
+class LoadedModel:
+    """A loaded llama.cpp model. Use it only on its engine's thread.
+
+    Implements the ``server.prompting.Vocabulary`` protocol.
+    """
+
+    def __init__(self, path: str, *, n_ctx: int, n_threads: int, vocab_only: bool = False):
+        """Load ``path``.
+
+        Raises:
+            ValueError / RuntimeError: llama.cpp could not load the file (corrupt or
+                unsupported); callers turn this into a user-facing message.
+        """
+        from llama_cpp import Llama, llama_cpp as _ll  # heavy import, deferred to load time
+
+        _route_llama_logs()
+        # verbose=False: no per-call timing prints. It briefly points fds 1 and 2 at
+        # /dev/null while loading; the JSON-RPC stream is safe because the serve command
+        # writes it to a duplicate of fd 1 (see server.cli.cmd_serve).
+        llama_log = logging.getLogger("llama.cpp")
+        saved = llama_log.level
+        with _LOAD_LOCK:
+            if vocab_only:  # its context warns about n_ctx_train 0, which means nothing here
+                llama_log.setLevel(logging.ERROR)
+            try:
+                self.llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                                 vocab_only=vocab_only, verbose=False, seed=0)
+            finally:
+                llama_log.setLevel(saved)
+        self.path = path
+        self.metadata: dict[str, str] = dict(self.llm.metadata)
+        self._eog = _ll.llama_vocab_is_eog
+        self._vocab = self.llm._model.vocab
+
+    def close(self) -> None:
+        self.llm.close()
+
+    @property
+    def n_ctx(self) -> int:
+        return self.llm.n_ctx()
+
+    # -- Vocabulary protocol -------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = False) -> list[int]:
+        if not text:
+            return []
+        return self.llm.tokenize(text.encode("utf-8", "replace"), add_bos=add_special, special=parse_special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.llm.detokenize(list(tokens), special=True).decode("utf-8", "replace")
+
+    # -- generation ----------------------------------------------------------------------
+    def cached_prefix(self, tokens: Sequence[int]) -> int:
+        """Length of the longest common prefix of ``tokens`` and the KV cache."""
+        cached = self.llm._input_ids  # tokens currently in the KV cache
+        n = 0
+        for a, b in zip(cached, tokens):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def generate(self, prompt: list[int], *, max_tokens: int, cancel: threading.Event, deadline: float,
+                 stop_ids: frozenset[int] = frozenset(),
+                 judge: Callable[[str], bool] | None = None) -> Generation:
+        """Greedy generation from ``prompt`` (token ids) until a stop condition.
+
+        Args:
+            prompt: the prompt's token ids; must be shorter than ``n_ctx - max_tokens``.
+            max_tokens: most tokens to sample.
+            cancel: set from any thread to stop within one token.
+            deadline: ``time.monotonic()`` value after which generation stops (finish ``timeout``).
+            stop_ids: tokens that end the output besides the model's end-of-generation tokens.
+            judge: called with the text so far after each token; True means it is complete.
+
+        Raises:
+            ValueError: the prompt does not fit the context window.
+        """
+        from llama_cpp import StoppingCriteriaList
+
+        if len(prompt) + max_tokens > self.n_ctx:
+            raise ValueError(f"prompt of {len(prompt)} tokens + {max_tokens} to generate exceeds n_ctx {self.n_ctx}")
+        t0 = time.monotonic()
+        reused = self.cached_prefix(prompt)
+        out: list[int] = []
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        text, finish, first_at = "", "", 0.0
+        criteria = StoppingCriteriaList([lambda ids, logits: cancel.is_set() or time.monotonic() > deadline])
+        if cancel.is_set():
+            return Generation("", "cancelled", len(prompt), reused, 0, 0.0, 0.0)
+        for token in self.llm.generate(prompt, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
+                                       reset=True, stopping_criteria=criteria):
+            if not first_at:
+                first_at = time.monotonic()
+            if token in stop_ids or self._eog(self._vocab, token):
+                finish = "stop"
+                break
+            out.append(token)
+            text += decoder.decode(self.llm.detokenize([token], special=False))
+            if judge is not None and judge(text):
+                finish = "complete"
+                break
+            if len(out) >= max_tokens:
+                finish = "max_tokens"
+                break
+        if not finish:  # the stopping criterion ended the loop
+            finish = "cancelled" if cancel.is_set() else "timeout"
+        text += decoder.decode(b"", final=True)
+        now = time.monotonic()
+        return Generation(text, finish, len(prompt), min(reused, len(prompt)), len(out),
+                          ((first_at or now) - t0) * 1000, (now - t0) * 1000)
+
+
+class Engine:
+    """Owns one model and the one thread allowed to touch it.
+
+    Jobs are callables ``job(model) -> T`` run on the owner thread in submission order.
+    """
+
+    def __init__(self, name: str = "llm"):
+        self.name = name
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{name}")
+        self.model: LoadedModel | None = None
+
+    def _load(self, path: str, n_ctx: int, n_threads: int) -> LoadedModel:
+        if self.model is not None:
+            self.model.close()
+            self.model = None
+        t0 = time.monotonic()
+        self.model = LoadedModel(path, n_ctx=n_ctx, n_threads=n_threads)
+        log.info("loaded %s (n_ctx %d, %d threads) in %.2f s", path, n_ctx, n_threads, time.monotonic() - t0)
+        return self.model
+
+    def load(self, path: str, *, n_ctx: int, n_threads: int) -> Future[LoadedModel]:
+        """Load (or replace) the model on the owner thread."""
+        return self._executor.submit(self._load, path, n_ctx, n_threads)
+
+    def unload(self) -> Future[None]:
+        def _unload() -> None:
+            if self.model is not None:
+                self.model.close()
+                self.model = None
+        return self._executor.submit(_unload)
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run ``fn()`` on the owner thread, loaded model or not (e.g. a vocab-only probe)."""
+        return self._executor.submit(fn)
+
+    def submit(self, job: Callable[[LoadedModel], T]) -> Future[T]:
+        """Run ``job(model)`` on the owner thread.
+
+        Raises (through the future):
+            RuntimeError: no model is loaded.
+        """
+        def run() -> T:
+            if self.model is None:
+                raise RuntimeError("no model is loaded")
+            return job(self.model)
+        return self._executor.submit(run)
+
+    async def run(self, job: Callable[[LoadedModel], T]) -> T:
+        """``await`` form of :meth:`submit`."""
+        return await asyncio.wrap_future(self.submit(job))
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

