@@ -6,8 +6,9 @@ there: tokenizing, building a prompt, generating. Async callers ``await`` the jo
 
 Cancellation is real: each generation gets a ``threading.Event`` checked by a llama.cpp
 stopping criterion after every sampled token, so a cancelled or superseded request
-stops within one token and frees the thread. Prompt processing of the tokens not
-already in the KV cache runs in batches and is not interrupted.
+stops within one token and frees the thread. Prompt processing is cancellable too: the
+prompt tokens not already in the KV cache are evaluated in chunks of PREFILL_CHUNK
+tokens with the event checked between chunks.
 
 KV-prefix reuse: ``Llama.generate`` keeps the longest common token prefix of the
 previous prompt in the KV cache; :class:`Generation` reports how many prompt tokens
@@ -31,6 +32,11 @@ import psutil
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Prompt tokens evaluated between two looks at the cancel event. Measured with 1,024
+# prompt tokens on the default model, 2 threads: 214 tokens/s at 512 per chunk, 211 at 64
+# (303 ms per chunk), 191 at 32. So 64 costs nothing and a cancel lands within ~0.3 s.
+PREFILL_CHUNK = 64
 
 # llama-cpp-python's verbose=False points fds 1 and 2 at /dev/null while a model loads;
 # two loads at once could restore them in the wrong order, so loads take turns.
@@ -133,6 +139,7 @@ class LoadedModel:
                 llama_log.setLevel(saved)
         self.path = path
         self.metadata: dict[str, str] = dict(self.llm.metadata)
+        self._ll = _ll
         self._eog = _ll.llama_vocab_is_eog
         self._vocab = self.llm._model.vocab
 
@@ -152,6 +159,10 @@ class LoadedModel:
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self.llm.detokenize(list(tokens), special=True).decode("utf-8", "replace")
 
+    def is_special(self, token: int) -> bool:
+        attr = self._ll.llama_vocab_get_attr(self._vocab, token)
+        return bool(attr & (self._ll.LLAMA_TOKEN_ATTR_CONTROL | self._ll.LLAMA_TOKEN_ATTR_USER_DEFINED))
+
     # -- generation ----------------------------------------------------------------------
     def cached_prefix(self, tokens: Sequence[int]) -> int:
         """Length of the longest common prefix of ``tokens`` and the KV cache."""
@@ -162,6 +173,22 @@ class LoadedModel:
                 break
             n += 1
         return n
+
+    def _prefill(self, prompt: list[int], reused: int, stopped: Callable[[], str]) -> bool:
+        """Evaluate ``prompt[reused:-1]`` into the KV cache in chunks; False when stopped early.
+
+        ``Llama.generate`` then finds all but the last prompt token cached and evaluates
+        only that one before sampling. A stopped prefill leaves a valid shorter prefix in
+        the cache, which the next request can reuse.
+        """
+        llm = self.llm
+        llm.n_tokens = reused  # Llama.eval drops the KV cache beyond n_tokens first
+        end = len(prompt) - 1
+        for start in range(reused, end, PREFILL_CHUNK):
+            if stopped():
+                return False
+            llm.eval(prompt[start:min(start + PREFILL_CHUNK, end)])
+        return not stopped()
 
     def generate(self, prompt: list[int], *, max_tokens: int, cancel: threading.Event, deadline: float,
                  stop_ids: frozenset[int] = frozenset(),
@@ -184,13 +211,20 @@ class LoadedModel:
         if len(prompt) + max_tokens > self.n_ctx:
             raise ValueError(f"prompt of {len(prompt)} tokens + {max_tokens} to generate exceeds n_ctx {self.n_ctx}")
         t0 = time.monotonic()
-        reused = self.cached_prefix(prompt)
+        # The last prompt token is always evaluated again: sampling needs its logits, and
+        # the logits left in the context belong to whatever was decoded last.
+        reused = min(self.cached_prefix(prompt), len(prompt) - 1)
         out: list[int] = []
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         text, finish, first_at = "", "", 0.0
-        criteria = StoppingCriteriaList([lambda ids, logits: cancel.is_set() or time.monotonic() > deadline])
-        if cancel.is_set():
-            return Generation("", "cancelled", len(prompt), reused, 0, 0.0, 0.0)
+
+        def stopped() -> str:
+            return "cancelled" if cancel.is_set() else "timeout" if time.monotonic() > deadline else ""
+
+        if not self._prefill(prompt, reused, stopped):
+            ms = (time.monotonic() - t0) * 1000
+            return Generation("", stopped(), len(prompt), reused, 0, ms, ms)
+        criteria = StoppingCriteriaList([lambda ids, logits: bool(stopped())])
         for token in self.llm.generate(prompt, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
                                        reset=True, stopping_criteria=criteria):
             if not first_at:
@@ -207,10 +241,10 @@ class LoadedModel:
                 finish = "max_tokens"
                 break
         if not finish:  # the stopping criterion ended the loop
-            finish = "cancelled" if cancel.is_set() else "timeout"
+            finish = stopped() or "stop"
         text += decoder.decode(b"", final=True)
         now = time.monotonic()
-        return Generation(text, finish, len(prompt), min(reused, len(prompt)), len(out),
+        return Generation(text, finish, len(prompt), reused, len(out),
                           ((first_at or now) - t0) * 1000, (now - t0) * 1000)
 
 

@@ -112,8 +112,11 @@ def decide(prefix: str, suffix: str, language_id: str, max_lines: int) -> Length
     return policy(Mode.MULTI_LINE, block_indent=_indent(left) - 1, stop_at_blank=True)
 
 
-def _bracket_excess(text: str) -> int:
-    """Closing brackets without an opener in ``text`` (strings are not parsed)."""
+def _bracket_imbalance(text: str) -> int:
+    """Unmatched brackets in ``text``: closers without an opener plus openers left open.
+
+    Strings and comments are not parsed: this is a tie-breaker, not a parser.
+    """
     depth, excess = 0, 0
     for ch in text:
         if ch in _BRACKETS:
@@ -123,7 +126,7 @@ def _bracket_excess(text: str) -> int:
                 depth -= 1
             else:
                 excess += 1
-    return excess
+    return excess + depth
 
 
 def _dedupe_line_end(text: str, policy: LengthPolicy) -> str:
@@ -134,14 +137,15 @@ def _dedupe_line_end(text: str, policy: LengthPolicy) -> str:
     body = text.rstrip()
     if body.strip() == right:
         return ""
-    # Longest tail of the output that equals a head of the right-hand text, kept only
-    # when removing it balances the line's brackets (so "bar()" before ")" is kept).
-    line = policy.line_left + body + policy.line_right
+    # The longest tail of the output that equals a head of the right-hand text is a
+    # repeat, unless the brackets say the output needs it ("bar()" before ")" keeps its ")").
+    full = _bracket_imbalance(policy.line_left + body + policy.line_right)
     for k in range(min(len(body), len(right)), 0, -1):
         if body.endswith(right[:k]):
             cut = body[:-k]
-            if _bracket_excess(policy.line_left + cut + policy.line_right) < _bracket_excess(line) \
-                    or right[:k] == right:
+            trimmed = _bracket_imbalance(policy.line_left + cut + policy.line_right)
+            has_brackets = any(ch in _BRACKETS or ch in _BRACKETS.values() for ch in right[:k])
+            if trimmed < full or (trimmed == full and not has_brackets):
                 return cut
             break
     return text
@@ -192,11 +196,11 @@ def trim(text: str, policy: LengthPolicy, final: bool = False) -> tuple[str, boo
         if len(kept) >= policy.max_lines:
             complete = True
             break
-    # The first line alone duplicating the rest of the file is nothing to suggest.
-    if len(kept) == 1 and policy.next_line and kept[0].strip() == policy.next_line.strip():
-        kept = [""]
     while len(kept) > 1 and not kept[-1].strip():
         kept.pop()
+    # A first line alone that re-types the file's next line is nothing to suggest.
+    if len(kept) == 1 and policy.next_line and kept[0].strip() == policy.next_line.strip():
+        kept = [""]
     suggestion = "\n".join(kept)
     if not suggestion.strip():
         suggestion = ""

@@ -191,7 +191,7 @@ class DeepseekLanguageServer(LanguageServer):
         fim, counter = models.fim, models.counter
         key = (snap.version, snap.offset, len(snap.text), hash(snap.text))
         flight = self.inflight.get(uri)
-        if flight is None or flight.key != key or flight.future.done():
+        if flight is None or flight.key != key or flight.future.done() or flight.cancel.is_set():
             if flight is not None:
                 flight.cancel.set()  # superseded: the older generation stops within one token
             cancel = threading.Event()

@@ -10,7 +10,7 @@ with its own special tokens:
 The family is read from the model's own vocabulary (which markers exist as single
 special tokens), never from the file name. Prompts are built as token ids: the
 user's code is tokenized with special-token parsing *off*, so source text that
-happens to contain ``<|fim_prefix|>`` cannot inject a marker.
+happens to contain a FIM marker (a control token) cannot inject it.
 
 This module imports nothing from pygls, lsprotocol or llama_cpp: it talks to the
 model through the small :class:`Vocabulary` protocol.
@@ -31,6 +31,9 @@ class Vocabulary(Protocol):
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         """Text of ``tokens`` (special tokens rendered as their text)."""
+
+    def is_special(self, token: int) -> bool:
+        """True for control and user-defined (added) tokens, False for ordinary text pieces."""
 
 
 @dataclass(frozen=True)
@@ -68,13 +71,11 @@ FAMILIES: tuple[PromptFamily, ...] = (QWEN_CODER, DEEPSEEK_CODER)
 def special_token_id(vocab: Vocabulary, text: str) -> int | None:
     """The id of ``text`` when the vocabulary has it as one *special* token, else None.
 
-    Special means: one token when special parsing is on, and not one token when it
-    is off (so an ordinary word that happens to be one token does not count).
+    Special means a control or user-defined (added) token, so an ordinary word that
+    happens to be one token does not count.
     """
     ids = vocab.tokenize(text, parse_special=True)
-    if len(ids) != 1:
-        return None
-    return ids[0] if len(vocab.tokenize(text, parse_special=False)) != 1 else None
+    return ids[0] if len(ids) == 1 and vocab.is_special(ids[0]) else None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import psutil
 MB = 1024 * 1024
 # Compute buffers, tokenizer tables, Python and llama.cpp runtime beyond weights + KV cache.
 # Measured with `python bench/memory.py` on the default model (RSS after load and one
-# completion, minus file size and KV cache): 150-190 MB at n_ctx 512-8192; rounded up.
+# completion, minus file size and KV cache): 160-182 MB at n_ctx 512-8192; rounded up.
 OVERHEAD_MB = 256
 KV_BYTES_PER_ELEMENT = 2  # llama.cpp's default KV cache type is f16
 

@@ -1,0 +1,223 @@
+"""End to end: the real server over stdio, the real default model, real third-party code.
+
+The code completed here is platformdirs' ``unix.py`` (an installed dependency this
+project did not write): holes are cut into it, the server fills them, and the file
+must still parse with the suggestion in place.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import platformdirs
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from tree_sitter_language_pack import get_parser
+
+pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
+
+SERVER = [sys.executable, "-m", "server"]
+SOURCE = Path(platformdirs.__file__).with_name("unix.py")
+
+
+async def wait_until_settled(client: LanguageClient, timeout: float = 180.0) -> dict:
+    """Poll deepseek.status until the model is loaded or has failed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="deepseek.status"))
+        if status["model"]["state"] in ("loaded", "too-large", "error"):
+            return status
+        assert time.monotonic() < deadline, f"model did not settle: {status}"
+        await asyncio.sleep(0.2)
+
+
+def open_doc(client: LanguageClient, path: Path, text: str, language: str = "python") -> str:
+    uri = path.as_uri()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)))
+    return uri
+
+
+def cut_hole(text: str, line_marker: str, cut_after: str) -> tuple[str, types.Position, str]:
+    """Remove the rest of the line starting with ``line_marker`` after ``cut_after``.
+
+    Returns (document with the hole, cursor position, the removed text).
+    """
+    start = text.index(line_marker)
+    end = text.index("\n", start)
+    cursor = text.index(cut_after, start) + len(cut_after)
+    doc = text[:cursor] + text[end:]
+    line = doc[:cursor].count("\n")
+    return doc, types.Position(line=line, character=cursor - (doc.rfind("\n", 0, cursor) + 1)), text[cursor:end]
+
+
+def insert_at(doc: str, pos: types.Position, text: str) -> str:
+    lines = doc.split("\n")
+    offset = sum(len(ln) + 1 for ln in lines[: pos.line]) + pos.character
+    return doc[:offset] + text + doc[offset:]
+
+
+def parses(source: str) -> bool:
+    tree = get_parser("python").parse(source.encode())
+    ast.parse(source)  # raises SyntaxError
+    return not tree.root_node.has_error
+
+
+async def inline(client: LanguageClient, uri: str, pos: types.Position,
+                 kind=types.InlineCompletionTriggerKind.Invoked) -> list[types.InlineCompletionItem]:
+    result = await client.text_document_inline_completion_async(types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=pos,
+        context=types.InlineCompletionContext(trigger_kind=kind)))
+    return list(result.items) if isinstance(result, types.InlineCompletionList) else list(result or [])
+
+
+@pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=SERVER))
+async def client(lsp_client: LanguageClient):
+    result = await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"),
+        initialization_options={"completion": {"maxTimeMs": 60000}}))
+    lsp_client.init_result = result
+    status = await wait_until_settled(lsp_client)
+    assert status["model"]["loaded"], status
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_initialize_advertises_inline_and_plain_completion(client: LanguageClient):
+    caps = client.init_result.capabilities
+    assert caps.inline_completion_provider is not None and caps.inline_completion_provider is not False
+    assert caps.completion_provider is not None
+    assert "deepseek.status" in caps.execute_command_provider.commands
+
+
+async def test_status_reports_the_loaded_default_model(client: LanguageClient):
+    status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="deepseek.status"))
+    model = status["model"]
+    assert model["name"] == "qwen2.5-coder-0.5b-instruct-q4_k_m"
+    assert model["family"] == "qwen2.5-coder" and model["loaded"] is True
+    assert 400 < model["sizeMb"] < 500
+    assert status["backend"] == {"kind": "local"}
+    assert status["ram"]["availableMb"] > 0 and status["ram"]["neededMb"] > model["sizeMb"]
+    assert set(status["index"]) == {"state", "files", "chunks"}
+
+
+async def test_model_load_reported_work_done_progress(client: LanguageClient):
+    kinds = [[p.kind for p in reports] for reports in client.progress_reports.values()]
+    assert any(k[0] == "begin" and k[-1] == "end" for k in kinds), kinds
+
+
+async def test_single_line_suggestion_continues_real_code(client: LanguageClient, tmp_path):
+    text = SOURCE.read_text()
+    doc, pos, removed = cut_hole(text, "        return self._append_app_name_and_version(\"/var/lib\"", "return self.")
+    uri = open_doc(client, tmp_path / "unix_hole1.py", doc)
+    items = await inline(client, uri, pos)
+    assert len(items) == 1
+    suggestion = items[0].insert_text
+    assert "\n" not in suggestion  # single line: the cursor ends a line that opens no block
+    assert suggestion.startswith("_append_app_name_and_version(")  # continues with the method this file uses
+    assert items[0].range.start == pos and items[0].range.end == pos
+    assert parses(insert_at(doc, pos, suggestion))
+
+
+async def test_multi_line_block_ends_by_indentation(client: LanguageClient, tmp_path):
+    text = SOURCE.read_text()
+    start = text.index("    def user_music_dir(self) -> str:")
+    eol = text.index("\n", start)
+    body_end = text.index("\n\n", eol)
+    doc = text[:eol] + text[body_end:]
+    pos = types.Position(line=doc[:eol].count("\n"), character=eol - (doc.rfind("\n", 0, eol) + 1))
+    uri = open_doc(client, tmp_path / "unix_hole2.py", doc)
+    items = await inline(client, uri, pos)
+    suggestion = items[0].insert_text
+    lines = suggestion.split("\n")
+    assert lines[0] == "" and len(lines) >= 2  # a body on the lines below the block opener
+    assert all(not ln.strip() or ln.startswith("        ") for ln in lines[1:])  # inside the method
+    assert "@property" not in suggestion and "def " not in suggestion  # stopped at the dedent
+    assert "_user_media_dir(" in suggestion
+    assert parses(insert_at(doc, pos, suggestion))
+
+
+async def test_plain_completion_returns_the_same_suggestion(client: LanguageClient, tmp_path):
+    text = SOURCE.read_text()
+    doc, pos, _ = cut_hole(text, "        return self._user_media_dir(\"XDG_MUSIC_DIR\"", "return ")
+    uri = open_doc(client, tmp_path / "unix_hole3.py", doc)
+    items = await inline(client, uri, pos)
+    result = await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=pos))
+    assert result.is_incomplete and len(result.items) == 1
+    item = result.items[0]
+    assert item.text_edit.new_text == items[0].insert_text
+    assert item.text_edit.range == types.Range(start=pos, end=pos)
+    assert item.text_edit.new_text.startswith("self._user_media_dir(")
+    assert parses(insert_at(doc, pos, item.text_edit.new_text))
+
+
+async def test_never_repeats_the_text_after_the_cursor(client: LanguageClient, tmp_path):
+    text = SOURCE.read_text()
+    # Cursor inside the call: the closing parenthesis is already there.
+    doc, pos, _ = cut_hole(text, "        return self._user_media_dir(\"XDG_VIDEOS_DIR\"", "_user_media_dir(")
+    doc = insert_at(doc, pos, ")")
+    uri = open_doc(client, tmp_path / "unix_hole4.py", doc)
+    items = await inline(client, uri, pos)
+    suggestion = items[0].insert_text if items else ""
+    completed_line = insert_at(doc, pos, suggestion).split("\n")[pos.line]
+    assert not completed_line.endswith("))"), completed_line
+    assert parses(insert_at(doc, pos, suggestion))
+
+
+async def test_superseded_request_stops_and_the_newer_one_answers(client: LanguageClient, tmp_path):
+    text = SOURCE.read_text()
+    doc, pos, _ = cut_hole(text, "        return self._append_app_name_and_version(\"/var/log\"", "return self.")
+    uri = open_doc(client, tmp_path / "unix_hole5.py", doc)
+    # Two requests in flight for the same document: the first is superseded by the second.
+    first = client.text_document_inline_completion_async(types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=pos.line + 2, character=0),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+    second = inline(client, uri, pos)
+    first_result, second_items = await asyncio.gather(first, second)
+    assert list(first_result.items) == []
+    assert second_items and second_items[0].insert_text
+    assert parses(insert_at(doc, pos, second_items[0].insert_text))
+
+
+async def test_cancel_request_is_honoured(client: LanguageClient, tmp_path):
+    text = SOURCE.read_text()
+    doc, pos, _ = cut_hole(text, "        return self._user_media_dir(\"XDG_DESKTOP_DIR\"", "return ")
+    uri = open_doc(client, tmp_path / "unix_hole6.py", doc)
+    fut = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=pos,
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)),
+        msg_id="cancel-me")
+    await asyncio.sleep(0.3)
+    client.protocol.notify("$/cancelRequest", types.CancelParams(id="cancel-me"))
+    started = time.monotonic()
+    with pytest.raises(JsonRpcException):
+        await asyncio.wrap_future(fut)
+    assert time.monotonic() - started < 5
+    # The engine is free again: the next request answers.
+    assert (await inline(client, uri, pos))[0].insert_text
+
+
+async def test_bad_input_gets_an_error_or_nothing_and_the_server_stays_up(client: LanguageClient, tmp_path):
+    uri = open_doc(client, tmp_path / "small.py", "x = 1\n")
+    with pytest.raises(JsonRpcException, match="outside the document"):
+        await inline(client, uri, types.Position(line=99, character=0))
+    with pytest.raises(JsonRpcException, match="past the end of line"):
+        await inline(client, uri, types.Position(line=0, character=40))
+    assert await inline(client, (tmp_path / "never-opened.py").as_uri(), types.Position(line=0, character=0)) == []
+    binary = open_doc(client, tmp_path / "blob.py", "abc\x00\x01\x02" * 100)
+    assert await inline(client, binary, types.Position(line=0, character=3)) == []
+    huge = open_doc(client, tmp_path / "huge.py", "x = 1\n" * (10 * 1024 * 1024 // 6))
+    started = time.monotonic()
+    assert await inline(client, huge, types.Position(line=5, character=0)) == []
+    assert time.monotonic() - started < 10
+    status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="deepseek.status"))
+    assert status["model"]["loaded"]
