@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import sys
-import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -86,7 +85,7 @@ def _line_col_offset(text: str, line: int, col: int) -> int:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    from .completion import Snapshot, Unsuitable, complete
+    from .completion import Snapshot, Unsuitable
     from .logs import setup_logging
     from .lsp_convert import language_from_uri
     from .manager import ModelManager
@@ -107,19 +106,21 @@ def cmd_complete(args: argparse.Namespace) -> int:
     if not status.loaded:
         print(f"deepseek-lsp: {status.error}", file=sys.stderr)
         return 2
-    if manager.fim is None:
+    if manager.service is None:
         print(f"deepseek-lsp: {status.name} has no fill-in-the-middle tokens; choose a code model.", file=sys.stderr)
         return 2
     snap = Snapshot(uri=path.resolve().as_uri(), version=None, text=text, offset=offset,
                     language_id=args.language or language_from_uri(str(path)))
-    fim, counter = manager.fim, manager.counter
     try:
-        s = manager.engine.submit(lambda m: complete(m, fim, counter, snap, settings, threading.Event())).result()
+        s = asyncio.run(manager.service.suggest(snap, settings, manual=True))
     except Unsuitable as e:
         print(f"deepseek-lsp: no suggestion: {e}", file=sys.stderr)
         return 1
     finally:
         manager.shutdown()
+    if s is None or s.generation is None:
+        print("deepseek-lsp: no suggestion", file=sys.stderr)
+        return 1
     g = s.generation
     if args.json:
         print(json.dumps({

@@ -1,28 +1,50 @@
-"""The completion pipeline: a document snapshot in, a suggestion out.
+"""The completion pipeline: a document snapshot in, a suggestion out, fast while typing.
 
-snapshot (text, cursor offset, language) -> length policy (:mod:`server.length`)
--> FIM prompt within the token budget (:mod:`server.prompting`) -> greedy generation
-on the engine thread, stopped by the policy, a stop token, cancellation or the time
-cap (:mod:`server.engine`) -> final trim.
+For each request (one keystroke):
 
-The same function serves ``textDocument/inlineCompletion``, ``textDocument/completion``
-and ``deepseek-lsp complete``. This module imports nothing from pygls or lsprotocol.
+1. **Gate.** Refuse binary and huge documents; an automatic request with more than
+   ``completion.maxRightChars`` non-blank characters right of the cursor gets nothing.
+2. **Length policy** from the text around the cursor (:mod:`server.length`).
+3. **Type-through cache.** Keyed by the *anchor* (the text above the cursor's line and
+   from the cursor on). An entry remembers what the model wrote after some typed text;
+   when the user has since typed the start of that suggestion, the rest is served with
+   no model call. An exact repeat is the case where nothing more was typed.
+4. **In-flight join.** When a generation for the same anchor is running and what the
+   user typed agrees with what it has produced so far, the request waits for it instead
+   of cancelling it. Otherwise the running generation is cancelled (within one token).
+5. **Prefill, debounce, generate** on the engine thread: the prompt (laid out so that
+   only the typed text changes between keystrokes, :class:`server.prompting.FimPrompt`,
+   with the typed text's last token healed) is evaluated into the KV cache at once,
+   because that work is never wasted; then an automatic request waits out the adaptive
+   debounce, then generates under its time cap.
+   A time-capped answer is cached as incomplete and the next agreeing request continues
+   it from its exact cached tokens.
+
+This module imports nothing from pygls or lsprotocol.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 from .config import Settings
-from .engine import Generation, LoadedModel
+from .engine import Engine, Generation, LoadedModel
 from .length import LengthPolicy, Mode, decide, trim
-from .prompting import Budget, FimFormat, TokenCounter, build_fim_prompt
+from .prompting import Budget, CursorText, FimFormat, TokenCounter, build_fim_prompt
 
 log = logging.getLogger(__name__)
+
 SINGLE_LINE_MAX_TOKENS = 64  # a line of code is rarely longer; caps a model that will not stop
+CACHE_ENTRIES = 256          # anchors remembered by the type-through cache (LRU)
+TYPING_GAP_MS = 1500         # a pause longer than this is not "typing" for the debounce
+EMA_WEIGHT = 0.3             # weight of the newest sample in the moving averages
+MAX_HEALED_TOKENS = 4        # token healing takes back at most this many typed tokens
 
 
 class Unsuitable(Exception):
@@ -34,7 +56,7 @@ class Snapshot:
     """An immutable view of one document at one cursor position.
 
     Attributes:
-        uri: the document's URI (for logs).
+        uri: the document's URI.
         version: the document version the snapshot was taken from.
         text: the whole document.
         offset: the cursor as an index into ``text`` (code points).
@@ -55,15 +77,61 @@ class Suggestion:
     Attributes:
         text: what to insert at the cursor ("" for no suggestion).
         policy: the length policy that shaped it.
-        generation: timings and token counts.
+        source: ``model`` (generated for this request), ``continued`` (a time-capped
+            answer continued), ``joined`` (a running generation this request agreed
+            with), or ``cache`` (type-through or exact hit, no model call).
+        generation: figures of the generation that produced it (None for cache hits).
         prefix_dropped_tokens, suffix_dropped_tokens: context left out by the budget.
+        latency_ms: from the request's arrival to the answer.
     """
 
     text: str
     policy: LengthPolicy
-    generation: Generation
+    source: str
+    generation: Generation | None
     prefix_dropped_tokens: int
     suffix_dropped_tokens: int
+    latency_ms: float
+
+
+@dataclass
+class _Entry:
+    """What the model wrote after ``typed`` for one anchor."""
+
+    typed: str
+    text: str              # raw generated text after ``typed`` (not trimmed)
+    tokens: list[int]      # prompt + generated tokens: exactly what the KV cache holds after it
+    complete: bool         # ended by itself (stop token, policy, max tokens), not by a cap
+    mode: Mode
+    prefix_dropped: int
+    suffix_dropped: int
+    generated: int = 0     # tokens generated so far, over all continuations
+    generation: Generation | None = None
+
+    def rest_after(self, typed: str) -> str | None:
+        """The part of the suggestion still to come once ``typed`` is typed, or None."""
+        full = self.typed + self.text
+        if typed.startswith(self.typed) and full.startswith(typed):
+            return full[len(typed):]
+        return None
+
+
+@dataclass
+class _Flight:
+    """A generation running for one document."""
+
+    key: tuple
+    typed: str
+    mode: Mode
+    cancel: threading.Event = field(default_factory=threading.Event)
+    future: asyncio.Future | None = None
+    partial: str = ""      # generated so far (written by the engine thread)
+    waiters: int = 0
+
+    def agrees(self, typed: str) -> bool:
+        """True when ``typed`` is consistent with this generation's typed text and output so far."""
+        full = self.typed + self.partial
+        return typed.startswith(self.typed) and (full.startswith(typed) or typed.startswith(full))
 
 
 def check_document(text: str, max_file_size_kb: int) -> None:
@@ -80,38 +148,243 @@ def check_document(text: str, max_file_size_kb: int) -> None:
         raise Unsuitable("document looks binary (it contains NUL characters)")
 
 
-def complete(model: LoadedModel, fim: FimFormat, counter: TokenCounter, snap: Snapshot,
-             settings: Settings, cancel: threading.Event) -> Suggestion:
-    """Compute the suggestion for ``snap``. Runs on the engine's owner thread.
+def healing_tokens(pieces: list[bytes]) -> int:
+    """How many of the typed text's last tokens to take back for token healing.
+
+    All tokens of the partial word at the end (a token that starts the word, possibly
+    with its leading space, ends the run), at least the last token, at most all given.
 
     Args:
-        model: the loaded model (tokenizer and generator).
-        fim: its FIM format.
-        counter: token counter bound to ``model``.
-        snap: the document snapshot.
-        settings: ``completion.*`` budgets and caps.
-        cancel: set by another thread to stop within one token.
-
-    Raises:
-        Unsuitable: see :func:`check_document`.
+        pieces: the bytes of the typed text's last few tokens, in order.
     """
-    started = time.monotonic()
-    check_document(snap.text, settings.completion_max_file_size_kb)
-    prefix, suffix = snap.text[: snap.offset], snap.text[snap.offset:]
-    policy = decide(prefix, suffix, snap.language_id, settings.completion_max_lines)
-    max_tokens = settings.completion_max_tokens if policy.mode is Mode.MULTI_LINE \
-        else min(settings.completion_max_tokens, SINGLE_LINE_MAX_TOKENS)
-    # The whole prompt plus the output must fit n_ctx: shrink the prefix quota first.
-    room = model.n_ctx - max_tokens - 8 - len(fim.bos)
-    suffix_budget = min(settings.completion_suffix_tokens, room // 4)
-    budget = Budget(min(settings.completion_prefix_tokens, room - suffix_budget), suffix_budget)
-    prompt = build_fim_prompt(model, fim, prefix, suffix, budget, counter)
-    deadline = started + settings.completion_max_time_ms / 1000
-    gen = model.generate(prompt.tokens, max_tokens=max_tokens, cancel=cancel, deadline=deadline,
-                         stop_ids=fim.stop_ids, judge=lambda text: trim(text, policy)[1])
-    text = "" if gen.finish == "cancelled" else trim(gen.text, policy, final=True)[0]
-    log.info("completion %s v%s: %s, %d chars; prompt %d tokens (%d reused, %d evaluated) in %.0f ms; "
-             "%d generated, %.0f ms total; finish %s", snap.uri, snap.version, policy.mode.value, len(text),
-             gen.prompt_tokens, gen.reused_tokens, gen.evaluated_tokens, gen.prompt_ms, gen.generated_tokens,
-             gen.total_ms, gen.finish)
-    return Suggestion(text, policy, gen, prompt.prefix_dropped_tokens, prompt.suffix_dropped_tokens)
+    n = 0
+    for piece in reversed(pieces):
+        word = piece.lstrip(b" ")
+        if n and not (word and (word.replace(b"_", b"").isalnum())):
+            break
+        n += 1
+        if piece != word or not word.replace(b"_", b"").isalnum():
+            break  # a leading space starts the word; punctuation is a word of its own
+    return n
+
+
+def _ema(old: float | None, sample: float) -> float:
+    return sample if old is None else (1 - EMA_WEIGHT) * old + EMA_WEIGHT * sample
+
+
+class CompletionService:
+    """Suggestions for one loaded FIM model: caches, coalescing, debounce, time caps.
+
+    Use from one asyncio event loop; the model work runs on ``engine``'s thread.
+
+    Attributes:
+        latency_ms: moving average of the latency of answers that needed the model (ms).
+        generation_ms: moving average of generation time (first token to last, ms).
+    """
+
+    def __init__(self, engine: Engine, fim: FimFormat, counter: TokenCounter):
+        self.engine, self.fim, self.counter = engine, fim, counter
+        self._cache: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._flights: dict[str, _Flight] = {}
+        self._last_request: dict[str, float] = {}
+        self._typing_ms: dict[str, float] = {}
+        self.latency_ms: float | None = None
+        self.generation_ms: float | None = None
+        self.model_answers = 0
+        self.cache_answers = 0
+        self.prompt_tokens = 0   # over all generations: prompt tokens ...
+        self.reused_tokens = 0   # ... and how many of them the KV cache already held
+
+    def stats(self) -> dict:
+        """Figures for ``deepseek.status``: answers, latency, KV-cache reuse."""
+        return {
+            "modelAnswers": self.model_answers,
+            "cacheAnswers": self.cache_answers,
+            "avgLatencyMs": round(self.latency_ms, 1) if self.latency_ms is not None else None,
+            "promptTokens": self.prompt_tokens,
+            "reusedTokens": self.reused_tokens,
+        }
+
+    def forget(self, uri: str) -> None:
+        """The document closed: stop its generation and drop its typing history."""
+        if (flight := self._flights.pop(uri, None)) is not None:
+            flight.cancel.set()
+        self._last_request.pop(uri, None)
+        self._typing_ms.pop(uri, None)
+
+    def cancel_all(self) -> None:
+        for flight in self._flights.values():
+            flight.cancel.set()
+
+    # -- debounce ------------------------------------------------------------------------
+    def _note_keystroke(self, uri: str, now: float) -> None:
+        last = self._last_request.get(uri)
+        self._last_request[uri] = now
+        if last is not None and (gap := (now - last) * 1000) < TYPING_GAP_MS:
+            self._typing_ms[uri] = _ema(self._typing_ms.get(uri), gap)
+
+    def debounce_ms(self, uri: str, settings: Settings) -> float:
+        """How long an automatic request waits before generating.
+
+        While the user types faster than the model generates, a generation started now
+        would likely be overtaken by the next keystroke: wait about one typing interval
+        (clamped to the floor and ceiling settings). When the model is faster than the
+        typing, waiting gains nothing: use the floor.
+        """
+        floor, ceiling = settings.completion_debounce_min_ms, settings.completion_debounce_max_ms
+        interval = self._typing_ms.get(uri)
+        if interval is None or self.generation_ms is None or 1.1 * interval >= self.generation_ms:
+            return float(floor)
+        return float(min(max(1.1 * interval, floor), ceiling))
+
+    # -- the request ---------------------------------------------------------------------
+    async def suggest(self, snap: Snapshot, settings: Settings, manual: bool) -> Suggestion | None:
+        """The suggestion for ``snap``; None when there is none (gated, cancelled, superseded).
+
+        Args:
+            snap: the document at the cursor.
+            settings: ``completion.*`` budgets, caps and debounce bounds.
+            manual: the user asked (no debounce, no right-of-cursor gate, longer time cap).
+
+        Raises:
+            Unsuitable: see :func:`check_document`.
+            asyncio.CancelledError: the request was cancelled; its generation stops unless
+                another request is waiting for it.
+        """
+        t0 = time.monotonic()
+        self._note_keystroke(snap.uri, t0)
+        check_document(snap.text, settings.completion_max_file_size_kb)
+        cursor = CursorText.at(snap.text, snap.offset)
+        policy = decide(snap.text[: snap.offset], cursor.below, snap.language_id, settings.completion_max_lines)
+        if not manual and sum(not ch.isspace() for ch in policy.line_right) > settings.completion_max_right_chars:
+            return None
+        key = (hash(cursor.above), hash(cursor.below), snap.language_id,
+               settings.completion_prefix_tokens, settings.completion_suffix_tokens)
+
+        def answer(entry: _Entry, source: str) -> Suggestion | None:
+            rest = entry.rest_after(cursor.typed)
+            if rest is None:
+                return None
+            text = trim(rest, policy, final=entry.complete)[0]
+            return Suggestion(text, policy, source, entry.generation if source != "cache" else None,
+                              entry.prefix_dropped, entry.suffix_dropped, (time.monotonic() - t0) * 1000)
+
+        entry = self._cache.get(key)
+        resume = None
+        if entry is not None and entry.mode is policy.mode and entry.rest_after(cursor.typed) is not None:
+            self._cache.move_to_end(key)
+            if entry.complete:
+                self.cache_answers += 1
+                return answer(entry, "cache")
+            resume = entry  # time-capped earlier: continue it from its cached tokens
+
+        flight = self._flights.get(snap.uri)
+        if flight is not None and flight.key == key and flight.mode is policy.mode \
+                and not flight.cancel.is_set() and flight.agrees(cursor.typed):
+            joined = await self._wait(snap.uri, flight)
+            if joined is not None and (s := answer(joined, "joined")) is not None:
+                return self._record(s)
+        elif flight is not None:
+            flight.cancel.set()  # superseded: stops within one token or one prefill chunk
+
+        flight = self._flights[snap.uri] = _Flight(key, resume.typed if resume else cursor.typed, policy.mode,
+                                                   partial=resume.text if resume else "")
+        not_before = t0 + (0 if manual else self.debounce_ms(snap.uri, settings) / 1000)
+        cap_ms = settings.completion_manual_max_time_ms if manual else settings.completion_auto_max_time_ms
+        job = self.engine.submit(
+            lambda model: self._generate(model, cursor, policy, settings, flight, not_before, cap_ms, resume))
+        flight.future = asyncio.wrap_future(job)
+        entry = await self._wait(snap.uri, flight)
+        if entry is None:
+            return None
+        self._cache[key] = entry
+        self._cache.move_to_end(key)
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        s = answer(entry, "continued" if resume else "model")
+        return self._record(s) if s is not None else None
+
+    def _record(self, s: Suggestion) -> Suggestion:
+        self.model_answers += 1
+        self.latency_ms = _ema(self.latency_ms, s.latency_ms)
+        if s.generation is not None and s.generation.generated_tokens:
+            self.generation_ms = _ema(self.generation_ms, s.generation.total_ms - s.generation.prompt_ms)
+        return s
+
+    async def _wait(self, uri: str, flight: _Flight) -> _Entry | None:
+        """Await ``flight``'s result; cancelling the last waiter cancels the generation.
+
+        A finished flight is unregistered: its result lives on in the cache.
+        """
+        flight.waiters += 1
+        try:
+            return await asyncio.shield(flight.future)
+        except asyncio.CancelledError:
+            if flight.waiters == 1:
+                flight.cancel.set()
+            raise
+        finally:
+            flight.waiters -= 1
+            if flight.future.done() and self._flights.get(uri) is flight:
+                del self._flights[uri]
+
+    # -- on the engine thread ------------------------------------------------------------
+    def _generate(self, model: LoadedModel, cursor: CursorText, policy: LengthPolicy, settings: Settings,
+                  flight: _Flight, not_before: float, cap_ms: float, resume: _Entry | None) -> _Entry | None:
+        cancel = flight.cancel
+        if cancel.is_set():
+            return None
+        forced = b""
+        max_tokens = settings.completion_max_tokens if policy.mode is Mode.MULTI_LINE \
+            else min(settings.completion_max_tokens, SINGLE_LINE_MAX_TOKENS)
+        if resume is not None:
+            prompt, base_typed, base_text = resume.tokens, resume.typed, resume.text
+            dropped = (resume.prefix_dropped, resume.suffix_dropped)
+            max_tokens = max(1, max_tokens - resume.generated)
+        else:
+            # The whole prompt plus the output must fit n_ctx: shrink the prefix quota first.
+            room = model.n_ctx - max_tokens - 8 - len(self.fim.bos)
+            suffix_budget = min(settings.completion_suffix_tokens, room // 4)
+            budget = Budget(min(settings.completion_prefix_tokens, room - suffix_budget), suffix_budget)
+            fim_prompt = build_fim_prompt(model, self.fim, cursor, budget, self.counter)
+            prompt, base_typed, base_text = fim_prompt.tokens, cursor.typed, ""
+            dropped = (fim_prompt.prefix_dropped_tokens, fim_prompt.suffix_dropped_tokens)
+            # Token healing: the typed text usually ends inside a word ("appna"), a split
+            # the model never saw after its middle marker. Take the word's tokens back and
+            # make the model's output begin with their text, spelled the model's own way.
+            n_heal = healing_tokens([model.piece(t) for t in fim_prompt.typed[-MAX_HEALED_TOKENS:]])
+            if n_heal:
+                forced = b"".join(model.piece(t) for t in prompt[-n_heal:])
+                prompt = prompt[:-n_heal]
+        if len(prompt) + max_tokens > model.n_ctx:
+            max_tokens = model.n_ctx - len(prompt)
+            if max_tokens <= 0:
+                return None
+        # Prompt processing first: the next keystroke's prompt starts the same way, so this
+        # work is kept even if this request is superseded during the debounce below.
+        reused, started = min(model.cached_prefix(prompt), len(prompt) - 1), time.monotonic()
+        if not model.prefill(prompt, cancel):
+            return None
+        prefill_ms = (time.monotonic() - started) * 1000
+        if (wait := not_before - time.monotonic()) > 0 and cancel.wait(wait):
+            return None
+        def judge(text: str) -> bool:
+            flight.partial = base_text + text  # joiners compare their typed text with this
+            return trim((base_typed + flight.partial)[len(cursor.typed):], policy)[1]
+
+        gen = model.generate(prompt, max_tokens=max_tokens, cancel=cancel, deadline=time.monotonic() + cap_ms / 1000,
+                             stop_ids=self.fim.stop_ids, judge=judge, forced=forced)
+        if gen.finish == "cancelled":
+            return None
+        # Report the prompt processing done before the debounce as part of this generation.
+        gen = dataclasses.replace(gen, reused_tokens=reused, prompt_ms=gen.prompt_ms + prefill_ms,
+                                  total_ms=gen.total_ms + prefill_ms)
+        self.prompt_tokens += gen.prompt_tokens
+        self.reused_tokens += gen.reused_tokens
+        complete = gen.finish in ("stop", "complete", "max_tokens")
+        log.info("completion: %s, %d chars; prompt %d tokens (%d reused, %d evaluated) in %.0f ms; "
+                 "%d generated in %.0f ms; finish %s%s", policy.mode.value, len(gen.text), gen.prompt_tokens,
+                 gen.reused_tokens, gen.evaluated_tokens, gen.prompt_ms, gen.generated_tokens,
+                 gen.total_ms - gen.prompt_ms, gen.finish, " (continued)" if resume else "")
+        return _Entry(base_typed, base_text + gen.text, prompt + gen.tokens, complete, policy.mode,
+                      dropped[0], dropped[1], (resume.generated if resume else 0) + gen.generated_tokens, gen)

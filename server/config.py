@@ -52,17 +52,32 @@ SETTINGS: tuple[Setting, ...] = (
             "Upper bound on tokens generated for one suggestion.", minimum=1, maximum=4096),
     Setting("completion.maxLines", 12, int, "lines",
             "Upper bound on lines in a multi-line suggestion.", minimum=1, maximum=200),
-    Setting("completion.maxTimeMs", 8000, int, "ms",
-            "Hard cap on the time one suggestion may take (prompt processing and generation).",
+    Setting("completion.autoMaxTimeMs", 350, int, "ms",
+            "Cap on generation time for automatic suggestions (as you type); a capped suggestion is "
+            "shown as far as it got and continued on the next keystroke.", minimum=20, maximum=60000),
+    Setting("completion.manualMaxTimeMs", 5000, int, "ms",
+            "Cap on generation time for suggestions you ask for (trigger kind Invoked).",
             minimum=50, maximum=600000),
+    Setting("completion.debounceMinMs", 25, int, "ms",
+            "Floor of the adaptive delay before an automatic suggestion starts generating.",
+            minimum=0, maximum=5000),
+    Setting("completion.debounceMaxMs", 400, int, "ms",
+            "Ceiling of the adaptive delay (derived from your typing rate and the model's speed).",
+            minimum=0, maximum=5000),
+    Setting("completion.maxRightChars", 8, int, "characters",
+            "No automatic suggestion when more non-blank characters than this sit right of the cursor.",
+            minimum=0, maximum=10000),
     Setting("completion.prefixTokens", 1024, int, "tokens",
             "Budget for the code before the cursor (FIM prefix), counted with the model's tokenizer.",
             minimum=16, maximum=65536),
-    Setting("completion.suffixTokens", 256, int, "tokens",
+    Setting("completion.suffixTokens", 64, int, "tokens",
             "Budget for the code after the cursor (FIM suffix), counted with the model's tokenizer.",
             minimum=0, maximum=65536),
     Setting("completion.maxFileSizeKb", 1024, int, "KiB",
             "Files larger than this get no suggestions (minified bundles, generated code).", minimum=1),
+    Setting("resources.slowResponseMs", 2000, int, "ms",
+            "Warn in the editor when the moving average of suggestion latency exceeds this.",
+            minimum=100, maximum=600000),
     Setting("log.level", "info", str, "level",
             "Log level for stderr and the log file.", choices=("debug", "info", "warning", "error")),
 )
@@ -89,10 +104,15 @@ class Settings:
     resources_ram_limit_mb: int | None = None
     completion_max_tokens: int = 128
     completion_max_lines: int = 12
-    completion_max_time_ms: int = 8000
+    completion_auto_max_time_ms: int = 350
+    completion_manual_max_time_ms: int = 5000
+    completion_debounce_min_ms: int = 25
+    completion_debounce_max_ms: int = 400
+    completion_max_right_chars: int = 8
     completion_prefix_tokens: int = 1024
-    completion_suffix_tokens: int = 256
+    completion_suffix_tokens: int = 64
     completion_max_file_size_kb: int = 1024
+    resources_slow_response_ms: int = 2000
     log_level: str = "info"
     # Keys the user set explicitly (for status/debugging); not a setting itself.
     explicit: frozenset[str] = field(default=frozenset(), compare=False)

@@ -20,6 +20,7 @@ This module imports nothing from pygls or lsprotocol.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import codecs
 import logging
 import threading
@@ -88,6 +89,7 @@ class Generation:
         text: the raw generated text (before length control's final trim).
         finish: why it ended: ``stop`` (end-of-text or a stop token), ``complete``
             (the judge saw the end), ``max_tokens``, ``cancelled`` or ``timeout``.
+        tokens: the generated token ids.
         prompt_tokens: tokens in the prompt.
         reused_tokens: prompt tokens found in the KV cache (no evaluation needed).
         generated_tokens: tokens sampled.
@@ -97,6 +99,7 @@ class Generation:
 
     text: str
     finish: str
+    tokens: list[int]
     prompt_tokens: int
     reused_tokens: int
     generated_tokens: int
@@ -140,6 +143,7 @@ class LoadedModel:
         self.path = path
         self.metadata: dict[str, str] = dict(self.llm.metadata)
         self._ll = _ll
+        self._piece_index: tuple | None = None
         self._eog = _ll.llama_vocab_is_eog
         self._vocab = self.llm._model.vocab
 
@@ -159,6 +163,36 @@ class LoadedModel:
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self.llm.detokenize(list(tokens), special=True).decode("utf-8", "replace")
 
+    def piece(self, token: int) -> bytes:
+        """The bytes a token stands for (empty for control tokens)."""
+        return self.llm.detokenize([token], special=False)
+
+    def _pieces(self) -> tuple[list[bytes], list[int], dict[bytes, list[int]]]:
+        """All token pieces, sorted (with their ids), and ids by piece. Built once, ~0.5 s."""
+        if self._piece_index is None:
+            n = self.llm.n_vocab()
+            pairs = sorted((p, t) for t in range(n) if (p := self.piece(t)))
+            by_piece: dict[bytes, list[int]] = {}
+            for p, t in pairs:
+                by_piece.setdefault(p, []).append(t)
+            self._piece_index = ([p for p, _ in pairs], [t for _, t in pairs], by_piece)
+        return self._piece_index
+
+    def tokens_consistent_with(self, head: bytes) -> list[int]:
+        """Tokens whose piece starts with ``head``, or is a non-empty head of ``head``.
+
+        These are the tokens an output that must begin with ``head`` may start with.
+        """
+        pieces, ids, by_piece = self._pieces()
+        out = []
+        i = bisect.bisect_left(pieces, head)
+        while i < len(pieces) and pieces[i].startswith(head):
+            out.append(ids[i])
+            i += 1
+        for k in range(1, len(head)):
+            out.extend(by_piece.get(head[:k], ()))
+        return out
+
     def is_special(self, token: int) -> bool:
         attr = self._ll.llama_vocab_get_attr(self._vocab, token)
         return bool(attr & (self._ll.LLAMA_TOKEN_ATTR_CONTROL | self._ll.LLAMA_TOKEN_ATTR_USER_DEFINED))
@@ -173,6 +207,15 @@ class LoadedModel:
                 break
             n += 1
         return n
+
+    def prefill(self, prompt: list[int], cancel: threading.Event) -> bool:
+        """Evaluate all of ``prompt`` but its last token into the KV cache, cancellably.
+
+        Returns:
+            False when ``cancel`` was set before it finished (what was done stays cached).
+        """
+        reused = min(self.cached_prefix(prompt), len(prompt) - 1)
+        return self._prefill(prompt, reused, lambda: "cancelled" if cancel.is_set() else "")
 
     def _prefill(self, prompt: list[int], reused: int, stopped: Callable[[], str]) -> bool:
         """Evaluate ``prompt[reused:-1]`` into the KV cache in chunks; False when stopped early.
@@ -190,9 +233,33 @@ class LoadedModel:
             llm.eval(prompt[start:min(start + PREFILL_CHUNK, end)])
         return not stopped()
 
+    def _forcing(self, prompt_len: int, head: bytes):
+        """A logits processor that makes the output begin with ``head`` (token healing).
+
+        While the output so far is shorter than ``head``, only tokens consistent with the
+        rest of ``head`` may be sampled; after that it changes nothing.
+        """
+        import numpy as np
+
+        state = {"done": 0, "allowed": None}
+
+        def process(input_ids, logits):
+            generated = input_ids[prompt_len:]
+            if state["done"] != len(generated) or state["allowed"] is None:
+                text = b"".join(self.piece(int(t)) for t in generated)
+                rest = head[len(text):] if head.startswith(text) else b""
+                state["done"] = len(generated)
+                state["allowed"] = self.tokens_consistent_with(rest) if rest else []
+            if not state["allowed"]:
+                return logits
+            masked = np.full_like(logits, -np.inf)
+            masked[state["allowed"]] = logits[state["allowed"]]
+            return masked
+        return process
+
     def generate(self, prompt: list[int], *, max_tokens: int, cancel: threading.Event, deadline: float,
                  stop_ids: frozenset[int] = frozenset(),
-                 judge: Callable[[str], bool] | None = None) -> Generation:
+                 judge: Callable[[str], bool] | None = None, forced: bytes = b"") -> Generation:
         """Greedy generation from ``prompt`` (token ids) until a stop condition.
 
         Args:
@@ -201,12 +268,15 @@ class LoadedModel:
             cancel: set from any thread to stop within one token.
             deadline: ``time.monotonic()`` value after which generation stops (finish ``timeout``).
             stop_ids: tokens that end the output besides the model's end-of-generation tokens.
-            judge: called with the text so far after each token; True means it is complete.
+            judge: called with the text so far (after ``forced``) after each token; True means complete.
+            forced: bytes the output must begin with (token healing: the text of prompt tokens
+                taken back so the model can re-spell them its own way). They are not part of
+                the returned text.
 
         Raises:
             ValueError: the prompt does not fit the context window.
         """
-        from llama_cpp import StoppingCriteriaList
+        from llama_cpp import LogitsProcessorList, StoppingCriteriaList
 
         if len(prompt) + max_tokens > self.n_ctx:
             raise ValueError(f"prompt of {len(prompt)} tokens + {max_tokens} to generate exceeds n_ctx {self.n_ctx}")
@@ -223,17 +293,23 @@ class LoadedModel:
 
         if not self._prefill(prompt, reused, stopped):
             ms = (time.monotonic() - t0) * 1000
-            return Generation("", stopped(), len(prompt), reused, 0, ms, ms)
+            return Generation("", stopped(), [], len(prompt), reused, 0, ms, ms)
         criteria = StoppingCriteriaList([lambda ids, logits: bool(stopped())])
+        processors = LogitsProcessorList([self._forcing(len(prompt), forced)]) if forced else None
+        raw = b""
         for token in self.llm.generate(prompt, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
-                                       reset=True, stopping_criteria=criteria):
+                                       reset=True, stopping_criteria=criteria, logits_processor=processors):
             if not first_at:
                 first_at = time.monotonic()
             if token in stop_ids or self._eog(self._vocab, token):
                 finish = "stop"
                 break
             out.append(token)
-            text += decoder.decode(self.llm.detokenize([token], special=False))
+            piece = self.piece(token)
+            if len(raw) < len(forced):  # still re-spelling the healed text
+                raw += piece
+                piece = raw[len(forced):] if len(raw) > len(forced) else b""
+            text += decoder.decode(piece)
             if judge is not None and judge(text):
                 finish = "complete"
                 break
@@ -244,7 +320,7 @@ class LoadedModel:
             finish = stopped() or "stop"
         text += decoder.decode(b"", final=True)
         now = time.monotonic()
-        return Generation(text, finish, len(prompt), reused, len(out),
+        return Generation(text, finish, out, len(prompt), reused, len(out),
                           ((first_at or now) - t0) * 1000, (now - t0) * 1000)
 
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from lsprotocol import types
@@ -20,7 +18,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
 from . import __version__
-from .completion import Suggestion, Unsuitable, check_document, complete
+from .completion import Suggestion, Unsuitable, check_document
 from .config import Settings, parse_settings
 from .logs import set_level
 from .lsp_convert import (
@@ -36,21 +34,10 @@ CMD_STATUS = "deepseek.status"
 CODE_MODEL_TOO_LARGE = "model-too-large"
 CODE_MODEL_UNAVAILABLE = "model-unavailable"
 CODE_MODEL_NO_FIM = "model-no-fim"
+CODE_SLOW_RESPONSE = "slow-response"
+CODE_CONTEXT_TRUNCATED = "context-truncated"
 _MODEL_CODES = (CODE_MODEL_TOO_LARGE, CODE_MODEL_UNAVAILABLE, CODE_MODEL_NO_FIM)
-
-
-@dataclass
-class InFlight:
-    """The suggestion being computed for one document.
-
-    Requests for the same snapshot (an inline and a plain completion request at the
-    same keystroke) share it; a request for a newer snapshot cancels it.
-    """
-
-    key: tuple
-    future: asyncio.Future
-    cancel: threading.Event
-    waiters: int = 0
+SLOW_MIN_ANSWERS = 5  # answers from the model before the slow-response warning may fire
 
 
 class DeepseekLanguageServer(LanguageServer):
@@ -62,7 +49,7 @@ class DeepseekLanguageServer(LanguageServer):
         self.init_options: Any = None
         self.models = ModelManager()
         self.notices: dict[str, types.Diagnostic] = {}   # by code; shown on every open document
-        self.inflight: dict[str, InFlight] = {}            # by document URI
+        self.doc_notices: dict[str, types.Diagnostic] = {}  # by URI; one per document (context-truncated)
         self.load_task: asyncio.Task | None = None
 
     # -- settings ------------------------------------------------------------------------
@@ -150,13 +137,16 @@ class DeepseekLanguageServer(LanguageServer):
         """Wait for a load in progress; True when a FIM model is loaded."""
         if self.load_task is not None and not self.load_task.done():
             await asyncio.shield(self.load_task)
-        return self.models.status.loaded and self.models.fim is not None
+        return self.models.status.loaded and self.models.service is not None
 
     # -- diagnostics and messages --------------------------------------------------------
     def publish(self, uri: str) -> None:
         doc = self.workspace.text_documents.get(uri)
+        diagnostics = list(self.notices.values())
+        if uri in self.doc_notices:
+            diagnostics.append(self.doc_notices[uri])
         self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
-            uri=uri, diagnostics=list(self.notices.values()), version=doc.version if doc else None))
+            uri=uri, diagnostics=diagnostics, version=doc.version if doc else None))
 
     def publish_all(self) -> None:
         for uri in list(self.workspace.text_documents):
@@ -167,7 +157,7 @@ class DeepseekLanguageServer(LanguageServer):
         self.window_show_message(types.ShowMessageParams(type=kind, message=message))
 
     # -- completions ---------------------------------------------------------------------
-    async def suggest(self, uri: str, position: types.Position) -> Suggestion | None:
+    async def suggest(self, uri: str, position: types.Position, manual: bool) -> Suggestion | None:
         """The suggestion at ``position`` in the open document ``uri``; None when there is none.
 
         Raises:
@@ -179,38 +169,63 @@ class DeepseekLanguageServer(LanguageServer):
             return None
         if not await self.ready_model():
             return None
-        settings, models = self.settings, self.models
+        settings, service = self.settings, self.models.service
         try:
             check_document(doc.source, settings.completion_max_file_size_kb)
             snap = snapshot(doc, position)
+            suggestion = await service.suggest(snap, settings, manual)
         except Unsuitable as e:
             log.info("no suggestion for %s: %s", uri, e)
             return None
         except InvalidPosition as e:
             raise JsonRpcInvalidParams(str(e)) from None
-        fim, counter = models.fim, models.counter
-        key = (snap.version, snap.offset, len(snap.text), hash(snap.text))
-        flight = self.inflight.get(uri)
-        if flight is None or flight.key != key or flight.future.done() or flight.cancel.is_set():
-            if flight is not None:
-                flight.cancel.set()  # superseded: the older generation stops within one token
-            cancel = threading.Event()
-            job = models.engine.submit(lambda model: complete(model, fim, counter, snap, settings, cancel))
-            flight = self.inflight[uri] = InFlight(key, asyncio.wrap_future(job), cancel)
-        flight.waiters += 1
-        try:
-            return await asyncio.shield(flight.future)
-        except asyncio.CancelledError:
-            flight.waiters -= 1
-            if flight.waiters == 0:
-                flight.cancel.set()  # $/cancelRequest from every waiter: stop generating
-            raise
-        except Unsuitable as e:
-            log.info("no suggestion for %s: %s", uri, e)
-            return None
-        finally:
-            if self.inflight.get(uri) is flight and flight.future.done():
-                del self.inflight[uri]
+        if suggestion is not None:
+            log.info("suggestion for %s v%s: %s, %d chars, %.0f ms", uri, snap.version, suggestion.source,
+                     len(suggestion.text), suggestion.latency_ms)
+            self._context_notice(uri, position.line, suggestion, settings)
+            self._slow_notice(settings)
+        return suggestion
+
+    def _context_notice(self, uri: str, line: int, s: Suggestion, settings: Settings) -> None:
+        """An Information diagnostic on the cursor's line when the budget left context out."""
+        parts = []
+        if s.prefix_dropped_tokens:
+            parts.append(f"{s.prefix_dropped_tokens:,} tokens before the cursor (completion.prefixTokens "
+                         f"is {settings.completion_prefix_tokens})")
+        if s.suffix_dropped_tokens:
+            parts.append(f"{s.suffix_dropped_tokens:,} tokens after it (completion.suffixTokens "
+                         f"is {settings.completion_suffix_tokens})")
+        old = self.doc_notices.get(uri)
+        if not parts:
+            if old is not None:
+                del self.doc_notices[uri]
+                self.publish(uri)
+            return
+        message = ("Suggestions here do not see all of this file: the context budget left out "
+                   + " and ".join(parts) + ". Raise those settings for more context (slower on a CPU).")
+        if old is not None and old.message == message and old.range.start.line == line:
+            return
+        self.doc_notices[uri] = lsp_diagnostic(CODE_CONTEXT_TRUNCATED, message,
+                                               types.DiagnosticSeverity.Information, line)
+        self.publish(uri)
+
+    def _slow_notice(self, settings: Settings) -> None:
+        """Warn once when the moving average latency passes resources.slowResponseMs; clear on recovery."""
+        service = self.models.service
+        if service is None or service.latency_ms is None or service.model_answers < SLOW_MIN_ANSWERS:
+            return
+        limit, avg = settings.resources_slow_response_ms, service.latency_ms
+        if avg > limit and CODE_SLOW_RESPONSE not in self.notices:
+            text = (f"Suggestions are slow: {avg:,.0f} ms on average (resources.slowResponseMs is {limit:,}). "
+                    f"Fix: a smaller model (model.name), less context (completion.prefixTokens "
+                    f"{settings.completion_prefix_tokens}, completion.suffixTokens "
+                    f"{settings.completion_suffix_tokens}), or more threads (threads).")
+            self.notices[CODE_SLOW_RESPONSE] = lsp_diagnostic(CODE_SLOW_RESPONSE, text, types.DiagnosticSeverity.Warning)
+            self.show(types.MessageType.Warning, "deepseek-lsp: " + text)
+            self.publish_all()
+        elif avg < 0.8 * limit and CODE_SLOW_RESPONSE in self.notices:
+            del self.notices[CODE_SLOW_RESPONSE]
+            self.publish_all()
 
 
 def _plain(value: Any) -> Any:
@@ -260,21 +275,24 @@ def text_document_did_open(ls: DeepseekLanguageServer, params: types.DidOpenText
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def text_document_did_close(ls: DeepseekLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
-    if (flight := ls.inflight.pop(uri, None)) is not None:
-        flight.cancel.set()
+    ls.doc_notices.pop(uri, None)
+    if ls.models.service is not None:
+        ls.models.service.forget(uri)
     ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
 
 
 @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
 async def inline_completion(ls: DeepseekLanguageServer,
                             params: types.InlineCompletionParams) -> types.InlineCompletionList:
-    suggestion = await ls.suggest(params.text_document.uri, params.position)
+    manual = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+    suggestion = await ls.suggest(params.text_document.uri, params.position, manual)
     return lsp_inline_completion(suggestion, params.position)
 
 
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
 async def completion(ls: DeepseekLanguageServer, params: types.CompletionParams) -> types.CompletionList:
-    suggestion = await ls.suggest(params.text_document.uri, params.position)
+    manual = params.context is not None and params.context.trigger_kind == types.CompletionTriggerKind.Invoked
+    suggestion = await ls.suggest(params.text_document.uri, params.position, manual)
     return lsp_completion(suggestion, params.position)
 
 
@@ -285,11 +303,13 @@ async def status(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
     # "available" is now, not when the model was checked.
     limit = ls.settings.resources_ram_limit_mb
     reply["ram"]["availableMb"] = round(limit if limit is not None else available_mb())
+    service = ls.models.service
+    reply["completion"] = service.stats() if service is not None else None
     return reply
 
 
 @server.feature(types.SHUTDOWN)
 def shutdown(ls: DeepseekLanguageServer, params: Any) -> None:
-    for flight in ls.inflight.values():
-        flight.cancel.set()
+    if ls.models.service is not None:
+        ls.models.service.cancel_all()
     ls.models.shutdown()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Callable
 
+from .completion import CompletionService
 from .config import Settings
 from .engine import Engine, LoadedModel, default_threads
 from .models import ModelError, ProgressCallback, ResolvedModel, ensure_model_file, needs_assembly, resolve_model
@@ -74,6 +75,7 @@ class ModelManager:
         status: the latest :class:`ModelStatus` (replaced, never mutated).
         fim: the loaded model's FIM format (None until loaded, or for non-FIM models).
         counter: a token counter bound to the loaded model (cache shared across requests).
+        service: the completion pipeline for the loaded model (None without a FIM model).
     """
 
     def __init__(self) -> None:
@@ -81,6 +83,7 @@ class ModelManager:
         self.status = ModelStatus()
         self.fim: FimFormat | None = None
         self.counter: TokenCounter | None = None
+        self.service: CompletionService | None = None
         self._lock = threading.Lock()
         self._loaded_key: tuple | None = None
 
@@ -132,7 +135,7 @@ class ModelManager:
             status = replace(status, size_mb=size / 2**20)
             if load:  # unload the previous model first: its memory must not count against the new one
                 self.engine.unload().result()
-                self.fim, self.counter = None, None
+                self.fim, self.counter, self.service = None, None, None
             info = self._inspect(str(path), n_threads)
             family = info.fim.family.name if info.fim else None
             status = replace(status, family=family, metadata=info.metadata)
@@ -147,6 +150,7 @@ class ModelManager:
             model = self.engine.load(str(path), n_ctx=settings.model_n_ctx, n_threads=n_threads).result()
             self.fim = detect_fim_format(model) if info.fim else None
             self.counter = TokenCounter(model)
+            self.service = CompletionService(self.engine, self.fim, self.counter) if self.fim else None
             return replace(status, state=ModelState.LOADED)
         except ModelError as e:
             return replace(status, state=ModelState.ERROR, error=str(e))

@@ -7,6 +7,10 @@ with its own special tokens:
 - Qwen2.5-Coder: ``<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>``
 - DeepSeek-Coder: ``<｜begin▁of▁sentence｜><｜fim▁begin｜>{prefix}<｜fim▁hole｜>{suffix}<｜fim▁end｜>``
 
+deepseek-lsp puts the text typed on the cursor's line *after* the middle marker, as the
+forced start of the middle (see :class:`FimPrompt`): the rest of the prompt then stays
+the same from keystroke to keystroke, and llama.cpp reuses its KV cache.
+
 The family is read from the model's own vocabulary (which markers exist as single
 special tokens), never from the file name. Prompts are built as token ids: the
 user's code is tokenized with special-token parsing *off*, so source text that
@@ -118,21 +122,53 @@ class Budget:
 
 
 @dataclass(frozen=True)
-class FimPrompt:
-    """A FIM prompt ready for the model.
+class CursorText:
+    """A document split at the cursor, the way the prompt layout needs it.
 
     Attributes:
-        tokens: the full prompt as token ids.
-        prefix, suffix: the text that made it in (after budget cuts).
+        above: the text before the cursor's line ("" or ending with a newline).
+        typed: the cursor line's text left of the cursor.
+        below: the text from the cursor to the end of the document.
+    """
+
+    above: str
+    typed: str
+    below: str
+
+    @classmethod
+    def at(cls, text: str, offset: int) -> "CursorText":
+        line_start = text.rfind("\n", 0, offset) + 1
+        return cls(text[:line_start], text[line_start:offset], text[offset:])
+
+
+@dataclass(frozen=True)
+class FimPrompt:
+    """A FIM prompt ready for the model, laid out for KV-cache reuse.
+
+    ``anchor`` is ``bos + [prefix marker] + lines above the cursor's line + [suffix marker]
+    + suffix + [middle marker]``: it stays the same while the user types on one line.
+    ``typed`` is the cursor line's text left of the cursor, tokenized after the middle
+    marker as the forced start of the middle. Each keystroke therefore changes only the
+    last few tokens of the prompt, and llama.cpp re-evaluates only those.
+
+    Attributes:
+        anchor: token ids of the stable part.
+        typed: token ids of the typed part.
+        prefix, suffix: the text that made it in (``prefix`` ends with the typed text).
         prefix_dropped_tokens, suffix_dropped_tokens: tokens of the document the budget
             left out, before the prefix and after the suffix (0 when nothing was cut).
     """
 
-    tokens: list[int]
+    anchor: list[int]
+    typed: list[int]
     prefix: str
     suffix: str
     prefix_dropped_tokens: int
     suffix_dropped_tokens: int
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.anchor + self.typed
 
 
 class TokenCounter:
@@ -151,63 +187,76 @@ class TokenCounter:
         return len(self._vocab.tokenize(line))
 
 
-def _take_lines(lines: list[str], budget: int, counter: TokenCounter) -> tuple[int, int]:
-    """How many of ``lines`` fit in ``budget`` tokens, taken in order; and the tokens left out."""
-    used, taken = 0, 0
-    for line in lines:
-        n = counter.count(line)
-        if used + n > budget:
-            break
-        used += n
-        taken += 1
-    dropped = sum(counter.count(line) for line in lines[taken:])
-    return taken, dropped
+# The prefix window starts on a line number that is a multiple of this, so moving down
+# a few lines keeps the prompt's start (and its KV cache) the same.
+WINDOW_GRID_LINES = 32
 
 
-def window(prefix: str, suffix: str, budget: Budget, counter: TokenCounter) -> tuple[str, str, int, int]:
+def _lines(text: str) -> list[str]:
+    """Split keeping newlines; the last piece has no newline (and may be "")."""
+    return text.splitlines(keepends=True) if text else []
+
+
+def window(cursor: CursorText, budget: Budget, counter: TokenCounter,
+           grid: int = WINDOW_GRID_LINES) -> tuple[str, str, str, int, int]:
     """Cut the document around the cursor to the token budget, on whole lines.
 
-    The cursor's own line is always kept whole (left part in the prefix, right part in
-    the suffix); further lines are added outward while they fit.
+    The lines above the cursor's line are kept from a grid-aligned start line: the
+    smallest multiple of ``grid`` from which they fit the prefix budget (minus the typed
+    text), so the start moves in steps of ``grid`` lines, not on every new line. The
+    suffix keeps the rest of the cursor's line and whole lines below while they fit.
 
     Returns:
-        (prefix, suffix, prefix tokens dropped, suffix tokens dropped)
+        (above kept, typed kept, below kept, prefix tokens dropped, suffix tokens dropped)
     """
-    head, sep, cursor_left = prefix.rpartition("\n")
-    before = [line + "\n" for line in head.split("\n")] if sep else []
-    cursor_right, sep2, tail = suffix.partition("\n")
-    after = [line + "\n" for line in tail.split("\n")] if sep2 else []
-    if after:
-        after[-1] = after[-1][:-1]  # the document's last line has no newline of its own
+    typed = cursor.typed
+    typed_tokens = counter.count(typed)
+    if typed_tokens > budget.prefix_tokens:  # a giant line (minified code): keep its end
+        typed = typed[-budget.prefix_tokens * 3:]
+        typed_tokens = counter.count(typed)
+    above = _lines(cursor.above)
+    counts = [counter.count(line) for line in above]
+    room = max(0, budget.prefix_tokens - typed_tokens)
+    start, used = len(above), 0
+    while start > 0 and used + counts[start - 1] <= room:
+        used += counts[start - 1]
+        start -= 1
+    if start % grid:
+        aligned = (start // grid + 1) * grid
+        start = aligned if aligned <= len(above) else start
+    prefix_dropped = sum(counts[:start])
 
-    left_budget = max(0, budget.prefix_tokens - counter.count(cursor_left))
-    right_budget = max(0, budget.suffix_tokens - counter.count(cursor_right + sep2))
-    n_before, dropped_before = _take_lines(before[::-1], left_budget, counter)
-    n_after, dropped_after = _take_lines(after, right_budget, counter)
-    kept_before = before[len(before) - n_before:] if n_before else []
-    new_prefix = "".join(kept_before) + cursor_left
-    new_suffix = cursor_right + sep2 + "".join(after[:n_after])
-    return new_prefix, new_suffix, dropped_before, dropped_after
+    right, newline, rest = cursor.below.partition("\n")
+    first = right + newline
+    below_lines = _lines(rest)
+    suffix_room = max(0, budget.suffix_tokens - counter.count(first))
+    n, used = 0, 0
+    for line in below_lines:
+        c = counter.count(line)
+        if used + c > suffix_room:
+            break
+        used += c
+        n += 1
+    suffix_dropped = sum(counter.count(line) for line in below_lines[n:])
+    return "".join(above[start:]), typed, first + "".join(below_lines[:n]), prefix_dropped, suffix_dropped
 
 
-def build_fim_prompt(vocab: Vocabulary, fim: FimFormat, prefix: str, suffix: str,
+def build_fim_prompt(vocab: Vocabulary, fim: FimFormat, cursor: CursorText,
                      budget: Budget, counter: TokenCounter | None = None) -> FimPrompt:
-    """Build the token ids of a FIM prompt for the cursor between ``prefix`` and ``suffix``.
+    """Build the token ids of a FIM prompt for ``cursor``.
 
     Args:
         vocab: the model's tokenizer.
         fim: the model's FIM format (:func:`detect_fim_format`).
-        prefix: the document text before the cursor.
-        suffix: the document text after the cursor.
+        cursor: the document split at the cursor.
         budget: token quotas; whole lines beyond them are left out.
         counter: a shared :class:`TokenCounter` (its cache saves work across keystrokes).
 
     Returns:
-        The prompt; its ``tokens`` are ``bos + [prefix marker] + prefix + [suffix marker]
-        + suffix + [middle marker]``.
+        The prompt (see :class:`FimPrompt` for the layout).
     """
     counter = counter or TokenCounter(vocab)
-    prefix, suffix, p_drop, s_drop = window(prefix, suffix, budget, counter)
-    tokens = [*fim.bos, fim.prefix_id, *vocab.tokenize(prefix), fim.suffix_id,
+    above, typed, suffix, p_drop, s_drop = window(cursor, budget, counter)
+    anchor = [*fim.bos, fim.prefix_id, *vocab.tokenize(above), fim.suffix_id,
               *vocab.tokenize(suffix), fim.middle_id]
-    return FimPrompt(tokens, prefix, suffix, p_drop, s_drop)
+    return FimPrompt(anchor, vocab.tokenize(typed), above + typed, suffix, p_drop, s_drop)

@@ -107,3 +107,13 @@ def test_repeated_punctuation_right_of_cursor_is_dropped():
     assert text == "b + 1"
     _, text, _ = run("x = foo(", ");\n", "1, 2);\n", "c")
     assert text == "1, 2"
+
+
+def test_token_healing_takes_back_the_partial_word():
+    from server.completion import healing_tokens
+    assert healing_tokens([b" url", b"lib", b"3"]) == 3   # " urllib3": the whole word
+    assert healing_tokens([b"x", b" =", b" vers", b"i"]) == 2
+    assert healing_tokens([b"foo", b"("]) == 1           # punctuation is a word of its own
+    assert healing_tokens([b"    ", b"return"]) == 1
+    assert healing_tokens([b"self", b"."]) == 1
+    assert healing_tokens([]) == 0

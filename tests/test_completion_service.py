@@ -1,0 +1,115 @@
+"""The completion service with the real default model: caches, continuation, gates, debounce."""
+
+import asyncio
+
+import pytest
+
+from server.completion import CompletionService, Snapshot
+from server.config import parse_settings
+from server.engine import Engine
+from server.prompting import TokenCounter, detect_fim_format
+
+FILE = '''import os
+
+
+def read_config(path):
+    """Read a key=value file into a dict."""
+    result = {}
+    with open(path) as handle:
+        for line in handle:
+            key, _, value = line.partition("=")
+            result[key.strip()] = value.strip()
+    return result
+
+
+def config_path(name):
+    return os.path.join(os.path.expanduser("~"), name)
+'''
+LINE = '            result[key.strip()] = value.strip()'
+
+
+def snap_typing(typed: str, version: int = 1) -> Snapshot:
+    """The file with LINE replaced by ``typed`` and the cursor after it."""
+    text = FILE.replace(LINE, typed)
+    offset = FILE.index(LINE) + len(typed)
+    return Snapshot("file:///tmp/config.py", version, text, offset, "python")
+
+
+@pytest.fixture(scope="module")
+def service(default_model_path):
+    engine = Engine("service-test")
+    model = engine.load(str(default_model_path), n_ctx=2048, n_threads=2).result()
+    fim = detect_fim_format(model)
+    yield CompletionService(engine, fim, TokenCounter(model))
+    engine.shutdown()
+
+
+pytestmark = pytest.mark.model
+
+
+def settings(**values):
+    return parse_settings({k.replace("_", "."): v for k, v in values.items()})[0]
+
+
+async def test_type_through_serves_the_rest_without_the_model(service):
+    s = settings()
+    first = await service.suggest(snap_typing("            result["), s, manual=True)
+    assert first is not None and first.source == "model" and len(first.text) > 4
+    answers = service.model_answers
+    # The user types the first four characters of the suggestion: the rest comes from the cache.
+    typed = "            result[" + first.text[:4]
+    second = await service.suggest(snap_typing(typed, 2), s, manual=False)
+    assert second.source == "cache" and second.latency_ms < 50
+    assert typed + second.text == "            result[" + first.text
+    assert service.model_answers == answers  # no model call
+    # An exact repeat is a cache hit too.
+    again = await service.suggest(snap_typing("            result[", 3), s, manual=True)
+    assert again.source == "cache" and again.text == first.text
+
+
+async def test_a_time_capped_answer_is_continued_on_the_next_keystroke(service):
+    typed = "            key, _, v"
+    await service.suggest(snap_typing(typed), settings(), manual=True)  # the prompt is read; KV cache warm
+    service._cache.clear()
+    first = await service.suggest(snap_typing(typed, 2), settings(completion_autoMaxTimeMs=60,
+                                                                  completion_debounceMinMs=0), manual=False)
+    assert first is not None and first.generation.finish == "timeout" and first.text
+    more = await service.suggest(snap_typing(typed + first.text[0], 3),
+                                 settings(completion_autoMaxTimeMs=5000, completion_debounceMinMs=0), manual=False)
+    assert more.source == "continued"
+    assert more.generation.reused_tokens == more.generation.prompt_tokens - 1  # nothing re-read
+    assert (typed + first.text[0] + more.text).startswith(typed + first.text)
+
+
+async def test_automatic_requests_skip_busy_lines_but_manual_ones_answer(service):
+    s = settings()
+    text = FILE.replace("    return result", "    return ; result, value, handle")
+    offset = text.index("    return ") + len("    return ")
+    snap = Snapshot("file:///tmp/busy.py", 1, text, offset, "python")
+    assert await service.suggest(snap, s, manual=False) is None  # 19 non-blank characters right of the cursor
+    assert await service.suggest(snap, s, manual=True) is not None
+
+
+async def test_superseded_generation_returns_nothing(service):
+    s = settings(completion_debounceMinMs=0)
+    old = asyncio.ensure_future(service.suggest(snap_typing("            x"), s, manual=False))
+    await asyncio.sleep(0.05)
+    new = await service.suggest(snap_typing("            resu", 2), s, manual=False)
+    assert await old is None
+    assert new is not None and new.text
+
+
+def test_debounce_follows_typing_speed_within_its_bounds():
+    svc = CompletionService(None, None, None)  # the debounce needs no model
+    s = settings(completion_debounceMinMs=30, completion_debounceMaxMs=300)
+    assert svc.debounce_ms("u", s) == 30  # nothing known yet: the floor
+    for i in range(6):
+        svc._note_keystroke("u", 10.0 + i * 0.1)  # 100 ms between keystrokes
+    svc.generation_ms = 400.0  # the model is slower than the typing: wait about one interval
+    assert 100 <= svc.debounce_ms("u", s) <= 120
+    svc.generation_ms = 50.0  # the model is faster than the typing: no point waiting
+    assert svc.debounce_ms("u", s) == 30
+    for i in range(6):
+        svc._note_keystroke("v", 20.0 + i * 0.9)  # slow typing, slow model: capped by the ceiling
+    svc.generation_ms = 5000.0
+    assert svc.debounce_ms("v", s) == 300
