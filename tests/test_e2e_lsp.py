@@ -250,3 +250,27 @@ async def test_slow_responses_raise_a_warning_with_the_figures(client: LanguageC
     assert re.search(r"[\d,]+ ms on average \(resources.slowResponseMs is (100|2,000)\)", warning.message)
     assert "Fix:" in warning.message
     assert any("Suggestions are slow" in m.message for m in client.messages)
+
+
+async def test_typing_the_start_of_a_suggestion_serves_the_rest_from_the_cache(client: LanguageClient, tmp_path):
+    text = SOURCE.read_text()
+    doc, pos, _ = cut_hole(text, "        return self._append_app_name_and_version(\"/var/cache\"", "return self._append")
+    uri = open_doc(client, tmp_path / "unix_typing.py", doc)
+    first = (await inline(client, uri, pos, types.InlineCompletionTriggerKind.Automatic))[0].insert_text
+    assert len(first) > 3
+    before = (await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="deepseek.status")))["completion"]
+    # The user types the first three characters of the ghost text.
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=pos, end=pos), text=first[:3])]))
+    moved = types.Position(line=pos.line, character=pos.character + 3)
+    started = time.monotonic()
+    rest = (await inline(client, uri, moved, types.InlineCompletionTriggerKind.Automatic))[0].insert_text
+    assert rest == first[3:]
+    assert time.monotonic() - started < 2  # no prompt to read again; no model work at all
+    after = (await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="deepseek.status")))["completion"]
+    assert after["cacheAnswers"] == before["cacheAnswers"] + 1
+    assert after["modelAnswers"] == before["modelAnswers"]
