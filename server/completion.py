@@ -32,11 +32,12 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .config import Settings
 from .engine import Engine, Generation, LoadedModel
 from .length import LengthPolicy, Mode, decide, trim
-from .prompting import Budget, CursorText, FimFormat, TokenCounter, build_fim_prompt
+from .prompting import WINDOW_GRID_LINES, Budget, CursorText, FimFormat, TokenCounter, build_fim_prompt
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,10 @@ class CompletionService:
         self.generation_ms: float | None = None
         self.model_answers = 0
         self.cache_answers = 0
+        # context(uri, query, budget_chars) -> [(path, code)]: other files' best chunks (set
+        # by whoever owns a workspace index); looked up once per window cell of a document.
+        self.context: Callable[[str, str, int], list[tuple[str, str]]] | None = None
+        self._context_cache: OrderedDict[tuple, list[tuple[str, str]]] = OrderedDict()
         self.prompt_tokens = 0   # over all generations: prompt tokens ...
         self.reused_tokens = 0   # ... and how many of them the KV cache already held
 
@@ -291,8 +296,8 @@ class CompletionService:
                                                    partial=resume.text if resume else "")
         not_before = t0 + (0 if manual else self.debounce_ms(snap.uri, settings) / 1000)
         cap_ms = settings.completion_manual_max_time_ms if manual else settings.completion_auto_max_time_ms
-        job = self.engine.submit(
-            lambda model: self._generate(model, cursor, policy, settings, flight, not_before, cap_ms, resume))
+        job = self.engine.submit(lambda model: self._generate(
+            model, snap.uri, cursor, policy, settings, flight, not_before, cap_ms, resume))
         flight.future = asyncio.wrap_future(job)
         entry = await self._wait(snap.uri, flight)
         if entry is None:
@@ -329,8 +334,28 @@ class CompletionService:
                 del self._flights[uri]
 
     # -- on the engine thread ------------------------------------------------------------
-    def _generate(self, model: LoadedModel, cursor: CursorText, policy: LengthPolicy, settings: Settings,
-                  flight: _Flight, not_before: float, cap_ms: float, resume: _Entry | None) -> _Entry | None:
+    def _cross_file(self, uri: str, cursor: CursorText, settings: Settings) -> list[tuple[str, str]]:
+        """Other files' chunks for the code around the cursor, cached per 32-line cell so the
+        prompt's start (and its KV cache) stays the same while the user works there."""
+        if self.context is None or settings.completion_context_tokens <= 0:
+            return []
+        line = cursor.above.count("\n")
+        key = (uri, line // WINDOW_GRID_LINES, settings.completion_context_tokens)
+        if key not in self._context_cache:
+            nearby = "".join(cursor.above.splitlines(keepends=True)[-20:]) + cursor.typed
+            try:
+                found = self.context(uri, nearby, settings.completion_context_tokens * 4)
+            except Exception as e:  # the index must never break a completion
+                log.warning("cross-file context failed: %s", e)
+                found = []
+            self._context_cache[key] = found
+            while len(self._context_cache) > CACHE_ENTRIES:
+                self._context_cache.popitem(last=False)
+        return self._context_cache[key]
+
+    def _generate(self, model: LoadedModel, uri: str, cursor: CursorText, policy: LengthPolicy,
+                  settings: Settings, flight: _Flight, not_before: float, cap_ms: float,
+                  resume: _Entry | None) -> _Entry | None:
         cancel = flight.cancel
         if cancel.is_set():
             return None
@@ -344,9 +369,13 @@ class CompletionService:
         else:
             # The whole prompt plus the output must fit n_ctx: shrink the prefix quota first.
             room = model.n_ctx - max_tokens - 8 - len(self.fim.bos)
+            context_budget = min(settings.completion_context_tokens, room // 4)
+            room -= context_budget
             suffix_budget = min(settings.completion_suffix_tokens, room // 4)
             budget = Budget(min(settings.completion_prefix_tokens, room - suffix_budget), suffix_budget)
-            fim_prompt = build_fim_prompt(model, self.fim, cursor, budget, self.counter)
+            fim_prompt = build_fim_prompt(model, self.fim, cursor, budget, self.counter,
+                                          self._cross_file(uri, cursor, settings), context_budget,
+                                          uri.rsplit("/", 1)[-1])
             prompt, base_typed, base_text = fim_prompt.tokens, cursor.typed, ""
             dropped = (fim_prompt.prefix_dropped_tokens, fim_prompt.suffix_dropped_tokens)
             # Token healing: the typed text usually ends inside a word ("appna"), a split

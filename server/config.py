@@ -75,6 +75,19 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=0, maximum=65536),
     Setting("completion.maxFileSizeKb", 1024, int, "KiB",
             "Files larger than this get no suggestions (minified bundles, generated code).", minimum=1),
+    Setting("completion.contextTokens", 256, int, "tokens",
+            "Budget for code from other files of the workspace (the index's best chunks for the code "
+            "around the cursor), placed first in the prompt. 0 turns it off.", minimum=0, maximum=8192),
+    Setting("index.enabled", True, bool, "on/off",
+            "Index the workspace folders (search, cross-file context)."),
+    Setting("index.embeddings", True, bool, "on/off",
+            "Embed chunks for semantic search (all-MiniLM-L6-v2, in the background). Off: lexical search only."),
+    Setting("index.include", (), tuple, "globs",
+            "Paths to index even when .gitignore or the default excludes leave them out (gitignore syntax)."),
+    Setting("index.exclude", (), tuple, "globs",
+            "Paths never to index, in addition to .gitignore and the defaults (gitignore syntax)."),
+    Setting("index.maxFileSizeKb", 512, int, "KiB",
+            "Files larger than this are not indexed.", minimum=1, maximum=65536),
     Setting("resources.slowResponseMs", 2000, int, "ms",
             "Warn in the editor when the moving average of suggestion latency exceeds this.",
             minimum=100, maximum=600000),
@@ -112,6 +125,12 @@ class Settings:
     completion_prefix_tokens: int = 1024
     completion_suffix_tokens: int = 64
     completion_max_file_size_kb: int = 1024
+    completion_context_tokens: int = 256
+    index_enabled: bool = True
+    index_embeddings: bool = True
+    index_include: tuple[str, ...] = ()
+    index_exclude: tuple[str, ...] = ()
+    index_max_file_size_kb: int = 512
     resources_slow_response_ms: int = 2000
     log_level: str = "info"
     # Keys the user set explicitly (for status/debugging); not a setting itself.
@@ -152,12 +171,15 @@ def _check(setting: Setting, value: Any) -> tuple[Any, str | None]:
         ok = isinstance(value, int) and not isinstance(value, bool)
         if not ok and isinstance(value, float) and value.is_integer():
             value, ok = int(value), True
+    elif setting.kind is tuple:
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
     else:
         ok = isinstance(value, setting.kind)
     if not ok:
+        expected = {int: "an integer", str: "a string", bool: "true or false", tuple: "a list of strings"}
         return setting.default, (
-            f"{setting.key} must be {'an integer' if setting.kind is int else 'a string'}"
-            f" ({setting.unit}), got {json.dumps(value)}")
+            f"{setting.key} must be {expected[setting.kind]} ({setting.unit}), got {json.dumps(value)}")
     if setting.kind is str and setting.nullable and value.strip() == "":
         return None, None
     if setting.minimum is not None and value < setting.minimum:
@@ -229,7 +251,7 @@ def settings_table_markdown() -> str:
     """The settings as a Markdown table (key, default, unit, meaning), for README.md."""
     rows = ["| key | default | unit | what it does |", "| --- | --- | --- | --- |"]
     for s in SETTINGS:
-        default = "none" if s.default is None else f"`{json.dumps(s.default)}`"
+        default = "none" if s.default is None else f"`{json.dumps(s.default)}`".replace("`[]`", "`[]` (empty)")
         rows.append(f"| `{s.key}` | {default} | {s.unit} | {s.doc} |")
     return "\n".join(rows)
 

@@ -122,3 +122,16 @@ def lsp_status(status: ModelStatus, backend_kind: str, index: dict[str, Any]) ->
         },
         "index": index,
     }
+
+
+def lsp_search_result(r: Any) -> dict[str, Any]:
+    """One ``deepseek.search`` result: ``{uri, range, score, symbol, text}`` (range end exclusive)."""
+    return {
+        "uri": r.file.as_uri(),
+        "range": {"start": {"line": r.start_line, "character": 0},
+                  "end": {"line": r.end_line + 1, "character": 0}},
+        "score": round(r.score, 6),
+        "symbol": r.symbol,
+        "kind": r.kind,
+        "text": r.text,
+    }

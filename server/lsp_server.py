@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
@@ -22,14 +24,17 @@ from .completion import Suggestion, Unsuitable, check_document
 from .config import Settings, parse_settings
 from .logs import set_level
 from .lsp_convert import (
-    InvalidPosition, lsp_completion, lsp_diagnostic, lsp_inline_completion, lsp_status, snapshot)
+    InvalidPosition, lsp_completion, lsp_diagnostic, lsp_inline_completion, lsp_search_result, lsp_status, snapshot)
 from .manager import ModelManager, ModelState, ModelStatus
 from .resources import available_mb
+from index.workspace import IndexOptions, WorkspaceIndex
 
 log = logging.getLogger(__name__)
 
 CONFIG_SECTION = "deepseek"
 CMD_STATUS = "deepseek.status"
+CMD_SEARCH = "deepseek.search"
+EDIT_REINDEX_DELAY_S = 2.0  # an edited open document is re-indexed this long after the last change
 # Codes of the diagnostics this server publishes (source "deepseek").
 CODE_MODEL_TOO_LARGE = "model-too-large"
 CODE_MODEL_UNAVAILABLE = "model-unavailable"
@@ -51,6 +56,8 @@ class DeepseekLanguageServer(LanguageServer):
         self.notices: dict[str, types.Diagnostic] = {}   # by code; shown on every open document
         self.doc_notices: dict[str, types.Diagnostic] = {}  # by URI; one per document (context-truncated)
         self.load_task: asyncio.Task | None = None
+        self.index: WorkspaceIndex | None = None
+        self._reindex: dict[str, asyncio.TimerHandle] = {}
 
     # -- settings ------------------------------------------------------------------------
     async def refresh_settings(self) -> None:
@@ -139,6 +146,88 @@ class DeepseekLanguageServer(LanguageServer):
             await asyncio.shield(self.load_task)
         return self.models.status.loaded and self.models.service is not None
 
+    # -- the workspace index ---------------------------------------------------------------
+    def workspace_roots(self) -> list[Path]:
+        folders = [f.uri for f in self.workspace.folders.values()] or (
+            [self.workspace.root_uri] if self.workspace.root_uri else [])
+        roots = []
+        for uri in folders:
+            path = uri_to_path(uri)
+            if path is not None and path.is_dir():
+                roots.append(path)
+        return roots
+
+    async def start_index(self) -> None:
+        """Index the workspace folders in the background, with cancellable work-done progress."""
+        settings = self.settings
+        roots = self.workspace_roots()
+        if not settings.index_enabled or not roots:
+            return
+        self.index = index = WorkspaceIndex(roots, IndexOptions(
+            include=settings.index_include, exclude=settings.index_exclude,
+            max_file_size_kb=settings.index_max_file_size_kb, embeddings=settings.index_embeddings))
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+        token = f"deepseek-index-{uuid.uuid4()}"
+        caps = self.client_capabilities.window
+        progress = caps is not None and bool(caps.work_done_progress)
+        if progress:
+            try:
+                await asyncio.wait_for(self.work_done_progress.create_async(token), timeout=5)
+                self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+                    title="deepseek: indexing workspace", message=", ".join(r.name for r in roots),
+                    percentage=0, cancellable=True))
+                self.work_done_progress.tokens[token].add_done_callback(lambda f: cancel.set())
+            except Exception as e:
+                log.warning("work done progress unavailable: %s", e)
+                progress = False
+
+        def report(message: str, percent: int) -> None:  # writer thread -> loop
+            if progress:
+                loop.call_soon_threadsafe(lambda: self.work_done_progress.report(
+                    token, types.WorkDoneProgressReport(message=message, percentage=percent)))
+
+        try:
+            await asyncio.wrap_future(index.start(report, cancel))
+        finally:
+            if progress:
+                self.work_done_progress.end(token, types.WorkDoneProgressEnd(
+                    message="cancelled" if cancel.is_set() else f"{index.status()['files']} files indexed"))
+
+    def completion_context(self, uri: str, query: str, budget_chars: int) -> list[tuple[str, str]]:
+        """Best chunks of *other* files for ``query``, as (path, text), within ``budget_chars``.
+
+        Lexical search only: it must not wait for the embedder, and it is cached by the caller.
+        """
+        index = self.index
+        if index is None or index.state != "ready":
+            return []
+        here = uri_to_path(uri)
+        out, used = [], 0
+        for r in index.search(query, k=8, mode="lexical"):
+            if here is not None and r.file == here:
+                continue
+            if used + len(r.text) > budget_chars:
+                continue
+            out.append((r.path, r.text))
+            used += len(r.text)
+        return out
+
+    def reindex_later(self, uri: str) -> None:
+        """Re-index an edited open document once typing pauses."""
+        if self.index is None:
+            return
+        if (handle := self._reindex.pop(uri, None)) is not None:
+            handle.cancel()
+
+        def run() -> None:
+            self._reindex.pop(uri, None)
+            doc = self.workspace.text_documents.get(uri)
+            path = uri_to_path(uri)
+            if doc is not None and path is not None and self.index is not None:
+                self.index.update_file(path, doc.source)
+        self._reindex[uri] = asyncio.get_running_loop().call_later(EDIT_REINDEX_DELAY_S, run)
+
     # -- diagnostics and messages --------------------------------------------------------
     def publish(self, uri: str) -> None:
         doc = self.workspace.text_documents.get(uri)
@@ -170,6 +259,9 @@ class DeepseekLanguageServer(LanguageServer):
         if not await self.ready_model():
             return None
         settings, service = self.settings, self.models.service
+        if self.index is not None:
+            self.index.pause_embedding()  # typing first: the embedder rests
+            service.context = self.completion_context
         try:
             check_document(doc.source, settings.completion_max_file_size_kb)
             snap = snapshot(doc, position)
@@ -228,6 +320,15 @@ class DeepseekLanguageServer(LanguageServer):
             self.publish_all()
 
 
+def uri_to_path(uri: str) -> Path | None:
+    """A file:// URI as a path; None for other schemes."""
+    from pygls.uris import to_fs_path
+    if not uri.startswith("file:"):
+        return None
+    path = to_fs_path(uri)
+    return Path(path) if path else None
+
+
 def _plain(value: Any) -> Any:
     """Settings may arrive as namedtuples or attrs objects; make them dicts."""
     if value is None or isinstance(value, (str, int, float, bool)):
@@ -254,6 +355,7 @@ def initialize(ls: DeepseekLanguageServer, params: types.InitializeParams) -> No
 async def initialized(ls: DeepseekLanguageServer, params: types.InitializedParams) -> None:
     await ls.refresh_settings()
     ls.start_model_load()
+    await ls.start_index()
 
 
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
@@ -270,6 +372,31 @@ async def workspace_did_change_configuration(ls: DeepseekLanguageServer,
 def text_document_did_open(ls: DeepseekLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
     if ls.notices:
         ls.publish(params.text_document.uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+def text_document_did_change(ls: DeepseekLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
+    ls.reindex_later(params.text_document.uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+def text_document_did_save(ls: DeepseekLanguageServer, params: types.DidSaveTextDocumentParams) -> None:
+    path = uri_to_path(params.text_document.uri)
+    if ls.index is not None and path is not None:
+        if (handle := ls._reindex.pop(params.text_document.uri, None)) is not None:
+            handle.cancel()
+        ls.index.update_file(path)
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+def workspace_did_change_watched_files(ls: DeepseekLanguageServer,
+                                       params: types.DidChangeWatchedFilesParams) -> None:
+    if ls.index is None:
+        return
+    for change in params.changes:
+        path = uri_to_path(change.uri)
+        if path is not None:
+            ls.index.update_file(path)  # a deleted file leaves the index
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
@@ -298,8 +425,8 @@ async def completion(ls: DeepseekLanguageServer, params: types.CompletionParams)
 
 @server.command(CMD_STATUS)
 async def status(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
-    # The workspace index arrives with issue #4; until then it is reported as unavailable.
-    reply = lsp_status(ls.models.status, "local", {"state": "unavailable", "files": 0, "chunks": 0})
+    index = ls.index.status() if ls.index is not None else {"state": "unavailable", "files": 0, "chunks": 0}
+    reply = lsp_status(ls.models.status, "local", index)
     # "available" is now, not when the model was checked.
     limit = ls.settings.resources_ram_limit_mb
     reply["ram"]["availableMb"] = round(limit if limit is not None else available_mb())
@@ -308,8 +435,26 @@ async def status(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
     return reply
 
 
+@server.command(CMD_SEARCH)
+async def search(ls: DeepseekLanguageServer, *args: Any) -> list[dict[str, Any]]:
+    """``deepseek.search {query, k}``: hybrid search of the workspace, best first."""
+    arg = _plain(args[0]) if args else {}
+    query = arg.get("query") if isinstance(arg, dict) else arg
+    k = arg.get("k", 10) if isinstance(arg, dict) else (args[1] if len(args) > 1 else 10)
+    if not isinstance(query, str) or not query.strip():
+        raise JsonRpcInvalidParams("deepseek.search needs {query: string, k?: number}")
+    if not isinstance(k, int) or not 1 <= k <= 200:
+        raise JsonRpcInvalidParams("deepseek.search: k must be an integer from 1 to 200")
+    if ls.index is None:
+        return []
+    results = await asyncio.get_running_loop().run_in_executor(None, ls.index.search, query, k)
+    return [lsp_search_result(r) for r in results]
+
+
 @server.feature(types.SHUTDOWN)
 def shutdown(ls: DeepseekLanguageServer, params: Any) -> None:
     if ls.models.service is not None:
         ls.models.service.cancel_all()
+    if ls.index is not None:
+        ls.index.close()
     ls.models.shutdown()

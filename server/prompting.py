@@ -92,6 +92,7 @@ class FimFormat:
     middle_id: int
     stop_ids: frozenset[int]
     bos: tuple[int, ...]  # what the model puts first (its BOS when it adds one), else ()
+    file_sep_id: int | None = None  # Qwen's <|file_sep|>: marks files of cross-file context
 
 
 def detect_fim_format(vocab: Vocabulary) -> FimFormat | None:
@@ -109,7 +110,8 @@ def detect_fim_format(vocab: Vocabulary) -> FimFormat | None:
         probe = vocab.tokenize("a", add_special=False)
         with_special = vocab.tokenize("a", add_special=True)
         bos = tuple(with_special[: len(with_special) - len(probe)]) if with_special[-len(probe):] == probe else ()
-        return FimFormat(family, ids[0], ids[1], ids[2], frozenset(stops), bos)
+        return FimFormat(family, ids[0], ids[1], ids[2], frozenset(stops), bos,
+                         special_token_id(vocab, "<|file_sep|>"))
     return None
 
 
@@ -241,8 +243,30 @@ def window(cursor: CursorText, budget: Budget, counter: TokenCounter,
     return "".join(above[start:]), typed, first + "".join(below_lines[:n]), prefix_dropped, suffix_dropped
 
 
+def context_tokens(vocab: Vocabulary, fim: FimFormat, context: list[tuple[str, str]], path: str,
+                   budget: int, counter: TokenCounter) -> list[int]:
+    """Cross-file context: code from other files, best first, whole chunks within ``budget``.
+
+    Qwen2.5-Coder's repository format marks each file with ``<|file_sep|>path``, and the
+    current file last; other families get the path on a line of its own before the code.
+    """
+    out: list[int] = []
+    used = 0
+    for other, text in context:
+        block = f"{other}\n{text.rstrip()}\n" if fim.file_sep_id is not None else f"# {other}\n{text.rstrip()}\n\n"
+        n = counter.count(block) + 1
+        if used + n > budget:
+            continue
+        used += n
+        out += ([fim.file_sep_id] if fim.file_sep_id is not None else []) + vocab.tokenize(block)
+    if out and fim.file_sep_id is not None:
+        out += [fim.file_sep_id, *vocab.tokenize(f"{path}\n")]
+    return out
+
+
 def build_fim_prompt(vocab: Vocabulary, fim: FimFormat, cursor: CursorText,
-                     budget: Budget, counter: TokenCounter | None = None) -> FimPrompt:
+                     budget: Budget, counter: TokenCounter | None = None,
+                     context: list[tuple[str, str]] = (), context_budget: int = 0, path: str = "") -> FimPrompt:
     """Build the token ids of a FIM prompt for ``cursor``.
 
     Args:
@@ -251,12 +275,19 @@ def build_fim_prompt(vocab: Vocabulary, fim: FimFormat, cursor: CursorText,
         cursor: the document split at the cursor.
         budget: token quotas; whole lines beyond them are left out.
         counter: a shared :class:`TokenCounter` (its cache saves work across keystrokes).
+        context: (path, code) of other files' chunks, best first, to put before everything.
+        context_budget: tokens the context may use.
+        path: the current file's workspace-relative path (named after the context).
 
     Returns:
         The prompt (see :class:`FimPrompt` for the layout).
     """
     counter = counter or TokenCounter(vocab)
     above, typed, suffix, p_drop, s_drop = window(cursor, budget, counter)
-    anchor = [*fim.bos, fim.prefix_id, *vocab.tokenize(above), fim.suffix_id,
-              *vocab.tokenize(suffix), fim.middle_id]
+    extra = context_tokens(vocab, fim, list(context), path, context_budget, counter) if context else []
+    if fim.file_sep_id is not None:  # repository format: files first, then the FIM prompt
+        anchor = [*fim.bos, *extra, fim.prefix_id, *vocab.tokenize(above)]
+    else:
+        anchor = [*fim.bos, fim.prefix_id, *extra, *vocab.tokenize(above)]
+    anchor += [fim.suffix_id, *vocab.tokenize(suffix), fim.middle_id]
     return FimPrompt(anchor, vocab.tokenize(typed), above + typed, suffix, p_drop, s_drop)
