@@ -79,9 +79,9 @@ def discover(root: Path, options: IndexOptions) -> list[tuple[str, os.stat_resul
     ``index.exclude`` / ``index.include`` globs, the size cap, binary files and secrets.
     """
     out = []
-    specs: list[tuple[str, pathspec.PathSpec]] = []
-    exclude = pathspec.PathSpec.from_lines("gitwildmatch", options.exclude)
-    include = pathspec.PathSpec.from_lines("gitwildmatch", options.include)
+    specs: list[tuple[str, pathspec.GitIgnoreSpec]] = []
+    exclude = pathspec.GitIgnoreSpec.from_lines(options.exclude)
+    include = pathspec.GitIgnoreSpec.from_lines(options.include)
     for folder, dirs, files in os.walk(root):
         rel_folder = os.path.relpath(folder, root).replace(os.sep, "/")
         rel_folder = "" if rel_folder == "." else rel_folder + "/"
@@ -89,7 +89,7 @@ def discover(root: Path, options: IndexOptions) -> list[tuple[str, os.stat_resul
         if os.path.isfile(ignore_file):
             try:
                 with open(ignore_file, encoding="utf-8", errors="replace") as f:
-                    specs.append((rel_folder, pathspec.PathSpec.from_lines("gitwildmatch", f)))
+                    specs.append((rel_folder, pathspec.GitIgnoreSpec.from_lines(f)))
             except OSError:
                 pass
 
