@@ -165,11 +165,20 @@ class IndexStore:
                 "SELECT count(*) FROM chunks c JOIN vectors v ON v.hash = c.hash").fetchone()[0]
         return files, chunks, embedded
 
-    def chunks_without_vectors(self, limit: int) -> list[tuple[int, str, str]]:
-        """(id, hash, text) of chunks whose content has no embedding yet."""
-        return self.db.execute(
-            "SELECT c.id, c.hash, c.text FROM chunks c LEFT JOIN vectors v ON v.hash = c.hash "
-            "WHERE v.hash IS NULL GROUP BY c.hash LIMIT ?", (limit,)).fetchall()
+    def chunks_without_vectors(self, after_id: int, limit: int) -> list[tuple[int, str, str]]:
+        """(id, hash, text) of chunks after ``after_id`` whose content has no embedding yet, by id.
+
+        Walking forward with ``after_id`` keeps a full pass linear in the number of chunks.
+        """
+        rows = self.db.execute(
+            "SELECT c.id, c.hash, c.text FROM chunks c WHERE c.id > ? AND NOT EXISTS "
+            "(SELECT 1 FROM vectors v WHERE v.hash = c.hash) ORDER BY c.id LIMIT ?", (after_id, limit)).fetchall()
+        seen, out = set(), []
+        for row in rows:  # the same content twice in one batch is embedded once
+            if row[1] not in seen:
+                seen.add(row[1])
+                out.append(row)
+        return out or rows[:0]
 
     def chunks_missing_from_ann(self) -> list[tuple[int, bytes]]:
         """(id, vector) of chunks that have an embedding but are not in the ANN index."""

@@ -172,14 +172,16 @@ class WorkspaceIndex:
         embedding_error: why dense search is off (the message has the fix), or None.
     """
 
-    def __init__(self, roots: list[Path], options: IndexOptions = IndexOptions(), embed_threads: int = 1):
+    def __init__(self, roots: list[Path], options: IndexOptions = IndexOptions(), embed_threads: int | None = None):
         self.roots = [r.resolve() for r in roots]
         self.options = options
         self.state = "indexing"
         self.embedding_error: str | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
         self._stores: dict[Path, IndexStore] = {}
-        self._embed_threads = embed_threads
+        # All physical cores: the embedder pauses whenever completions are asked for.
+        from server.engine import default_threads
+        self._embed_threads = embed_threads or default_threads()
         self._embedder: Embedder | None = None
         self._embed_thread: threading.Thread | None = None
         self._embed_wakeup = threading.Event()
@@ -317,14 +319,20 @@ class WorkspaceIndex:
         # Chunks embedded before but missing from the ANN file (a crash between saves).
         for store in list(self._stores.values()):
             self._writer.submit(lambda s=store: s.ann_add(*_unzip(s.chunks_missing_from_ann()))).result()
+        cursors: dict[Path, int] = {}
         while not self._closed.is_set():
             worked = False
-            for store in list(self._stores.values()):
+            for root, store in list(self._stores.items()):
                 while (rest := self._pause_until - time.monotonic()) > 0 and not self._closed.is_set():
                     time.sleep(min(rest, 0.5))
-                todo = self._writer.submit(store.chunks_without_vectors, EMBED_BATCH).result()
+                after = cursors.get(root, 0)
+                todo = self._writer.submit(store.chunks_without_vectors, after, EMBED_BATCH).result()
                 if not todo:
+                    if after:  # end of a pass: start over to catch chunks added behind the cursor
+                        cursors[root] = 0
+                        worked = True
                     continue
+                cursors[root] = todo[-1][0]
                 vectors = self._embedder.embed([text for _, _, text in todo])
                 self._writer.submit(store.add_vectors, [(h, v) for (_, h, _), v in zip(todo, vectors)]).result()
                 n_embedded += len(todo)
