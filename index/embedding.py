@@ -182,8 +182,8 @@ class Embedder:
         if not texts:
             return np.zeros((0, DIM), dtype=np.float32)
         cut = [self._cut(t) for t in texts]
-        vectors = np.asarray(self.llm.embed(cut, normalize=True, truncate=True), dtype=np.float32)
-        return vectors.reshape(len(texts), DIM)
+        vectors = [self.llm.embed(t, normalize=True, truncate=True) for t in cut]
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), DIM)
 
     def _cut(self, text: str) -> str:
         """Cut ``text`` to MAX_TOKENS word pieces."""

@@ -187,7 +187,7 @@ class WorkspaceIndex:
         self._embed_wakeup = threading.Event()
         self._closed = threading.Event()
         self._pause_until = 0.0
-        self._query_lock = threading.Lock()
+        self._embed_lock = threading.Lock()
         self.timings: dict[str, float] = {}
 
     # -- life cycle ------------------------------------------------------------------------
@@ -333,7 +333,7 @@ class WorkspaceIndex:
                         worked = True
                     continue
                 cursors[root] = todo[-1][0]
-                vectors = self._embedder.embed([text for _, _, text in todo])
+                vectors = [self._embed([text])[0] for _, _, text in todo]  # one at a time: queries interleave
                 self._writer.submit(store.add_vectors, [(h, v) for (_, h, _), v in zip(todo, vectors)]).result()
                 n_embedded += len(todo)
                 worked = True
@@ -348,12 +348,19 @@ class WorkspaceIndex:
                 self._embed_wakeup.clear()
                 t0 = time.monotonic()
 
+    def _embed(self, texts: list[str]):
+        """One llama.cpp context serves the background loop and queries: one at a time.
+
+        The loop embeds one chunk per call, so a query waits at most one chunk (~50 ms).
+        """
+        with self._embed_lock:
+            return self._embedder.embed(texts)
+
     def embed_query(self, text: str):
         """The query's embedding, or None when dense search is unavailable."""
         if self._embedder is None:
             return None
-        with self._query_lock:  # llama.cpp contexts are single-threaded; queries are short
-            return self._embedder.embed([text])[0]
+        return self._embed([text])[0]
 
     # -- search ----------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, mode: str = "hybrid") -> list[SearchResult]:
