@@ -187,12 +187,27 @@ class DeepseekLanguageServer(LanguageServer):
                 loop.call_soon_threadsafe(lambda: self.work_done_progress.report(
                     token, types.WorkDoneProgressReport(message=message, percentage=percent)))
 
+        await self._watch_files()
         try:
             await asyncio.wrap_future(index.start(report, cancel))
         finally:
             if progress:
                 self.work_done_progress.end(token, types.WorkDoneProgressEnd(
                     message="cancelled" if cancel.is_set() else f"{index.status()['files']} files indexed"))
+
+    async def _watch_files(self) -> None:
+        """Ask the client to report file changes on disk (it only reports registered globs)."""
+        caps = self.client_capabilities.workspace
+        watched = caps.did_change_watched_files if caps is not None else None
+        if watched is None or not watched.dynamic_registration:
+            return
+        try:
+            await asyncio.wait_for(self.client_register_capability_async(types.RegistrationParams(registrations=[
+                types.Registration(id=f"deepseek-watch-{uuid.uuid4()}", method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+                                   register_options=types.DidChangeWatchedFilesRegistrationOptions(
+                                       watchers=[types.FileSystemWatcher(glob_pattern="**/*")]))])), timeout=5)
+        except Exception as e:
+            log.warning("could not register file watching: %s", e)
 
     def completion_context(self, uri: str, query: str, budget_chars: int) -> list[tuple[str, str]]:
         """Best chunks of *other* files for ``query``, as (path, text), within ``budget_chars``.

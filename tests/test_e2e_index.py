@@ -30,6 +30,12 @@ def workspace(tmp_path_factory):
 
 @pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=[sys.executable, "-m", "server"]))
 async def client(lsp_client: LanguageClient, workspace):
+    lsp_client.registrations = []
+
+    @lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)
+    def register(params: types.RegistrationParams):  # as an editor does
+        lsp_client.registrations.extend(params.registrations)
+
     await lsp_client.initialize_session(types.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"), root_uri=workspace.as_uri(),
         workspace_folders=[types.WorkspaceFolder(uri=workspace.as_uri(), name="e2e-ws")]))
@@ -64,6 +70,9 @@ async def test_indexing_reports_progress_and_becomes_ready(client: LanguageClien
     assert "deepseek: indexing workspace" in titles
     index_reports = next(r for r in client.progress_reports.values() if r[0].title == "deepseek: indexing workspace")
     assert index_reports[-1].kind == "end" and index_reports[0].cancellable
+    # The server asked to hear about files changed on disk.
+    watch = [r for r in client.registrations if r.method == "workspace/didChangeWatchedFiles"]
+    assert watch and watch[0].register_options["watchers"][0]["globPattern"] == "**/*"
 
 
 async def _ready(client):
