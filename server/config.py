@@ -40,6 +40,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("model.name", None, str, "name",
             "A model from the catalog (server/data/catalog.json). Default: qwen2.5-coder-0.5b-instruct-q4_k_m.",
             nullable=True),
+    Setting("chatModel", None, str, "name or path",
+            "Model for chat, explain, refactor, write tests and hover: a catalog name or a GGUF path. "
+            "Default: the completion model (a second instance; the weights are shared).", nullable=True),
+    Setting("chat.maxTokens", 512, int, "tokens", "Longest answer for chat and code actions.",
+            minimum=16, maximum=8192),
+    Setting("chat.contextTokens", 2048, int, "tokens",
+            "Budget for what goes with a chat message: selection, current file, retrieved code, past turns.",
+            minimum=128, maximum=65536),
+    Setting("hover.timeMs", 1500, int, "ms",
+            "How long a hover waits for the model's one-line explanation before showing the definition alone.",
+            minimum=0, maximum=60000),
     Setting("model.nCtx", 4096, int, "tokens",
             "Context window of the model: the KV cache holds this many tokens.", minimum=256, maximum=131072),
     Setting("threads", None, int, "threads",
@@ -112,6 +123,10 @@ class Settings:
 
     model_path: str | None = None
     model_name: str | None = None
+    chat_model: str | None = None
+    chat_max_tokens: int = 512
+    chat_context_tokens: int = 2048
+    hover_time_ms: int = 1500
     model_n_ctx: int = 4096
     threads: int | None = None
     resources_ram_limit_mb: int | None = None

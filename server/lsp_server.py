@@ -57,6 +57,7 @@ class DeepseekLanguageServer(LanguageServer):
         self.doc_notices: dict[str, types.Diagnostic] = {}  # by URI; one per document (context-truncated)
         self.load_task: asyncio.Task | None = None
         self.index: WorkspaceIndex | None = None
+        self.shutdown_hooks: list = []  # called at shutdown (other modules' resources)
         self._reindex: dict[str, asyncio.TimerHandle] = {}
 
     # -- settings ------------------------------------------------------------------------
@@ -472,4 +473,10 @@ def shutdown(ls: DeepseekLanguageServer, params: Any) -> None:
         ls.models.service.cancel_all()
     if ls.index is not None:
         ls.index.close()
+    for hook in ls.shutdown_hooks:
+        hook()
     ls.models.shutdown()
+
+
+# The assistant's handlers (code actions, hover, chat commands) register on the same server.
+from . import lsp_assist  # noqa: E402,F401

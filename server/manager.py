@@ -78,8 +78,8 @@ class ModelManager:
         service: the completion pipeline for the loaded model (None without a FIM model).
     """
 
-    def __init__(self) -> None:
-        self.engine = Engine("completion")
+    def __init__(self, name: str = "completion") -> None:
+        self.engine = Engine(name)
         self.status = ModelStatus()
         self.fim: FimFormat | None = None
         self.counter: TokenCounter | None = None

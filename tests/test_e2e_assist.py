@@ -1,0 +1,199 @@
+"""End to end: code actions, explain, refactor, write tests, hover and chat, over stdio.
+
+The code is idna's ``intranges.py`` (an installed third-party module this project did not
+write), copied into a temporary workspace; the model is the real default one.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import idna
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from .test_e2e_lsp import open_doc
+
+pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
+
+DATA = tempfile.mkdtemp(prefix="deepseek-data-")  # conversations of this test run, shared by both servers
+WORKSPACE = Path(tempfile.mkdtemp(prefix="deepseek-assist-ws-"))
+SOURCE = Path(idna.__file__).with_name("intranges.py")
+shutil.copy(SOURCE, WORKSPACE / "intranges.py")
+CONFIG = ClientServerConfig(server_command=[sys.executable, "-m", "server"],
+                            server_env={**os.environ, "XDG_DATA_HOME": DATA})
+
+
+def line_of(text: str, needle: str) -> int:
+    return text[: text.index(needle)].count("\n")
+
+
+async def _start(lsp_client: LanguageClient):
+    lsp_client.deltas, lsp_client.edits = [], []
+
+    @lsp_client.feature("deepseek/chatDelta")
+    def delta(params):
+        lsp_client.deltas.append(params)
+
+    @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
+    def apply_edit(params: types.ApplyWorkspaceEditParams):  # as an editor does
+        lsp_client.edits.append(params.edit)
+        return types.ApplyWorkspaceEditResult(applied=True)
+
+    @lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)
+    def register(params):
+        return None
+
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"), root_uri=WORKSPACE.as_uri(),
+        workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="ws")],
+        initialization_options={"chat": {"maxTokens": 200}}))
+
+
+@pytest_lsp.fixture(scope="module", config=CONFIG)
+async def client(lsp_client: LanguageClient):
+    await _start(lsp_client)
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def command(client: LanguageClient, name: str, arg: dict):
+    return await client.workspace_execute_command_async(types.ExecuteCommandParams(command=name, arguments=[arg]))
+
+
+def function_range(text: str, name: str) -> dict:
+    line = line_of(text, f"def {name}(")
+    return {"start": {"line": line + 1, "character": 4}, "end": {"line": line + 1, "character": 4}}
+
+
+async def test_three_actions_are_offered_for_the_function_at_the_cursor(client: LanguageClient):
+    text = (WORKSPACE / "intranges.py").read_text()
+    uri = open_doc(client, WORKSPACE / "intranges.py", text)
+    inside = line_of(text, "def intranges_contain(") + 3
+    fut = client.protocol.send_request(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        range=types.Range(start=types.Position(line=inside, character=4), end=types.Position(line=inside, character=4)),
+        context=types.CodeActionContext(diagnostics=[])), msg_id="code-actions")
+    # Read the raw JSON: lsprotocol's client-side hook takes any object with a "command" key
+    # for a Command, so it would mis-read a CodeAction that carries one (editors parse JSON).
+    client.protocol._result_types["code-actions"] = None
+    actions = await asyncio.wrap_future(fut)
+    assert [a["title"] for a in actions] == ["deepseek: Explain", "deepseek: Refactor", "deepseek: Write tests"]
+    assert [a["command"]["command"] for a in actions] == ["deepseek.explain", "deepseek.refactor", "deepseek.writeTests"]
+    assert [a["kind"] for a in actions] == ["", "refactor.rewrite", "source"]
+    arg = actions[0]["command"]["arguments"][0]
+    assert arg["uri"] == uri and arg["range"]["start"]["line"] == line_of(text, "def intranges_contain(")
+
+
+async def test_explain_streams_and_names_the_code(client: LanguageClient):
+    text = (WORKSPACE / "intranges.py").read_text()
+    uri = open_doc(client, WORKSPACE / "intranges.py", text)
+    result = await command(client, "deepseek.explain", {"uri": uri, "range": function_range(text, "intranges_contain")})
+    assert "intranges_contain" in result["markdown"] and len(result["markdown"]) > 80
+    assert result["promptVersion"] == "explain@v1"
+    streamed = "".join(d.delta for d in client.deltas if d.sessionId == result["sessionId"])
+    assert streamed and streamed.strip() in result["markdown"]
+
+
+async def test_refactor_arrives_as_an_edit_that_parses(client: LanguageClient):
+    text = (WORKSPACE / "intranges.py").read_text()
+    uri = open_doc(client, WORKSPACE / "intranges.py", text)
+    rng = function_range(text, "_encode_range")
+    result = await command(client, "deepseek.refactor", {"uri": uri, "range": rng, "instruction": "use clearer names"})
+    if not result["applied"]:
+        assert result["reason"] and not client.edits  # refused with a reason: nothing applied
+        return
+    edit = client.edits[-1].document_changes[0]
+    new = edit.edits[0].new_text
+    lines = text.splitlines(keepends=True)
+    start, end = edit.edits[0].range.start.line, edit.edits[0].range.end.line
+    ast.parse("".join(lines[:start]) + new + "".join(lines[end:]))
+    assert "def _encode_range(" in new
+
+
+async def test_write_tests_creates_a_test_file_that_parses_and_reports_the_run(client: LanguageClient):
+    text = (WORKSPACE / "intranges.py").read_text()
+    uri = open_doc(client, WORKSPACE / "intranges.py", text)
+    result = await command(client, "deepseek.writeTests",
+                           {"uri": uri, "range": function_range(text, "intranges_from_list")})
+    assert result["applied"], result
+    assert result["uri"] == (WORKSPACE / "tests" / "test_intranges.py").as_uri()
+    changes = client.edits[-1].document_changes
+    assert isinstance(changes[0], types.CreateFile) and changes[0].uri == result["uri"]
+    code = changes[1].edits[0].new_text
+    ast.parse(code)
+    assert "intranges_from_list" in code and "def test" in code
+    assert result["ran"] and 1 <= result["rounds"] <= 3
+    assert result["ok"] == (not result["failed"] and bool(result["passed"]))
+
+
+async def test_hover_shows_the_definition_and_an_explanation(client: LanguageClient):
+    text = (WORKSPACE / "intranges.py").read_text()
+    uri = open_doc(client, WORKSPACE / "intranges.py", text)
+    call = line_of(text, "def intranges_contain(")
+    hover = await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=call, character=len("def intranges_con"))))
+    value = hover.contents.value
+    assert value.startswith("```python\ndef intranges_contain(")
+    assert "intranges.py, line" in value
+
+
+async def test_chat_replies_with_references_and_repeats_from_the_cache(client: LanguageClient):
+    text = (WORKSPACE / "intranges.py").read_text()
+    uri = open_doc(client, WORKSPACE / "intranges.py", text)
+    arg = {"message": "What does intranges_contain return for an empty list of ranges?", "uri": uri,
+           "range": function_range(text, "intranges_contain")}
+    first = await command(client, "deepseek.chat", arg)
+    assert first["reply"] and first["sessionId"] and not first["cacheHit"]
+    assert any(r["uri"] == uri for r in first["references"])
+    assert any(d.sessionId == first["sessionId"] for d in client.deltas)
+    follow = await command(client, "deepseek.chat", {"sessionId": first["sessionId"], "message": "And for [(1, 5)]?"})
+    assert follow["sessionId"] == first["sessionId"]
+    again = await command(client, "deepseek.chat", arg)  # a new session, the same request
+    assert again["cacheHit"] and again["reply"] == first["reply"]
+    client.first_session = first["sessionId"]
+
+
+async def test_bad_requests_get_clear_errors(client: LanguageClient):
+    text = (WORKSPACE / "intranges.py").read_text()
+    uri = open_doc(client, WORKSPACE / "intranges.py", text)
+    with pytest.raises(JsonRpcException, match="outside the document"):
+        await command(client, "deepseek.explain", {"uri": uri, "range": {"start": {"line": 999, "character": 0},
+                                                                         "end": {"line": 999, "character": 0}}})
+    (WORKSPACE / "notes.txt").write_text("just words\n")
+    with pytest.raises(JsonRpcException, match="is not code"):
+        await command(client, "deepseek.refactor", {"uri": (WORKSPACE / "notes.txt").as_uri(),
+                                                    "range": {"start": {"line": 0, "character": 0},
+                                                              "end": {"line": 1, "character": 0}}})
+    with pytest.raises(JsonRpcException, match="over the chat budget"):
+        await command(client, "deepseek.chat", {"message": "explain " * 6000})
+    with pytest.raises(JsonRpcException, match="existing session"):
+        await command(client, "deepseek.chatReset", {"sessionId": "nope"})
+
+
+async def test_a_second_server_process_returns_the_earlier_conversation(client: LanguageClient):
+    second = await CONFIG.start()
+    try:
+        await _start(second)
+        history = await command(second, "deepseek.chatHistory", {"sessionId": client.first_session})
+        texts = [m["text"] for m in history["messages"]]
+        assert texts[0].startswith("What does intranges_contain return")
+        assert [m["role"] for m in history["messages"]][:2] == ["user", "assistant"]
+        assert history["messages"][1]["model"] == "qwen2.5-coder-0.5b-instruct-q4_k_m"
+        assert history["messages"][1]["promptVersion"] == "chat@v1"
+        assert await command(second, "deepseek.chatReset", {"sessionId": client.first_session}) == {
+            "sessionId": client.first_session, "reset": True}
+        assert (await command(second, "deepseek.chatHistory", {"sessionId": client.first_session}))["messages"] == []
+        await second.shutdown_session()
+    finally:
+        await second.stop()
