@@ -3,6 +3,8 @@
     deepseek-lsp [serve] [--stdio]           run the language server over stdio (default)
     deepseek-lsp complete FILE --line L --col C   print the suggestion an editor would get
     deepseek-lsp doctor                      cores, RAM, the model, and whether it fits
+    deepseek-lsp stats                       latency per task type (local metrics)
+    deepseek-lsp export --format jsonl       conversations as chat fine-tuning data
 
 ``--set key=value`` (repeatable) gives any setting, with the same keys as the editor
 (``--set model.nCtx=2048``). Lines and columns are 1-based, as editors show them.
@@ -182,6 +184,39 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if status.family else 1
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    """p50/p95 latency per task type from the local metrics table."""
+    from .assist import AssistStore
+    store = AssistStore()
+    rows = store.latency_table()
+    if not rows:
+        print(f"no requests recorded yet ({store.path})")
+        return 0
+    print(f"{'task':<10} {'requests':>8} {'p50 ms':>9} {'p95 ms':>9} {'cache hits':>10}   ({store.path})")
+    for task, n, p50, p95, hits in rows:
+        print(f"{task:<10} {n:>8} {p50:>9.0f} {p95:>9.0f} {100 * hits:>9.0f}%")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Conversations as chat fine-tuning data: one {"messages": [...]} object per line."""
+    from .assist import AssistStore
+    store = AssistStore()
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    n = 0
+    try:
+        for sid in store.all_sessions():
+            messages = [{"role": m["role"], "content": m["text"]} for m in store.messages(sid)]
+            if any(m["role"] == "assistant" for m in messages):
+                out.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
+                n += 1
+    finally:
+        if args.output:
+            out.close()
+    print(f"exported {n} conversations", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepseek-lsp", description=(
         "A local-first AI coding assistant as a Language Server. Without a command it serves LSP on stdio."))
@@ -203,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--json", action="store_true", help="print the suggestion and its figures as JSON")
 
     sub.add_parser("doctor", parents=[common], help="check cores, RAM and the model; exit 1 when it will not work")
+    sub.add_parser("stats", help="p50/p95 latency per task type from the local metrics (nothing leaves the machine)")
+    export = sub.add_parser("export", help="write conversations as chat fine-tuning data")
+    export.add_argument("--format", choices=["jsonl"], default="jsonl", help="one {\"messages\": [...]} per line")
+    export.add_argument("--output", "-o", help="file to write (default: stdout)")
     return parser
 
 
@@ -210,9 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in (None, "serve"):
         return cmd_serve(args)
-    if args.command == "complete":
-        return cmd_complete(args)
-    return cmd_doctor(args)
+    commands = {"complete": cmd_complete, "doctor": cmd_doctor, "stats": cmd_stats, "export": cmd_export}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

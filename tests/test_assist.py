@@ -1,0 +1,96 @@
+"""The assistant's pure parts and its SQLite store (a real file), no model needed."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from server.assist import (AssistStore, _relevant_turns, code_block, enclosing_definition, load_pack,
+                           parseable_prefix, python_tests, run_pytest, syntax_errors)
+
+
+def test_prompt_packs_are_versioned_files():
+    pack = load_pack("explain")
+    assert pack.version == "explain@v1"
+    messages = pack.render(symbol="f", path="a.py", start_line="1", end_line="3", language="python", code="x = 1")
+    assert messages[0]["role"] == "system" and "`f` from `a.py` (lines 1-3, python)" in messages[1]["content"]
+
+
+def test_code_blocks_including_answers_cut_off_by_the_token_limit():
+    assert code_block("Here:\n```python\nx = 1\n```\nDone") == "x = 1\n"
+    cut = code_block("```python\ndef test_a():\n    assert 1\n\ndef test_b(:\n    ass")
+    assert parseable_prefix("python", cut) == "def test_a():\n    assert 1\n\n"
+    assert code_block("no code here") is None
+
+
+def test_generated_tests_import_the_code_instead_of_copying_it():
+    code = "import pytest\n\ndef area(w, h):\n    return 0\n\ndef test_area():\n    assert area(2, 3) == 6\n"
+    fixed = python_tests(code, "area", "from geometry import area")
+    assert fixed.startswith("from geometry import area\n") and "return 0" not in fixed and "def test_area" in fixed
+
+
+def test_syntax_errors_and_enclosing_definitions():
+    assert syntax_errors("python", "def f(:\n") > 0 and syntax_errors("python", "def f():\n    pass\n") == 0
+    text = "class A:\n    def m(self):\n        return 1\n\ndef g():\n    pass\n"
+    assert enclosing_definition("a.py", text, 2) == (1, 2, "m")
+    assert enclosing_definition("a.py", text, 5) == (4, 5, "g")
+    assert enclosing_definition("a.txt", text, 0) is None
+
+
+def test_conversations_cache_and_metrics_persist(tmp_path):
+    store = AssistStore(tmp_path / "a.sqlite")
+    sid = store.new_session("hello")
+    store.add_message(sid, "user", "how do I parse dates?")
+    store.add_message(sid, "assistant", "use datetime.strptime", "m", "chat@v1", [{"uri": "file:///x"}])
+    store.cache("k", "cached reply")
+    store.metric("chat", "m", 120.0, 50, 10, False)
+    store.metric("chat", "m", 5.0, 0, 0, True)
+    again = AssistStore(tmp_path / "a.sqlite")  # another process would see the same
+    assert [m["role"] for m in again.messages(sid)] == ["user", "assistant"]
+    assert again.messages(sid)[1]["promptVersion"] == "chat@v1" and again.messages(sid)[1]["references"]
+    assert again.cached("k") == "cached reply" and again.latest_session() == sid
+    (task, n, p50, p95, hits), = again.latency_table()
+    assert (task, n, hits) == ("chat", 2, 0.5) and p95 == 120.0
+    again.reset(sid)
+    assert again.messages(sid) == []
+
+
+def test_long_conversations_bring_back_recent_and_relevant_turns_only():
+    history = []
+    topics = ["parse dates with strptime", "sort a list of tuples", "read a csv file", "write unit tests",
+              "format money values", "merge two dicts", "timezone aware dates"]
+    for i, topic in enumerate(topics):
+        history.append({"role": "user", "text": topic, "timestamp": i})
+        history.append({"role": "assistant", "text": f"answer about {topic}", "timestamp": i + 0.5})
+    turns = _relevant_turns(history, "how do dates and timezones work")
+    firsts = [t[0]["text"] for t in turns]
+    assert firsts[:2] == ["timezone aware dates", "merge two dicts"]  # the two most recent
+    assert "parse dates with strptime" in firsts and len(turns) <= 4   # plus related older ones, not all
+    assert "read a csv file" not in firsts
+
+
+def test_generated_tests_run_without_network(tmp_path):
+    (tmp_path / "mod.py").write_text("def add(a, b):\n    return a + b\n")
+    ok = run_pytest(tmp_path, "test_mod.py", "from mod import add\n\ndef test_add():\n    assert add(2, 3) == 5\n")
+    assert ok.ok and ok.passed
+    net = run_pytest(tmp_path, "test_net.py", "import socket\n\ndef test_net():\n    s = socket.socket()\n"
+                     "    s.settimeout(2)\n    s.connect(('127.0.0.1', 9))\n")
+    assert not net.ok and "test_net" in " ".join(net.failed)
+
+
+def test_stats_and_export_commands(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    store = AssistStore()
+    sid = store.new_session("q")
+    store.add_message(sid, "user", "question")
+    store.add_message(sid, "assistant", "answer", "m", "chat@v1")
+    store.metric("explain", "m", 800.0, 100, 50, False)
+    out = subprocess.run([sys.executable, "-m", "server", "export", "--format", "jsonl"], capture_output=True,
+                         text=True, env={**__import__("os").environ, "XDG_DATA_HOME": str(tmp_path)}, check=True)
+    line = json.loads(out.stdout.strip().splitlines()[0])
+    assert line == {"messages": [{"role": "user", "content": "question"}, {"role": "assistant", "content": "answer"}]}
+    stats = subprocess.run([sys.executable, "-m", "server", "stats"], capture_output=True, text=True,
+                           env={**__import__("os").environ, "XDG_DATA_HOME": str(tmp_path)}, check=True)
+    assert "explain" in stats.stdout and "800" in stats.stdout
