@@ -71,4 +71,4 @@ def test_every_setting_is_documented_in_readme_with_its_default():
 def test_settings_dataclass_and_table_agree():
     assert {s.key for s in SETTINGS} >= {"model.path", "model.name", "resources.ramLimitMb", "completion.maxTokens"}
     for s in SETTINGS:
-        assert re.fullmatch(r"[a-z]+(\.[a-z][A-Za-z]*)?", s.key), s.key
+        assert re.fullmatch(r"[a-z][A-Za-z]*(\.[a-z][A-Za-z]*)?", s.key), s.key
