@@ -393,10 +393,14 @@ class Assistant:
         messages = pack.render(path=span.path.name, language=span.language, code=span.code,
                                instruction=(f"Instruction: {instruction.strip()}" if instruction.strip() else
                                             "Make it clearer and simpler."))
-        reply = self._generate("refactor", messages, pack, None, None)
+        budget = max(self.max_tokens, len(span.code) // 2 + 128)  # room for the whole rewrite
+        reply = self._generate("refactor", messages, pack, None, None, max_tokens=budget)
         new = code_block(reply.text)
         if new is None:
             return None, "the model's answer held no code block", reply
+        if "```" not in reply.text[reply.text.find("```") + 3:]:
+            return None, f"the answer was cut off after {budget} tokens; nothing was changed", reply
+        new = _drop_redefinitions(span, new)
         new = _match_indent(span.code, new)
         lines = span.text.splitlines(keepends=True)
         after = "".join(lines[:span.start_line]) + new + "".join(lines[span.end_line + 1:])
@@ -536,6 +540,28 @@ def _relevant_turns(history: list[dict], message: str) -> list[list[dict]]:
         return len(want & have) / (1 + len(have)) ** 0.5
     ranked = sorted((t for t in older if overlap(t) > 0), key=overlap, reverse=True)[:RELEVANT_TURNS]
     return recent[::-1] + ranked
+
+
+def _drop_redefinitions(span: CodeSpan, new: str) -> str:
+    """Remove from a rewrite any top-level definition of a name defined elsewhere in the file.
+
+    A small model likes to append its own versions of the helpers it saw; applied, they
+    would shadow the real ones.
+    """
+    from index.chunking import chunk_file
+    lines = span.text.splitlines(keepends=True)
+    rest = "".join(lines[:span.start_line]) + "\n" * (span.end_line - span.start_line + 1) + "".join(lines[span.end_line + 1:])
+    elsewhere = {c.symbol for c in chunk_file(span.path.name, rest) if c.symbol and c.kind != "lines"} - {span.symbol}
+    new_lines = new.splitlines(keepends=True)
+    drop: set[int] = set()
+    for c in chunk_file(span.path.name, new):
+        if c.symbol in elsewhere and not new_lines[c.start_line][:1].isspace():
+            first = c.start_line
+            while first > 0 and new_lines[first - 1].lstrip().startswith("@"):
+                first -= 1  # its decorators go too
+            drop.update(range(first, c.end_line + 1))
+    kept = "".join(line for i, line in enumerate(new_lines) if i not in drop)
+    return re.sub(r"\n{3,}$", "\n", kept)
 
 
 def _match_indent(original: str, new: str) -> str:

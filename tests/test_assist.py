@@ -94,3 +94,11 @@ def test_stats_and_export_commands(tmp_path, monkeypatch):
     stats = subprocess.run([sys.executable, "-m", "server", "stats"], capture_output=True, text=True,
                            env={**__import__("os").environ, "XDG_DATA_HOME": str(tmp_path)}, check=True)
     assert "explain" in stats.stdout and "800" in stats.stdout
+
+
+def test_a_rewrite_never_redefines_other_code_of_the_file(tmp_path):
+    from server.assist import CodeSpan, _drop_redefinitions
+    text = "def helper(x):\n    return x + 1\n\n\ndef main(v):\n    return helper(v)\n"
+    span = CodeSpan(tmp_path / "m.py", text, 4, 5, "python", "main")
+    new = "def main(v):\n    return helper(v)  # simpler\n\n\ndef helper(x):\n    return x - 1\n"
+    assert _drop_redefinitions(span, new) == "def main(v):\n    return helper(v)  # simpler\n"

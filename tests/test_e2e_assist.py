@@ -107,17 +107,18 @@ async def test_explain_streams_and_names_the_code(client: LanguageClient):
 async def test_refactor_arrives_as_an_edit_that_parses(client: LanguageClient):
     text = (WORKSPACE / "intranges.py").read_text()
     uri = open_doc(client, WORKSPACE / "intranges.py", text)
-    rng = function_range(text, "_encode_range")
-    result = await command(client, "deepseek.refactor", {"uri": uri, "range": rng, "instruction": "use clearer names"})
-    if not result["applied"]:
-        assert result["reason"] and not client.edits  # refused with a reason: nothing applied
-        return
+    # A rewrite that re-types the function unchanged is refused with a reason, nothing applied.
+    same = await command(client, "deepseek.refactor", {"uri": uri, "range": function_range(text, "intranges_contain")})
+    assert same == {"applied": False, "reason": "the model proposed no change", "edit": None} and not client.edits
+    result = await command(client, "deepseek.refactor", {"uri": uri, "range": function_range(text, "intranges_from_list")})
+    assert result["applied"], result
     edit = client.edits[-1].document_changes[0]
     new = edit.edits[0].new_text
     lines = text.splitlines(keepends=True)
     start, end = edit.edits[0].range.start.line, edit.edits[0].range.end.line
     ast.parse("".join(lines[:start]) + new + "".join(lines[end:]))
-    assert "def _encode_range(" in new
+    assert "def intranges_from_list(" in new and "def _encode_range" not in new
+    assert result["edit"]["documentChanges"][0]["edits"][0]["newText"] == new
 
 
 async def test_write_tests_creates_a_test_file_that_parses_and_reports_the_run(client: LanguageClient):
