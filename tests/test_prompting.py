@@ -107,3 +107,25 @@ def test_prompt_respects_the_budget_in_real_tokens(deepseek_vocab):
     prompt = build_fim_prompt(deepseek_vocab, fim, CursorText(code, "    total = ", code), Budget(300, 100))
     assert len(prompt.tokens) <= 300 + 100 + 8
     assert prompt.prefix_dropped_tokens > 0 and prompt.suffix_dropped_tokens > 0
+
+
+def test_deepseek_prompt_and_generation_through_llama_cpp(tmp_path):
+    """The tiny random DeepSeek-shaped model: DeepSeek's FIM and stop tokens, through llama.cpp."""
+    import threading
+    import time
+
+    from server.engine import LoadedModel
+    from tests.tiny_deepseek import build
+
+    model = LoadedModel(str(build(tmp_path / "tiny.gguf")), n_ctx=512, n_threads=2)
+    try:
+        fim = detect_fim_format(model)
+        assert fim.family is DEEPSEEK_CODER and fim.bos == (DEEPSEEK_BOS,)
+        assert {32014, 32021} <= fim.stop_ids  # end of sentence, <|EOT|>
+        prompt = build_fim_prompt(model, fim, CURSOR, Budget(200, 200))
+        assert prompt.tokens[:2] == [DEEPSEEK_BOS, 32016] and 32015 in prompt.tokens and 32017 in prompt.tokens
+        gen = model.generate(prompt.tokens, max_tokens=8, cancel=threading.Event(),
+                             deadline=time.monotonic() + 30, stop_ids=fim.stop_ids)
+        assert gen.finish in ("max_tokens", "stop") and gen.prompt_tokens == len(prompt.tokens)
+    finally:
+        model.close()
