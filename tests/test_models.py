@@ -108,7 +108,7 @@ def test_default_parts_are_installed_and_in_order():
 def test_verified_marker_skips_rehash_until_the_file_changes(tmp_path, monkeypatch):
     parts = _parts(tmp_path, [b"GGUF-tiny-model"])
     monkeypatch.setattr(models, "locate_parts", lambda entry: parts)
-    entry = _entry(tmp_path, parts)
+    entry = _entry(tmp_path, parts, dists=[PartSpec("tiny-part1", "1.0", "part01.bin")])
     resolved = models.ResolvedModel("tiny", tmp_path / "cache" / "tiny.gguf", entry)
     assert models.needs_assembly(resolved)
     path = ensure_model_file(resolved)
