@@ -315,10 +315,11 @@ class Assistant:
             retrieved chunks, past turns), in tokens.
     """
 
-    def __init__(self, engine: Engine, model_name: str, store: AssistStore, max_tokens: int = 512,
-                 context_tokens: int = 2048, time_cap_s: float = 120.0):
+    def __init__(self, engine: Engine | None, model_name: str, store: AssistStore, max_tokens: int = 512,
+                 context_tokens: int = 2048, time_cap_s: float = 120.0, remote=None):
         self.engine, self.model_name, self.store = engine, model_name, store
         self.max_tokens, self.context_tokens, self.time_cap_s = max_tokens, context_tokens, time_cap_s
+        self.remote = remote  # an OpenAIBackend: chat goes to /v1/chat/completions instead of `engine`
 
     # -- generation ------------------------------------------------------------------------
     def _format(self, model: LoadedModel, messages: list[dict[str, str]]) -> list[int]:
@@ -362,11 +363,20 @@ class Assistant:
             return len(tokens), model.generate(tokens, max_tokens=budget, cancel=cancel,
                                                deadline=time.monotonic() + (time_cap_s or self.time_cap_s),
                                                judge=stream)
-        n_prompt, gen = self.engine.submit(job).result()
-        text = gen.text.strip()
-        if gen.finish not in ("cancelled", "timeout") and text:
+        if self.remote is not None:
+            from .remote import BackendUnavailable
+            try:
+                result = self.remote.chat(messages, max_tokens=max_tokens or self.max_tokens, cancel=cancel,
+                                          cap_s=time_cap_s or self.time_cap_s, on_text=stream)
+            except BackendUnavailable as e:
+                raise AssistError(str(e)) from None
+            text, finish, n_prompt, n_out = result.text.strip(), result.finish, 0, 0
+        else:
+            n_prompt, gen = self.engine.submit(job).result()
+            text, finish, n_out = gen.text.strip(), gen.finish, gen.generated_tokens
+        if finish not in ("cancelled", "timeout") and text:
             self.store.cache(key, text)
-        self.store.metric(task, self.model_name, (time.monotonic() - t0) * 1000, n_prompt, gen.generated_tokens, False)
+        self.store.metric(task, self.model_name, (time.monotonic() - t0) * 1000, n_prompt, n_out, False)
         return Reply(text, session_id, False, pack.version)
 
     # -- tasks -----------------------------------------------------------------------------

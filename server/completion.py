@@ -417,3 +417,52 @@ class CompletionService:
                  gen.total_ms - gen.prompt_ms, gen.finish, " (continued)" if resume else "")
         return _Entry(base_typed, base_text + gen.text, prompt + gen.tokens, complete, policy.mode,
                       dropped[0], dropped[1], (resume.generated if resume else 0) + gen.generated_tokens, gen)
+
+
+class RemoteCompletionService(CompletionService):
+    """The same pipeline against an OpenAI-compatible server (:mod:`server.remote`).
+
+    Caches, joining, debounce, gates and length control are shared with the local
+    service; generation differs: the FIM prompt is sent as text in the classic
+    prefix-suffix-middle layout (the typed text ends the prefix; the remote server reuses
+    its own prompt cache), there is no token healing (it needs logits), and token budgets
+    are estimated (about 3.5 characters a token).
+    """
+
+    def __init__(self, runner, family):
+        from .remote import ApproxVocabulary
+        vocab = ApproxVocabulary()
+        super().__init__(runner, None, TokenCounter(vocab))
+        self.family = family
+
+    def _generate(self, model, uri: str, cursor: CursorText, policy: LengthPolicy, settings: Settings,
+                  flight: _Flight, not_before: float, cap_ms: float, resume: _Entry | None) -> _Entry | None:
+        from .prompting import window
+        cancel = flight.cancel
+        if cancel.is_set():
+            return None
+        max_tokens = settings.completion_max_tokens if policy.mode is Mode.MULTI_LINE \
+            else min(settings.completion_max_tokens, SINGLE_LINE_MAX_TOKENS)
+        budget = Budget(settings.completion_prefix_tokens, settings.completion_suffix_tokens)
+        above, typed, suffix, p_drop, s_drop = window(cursor, budget, self.counter)
+        f = self.family
+        prompt = f"{f.fim_prefix}{above}{typed}{f.fim_suffix}{suffix}{f.fim_middle}"
+        if (wait := not_before - time.monotonic()) > 0 and cancel.wait(wait):
+            return None
+        t0 = time.monotonic()
+
+        def judge(text: str) -> bool:
+            flight.partial = text
+            return trim(text, policy)[1]
+
+        result = self.engine.backend.complete(prompt, max_tokens=max_tokens, stop=list(f.stop_tokens), cancel=cancel,
+                                              cap_s=cap_ms / 1000, judge=judge)
+        if result.finish == "cancelled":
+            return None
+        ms = (time.monotonic() - t0) * 1000
+        n_prompt = len(self.counter._vocab.tokenize(prompt))
+        gen = Generation(result.text, result.finish, [], n_prompt, 0, 0, ms, ms)
+        log.info("remote completion: %s, %d chars in %.0f ms; finish %s", policy.mode.value, len(result.text), ms,
+                 result.finish)
+        return _Entry(cursor.typed, result.text, [], result.finish in ("stop", "complete", "length"), policy.mode,
+                      p_drop, s_drop, 0, gen)

@@ -40,6 +40,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("model.name", None, str, "name",
             "A model from the catalog (server/data/catalog.json). Default: qwen2.5-coder-0.5b-instruct-q4_k_m.",
             nullable=True),
+    Setting("backend.kind", "local", str, "kind",
+            "local: the model runs in this process (llama.cpp). openai: an OpenAI-compatible server at backend.url "
+            "(llama.cpp server, llama-cpp-python server, vLLM, Ollama); no local model is loaded.",
+            choices=("local", "openai")),
+    Setting("backend.url", None, str, "URL", "Base URL of the OpenAI-compatible server, e.g. http://gpu-box:8000.",
+            nullable=True),
+    Setting("backend.apiKey", None, str, "secret", "Bearer token for the server, if it needs one (never logged).",
+            nullable=True),
+    Setting("backend.model", None, str, "name", "The model name the server expects in requests.", nullable=True),
+    Setting("backend.family", "qwen2.5-coder", str, "family",
+            "FIM format of the server's model (its vocabulary cannot be read from here).",
+            choices=("qwen2.5-coder", "deepseek-coder")),
+    Setting("chat.backend", "same", str, "kind",
+            "Where chat, explain, refactor, tests and hover run: same (as backend.kind), local (this process, "
+            "chatModel) or openai (the server at backend.url). E.g. backend.kind local + chat.backend openai: "
+            "typing stays on the laptop, the heavier tasks go to a shared GPU server.",
+            choices=("same", "local", "openai")),
     Setting("chatModel", None, str, "name or path",
             "Model for chat, explain, refactor, write tests and hover: a catalog name or a GGUF path. "
             "Default: the completion model (a second instance; the weights are shared).", nullable=True),
@@ -123,6 +140,12 @@ class Settings:
 
     model_path: str | None = None
     model_name: str | None = None
+    backend_kind: str = "local"
+    backend_url: str | None = None
+    backend_api_key: str | None = None
+    backend_model: str | None = None
+    backend_family: str = "qwen2.5-coder"
+    chat_backend: str = "same"
     chat_model: str | None = None
     chat_max_tokens: int = 512
     chat_context_tokens: int = 2048

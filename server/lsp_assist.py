@@ -47,6 +47,19 @@ class AssistantHost:
     async def get(self, ls: DeepseekLanguageServer) -> Assistant:
         async with self._lock:
             s = ls.settings
+            target = s.backend_kind if s.chat_backend == "same" else s.chat_backend
+            if target == "openai":
+                if not s.backend_url:
+                    raise JsonRpcInternalError("chat goes to an OpenAI-compatible server but backend.url is not set")
+                key = ("openai", s.backend_url, s.backend_api_key, s.backend_model)
+                if self.assistant is None or getattr(self.assistant, "key", None) != key:
+                    from .remote import OpenAIBackend
+                    self.assistant = Assistant(None, s.backend_model or "remote", self.store,
+                                               remote=OpenAIBackend(s.backend_url, s.backend_api_key, s.backend_model))
+                    self.assistant.key = key
+                self.assistant.max_tokens = s.chat_max_tokens
+                self.assistant.context_tokens = s.chat_context_tokens
+                return self.assistant
             chat = s.chat_model
             wanted = dataclasses.replace(
                 s, model_path=chat if chat and (chat.endswith(".gguf") or "/" in chat) else s.model_path,
@@ -56,7 +69,7 @@ class AssistantHost:
             status = await asyncio.get_running_loop().run_in_executor(None, self.models.load, wanted)
             if not status.loaded:
                 raise JsonRpcInternalError(f"the chat model is not available: {status.error}")
-            if self.assistant is None or self.assistant.model_name != status.name:
+            if self.assistant is None or self.assistant.remote is not None or self.assistant.model_name != status.name:
                 self.assistant = Assistant(self.models.engine, status.name or "model", self.store)
             self.assistant.max_tokens = s.chat_max_tokens
             self.assistant.context_tokens = s.chat_context_tokens

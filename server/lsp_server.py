@@ -20,7 +20,8 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
 from . import __version__
-from .completion import Suggestion, Unsuitable, check_document
+from .completion import RemoteCompletionService, Suggestion, Unsuitable, check_document
+from .remote import BackendUnavailable, OpenAIBackend, RemoteRunner
 from .config import Settings, parse_settings
 from .logs import set_level
 from .lsp_convert import (
@@ -40,6 +41,7 @@ CODE_MODEL_TOO_LARGE = "model-too-large"
 CODE_MODEL_UNAVAILABLE = "model-unavailable"
 CODE_MODEL_NO_FIM = "model-no-fim"
 CODE_SLOW_RESPONSE = "slow-response"
+CODE_BACKEND_UNREACHABLE = "backend-unreachable"
 CODE_CONTEXT_TRUNCATED = "context-truncated"
 _MODEL_CODES = (CODE_MODEL_TOO_LARGE, CODE_MODEL_UNAVAILABLE, CODE_MODEL_NO_FIM)
 SLOW_MIN_ANSWERS = 5  # answers from the model before the slow-response warning may fire
@@ -58,6 +60,8 @@ class DeepseekLanguageServer(LanguageServer):
         self.load_task: asyncio.Task | None = None
         self.index: WorkspaceIndex | None = None
         self.shutdown_hooks: list = []  # called at shutdown (other modules' resources)
+        self.remote: RemoteCompletionService | None = None  # backend.kind openai
+        self.started = asyncio.Event()  # set once `initialized` has read the settings and chosen the backend
         self._reindex: dict[str, asyncio.TimerHandle] = {}
 
     # -- settings ------------------------------------------------------------------------
@@ -79,6 +83,40 @@ class DeepseekLanguageServer(LanguageServer):
         self.settings = settings
 
     # -- model ---------------------------------------------------------------------------
+    def start_backend(self) -> None:
+        """Use the backend the settings name: the local model, or an OpenAI-compatible server."""
+        settings = self.settings
+        if self.remote is not None:
+            self.remote.cancel_all()
+            self.remote.engine.shutdown()
+            self.remote = None
+        if settings.backend_kind == "openai":
+            self.notices.pop(CODE_BACKEND_UNREACHABLE, None)
+            if not settings.backend_url:
+                self._backend_notice("backend.kind is openai but backend.url is not set. Fix: set backend.url "
+                                     "(e.g. http://gpu-box:8000) or backend.kind local.")
+                return
+            from .prompting import FAMILIES
+            family = next(f for f in FAMILIES if f.name == settings.backend_family)
+            backend = OpenAIBackend(settings.backend_url, settings.backend_api_key, settings.backend_model)
+            self.remote = RemoteCompletionService(RemoteRunner(backend), family)
+            log.info("completions from %s (%s)", backend.base, family.name)
+            self.publish_all()
+            return
+        self.start_model_load()
+
+    def _backend_notice(self, text: str | None) -> None:
+        """Show (text) or clear (None) the backend-unreachable warning; shown once per outage."""
+        if text is None:
+            if self.notices.pop(CODE_BACKEND_UNREACHABLE, None) is not None:
+                self.publish_all()
+            return
+        if CODE_BACKEND_UNREACHABLE not in self.notices:
+            self.notices[CODE_BACKEND_UNREACHABLE] = lsp_diagnostic(
+                CODE_BACKEND_UNREACHABLE, text, types.DiagnosticSeverity.Warning)
+            self.show(types.MessageType.Warning, "deepseek-lsp: " + text)
+            self.publish_all()
+
     def start_model_load(self) -> None:
         self.load_task = asyncio.ensure_future(self._load_model(self.settings))
 
@@ -141,11 +179,17 @@ class DeepseekLanguageServer(LanguageServer):
             log.info("model ready: %s (%s), %.0f MB", status.name, status.family, status.size_mb or 0)
         self.publish_all()
 
-    async def ready_model(self) -> bool:
-        """Wait for a load in progress; True when a FIM model is loaded."""
+    async def completion_service(self):
+        """The service that makes suggestions (waiting for a model load in progress), or None."""
+        try:
+            await asyncio.wait_for(self.started.wait(), timeout=30)
+        except asyncio.TimeoutError:
+            return None
+        if self.remote is not None:
+            return self.remote
         if self.load_task is not None and not self.load_task.done():
             await asyncio.shield(self.load_task)
-        return self.models.status.loaded and self.models.service is not None
+        return self.models.service if self.models.status.loaded else None
 
     # -- the workspace index ---------------------------------------------------------------
     def workspace_roots(self) -> list[Path]:
@@ -272,9 +316,10 @@ class DeepseekLanguageServer(LanguageServer):
         if doc is None:
             log.warning("completion for %s, which is not open: no suggestion", uri)
             return None
-        if not await self.ready_model():
+        service = await self.completion_service()
+        if service is None:
             return None
-        settings, service = self.settings, self.models.service
+        settings = self.settings
         if self.index is not None:
             self.index.pause_embedding()  # typing first: the embedder rests
             service.context = self.completion_context
@@ -287,6 +332,11 @@ class DeepseekLanguageServer(LanguageServer):
             return None
         except InvalidPosition as e:
             raise JsonRpcInvalidParams(str(e)) from None
+        except BackendUnavailable as e:
+            self._backend_notice(str(e))
+            return None
+        if service is self.remote:
+            self._backend_notice(None)
         if suggestion is not None:
             log.info("suggestion for %s v%s: %s, %d chars, %.0f ms", uri, snap.version, suggestion.source,
                      len(suggestion.text), suggestion.latency_ms)
@@ -370,7 +420,8 @@ def initialize(ls: DeepseekLanguageServer, params: types.InitializeParams) -> No
 @server.feature(types.INITIALIZED)
 async def initialized(ls: DeepseekLanguageServer, params: types.InitializedParams) -> None:
     await ls.refresh_settings()
-    ls.start_model_load()
+    ls.start_backend()
+    ls.started.set()
     await ls.start_index()
 
 
@@ -379,9 +430,11 @@ async def workspace_did_change_configuration(ls: DeepseekLanguageServer,
                                              params: types.DidChangeConfigurationParams) -> None:
     old = ls.settings
     await ls.refresh_settings()
-    if ls.settings.model_key() != old.model_key() or \
-            ls.settings.resources_ram_limit_mb != old.resources_ram_limit_mb:
-        ls.start_model_load()
+    new = ls.settings
+    backend = lambda s: (s.backend_kind, s.backend_url, s.backend_api_key, s.backend_model, s.backend_family)  # noqa: E731
+    if backend(new) != backend(old) or (new.backend_kind == "local" and (
+            new.model_key() != old.model_key() or new.resources_ram_limit_mb != old.resources_ram_limit_mb)):
+        ls.start_backend()
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
@@ -419,8 +472,9 @@ def workspace_did_change_watched_files(ls: DeepseekLanguageServer,
 def text_document_did_close(ls: DeepseekLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
     ls.doc_notices.pop(uri, None)
-    if ls.models.service is not None:
-        ls.models.service.forget(uri)
+    for service in (ls.models.service, ls.remote):
+        if service is not None:
+            service.forget(uri)
     ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
 
 
@@ -442,11 +496,15 @@ async def completion(ls: DeepseekLanguageServer, params: types.CompletionParams)
 @server.command(CMD_STATUS)
 async def status(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
     index = ls.index.status() if ls.index is not None else {"state": "unavailable", "files": 0, "chunks": 0}
-    reply = lsp_status(ls.models.status, "local", index)
+    reply = lsp_status(ls.models.status, ls.settings.backend_kind, index)
+    if ls.settings.backend_kind == "openai":
+        reply["backend"].update({"url": ls.settings.backend_url, "model": ls.settings.backend_model,
+                                 "family": ls.settings.backend_family,
+                                 "reachable": CODE_BACKEND_UNREACHABLE not in ls.notices})
     # "available" is now, not when the model was checked.
     limit = ls.settings.resources_ram_limit_mb
     reply["ram"]["availableMb"] = round(limit if limit is not None else available_mb())
-    service = ls.models.service
+    service = ls.remote or ls.models.service
     reply["completion"] = service.stats() if service is not None else None
     return reply
 
@@ -471,6 +529,9 @@ async def search(ls: DeepseekLanguageServer, *args: Any) -> list[dict[str, Any]]
 def shutdown(ls: DeepseekLanguageServer, params: Any) -> None:
     if ls.models.service is not None:
         ls.models.service.cancel_all()
+    if ls.remote is not None:
+        ls.remote.cancel_all()
+        ls.remote.engine.shutdown()
     if ls.index is not None:
         ls.index.close()
     for hook in ls.shutdown_hooks:
