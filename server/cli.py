@@ -228,14 +228,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "list":
         current = user_default_model() or default
         avail = available_mb()
-        print(f"{'model':<40} {'size MB':>8} {'family':<15} {'installed':<10} {'fits RAM':<8}")
+        print(f"{'model':<40} {'size MB':>8} {'needs MB':>9} {'family':<15} {'installed':<10} {'fits RAM':<8}")
         for e in entries.values():
             size = e.size_mb
-            # Weights + overhead + a KV cache of about 5% of the weights at the default n_ctx (estimate).
-            fits = "?" if size is None else ("yes" if size * 1.05 + OVERHEAD_MB <= avail else "no")
+            # Weights + KV cache at the default n_ctx (4,096 tokens) + runtime overhead.
+            need = None if size is None or e.kv_cache_mb_at_4096 is None else size + e.kv_cache_mb_at_4096 + OVERHEAD_MB
+            fits = "?" if need is None else ("yes" if need <= avail else "no")
             mark = "*" if e.name == current else " "
-            print(f"{mark}{e.name:<39} {size or 0:>8,.0f} {e.family or '?':<15} "
-                  f"{'yes' if is_installed(e) else 'no':<10} {fits:<8}")
+            print(f"{mark}{e.name:<39} {size or 0:>8,.0f} {'?' if need is None else f'{need:,.0f}':>9} "
+                  f"{e.family or '?':<15} {'yes' if is_installed(e) else 'no':<10} {fits:<8}")
         print(f"(* the default; available memory now {avail:,.0f} MB; install with: deepseek-lsp models pull NAME)")
         return 0
     if args.name not in entries:

@@ -68,6 +68,7 @@ class CatalogEntry:
     family: str | None = None          # expected FIM family (the vocabulary decides at load time)
     context_length: int | None = None  # trained context, tokens
     approx_size_mb: float | None = None
+    kv_cache_mb_at_4096: float | None = None
 
     @property
     def size_mb(self) -> float | None:
@@ -145,6 +146,7 @@ def load_catalog() -> tuple[str, dict[str, CatalogEntry]]:
             parts=tuple(PartSpec(p["dist"], p["version"], p["file"]) for p in m.get("parts", [])),
             hub=HubFile(hub["repo"], hub["file"], hub.get("revision", "main")) if hub else None,
             family=m.get("family"), context_length=m.get("contextLength"), approx_size_mb=m.get("approxSizeMb"),
+            kv_cache_mb_at_4096=m.get("kvCacheMbAt4096"),
         )
     return raw["default"], entries
 

@@ -118,7 +118,7 @@ def test_pull_downloads_checks_the_hash_and_installs_atomically(tmp_path, hub):
     # No telemetry: the hub saw requests for the file and nothing else.
     assert {path for _, path, _ in hub.log} == {"/acme/tiny-GGUF/resolve/main/tiny.gguf"}
     listing = run(tmp_path, hub, "list")
-    assert re.search(r"\*tiny\s+\d+\s+qwen2.5-coder\s+yes", listing.stdout), listing.stdout
+    assert re.search(r"\*tiny\s+\d+\s+\?\s+qwen2.5-coder\s+yes", listing.stdout), listing.stdout
     # Pulling again downloads nothing.
     gets = len([r for r in hub.log if r[0] == "GET"])
     assert run(tmp_path, hub, "pull", "tiny", sha=SHA).returncode == 0
