@@ -35,7 +35,6 @@ import importlib.util
 import random
 import statistics
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -120,20 +120,26 @@ class DeepseekLanguageServer(LanguageServer):
     def start_model_load(self) -> None:
         self.load_task = asyncio.ensure_future(self._load_model(self.settings))
 
+    async def begin_progress(self, kind: str, title: str, message: str, cancellable: bool) -> str | None:
+        """Start work-done progress in the editor; the token, or None when the client has none."""
+        caps = self.client_capabilities.window
+        if caps is None or not caps.work_done_progress:
+            return None
+        token = f"deepseek-{kind}-{uuid.uuid4()}"
+        try:
+            await asyncio.wait_for(self.work_done_progress.create_async(token), timeout=5)
+            self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+                title=title, message=message, percentage=0, cancellable=cancellable))
+            return token
+        except Exception as e:  # a client that fails here must not stop the work
+            log.warning("work done progress unavailable: %s", e)
+            return None
+
     async def _load_model(self, settings: Settings) -> ModelStatus:
         loop = asyncio.get_running_loop()
-        token = f"deepseek-model-{uuid.uuid4()}"
-        caps = self.client_capabilities.window
-        progress = caps is not None and bool(caps.work_done_progress)
-        if progress:
-            try:
-                await asyncio.wait_for(self.work_done_progress.create_async(token), timeout=5)
-                self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
-                    title="deepseek: loading model", message=settings.model_path or settings.model_name or "default",
-                    percentage=0, cancellable=False))
-            except Exception as e:
-                log.warning("work done progress unavailable: %s", e)
-                progress = False
+        token = await self.begin_progress("model", "deepseek: loading model",
+                                          settings.model_path or settings.model_name or "default", False)
+        progress = token is not None
         last = [0.0]
 
         def report(message: str, percentage: int | None = None) -> None:
@@ -213,19 +219,10 @@ class DeepseekLanguageServer(LanguageServer):
             max_file_size_kb=settings.index_max_file_size_kb, embeddings=settings.index_embeddings))
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
-        token = f"deepseek-index-{uuid.uuid4()}"
-        caps = self.client_capabilities.window
-        progress = caps is not None and bool(caps.work_done_progress)
-        if progress:
-            try:
-                await asyncio.wait_for(self.work_done_progress.create_async(token), timeout=5)
-                self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
-                    title="deepseek: indexing workspace", message=", ".join(r.name for r in roots),
-                    percentage=0, cancellable=True))
-                self.work_done_progress.tokens[token].add_done_callback(lambda f: cancel.set())
-            except Exception as e:
-                log.warning("work done progress unavailable: %s", e)
-                progress = False
+        token = await self.begin_progress("index", "deepseek: indexing workspace", ", ".join(r.name for r in roots), True)
+        progress = token is not None
+        if progress:  # the client's cancel button stops the first pass
+            self.work_done_progress.tokens[token].add_done_callback(lambda f: cancel.set())
 
         def report(message: str, percent: int) -> None:  # writer thread -> loop
             if progress:

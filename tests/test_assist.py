@@ -3,9 +3,7 @@
 import json
 import subprocess
 import sys
-import time
 
-import pytest
 
 from server.assist import (AssistStore, _relevant_turns, code_block, enclosing_definition, load_pack,
                            parseable_prefix, python_tests, run_pytest, syntax_errors)
