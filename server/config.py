@@ -244,8 +244,8 @@ def parse_settings(*sources: Mapping[str, Any] | None) -> tuple[Settings, list[s
     merged: dict[str, Any] = {}
     problems: list[str] = []
     for source in sources:
-        if source is None:
-            continue
+        if source is None or (isinstance(source, (list, tuple)) and not source):
+            continue  # some clients send an empty object as [] (Neovim's empty Lua table)
         if not isinstance(source, Mapping):
             problems.append(f"settings must be an object, got {type(source).__name__}; using defaults")
             continue

@@ -1,0 +1,38 @@
+-- deepseek-lsp for Neovim 0.11+: starts the server, shows inline suggestions, runs the
+-- assistant commands. Everything smart lives in the server; this file only wires it.
+local M = {}
+
+M.config = {
+  cmd = { 'deepseek-lsp' },               -- the server; a full path works too
+  filetypes = { 'python', 'javascript', 'javascriptreact', 'typescript', 'typescriptreact',
+                'go', 'rust', 'java', 'c', 'cpp', 'lua' },
+  root_markers = { '.git', 'pyproject.toml', 'package.json', 'go.mod', 'Cargo.toml' },
+  settings = {},                           -- the server's `deepseek` settings (README.md, "Settings")
+  auto = true,                             -- ask for a suggestion as you type
+  keys = { accept = '<Tab>', dismiss = '<C-]>' },
+}
+
+--- The running deepseek client for a buffer, or nil.
+function M.client(bufnr)
+  return vim.lsp.get_clients({ name = 'deepseek', bufnr = bufnr or 0 })[1]
+end
+
+--- Configure and enable the server. opts override M.config (see above).
+function M.setup(opts)
+  M.config = vim.tbl_deep_extend('force', M.config, opts or {})
+  local cfg = M.config
+  -- An empty Lua table would be sent as a JSON array: send an empty object instead.
+  local settings = next(cfg.settings) == nil and vim.empty_dict() or cfg.settings
+  vim.lsp.config('deepseek', {
+    cmd = cfg.cmd,
+    filetypes = cfg.filetypes,
+    root_markers = cfg.root_markers,
+    settings = { deepseek = settings },
+    init_options = settings,
+    handlers = { ['deepseek/chatDelta'] = function(_, result) require('deepseek.chat').on_delta(result) end },
+  })
+  vim.lsp.enable('deepseek')
+  require('deepseek.inline').attach(cfg)
+end
+
+return M

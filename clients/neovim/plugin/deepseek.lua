@@ -1,0 +1,20 @@
+-- Commands of the deepseek-lsp plugin. Call require('deepseek').setup{...} to start the server.
+if vim.g.loaded_deepseek then return end
+vim.g.loaded_deepseek = true
+
+local function cmd(name, fn, opts)
+  vim.api.nvim_create_user_command(name, fn, vim.tbl_extend('force', { range = true }, opts or {}))
+end
+cmd('DeepSeekExplain', function(o) require('deepseek.actions').explain(o) end)
+cmd('DeepSeekRefactor', function(o) require('deepseek.actions').refactor(o) end, { nargs = '?' })
+cmd('DeepSeekTests', function(o) require('deepseek.actions').tests(o) end)
+cmd('DeepSeekChat', function(o)
+  local chat = require('deepseek.chat')
+  local range = o.range > 0 and { start = { line = o.line1 - 1, character = 0 },
+                                  ['end'] = { line = o.line2, character = 0 } } or nil
+  if o.args ~= '' then return chat.send(o.args, range) end
+  vim.ui.input({ prompt = 'deepseek> ' }, function(message)
+    if message and message ~= '' then chat.send(message, range) end
+  end)
+end, { nargs = '?' })
+cmd('DeepSeekSuggest', function() require('deepseek.inline').request(true) end, { range = false })

