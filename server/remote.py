@@ -92,20 +92,16 @@ class OpenAIBackend:
         raise BackendUnavailable(f"cannot reach the backend at {self.base} ({type(last).__name__}: {last}). "
                                  "Fix: check that the server runs and backend.url is right, or set backend.kind to local.")
 
-    def complete(self, prompt: str, *, max_tokens: int, stop: list[str], cancel: threading.Event, cap_s: float,
-                 judge: Callable[[str], bool] | None = None) -> RemoteResult:
-        """A FIM (or plain) completion of ``prompt``, greedy, streamed until a stop condition.
-
-        ``cap_s`` bounds generation time, counted from the first streamed piece (as for the
-        local model, prompt processing is not part of the cap).
-        """
+    def _collect(self, path: str, body: dict, cancel: threading.Event, cap_s: float,
+                 piece: Callable[[dict], str], judge: Callable[[str], bool] | None) -> RemoteResult:
+        """Stream ``path`` and gather the text; stop at the judge's word, the time cap
+        (counted from the first streamed piece, like the local model's: prompt processing is
+        not part of it), the server's finish, or a cancel."""
         t0, text, finish, deadline = time.monotonic(), "", "", None
-        body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stop": stop,
-                "cache_prompt": True}
-        for event in self._stream("/completions", body, cancel):
+        for event in self._stream(path, body, cancel):
             deadline = deadline or time.monotonic() + cap_s
             choice = (event.get("choices") or [{}])[0]
-            text += choice.get("text") or ""
+            text += piece(choice)
             if judge is not None and judge(text):
                 finish = "complete"
                 break
@@ -118,25 +114,19 @@ class OpenAIBackend:
             finish = "cancelled"
         return RemoteResult(text, finish or "stop", (time.monotonic() - t0) * 1000)
 
+    def complete(self, prompt: str, *, max_tokens: int, stop: list[str], cancel: threading.Event, cap_s: float,
+                 judge: Callable[[str], bool] | None = None) -> RemoteResult:
+        """A FIM (or plain) completion of ``prompt``, greedy, streamed; ``judge`` says when it is complete."""
+        body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stop": stop,
+                "cache_prompt": True}
+        return self._collect("/completions", body, cancel, cap_s, lambda c: c.get("text") or "", judge)
+
     def chat(self, messages: list[dict[str, str]], *, max_tokens: int, cancel: threading.Event, cap_s: float,
              on_text: Callable[[str], bool] | None = None) -> RemoteResult:
         """A chat completion, streamed; ``on_text`` gets the text so far after each piece."""
-        t0, text, finish, deadline = time.monotonic(), "", "", None
         body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0}
-        for event in self._stream("/chat/completions", body, cancel):
-            deadline = deadline or time.monotonic() + cap_s
-            choice = (event.get("choices") or [{}])[0]
-            text += (choice.get("delta") or {}).get("content") or ""
-            if on_text is not None:
-                on_text(text)
-            if time.monotonic() > deadline:
-                finish = "timeout"
-                break
-            if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
-        if cancel.is_set():
-            finish = "cancelled"
-        return RemoteResult(text, finish or "stop", (time.monotonic() - t0) * 1000)
+        return self._collect("/chat/completions", body, cancel, cap_s,
+                             lambda c: (c.get("delta") or {}).get("content") or "", on_text)
 
     def close(self) -> None:
         self.client.close()
