@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures"
-DEEPSEEK_VOCAB = FIXTURES / "ggml-vocab-deepseek-coder.gguf"
 
 
 @pytest.fixture(scope="session")
@@ -15,7 +13,8 @@ def deepseek_vocab():
     """DeepSeek-Coder's real tokenizer (vocab-only GGUF from llama.cpp's test models)."""
     from server.engine import LoadedModel
 
-    model = LoadedModel(str(DEEPSEEK_VOCAB), n_ctx=256, n_threads=1, vocab_only=True)
+    from .tiny_deepseek import vocab_path
+    model = LoadedModel(str(vocab_path()), n_ctx=256, n_threads=1, vocab_only=True)
     yield model
     model.close()
 

@@ -3,18 +3,45 @@
 No DeepSeek-Coder weights can be downloaded on the machines this project is tested on.
 This writes, with llama.cpp's own ``gguf`` writer, a 2-layer, 64-wide llama-architecture
 model whose tokenizer fields are copied from the real DeepSeek-Coder vocabulary
-(``tests/fixtures/ggml-vocab-deepseek-coder.gguf``) and whose chat template follows
+(see :func:`vocab_path`) and whose chat template follows
 DeepSeek-Coder-Instruct's format. Its output is noise; it proves the plumbing: family
 detection, the FIM special tokens, stop tokens and the chat template, through llama.cpp.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-VOCAB = Path(__file__).parent / "fixtures" / "ggml-vocab-deepseek-coder.gguf"
+VOCAB_NAME = "ggml-vocab-deepseek-coder.gguf"
+SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"  # ../shared beside the clone
+
+
+def vocab_path() -> Path:
+    """DeepSeek-Coder's real tokenizer as a vocab-only GGUF (llama.cpp test data, MIT).
+
+    No .gguf file is tracked in this repository: the file is copied on first use from
+    ``../shared/fixtures/`` (beside every clone on the project's machines) into the
+    git-ignored ``tests/fixtures/``.
+
+    Raises:
+        FileNotFoundError: neither place has it; the message says where it comes from.
+    """
+    local = Path(__file__).parent / "fixtures" / VOCAB_NAME
+    if not local.is_file():
+        shared = SHARED_FIXTURES / VOCAB_NAME
+        if not shared.is_file():
+            raise FileNotFoundError(
+                f"{VOCAB_NAME} is in neither {local.parent} nor {shared.parent}. It is llama.cpp's test vocabulary "
+                "(models/ggml-vocab-deepseek-coder.gguf in the llama.cpp sources, or in llama-cpp-python's "
+                "source distribution under vendor/llama.cpp/models/): copy it into tests/fixtures/.")
+        local.parent.mkdir(exist_ok=True)
+        tmp = local.with_name(local.name + ".tmp")
+        shutil.copyfile(shared, tmp)
+        tmp.replace(local)
+    return local
 # DeepSeek-Coder-Instruct's conversation format (### Instruction / ### Response, <|EOT|>).
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}{{ message['content'] + '\\n' }}"
@@ -27,7 +54,7 @@ def build(out: Path, n_layers: int = 2, n_embd: int = 64, n_ff: int = 128, n_hea
     """Write the tiny model to ``out`` (about 17 MB) and return its path."""
     import gguf
 
-    vocab = gguf.GGUFReader(str(VOCAB))
+    vocab = gguf.GGUFReader(str(vocab_path()))
     field = vocab.fields
     tokens = field["tokenizer.ggml.tokens"].contents()
     n_vocab = len(tokens)
