@@ -9,23 +9,11 @@ from server.config import parse_settings
 from server.engine import Engine
 from server.prompting import TokenCounter, detect_fim_format
 
-FILE = '''import os
+from .test_index import CONFIG_PY
 
-
-def read_config(path):
-    """Read a key=value file into a dict."""
-    result = {}
-    with open(path) as handle:
-        for line in handle:
-            key, _, value = line.partition("=")
-            result[key.strip()] = value.strip()
-    return result
-
-
-def config_path(name):
-    return os.path.join(os.path.expanduser("~"), name)
-'''
-LINE = '            result[key.strip()] = value.strip()'
+INDENT = " " * 16  # the body of the for loop in CONFIG_PY
+LINE = INDENT + "result[key.strip()] = value.strip()"
+FILE = CONFIG_PY
 
 
 def snap_typing(typed: str, version: int = 1) -> Snapshot:
@@ -53,22 +41,22 @@ def settings(**values):
 
 async def test_type_through_serves_the_rest_without_the_model(service):
     s = settings()
-    first = await service.suggest(snap_typing("            result["), s, manual=True)
+    first = await service.suggest(snap_typing(INDENT + "result["), s, manual=True)
     assert first is not None and first.source == "model" and len(first.text) > 4
     answers = service.model_answers
     # The user types the first four characters of the suggestion: the rest comes from the cache.
-    typed = "            result[" + first.text[:4]
+    typed = INDENT + "result[" + first.text[:4]
     second = await service.suggest(snap_typing(typed, 2), s, manual=False)
     assert second.source == "cache" and second.latency_ms < 50
-    assert typed + second.text == "            result[" + first.text
+    assert typed + second.text == INDENT + "result[" + first.text
     assert service.model_answers == answers  # no model call
     # An exact repeat is a cache hit too.
-    again = await service.suggest(snap_typing("            result[", 3), s, manual=True)
+    again = await service.suggest(snap_typing(INDENT + "result[", 3), s, manual=True)
     assert again.source == "cache" and again.text == first.text
 
 
 async def test_a_time_capped_answer_is_continued_on_the_next_keystroke(service):
-    typed = "            key, _, v"
+    typed = INDENT + "key, _, v"
     await service.suggest(snap_typing(typed), settings(), manual=True)  # the prompt is read; KV cache warm
     service._cache.clear()
     first = await service.suggest(snap_typing(typed, 2), settings(completion_autoMaxTimeMs=60,
@@ -92,9 +80,9 @@ async def test_automatic_requests_skip_busy_lines_but_manual_ones_answer(service
 
 async def test_superseded_generation_returns_nothing(service):
     s = settings(completion_debounceMinMs=0)
-    old = asyncio.ensure_future(service.suggest(snap_typing("            x"), s, manual=False))
+    old = asyncio.ensure_future(service.suggest(snap_typing(INDENT + "x"), s, manual=False))
     await asyncio.sleep(0.05)
-    new = await service.suggest(snap_typing("            resu", 2), s, manual=False)
+    new = await service.suggest(snap_typing(INDENT + "resu", 2), s, manual=False)
     assert await old is None
     assert new is not None and new.text
 
