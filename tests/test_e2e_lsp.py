@@ -80,6 +80,20 @@ async def inline(client: LanguageClient, uri: str, pos: types.Position,
     return list(result.items) if isinstance(result, types.InlineCompletionList) else list(result or [])
 
 
+async def cancel_inline(client: LanguageClient, uri: str, pos: types.Position, msg_id: str, after_s: float) -> float:
+    """Ask for a suggestion, send $/cancelRequest after ``after_s``; the request must fail as
+    cancelled. Returns the seconds from the cancel to that answer."""
+    fut = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=pos,
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)), msg_id=msg_id)
+    await asyncio.sleep(after_s)
+    client.protocol.notify("$/cancelRequest", types.CancelParams(id=msg_id))
+    started = time.monotonic()
+    with pytest.raises(JsonRpcException):
+        await asyncio.wrap_future(fut)
+    return time.monotonic() - started
+
+
 @pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=SERVER))
 async def client(lsp_client: LanguageClient):
     result = await lsp_client.initialize_session(types.InitializeParams(
@@ -198,16 +212,7 @@ async def test_cancel_request_is_honoured(client: LanguageClient, tmp_path):
     text = SOURCE.read_text()
     doc, pos, _ = cut_hole(text, "        return self._user_media_dir(\"XDG_DESKTOP_DIR\"", "return ")
     uri = open_doc(client, tmp_path / "unix_hole6.py", doc)
-    fut = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
-        text_document=types.TextDocumentIdentifier(uri=uri), position=pos,
-        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)),
-        msg_id="cancel-me")
-    await asyncio.sleep(0.3)
-    client.protocol.notify("$/cancelRequest", types.CancelParams(id="cancel-me"))
-    started = time.monotonic()
-    with pytest.raises(JsonRpcException):
-        await asyncio.wrap_future(fut)
-    assert time.monotonic() - started < 5
+    assert await cancel_inline(client, uri, pos, "cancel-me", after_s=0.3) < 5
     # The engine is free again: the next request answers.
     assert (await inline(client, uri, pos))[0].insert_text
 

@@ -21,7 +21,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from .test_e2e_lsp import SOURCE, cut_hole, inline, insert_at, open_doc
+from .test_e2e_lsp import SOURCE, cancel_inline, cut_hole, inline, insert_at, open_doc
 
 pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -84,18 +84,9 @@ async def test_completions_come_from_the_server(client: LanguageClient, tmp_path
 
 
 async def test_a_cancelled_request_closes_the_stream_and_the_server_goes_on(client: LanguageClient, tmp_path):
-    import asyncio
-    from pygls.exceptions import JsonRpcException
     doc, pos, _ = cut_hole(SOURCE.read_text(), "        return self._user_media_dir(\"XDG_VIDEOS_DIR\"", "return ")
     uri = open_doc(client, tmp_path / "unix_cancel.py", doc)
-    fut = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
-        text_document=types.TextDocumentIdentifier(uri=uri), position=pos,
-        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)),
-        msg_id="remote-cancel")
-    await asyncio.sleep(0.2)
-    client.protocol.notify("$/cancelRequest", types.CancelParams(id="remote-cancel"))
-    with pytest.raises(JsonRpcException):
-        await asyncio.wrap_future(fut)
+    await cancel_inline(client, uri, pos, "remote-cancel", after_s=0.2)
     assert await inline(client, uri, pos)  # the backend still answers
 
 
