@@ -40,7 +40,9 @@ def snapshot(doc: Any, position: types.Position) -> Snapshot:
     if position.character > width:
         raise InvalidPosition(
             f"character {position.character} is past the end of line {position.line} ({width} characters)")
-    offset = doc.offset_at_position(position)
+    # One split of the document per keystroke: the same conversion as offset_at_position, on these lines.
+    server_pos = doc.position_codec.position_from_client_units(lines, position)
+    offset = sum(len(ln) for ln in lines[:server_pos.line]) + server_pos.character
     return Snapshot(uri=doc.uri, version=doc.version, text=text, offset=offset,
                     language_id=doc.language_id or language_from_uri(doc.uri))
 
