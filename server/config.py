@@ -293,3 +293,37 @@ def settings_table_markdown() -> str:
         rows.append(f"| `{s.key}` | {default} | {s.unit} | {s.doc} |")
     return "\n".join(rows)
 
+
+
+def vscode_configuration_properties() -> dict[str, dict[str, Any]]:
+    """The settings as VS Code ``contributes.configuration.properties`` (JSON schema per key).
+
+    ``clients/vscode/package.json`` holds this under ``deepseek.<key>`` beside the
+    client's own keys (``deepseek.serverPath``, ``deepseek.serverArgs``); a test keeps
+    the two equal. Regenerate with ``python -m server.config --vscode``.
+    """
+    names = {int: "integer", str: "string", bool: "boolean", tuple: "array"}
+    props: dict[str, dict[str, Any]] = {}
+    for s in SETTINGS:
+        kind: Any = names[s.kind]
+        schema: dict[str, Any] = {"type": [kind, "null"] if s.nullable else kind,
+                                  "default": list(s.default) if isinstance(s.default, tuple) else s.default,
+                                  "markdownDescription": f"{s.doc} Unit: {s.unit}."}
+        if s.kind is tuple:
+            schema["items"] = {"type": "string"}
+        if s.choices:
+            schema["enum"] = [*s.choices, None] if s.nullable else list(s.choices)
+        if s.minimum is not None:
+            schema["minimum"] = s.minimum
+        if s.maximum is not None:
+            schema["maximum"] = s.maximum
+        props[f"deepseek.{s.key}"] = schema
+    return props
+
+
+if __name__ == "__main__":  # python -m server.config --vscode
+    import sys
+
+    if sys.argv[1:] != ["--vscode"]:
+        sys.exit("usage: python -m server.config --vscode   (prints package.json's settings properties)")
+    print(json.dumps(vscode_configuration_properties(), indent=2))

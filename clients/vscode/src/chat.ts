@@ -1,0 +1,223 @@
+/**
+ * The chat panel's controller: the messages between the webview (media/chat.js) and the
+ * server (`deepseek.chat`, `deepseek.explain`, `deepseek/chatDelta`). Pure: no `vscode`
+ * import; extension.ts gives it a server connection, a panel port and an editor host.
+ *
+ * Panel -> controller (`FromPanel`): `ready` (the webview (re)loaded: it gets the whole
+ * transcript), `send` {text}, `new` (forget the session: the next message starts one),
+ * `stop` (cancel the running request), `open` {uri, range} (a reference was clicked).
+ * Controller -> panel (`ToPanel`): `entries` {entries, busy}, `entry` {entry}, `delta`
+ * {id, text} (appended to the reply being written), `done` {entry} (the final form of the
+ * entry with that id), `busy` {busy}.
+ */
+
+export interface Position { line: number; character: number }
+export interface Range { start: Position; end: Position }
+export interface Reference { uri: string; range: Range; label: string }
+export interface Entry { id: number; role: 'user' | 'assistant' | 'error'; text: string; references?: Reference[] }
+
+export type FromPanel =
+  | { type: 'ready' }
+  | { type: 'send'; text: string }
+  | { type: 'new' }
+  | { type: 'stop' }
+  | { type: 'open'; uri: string; range: Range };
+
+export type ToPanel =
+  | { type: 'entries'; entries: Entry[]; busy: boolean }
+  | { type: 'entry'; entry: Entry }
+  | { type: 'delta'; id: number; text: string }
+  | { type: 'done'; entry: Entry }
+  | { type: 'busy'; busy: boolean };
+
+/** Runs `workspace/executeCommand`; rejects on an error answer or when `signal` aborts. */
+export interface ChatServer {
+  execute(command: string, arg: object, signal?: AbortSignal): Promise<any>;
+}
+
+/** What the controller needs from the editor. */
+export interface ChatHost {
+  /** Show the panel's messages (`postMessage` of the webview; dropped while no webview exists). */
+  post(message: ToPanel): void;
+  /** Open `uri` with `range` selected. */
+  open(uri: string, range: Range): void;
+  /** The active editor's document, and its selection when one is made, sent with a chat message. */
+  context(): { uri: string; range?: Range } | undefined;
+  /** A short label for a reference, e.g. `src/config.py:7-13`. */
+  label(uri: string, range: Range): string;
+}
+
+function isRange(r: any): r is Range {
+  const pos = (p: any) => p && Number.isInteger(p.line) && Number.isInteger(p.character) && p.line >= 0 && p.character >= 0;
+  return !!r && pos(r.start) && pos(r.end);
+}
+
+/** Parse a panel message; undefined for anything malformed (the webview is not trusted blindly). */
+export function parseFromPanel(raw: unknown): FromPanel | undefined {
+  const m = raw as any;
+  if (!m || typeof m !== 'object' || typeof m.type !== 'string') {
+    return undefined;
+  }
+  switch (m.type) {
+    case 'ready': case 'new': case 'stop':
+      return { type: m.type };
+    case 'send':
+      return typeof m.text === 'string' && m.text.trim() ? { type: 'send', text: m.text.trim() } : undefined;
+    case 'open':
+      return typeof m.uri === 'string' && isRange(m.range) ? { type: 'open', uri: m.uri, range: m.range } : undefined;
+    default:
+      return undefined;
+  }
+}
+
+export class ChatController {
+  /** The session the next message continues (kept across panel reloads; undefined: a new one). */
+  sessionId: string | undefined;
+  readonly entries: Entry[] = [];
+  private stream: { session: string | undefined; reply: Entry } | undefined;
+  private nextId = 1;
+  private running: AbortController | undefined;
+  private restored = false;
+
+  constructor(private readonly server: ChatServer, private readonly host: ChatHost) {}
+
+  get busy(): boolean {
+    return this.running !== undefined;
+  }
+
+  /** Handle one message from the webview. Never throws: failures become error entries. */
+  async handle(raw: unknown): Promise<void> {
+    const msg = parseFromPanel(raw);
+    if (!msg) {
+      return;
+    }
+    switch (msg.type) {
+      case 'ready':
+        await this.restore();
+        this.host.post({ type: 'entries', entries: this.entries, busy: this.busy });
+        return;
+      case 'send':
+        await this.send(msg.text);
+        return;
+      case 'new':
+        this.running?.abort();
+        this.sessionId = undefined;
+        this.entries.length = 0;
+        this.host.post({ type: 'entries', entries: [], busy: this.busy });
+        return;
+      case 'stop':
+        this.running?.abort();
+        return;
+      case 'open':
+        this.host.open(msg.uri, msg.range);
+        return;
+    }
+  }
+
+  /** A `deepseek/chatDelta` notification: appended to the reply being written, if it is ours. */
+  onDelta(params: unknown): void {
+    const p = params as any;
+    if (!this.stream || !p || typeof p.sessionId !== 'string' || typeof p.delta !== 'string') {
+      return;
+    }
+    if (this.stream.session === undefined) {
+      this.stream.session = p.sessionId;  // a new session's id is known from its first piece
+    }
+    if (p.sessionId !== this.stream.session) {
+      return;
+    }
+    this.stream.reply.text += p.delta;
+    this.host.post({ type: 'delta', id: this.stream.reply.id, text: p.delta });
+  }
+
+  /** Ask in the current session; the reply streams into the panel. */
+  async send(text: string): Promise<void> {
+    const ctx = this.host.context();
+    const arg: Record<string, unknown> = { message: text };
+    if (this.sessionId) {
+      arg.sessionId = this.sessionId;
+    }
+    if (ctx) {
+      arg.uri = ctx.uri;
+      if (ctx.range) {
+        arg.range = ctx.range;
+      }
+    }
+    await this.run(text, 'deepseek.chat', arg, (r) => [r.reply, r.references]);
+  }
+
+  /** Explain `{uri, range}`; the explanation streams into the panel and its session becomes the current one. */
+  async explain(arg: { uri: string; range: Range }, title: string): Promise<any> {
+    return this.run(title, 'deepseek.explain', arg,
+      (r) => [r.markdown, [{ uri: arg.uri, range: arg.range }]], true);
+  }
+
+  private async run(question: string, command: string, arg: object,
+    answer: (result: any) => [string, { uri: string; range: Range }[] | undefined], newSession = false): Promise<any> {
+    if (this.running) {
+      this.running.abort();  // one request at a time: the newer question wins
+    }
+    const abort = new AbortController();
+    this.running = abort;
+    this.push({ id: this.nextId++, role: 'user', text: question });
+    const reply = this.push({ id: this.nextId++, role: 'assistant', text: '' });
+    this.stream = { session: newSession ? undefined : this.sessionId, reply };
+    this.host.post({ type: 'busy', busy: true });
+    try {
+      const result = await this.server.execute(command, arg, abort.signal);
+      const [text, refs] = answer(result);
+      reply.text = typeof text === 'string' ? text : reply.text;
+      reply.references = (refs ?? []).filter((r) => isRange(r.range))
+        .map((r) => ({ uri: r.uri, range: r.range, label: this.host.label(r.uri, r.range) }));
+      if (typeof result?.sessionId === 'string') {
+        this.sessionId = result.sessionId;
+      }
+      return result;
+    } catch (err: any) {
+      reply.role = 'error';
+      reply.text = abort.signal.aborted ? 'Stopped.' : `deepseek: ${err?.message ?? String(err)}`;
+      return undefined;
+    } finally {
+      this.host.post({ type: 'done', entry: reply });
+      if (this.running === abort) {
+        this.running = undefined;
+        this.stream = undefined;
+        this.host.post({ type: 'busy', busy: false });
+      }
+    }
+  }
+
+  private push(entry: Entry): Entry {
+    this.entries.push(entry);
+    this.host.post({ type: 'entry', entry });
+    return entry;
+  }
+
+  /** The first time the panel opens: continue the latest session the server kept (deepseek.chatHistory). */
+  private async restore(): Promise<void> {
+    if (this.restored || this.sessionId || this.entries.length) {
+      this.restored = true;
+      return;
+    }
+    this.restored = true;
+    try {
+      const history = await this.server.execute('deepseek.chatHistory', {});
+      if (typeof history?.sessionId !== 'string' || this.sessionId || this.entries.length) {
+        return;
+      }
+      this.sessionId = history.sessionId;
+      for (const m of history.messages ?? []) {
+        const refs = Array.isArray(m.references) ? m.references : [];
+        this.entries.push({
+          id: this.nextId++,
+          role: m.role === 'user' ? 'user' : 'assistant',
+          text: String(m.text ?? ''),
+          references: refs.filter((r: any) => r && typeof r.uri === 'string' && isRange(r.range))
+            .map((r: any) => ({ uri: r.uri, range: r.range, label: this.host.label(r.uri, r.range) })),
+        });
+      }
+    } catch {
+      // No history (or the server is still starting): a new session starts with the first message.
+    }
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * The status-bar item's text, from `deepseek.status` (docs/PROTOCOL.md) and the server's
+ * resource diagnostics. Pure: no `vscode` import.
+ */
+
+/** Diagnostic codes that mean the model or the backend cannot serve well (a warning in the status bar). */
+export const RESOURCE_CODES: ReadonlySet<string> = new Set([
+  'model-too-large', 'model-unavailable', 'model-no-fim', 'slow-response', 'backend-unreachable',
+]);
+
+export interface StatusView {
+  /** Status-bar text with codicons, e.g. `$(sparkle) qwen2.5-coder-0.5b… · index ready`. */
+  text: string;
+  /** Markdown for the tooltip: every figure of the status. */
+  tooltip: string;
+  /** True when a resource diagnostic is active or the model failed: shown with the warning colour. */
+  warning: boolean;
+  /** True while something is still changing (model loading, indexing): poll again soon. */
+  busy: boolean;
+}
+
+export interface Problem {
+  code: string;
+  message: string;
+}
+
+const SHORT_NAME = 28;
+
+function shortName(name: string): string {
+  return name.length > SHORT_NAME ? name.slice(0, SHORT_NAME - 1) + '…' : name;
+}
+
+/** `status` is the result of `deepseek.status` (or undefined while the server starts). */
+export function statusView(status: any, problems: readonly Problem[] = []): StatusView {
+  const warnings = problems.filter((p) => RESOURCE_CODES.has(p.code));
+  if (!status) {
+    return { text: '$(loading~spin) deepseek: starting', tooltip: 'deepseek-lsp is starting', warning: warnings.length > 0, busy: true };
+  }
+  const model = status.model ?? {};
+  const backend = status.backend ?? { kind: 'local' };
+  const index = status.index ?? {};
+  const remote = backend.kind === 'openai';
+  const name = remote ? `${backend.model ?? 'remote'} @ ${backend.url}` : (model.name ?? 'no model');
+  const state: string = remote ? (backend.reachable === false ? 'unreachable' : 'remote') : (model.state ?? 'not-loaded');
+  const busy = ['preparing', 'loading'].includes(state) || index.state === 'indexing';
+  const failed = ['too-large', 'error', 'unreachable'].includes(state);
+  const parts = [shortName(name), state === 'loaded' ? 'loaded' : state];
+  if (index.state && index.state !== 'unavailable') {
+    parts.push(index.state === 'indexing' ? `indexing ${index.files ?? 0} files` : 'index ready');
+  }
+  const icon = warnings.length || failed ? '$(warning)' : busy ? '$(loading~spin)' : '$(sparkle)';
+  const lines = [
+    `**deepseek-lsp**: ${name} (${model.family ?? backend.family ?? 'no FIM'})`,
+    '',
+    `- model: ${state}${model.nCtx ? `, n_ctx ${model.nCtx}` : ''}${model.threads ? `, ${model.threads} threads` : ''}`,
+  ];
+  if (status.ram) {
+    lines.push(`- memory: needs ${status.ram.neededMb} MB, ${status.ram.availableMb} MB available (${status.ram.limitSource})`);
+  }
+  if (index.state) {
+    lines.push(`- index: ${index.state}, ${index.files ?? 0} files, ${index.chunks ?? 0} chunks, ${index.embedded ?? 0} embedded`);
+  }
+  const c = status.completion;
+  if (c) {
+    lines.push(`- suggestions: ${c.modelAnswers} from the model, ${c.cacheAnswers} from the cache, ` +
+      `average ${Math.round(c.avgLatencyMs ?? 0)} ms`);
+  }
+  if (model.error) {
+    lines.push('', `**Error**: ${model.error}`);
+  }
+  for (const w of warnings) {
+    lines.push('', `**${w.code}**: ${w.message}`);
+  }
+  return { text: `${icon} ${parts.join(' · ')}`, tooltip: lines.join('\n'), warning: warnings.length > 0 || failed, busy };
+}

@@ -1,0 +1,106 @@
+// The real deepseek-lsp server with its real default model, spoken to over stdio the way
+// vscode-languageclient does: package.json's settings are accepted as they are, a suggestion
+// arrives through textDocument/inlineCompletion, and the chat panel's controller streams
+// deepseek/chatDelta, keeps its session, shows Explain results and restores the session.
+import * as assert from 'node:assert/strict';
+import * as fs from 'fs';
+import * as path from 'path';
+import { after, before, test } from 'node:test';
+import { InlineCompletionRequest, InlineCompletionTriggerKind } from 'vscode-languageserver-protocol/node';
+
+import { ChatController, ChatServer, Range, ToPanel } from '../chat';
+import { statusView } from '../status';
+import { defaultSettings, Hole, holeWorkspace, Server, startServer, waitForModel } from './server';
+
+let hole: Hole;
+let server: Server;
+let status: any;
+
+before(async () => {
+  hole = holeWorkspace();
+  // What a fresh VS Code sends (package.json's defaults), with short replies so the test is quick.
+  server = await startServer(hole.dir, defaultSettings({ 'chat.maxTokens': 48, 'completion.manualMaxTimeMs': 60000 }));
+  await server.connection.sendNotification('textDocument/didOpen', {
+    textDocument: { uri: hole.uri, languageId: 'python', version: 1, text: hole.text },
+  });
+  status = await waitForModel(server);
+});
+
+after(async () => {
+  await server?.stop();
+  if (hole) {
+    fs.rmSync(hole.dir, { recursive: true, force: true });
+  }
+});
+
+test('the server accepts package.json settings without a complaint and reports a loaded model', () => {
+  assert.equal(status.model.state, 'loaded', JSON.stringify(status));
+  assert.ok(server.configurationRequests.length >= 1, 'the server asked for section deepseek');
+  const complaints = server.messages.filter((m) => /setting/i.test(m.message));
+  assert.deepEqual(complaints, []);
+  const shown = statusView(status);
+  assert.ok(shown.text.includes(' · loaded'), shown.text);
+  assert.equal(shown.warning, false);
+});
+
+test('an inline completion (ghost text) arrives at the hole', async () => {
+  const result: any = await server.connection.sendRequest(InlineCompletionRequest.type, {
+    textDocument: { uri: hole.uri },
+    position: { line: hole.line, character: hole.character },
+    context: { triggerKind: InlineCompletionTriggerKind.Invoked },
+  });
+  const items = Array.isArray(result) ? result : result.items;
+  assert.equal(items.length, 1);
+  const text = typeof items[0].insertText === 'string' ? items[0].insertText : items[0].insertText.value;
+  assert.ok(text.startsWith('self._user_media_dir('), text);
+});
+
+function panel(): { chat: ChatController; posts: ToPanel[]; server: ChatServer } {
+  const posts: ToPanel[] = [];
+  const chatServer: ChatServer = { execute: (command, arg) => server.execute(command, arg) };
+  const range: Range = { start: { line: hole.line - 3, character: 0 }, end: { line: hole.line + 1, character: 0 } };
+  const chat = new ChatController(chatServer, {
+    post: (m) => posts.push(m),
+    open: () => undefined,
+    context: () => ({ uri: hole.uri, range }),
+    label: (uri, r) => `${path.basename(uri)}:${r.start.line + 1}-${r.end.line}`,
+  });
+  server.connection.onNotification('deepseek/chatDelta', (p) => chat.onDelta(p));
+  return { chat, posts, server: chatServer };
+}
+
+test('the chat panel: a reply streams in, keeps its session, and Explain lands in the panel', async () => {
+  const { chat, posts } = panel();
+  await chat.handle({ type: 'send', text: 'In one sentence: what does user_music_dir return?' });
+  const deltas = posts.filter((p): p is Extract<ToPanel, { type: 'delta' }> => p.type === 'delta');
+  assert.ok(deltas.length >= 2, `streamed in ${deltas.length} pieces`);
+  const done = posts.find((p): p is Extract<ToPanel, { type: 'done' }> => p.type === 'done');
+  assert.ok(done && done.entry.role === 'assistant' && done.entry.text.trim().length > 10, JSON.stringify(done));
+  assert.equal(deltas.map((d) => d.text).join(''), done.entry.text, 'the streamed pieces add up to the reply');
+  assert.ok(deltas.every((d) => d.id === done.entry.id));
+  const first = chat.sessionId;
+  assert.ok(first);
+
+  await chat.handle({ type: 'send', text: 'And user_videos_dir?' });
+  assert.equal(chat.sessionId, first, 'the second message continues the session');
+  assert.deepEqual(chat.entries.map((e) => e.role), ['user', 'assistant', 'user', 'assistant']);
+
+  const explainRange: Range = { start: { line: hole.line - 2, character: 0 }, end: { line: hole.line + 1, character: 0 } };
+  const result = await chat.explain({ uri: hole.uri, range: explainRange }, 'Explain unix_hole.py');
+  assert.ok(result && typeof result.markdown === 'string');
+  const explained = chat.entries[chat.entries.length - 1];
+  assert.equal(explained.text, result.markdown);
+  assert.match(explained.text, /unix_hole\.py/);
+  assert.deepEqual(explained.references?.map((r) => r.label), [`unix_hole.py:${hole.line - 1}-${hole.line + 1}`]);
+  assert.equal(chat.sessionId, result.sessionId);
+  assert.notEqual(chat.sessionId, first, 'Explain starts its own session, which the panel continues');
+});
+
+test('a reopened panel restores the latest session from the server', async () => {
+  const { chat, posts } = panel();
+  await chat.handle({ type: 'ready' });
+  const shown = posts.find((p): p is Extract<ToPanel, { type: 'entries' }> => p.type === 'entries');
+  assert.ok(shown && shown.entries.length >= 2, JSON.stringify(posts));
+  assert.equal(shown.entries[0].role, 'user');
+  assert.ok(chat.sessionId);
+});

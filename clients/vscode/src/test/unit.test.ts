@@ -1,0 +1,147 @@
+// Fast tests with no server: settings, the executable lookup, the panel's message parsing and
+// handling, the status text, the webview's Markdown rendering.
+import * as assert from 'node:assert/strict';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { test } from 'node:test';
+
+import { ChatController, parseFromPanel, Range, ToPanel } from '../chat';
+import { CLIENT_KEYS, INSTALL_HINT, resolveServer, serverKeys, serverSettings } from '../settings';
+import { statusView } from '../status';
+import { PACKAGE_JSON } from './server';
+
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const { renderMarkdown } = require('../../media/chat.js');
+
+test('package.json declares every server setting under deepseek.* beside the client keys', () => {
+  const keys = serverKeys(PACKAGE_JSON);
+  assert.ok(keys.includes('model.nCtx') && keys.includes('completion.autoMaxTimeMs') && keys.includes('index.exclude'));
+  for (const k of CLIENT_KEYS) {
+    assert.ok(!keys.includes(k), `${k} is a client key`);
+    assert.ok(PACKAGE_JSON.contributes.configuration.properties[`deepseek.${k}`], `deepseek.${k} is declared`);
+  }
+  for (const k of keys) {
+    assert.match(PACKAGE_JSON.contributes.configuration.properties[`deepseek.${k}`].markdownDescription, /Unit: /);
+  }
+});
+
+test('serverSettings sends defined values as flat dotted keys and nothing else', () => {
+  const values: Record<string, unknown> = { 'model.nCtx': 2048, 'model.path': null, serverPath: '/x' };
+  assert.deepEqual(serverSettings(['model.nCtx', 'model.path', 'threads'], (k) => values[k]), { 'model.nCtx': 2048, 'model.path': null });
+});
+
+test('resolveServer finds an executable on PATH, expands paths, and says how to install when missing', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'deepseek-path-'));
+  const exe = path.join(dir, 'deepseek-lsp');
+  fs.writeFileSync(exe, '#!/bin/sh\n', { mode: 0o755 });
+  fs.writeFileSync(path.join(dir, 'not-executable'), '', { mode: 0o644 });
+  assert.deepEqual(resolveServer('deepseek-lsp', { PATH: ['/nonexistent', dir].join(path.delimiter) }), { path: exe });
+  assert.deepEqual(resolveServer(exe, { PATH: '' }), { path: exe });
+  const missing = resolveServer('deepseek-lsp', { PATH: '/nonexistent' });
+  assert.ok('error' in missing && missing.error.includes('not found on PATH') && missing.error.includes(INSTALL_HINT));
+  const notExe = resolveServer(path.join(dir, 'not-executable'), { PATH: '' });
+  assert.ok('error' in notExe && notExe.error.includes('pip install deepseek-lsp'));
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('parseFromPanel accepts the five panel messages and rejects malformed ones', () => {
+  const range: Range = { start: { line: 1, character: 0 }, end: { line: 3, character: 0 } };
+  assert.deepEqual(parseFromPanel({ type: 'send', text: '  why?  ' }), { type: 'send', text: 'why?' });
+  assert.deepEqual(parseFromPanel({ type: 'open', uri: 'file:///a.py', range }), { type: 'open', uri: 'file:///a.py', range });
+  assert.deepEqual(parseFromPanel({ type: 'ready', extra: 1 }), { type: 'ready' });
+  for (const bad of [null, 'send', {}, { type: 'send', text: '   ' }, { type: 'send', text: 3 }, { type: 'open', uri: 'x' },
+    { type: 'open', uri: 'x', range: { start: { line: -1, character: 0 }, end: { line: 0, character: 0 } } }, { type: 'eval' }]) {
+    assert.equal(parseFromPanel(bad), undefined, JSON.stringify(bad));
+  }
+});
+
+/** A panel host that records what the controller does; the server is never reached in these tests. */
+function recordingHost() {
+  const posts: ToPanel[] = [];
+  const opened: [string, Range][] = [];
+  return {
+    posts, opened,
+    host: {
+      post: (m: ToPanel) => posts.push(m),
+      open: (uri: string, range: Range) => opened.push([uri, range]),
+      context: () => undefined,
+      label: (uri: string, range: Range) => `${path.basename(uri)}:${range.start.line + 1}`,
+    },
+  };
+}
+
+const unreachable = { execute: () => Promise.reject(new Error('no server in this test')) };
+
+test('the panel: a clicked reference opens the file at its range; malformed messages do nothing', async () => {
+  const { host, posts, opened } = recordingHost();
+  const chat = new ChatController(unreachable, host);
+  const range: Range = { start: { line: 6, character: 0 }, end: { line: 14, character: 0 } };
+  await chat.handle({ type: 'open', uri: 'file:///w/config.py', range });
+  await chat.handle({ type: 'open', uri: 'file:///w/config.py' });
+  await chat.handle({ type: 'nonsense' });
+  assert.deepEqual(opened, [['file:///w/config.py', range]]);
+  assert.deepEqual(posts, []);
+});
+
+test('the panel: a failed request becomes an error entry and the panel is not left busy', async () => {
+  const { host, posts } = recordingHost();
+  const chat = new ChatController(unreachable, host);
+  await chat.handle({ type: 'send', text: 'hello' });
+  assert.deepEqual(chat.entries.map((e) => [e.role, e.text]), [['user', 'hello'], ['error', 'deepseek: no server in this test']]);
+  assert.deepEqual(posts.map((p) => p.type), ['entry', 'entry', 'busy', 'done', 'busy']);
+  assert.deepEqual(posts[posts.length - 1], { type: 'busy', busy: false });
+  assert.equal(chat.busy, false);
+  await chat.handle({ type: 'new' });
+  assert.deepEqual(posts[posts.length - 1], { type: 'entries', entries: [], busy: false });
+  assert.equal(chat.sessionId, undefined);
+});
+
+test('the panel: stop cancels the running request', async () => {
+  const { host } = recordingHost();
+  let seen: AbortSignal | undefined;
+  const slow = {
+    execute: (_c: string, _a: object, signal?: AbortSignal) => new Promise((_resolve, reject) => {
+      seen = signal;
+      signal?.addEventListener('abort', () => reject(new Error('cancelled')));
+    }),
+  };
+  const chat = new ChatController(slow, host);
+  const pending = chat.handle({ type: 'send', text: 'a long question' });
+  assert.equal(chat.busy, true);
+  await chat.handle({ type: 'stop' });
+  await pending;
+  assert.equal(seen?.aborted, true);
+  assert.deepEqual(chat.entries.map((e) => [e.role, e.text]), [['user', 'a long question'], ['error', 'Stopped.']]);
+});
+
+test('the status text: loading, loaded with index, a resource warning, a remote backend', () => {
+  assert.equal(statusView(undefined).busy, true);
+  const loading = statusView({ model: { name: 'm', state: 'loading' }, index: { state: 'indexing', files: 3 } });
+  assert.equal(loading.text, '$(loading~spin) m · loading · indexing 3 files');
+  assert.equal(loading.busy, true);
+  const status = {
+    model: { name: 'qwen2.5-coder-0.5b-instruct-q4_k_m', family: 'qwen2.5-coder', state: 'loaded', nCtx: 4096, threads: 2 },
+    ram: { availableMb: 20000, neededMb: 773, limitSource: 'available memory' },
+    index: { state: 'ready', files: 19, chunks: 361, embedded: 361 },
+    completion: { modelAnswers: 2, cacheAnswers: 1, avgLatencyMs: 240.4 },
+  };
+  const ok = statusView(status);
+  assert.equal(ok.text, '$(sparkle) qwen2.5-coder-0.5b-instruct… · loaded · index ready');
+  assert.equal(ok.warning, false);
+  assert.match(ok.tooltip, /needs 773 MB, 20000 MB available/);
+  const warned = statusView({ ...status, model: { ...status.model, state: 'too-large' } },
+    [{ code: 'model-too-large', message: 'needs 9000 MB' }, { code: 'context-truncated', message: 'not a resource problem' }]);
+  assert.ok(warned.warning && warned.text.startsWith('$(warning)'));
+  assert.match(warned.tooltip, /model-too-large\*\*: needs 9000 MB/);
+  assert.doesNotMatch(warned.tooltip, /context-truncated/);
+  const remote = statusView({ model: { state: 'not-loaded' }, backend: { kind: 'openai', url: 'http://gpu:8000', model: 'coder', reachable: false } });
+  assert.ok(remote.warning && remote.text.includes('coder @ http://gpu:8000 · unreachable'));
+});
+
+test('the webview renders replies as escaped Markdown', () => {
+  const html = renderMarkdown('**`f`** in `a.py`\n\nIt returns <x>.\n\n```python\nif a < b:\n    pass\n```\n');
+  assert.equal(html, '<p><strong><code>f</code></strong> in <code>a.py</code></p><p>It returns &lt;x&gt;.</p>' +
+    '<pre><code data-lang="python">if a &lt; b:\n    pass</code></pre>');
+  assert.equal(renderMarkdown('<script>alert(1)</script>'), '<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>');
+});
