@@ -17,7 +17,8 @@ from typing import Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 
-from .assist import Assistant, AssistError, AssistStore, CodeSpan, docstring_and_signature, enclosing_definition
+from .assist import (Assistant, AssistError, AssistStore, CodeSpan, Reply, docstring_and_signature,
+                     enclosing_definition)
 from .lsp_server import DeepseekLanguageServer, _plain, server, uri_to_path
 from .manager import ModelManager
 from index.chunking import chunk_file, language_for
@@ -189,7 +190,7 @@ async def explain(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
     assistant = await host.get(ls)
     reply = await _run(assistant.explain, span, _streamer(ls))
     return {"markdown": reply.text, "sessionId": reply.session_id, "cacheHit": reply.cache_hit,
-            "promptVersion": reply.prompt_version}
+            "promptVersion": reply.prompt_version, "references": _references(reply)}
 
 
 @server.command(CMD_REFACTOR)
@@ -286,9 +287,14 @@ async def chat(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
     reply = await _run(lambda: assistant.chat(arg.get("sessionId"), message, context, on_delta, count))
     return {"sessionId": reply.session_id, "reply": reply.text, "cacheHit": reply.cache_hit,
             "promptVersion": reply.prompt_version,
-            "references": [{"uri": p.resolve().as_uri(),
-                            "range": {"start": {"line": s, "character": 0}, "end": {"line": e + 1, "character": 0}}}
-                           for p, s, e in reply.references]}
+            "references": _references(reply)}
+
+
+def _references(reply: Reply) -> list[dict[str, Any]]:
+    """``[{uri, range}]`` of whole lines (end exclusive) for the code a reply is about."""
+    return [{"uri": p.resolve().as_uri(),
+             "range": {"start": {"line": s, "character": 0}, "end": {"line": e + 1, "character": 0}}}
+            for p, s, e in reply.references]
 
 
 @server.command(CMD_CHAT_HISTORY)

@@ -100,6 +100,10 @@ async def test_explain_streams_and_names_the_code(client: LanguageClient):
     result = await command(client, "deepseek.explain", {"uri": uri, "range": function_range(text, "intranges_contain")})
     assert "intranges_contain" in result["markdown"] and len(result["markdown"]) > 80
     assert result["promptVersion"] == "explain@v1"
+    # An empty range inside the function: the reference is the whole definition that was explained.
+    [ref] = result["references"]
+    assert ref["uri"] == uri and ref["range"]["start"] == {"line": line_of(text, "def intranges_contain("), "character": 0}
+    assert ref["range"]["end"]["line"] > function_range(text, "intranges_contain")["start"]["line"] + 2
     streamed = "".join(d.delta for d in client.deltas if d.sessionId == result["sessionId"])
     assert streamed and streamed.strip() in result["markdown"]
 

@@ -149,7 +149,7 @@ export class ChatController {
   /** Explain `{uri, range}`; the explanation streams into the panel and its session becomes the current one. */
   async explain(arg: { uri: string; range: Range }, title: string): Promise<any> {
     return this.run(title, 'deepseek.explain', arg,
-      (r) => [r.markdown, [{ uri: arg.uri, range: arg.range }]], true);
+      (r) => [r.markdown, r.references ?? [{ uri: arg.uri, range: arg.range }]], true);
   }
 
   private async run(question: string, command: string, arg: object,

@@ -42,7 +42,7 @@ export function statusView(status: any, problems: readonly Problem[] = []): Stat
   const remote = backend.kind === 'openai';
   const name = remote ? `${backend.model ?? 'remote'} @ ${backend.url}` : (model.name ?? 'no model');
   const state: string = remote ? (backend.reachable === false ? 'unreachable' : 'remote') : (model.state ?? 'not-loaded');
-  const busy = ['preparing', 'loading'].includes(state) || index.state === 'indexing';
+  const busy = ['not-loaded', 'preparing', 'loading'].includes(state) || index.state === 'indexing';
   const failed = ['too-large', 'error', 'unreachable'].includes(state);
   const parts = [shortName(name), state === 'loaded' ? 'loaded' : state];
   if (index.state && index.state !== 'unavailable') {

@@ -1,0 +1,184 @@
+// A real VS Code (code-server, the VS Code workbench served to a browser) in Debian's headless
+// Chromium driven by playwright-core: the extension installed from the .vsix starts the real
+// deepseek-lsp server, the status bar reports the loaded model, "deepseek: Suggest here" shows
+// ghost text at a hole in a real file, and a screenshot of it is saved.
+//   node tests/real-vscode.mjs --code-server BIN --vsix FILE --server DEEPSEEK_LSP --workspace DIR
+//     --file NAME --line L --col C --expect PREFIX --screenshot OUT.png
+// Lines and columns are 1-based, as VS Code's "Go to Line" takes them.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []));
+for (const key of ['code-server', 'vsix', 'server', 'workspace', 'file', 'line', 'col', 'expect', 'screenshot']) {
+  if (!args[key]) {
+    console.error(`missing --${key}`);
+    process.exit(2);
+  }
+}
+const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const step = (msg) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
+
+function freePort() {
+  return new Promise((resolve) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+  });
+}
+
+function run(cmd, argv, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { out += d; });
+    p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${argv.join(' ')} exited ${code}:\n${out}`))));
+  });
+}
+
+const home = fs.mkdtempSync(path.join(os.tmpdir(), 'deepseek-code-server-'));
+const userData = path.join(home, 'user-data');
+const extensions = path.join(home, 'extensions');
+fs.mkdirSync(path.join(userData, 'User'), { recursive: true });
+fs.writeFileSync(path.join(userData, 'User', 'settings.json'), JSON.stringify({
+  'security.workspace.trust.enabled': false,
+  'workbench.startupEditor': 'none',
+  'telemetry.telemetryLevel': 'off',
+  'extensions.autoCheckUpdates': false,
+  'deepseek.serverPath': args.server,
+  'deepseek.completion.manualMaxTimeMs': 60000,
+}, null, 2));
+const env = {
+  ...process.env,
+  XDG_DATA_HOME: path.join(home, 'data'), XDG_STATE_HOME: path.join(home, 'state'), XDG_CONFIG_HOME: path.join(home, 'config'),
+};
+
+let codeServer;
+let browser;
+let failed = false;
+let page;
+try {
+  step('installing the extension from the .vsix');
+  await run(args['code-server'], ['--user-data-dir', userData, '--extensions-dir', extensions, '--install-extension', args.vsix], { env });
+  const port = await freePort();
+  step(`starting code-server on 127.0.0.1:${port}`);
+  codeServer = spawn(args['code-server'], ['--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry',
+    '--disable-update-check', '--disable-workspace-trust', '--user-data-dir', userData, '--extensions-dir', extensions,
+    args.workspace], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  codeServer.stdout.on('data', (d) => { log += d; });
+  codeServer.stderr.on('data', (d) => { log += d; });
+  for (let i = 0; ; i++) {
+    if (log.includes('HTTP server listening')) break;
+    if (i > 300 || codeServer.exitCode !== null) throw new Error(`code-server did not start:\n${log}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
+  step('opening the workbench');
+  await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(args.workspace)}`);
+  await page.waitForSelector('.monaco-workbench', { timeout: 120000 });
+
+  step(`opening ${args.file}`);
+  const palette = async (text) => {
+    await page.keyboard.press('Control+Shift+P');
+    const input = page.locator('.quick-input-widget input');
+    await input.waitFor({ state: 'visible', timeout: 20000 });
+    await input.fill(`>${text}`);  // '>' keeps the palette in command mode
+    await page.waitForTimeout(400);
+    await page.keyboard.press('Enter');
+  };
+  await page.keyboard.press('Control+P');
+  const quickOpen = page.locator('.quick-input-widget input');
+  await quickOpen.waitFor({ state: 'visible', timeout: 20000 });
+  await quickOpen.fill(args.file);
+  await page.locator('.quick-input-list .monaco-list-row').first().waitFor({ timeout: 30000 });
+  await page.keyboard.press('Enter');
+  await page.locator(`.tab[data-resource-name="${args.file}"]`).waitFor({ timeout: 30000 });
+  await page.locator('.monaco-editor .view-lines').first().click();
+
+  step('waiting for the status bar to report the loaded model');
+  const status = page.locator('.statusbar-item', { hasText: /· loaded/ });
+  await status.first().waitFor({ timeout: 240000 });
+  const statusText = (await status.first().innerText()).trim();
+  step(`status bar: ${statusText}`);
+
+  step(`going to ${args.line}:${args.col} and asking for a suggestion (deepseek: Suggest here)`);
+  await page.keyboard.press('Control+G');
+  await quickOpen.waitFor({ state: 'visible', timeout: 20000 });
+  await quickOpen.fill(`:${args.line}:${args.col}`);
+  await page.waitForTimeout(300);
+  await page.keyboard.press('Enter');
+  await page.waitForTimeout(300);
+  await palette('deepseek: Suggest here');
+  const ghost = page.locator('.monaco-editor .ghost-text-decoration');
+  await ghost.first().waitFor({ timeout: 180000 });
+  await page.waitForTimeout(500);
+  // The suggestion's first line, split into one span per syntax token (later lines sit in a view zone).
+  const ghostText = (await ghost.evaluateAll((els) => els.map((e) => e.textContent).join(''))).replace(/\u00a0/g, ' ');
+  step(`ghost text: ${JSON.stringify(ghostText)}`);
+  await page.screenshot({ path: args.screenshot });
+  step(`screenshot: ${args.screenshot}`);
+  if (!ghostText.startsWith(args.expect)) {
+    throw new Error(`the ghost text does not start with ${JSON.stringify(args.expect)}`);
+  }
+  if (!/qwen2\.5-coder|deepseek-coder/.test(statusText)) {
+    throw new Error(`the status bar does not name the model: ${statusText}`);
+  }
+
+  step('accepting it with Tab');
+  await page.keyboard.press('Tab');
+  await ghost.first().waitFor({ state: 'detached', timeout: 10000 });
+  // The status bar's cursor position follows the edit asynchronously: wait for it.
+  const expectedCursor = `Ln ${args.line}, Col ${Number(args.col) + ghostText.length}`;
+  const cursorItem = page.locator('.statusbar-item', { hasText: /^Ln \d+, Col \d+/ }).first();
+  await page.locator('.statusbar-item', { hasText: expectedCursor }).first().waitFor({ timeout: 10000 }).catch(async () => {
+    throw new Error(`after Tab the cursor is at ${(await cursorItem.innerText()).trim()}, not after the accepted text (${expectedCursor})`);
+  });
+  const cursor = (await cursorItem.innerText()).trim();
+
+  step('deepseek: Explain on the function around the cursor; the answer streams into the chat panel');
+  await palette('deepseek: Explain');
+  const webview = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
+  const answer = webview.locator('.entry.assistant .body');
+  await answer.first().waitFor({ timeout: 180000 });
+  await webview.locator('.entry.assistant .refs a').first().waitFor({ timeout: 180000 });
+  const explanation = (await answer.first().innerText()).trim();
+  const reference = (await webview.locator('.entry.assistant .refs a').first().innerText()).trim();
+  step(`chat panel: ${JSON.stringify(explanation.slice(0, 160))} [${reference}]`);
+  const chatShot = args.screenshot.replace(/\.png$/, '') + '-chat.png';
+  await page.screenshot({ path: chatShot });
+  step(`screenshot: ${chatShot}`);
+  if (!explanation.includes(args.file) || explanation.length < 40) {
+    throw new Error(`the chat panel holds no explanation naming ${args.file}: ${explanation}`);
+  }
+  if (!reference.startsWith(`${args.file}:`)) {
+    throw new Error(`the reference link is ${reference}`);
+  }
+
+  console.log(`ghost text: ${ghostText}`);
+  console.log(`accepted: cursor at ${cursor}`);
+  console.log(`explain: ${explanation.replace(/\s+/g, ' ').slice(0, 200)}`);
+  console.log(`status bar: ${statusText}`);
+} catch (err) {
+  failed = true;
+  console.error(`FAIL: ${err.stack ?? err}`);
+  const shot = args.screenshot.replace(/\.png$/, '') + '-failed.png';
+  await page?.screenshot({ path: shot }).catch(() => undefined);
+  console.error(`screenshot of the failure: ${shot}; server logs kept in ${home}`);
+} finally {
+  await browser?.close().catch(() => undefined);
+  codeServer?.kill();
+  if (!failed) {
+    fs.rmSync(home, { recursive: true, force: true });
+  }
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The extension in a real VS Code: code-server 4.100.3 (VS Code 1.100.3, engines.node 20) in
+# Debian's headless Chromium, driven by playwright-core (tests/real-vscode.mjs). The .vsix is
+# built from this folder and installed; the real deepseek-lsp server and its default model
+# answer. Screenshots go to $SCREENSHOTS (default: a temp folder, printed).
+#   DEEPSEEK_LSP=/path/to/deepseek-lsp clients/vscode/tests/real-vscode.sh
+# Needs: Chromium (`apt-get install chromium`) and ripgrep (`apt-get install ripgrep`: code-server's
+# install would download it from GitHub otherwise). code-server is installed from npm on first
+# use into ${XDG_CACHE_HOME:-~/.cache}/deepseek-lsp-tests/code-server-4.100.3 (about 3 minutes).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+ext="$(dirname "$here")"
+CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+SERVER="${DEEPSEEK_LSP:-$(command -v deepseek-lsp || true)}"
+[ -x "$CHROMIUM" ] || { echo "Chromium not found at $CHROMIUM: apt-get install chromium (or set CHROMIUM)" >&2; exit 3; }
+command -v rg >/dev/null || { echo "ripgrep not found: apt-get install ripgrep" >&2; exit 3; }
+[ -n "$SERVER" ] && [ -x "$SERVER" ] || { echo "deepseek-lsp not found: activate the project's venv or set DEEPSEEK_LSP" >&2; exit 3; }
+export CHROMIUM
+
+# code-server, installed once. Its postinstall needs --unsafe-perm as root; an npm that skips
+# install scripts leaves it undone, and it is then run here with npm's user agent, which it needs. Its ripgrep
+# download is served from the local rg through @vscode/ripgrep's cache folder.
+cs_dir="${XDG_CACHE_HOME:-$HOME/.cache}/deepseek-lsp-tests/code-server-4.100.3"
+if [ ! -f "$cs_dir/.installed" ]; then
+  echo "installing code-server 4.100.3 into $cs_dir" >&2
+  rm -rf "$cs_dir" && mkdir -p "$cs_dir"
+  tmp="${TMPDIR:-/tmp}"
+  mkdir -p "$tmp/vscode-ripgrep-cache-1.15.11"
+  tar czf "$tmp/vscode-ripgrep-cache-1.15.11/ripgrep-v13.0.0-10-x86_64-unknown-linux-musl.tar.gz" -C "$(dirname "$(command -v rg)")" rg
+  (cd "$cs_dir" && echo '{"private": true}' > package.json \
+    && npm_config_yes=true npm_config_unsafe_perm=true npm install --no-audit --no-fund code-server@4.100.3 >&2 \
+    && cd node_modules/code-server \
+    && if [ ! -L lib/vscode/node_modules.asar ]; then
+         npm_config_user_agent="npm/$(npm --version) node/$(node --version) linux x64" sh ./postinstall.sh >&2
+       fi)
+  touch "$cs_dir/.installed"
+fi
+CODE_SERVER="$cs_dir/node_modules/.bin/code-server"
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+SCREENSHOTS="${SCREENSHOTS:-$work/screenshots}"
+mkdir -p "$SCREENSHOTS" "$work/ws"
+
+# The .vsix, built the way README.md says.
+(cd "$ext" && npm run compile >&2 && npx vsce package --out "$work/deepseek-lsp.vsix" >&2)
+
+# The workspace: platformdirs' unix.py with the music folder's return value cut out (as in the
+# Neovim test), from the server's own Python.
+python="$(dirname "$SERVER")/python"
+[ -x "$python" ] || python=python3
+read -r line col < <("$python" - "$work/ws/unix_hole.py" <<'PY'
+import pathlib, sys
+import platformdirs
+text = pathlib.Path(platformdirs.__file__).with_name("unix.py").read_text()
+start = text.index('        return self._user_media_dir("XDG_MUSIC_DIR"')
+cut = start + len("        return ")
+doc = text[:cut] + text[text.index("\n", start):]
+pathlib.Path(sys.argv[1]).write_text(doc)
+print(doc[:cut].count("\n") + 1, len("        return ") + 1)
+PY
+)
+
+cd "$ext"
+node tests/real-vscode.mjs --code-server "$CODE_SERVER" --vsix "$work/deepseek-lsp.vsix" --server "$SERVER" \
+  --workspace "$work/ws" --file unix_hole.py --line "$line" --col "$col" --expect 'self._user_media_dir(' \
+  --screenshot "$SCREENSHOTS/ghost-text.png"
+echo "screenshots: $SCREENSHOTS" >&2

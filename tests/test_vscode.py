@@ -1,0 +1,63 @@
+"""The VS Code extension (clients/vscode): its own tests, then a real VS Code.
+
+`npm ci && npm test` in clients/vscode compiles the TypeScript and runs its tests, which
+start the real server and model (see clients/vscode/src/test/). Then
+clients/vscode/tests/real-vscode.sh installs the packaged .vsix into code-server 4.100.3
+(real VS Code 1.100.3) in headless Chromium and checks ghost text, Tab to accept, the
+status bar and Explain in the chat panel; it needs Chromium and ripgrep from Debian.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.config import vscode_configuration_properties
+
+EXT = Path(__file__).parent.parent / "clients" / "vscode"
+BIN = str(Path(sys.executable).parent)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": os.pathsep.join([BIN, os.environ.get("PATH", "")]),
+            "DEEPSEEK_LSP": str(Path(BIN) / "deepseek-lsp")}
+
+
+def test_package_json_settings_mirror_the_server_settings():
+    props = json.loads((EXT / "package.json").read_text())["contributes"]["configuration"]["properties"]
+    server = {k: v for k, v in props.items() if k not in ("deepseek.serverPath", "deepseek.serverArgs")}
+    assert server == vscode_configuration_properties(), \
+        "regenerate clients/vscode/package.json's settings from `python -m server.config --vscode`"
+
+
+def _npm(*args: str, timeout: int) -> subprocess.CompletedProcess:
+    npm = shutil.which("npm")
+    assert npm, "npm not found: the VS Code extension needs Node 20 and npm"
+    return subprocess.run([npm, *args], cwd=EXT, capture_output=True, text=True, env=_env(), timeout=timeout)
+
+
+@pytest.mark.model
+def test_vscode_extension_npm_test():
+    if not (EXT / "node_modules" / ".package-lock.json").exists():
+        out = _npm("ci", "--no-audit", "--no-fund", timeout=600)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    out = _npm("test", timeout=900)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "# fail 0" in out.stdout and "# pass 0" not in out.stdout
+
+
+@pytest.mark.model
+def test_vscode_extension_in_a_real_vscode():
+    if not Path(os.environ.get("CHROMIUM", "/usr/bin/chromium")).exists() or not shutil.which("rg"):
+        pytest.skip("needs Chromium and ripgrep: apt-get install chromium ripgrep")
+    if not (EXT / "node_modules" / ".package-lock.json").exists():
+        assert _npm("ci", "--no-audit", "--no-fund", timeout=600).returncode == 0
+    out = subprocess.run([str(EXT / "tests" / "real-vscode.sh")], capture_output=True, text=True, env=_env(),
+                         timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "ghost text: self._user_media_dir(" in out.stdout
+    assert "explain: " in out.stdout and "· loaded" in out.stdout
