@@ -162,7 +162,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand('deepseek.restartServer', () => restart()),
     vscode.commands.registerCommand('deepseek.showStatus', async () => {
       const status = await execute('deepseek.status', {}).catch((e) => ({ error: String(e?.message ?? e) }));
-      output.appendLine(`deepseek.status ${new Date().toISOString()}\n${JSON.stringify(status, null, 2)}`);
+      output.info(`deepseek.status ${new Date().toISOString()}\n${JSON.stringify(status, null, 2)}`);
       output.show(true);
     }),
   );
@@ -203,7 +203,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     if ('error' in found) {
       statusItem.text = '$(error) deepseek: server not found';
       statusItem.tooltip = found.error;
-      output.appendLine(found.error);
+      output.error(found.error);
       const pick = await vscode.window.showErrorMessage(found.error, 'Open settings', 'Copy install command');
       if (pick === 'Open settings') {
         await vscode.commands.executeCommand('workbench.action.openSettings', 'deepseek.serverPath');
@@ -251,7 +251,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       await client.start();
       client.onNotification('deepseek/chatDelta', (params) => chat.onDelta(params));
     } catch (err: any) {
-      output.appendLine(`deepseek-lsp did not start: ${err?.message ?? err}`);
+      output.error(`deepseek-lsp did not start: ${err?.message ?? err}`);
       vscode.window.showErrorMessage(`deepseek: the server did not start: ${err?.message ?? err}. See the deepseek-lsp output.`);
     }
     void refreshStatus();
@@ -268,7 +268,10 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   context.subscriptions.push(vscode.workspace.onDidChangeConfiguration((e) => {
     if (e.affectsConfiguration('deepseek')) {
       clearTimeout(settingsTimer);  // typing in a settings field fires a change per keystroke
-      settingsTimer = setTimeout(() => { void restart(); }, 750);
+      settingsTimer = setTimeout(() => {
+        output.info('deepseek.* settings changed: restarting the server with the new values');
+        void restart();
+      }, 750);
     }
   }));
   await start();

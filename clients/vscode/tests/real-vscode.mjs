@@ -164,7 +164,37 @@ try {
     throw new Error(`the reference link is ${reference}`);
   }
 
+  step('changing a deepseek.* setting restarts the server');
+  const serverPids = async () => {
+    const out = await run('pgrep', ['-f', `${args.server} --stdio`]).catch(() => '');
+    return out.split(/\s+/).filter(Boolean).sort();
+  };
+  const before = await serverPids();
+  if (before.length !== 1) {
+    throw new Error(`expected one deepseek-lsp process, found ${before.length}`);
+  }
+  // As a user would: the Settings editor, search, type the new value.
+  await palette('Preferences: Open Settings (UI)');
+  await page.locator('.settings-editor .settings-header').waitFor({ timeout: 20000 });
+  await page.waitForTimeout(500);
+  await page.keyboard.type('deepseek.completion.maxLines');  // the search box has the focus
+  const field = page.locator('.settings-editor .setting-item-number', { hasText: 'Completion: Max Lines' }).locator('input');
+  await field.waitFor({ timeout: 20000 });
+  await field.fill('4');
+  await page.keyboard.press('Tab');
+  let after = before;
+  for (let i = 0; i < 900 && (after.length !== 1 || after[0] === before[0]); i++) {
+    await page.waitForTimeout(100);
+    after = await serverPids();
+  }
+  if (after.length !== 1 || after[0] === before[0]) {
+    throw new Error(`the server was not restarted: processes ${before} then ${after}`);
+  }
+  await page.locator('.statusbar-item', { hasText: /· loaded/ }).first().waitFor({ timeout: 120000 });
+  step(`restarted: pid ${before[0]} -> ${after[0]}, status bar says loaded again`);
+
   console.log(`ghost text: ${ghostText}`);
+  console.log(`restarted on a settings change: pid ${before[0]} -> ${after[0]}`);
   console.log(`accepted: cursor at ${cursor}`);
   console.log(`explain: ${explanation.replace(/\s+/g, ' ').slice(0, 200)}`);
   console.log(`status bar: ${statusText}`);
