@@ -5,13 +5,14 @@
  * Everything smart lives in the server; the contract is docs/PROTOCOL.md.
  */
 import * as path from 'path';
+import * as readline from 'readline';
 import * as vscode from 'vscode';
 import {
   ExecuteCommandRequest, LanguageClient, LanguageClientOptions, ServerOptions, State,
 } from 'vscode-languageclient/node';
 
 import { ChatController, ChatServer, Range } from './chat';
-import { resolveServer, serverKeys, serverSettings } from './settings';
+import { parseServerLog, resolveServer, serverKeys, serverSettings } from './settings';
 import { Problem, RESOURCE_CODES, statusView } from './status';
 
 /** The languages the server offers completions, actions and hover for (the Neovim plugin's list). */
@@ -220,6 +221,14 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       documentSelector: LANGUAGES.flatMap((language) => [{ scheme: 'file', language }, { scheme: 'untitled', language }]),
       initializationOptions: settingsNow(keys),
       outputChannel: output,
+      // The server logs to stderr with its own levels: keep them (the default marks every stderr line an error).
+      stdioOptions: {
+        stdout: (input, channel) => lines(input, (line) => channel.info(line)),  // only used without stdio transport
+        stderr: (input, channel) => lines(input, (line) => {
+          const { level, text } = parseServerLog(line);
+          channel[level](text);
+        }),
+      },
       middleware: {
         // Suggestions are shown as ghost text only; the same suggestion in the suggest list would be a duplicate.
         provideCompletionItem: () => undefined,
@@ -281,6 +290,10 @@ export async function deactivate(): Promise<void> {
   const old = client;
   client = undefined;
   await old?.stop();
+}
+
+function lines(input: NodeJS.ReadableStream, each: (line: string) => void): void {
+  readline.createInterface({ input, crlfDelay: Infinity, terminal: false, historySize: 0 }).on('line', each);
 }
 
 function withProgress<T>(title: string, task: (token: vscode.CancellationToken) => Promise<T>): Promise<T | undefined> {

@@ -87,3 +87,19 @@ export function resolveServer(setting: string, env: NodeJS.ProcessEnv = process.
   }
   return { error: `${expanded} was not found on PATH (deepseek.serverPath). ${INSTALL_HINT}` };
 }
+
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
+
+/**
+ * One line of the server's stderr (`2026-11-21 15:12:27,315 INFO server.engine: loaded …`, server/logs.py)
+ * as a level and the text without the timestamp, for VS Code's log output channel. Lines in any
+ * other form (a traceback's continuation, llama.cpp's own output) are kept whole at level info.
+ */
+export function parseServerLog(line: string): { level: LogLevel; text: string } {
+  const m = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)$/.exec(line);
+  if (!m) {
+    return { level: 'info', text: line };
+  }
+  const level: LogLevel = m[1] === 'DEBUG' ? 'debug' : m[1] === 'INFO' ? 'info' : m[1] === 'WARNING' ? 'warn' : 'error';
+  return { level, text: m[2] };
+}

@@ -96,6 +96,19 @@ try {
     await page.waitForTimeout(400);
     await page.keyboard.press('Enter');
   };
+  // As a user would: the Settings editor, search, type the new value.
+  const setSetting = async (key, title, value) => {
+    await palette('Preferences: Open Settings (UI)');
+    await page.locator('.settings-editor .settings-header').waitFor({ timeout: 20000 });
+    await page.waitForTimeout(500);
+    await page.keyboard.type(key);  // a freshly opened Settings editor has the focus in its search box
+    const field = page.locator('.settings-editor .setting-item-number', { hasText: title }).locator('input');
+    await field.waitFor({ timeout: 20000 });
+    await field.fill(value);
+    await page.keyboard.press('Tab');
+    await page.waitForTimeout(300);
+    await palette('View: Close Editor');
+  };
   await page.keyboard.press('Control+P');
   const quickOpen = page.locator('.quick-input-widget input');
   await quickOpen.waitFor({ state: 'visible', timeout: 20000 });
@@ -145,6 +158,18 @@ try {
   });
   const cursor = (await cursorItem.innerText()).trim();
 
+  step('the editor context menu offers the three actions');
+  await page.locator('.monaco-editor .view-line').nth(5).click({ button: 'right' });
+  for (const label of ['Explain', 'Refactor...', 'Write tests']) {
+    await page.locator('.monaco-menu .action-label', { hasText: new RegExp(`^${label.replace('.', '\\.')}$`) }).first()
+      .waitFor({ timeout: 10000 });
+  }
+  await page.keyboard.press('Escape');
+  await page.keyboard.press('Control+G');
+  await quickOpen.waitFor({ state: 'visible', timeout: 20000 });
+  await quickOpen.fill(`:${args.line}:${args.col}`);
+  await page.keyboard.press('Enter');
+
   step('deepseek: Explain on the function around the cursor; the answer streams into the chat panel');
   await palette('deepseek: Explain');
   const webview = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
@@ -173,15 +198,7 @@ try {
   if (before.length !== 1) {
     throw new Error(`expected one deepseek-lsp process, found ${before.length}`);
   }
-  // As a user would: the Settings editor, search, type the new value.
-  await palette('Preferences: Open Settings (UI)');
-  await page.locator('.settings-editor .settings-header').waitFor({ timeout: 20000 });
-  await page.waitForTimeout(500);
-  await page.keyboard.type('deepseek.completion.maxLines');  // the search box has the focus
-  const field = page.locator('.settings-editor .setting-item-number', { hasText: 'Completion: Max Lines' }).locator('input');
-  await field.waitFor({ timeout: 20000 });
-  await field.fill('4');
-  await page.keyboard.press('Tab');
+  await setSetting('deepseek.completion.maxLines', 'Completion: Max Lines', '4');
   let after = before;
   for (let i = 0; i < 900 && (after.length !== 1 || after[0] === before[0]); i++) {
     await page.waitForTimeout(100);
@@ -193,7 +210,21 @@ try {
   await page.locator('.statusbar-item', { hasText: /· loaded/ }).first().waitFor({ timeout: 120000 });
   step(`restarted: pid ${before[0]} -> ${after[0]}, status bar says loaded again`);
 
+  step('a memory limit below the model: the status bar warns');
+  await setSetting('deepseek.resources.ramLimitMb', 'Resources: Ram Limit Mb', '100');
+  const warning = page.locator('.statusbar-item', { hasText: /too-large/ }).first();
+  await warning.waitFor({ timeout: 60000 });
+  const warningText = (await warning.innerText()).trim();
+  const warningIcon = await warning.locator('.codicon-warning').count();
+  const warnShot = args.screenshot.replace(/\.png$/, '') + '-warning.png';
+  await page.screenshot({ path: warnShot });
+  step(`status bar: ${warningText} (warning icon: ${warningIcon}); screenshot: ${warnShot}`);
+  if (!warningIcon) {
+    throw new Error('the status bar shows no warning icon for a model that does not fit');
+  }
+
   console.log(`ghost text: ${ghostText}`);
+  console.log(`resource warning: ${warningText}`);
   console.log(`restarted on a settings change: pid ${before[0]} -> ${after[0]}`);
   console.log(`accepted: cursor at ${cursor}`);
   console.log(`explain: ${explanation.replace(/\s+/g, ' ').slice(0, 200)}`);

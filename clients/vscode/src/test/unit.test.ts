@@ -7,7 +7,7 @@ import * as path from 'path';
 import { test } from 'node:test';
 
 import { ChatController, parseFromPanel, Range, ToPanel } from '../chat';
-import { CLIENT_KEYS, INSTALL_HINT, resolveServer, serverKeys, serverSettings } from '../settings';
+import { CLIENT_KEYS, INSTALL_HINT, parseServerLog, resolveServer, serverKeys, serverSettings } from '../settings';
 import { statusView } from '../status';
 import { PACKAGE_JSON } from './server';
 
@@ -144,4 +144,12 @@ test('the webview renders replies as escaped Markdown', () => {
   assert.equal(html, '<p><strong><code>f</code></strong> in <code>a.py</code></p><p>It returns &lt;x&gt;.</p>' +
     '<pre><code data-lang="python">if a &lt; b:\n    pass</code></pre>');
   assert.equal(renderMarkdown('<script>alert(1)</script>'), '<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>');
+});
+
+test('server log lines keep their level in the output channel', () => {
+  assert.deepEqual(parseServerLog('2026-11-21 15:12:27,315 INFO server.engine: loaded m.gguf in 0.61 s'),
+    { level: 'info', text: 'server.engine: loaded m.gguf in 0.61 s' });
+  assert.deepEqual(parseServerLog('2026-11-21 15:12:27,315 WARNING server.lsp_server: slow'), { level: 'warn', text: 'server.lsp_server: slow' });
+  assert.equal(parseServerLog('2026-11-21 15:12:27,315 CRITICAL x: y').level, 'error');
+  assert.deepEqual(parseServerLog('  File "server/engine.py", line 3'), { level: 'info', text: '  File "server/engine.py", line 3' });
 });
