@@ -182,8 +182,15 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     }
     return [...seen.values()];
   };
+  let startError: string | undefined;  // why the server could not be started (shown until a restart)
   const refreshStatus = async () => {
     clearTimeout(statusTimer);
+    if (!client && startError) {
+      statusItem.text = '$(error) deepseek: server not found';
+      statusItem.tooltip = startError;
+      statusItem.backgroundColor = new vscode.ThemeColor('statusBarItem.errorBackground');
+      return;
+    }
     const status = client?.state === State.Running
       ? await execute('deepseek.status', {}).catch(() => undefined) : undefined;
     const shown = statusView(status, problems());
@@ -201,9 +208,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const start = async () => {
     const config = vscode.workspace.getConfiguration('deepseek');
     const found = resolveServer(config.get<string>('serverPath', 'deepseek-lsp'));
+    startError = 'error' in found ? found.error : undefined;
     if ('error' in found) {
-      statusItem.text = '$(error) deepseek: server not found';
-      statusItem.tooltip = found.error;
+      void refreshStatus();
       output.error(found.error);
       const pick = await vscode.window.showErrorMessage(found.error, 'Open settings', 'Copy install command');
       if (pick === 'Open settings') {
@@ -235,6 +242,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         // Code actions chosen from the light bulb run here so their results reach the chat panel and notifications.
         executeCommand: (command, args, next) => {
           const arg = args?.[0];
+          if (!arg || typeof arg.uri !== 'string') {
+            return next(command, args);
+          }
           switch (command) {
             case 'deepseek.explain': return explain(arg);
             case 'deepseek.refactor': return refactor(arg);

@@ -44,8 +44,8 @@ export type ServerLookup = { path: string } | { error: string };
 
 /** The command that installs the server, shown when it is missing. */
 export const INSTALL_HINT =
-  'Install the server: `pip install deepseek-lsp` (from a checkout: `pip install -e .`), ' +
-  'then set `deepseek.serverPath` to its full path (e.g. `~/.venv/bin/deepseek-lsp`) unless it is on PATH.';
+  'Install the server with: pip install deepseek-lsp (from a checkout: pip install -e .), ' +
+  'then set deepseek.serverPath to its full path (for example ~/.venv/bin/deepseek-lsp) unless it is on PATH.';
 
 function isExecutable(file: string): boolean {
   try {

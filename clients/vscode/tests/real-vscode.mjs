@@ -102,7 +102,7 @@ try {
     await page.locator('.settings-editor .settings-header').waitFor({ timeout: 20000 });
     await page.waitForTimeout(500);
     await page.keyboard.type(key);  // a freshly opened Settings editor has the focus in its search box
-    const field = page.locator('.settings-editor .setting-item-number', { hasText: title }).locator('input');
+    const field = page.locator('.settings-editor .setting-item', { hasText: title }).locator('input').first();
     await field.waitFor({ timeout: 20000 });
     await field.fill(value);
     await page.keyboard.press('Tab');
@@ -223,7 +223,18 @@ try {
     throw new Error('the status bar shows no warning icon for a model that does not fit');
   }
 
+  step('a server path that does not exist: a message with the install command');
+  await setSetting('deepseek.serverPath', 'Server Path', '/nonexistent/deepseek-lsp');
+  const toast = page.locator('.notifications-toasts .notification-list-item-message', { hasText: 'pip install deepseek-lsp' }).first();
+  await toast.waitFor({ timeout: 30000 });
+  const missingText = (await toast.innerText()).trim();
+  await page.locator('.statusbar-item', { hasText: 'server not found' }).first().waitFor({ timeout: 10000 });
+  const missingShot = args.screenshot.replace(/\.png$/, '') + '-not-found.png';
+  await page.screenshot({ path: missingShot });
+  step(`message: ${missingText}; screenshot: ${missingShot}`);
+
   console.log(`ghost text: ${ghostText}`);
+  console.log(`server missing: ${missingText}`);
   console.log(`resource warning: ${warningText}`);
   console.log(`restarted on a settings change: pid ${before[0]} -> ${after[0]}`);
   console.log(`accepted: cursor at ${cursor}`);
