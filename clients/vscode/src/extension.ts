@@ -79,8 +79,12 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   let view: vscode.WebviewView | undefined;
   const chat = new ChatController(chatServer, {
     post: (message) => { void view?.webview.postMessage(message); },
-    open: (uri, range) => {
-      void vscode.window.showTextDocument(vscode.Uri.parse(uri), { selection: toRange(range), preview: true });
+    open: async (uri, range) => {
+      // The lines selected with the cursor at their start, so the view shows where the code begins.
+      const r = toRange(range);
+      const editor = await vscode.window.showTextDocument(vscode.Uri.parse(uri), { preview: true });
+      editor.selection = new vscode.Selection(r.end, r.start);
+      editor.revealRange(r, vscode.TextEditorRevealType.InCenterIfOutsideViewport);
     },
     context: () => {
       const editor = vscode.window.activeTextEditor;

@@ -160,7 +160,7 @@ try {
 
   step('the editor context menu offers the three actions');
   await page.locator('.monaco-editor .view-line').nth(5).click({ button: 'right' });
-  for (const label of ['Explain', 'Refactor...', 'Write tests']) {
+  for (const label of ['deepseek: Explain', 'deepseek: Refactor...', 'deepseek: Write tests']) {
     await page.locator('.monaco-menu .action-label', { hasText: new RegExp(`^${label.replace('.', '\\.')}$`) }).first()
       .waitFor({ timeout: 10000 });
   }
@@ -188,6 +188,36 @@ try {
   if (!reference.startsWith(`${args.file}:`)) {
     throw new Error(`the reference link is ${reference}`);
   }
+
+  step('a question typed in the chat panel continues the session; a reference opens the file at its lines');
+  const chatInput = webview.locator('#input');
+  await chatInput.click();
+  await chatInput.fill('In one sentence: what does user_videos_dir return?');
+  await chatInput.press('Enter');
+  await webview.locator('.entry.user').nth(1).waitFor({ timeout: 10000 });
+  await webview.locator('#send:not([hidden])').waitFor({ timeout: 180000 });  // Send comes back when the reply is done
+  const entries = await webview.locator('.entry').evaluateAll((els) => els.map((e) => e.className.replace('entry ', '')));
+  const reply = (await answer.nth(1).innerText()).trim();
+  step(`chat reply: ${JSON.stringify(reply.slice(0, 160))}; entries ${entries.join(',')}`);
+  if (entries.join(',') !== 'user,assistant,user,assistant' || reply.length < 10) {
+    throw new Error(`the chat panel did not answer the typed question: ${entries.join(',')} ${reply}`);
+  }
+  await webview.locator('.entry.assistant .refs a').first().click();
+  await page.locator('.statusbar-item', { hasText: /^Ln 131, Col 1 \(\d+ selected\)/ }).first().waitFor({ timeout: 10000 });
+  step('the reference selected lines 131-133 in the editor');
+
+  step('Refactor... from the context menu: asks what to change, then applies the edit or says why not');
+  await page.locator('.monaco-editor .view-line').nth(5).click({ button: 'right' });
+  await page.locator('.monaco-menu .action-label', { hasText: /^deepseek: Refactor\.\.\.$/ }).first().hover();
+  await page.keyboard.press('Enter');  // the web workbench's menu takes the hovered item on Enter (a click only highlights it)
+  await quickOpen.waitFor({ state: 'visible', timeout: 20000 });
+  await quickOpen.fill('use an f-string nowhere; keep the behaviour');
+  await page.keyboard.press('Enter');
+  const outcome = page.locator('.notifications-toasts .notification-list-item-message', { hasText: /deepseek: (refactoring applied|nothing applied)/ }).first();
+  await outcome.waitFor({ timeout: 180000 });
+  const refactorText = (await outcome.innerText()).trim();
+  step(`refactor: ${refactorText}`);
+  await page.keyboard.press('Escape');
 
   step('changing a deepseek.* setting restarts the server');
   const serverPids = async () => {
@@ -234,6 +264,8 @@ try {
   step(`message: ${missingText}; screenshot: ${missingShot}`);
 
   console.log(`ghost text: ${ghostText}`);
+  console.log(`chat: ${reply.replace(/\s+/g, ' ').slice(0, 200)}`);
+  console.log(`refactor: ${refactorText}`);
   console.log(`server missing: ${missingText}`);
   console.log(`resource warning: ${warningText}`);
   console.log(`restarted on a settings change: pid ${before[0]} -> ${after[0]}`);
