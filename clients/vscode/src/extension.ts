@@ -42,13 +42,18 @@ function selectionArg(editor: vscode.TextEditor | undefined): { uri: string; ran
   };
 }
 
+/** `a-b`, 1-based, as editors number lines; a range ending at character 0 of a line stops before it. */
+function lineSpan(r: Range): string {
+  const last = r.end.character === 0 && r.end.line > r.start.line ? r.end.line : r.end.line + 1;
+  return `${r.start.line + 1}-${last}`;
+}
+
 function describe(arg: { uri: string; range: Range }): string {
   const uri = vscode.Uri.parse(arg.uri);
   const r = arg.range;
-  const last = r.end.character === 0 && r.end.line > r.start.line ? r.end.line : r.end.line + 1;
   return r.start.line === r.end.line && r.start.character === r.end.character
     ? `Explain the code around line ${r.start.line + 1} of ${path.basename(uri.fsPath)}`
-    : `Explain ${vscode.workspace.asRelativePath(uri)}, lines ${r.start.line + 1}-${last}`;
+    : `Explain ${vscode.workspace.asRelativePath(uri)}, lines ${lineSpan(r)}`;
 }
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
@@ -79,12 +84,13 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   let view: vscode.WebviewView | undefined;
   const chat = new ChatController(chatServer, {
     post: (message) => { void view?.webview.postMessage(message); },
-    open: async (uri, range) => {
+    open: (uri, range) => {
       // The lines selected with the cursor at their start, so the view shows where the code begins.
       const r = toRange(range);
-      const editor = await vscode.window.showTextDocument(vscode.Uri.parse(uri), { preview: true });
-      editor.selection = new vscode.Selection(r.end, r.start);
-      editor.revealRange(r, vscode.TextEditorRevealType.InCenterIfOutsideViewport);
+      vscode.window.showTextDocument(vscode.Uri.parse(uri), { preview: true }).then((editor) => {
+        editor.selection = new vscode.Selection(r.end, r.start);
+        editor.revealRange(r, vscode.TextEditorRevealType.InCenterIfOutsideViewport);
+      }, (err) => vscode.window.showWarningMessage(`deepseek: cannot open ${uri}: ${err?.message ?? err}`));
     },
     context: () => {
       const editor = vscode.window.activeTextEditor;
@@ -99,10 +105,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         },
       };
     },
-    label: (uri, range) => {
-      const last = range.end.character === 0 && range.end.line > range.start.line ? range.end.line : range.end.line + 1;
-      return `${vscode.workspace.asRelativePath(vscode.Uri.parse(uri))}:${range.start.line + 1}-${last}`;
-    },
+    label: (uri, range) => `${vscode.workspace.asRelativePath(vscode.Uri.parse(uri))}:${lineSpan(range)}`,
   });
   context.subscriptions.push(vscode.window.registerWebviewViewProvider('deepseek.chatView', {
     resolveWebviewView(webviewView) {
