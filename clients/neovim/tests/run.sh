@@ -11,16 +11,5 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 export XDG_DATA_HOME="$work/data" XDG_STATE_HOME="$work/state" XDG_CONFIG_HOME="$work/config"
 python="${PYTHON:-python3}"
-"$python" - "$work" <<'PY'
-import pathlib, sys
-import platformdirs
-text = pathlib.Path(platformdirs.__file__).with_name("unix.py").read_text()
-start = text.index('        return self._user_media_dir("XDG_MUSIC_DIR"')
-cut = start + len("        return ")
-doc = text[:cut] + text[text.index("\n", start):]
-(pathlib.Path(sys.argv[1]) / "unix_hole.py").write_text(doc)
-line = doc[:cut].count("\n") + 1
-(pathlib.Path(sys.argv[1]) / "cursor").write_text(f"{line} {len('        return ')}\n")
-PY
-read -r line col < "$work/cursor"
+read -r line col < <("$python" "$(dirname "$plugin")/hole.py" "$work/unix_hole.py")
 "$NVIM" --headless --clean --cmd "set rtp^=$plugin" -l "$here/check.lua" "$work/unix_hole.py" "$line" "$col"

@@ -45,24 +45,14 @@ mkdir -p "$SCREENSHOTS" "$work/ws"
 # The .vsix, built the way README.md says.
 (cd "$ext" && npm run compile >&2 && npx vsce package --out "$work/deepseek-lsp.vsix" >&2)
 
-# The workspace: platformdirs' unix.py with the music folder's return value cut out (as in the
-# Neovim test), from the server's own Python.
+# The workspace: the document with a hole that the Neovim test uses too (clients/hole.py), made
+# with the server's own Python.
 python="$(dirname "$SERVER")/python"
 [ -x "$python" ] || python=python3
-read -r line col < <("$python" - "$work/ws/unix_hole.py" <<'PY'
-import pathlib, sys
-import platformdirs
-text = pathlib.Path(platformdirs.__file__).with_name("unix.py").read_text()
-start = text.index('        return self._user_media_dir("XDG_MUSIC_DIR"')
-cut = start + len("        return ")
-doc = text[:cut] + text[text.index("\n", start):]
-pathlib.Path(sys.argv[1]).write_text(doc)
-print(doc[:cut].count("\n") + 1, len("        return ") + 1)
-PY
-)
+read -r line col < <("$python" "$(dirname "$ext")/hole.py" "$work/ws/unix_hole.py")
 
 cd "$ext"
 node tests/real-vscode.mjs --code-server "$CODE_SERVER" --vsix "$work/deepseek-lsp.vsix" --server "$SERVER" \
-  --workspace "$work/ws" --file unix_hole.py --line "$line" --col "$col" --expect 'self._user_media_dir(' \
+  --workspace "$work/ws" --file unix_hole.py --line "$line" --col "$((col + 1))" --expect 'self._user_media_dir(' \
   --screenshot "$SCREENSHOTS/ghost-text.png"
 echo "screenshots: $SCREENSHOTS" >&2

@@ -2,7 +2,7 @@
  * Test helper: the real deepseek-lsp server over stdio, spoken to with
  * vscode-languageserver-protocol (the library under vscode-languageclient), and the
  * document with a hole that the Neovim test uses too (platformdirs' unix.py, a file this
- * project did not write, with a method's return value cut out).
+ * project did not write, with a method's return value cut out: clients/hole.py).
  */
 import { ChildProcess, execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
@@ -33,23 +33,15 @@ export function serverPath(): string {
 
 export interface Hole { dir: string; file: string; uri: string; text: string; line: number; character: number }
 
-/** A workspace folder holding unix_hole.py: platformdirs' unix.py with `return self._user_media_dir(…)` cut after `return `. */
+/** A workspace folder holding unix_hole.py, made by clients/hole.py (the Neovim test's document too). */
 export function holeWorkspace(): Hole {
   const python = path.join(path.dirname(serverPath()), process.platform === 'win32' ? 'python.exe' : 'python');
-  const source = execFileSync(fs.existsSync(python) ? python : 'python3',
-    ['-c', 'import pathlib, platformdirs; print(pathlib.Path(platformdirs.__file__).with_name("unix.py").read_text(), end="")'],
-    { encoding: 'utf8' });
-  const marker = '        return self._user_media_dir("XDG_MUSIC_DIR"';
-  const start = source.indexOf(marker);
-  if (start < 0) {
-    throw new Error('platformdirs unix.py changed: the marker line is gone');
-  }
-  const cut = start + '        return '.length;
-  const text = source.slice(0, cut) + source.slice(source.indexOf('\n', start));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'deepseek-vscode-'));
   const file = path.join(dir, 'unix_hole.py');
-  fs.writeFileSync(file, text);
-  return { dir, file, uri: `file://${file}`, text, line: text.slice(0, cut).split('\n').length - 1, character: '        return '.length };
+  const script = path.join(__dirname, '..', '..', '..', 'hole.py');
+  const [line, column] = execFileSync(fs.existsSync(python) ? python : 'python3', [script, file], { encoding: 'utf8' })
+    .trim().split(/\s+/).map(Number);
+  return { dir, file, uri: `file://${file}`, text: fs.readFileSync(file, 'utf8'), line: line - 1, character: column };
 }
 
 export interface Server {

@@ -1,0 +1,22 @@
+"""The test document both editor clients' tests use: platformdirs' unix.py (a file this
+project did not write) with the return value of ``user_music_dir`` cut out after ``return ``.
+
+    python clients/hole.py OUT.py    -> writes OUT.py, prints "LINE COL" (line 1-based, column 0-based)
+
+Run it with the server's own Python (platformdirs is one of its dependencies).
+"""
+
+import pathlib
+import sys
+
+import platformdirs
+
+MARKER = '        return self._user_media_dir("XDG_MUSIC_DIR"'
+KEEP = "        return "
+
+text = pathlib.Path(platformdirs.__file__).with_name("unix.py").read_text()
+start = text.index(MARKER)
+cut = start + len(KEEP)
+doc = text[:cut] + text[text.index("\n", start):]
+pathlib.Path(sys.argv[1]).write_text(doc)
+print(doc[:cut].count("\n") + 1, len(KEEP))
