@@ -144,11 +144,22 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const writeTests = async (arg: { uri: string; range: Range }) => {
     const result = await withProgress('deepseek: writing tests…', (token) => execute('deepseek.writeTests', arg, token));
     if (result?.applied) {
-      const ran = result.ran ? ` ${result.passed} passed, ${result.failed} failed` : ' (not run)';
-      const pick = await vscode.window.showInformationMessage(
-        `deepseek: tests written to ${vscode.workspace.asRelativePath(vscode.Uri.parse(result.uri))}:${ran}.`, 'Open');
+      const passed = Array.isArray(result.passed) ? result.passed.length : 0;  // lists of test names
+      const failed = Array.isArray(result.failed) ? result.failed.length : 0;
+      const outcome = !result.ran ? 'not run (tests are run for Python only)'
+        : passed + failed === 0 ? 'no test ran (see the output)'
+          : `${passed} passed, ${failed} failed`;
+      if (result.ran && !result.ok) {
+        output.warn(`deepseek: the written tests did not pass (${outcome}):\n${result.output}`);
+      }
+      const where = vscode.workspace.asRelativePath(vscode.Uri.parse(result.uri));
+      const buttons = result.ran && !result.ok ? ['Open', 'Show output'] : ['Open'];
+      const pick = await (result.ok ? vscode.window.showInformationMessage : vscode.window.showWarningMessage)(
+        `deepseek: tests written to ${where}: ${outcome}.`, ...buttons);
       if (pick === 'Open') {
         await vscode.window.showTextDocument(vscode.Uri.parse(result.uri));
+      } else if (pick === 'Show output') {
+        output.show(true);
       }
     } else if (result) {
       vscode.window.showWarningMessage(`deepseek: no tests written: ${result.reason}`);

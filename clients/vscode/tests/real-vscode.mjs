@@ -219,6 +219,15 @@ try {
   step(`refactor: ${refactorText}`);
   await page.keyboard.press('Escape');
 
+  step('deepseek: Write tests from the palette: a progress notification, then where the tests went or why not');
+  await page.locator('.monaco-editor .view-line').nth(5).click();
+  await palette('deepseek: Write tests');
+  const written = page.locator('.notifications-toasts .notification-list-item-message', { hasText: /deepseek: (tests written to|no tests written)/ }).first();
+  await written.waitFor({ timeout: 300000 });
+  const testsText = (await written.innerText()).trim();
+  step(`write tests: ${testsText}`);
+  await page.keyboard.press('Escape');
+
   step('changing a deepseek.* setting restarts the server');
   const serverPids = async () => {
     const out = await run('pgrep', ['-f', `${args.server} --stdio`]).catch(() => '');
@@ -266,6 +275,7 @@ try {
   console.log(`ghost text: ${ghostText}`);
   console.log(`chat: ${reply.replace(/\s+/g, ' ').slice(0, 200)}`);
   console.log(`refactor: ${refactorText}`);
+  console.log(`write tests: ${testsText}`);
   console.log(`server missing: ${missingText}`);
   console.log(`resource warning: ${warningText}`);
   console.log(`restarted on a settings change: pid ${before[0]} -> ${after[0]}`);
