@@ -188,17 +188,32 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
 
   // The status-bar item: deepseek.status plus the resource diagnostics.
   let statusTimer: NodeJS.Timeout | undefined;
+  // Resource problems per document, updated only for the documents a diagnostics event names: the server
+  // moves its context-truncated notice on nearly every keystroke, which must cost neither a scan of every
+  // diagnostic in the workspace nor a deepseek.status request.
+  const problemsByUri = new Map<string, Problem[]>();
+  const problemsKey = () => [...problemsByUri.values()].flat().map((p) => `${p.code}:${p.message}`).sort().join('\n');
   const problems = (): Problem[] => {
     const seen = new Map<string, Problem>();
-    for (const [, diagnostics] of vscode.languages.getDiagnostics()) {
-      for (const d of diagnostics) {
-        const code = typeof d.code === 'object' ? String(d.code.value) : String(d.code ?? '');
-        if (d.source === 'deepseek' && RESOURCE_CODES.has(code)) {
-          seen.set(code, { code, message: d.message });
-        }
-      }
+    for (const p of [...problemsByUri.values()].flat()) {
+      seen.set(p.code, p);
     }
     return [...seen.values()];
+  };
+  const onDiagnostics = (uris: readonly vscode.Uri[]): boolean => {
+    const before = problemsKey();
+    for (const uri of uris) {
+      const found = vscode.languages.getDiagnostics(uri).flatMap((d) => {
+        const code = typeof d.code === 'object' ? String(d.code.value) : String(d.code ?? '');
+        return d.source === 'deepseek' && RESOURCE_CODES.has(code) ? [{ code, message: d.message }] : [];
+      });
+      if (found.length) {
+        problemsByUri.set(uri.toString(), found);
+      } else {
+        problemsByUri.delete(uri.toString());
+      }
+    }
+    return problemsKey() !== before;
   };
   let startError: string | undefined;  // why the server could not be started (shown until a restart)
   const refreshStatus = async () => {
@@ -218,7 +233,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     statusTimer = setTimeout(refreshStatus, shown.busy ? 2000 : 15000);
   };
   context.subscriptions.push(
-    vscode.languages.onDidChangeDiagnostics(() => { void refreshStatus(); }),
+    vscode.languages.onDidChangeDiagnostics((e) => {
+      if (onDiagnostics(e.uris)) {
+        void refreshStatus();
+      }
+    }),
     { dispose: () => clearTimeout(statusTimer) },
   );
 
