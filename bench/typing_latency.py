@@ -205,9 +205,11 @@ async def run_server(holes: list[Hole], cps: float, think: float, settings: dict
 
 def run_naive(holes: list[Hole], model_path: str, threads: int) -> list[Outcome]:
     """One naive FIM request per hole through plain llama-cpp-python."""
-    from llama_cpp import Llama
+    from server.loading import choose_config, open_llama
 
-    llm = Llama(model_path=model_path, n_ctx=4096, n_threads=threads, verbose=False)
+    # Plain llama-cpp-python, loaded the way this machine allows (the probe's verdict; see server.loading).
+    config = choose_config(model_path, "generate", threads).config or "minimal"
+    llm = open_llama(model_path, config, n_ctx=4096, n_threads=threads)
     out = []
     for n, hole in enumerate(holes, 1):
         lines = doc_with_hole(hole).split("\n")

@@ -163,16 +163,25 @@ class Embedder:
     2 threads, ~107-token chunks: 29 chunks/s one at a time, 23 in pairs, 18 in fours).
     """
 
-    def __init__(self, path: Path, n_threads: int = 1, batch_tokens: int = 512):
-        from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
+    def __init__(self, path: Path, n_threads: int = 1, batch_tokens: int = 512, load_config: str = "auto"):
+        """Load the embedding model, probed first like every model (:mod:`server.loading`).
 
-        from server.engine import _LOAD_LOCK, _route_llama_logs
+        Raises:
+            EmbeddingUnavailable: llama.cpp crashes with it on this machine, or cannot load it.
+        """
+        from llama_cpp import LLAMA_POOLING_TYPE_MEAN
 
-        _route_llama_logs()
-        with _LOAD_LOCK:
-            self.llm = Llama(model_path=str(path), embedding=True, n_ctx=batch_tokens, n_batch=batch_tokens,
-                             n_ubatch=batch_tokens, n_seq_max=1, pooling_type=LLAMA_POOLING_TYPE_MEAN,
-                             n_threads=n_threads, n_threads_batch=n_threads, verbose=False)
+        from server.loading import ModelCrashes, load_llama
+
+        try:
+            self.llm, self._guard, self.verdict = load_llama(
+                path, kind="embedding", n_threads=n_threads, forced=load_config, embedding=True, n_ctx=batch_tokens,
+                n_batch=batch_tokens, n_ubatch=batch_tokens, n_seq_max=1, pooling_type=LLAMA_POOLING_TYPE_MEAN)
+        except ModelCrashes as e:
+            raise EmbeddingUnavailable(f"semantic search is off: {e}") from None
+        except (ValueError, RuntimeError) as e:
+            raise EmbeddingUnavailable(f"llama.cpp cannot load the embedding model {path}: {e}. "
+                                       f"Fix: delete it so it is converted again") from None
 
     def count(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8", "replace"), add_bos=True))
@@ -183,6 +192,7 @@ class Embedder:
             return np.zeros((0, DIM), dtype=np.float32)
         cut = [self._cut(t) for t in texts]
         vectors = [self.llm.embed(t, normalize=True, truncate=True) for t in cut]
+        self._guard.decoded()
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), DIM)
 
     def _cut(self, text: str) -> str:
@@ -194,3 +204,4 @@ class Embedder:
 
     def close(self) -> None:
         self.llm.close()
+        self._guard.disarm()

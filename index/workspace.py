@@ -66,6 +66,7 @@ class IndexOptions:
     exclude: tuple[str, ...] = ()       # extra glob patterns never indexed
     max_file_size_kb: int = 512
     embeddings: bool = True
+    load_config: str = "auto"           # model.loadConfig for the embedding model (server.loading)
 
 
 def is_secret(name: str) -> bool:
@@ -310,7 +311,8 @@ class WorkspaceIndex:
 
     def _embed_loop(self) -> None:
         try:
-            self._embedder = Embedder(ensure_embedding_model(), n_threads=self._embed_threads)
+            self._embedder = Embedder(ensure_embedding_model(), n_threads=self._embed_threads,
+                                     load_config=self.options.load_config)
         except EmbeddingUnavailable as e:
             self.embedding_error = str(e)
             log.warning("index: %s", e)

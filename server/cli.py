@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import os
 import platform
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -61,13 +63,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     and fd 1 itself is pointed at stderr, so nothing printed by a library (or llama.cpp's
     C code) can corrupt the protocol stream.
     """
-    from .logs import setup_logging
+    from .loading import disarm_all
+    from .logs import enable_crash_log, setup_logging
     from .lsp_server import server
 
     rpc_out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     setup_logging("info")
+    enable_crash_log()
+
+    def terminated(signum, frame):  # an editor stopping the server is not a crash: no crash marker stays
+        disarm_all()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    signal.signal(signal.SIGTERM, terminated)
     server.start_io(stdin=sys.stdin.buffer, stdout=rpc_out)
     return 0
 
@@ -94,6 +104,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     from .manager import ModelManager
 
     setup_logging("warning", to_file=False)
+    faulthandler.enable()  # a native crash prints its stack to stderr
     settings = _settings(args)
     path = Path(args.file)
     try:
@@ -165,7 +176,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(f"Log:    {log_file()}")
     manager = ModelManager()
     update, close = _progress_bar()
-    status = manager.inspect(settings, update)
+    status = manager.inspect(settings, update, probe=True)
     close()
     manager.shutdown()
     print(f"Model:  {status.name or '?'}")
@@ -177,7 +188,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         m = status.memory
         print(f"        needs ~{m.needed_mb:,.0f} MB (file {m.file_mb:,.0f} + KV cache {m.kv_cache_mb:,.0f} "
               f"for n_ctx {m.n_ctx} + overhead {m.overhead_mb:,.0f}); {m.limit_source}: {m.available_mb:,.0f} MB")
-    if status.state is ModelState.ERROR or status.state is ModelState.TOO_LARGE:
+    if status.verdict is not None:
+        v = status.verdict
+        print(f"Load:   {'forced by model.loadConfig' if v.source == 'setting' else 'probed in a child process'}")
+        for r in v.tried:
+            rate = f", {r.prompt_tokens_per_s:,.0f} prompt tokens/s" if r.prompt_tokens_per_s else ""
+            print(f"        {r.config:<10} {r.outcome} ({r.seconds:.1f} s{rate})")
+        for name, why in v.died.items():
+            print(f"        {name:<10} not tried: {why}")
+        if v.config is not None:
+            print(f"        configuration in use: {v.config}")
+    if status.state in (ModelState.ERROR, ModelState.TOO_LARGE, ModelState.CRASHED):
         print(f"Verdict: does not work: {status.error}")
         return 1
     print("Verdict: fits; completions will work." if status.family else

@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .loading import CONFIG_NAMES
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -70,6 +72,12 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=0, maximum=60000),
     Setting("model.nCtx", 4096, int, "tokens",
             "Context window of the model: the KV cache holds this many tokens.", minimum=256, maximum=131072),
+    Setting("model.loadConfig", "auto", str, "choice",
+            "How llama.cpp loads every model (completion, chat, embedding). auto: a probe in a child process "
+            "tries default, then no-repack, then minimal, and the first that loads and decodes without crashing "
+            "is used and remembered. default: llama.cpp's defaults (weights repacked for this CPU). no-repack: "
+            "weights as stored (avoids the AMX crash of some Xeons). minimal: no repacking, no memory map, "
+            "one thread. A forced choice is not probed.", choices=("auto",) + CONFIG_NAMES),
     Setting("threads", None, int, "threads",
             "CPU threads for prompt processing and generation. Default: the number of physical cores.",
             nullable=True, minimum=1, maximum=256),
@@ -151,6 +159,7 @@ class Settings:
     chat_context_tokens: int = 2048
     hover_time_ms: int = 1500
     model_n_ctx: int = 4096
+    model_load_config: str = "auto"
     threads: int | None = None
     resources_ram_limit_mb: int | None = None
     completion_max_tokens: int = 128
@@ -176,7 +185,7 @@ class Settings:
 
     def model_key(self) -> tuple:
         """The settings that decide which model is loaded and how; a change means a reload."""
-        return (self.model_path, self.model_name, self.model_n_ctx, self.threads)
+        return (self.model_path, self.model_name, self.model_n_ctx, self.threads, self.model_load_config)
 
     def get(self, key: str) -> Any:
         """The value of a dotted camelCase key, e.g. ``get("model.nCtx")``."""

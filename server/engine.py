@@ -31,6 +31,8 @@ from typing import Callable, Sequence, TypeVar
 
 import psutil
 
+from .loading import CrashGuard, Verdict, load_llama, open_llama
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -38,43 +40,6 @@ T = TypeVar("T")
 # prompt tokens on the default model, 2 threads: 214 tokens/s at 512 per chunk, 211 at 64
 # (303 ms per chunk), 191 at 32. So 64 costs nothing and a cancel lands within ~0.3 s.
 PREFILL_CHUNK = 64
-
-# llama-cpp-python's verbose=False points fds 1 and 2 at /dev/null while a model loads;
-# two loads at once could restore them in the wrong order, so loads take turns.
-_LOAD_LOCK = threading.Lock()
-_llama_log_callback = None  # keeps the ctypes callback alive
-
-
-def _route_llama_logs() -> None:
-    """Send llama.cpp's own log lines to the ``llama.cpp`` Python logger (once per process).
-
-    Its INFO chatter (hundreds of lines per load) becomes DEBUG; warnings and errors stay.
-    """
-    global _llama_log_callback
-    if _llama_log_callback is not None:
-        return
-    import ctypes
-
-    from llama_cpp import llama_cpp as _ll
-
-    llama_log = logging.getLogger("llama.cpp")
-    # enum ggml_log_level in the ggml.h this llama-cpp-python ships: NONE 0, DEBUG 1, INFO 2,
-    # WARN 3, ERROR 4, CONT 5 (continues the previous line). llama_cpp._logger's table is older.
-    levels = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
-    last = [logging.DEBUG]
-
-    @_ll.llama_log_callback
-    def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        lvl = last[0] if level == 5 else levels.get(level, logging.DEBUG)
-        last[0] = lvl
-        if llama_log.isEnabledFor(lvl):
-            msg = text.decode("utf-8", "replace").rstrip()
-            if msg:
-                llama_log.log(lvl, "%s", msg)
-
-    _llama_log_callback = callback
-    _ll.llama_log_set(callback, ctypes.c_void_p(0))
-
 
 def default_threads() -> int:
     """Physical cores (llama.cpp is slower on hyper-threads), at least 1."""
@@ -117,29 +82,37 @@ class LoadedModel:
     Implements the ``server.prompting.Vocabulary`` protocol.
     """
 
-    def __init__(self, path: str, *, n_ctx: int, n_threads: int, vocab_only: bool = False):
-        """Load ``path``.
+    def __init__(self, path: str, *, n_ctx: int, n_threads: int, vocab_only: bool = False,
+                 load_config: str = "auto"):
+        """Load ``path``; a full load is probed first (:mod:`server.loading`), a vocab-only one is not.
+
+        Args:
+            load_config: the ``model.loadConfig`` setting: ``auto`` (probe) or a configuration name.
 
         Raises:
+            ModelCrashes: llama.cpp crashes with this model on this machine in every configuration.
             ValueError / RuntimeError: llama.cpp could not load the file (corrupt or
                 unsupported); callers turn this into a user-facing message.
         """
-        from llama_cpp import Llama, llama_cpp as _ll  # heavy import, deferred to load time
+        from llama_cpp import llama_cpp as _ll  # heavy import, deferred to load time
 
-        _route_llama_logs()
         # verbose=False: no per-call timing prints. It briefly points fds 1 and 2 at
         # /dev/null while loading; the JSON-RPC stream is safe because the serve command
         # writes it to a duplicate of fd 1 (see server.cli.cmd_serve).
-        llama_log = logging.getLogger("llama.cpp")
-        saved = llama_log.level
-        with _LOAD_LOCK:
-            if vocab_only:  # its context warns about n_ctx_train 0, which means nothing here
-                llama_log.setLevel(logging.ERROR)
+        self.guard: CrashGuard | None = None
+        self.verdict: Verdict | None = None
+        if vocab_only:  # no weights, no decode: nothing to probe
+            llama_log = logging.getLogger("llama.cpp")
+            saved = llama_log.level
+            llama_log.setLevel(logging.ERROR)  # its context warns about n_ctx_train 0, which means nothing here
             try:
-                self.llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                                 vocab_only=vocab_only, verbose=False, seed=0)
+                self.llm = open_llama(path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                                      vocab_only=True, seed=0)
             finally:
                 llama_log.setLevel(saved)
+        else:
+            self.llm, self.guard, self.verdict = load_llama(path, kind="generate", n_threads=n_threads,
+                                                            forced=load_config, n_ctx=n_ctx, seed=0)
         self.path = path
         self.metadata: dict[str, str] = dict(self.llm.metadata)
         self._ll = _ll
@@ -147,8 +120,15 @@ class LoadedModel:
         self._eog = _ll.llama_vocab_is_eog
         self._vocab = self.llm._model.vocab
 
+    @property
+    def load_config(self) -> str | None:
+        """The load configuration in use (None for a vocab-only load)."""
+        return self.verdict.config if self.verdict else None
+
     def close(self) -> None:
         self.llm.close()
+        if self.guard is not None:
+            self.guard.disarm()
 
     @property
     def n_ctx(self) -> int:
@@ -319,6 +299,8 @@ class LoadedModel:
         if not finish:  # the stopping criterion ended the loop
             finish = stopped() or "stop"
         text += decoder.decode(b"", final=True)
+        if self.guard is not None:
+            self.guard.decoded()
         now = time.monotonic()
         return Generation(text, finish, out, len(prompt), reused, len(out),
                           ((first_at or now) - t0) * 1000, (now - t0) * 1000)
@@ -335,18 +317,22 @@ class Engine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{name}")
         self.model: LoadedModel | None = None
 
-    def _load(self, path: str, n_ctx: int, n_threads: int) -> LoadedModel:
+    def _load(self, path: str, n_ctx: int, n_threads: int, load_config: str) -> LoadedModel:
         if self.model is not None:
             self.model.close()
             self.model = None
         t0 = time.monotonic()
-        self.model = LoadedModel(path, n_ctx=n_ctx, n_threads=n_threads)
-        log.info("loaded %s (n_ctx %d, %d threads) in %.2f s", path, n_ctx, n_threads, time.monotonic() - t0)
+        self.model = LoadedModel(path, n_ctx=n_ctx, n_threads=n_threads, load_config=load_config)
+        log.info("loaded %s (n_ctx %d, %d threads, %s) in %.2f s", path, n_ctx, n_threads,
+                 self.model.verdict.explain() if self.model.verdict else "", time.monotonic() - t0)
         return self.model
 
-    def load(self, path: str, *, n_ctx: int, n_threads: int) -> Future[LoadedModel]:
-        """Load (or replace) the model on the owner thread."""
-        return self._executor.submit(self._load, path, n_ctx, n_threads)
+    def load(self, path: str, *, n_ctx: int, n_threads: int, load_config: str = "auto") -> Future[LoadedModel]:
+        """Load (or replace) the model on the owner thread, probed first (see :mod:`server.loading`).
+
+        Raises (through the future): ModelCrashes, ValueError, RuntimeError as :class:`LoadedModel`.
+        """
+        return self._executor.submit(self._load, path, n_ctx, n_threads, load_config)
 
     def unload(self) -> Future[None]:
         def _unload() -> None:

@@ -64,6 +64,27 @@ def setup_logging(level: str = "info", to_file: bool = True) -> None:
     set_level(level)
 
 
+_crash_log = None  # the file faulthandler writes to; kept open for the life of the process
+
+
+def enable_crash_log() -> None:
+    """Write the stack of every thread to the log file when the process dies in native code.
+
+    llama.cpp runs in this process: a segfault there kills it without a Python traceback.
+    ``faulthandler`` still writes one (per thread) to the log file, so the cause can be found.
+    """
+    import faulthandler
+    global _crash_log
+    try:
+        path = log_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _crash_log = open(path, "a", encoding="utf-8")
+        faulthandler.enable(file=_crash_log, all_threads=True)
+    except OSError as e:
+        faulthandler.enable()  # stderr, then
+        logging.getLogger(__name__).warning("crash stacks go to stderr: cannot open the log file: %s", e)
+
+
 def set_level(level: str) -> None:
     logging.getLogger().setLevel(level.upper())
     # pygls logs every message body at INFO: far too much, and it could hold source code.

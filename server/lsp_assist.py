@@ -20,7 +20,7 @@ from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from .assist import (Assistant, AssistError, AssistStore, CodeSpan, Reply, docstring_and_signature,
                      enclosing_definition)
 from .lsp_server import DeepseekLanguageServer, _plain, server, uri_to_path
-from .manager import ModelManager
+from .manager import ModelManager, ModelState
 from index.chunking import chunk_file, language_for
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,8 @@ class AssistantHost:
                 wanted = dataclasses.replace(wanted, model_name=None)
             status = await asyncio.get_running_loop().run_in_executor(None, self.models.load, wanted)
             if not status.loaded:
+                if status.state is ModelState.CRASHED:
+                    ls.crashed_notice(f"chat model {status.error}")
                 raise JsonRpcInternalError(f"the chat model is not available: {status.error}")
             if self.assistant is None or self.assistant.remote is not None or self.assistant.model_name != status.name:
                 self.assistant = Assistant(self.models.engine, status.name or "model", self.store)

@@ -115,6 +115,8 @@ def lsp_status(status: ModelStatus, backend_kind: str, index: dict[str, Any]) ->
             "nCtx": status.n_ctx,
             "threads": status.n_threads,
             "error": status.error,
+            "loadConfig": status.load_config,
+            "probe": status.verdict.to_json() if status.verdict is not None else None,
         },
         "backend": {"kind": backend_kind},
         "ram": {

@@ -40,10 +40,11 @@ EDIT_REINDEX_DELAY_S = 2.0  # an edited open document is re-indexed this long af
 CODE_MODEL_TOO_LARGE = "model-too-large"
 CODE_MODEL_UNAVAILABLE = "model-unavailable"
 CODE_MODEL_NO_FIM = "model-no-fim"
+CODE_MODEL_CRASHED = "model-crashed"
 CODE_SLOW_RESPONSE = "slow-response"
 CODE_BACKEND_UNREACHABLE = "backend-unreachable"
 CODE_CONTEXT_TRUNCATED = "context-truncated"
-_MODEL_CODES = (CODE_MODEL_TOO_LARGE, CODE_MODEL_UNAVAILABLE, CODE_MODEL_NO_FIM)
+_MODEL_CODES = (CODE_MODEL_TOO_LARGE, CODE_MODEL_UNAVAILABLE, CODE_MODEL_NO_FIM, CODE_MODEL_CRASHED)
 SLOW_MIN_ANSWERS = 5  # answers from the model before the slow-response warning may fire
 
 
@@ -172,6 +173,8 @@ class DeepseekLanguageServer(LanguageServer):
             self.notices[CODE_MODEL_TOO_LARGE] = lsp_diagnostic(
                 CODE_MODEL_TOO_LARGE, status.error or "model too large", types.DiagnosticSeverity.Warning)
             self.show(types.MessageType.Warning, "deepseek-lsp: " + (status.error or ""))
+        elif status.state is ModelState.CRASHED:
+            self.crashed_notice(status.error or "llama.cpp crashes with this model")
         elif status.state is ModelState.ERROR:
             self.notices[CODE_MODEL_UNAVAILABLE] = lsp_diagnostic(
                 CODE_MODEL_UNAVAILABLE, status.error or "model unavailable", types.DiagnosticSeverity.Error)
@@ -183,6 +186,12 @@ class DeepseekLanguageServer(LanguageServer):
             self.show(types.MessageType.Warning, "deepseek-lsp: " + text)
         elif status.loaded:
             log.info("model ready: %s (%s), %.0f MB", status.name, status.family, status.size_mb or 0)
+        self.publish_all()
+
+    def crashed_notice(self, text: str) -> None:
+        """The Error diagnostic ``model-crashed`` on every open document, and a message (any model)."""
+        self.notices[CODE_MODEL_CRASHED] = lsp_diagnostic(CODE_MODEL_CRASHED, text, types.DiagnosticSeverity.Error)
+        self.show(types.MessageType.Error, "deepseek-lsp: " + text)
         self.publish_all()
 
     async def completion_service(self):
@@ -216,7 +225,8 @@ class DeepseekLanguageServer(LanguageServer):
             return
         self.index = index = WorkspaceIndex(roots, IndexOptions(
             include=settings.index_include, exclude=settings.index_exclude,
-            max_file_size_kb=settings.index_max_file_size_kb, embeddings=settings.index_embeddings))
+            max_file_size_kb=settings.index_max_file_size_kb, embeddings=settings.index_embeddings,
+            load_config=settings.model_load_config))
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         token = await self.begin_progress("index", "deepseek: indexing workspace", ", ".join(r.name for r in roots), True)

@@ -19,6 +19,7 @@ from typing import Callable
 from .completion import CompletionService
 from .config import Settings
 from .engine import Engine, LoadedModel, default_threads
+from .loading import ModelCrashes, Verdict, choose_config
 from .models import ModelError, ProgressCallback, ResolvedModel, ensure_model_file, needs_assembly, resolve_model
 from .prompting import FimFormat, TokenCounter, detect_fim_format
 from .resources import MemoryCheck, ModelShape, check_memory
@@ -32,6 +33,7 @@ class ModelState(str, Enum):
     LOADING = "loading"
     LOADED = "loaded"
     TOO_LARGE = "too-large"   # the memory check said no; nothing was loaded
+    CRASHED = "crashed"       # llama.cpp crashed in every load configuration the probe tried
     ERROR = "error"           # missing part, bad hash, corrupt file...
 
 
@@ -47,7 +49,9 @@ class ModelStatus:
     memory: MemoryCheck | None = None
     n_ctx: int | None = None
     n_threads: int | None = None
-    error: str | None = None           # user-facing text with the fix, for TOO_LARGE and ERROR
+    error: str | None = None           # user-facing text with the fix, for TOO_LARGE, CRASHED and ERROR
+    load_config: str | None = None     # the llama.cpp load configuration in use (server.loading)
+    verdict: Verdict | None = field(default=None, compare=False, repr=False)  # how it was chosen
     metadata: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -108,14 +112,26 @@ class ModelManager:
             self._loaded_key = key if status.loaded else None
             return status
 
-    def inspect(self, settings: Settings, progress: ProgressCallback | None = None) -> ModelStatus:
+    def inspect(self, settings: Settings, progress: ProgressCallback | None = None,
+                probe: bool = False) -> ModelStatus:
         """Everything :meth:`load` does except loading the weights (for ``doctor``). Never raises.
 
+        Args:
+            probe: also run the load probe afresh (child processes, seconds) and record its verdict.
+
         Returns:
-            NOT_LOADED with family and memory figures filled in, or TOO_LARGE / ERROR.
+            NOT_LOADED with family, memory figures and (with ``probe``) the verdict filled in,
+            or TOO_LARGE / CRASHED / ERROR.
         """
         with self._lock:
-            return self._load_locked(settings, progress, lambda s: None, load=False)
+            status = self._load_locked(settings, progress, lambda s: None, load=False)
+            if not probe or status.state is not ModelState.NOT_LOADED or not status.path:
+                return status
+            verdict = choose_config(status.path, "generate", status.n_threads or default_threads(),
+                                    settings.model_load_config, fresh=True)
+            if verdict.config is None:
+                return replace(status, state=ModelState.CRASHED, error=verdict.explain(), verdict=verdict)
+            return replace(status, load_config=verdict.config, verdict=verdict)
 
     def _set(self, status: ModelStatus, on_state) -> ModelStatus:
         self.status = status
@@ -147,11 +163,15 @@ class ModelManager:
             if not load:
                 return status
             self._set(replace(status, state=ModelState.LOADING), on_state)
-            model = self.engine.load(str(path), n_ctx=settings.model_n_ctx, n_threads=n_threads).result()
+            model = self.engine.load(str(path), n_ctx=settings.model_n_ctx, n_threads=n_threads,
+                                     load_config=settings.model_load_config).result()
             self.fim = detect_fim_format(model) if info.fim else None
             self.counter = TokenCounter(model)
             self.service = CompletionService(self.engine, self.fim, self.counter) if self.fim else None
-            return replace(status, state=ModelState.LOADED)
+            return replace(status, state=ModelState.LOADED, load_config=model.load_config, verdict=model.verdict)
+        except ModelCrashes as e:
+            log.error("%s: %s", status.name, e)
+            return replace(status, state=ModelState.CRASHED, error=f"{status.name}: {e}", verdict=e.verdict)
         except ModelError as e:
             return replace(status, state=ModelState.ERROR, error=str(e))
         except (ValueError, RuntimeError, OSError) as e:

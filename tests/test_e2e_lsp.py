@@ -34,7 +34,7 @@ async def wait_until_settled(client: LanguageClient, timeout: float = 180.0) -> 
     while True:
         status = await client.workspace_execute_command_async(
             types.ExecuteCommandParams(command="deepseek.status"))
-        if status["model"]["state"] in ("loaded", "too-large", "error"):
+        if status["model"]["state"] in ("loaded", "too-large", "error", "crashed"):
             return status
         assert time.monotonic() < deadline, f"model did not settle: {status}"
         await asyncio.sleep(0.2)

@@ -40,7 +40,7 @@ CONFIG = ClientServerConfig(server_command=[sys.executable, "-m", "server"],
 
 @pytest.fixture(scope="module")
 def llama_server(default_model_path):
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path),
+    proc = subprocess.Popen([sys.executable, "-m", "tests.llama_server", "--model", str(default_model_path),
                              "--host", "127.0.0.1", "--port", str(PORT), "--n_ctx", "4096", "--n_threads", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

@@ -1,0 +1,159 @@
+"""Loading a model without trusting it: real probe children that really die, with the real default model.
+
+The test switches of :mod:`server.loading` make the probe child kill itself with a real
+SIGSEGV (an invalid memory read) after loading, where llama.cpp's AMX fault strikes.
+Nothing about the probe's outcome is mocked: the parent sees a child die by a signal.
+Every test keeps its verdicts and markers in its own cache directory (XDG_CACHE_HOME).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from server import loading
+from server.loading import ENV_CRASH_IN_LOAD, ENV_PROBE_CRASH, ENV_PROBE_TIMEOUT, ModelCrashes
+
+pytestmark = pytest.mark.model
+
+ROOT = Path(__file__).resolve().parent.parent
+HOLE = '''import os
+
+
+def config_path(name):
+    """The path of the config file called name, in the user's home."""
+    return os.path.join(os.path.expanduser("~"), name)
+
+
+def read_lines(path):
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\\n") for line in f]
+
+
+def count_lines(path):
+    return len(read_lines(path))
+'''
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch) -> Path:
+    """This test's own cache directory: its verdicts and crash markers only."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.delenv(ENV_PROBE_CRASH, raising=False)
+    return cache / "deepseek-lsp" / "probe"
+
+
+def test_the_probe_loads_and_decodes_in_a_child(default_model_path, own_cache):
+    result = loading.run_probe(default_model_path, "generate", 2, "default")
+    assert result.ok and result.outcome == "ok", result
+    assert result.prompt_tokens_per_s and result.prompt_tokens_per_s > 10
+
+
+def test_a_probe_child_that_dies_is_survived_and_the_next_configuration_used(default_model_path, own_cache,
+                                                                              monkeypatch):
+    monkeypatch.setenv(ENV_PROBE_CRASH, "first")
+    verdict = loading.choose_config(default_model_path, "generate", 2)
+    assert [r.config for r in verdict.tried] == ["default", "no-repack"]
+    assert verdict.tried[0].outcome == "crashed (SIGSEGV)" and not verdict.tried[0].ok
+    assert verdict.config == "no-repack" and verdict.source == "probe"
+    # Remembered: the next start reads the verdict and starts no child.
+    t0 = time.monotonic()
+    again = loading.choose_config(default_model_path, "generate", 2)
+    assert again.source == "cache" and again.config == "no-repack"
+    assert time.monotonic() - t0 < 0.5
+    # And the model loads in this process with that configuration and really decodes.
+    llm, guard, used = loading.load_llama(default_model_path, kind="generate", n_threads=2, n_ctx=512)
+    try:
+        assert used.config == "no-repack" and guard.armed and guard.path.exists()
+        llm.eval(llm.tokenize(b"def add(a, b):\n    return"))
+        assert llm.detokenize([llm.sample(temp=0.0)]).strip()
+        for _ in range(loading.GUARDED_DECODES):
+            guard.decoded()
+        assert not guard.path.exists()  # trusted after its first decodes
+    finally:
+        llm.close()
+        guard.disarm()
+
+
+def test_when_every_configuration_dies_loading_says_so(default_model_path, own_cache, monkeypatch):
+    monkeypatch.setenv(ENV_PROBE_CRASH, "all")
+    with pytest.raises(ModelCrashes) as caught:
+        loading.load_llama(default_model_path, kind="generate", n_threads=2, n_ctx=512)
+    verdict = caught.value.verdict
+    assert verdict.config is None
+    assert [(r.config, r.outcome) for r in verdict.tried] == [
+        (name, "crashed (SIGSEGV)") for name in loading.CONFIG_NAMES]
+    message = str(caught.value)
+    assert "every load configuration" in message and "Fix:" in message and "GGML_NATIVE=OFF" in message
+    # Not probed again at the next start (each probe would crash again): the verdict is cached.
+    assert loading.choose_config(default_model_path, "generate", 2).source == "cache"
+
+
+def test_a_hung_probe_is_stopped_at_its_time_limit(default_model_path, own_cache, monkeypatch):
+    monkeypatch.setenv(ENV_PROBE_CRASH, "hang-first")
+    monkeypatch.setenv(ENV_PROBE_TIMEOUT, "8")
+    t0 = time.monotonic()
+    verdict = loading.choose_config(default_model_path, "generate", 2)
+    assert verdict.tried[0].outcome == "timed out after 8 s"
+    assert verdict.config == "no-repack"
+    assert time.monotonic() - t0 < 40
+
+
+def test_a_forced_configuration_is_used_without_a_probe(default_model_path, own_cache, monkeypatch):
+    monkeypatch.setenv(ENV_PROBE_CRASH, "all")  # a probe would fail everything
+    verdict = loading.choose_config(default_model_path, "generate", 2, "no-repack")
+    assert verdict.config == "no-repack" and verdict.source == "setting" and not verdict.tried
+
+
+def test_the_embedding_model_is_probed_too(own_cache, monkeypatch):
+    from index.embedding import Embedder, EmbeddingUnavailable, ensure_embedding_model
+
+    path = ensure_embedding_model()
+    monkeypatch.setenv(ENV_PROBE_CRASH, "first")
+    embedder = Embedder(path, n_threads=2)
+    try:
+        assert embedder.verdict.config == "no-repack"
+        assert embedder.verdict.tried[0].outcome == "crashed (SIGSEGV)"
+        vectors = embedder.embed(["def read_config(path):", "parse a configuration file"])
+        assert vectors.shape == (2, 384) and abs(float((vectors[0] ** 2).sum()) - 1) < 1e-3
+    finally:
+        embedder.close()
+    monkeypatch.setenv(ENV_PROBE_CRASH, "all")
+    with pytest.raises(EmbeddingUnavailable, match="semantic search is off"):
+        Embedder(path, n_threads=1)
+
+
+def _complete(model: Path, file: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """README's main job, ``deepseek-lsp complete``, in a child process."""
+    return subprocess.run([sys.executable, "-m", "server", "complete", str(file), "--line", "6", "--col", "12",
+                           "--set", f"model.path={model}"], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=ROOT)
+
+
+def test_a_start_after_a_crash_during_load_probes_again_instead_of_crashing(default_model_path, own_cache,
+                                                                           tmp_path):
+    file = tmp_path / "paths.py"
+    file.write_text(HOLE.replace('    return os.path.join(os.path.expanduser("~"), name)\n', "    return \n"))
+    env = {**os.environ}
+    # 1. The probe passes "default", then the process dies while loading it (SIGSEGV).
+    crashed = _complete(default_model_path, file, {**env, ENV_CRASH_IN_LOAD: "1"})
+    assert crashed.returncode == -signal.SIGSEGV, crashed.stderr
+    markers = list((own_cache / "markers").glob("*.json"))
+    assert len(markers) == 1 and json.loads(markers[0].read_text())["config"] == "default"
+    # 2. The next start sees the marker, does not trust "default" again, and answers.
+    ok = _complete(default_model_path, file, env)
+    assert ok.returncode == 0, ok.stderr
+    assert "os.path" in ok.stdout or "name" in ok.stdout, ok.stdout
+    verdicts = json.loads((own_cache / "verdicts.json").read_text())
+    (verdict,) = verdicts.values()
+    assert verdict["config"] == "no-repack"
+    assert "died while loading" in verdict["died"]["default"]
+    assert not list((own_cache / "markers").glob("*.json"))  # a normal exit leaves no marker
