@@ -4,7 +4,8 @@
 start the real server and model (see clients/vscode/src/test/). Then
 clients/vscode/tests/real-vscode.sh installs the packaged .vsix into code-server 4.100.3
 (real VS Code 1.100.3) in headless Chromium and checks ghost text, Tab to accept, the
-status bar and Explain in the chat panel; it needs Chromium and ripgrep from Debian.
+status bar and Explain in the chat panel. What each needs from outside pip is checked
+first (tests/prereqs.py): a test skips with the install command when it is missing.
 """
 
 import json
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from server.config import vscode_configuration_properties
+
+from .prereqs import require_node, require_real_vscode
 
 EXT = Path(__file__).parent.parent / "clients" / "vscode"
 BIN = str(Path(sys.executable).parent)
@@ -35,8 +38,8 @@ def test_package_json_settings_mirror_the_server_settings():
 
 
 def _npm(*args: str, timeout: int) -> subprocess.CompletedProcess:
+    require_node()
     npm = shutil.which("npm")
-    assert npm, "npm not found: the VS Code extension needs Node 20 and npm"
     return subprocess.run([npm, *args], cwd=EXT, capture_output=True, text=True, env=_env(), timeout=timeout)
 
 
@@ -52,8 +55,8 @@ def test_vscode_extension_npm_test():
 
 @pytest.mark.model
 def test_vscode_extension_in_a_real_vscode():
-    if not Path(os.environ.get("CHROMIUM", "/usr/bin/chromium")).exists() or not shutil.which("rg"):
-        pytest.skip("needs Chromium and ripgrep: apt-get install chromium ripgrep")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    require_real_vscode(code_server_installed=(cache / "deepseek-lsp-tests" / "code-server-4.100.3" / ".installed").exists())
     if not (EXT / "node_modules" / ".package-lock.json").exists():
         assert _npm("ci", "--no-audit", "--no-fund", timeout=600).returncode == 0
     out = subprocess.run([str(EXT / "tests" / "real-vscode.sh")], capture_output=True, text=True, env=_env(),

@@ -5,7 +5,8 @@
 # answer. Screenshots go to $SCREENSHOTS (default: a temp folder, printed).
 #   DEEPSEEK_LSP=/path/to/deepseek-lsp clients/vscode/tests/real-vscode.sh
 # Needs: Chromium (`apt-get install chromium`) and ripgrep (`apt-get install ripgrep`: code-server's
-# install would download it from GitHub otherwise). code-server is installed from npm on first
+# install would download it from GitHub otherwise); to install code-server, libkrb5-dev and
+# build-essential (its native modules are compiled by node-gyp). code-server is installed from npm on first
 # use into ${XDG_CACHE_HOME:-~/.cache}/deepseek-lsp-tests/code-server-4.100.3 (about 3 minutes).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -22,6 +23,10 @@ export CHROMIUM
 # download is served from the local rg through @vscode/ripgrep's cache folder.
 cs_dir="${XDG_CACHE_HOME:-$HOME/.cache}/deepseek-lsp-tests/code-server-4.100.3"
 if [ ! -f "$cs_dir/.installed" ]; then
+  # Its native modules build with node-gyp; kerberos needs the GSSAPI headers.
+  [ -f /usr/include/gssapi/gssapi.h ] || { echo "gssapi/gssapi.h not found (code-server's kerberos module): apt-get install libkrb5-dev" >&2; exit 3; }
+  command -v make >/dev/null && { command -v c++ >/dev/null || command -v g++ >/dev/null; } \
+    || { echo "a C++ compiler and make are needed to build code-server's native modules: apt-get install build-essential" >&2; exit 3; }
   echo "installing code-server 4.100.3 into $cs_dir" >&2
   rm -rf "$cs_dir" && mkdir -p "$cs_dir"
   tmp="${TMPDIR:-/tmp}"
