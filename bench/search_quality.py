@@ -40,7 +40,8 @@ def strip_docstrings(source: str) -> tuple[str, list[tuple[str, int, int, str]]]
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
             continue
         body = node.body
-        if not body or not isinstance(body[0], ast.Expr) or not isinstance(getattr(body[0], "value", None), ast.Constant) \
+        if not body or not isinstance(body[0], ast.Expr) \
+                or not isinstance(getattr(body[0], "value", None), ast.Constant) \
                 or not isinstance(body[0].value.value, str):
             continue
         doc = body[0].value.value

@@ -261,7 +261,8 @@ def main() -> None:
     def row(name: str, outs: list[Outcome]) -> str:
         lat = [o.latency_ms for o in outs]
         return (f"{name:<26} {pct(lat, 0.5):>8.0f} {pct(lat, 0.9):>8.0f} "
-                f"{100 * sum(o.exact for o in outs) / len(outs):>7.1f}% {statistics.mean(o.similarity for o in outs):>8.3f}")
+                f"{100 * sum(o.exact for o in outs) / len(outs):>7.1f}% "
+                f"{statistics.mean(o.similarity for o in outs):>8.3f}")
 
     print(f"\n{'':<26} {'p50 ms':>8} {'p90 ms':>8} {'exact':>8} {'edit sim':>8}")
     print(row("deepseek-lsp (typing)", ours))

@@ -13,34 +13,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import lru_cache
+
+from server.languages import DEFINITIONS
+
+from .syntax import grammar_for, node_name, parse
 
 MAX_LINES = 60        # a longer definition is split into windows of this many lines ...
 OVERLAP_LINES = 10    # ... overlapping by this many
 MIN_GAP_LINES = 3     # module-level code shorter than this between definitions is not a chunk
 
-# File extension -> tree-sitter-language-pack language name.
-LANGUAGES = {
-    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
-    ".jsx": "javascript", ".ts": "typescript", ".tsx": "tsx", ".go": "go", ".rs": "rust", ".java": "java",
-    ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".hpp": "cpp", ".hh": "cpp",
-}
-# Node types that make a chunk, per language, and the kind reported for them.
-DEFINITIONS = {
-    "python": {"function_definition": "function", "class_definition": "class"},
-    "javascript": {"function_declaration": "function", "class_declaration": "class",
-                   "method_definition": "method", "generator_function_declaration": "function"},
-    "typescript": {"function_declaration": "function", "class_declaration": "class", "method_definition": "method",
-                   "interface_declaration": "interface", "type_alias_declaration": "type", "enum_declaration": "enum"},
-    "go": {"function_declaration": "function", "method_declaration": "method", "type_declaration": "type"},
-    "rust": {"function_item": "function", "impl_item": "impl", "struct_item": "struct", "enum_item": "enum",
-             "trait_item": "trait", "mod_item": "module"},
-    "java": {"class_declaration": "class", "method_declaration": "method", "interface_declaration": "interface",
-             "constructor_declaration": "constructor", "enum_declaration": "enum"},
-    "c": {"function_definition": "function", "struct_specifier": "struct"},
-    "cpp": {"function_definition": "function", "class_specifier": "class", "struct_specifier": "struct"},
-}
-DEFINITIONS["tsx"] = DEFINITIONS["typescript"]
 # Definitions inside these kinds are chunked on their own too (methods of a class).
 CONTAINERS = {"class", "impl", "interface", "trait", "module"}
 
@@ -70,28 +51,6 @@ class Chunk:
         return hashlib.sha1(self.text.encode("utf-8", "replace")).hexdigest()
 
 
-def language_for(path: str) -> str | None:
-    dot = path.rfind(".")
-    return LANGUAGES.get(path[dot:].lower()) if dot >= 0 else None
-
-
-@lru_cache(maxsize=None)
-def _parser(language: str):
-    from tree_sitter_language_pack import get_parser
-    return get_parser(language)
-
-
-def _name(node) -> str:
-    name = node.child_by_field_name("name")
-    if name is None:
-        for child in node.children:  # Go type_declaration, C function declarator, Rust impl type ...
-            if child.type in ("type_spec", "function_declarator", "declarator", "type_identifier", "identifier"):
-                inner = child.child_by_field_name("name") or child.child_by_field_name("declarator") or child
-                return inner.text.decode("utf-8", "replace").split("(")[0]
-        return ""
-    return name.text.decode("utf-8", "replace")
-
-
 def _windows(path: str, lines: list[str], start: int, end: int, symbol: str, kind: str) -> list[Chunk]:
     """Lines ``start..end`` as chunks of at most MAX_LINES, overlapping by OVERLAP_LINES."""
     out = []
@@ -118,18 +77,18 @@ def chunk_file(path: str, text: str) -> list[Chunk]:
     lines = text.splitlines(keepends=True)
     if not lines:
         return []
-    language = language_for(path)
-    if language is None:
+    grammar = grammar_for(path)
+    if grammar is None:
         return _windows(path, lines, 0, len(lines) - 1, "", "lines")
-    kinds = DEFINITIONS[language]
-    tree = _parser(language).parse(text.encode("utf-8", "replace"))
+    kinds = DEFINITIONS[grammar]
+    tree = parse(grammar, text)
     definitions: list[tuple[int, int, str, str]] = []
 
     def visit(node, depth: int) -> None:
         for child in node.children:
             kind = kinds.get(child.type)
             if kind is not None:
-                definitions.append((child.start_point[0], child.end_point[0], _name(child), kind))
+                definitions.append((child.start_point[0], child.end_point[0], node_name(child), kind))
                 if kind in CONTAINERS:
                     visit(child, depth + 1)
             elif child.child_count and depth < 6:

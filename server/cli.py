@@ -65,7 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """
     from .loading import disarm_all
     from .logs import enable_crash_log, setup_logging
-    from .lsp_server import server
+    from .lsp_app import create_server
 
     rpc_out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
@@ -78,7 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
     signal.signal(signal.SIGTERM, terminated)
-    server.start_io(stdin=sys.stdin.buffer, stdout=rpc_out)
+    create_server().start_io(stdin=sys.stdin.buffer, stdout=rpc_out)
     return 0
 
 
@@ -98,7 +98,7 @@ def _line_col_offset(text: str, line: int, col: int) -> int:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    from .completion import Snapshot, Unsuitable
+    from .completion import CompletionService, Snapshot, Unsuitable
     from .logs import setup_logging
     from .lsp_convert import language_from_uri
     from .manager import ModelManager
@@ -120,13 +120,14 @@ def cmd_complete(args: argparse.Namespace) -> int:
     if not status.loaded:
         print(f"deepseek-lsp: {status.error}", file=sys.stderr)
         return 2
-    if manager.service is None:
+    if manager.fim is None or manager.counter is None:
         print(f"deepseek-lsp: {status.name} has no fill-in-the-middle tokens; choose a code model.", file=sys.stderr)
         return 2
+    service = CompletionService(manager.engine, manager.fim, manager.counter)
     snap = Snapshot(uri=path.resolve().as_uri(), version=None, text=text, offset=offset,
                     language_id=args.language or language_from_uri(str(path)))
     try:
-        s = asyncio.run(manager.service.suggest(snap, settings, manual=True))
+        s = asyncio.run(service.suggest(snap, settings, manual=True))
     except Unsuitable as e:
         print(f"deepseek-lsp: no suggestion: {e}", file=sys.stderr)
         return 1
@@ -215,8 +216,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f"no requests recorded yet ({store.path})")
         return 0
     print(f"{'task':<10} {'requests':>8} {'p50 ms':>9} {'p95 ms':>9} {'cache hits':>10}   ({store.path})")
-    for task, n, p50, p95, hits in rows:
-        print(f"{task:<10} {n:>8} {p50:>9.0f} {p95:>9.0f} {100 * hits:>9.0f}%")
+    for r in rows:
+        print(f"{r.task:<10} {r.requests:>8} {r.p50_ms:>9.0f} {r.p95_ms:>9.0f} {100 * r.cache_hit_share:>9.0f}%")
     return 0
 
 
@@ -228,7 +229,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     n = 0
     try:
         for sid in store.all_sessions():
-            messages = [{"role": m["role"], "content": m["text"]} for m in store.messages(sid)]
+            messages = [{"role": m.role, "content": m.text} for m in store.messages(sid)]
             if any(m["role"] == "assistant" for m in messages):
                 out.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
                 n += 1
@@ -241,8 +242,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """``models list|pull|use|remove``: the catalog, installed models, the default."""
-    from .models import (ModelError, is_installed, load_catalog, pull, remove, set_user_default_model,
-                         user_default_model)
+    from .models import ModelError, is_installed, load_catalog, pull, remove, set_user_default_model, user_default_model
     from .resources import OVERHEAD_MB, available_mb
 
     default, entries = load_catalog()
@@ -274,7 +274,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         elif args.action == "use":
             set_user_default_model(args.name)
             print(f"{args.name} is now the default model" + ("" if is_installed(entries[args.name]) else
-                                                              f" (not installed yet: deepseek-lsp models pull {args.name})"))
+                                                              " (not installed yet: deepseek-lsp models pull "
+                                                              f"{args.name})"))
         elif args.action == "remove":
             print(f"{args.name}: " + ("removed" if remove(args.name) else "was not installed"))
     except ModelError as e:

@@ -31,13 +31,23 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .config import Settings
 from .engine import Engine, Generation, LoadedModel
 from .length import LengthPolicy, Mode, decide, trim
 from .prompting import WINDOW_GRID_LINES, Budget, CursorText, FimFormat, TokenCounter, build_fim_prompt
+
+if TYPE_CHECKING:
+    from .remote import OpenAIBackend
+
+# Other files' best chunks for the code around the cursor: (document URI, query text,
+# budget in characters) -> [(workspace-relative path, code)]. Called on the engine's owner
+# thread (``engine-completion``) once per 32-line cell of a document, cached by the service;
+# it must not block on the event loop.
+ContextProvider = Callable[[str, str, int], list[tuple[str, str]]]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +82,23 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class CompletionStats:
+    """Figures for ``deepseek.status``.
+
+    Attributes:
+        model_answers: suggestions that needed the model; cache_answers: from the caches.
+        avg_latency_ms: moving average latency of model answers (ms), None before the first.
+        prompt_tokens / reused_tokens: over all generations, prompt tokens and those the KV cache held.
+    """
+
+    model_answers: int
+    cache_answers: int
+    avg_latency_ms: float | None
+    prompt_tokens: int
+    reused_tokens: int
+
+
+@dataclass
 class Suggestion:
     """The completion and how it was made.
 
@@ -183,7 +210,15 @@ class CompletionService:
         generation_ms: moving average of generation time (first token to last, ms).
     """
 
-    def __init__(self, engine: Engine, fim: FimFormat, counter: TokenCounter):
+    def __init__(self, engine: Engine | None, fim: FimFormat | None, counter: TokenCounter,
+                 context: ContextProvider | None = None):
+        """Args:
+            engine: the model's owner thread (None for a subclass that generates elsewhere).
+            fim: the model's FIM format.
+            counter: token counter bound to the model's tokenizer.
+            context: other files' best chunks for the code around the cursor (see
+                :data:`ContextProvider`), or None for no cross-file context.
+        """
         self.engine, self.fim, self.counter = engine, fim, counter
         self._cache: OrderedDict[tuple, _Entry] = OrderedDict()
         self._flights: dict[str, _Flight] = {}
@@ -193,22 +228,21 @@ class CompletionService:
         self.generation_ms: float | None = None
         self.model_answers = 0
         self.cache_answers = 0
-        # context(uri, query, budget_chars) -> [(path, code)]: other files' best chunks (set
-        # by whoever owns a workspace index); looked up once per window cell of a document.
-        self.context: Callable[[str, str, int], list[tuple[str, str]]] | None = None
+        self._context = context
         self._context_cache: OrderedDict[tuple, list[tuple[str, str]]] = OrderedDict()
         self.prompt_tokens = 0   # over all generations: prompt tokens ...
         self.reused_tokens = 0   # ... and how many of them the KV cache already held
 
-    def stats(self) -> dict:
+    def stats(self) -> CompletionStats:
         """Figures for ``deepseek.status``: answers, latency, KV-cache reuse."""
-        return {
-            "modelAnswers": self.model_answers,
-            "cacheAnswers": self.cache_answers,
-            "avgLatencyMs": round(self.latency_ms, 1) if self.latency_ms is not None else None,
-            "promptTokens": self.prompt_tokens,
-            "reusedTokens": self.reused_tokens,
-        }
+        return CompletionStats(self.model_answers, self.cache_answers,
+                               round(self.latency_ms, 1) if self.latency_ms is not None else None,
+                               self.prompt_tokens, self.reused_tokens)
+
+    def _submit(self, job: Callable[[LoadedModel | None], "_Entry | None"]) -> Future:
+        """Run a generation job where this service generates: the engine's owner thread."""
+        assert self.engine is not None
+        return self.engine.submit(job)
 
     def forget(self, uri: str) -> None:
         """The document closed: stop its generation and drop its typing history."""
@@ -296,7 +330,7 @@ class CompletionService:
                                                    partial=resume.text if resume else "")
         not_before = t0 + (0 if manual else self.debounce_ms(snap.uri, settings) / 1000)
         cap_ms = settings.completion_manual_max_time_ms if manual else settings.completion_auto_max_time_ms
-        job = self.engine.submit(lambda model: self._generate(
+        job = self._submit(lambda model: self._generate(
             model, snap.uri, cursor, policy, settings, flight, not_before, cap_ms, resume))
         flight.future = asyncio.wrap_future(job)
         entry = await self._wait(snap.uri, flight)
@@ -337,14 +371,14 @@ class CompletionService:
     def _cross_file(self, uri: str, cursor: CursorText, settings: Settings) -> list[tuple[str, str]]:
         """Other files' chunks for the code around the cursor, cached per 32-line cell so the
         prompt's start (and its KV cache) stays the same while the user works there."""
-        if self.context is None or settings.completion_context_tokens <= 0:
+        if self._context is None or settings.completion_context_tokens <= 0:
             return []
         line = cursor.above.count("\n")
         key = (uri, line // WINDOW_GRID_LINES, settings.completion_context_tokens)
         if key not in self._context_cache:
             nearby = "".join(cursor.above.splitlines(keepends=True)[-20:]) + cursor.typed
             try:
-                found = self.context(uri, nearby, settings.completion_context_tokens * 4)
+                found = self._context(uri, nearby, settings.completion_context_tokens * 4)
             except Exception as e:  # the index must never break a completion
                 log.warning("cross-file context failed: %s", e)
                 found = []
@@ -429,11 +463,27 @@ class RemoteCompletionService(CompletionService):
     are estimated (about 3.5 characters a token).
     """
 
-    def __init__(self, runner, family):
+    def __init__(self, backend: OpenAIBackend, family: FimFormat, context: ContextProvider | None = None,
+                 workers: int = 4):
+        """Args:
+            backend: the OpenAI-compatible server.
+            family: the FIM format of the server's model (its vocabulary cannot be read from here).
+            workers: threads for requests in flight (``remote-*``; HTTP waits, not CPU).
+        """
         from .remote import ApproxVocabulary
-        vocab = ApproxVocabulary()
-        super().__init__(runner, None, TokenCounter(vocab))
-        self.family = family
+        super().__init__(None, None, TokenCounter(ApproxVocabulary()), context)
+        self.backend, self.family = backend, family
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="remote")
+
+    def _submit(self, job: Callable[[LoadedModel | None], "_Entry | None"]) -> Future:
+        """Run a request on the ``remote-*`` pool (there is no local model: the job gets None)."""
+        return self._pool.submit(job, None)
+
+    def shutdown(self) -> None:
+        """Stop the requests in flight and close the HTTP client."""
+        self.cancel_all()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.backend.close()
 
     def _generate(self, model, uri: str, cursor: CursorText, policy: LengthPolicy, settings: Settings,
                   flight: _Flight, not_before: float, cap_ms: float, resume: _Entry | None) -> _Entry | None:
@@ -455,12 +505,12 @@ class RemoteCompletionService(CompletionService):
             flight.partial = text
             return trim(text, policy)[1]
 
-        result = self.engine.backend.complete(prompt, max_tokens=max_tokens, stop=list(f.stop_tokens), cancel=cancel,
+        result = self.backend.complete(prompt, max_tokens=max_tokens, stop=list(f.stop_tokens), cancel=cancel,
                                               cap_s=cap_ms / 1000, judge=judge)
         if result.finish == "cancelled":
             return None
         ms = (time.monotonic() - t0) * 1000
-        n_prompt = len(self.counter._vocab.tokenize(prompt))
+        n_prompt = self.counter.count(prompt)
         gen = Generation(result.text, result.finish, [], n_prompt, 0, 0, ms, ms)
         log.info("remote completion: %s, %d chars in %.0f ms; finish %s", policy.mode.value, len(result.text), ms,
                  result.finish)

@@ -187,6 +187,10 @@ class Settings:
         """The settings that decide which model is loaded and how; a change means a reload."""
         return (self.model_path, self.model_name, self.model_n_ctx, self.threads, self.model_load_config)
 
+    def backend_key(self) -> tuple:
+        """The settings that decide the completion backend; a change means a new backend."""
+        return (self.backend_kind, self.backend_url, self.backend_api_key, self.backend_model, self.backend_family)
+
     def get(self, key: str) -> Any:
         """The value of a dotted camelCase key, e.g. ``get("model.nCtx")``."""
         return getattr(self, _attr(key))

@@ -1,20 +1,60 @@
-"""All conversion between deepseek-lsp's domain objects and LSP types lives here.
+"""All conversion between deepseek-lsp's domain objects and LSP types (or JSON replies) lives here.
 
-Handlers in :mod:`server.lsp_server` get LSP params, call these helpers to build
-domain objects, call domain code, and convert the result back with the ``lsp_*``
-functions below.
+Handlers (``server/lsp_*.py``) get LSP params, call these helpers to build domain
+objects, call domain code, and convert the result back with the ``lsp_*`` functions
+below. The domain never sees an LSP type; the wire never sees a domain object.
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
+from lsprotocol.converters import get_converter
 
-from .completion import Snapshot, Suggestion
+from .assist import Reference, Reply, StoredMessage, TestRun
+from .completion import CompletionStats, Snapshot, Suggestion
+from .config import Settings
+from .languages import language_id
 from .manager import ModelStatus
 
 SOURCE = "deepseek"
+_CONVERTER = get_converter()
+
+
+def plain(value: Any) -> Any:
+    """Params of custom commands may arrive as namedtuples or attrs objects: make them JSON-like dicts."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if hasattr(value, "_asdict"):
+        value = value._asdict()
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def uri_to_path(uri: str) -> Path | None:
+    """A file:// URI (percent-encoded or not) as a path; None for other schemes."""
+    from pygls.uris import to_fs_path
+    if not uri.startswith("file:"):
+        return None
+    path = to_fs_path(uri)
+    return Path(path) if path else None
+
+
+def lines_range(start_line: int, end_line: int) -> types.Range:
+    """Whole lines ``start_line..end_line`` (inclusive) as an LSP range (end exclusive, at column 0)."""
+    return types.Range(start=types.Position(line=start_line, character=0),
+                       end=types.Position(line=end_line + 1, character=0))
+
+
+def to_json(value: Any) -> Any:
+    """An lsprotocol object as the JSON the wire carries."""
+    return _CONVERTER.unstructure(value)
 
 
 class InvalidPosition(ValueError):
@@ -47,19 +87,9 @@ def snapshot(doc: Any, position: types.Position) -> Snapshot:
                     language_id=doc.language_id or language_from_uri(doc.uri))
 
 
-_EXTENSIONS = {
-    "py": "python", "pyi": "python", "js": "javascript", "mjs": "javascript", "cjs": "javascript",
-    "jsx": "javascriptreact", "ts": "typescript", "tsx": "typescriptreact", "go": "go", "rs": "rust",
-    "java": "java", "c": "c", "h": "c", "cc": "cpp", "cpp": "cpp", "cxx": "cpp", "hpp": "cpp", "hh": "cpp",
-    "cs": "csharp", "rb": "ruby", "php": "php", "kt": "kotlin", "swift": "swift", "scala": "scala",
-    "lua": "lua", "sh": "shellscript",
-}
-
-
 def language_from_uri(uri_or_path: str) -> str:
-    """Best-effort LSP language id from a file extension (``plaintext`` when unknown)."""
-    ext = uri_or_path.rsplit(".", 1)[-1].lower() if "." in uri_or_path.rsplit("/", 1)[-1] else ""
-    return _EXTENSIONS.get(ext, "plaintext")
+    """The LSP language id of a file from its extension (``plaintext`` when unknown)."""
+    return language_id(uri_or_path)
 
 
 def lsp_inline_completion(suggestion: Suggestion | None, position: types.Position) -> types.InlineCompletionList:
@@ -97,13 +127,30 @@ def lsp_completion(suggestion: Suggestion | None, position: types.Position) -> t
 
 def lsp_diagnostic(code: str, message: str, severity: types.DiagnosticSeverity, line: int = 0) -> types.Diagnostic:
     """A whole-line diagnostic from deepseek-lsp (source ``deepseek``)."""
-    rng = types.Range(start=types.Position(line=line, character=0), end=types.Position(line=line + 1, character=0))
-    return types.Diagnostic(range=rng, message=message, severity=severity, source=SOURCE, code=code)
+    return types.Diagnostic(range=lines_range(line, line), message=message, severity=severity, source=SOURCE, code=code)
 
 
-def lsp_status(status: ModelStatus, backend_kind: str, index: dict[str, Any]) -> dict[str, Any]:
-    """The ``deepseek.status`` reply (see docs/PROTOCOL.md)."""
+def lsp_completion_stats(stats: CompletionStats | None) -> dict[str, Any] | None:
+    if stats is None:
+        return None
+    return {"modelAnswers": stats.model_answers, "cacheAnswers": stats.cache_answers,
+            "avgLatencyMs": stats.avg_latency_ms, "promptTokens": stats.prompt_tokens,
+            "reusedTokens": stats.reused_tokens}
+
+
+def lsp_status(status: ModelStatus, settings: Settings, index: dict[str, Any], stats: CompletionStats | None,
+               reachable: bool, available_mb: float) -> dict[str, Any]:
+    """The ``deepseek.status`` reply (see docs/PROTOCOL.md).
+
+    Args:
+        available_mb: memory available now (or the configured limit), MB.
+        reachable: the remote backend answered last time (``backend.kind`` openai).
+    """
     mem = status.memory
+    backend: dict[str, Any] = {"kind": settings.backend_kind}
+    if settings.backend_kind == "openai":
+        backend.update({"url": settings.backend_url, "model": settings.backend_model,
+                        "family": settings.backend_family, "reachable": reachable})
     return {
         "model": {
             "name": status.name,
@@ -118,13 +165,14 @@ def lsp_status(status: ModelStatus, backend_kind: str, index: dict[str, Any]) ->
             "loadConfig": status.load_config,
             "probe": status.verdict.to_json() if status.verdict is not None else None,
         },
-        "backend": {"kind": backend_kind},
+        "backend": backend,
         "ram": {
-            "availableMb": round(mem.available_mb) if mem else None,
+            "availableMb": round(available_mb),
             "neededMb": round(mem.needed_mb) if mem else None,
             "limitSource": mem.limit_source if mem else None,
         },
         "index": index,
+        "completion": lsp_completion_stats(stats),
     }
 
 
@@ -132,10 +180,79 @@ def lsp_search_result(r: Any) -> dict[str, Any]:
     """One ``deepseek.search`` result: ``{uri, range, score, symbol, text}`` (range end exclusive)."""
     return {
         "uri": r.file.as_uri(),
-        "range": {"start": {"line": r.start_line, "character": 0},
-                  "end": {"line": r.end_line + 1, "character": 0}},
+        "range": to_json(lines_range(r.start_line, r.end_line)),
         "score": round(r.score, 6),
         "symbol": r.symbol,
         "kind": r.kind,
         "text": r.text,
     }
+
+
+# -- the assistant -----------------------------------------------------------------------------
+def lsp_references(references: list[Reference]) -> list[dict[str, Any]]:
+    """``[{uri, range}]`` of whole lines (end exclusive) for the code a reply is about."""
+    return [{"uri": r.path.resolve().as_uri(), "range": to_json(lines_range(r.start_line, r.end_line))}
+            for r in references]
+
+
+def lsp_code_actions(uri: str, rng: types.Range, actions: list[tuple[str, str, types.CodeActionKind]]
+                     ) -> list[types.CodeAction]:
+    """One code action per (title, command id, kind), each carrying ``{uri, range}``."""
+    arg = {"uri": uri, "range": to_json(rng)}
+    return [types.CodeAction(title=f"deepseek: {title}", kind=kind,
+                             command=types.Command(title=title, command=cmd, arguments=[arg]))
+            for title, cmd, kind in actions]
+
+
+def lsp_reply(reply: Reply, text_key: str) -> dict[str, Any]:
+    """An explain (``markdown``) or chat (``reply``) result."""
+    return {text_key: reply.text, "sessionId": reply.session_id, "cacheHit": reply.cache_hit,
+            "promptVersion": reply.prompt_version, "references": lsp_references(reply.references)}
+
+
+def lsp_replace_lines(uri: str, version: int | None, start_line: int, end_line: int, text: str) -> types.WorkspaceEdit:
+    """Replace whole lines of a document, at the version the new text was computed against."""
+    return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
+        text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
+        edits=[types.TextEdit(range=lines_range(start_line, end_line), new_text=text)])])
+
+
+def lsp_append_or_create(uri: str, existing: str | None, code: str, version: int | None) -> types.WorkspaceEdit:
+    """Append ``code`` to a file (at its end, after a blank line), or create it with ``code``."""
+    at = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0))
+    changes: list[Any] = []
+    if existing is not None:
+        n = len(split_lines(existing)) if existing else 0
+        at = types.Range(start=types.Position(line=n, character=0), end=types.Position(line=n, character=0))
+        code = ("\n\n" if existing.strip() else "") + code
+    else:
+        changes.append(types.CreateFile(uri=uri, options=types.CreateFileOptions(ignore_if_exists=True)))
+    changes.append(types.TextDocumentEdit(text_document=types.OptionalVersionedTextDocumentIdentifier(
+        uri=uri, version=version), edits=[types.TextEdit(range=at, new_text=code)]))
+    return types.WorkspaceEdit(document_changes=changes)
+
+
+def lsp_test_run(run: TestRun | None) -> dict[str, Any]:
+    return {"ran": run is not None, "ok": bool(run and run.ok), "passed": run.passed if run else [],
+            "failed": run.failed if run else [], "output": run.output[-3000:] if run else ""}
+
+
+def lsp_messages(messages: list[StoredMessage]) -> list[dict[str, Any]]:
+    """``deepseek.chatHistory`` messages."""
+    return [{"role": m.role, "text": m.text, "timestamp": m.timestamp, "model": m.model,
+             "promptVersion": m.prompt_version, "references": lsp_references(m.references)} for m in messages]
+
+
+def lsp_hover(parts: list[str]) -> types.Hover:
+    return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value="\n\n".join(parts)))
+
+
+_EOL = re.compile(r"\r\n|\r|\n")
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines as LSP counts them: only CR LF, CR and LF end a line (not form feed, U+2028, ...)."""
+    lines = _EOL.split(text)
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines

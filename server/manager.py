@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Callable
 
-from .completion import CompletionService
 from .config import Settings
 from .engine import Engine, LoadedModel, default_threads
 from .loading import ModelCrashes, Verdict, choose_config
@@ -79,7 +78,6 @@ class ModelManager:
         status: the latest :class:`ModelStatus` (replaced, never mutated).
         fim: the loaded model's FIM format (None until loaded, or for non-FIM models).
         counter: a token counter bound to the loaded model (cache shared across requests).
-        service: the completion pipeline for the loaded model (None without a FIM model).
     """
 
     def __init__(self, name: str = "completion") -> None:
@@ -87,7 +85,6 @@ class ModelManager:
         self.status = ModelStatus()
         self.fim: FimFormat | None = None
         self.counter: TokenCounter | None = None
-        self.service: CompletionService | None = None
         self._lock = threading.Lock()
         self._loaded_key: tuple | None = None
 
@@ -151,7 +148,7 @@ class ModelManager:
             status = replace(status, size_mb=size / 2**20)
             if load:  # unload the previous model first: its memory must not count against the new one
                 self.engine.unload().result()
-                self.fim, self.counter, self.service = None, None, None
+                self.fim, self.counter = None, None
             info = self._inspect(str(path), n_threads)
             family = info.fim.family.name if info.fim else None
             status = replace(status, family=family, metadata=info.metadata)
@@ -167,7 +164,6 @@ class ModelManager:
                                      load_config=settings.model_load_config).result()
             self.fim = detect_fim_format(model) if info.fim else None
             self.counter = TokenCounter(model)
-            self.service = CompletionService(self.engine, self.fim, self.counter) if self.fim else None
             return replace(status, state=ModelState.LOADED, load_config=model.load_config, verdict=model.verdict)
         except ModelCrashes as e:
             log.error("%s: %s", status.name, e)

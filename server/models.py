@@ -353,15 +353,16 @@ def _download(entry: CatalogEntry, dest: Path) -> Path:
     # No telemetry, ever: without this, huggingface_hub fetches an "agent harness" registry
     # and adds library and agent details to its user agent (read at import time).
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub import constants as hf_constants
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
     hub = entry.hub
     try:
         meta = get_hf_file_metadata(hf_hub_url(hub.repo, hub.file, revision=hub.revision))
     except Exception as e:  # offline, DNS, 404, ...
         raise ModelError(
-            f"cannot reach the model hub at {hf_constants.ENDPOINT} for {hub.repo}/{hub.file}: {type(e).__name__}: {e}. "
+            f"cannot reach the model hub at {hf_constants.ENDPOINT} for {hub.repo}/{hub.file}: "
+            f"{type(e).__name__}: {e}. "
             "Fix: connect to the internet once (or set HF_ENDPOINT to a mirror), or use a model installed with pip "
             "(deepseek-lsp models list).") from None
     etag = (meta.etag or "").lower()
@@ -371,7 +372,8 @@ def _download(entry: CatalogEntry, dest: Path) -> Path:
     free = shutil.disk_usage(dest.parent).free
     if size and free < size * 1.05:
         raise ModelError(f"not enough disk space for {entry.name}: it needs {size / 2**20:,.0f} MB, "
-                         f"{free / 2**20:,.0f} MB are free in {dest.parent}. Fix: free disk space or set XDG_CACHE_HOME.")
+                         f"{free / 2**20:,.0f} MB are free in {dest.parent}. "
+                         "Fix: free disk space or set XDG_CACHE_HOME.")
     try:
         with tempfile.TemporaryDirectory(prefix=".pull-", dir=dest.parent) as tmp:
             got = Path(hf_hub_download(hub.repo, hub.file, revision=hub.revision, local_dir=tmp))

@@ -90,7 +90,8 @@ class OpenAIBackend:
             except httpx.HTTPError as e:
                 raise BackendUnavailable(f"the backend at {self.base} failed: {type(e).__name__}: {e}") from None
         raise BackendUnavailable(f"cannot reach the backend at {self.base} ({type(last).__name__}: {last}). "
-                                 "Fix: check that the server runs and backend.url is right, or set backend.kind to local.")
+                                 "Fix: check that the server runs and backend.url is right, "
+                                 "or set backend.kind to local.")
 
     def _collect(self, path: str, body: dict, cancel: threading.Event, cap_s: float,
                  piece: Callable[[dict], str], judge: Callable[[str], bool] | None) -> RemoteResult:
@@ -146,19 +147,3 @@ class ApproxVocabulary:
 
     def is_special(self, token: int) -> bool:
         return False
-
-
-class RemoteRunner:
-    """Stands in for an Engine: runs jobs on a small thread pool (requests are HTTP, not CPU)."""
-
-    def __init__(self, backend: OpenAIBackend, workers: int = 4):
-        from concurrent.futures import ThreadPoolExecutor
-        self.backend = backend
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="remote")
-
-    def submit(self, job):
-        return self._pool.submit(job, None)
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self.backend.close()

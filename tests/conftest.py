@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 
-
 @pytest.fixture(scope="session")
 def deepseek_vocab():
     """DeepSeek-Coder's real tokenizer (vocab-only GGUF from llama.cpp's test models)."""

@@ -3,10 +3,20 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-
-from server.assist import (AssistStore, _relevant_turns, code_block, enclosing_definition, load_pack,
-                           parseable_prefix, python_tests, run_pytest, syntax_errors)
+from index.syntax import Definition, enclosing_definition, parseable_prefix, syntax_errors
+from server.assist import (
+    AssistStore,
+    CodeSpan,
+    Reference,
+    StoredMessage,
+    code_block,
+    load_pack,
+    python_tests,
+    run_pytest,
+)
+from server.assist.tasks import _drop_redefinitions, _relevant_turns
 
 
 def test_prompt_packs_are_versioned_files():
@@ -32,8 +42,8 @@ def test_generated_tests_import_the_code_instead_of_copying_it():
 def test_syntax_errors_and_enclosing_definitions():
     assert syntax_errors("python", "def f(:\n") > 0 and syntax_errors("python", "def f():\n    pass\n") == 0
     text = "class A:\n    def m(self):\n        return 1\n\ndef g():\n    pass\n"
-    assert enclosing_definition("a.py", text, 2) == (1, 2, "m")
-    assert enclosing_definition("a.py", text, 5) == (4, 5, "g")
+    assert enclosing_definition("a.py", text, 2) == Definition(1, 2, "m", "function")
+    assert enclosing_definition("a.py", text, 5) == Definition(4, 5, "g", "function")
     assert enclosing_definition("a.txt", text, 0) is None
 
 
@@ -41,16 +51,17 @@ def test_conversations_cache_and_metrics_persist(tmp_path):
     store = AssistStore(tmp_path / "a.sqlite")
     sid = store.new_session("hello")
     store.add_message(sid, "user", "how do I parse dates?")
-    store.add_message(sid, "assistant", "use datetime.strptime", "m", "chat@v1", [{"uri": "file:///x"}])
+    store.add_message(sid, "assistant", "use datetime.strptime", "m", "chat@v1", [Reference(Path("/x.py"), 3, 5)])
     store.cache("k", "cached reply")
     store.metric("chat", "m", 120.0, 50, 10, False)
     store.metric("chat", "m", 5.0, 0, 0, True)
     again = AssistStore(tmp_path / "a.sqlite")  # another process would see the same
-    assert [m["role"] for m in again.messages(sid)] == ["user", "assistant"]
-    assert again.messages(sid)[1]["promptVersion"] == "chat@v1" and again.messages(sid)[1]["references"]
+    assert [m.role for m in again.messages(sid)] == ["user", "assistant"]
+    assert again.messages(sid)[1].prompt_version == "chat@v1"
+    assert again.messages(sid)[1].references == [Reference(Path("/x.py"), 3, 5)]
     assert again.cached("k") == "cached reply" and again.latest_session() == sid
-    (task, n, p50, p95, hits), = again.latency_table()
-    assert (task, n, hits) == ("chat", 2, 0.5) and p95 == 120.0
+    (row,) = again.latency_table()
+    assert (row.task, row.requests, row.cache_hit_share) == ("chat", 2, 0.5) and row.p95_ms == 120.0
     again.reset(sid)
     assert again.messages(sid) == []
 
@@ -60,10 +71,10 @@ def test_long_conversations_bring_back_recent_and_relevant_turns_only():
     topics = ["parse dates with strptime", "sort a list of tuples", "read a csv file", "write unit tests",
               "format money values", "merge two dicts", "timezone aware dates"]
     for i, topic in enumerate(topics):
-        history.append({"role": "user", "text": topic, "timestamp": i})
-        history.append({"role": "assistant", "text": f"answer about {topic}", "timestamp": i + 0.5})
+        history.append(StoredMessage("user", topic, i))
+        history.append(StoredMessage("assistant", f"answer about {topic}", i + 0.5))
     turns = _relevant_turns(history, "how do dates and timezones work")
-    firsts = [t[0]["text"] for t in turns]
+    firsts = [t[0].text for t in turns]
     assert firsts[:2] == ["timezone aware dates", "merge two dicts"]  # the two most recent
     assert "parse dates with strptime" in firsts and len(turns) <= 4   # plus related older ones, not all
     assert "read a csv file" not in firsts
@@ -95,8 +106,16 @@ def test_stats_and_export_commands(tmp_path, monkeypatch):
 
 
 def test_a_rewrite_never_redefines_other_code_of_the_file(tmp_path):
-    from server.assist import CodeSpan, _drop_redefinitions
     text = "def helper(x):\n    return x + 1\n\n\ndef main(v):\n    return helper(v)\n"
     span = CodeSpan(tmp_path / "m.py", text, 4, 5, "python", "main")
     new = "def main(v):\n    return helper(v)  # simpler\n\n\ndef helper(x):\n    return x - 1\n"
     assert _drop_redefinitions(span, new) == "def main(v):\n    return helper(v)  # simpler\n"
+
+
+def test_references_stored_by_older_versions_still_read(tmp_path):
+    store = AssistStore(tmp_path / "a.sqlite")
+    sid = store.new_session("old")
+    store._run("INSERT INTO messages(session_id, role, text, ts, refs) VALUES (?,?,?,?,?)",
+               (sid, "assistant", "x", 1.0, json.dumps([{"uri": "file:///a%20b/m.py", "range": {
+                   "start": {"line": 2, "character": 0}, "end": {"line": 5, "character": 0}}}])))
+    assert store.messages(sid)[0].references == [Reference(Path("/a b/m.py"), 2, 4)]

@@ -9,7 +9,7 @@ from server.config import parse_settings
 from server.engine import Engine
 from server.prompting import TokenCounter, detect_fim_format
 
-from .test_index import CONFIG_PY
+from .helpers import CONFIG_PY
 
 INDENT = " " * 16  # the body of the for loop in CONFIG_PY
 LINE = INDENT + "result[key.strip()] = value.strip()"

@@ -21,7 +21,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from .test_e2e_lsp import open_doc
+from .helpers import open_doc
 
 pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -88,7 +88,8 @@ async def test_three_actions_are_offered_for_the_function_at_the_cursor(client: 
     client.protocol._result_types["code-actions"] = None
     actions = await asyncio.wrap_future(fut)
     assert [a["title"] for a in actions] == ["deepseek: Explain", "deepseek: Refactor", "deepseek: Write tests"]
-    assert [a["command"]["command"] for a in actions] == ["deepseek.explain", "deepseek.refactor", "deepseek.writeTests"]
+    assert [a["command"]["command"] for a in actions] == [
+        "deepseek.explain", "deepseek.refactor", "deepseek.writeTests"]
     assert [a["kind"] for a in actions] == ["", "refactor.rewrite", "source"]
     arg = actions[0]["command"]["arguments"][0]
     assert arg["uri"] == uri and arg["range"]["start"]["line"] == line_of(text, "def intranges_contain(")
@@ -102,7 +103,8 @@ async def test_explain_streams_and_names_the_code(client: LanguageClient):
     assert result["promptVersion"] == "explain@v1"
     # An empty range inside the function: the reference is the whole definition that was explained.
     [ref] = result["references"]
-    assert ref["uri"] == uri and ref["range"]["start"] == {"line": line_of(text, "def intranges_contain("), "character": 0}
+    assert ref["uri"] == uri
+    assert ref["range"]["start"] == {"line": line_of(text, "def intranges_contain("), "character": 0}
     assert ref["range"]["end"]["line"] > function_range(text, "intranges_contain")["start"]["line"] + 2
     streamed = "".join(d.delta for d in client.deltas if d.sessionId == result["sessionId"])
     assert streamed and streamed.strip() in result["markdown"]
@@ -114,7 +116,8 @@ async def test_refactor_arrives_as_an_edit_that_parses(client: LanguageClient):
     # A rewrite that re-types the function unchanged is refused with a reason, nothing applied.
     same = await command(client, "deepseek.refactor", {"uri": uri, "range": function_range(text, "intranges_contain")})
     assert same == {"applied": False, "reason": "the model proposed no change", "edit": None} and not client.edits
-    result = await command(client, "deepseek.refactor", {"uri": uri, "range": function_range(text, "intranges_from_list")})
+    result = await command(client, "deepseek.refactor",
+                           {"uri": uri, "range": function_range(text, "intranges_from_list")})
     assert result["applied"], result
     edit = client.edits[-1].document_changes[0]
     new = edit.edits[0].new_text

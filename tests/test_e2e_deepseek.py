@@ -18,7 +18,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from .test_e2e_lsp import inline, open_doc, wait_until_settled
+from .helpers import inline, open_doc, wait_until_settled
 from .tiny_deepseek import build
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module")]

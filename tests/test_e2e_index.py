@@ -12,8 +12,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from .test_e2e_lsp import inline, open_doc
-from .test_index import CONFIG_PY, GEOMETRY_JS
+from .helpers import CONFIG_PY, GEOMETRY_JS, inline, open_doc
 
 pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 

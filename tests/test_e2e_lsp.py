@@ -7,91 +7,22 @@ must still parse with the suggestion in place.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import re
 import sys
 import time
-from pathlib import Path
 
-import platformdirs
 import pytest
 import pytest_lsp
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
-from tree_sitter_language_pack import get_parser
+
+from .helpers import SOURCE, cancel_inline, cut_hole, inline, insert_at, open_doc, parses, wait_until_settled
 
 pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
 SERVER = [sys.executable, "-m", "server"]
-SOURCE = Path(platformdirs.__file__).with_name("unix.py")
-
-
-async def wait_until_settled(client: LanguageClient, timeout: float = 180.0) -> dict:
-    """Poll deepseek.status until the model is loaded or has failed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = await client.workspace_execute_command_async(
-            types.ExecuteCommandParams(command="deepseek.status"))
-        if status["model"]["state"] in ("loaded", "too-large", "error", "crashed"):
-            return status
-        assert time.monotonic() < deadline, f"model did not settle: {status}"
-        await asyncio.sleep(0.2)
-
-
-def open_doc(client: LanguageClient, path: Path, text: str, language: str = "python") -> str:
-    uri = path.as_uri()
-    client.text_document_did_open(types.DidOpenTextDocumentParams(
-        text_document=types.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)))
-    return uri
-
-
-def cut_hole(text: str, line_marker: str, cut_after: str) -> tuple[str, types.Position, str]:
-    """Remove the rest of the line starting with ``line_marker`` after ``cut_after``.
-
-    Returns (document with the hole, cursor position, the removed text).
-    """
-    start = text.index(line_marker)
-    end = text.index("\n", start)
-    cursor = text.index(cut_after, start) + len(cut_after)
-    doc = text[:cursor] + text[end:]
-    line = doc[:cursor].count("\n")
-    return doc, types.Position(line=line, character=cursor - (doc.rfind("\n", 0, cursor) + 1)), text[cursor:end]
-
-
-def insert_at(doc: str, pos: types.Position, text: str) -> str:
-    lines = doc.split("\n")
-    offset = sum(len(ln) + 1 for ln in lines[: pos.line]) + pos.character
-    return doc[:offset] + text + doc[offset:]
-
-
-def parses(source: str) -> bool:
-    tree = get_parser("python").parse(source.encode())
-    ast.parse(source)  # raises SyntaxError
-    return not tree.root_node.has_error
-
-
-async def inline(client: LanguageClient, uri: str, pos: types.Position,
-                 kind=types.InlineCompletionTriggerKind.Invoked) -> list[types.InlineCompletionItem]:
-    result = await client.text_document_inline_completion_async(types.InlineCompletionParams(
-        text_document=types.TextDocumentIdentifier(uri=uri), position=pos,
-        context=types.InlineCompletionContext(trigger_kind=kind)))
-    return list(result.items) if isinstance(result, types.InlineCompletionList) else list(result or [])
-
-
-async def cancel_inline(client: LanguageClient, uri: str, pos: types.Position, msg_id: str, after_s: float) -> float:
-    """Ask for a suggestion, send $/cancelRequest after ``after_s``; the request must fail as
-    cancelled. Returns the seconds from the cancel to that answer."""
-    fut = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
-        text_document=types.TextDocumentIdentifier(uri=uri), position=pos,
-        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)), msg_id=msg_id)
-    await asyncio.sleep(after_s)
-    client.protocol.notify("$/cancelRequest", types.CancelParams(id=msg_id))
-    started = time.monotonic()
-    with pytest.raises(JsonRpcException):
-        await asyncio.wrap_future(fut)
-    return time.monotonic() - started
 
 
 @pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=SERVER))
@@ -259,7 +190,8 @@ async def test_slow_responses_raise_a_warning_with_the_figures(client: LanguageC
 
 async def test_typing_the_start_of_a_suggestion_serves_the_rest_from_the_cache(client: LanguageClient, tmp_path):
     text = SOURCE.read_text()
-    doc, pos, _ = cut_hole(text, "        return self._append_app_name_and_version(\"/var/cache\"", "return self._append")
+    line = "        return self._append_app_name_and_version(\"/var/cache\""
+    doc, pos, _ = cut_hole(text, line, "return self._append")
     uri = open_doc(client, tmp_path / "unix_typing.py", doc)
     # Asked for (Invoked), so the first suggestion is complete: an automatic one may stop at its time cap on a
     # busy machine, and the next keystroke then continues it (another test) instead of serving it from the cache.

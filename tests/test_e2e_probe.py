@@ -18,8 +18,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from server.loading import ENV_PROBE_CRASH
 
-from .test_e2e_lsp import inline, open_doc, wait_until_settled
-from .test_e2e_resources import wait_for_code
+from .helpers import inline, open_doc, wait_for_code, wait_until_settled
 
 pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 

@@ -21,7 +21,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from .test_e2e_lsp import SOURCE, cancel_inline, cut_hole, inline, insert_at, open_doc
+from .helpers import SOURCE, cancel_inline, cut_hole, inline, insert_at, open_doc
 
 pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 

@@ -7,16 +7,14 @@ the figures and the fix, and the server keeps answering everything else.
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import time
 
 import pytest
 import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from .test_e2e_lsp import inline, open_doc, wait_until_settled
+from .helpers import inline, open_doc, wait_for_code, wait_until_settled
 
 pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -30,16 +28,6 @@ async def client(lsp_client: LanguageClient):
         initialization_options={"completion": {"maxTokens": "lots"}, "model": {"nCtx": 4096}}))
     yield
     await lsp_client.shutdown_session()
-
-
-async def wait_for_code(client: LanguageClient, uri: str, code: str, timeout: float = 60) -> types.Diagnostic:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [d for d in client.diagnostics.get(uri, []) if d.code == code]
-        if found:
-            return found[0]
-        assert time.monotonic() < deadline, f"no {code} diagnostic on {uri}: {client.diagnostics.get(uri)}"
-        await asyncio.sleep(0.1)
 
 
 async def test_model_too_large_is_shown_on_every_document_and_nothing_loads(client: LanguageClient, tmp_path):

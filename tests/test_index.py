@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -16,37 +15,7 @@ from index.chunking import MAX_LINES, OVERLAP_LINES, chunk_file
 from index.store import Hit, words
 from index.workspace import IndexOptions, WorkspaceIndex, discover, rrf, store_dir
 
-CONFIG_PY = textwrap.dedent('''\
-    import os
-
-
-    class ConfigReader:
-        """Reads settings."""
-
-        def read_config(self, path):
-            result = {}
-            with open(path) as handle:
-                for line in handle:
-                    key, _, value = line.partition("=")
-                    result[key.strip()] = value.strip()
-            return result
-
-
-    def expand_home(name):
-        return os.path.join(os.path.expanduser("~"), name)
-    ''')
-GEOMETRY_JS = textwrap.dedent('''\
-    export function circleArea(radius) {
-      return Math.PI * radius * radius;
-    }
-
-    export class Rectangle {
-      constructor(width, height) { this.width = width; this.height = height; }
-      area() {
-        return this.width * this.height;
-      }
-    }
-    ''')
+from .helpers import CONFIG_PY, GEOMETRY_JS
 
 
 @pytest.fixture

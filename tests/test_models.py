@@ -4,8 +4,16 @@ import json
 import pytest
 
 from server import models
-from server.models import (CatalogEntry, ModelError, PartSpec, assemble, ensure_model_file, load_catalog,
-                           locate_parts, resolve_model)
+from server.models import (
+    CatalogEntry,
+    ModelError,
+    PartSpec,
+    assemble,
+    ensure_model_file,
+    load_catalog,
+    locate_parts,
+    resolve_model,
+)
 
 
 def _entry(tmp_path, parts, sha=None, size=None, dists=None):
@@ -87,7 +95,8 @@ def test_failed_assembly_keeps_the_previous_good_file(tmp_path):
 def test_missing_part_package_names_the_pip_command(tmp_path):
     entry = CatalogEntry("tiny", "tiny", "tiny.gguf", 1, "0" * 64, "pip install no-such-part-pkg==1.0",
                          (PartSpec("no-such-part-pkg", "1.0", "part01.bin"),))
-    with pytest.raises(ModelError, match=r"no-such-part-pkg==1.0 is not installed. Fix: pip install no-such-part-pkg==1.0"):
+    expected = r"no-such-part-pkg==1.0 is not installed. Fix: pip install no-such-part-pkg==1.0"
+    with pytest.raises(ModelError, match=expected):
         locate_parts(entry)
 
 

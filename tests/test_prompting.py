@@ -2,8 +2,18 @@
 
 import pytest
 
-from server.prompting import (DEEPSEEK_CODER, QWEN_CODER, WINDOW_GRID_LINES, Budget, CursorText, TokenCounter,
-                              build_fim_prompt, detect_fim_format, special_token_id, window)
+from server.prompting import (
+    DEEPSEEK_CODER,
+    QWEN_CODER,
+    WINDOW_GRID_LINES,
+    Budget,
+    CursorText,
+    TokenCounter,
+    build_fim_prompt,
+    detect_fim_format,
+    special_token_id,
+    window,
+)
 
 # Seen in llama.cpp's DeepSeek-Coder vocabulary (shared/MODELS.md).
 DEEPSEEK_IDS = {"<｜fim▁begin｜>": 32016, "<｜fim▁hole｜>": 32015, "<｜fim▁end｜>": 32017, "<|EOT|>": 32021}

@@ -56,7 +56,8 @@ def test_vscode_extension_npm_test():
 @pytest.mark.model
 def test_vscode_extension_in_a_real_vscode():
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    require_real_vscode(code_server_installed=(cache / "deepseek-lsp-tests" / "code-server-4.100.3" / ".installed").exists())
+    installed = cache / "deepseek-lsp-tests" / "code-server-4.100.3" / ".installed"
+    require_real_vscode(code_server_installed=installed.exists())
     if not (EXT / "node_modules" / ".package-lock.json").exists():
         assert _npm("ci", "--no-audit", "--no-fund", timeout=600).returncode == 0
     out = subprocess.run([str(EXT / "tests" / "real-vscode.sh")], capture_output=True, text=True, env=_env(),

@@ -35,8 +35,7 @@ CODE = '''def mean(values):
 
 def variance(values):
     m = mean(values)
-    return 
-'''
+    return \n'''
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:

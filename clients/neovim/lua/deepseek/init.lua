@@ -4,8 +4,7 @@ local M = {}
 
 M.config = {
   cmd = { 'deepseek-lsp' },               -- the server; a full path works too
-  filetypes = { 'python', 'javascript', 'javascriptreact', 'typescript', 'typescriptreact',
-                'go', 'rust', 'java', 'c', 'cpp', 'lua' },
+  filetypes = require('deepseek.languages'),  -- generated from the server's table (server/languages.py)
   root_markers = { '.git', 'pyproject.toml', 'package.json', 'go.mod', 'Cargo.toml' },
   settings = {},                           -- the server's `deepseek` settings (README.md, "Settings")
   auto = true,                             -- ask for a suggestion as you type

@@ -1,18 +1,11 @@
-"""Explain, refactor, write tests, hover and chat: the assistant behind code actions and the panel.
+"""Explain, refactor, write tests, hover and chat: the tasks behind code actions and the panel.
 
 The model answers through its own chat template (read from the GGUF, rendered by
 llama-cpp-python's Jinja2 formatter) on a chat model of its own (``chatModel``, or a
 second instance of the completion model: the weights are memory-mapped and shared, and
-the completion model's KV cache is left alone). Replies stream through a callback.
-
-SQLite in the user data directory keeps conversations (sessions and messages, with
-model and prompt version), a response cache (an identical request with the same model
-and prompt version is answered from it, marked as a cache hit) and local metrics (task,
-model, latency, tokens, cache hit). Nothing ever leaves the machine.
-
-Prompt packs are versioned files, ``server/prompts/<task>@v<N>.md``: a system message,
-a line ``=== user ===``, and the user message template. The newest version is used and
-stored with each answer.
+the completion model's KV cache is left alone), or on an OpenAI-compatible server.
+Replies stream through a callback. Every task blocks for the length of a generation:
+call them from a worker thread, never from the event loop.
 
 This module imports nothing from pygls or lsprotocol.
 """
@@ -23,32 +16,25 @@ import ast
 import hashlib
 import json
 import logging
-import os
 import re
-import sqlite3
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-import platformdirs
-
-from index.chunking import DEFINITIONS, language_for, _parser, _name
+from index.chunking import chunk_file
 from index.store import words
+from index.syntax import parseable_prefix, syntax_errors
 
-from .engine import Engine, LoadedModel
-from .models import APP_NAME
+from ..engine import Engine, LoadedModel
+from .packs import PromptPack, load_pack
+from .records import AssistError, CodeSpan, ContextItem, RefactorResult, Reference, Reply, TestsResult
+from .store import AssistStore, StoredMessage
+from .testrun import run_pytest
 
 log = logging.getLogger(__name__)
 
 OnDelta = Callable[[str, str], None]  # (session id, text delta); called from the engine thread
-TEST_TIMEOUT_S = 60        # a generated test run is stopped after this long
 REPAIR_ROUNDS = 2          # write-tests: how many times failing tests go back to the model
 TEST_MAX_TOKENS = 768      # write-tests: a test module needs more room than a chat answer
 RECENT_TURNS = 2           # chat: the last exchanges always come back ...
@@ -56,175 +42,7 @@ RELEVANT_TURNS = 2         # ... plus this many older ones most related to the n
 FENCE = re.compile(r"```[\w+#.-]*\n(.*?)```", re.S)
 
 
-class AssistError(Exception):
-    """A request that cannot be served; ``str(e)`` is the message for the user."""
-
-
-# -- prompt packs --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PromptPack:
-    task: str
-    version: str    # "explain@v1"
-    system: str
-    user: str
-
-    def render(self, **values: str) -> list[dict[str, str]]:
-        class Blank(dict):
-            def __missing__(self, key: str) -> str:
-                return ""
-        return [{"role": "system", "content": self.system.strip()},
-                {"role": "user", "content": self.user.format_map(Blank(values)).strip()}]
-
-
-def load_pack(task: str) -> PromptPack:
-    """The newest version of the prompt pack for ``task``, read now (packs are files)."""
-    folder = resources.files("server").joinpath("prompts")
-    versions = sorted((int(m.group(1)), f.name) for f in folder.iterdir()
-                      if (m := re.fullmatch(re.escape(task) + r"@v(\d+)\.md", f.name)))
-    if not versions:
-        raise AssistError(f"no prompt pack for {task!r}")
-    name = versions[-1][1]
-    system, _, user = folder.joinpath(name).read_text("utf-8").partition("=== user ===")
-    return PromptPack(task, name[:-3], system, user)
-
-
-# -- storage -------------------------------------------------------------------------------
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions(id TEXT PRIMARY KEY, created REAL, title TEXT);
-CREATE TABLE IF NOT EXISTS messages(id INTEGER PRIMARY KEY, session_id TEXT, role TEXT, text TEXT, ts REAL,
-                                    model TEXT, prompt_version TEXT, refs TEXT);
-CREATE INDEX IF NOT EXISTS messages_session ON messages(session_id, id);
-CREATE TABLE IF NOT EXISTS response_cache(key TEXT PRIMARY KEY, reply TEXT, created REAL);
-CREATE TABLE IF NOT EXISTS metrics(ts REAL, task TEXT, model TEXT, latency_ms REAL, prompt_tokens INTEGER,
-                                   output_tokens INTEGER, cache_hit INTEGER);
-"""
-
-
-def data_dir() -> Path:
-    """The user data directory (``~/.local/share/deepseek-lsp``; honours XDG_DATA_HOME)."""
-    return Path(platformdirs.user_data_dir(APP_NAME))
-
-
-class AssistStore:
-    """Conversations, response cache and metrics in one SQLite file (WAL). Thread-safe."""
-
-    def __init__(self, path: Path | None = None):
-        self.path = path or data_dir() / "assistant.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
-        self.lock = threading.Lock()
-
-    def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self.lock:
-            rows = self.db.execute(sql, args).fetchall()
-            self.db.commit()
-            return rows
-
-    def new_session(self, title: str) -> str:
-        sid = uuid.uuid4().hex[:16]
-        self._run("INSERT INTO sessions(id, created, title) VALUES (?,?,?)", (sid, time.time(), title[:80]))
-        return sid
-
-    def has_session(self, sid: str) -> bool:
-        return bool(self._run("SELECT 1 FROM sessions WHERE id = ?", (sid,)))
-
-    def latest_session(self) -> str | None:
-        rows = self._run("SELECT id FROM sessions ORDER BY created DESC LIMIT 1")
-        return rows[0][0] if rows else None
-
-    def add_message(self, sid: str, role: str, text: str, model: str | None = None,
-                    prompt_version: str | None = None, refs: list | None = None) -> None:
-        self._run("INSERT INTO messages(session_id, role, text, ts, model, prompt_version, refs) VALUES (?,?,?,?,?,?,?)",
-                  (sid, role, text, time.time(), model, prompt_version, json.dumps(refs or [])))
-
-    def messages(self, sid: str) -> list[dict]:
-        rows = self._run("SELECT role, text, ts, model, prompt_version, refs FROM messages WHERE session_id = ? "
-                         "ORDER BY id", (sid,))
-        return [{"role": r, "text": t, "timestamp": ts, "model": m, "promptVersion": v,
-                 "references": json.loads(refs or "[]")} for r, t, ts, m, v, refs in rows]
-
-    def reset(self, sid: str) -> None:
-        self._run("DELETE FROM messages WHERE session_id = ?", (sid,))
-
-    def all_sessions(self) -> list[str]:
-        return [r[0] for r in self._run("SELECT id FROM sessions ORDER BY created")]
-
-    def cached(self, key: str) -> str | None:
-        rows = self._run("SELECT reply FROM response_cache WHERE key = ?", (key,))
-        return rows[0][0] if rows else None
-
-    def cache(self, key: str, reply: str) -> None:
-        self._run("INSERT OR REPLACE INTO response_cache(key, reply, created) VALUES (?,?,?)", (key, reply, time.time()))
-
-    def metric(self, task: str, model: str, latency_ms: float, prompt_tokens: int, output_tokens: int,
-               cache_hit: bool) -> None:
-        self._run("INSERT INTO metrics VALUES (?,?,?,?,?,?,?)",
-                  (time.time(), task, model, latency_ms, prompt_tokens, output_tokens, int(cache_hit)))
-
-    def latency_table(self) -> list[tuple[str, int, float, float, float]]:
-        """(task, count, p50 ms, p95 ms, cache hit share) per task type."""
-        out = []
-        for (task,) in self._run("SELECT DISTINCT task FROM metrics ORDER BY task"):
-            rows = self._run("SELECT latency_ms, cache_hit FROM metrics WHERE task = ? ORDER BY latency_ms", (task,))
-            lat = [r[0] for r in rows]
-            out.append((task, len(lat), lat[len(lat) // 2], lat[min(len(lat) - 1, int(0.95 * len(lat)))],
-                        sum(r[1] for r in rows) / len(rows)))
-        return out
-
-
 # -- code helpers ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CodeSpan:
-    """A piece of a document: whole lines ``start_line..end_line`` (0-based, inclusive)."""
-
-    path: Path
-    text: str           # the whole document
-    start_line: int
-    end_line: int
-    language: str       # tree-sitter / fence language ("python", "javascript", ...; "text" when unknown)
-    symbol: str
-
-    @property
-    def code(self) -> str:
-        return "".join(self.text.splitlines(keepends=True)[self.start_line:self.end_line + 1])
-
-
-def enclosing_definition(path: str, text: str, line: int) -> tuple[int, int, str] | None:
-    """The innermost function, method or class around ``line``: (start, end, name)."""
-    language = language_for(path)
-    if language is None:
-        return None
-    kinds = DEFINITIONS[language]
-    best = None
-
-    def visit(node) -> None:
-        nonlocal best
-        for child in node.children:
-            if child.start_point[0] <= line <= child.end_point[0]:
-                if child.type in kinds:
-                    best = (child.start_point[0], child.end_point[0], _name(child))
-                visit(child)
-
-    visit(_parser(language).parse(text.encode("utf-8", "replace")).root_node)
-    return best
-
-
-def syntax_errors(language: str, source: str) -> int:
-    """ERROR and MISSING nodes tree-sitter finds in ``source`` (0 for unknown languages)."""
-    if language == "text":
-        return 0
-    tree = _parser(language).parse(source.encode("utf-8", "replace"))
-    count, stack = 0, [tree.root_node]
-    while stack:
-        node = stack.pop()
-        if node.type == "ERROR" or node.is_missing:
-            count += 1
-        stack.extend(node.children)
-    return count
-
-
 def code_block(reply: str) -> str | None:
     """The (longest) fenced code block of a model reply, or None.
 
@@ -236,16 +54,6 @@ def code_block(reply: str) -> str | None:
         return max(blocks, key=len)
     opening = list(re.finditer(r"```[\w+#.-]*\n", reply))
     return reply[opening[-1].end():] if opening else None
-
-
-def parseable_prefix(language: str, code: str) -> str:
-    """The longest run of whole lines from the start of ``code`` that parses (for cut-off answers)."""
-    lines = code.splitlines(keepends=True)
-    for end in range(len(lines), 0, -1):
-        candidate = "".join(lines[:end])
-        if candidate.strip() and not syntax_errors(language, candidate):
-            return candidate
-    return ""
 
 
 def python_tests(code: str, symbol: str, import_line: str) -> str:
@@ -280,26 +88,6 @@ def docstring_and_signature(language: str, code: str) -> tuple[str, str]:
         except (SyntaxError, IndexError):
             doc = ""
     return "\n".join(sig).strip(), doc
-
-
-# -- results ---------------------------------------------------------------------------------
-@dataclass
-class Reply:
-    """A model answer. ``references`` are (path, start_line, end_line) of the code it used."""
-
-    text: str
-    session_id: str | None
-    cache_hit: bool
-    prompt_version: str
-    references: list[tuple[Path, int, int]] = field(default_factory=list)
-
-
-@dataclass
-class TestRun:
-    passed: list[str]
-    failed: list[str]
-    output: str
-    ok: bool
 
 
 # -- the assistant ---------------------------------------------------------------------------
@@ -358,13 +146,14 @@ class Assistant:
             tokens = self._format(model, messages)
             budget = max_tokens or self.max_tokens
             if len(tokens) + budget > model.n_ctx:
-                raise AssistError(f"the request is {len(tokens):,} tokens; with {budget} for the answer it does not fit "
+                raise AssistError(f"the request is {len(tokens):,} tokens; with {budget} for the answer it does "
+                                  "not fit "
                                   f"the model's context of {model.n_ctx:,}. Select less code or raise model.nCtx.")
             return len(tokens), model.generate(tokens, max_tokens=budget, cancel=cancel,
                                                deadline=time.monotonic() + (time_cap_s or self.time_cap_s),
                                                judge=stream)
         if self.remote is not None:
-            from .remote import BackendUnavailable
+            from ..remote import BackendUnavailable
             try:
                 result = self.remote.chat(messages, max_tokens=max_tokens or self.max_tokens, cancel=cancel,
                                           cap_s=time_cap_s or self.time_cap_s, on_text=stream)
@@ -383,21 +172,22 @@ class Assistant:
     def explain(self, span: CodeSpan, on_delta: OnDelta | None = None) -> Reply:
         pack = load_pack("explain")
         sid = self.store.new_session(f"Explain {span.symbol or span.path.name}")
-        question = f"Explain `{span.symbol or span.path.name}` ({span.path.name}:{span.start_line + 1}-{span.end_line + 1})"
+        where = f"{span.path.name}:{span.start_line + 1}-{span.end_line + 1}"
+        question = f"Explain `{span.symbol or span.path.name}` ({where})"
         self.store.add_message(sid, "user", question)
-        messages = pack.render(symbol=span.symbol or "this code", path=span.path.name, start_line=str(span.start_line + 1),
+        messages = pack.render(symbol=span.symbol or "this code", path=span.path.name,
+                               start_line=str(span.start_line + 1),
                                end_line=str(span.end_line + 1), language=span.language, code=span.code)
         reply = self._generate("explain", messages, pack, sid, on_delta)
         # The answer always names the code it is about, whatever the model wrote.
         heading = f"**`{span.symbol}`** in `{span.path.name}`, lines {span.start_line + 1}-{span.end_line + 1}\n\n" \
             if span.symbol else f"`{span.path.name}`, lines {span.start_line + 1}-{span.end_line + 1}\n\n"
         reply.text = heading + reply.text
-        reply.references = [(span.path, span.start_line, span.end_line)]
-        self.store.add_message(sid, "assistant", reply.text, self.model_name, pack.version,
-                               [_ref(p, s, e) for p, s, e in reply.references])
+        reply.references = [Reference(span.path, span.start_line, span.end_line)]
+        self.store.add_message(sid, "assistant", reply.text, self.model_name, pack.version, reply.references)
         return reply
 
-    def refactor(self, span: CodeSpan, instruction: str = "") -> tuple[str | None, str, Reply]:
+    def refactor(self, span: CodeSpan, instruction: str = "") -> RefactorResult:
         """The rewritten code for the span, or None with the reason it is refused."""
         pack = load_pack("refactor")
         messages = pack.render(path=span.path.name, language=span.language, code=span.code,
@@ -407,26 +197,26 @@ class Assistant:
         reply = self._generate("refactor", messages, pack, None, None, max_tokens=budget)
         new = code_block(reply.text)
         if new is None:
-            return None, "the model's answer held no code block", reply
+            return RefactorResult(None, "the model's answer held no code block", reply)
         if "```" not in reply.text[reply.text.find("```") + 3:]:
-            return None, f"the answer was cut off after {budget} tokens; nothing was changed", reply
+            return RefactorResult(None, f"the answer was cut off after {budget} tokens; nothing was changed", reply)
         new = _drop_redefinitions(span, new)
         new = _match_indent(span.code, new)
         lines = span.text.splitlines(keepends=True)
         after = "".join(lines[:span.start_line]) + new + "".join(lines[span.end_line + 1:])
         before_errors, after_errors = syntax_errors(span.language, span.text), syntax_errors(span.language, after)
         if after_errors > before_errors:
-            return None, (f"the rewritten code does not parse ({after_errors - before_errors} new syntax error(s)); "
-                          "nothing was changed"), reply
+            return RefactorResult(None, f"the rewritten code does not parse ({after_errors - before_errors} new "
+                                        "syntax error(s)); nothing was changed", reply)
         if new.strip() == span.code.strip():
-            return None, "the model proposed no change", reply
+            return RefactorResult(None, "the model proposed no change", reply)
         if span.symbol and not re.search(rf"\b{re.escape(span.symbol)}\b", new):
-            return None, (f"the rewrite no longer defines `{span.symbol}`, which other code may call; "
-                          "nothing was changed"), reply
-        return new, "", reply
+            return RefactorResult(None, f"the rewrite no longer defines `{span.symbol}`, which other code may "
+                                        "call; nothing was changed", reply)
+        return RefactorResult(new, "", reply)
 
-    def write_tests(self, span: CodeSpan, root: Path, test_path: Path) -> tuple[str | None, TestRun | None, int, str]:
-        """Tests for the span: (test code or None, last run, rounds, reason when refused).
+    def write_tests(self, span: CodeSpan, root: Path, test_path: Path) -> TestsResult:
+        """Tests for the span (``code`` None when refused, with the reason).
 
         Python: pytest, run in a subprocess with no network, repaired up to REPAIR_ROUNDS
         times with the failure shown to the model. Other languages: written, parsed, not run.
@@ -458,15 +248,15 @@ class Assistant:
                 continue
             code = candidate
             if span.language != "python":
-                return code, None, round_no + 1, ""
+                return TestsResult(code, None, round_no + 1, "")
             run = run_pytest(root, test_path.name, code)
             if run.ok:
-                return code, run, round_no + 1, ""
+                return TestsResult(code, run, round_no + 1, "")
             feedback = (f"\nThese tests failed:\n```\n{run.output[-2000:]}\n```\nFix the tests (the code under test is "
                         f"right unless a test shows a real bug):\n```python\n{code}\n```")
         if code is None:
-            return None, None, REPAIR_ROUNDS + 1, "the model did not produce tests that parse"
-        return code, run, REPAIR_ROUNDS + 1, ""
+            return TestsResult(None, None, REPAIR_ROUNDS + 1, "the model did not produce tests that parse")
+        return TestsResult(code, run, REPAIR_ROUNDS + 1, "")
 
     def hover(self, symbol: str, language: str, code: str, time_cap_s: float) -> str | None:
         """A one-line explanation, from the cache or the model within ``time_cap_s``; None if late."""
@@ -478,14 +268,17 @@ class Assistant:
             return None
         return reply.text or None
 
-    def chat(self, session_id: str | None, message: str, context: list[tuple[str, Path | None, int, int, str]],
+    def chat(self, session_id: str | None, message: str, context: list[ContextItem],
              on_delta: OnDelta | None = None, count: Callable[[str], int] | None = None) -> Reply:
         """Answer ``message`` in a session (a new one when None or unknown).
 
         Args:
-            context: (label, path, start, end, text) pieces, most important first: the
-                selection, the current file, retrieved chunks. Kept within the budget.
+            context: pieces most important first (the selection, the current file, retrieved
+                chunks); kept within the ``context_tokens`` budget in that order.
             count: token counter for the budget (characters / 4 when None).
+
+        Raises:
+            AssistError: the message alone is over the budget.
         """
         count = count or (lambda s: len(s) // 4 + 1)
         if count(message) > self.context_tokens:
@@ -496,47 +289,38 @@ class Assistant:
             session_id = self.store.new_session(message)
         history = self.store.messages(session_id)
         budget = self.context_tokens - count(message)
-        turns = _relevant_turns(history, message)
         chosen_turns = []
-        for turn in turns:
-            n = sum(count(m["text"]) for m in turn)
+        for turn in _relevant_turns(history, message):
+            n = sum(count(m.text) for m in turn)
             if n <= budget:
                 chosen_turns.append(turn)
                 budget -= n
         parts, refs = [], []
-        for label, path, start, end, text in context:
-            block = f"{label}:\n```\n{text.rstrip()}\n```\n"
+        for item in context:
+            block = f"{item.label}:\n```\n{item.text.rstrip()}\n```\n"
             n = count(block)
             if n > budget:
                 continue
             budget -= n
             parts.append(block)
-            if path is not None:
-                refs.append((path, start, end))
-        messages = pack.render(context="\n".join(parts), message=message)
-        system, user = messages
-        past = [{"role": m["role"], "content": m["text"]} for turn in sorted(chosen_turns, key=lambda t: t[0]["timestamp"])
+            if item.reference is not None:
+                refs.append(item.reference)
+        system, user = pack.render(context="\n".join(parts), message=message)
+        past = [{"role": m.role, "content": m.text} for turn in sorted(chosen_turns, key=lambda t: t[0].timestamp)
                 for m in turn]
-        full = [system, *past, user]
         self.store.add_message(session_id, "user", message)
-        reply = self._generate("chat", full, pack, session_id, on_delta)
+        reply = self._generate("chat", [system, *past, user], pack, session_id, on_delta)
         reply.references = refs
-        self.store.add_message(session_id, "assistant", reply.text, self.model_name, pack.version,
-                               [_ref(p, s, e) for p, s, e in refs])
+        self.store.add_message(session_id, "assistant", reply.text, self.model_name, pack.version, refs)
         return reply
 
 
-def _ref(path: Path, start: int, end: int) -> dict:
-    return {"uri": path.resolve().as_uri(), "range": {"start": {"line": start, "character": 0},
-                                                       "end": {"line": end + 1, "character": 0}}}
-
-
-def _relevant_turns(history: list[dict], message: str) -> list[list[dict]]:
+def _relevant_turns(history: list[StoredMessage], message: str) -> list[list[StoredMessage]]:
     """Past exchanges to bring back: the most recent ones, then the older ones sharing the most
     words with the new message. Never the whole history of a long conversation."""
     turns, current = [], []
     for m in history:
-        if m["role"] == "user" and current:
+        if m.role == "user" and current:
             turns.append(current)
             current = []
         current.append(m)
@@ -545,8 +329,8 @@ def _relevant_turns(history: list[dict], message: str) -> list[list[dict]]:
     recent, older = turns[-RECENT_TURNS:], turns[:-RECENT_TURNS]
     want = set(words(message).split())
 
-    def overlap(turn: list[dict]) -> float:
-        have = set(words(" ".join(m["text"] for m in turn)).split())
+    def overlap(turn: list[StoredMessage]) -> float:
+        have = set(words(" ".join(m.text for m in turn)).split())
         return len(want & have) / (1 + len(have)) ** 0.5
     ranked = sorted((t for t in older if overlap(t) > 0), key=overlap, reverse=True)[:RELEVANT_TURNS]
     return recent[::-1] + ranked
@@ -558,9 +342,9 @@ def _drop_redefinitions(span: CodeSpan, new: str) -> str:
     A small model likes to append its own versions of the helpers it saw; applied, they
     would shadow the real ones.
     """
-    from index.chunking import chunk_file
     lines = span.text.splitlines(keepends=True)
-    rest = "".join(lines[:span.start_line]) + "\n" * (span.end_line - span.start_line + 1) + "".join(lines[span.end_line + 1:])
+    blank = "\n" * (span.end_line - span.start_line + 1)
+    rest = "".join(lines[:span.start_line]) + blank + "".join(lines[span.end_line + 1:])
     elsewhere = {c.symbol for c in chunk_file(span.path.name, rest) if c.symbol and c.kind != "lines"} - {span.symbol}
     new_lines = new.splitlines(keepends=True)
     drop: set[int] = set()
@@ -581,43 +365,3 @@ def _match_indent(original: str, new: str) -> str:
     indent = first[: len(first) - len(first.lstrip())]
     body = textwrap.indent(textwrap.dedent(new), indent, lambda ln: bool(ln.strip()))
     return body if body.endswith("\n") else body + "\n"
-
-
-def run_pytest(root: Path, name: str, code: str) -> TestRun:
-    """Run a test module with pytest in a subprocess: workspace on the import path, no network,
-    a time limit. The module is written to a temporary folder, never into the workspace."""
-    with tempfile.TemporaryDirectory(prefix="deepseek-tests-") as folder:
-        test_file = Path(folder) / name
-        test_file.write_text(code, encoding="utf-8")
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", folder, str(test_file)]
-        if _can_unshare():
-            cmd = ["unshare", "-rn", *cmd]  # a network namespace of its own: no network at all
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-                   PYTHONDONTWRITEBYTECODE="1")
-        try:
-            proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=TEST_TIMEOUT_S)
-            output = proc.stdout + proc.stderr
-        except subprocess.TimeoutExpired as e:
-            output = f"(stopped after {TEST_TIMEOUT_S} s)\n{e.stdout or ''}"
-            return TestRun([], [], output, False)
-    passed = re.findall(r"^(\S+::\S+) PASSED", output, re.M)
-    failed = re.findall(r"^FAILED (\S+::\S+)", output, re.M)
-    # -q prints no per-test lines for passes: count them from the summary.
-    summary = re.search(r"(\d+) passed", output)
-    if not passed and summary:
-        passed = [f"{name}: {summary.group(1)} passed"]
-    ok = proc.returncode == 0 and bool(summary)
-    return TestRun(passed, failed, output, ok)
-
-
-_UNSHARE: bool | None = None
-
-
-def _can_unshare() -> bool:
-    global _UNSHARE
-    if _UNSHARE is None:
-        try:
-            _UNSHARE = subprocess.run(["unshare", "-rn", "true"], capture_output=True, timeout=5).returncode == 0
-        except (OSError, subprocess.TimeoutExpired):
-            _UNSHARE = False
-    return _UNSHARE

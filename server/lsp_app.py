@@ -1,0 +1,24 @@
+"""The language server, assembled: create it and register each feature module's handlers.
+
+    server = create_server()
+    server.start_io()
+
+Nothing registers as a side effect of an import: :func:`create_server` builds a
+:class:`server.lsp_state.DeepseekLanguageServer` and calls each feature module's
+``register(server)``. The LSP contract is documented in docs/PROTOCOL.md.
+"""
+
+from __future__ import annotations
+
+from . import lsp_assist, lsp_completion, lsp_workspace
+from .lsp_state import DeepseekLanguageServer
+
+FEATURES = (lsp_workspace, lsp_completion, lsp_assist)
+
+
+def create_server() -> DeepseekLanguageServer:
+    """A new server with every feature's handlers registered."""
+    server = DeepseekLanguageServer()
+    for feature in FEATURES:
+        feature.register(server)
+    return server

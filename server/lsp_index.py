@@ -1,0 +1,164 @@
+"""The workspace index as the language server runs it: start, progress, file watching, re-indexing.
+
+:class:`IndexController` owns the :class:`index.workspace.WorkspaceIndex` of the
+workspace folders. Its methods run on the event loop unless their docstring says
+otherwise; the index itself works on its own threads (``index-writer``,
+``index-embedder``) and answers searches from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+
+from index.workspace import IndexOptions, SearchResult, WorkspaceIndex
+
+from .config import Settings
+from .lsp_convert import uri_to_path
+
+log = logging.getLogger(__name__)
+
+EDIT_REINDEX_DELAY_S = 2.0  # an edited open document is re-indexed this long after the last change
+CONTEXT_RESULTS = 8         # index results looked at for one completion's cross-file context
+
+Progress = Callable[[str, str, str, bool], Awaitable[str | None]]
+
+
+class IndexController:
+    """Creates, feeds and queries the workspace index.
+
+    Args:
+        server: for file-watch registration and work-done progress.
+        document_text: the open document's text for a URI, or None.
+        begin_progress: starts work-done progress; returns its token or None.
+    """
+
+    def __init__(self, server: LanguageServer, document_text: Callable[[str], str | None], begin_progress: Progress):
+        self._server = server
+        self._document_text = document_text
+        self._begin_progress = begin_progress
+        self.index: WorkspaceIndex | None = None
+        self._reindex: dict[str, asyncio.TimerHandle] = {}
+
+    @property
+    def ready(self) -> bool:
+        return self.index is not None and self.index.state == "ready"
+
+    def roots(self) -> list[Path]:
+        """The workspace folders (or the root URI) that exist on disk."""
+        ws = self._server.workspace
+        folders = [f.uri for f in ws.folders.values()] or ([ws.root_uri] if ws.root_uri else [])
+        return [p for uri in folders if (p := uri_to_path(uri)) is not None and p.is_dir()]
+
+    async def start(self, settings: Settings) -> None:
+        """Index the workspace folders in the background, with cancellable work-done progress."""
+        roots = self.roots()
+        if not settings.index_enabled or not roots:
+            return
+        self.index = index = WorkspaceIndex(roots, IndexOptions(
+            include=settings.index_include, exclude=settings.index_exclude,
+            max_file_size_kb=settings.index_max_file_size_kb, embeddings=settings.index_embeddings,
+            load_config=settings.model_load_config))
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+        token = await self._begin_progress("index", "deepseek: indexing workspace", ", ".join(r.name for r in roots),
+                                           True)
+        progress = self._server.work_done_progress
+        if token is not None:  # the client's cancel button stops the first pass
+            progress.tokens[token].add_done_callback(lambda f: cancel.set())
+
+        def report(message: str, percent: int) -> None:  # index-writer thread -> loop
+            if token is not None:
+                loop.call_soon_threadsafe(lambda: progress.report(
+                    token, types.WorkDoneProgressReport(message=message, percentage=percent)))
+
+        await self._watch_files()
+        try:
+            await asyncio.wrap_future(index.start(report, cancel))
+        finally:
+            if token is not None:
+                progress.end(token, types.WorkDoneProgressEnd(
+                    message="cancelled" if cancel.is_set() else f"{index.status()['files']} files indexed"))
+
+    async def _watch_files(self) -> None:
+        """Ask the client to report file changes on disk (it only reports registered globs)."""
+        caps = self._server.client_capabilities.workspace
+        watched = caps.did_change_watched_files if caps is not None else None
+        if watched is None or not watched.dynamic_registration:
+            return
+        try:
+            await asyncio.wait_for(self._server.client_register_capability_async(types.RegistrationParams(
+                registrations=[types.Registration(
+                    id=f"deepseek-watch-{uuid.uuid4()}", method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+                    register_options=types.DidChangeWatchedFilesRegistrationOptions(
+                        watchers=[types.FileSystemWatcher(glob_pattern="**/*")]))])), timeout=5)
+        except Exception as e:
+            log.warning("could not register file watching: %s", e)
+
+    def completion_context(self, uri: str, query: str, budget_chars: int) -> list[tuple[str, str]]:
+        """Best chunks of *other* files for ``query``, as (path, text), within ``budget_chars``.
+
+        Runs on the completion engine's owner thread (``engine-completion``): lexical search
+        only (SQLite full text, milliseconds), never the embedder; the caller caches it.
+        """
+        index = self.index
+        if index is None or index.state != "ready":
+            return []
+        here = uri_to_path(uri)
+        out, used = [], 0
+        for r in index.search(query, k=CONTEXT_RESULTS, mode="lexical"):
+            if here is not None and r.file == here or used + len(r.text) > budget_chars:
+                continue
+            out.append((r.path, r.text))
+            used += len(r.text)
+        return out
+
+    def typing(self) -> None:
+        """A suggestion is being asked for: the embedder rests for a moment (CPU for typing)."""
+        if self.index is not None:
+            self.index.pause_embedding()
+
+    def changed(self, uri: str) -> None:
+        """An open document changed: re-index it once typing pauses (EDIT_REINDEX_DELAY_S)."""
+        if self.index is None:
+            return
+        if (handle := self._reindex.pop(uri, None)) is not None:
+            handle.cancel()
+
+        def run() -> None:
+            self._reindex.pop(uri, None)
+            text, path = self._document_text(uri), uri_to_path(uri)
+            if text is not None and path is not None and self.index is not None:
+                self.index.update_file(path, text)
+        self._reindex[uri] = asyncio.get_running_loop().call_later(EDIT_REINDEX_DELAY_S, run)
+
+    def saved_or_changed_on_disk(self, uri: str) -> None:
+        """A file was saved or changed on disk (or deleted: it leaves the index)."""
+        path = uri_to_path(uri)
+        if self.index is None or path is None:
+            return
+        if (handle := self._reindex.pop(uri, None)) is not None:
+            handle.cancel()
+        self.index.update_file(path)
+
+    async def search(self, query: str, k: int, mode: str = "hybrid") -> list[SearchResult]:
+        """Search off the event loop (the default executor): [] without an index."""
+        if self.index is None:
+            return []
+        return await asyncio.get_running_loop().run_in_executor(None, self.index.search, query, k, mode)
+
+    def status(self) -> dict[str, Any]:
+        return self.index.status() if self.index is not None else {"state": "unavailable", "files": 0, "chunks": 0}
+
+    def close(self) -> None:
+        for handle in self._reindex.values():
+            handle.cancel()
+        if self.index is not None:
+            self.index.close()

@@ -1,0 +1,111 @@
+"""The language server's state: settings and its named collaborators.
+
+:class:`DeepseekLanguageServer` is pygls's server plus what the feature modules share:
+
+- ``settings``: the parsed settings (:mod:`server.config`), re-read on
+  ``workspace/didChangeConfiguration``;
+- ``notices``: diagnostics and messages (:class:`server.lsp_notices.Notices`);
+- ``backend``: the source of suggestions, local model or remote server
+  (:class:`server.lsp_backend.CompletionBackend`);
+- ``index``: the workspace index (:class:`server.lsp_index.IndexController`).
+
+Handlers are registered by :func:`server.lsp_app.create_server`. Everything here runs on
+the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any, Callable
+from urllib.parse import unquote
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+from pygls.workspace import TextDocument
+
+from . import __version__
+from .config import Settings, parse_settings
+from .logs import set_level
+from .lsp_backend import CompletionBackend
+from .lsp_convert import plain
+from .lsp_index import IndexController
+from .lsp_notices import Notices
+
+log = logging.getLogger(__name__)
+
+CONFIG_SECTION = "deepseek"
+CLIENT_TIMEOUT_S = 5  # a request to the client (configuration, progress, registration) waits this long
+
+
+class DeepseekLanguageServer(LanguageServer):
+    """pygls's server with the settings and the collaborators the features share."""
+
+    def __init__(self) -> None:
+        super().__init__("deepseek-lsp", __version__)
+        self.settings = Settings()
+        self.init_options: Any = None
+        self.notices = Notices(self, self.document)
+        self.index = IndexController(self, self.document_text, self.begin_progress)
+        self.backend = CompletionBackend(self, self.notices, self.index.completion_context, self.begin_progress)
+        self._shutdown: list[Callable[[], None]] = []
+
+    # -- documents -------------------------------------------------------------------------
+    def document(self, uri: str) -> TextDocument | None:
+        """The open document for ``uri`` as any client spells it, or None.
+
+        pygls keys documents by the unquoted URI (``file:///a b.py``); clients send it
+        percent-encoded (``file:///a%20b.py``). This is the one lookup everything uses.
+        """
+        return self.workspace.text_documents.get(unquote(uri))
+
+    def document_text(self, uri: str) -> str | None:
+        doc = self.document(uri)
+        return doc.source if doc is not None else None
+
+    # -- settings --------------------------------------------------------------------------
+    async def refresh_settings(self) -> None:
+        """Re-read settings: initializationOptions, then workspace/configuration (which wins)."""
+        sources: list[Any] = [plain(self.init_options)]
+        caps = self.client_capabilities.workspace
+        if caps is not None and caps.configuration:
+            try:
+                result = await asyncio.wait_for(self.workspace_configuration_async(types.ConfigurationParams(
+                    items=[types.ConfigurationItem(section=CONFIG_SECTION)])), timeout=CLIENT_TIMEOUT_S)
+                sources.append(plain(result[0]) if result else None)
+            except Exception as e:  # a client that fails here must not stop the server
+                log.warning("workspace/configuration failed: %s", e)
+        settings, problems = parse_settings(*sources)
+        if problems:
+            self.notices.show(types.MessageType.Warning, "deepseek-lsp settings: " + "; ".join(problems) + ".")
+        set_level(settings.log_level)
+        self.settings = settings
+
+    # -- progress --------------------------------------------------------------------------
+    async def begin_progress(self, kind: str, title: str, message: str, cancellable: bool) -> str | None:
+        """Start work-done progress in the editor; the token, or None when the client has none."""
+        caps = self.client_capabilities.window
+        if caps is None or not caps.work_done_progress:
+            return None
+        token = f"deepseek-{kind}-{uuid.uuid4()}"
+        try:
+            await asyncio.wait_for(self.work_done_progress.create_async(token), timeout=CLIENT_TIMEOUT_S)
+            self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+                title=title, message=message, percentage=0, cancellable=cancellable))
+            return token
+        except Exception as e:  # a client that fails here must not stop the work
+            log.warning("work done progress unavailable: %s", e)
+            return None
+
+    # -- shutdown --------------------------------------------------------------------------
+    def on_shutdown(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` at ``shutdown`` (a feature module's resources)."""
+        self._shutdown.append(hook)
+
+    def close(self) -> None:
+        """Stop generations, the index and every model (the ``shutdown`` request)."""
+        self.backend.shutdown()
+        self.index.close()
+        for hook in self._shutdown:
+            hook()

@@ -1,0 +1,132 @@
+"""Helpers shared by the test modules: documents over LSP, waiting on the server, sample code.
+
+Test modules import these from here, never from each other.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import textwrap
+import time
+from pathlib import Path
+
+import platformdirs
+import pytest
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp import LanguageClient
+from tree_sitter_language_pack import get_parser
+
+CONFIG_PY = textwrap.dedent('''\
+    import os
+
+
+    class ConfigReader:
+        """Reads settings."""
+
+        def read_config(self, path):
+            result = {}
+            with open(path) as handle:
+                for line in handle:
+                    key, _, value = line.partition("=")
+                    result[key.strip()] = value.strip()
+            return result
+
+
+    def expand_home(name):
+        return os.path.join(os.path.expanduser("~"), name)
+    ''')
+
+
+GEOMETRY_JS = textwrap.dedent('''\
+    export function circleArea(radius) {
+      return Math.PI * radius * radius;
+    }
+
+    export class Rectangle {
+      constructor(width, height) { this.width = width; this.height = height; }
+      area() {
+        return this.width * this.height;
+      }
+    }
+    ''')
+
+
+SOURCE = Path(platformdirs.__file__).with_name("unix.py")
+
+
+async def wait_until_settled(client: LanguageClient, timeout: float = 180.0) -> dict:
+    """Poll deepseek.status until the model is loaded or has failed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="deepseek.status"))
+        if status["model"]["state"] in ("loaded", "too-large", "error", "crashed"):
+            return status
+        assert time.monotonic() < deadline, f"model did not settle: {status}"
+        await asyncio.sleep(0.2)
+
+
+def open_doc(client: LanguageClient, path: Path, text: str, language: str = "python") -> str:
+    uri = path.as_uri()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)))
+    return uri
+
+
+def cut_hole(text: str, line_marker: str, cut_after: str) -> tuple[str, types.Position, str]:
+    """Remove the rest of the line starting with ``line_marker`` after ``cut_after``.
+
+    Returns (document with the hole, cursor position, the removed text).
+    """
+    start = text.index(line_marker)
+    end = text.index("\n", start)
+    cursor = text.index(cut_after, start) + len(cut_after)
+    doc = text[:cursor] + text[end:]
+    line = doc[:cursor].count("\n")
+    return doc, types.Position(line=line, character=cursor - (doc.rfind("\n", 0, cursor) + 1)), text[cursor:end]
+
+
+def insert_at(doc: str, pos: types.Position, text: str) -> str:
+    lines = doc.split("\n")
+    offset = sum(len(ln) + 1 for ln in lines[: pos.line]) + pos.character
+    return doc[:offset] + text + doc[offset:]
+
+
+def parses(source: str) -> bool:
+    tree = get_parser("python").parse(source.encode())
+    ast.parse(source)  # raises SyntaxError
+    return not tree.root_node.has_error
+
+
+async def inline(client: LanguageClient, uri: str, pos: types.Position,
+                 kind=types.InlineCompletionTriggerKind.Invoked) -> list[types.InlineCompletionItem]:
+    result = await client.text_document_inline_completion_async(types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=pos,
+        context=types.InlineCompletionContext(trigger_kind=kind)))
+    return list(result.items) if isinstance(result, types.InlineCompletionList) else list(result or [])
+
+
+async def cancel_inline(client: LanguageClient, uri: str, pos: types.Position, msg_id: str, after_s: float) -> float:
+    """Ask for a suggestion, send $/cancelRequest after ``after_s``; the request must fail as
+    cancelled. Returns the seconds from the cancel to that answer."""
+    fut = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=pos,
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)), msg_id=msg_id)
+    await asyncio.sleep(after_s)
+    client.protocol.notify("$/cancelRequest", types.CancelParams(id=msg_id))
+    started = time.monotonic()
+    with pytest.raises(JsonRpcException):
+        await asyncio.wrap_future(fut)
+    return time.monotonic() - started
+
+
+async def wait_for_code(client: LanguageClient, uri: str, code: str, timeout: float = 60) -> types.Diagnostic:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [d for d in client.diagnostics.get(uri, []) if d.code == code]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no {code} diagnostic on {uri}: {client.diagnostics.get(uri)}"
+        await asyncio.sleep(0.1)
