@@ -120,11 +120,28 @@ def activation_events(existing: list[str]) -> list[str]:
     return [f"onLanguage:{lang.id}" for lang in LANGUAGES] + [e for e in existing if not e.startswith("onLanguage:")]
 
 
+def action_languages_clause() -> str:
+    """The ``when`` clause of the editor's context-menu actions: the languages with a grammar."""
+    return "editorLangId =~ /^(" + "|".join(lang.id for lang in LANGUAGES if lang.grammar) + ")$/"
+
+
+def with_action_languages(menus: dict) -> dict:
+    """package.json's ``menus`` with every ``editorLangId =~ ...`` clause replaced by :func:`action_languages_clause`."""
+    import re
+    clause = action_languages_clause()
+    out = {}
+    for where, items in menus.items():
+        out[where] = [{**item, "when": re.sub(r"editorLangId =~ /\^\([^)]*\)\$/", clause, item["when"])}
+                      if "when" in item else item for item in items]
+    return out
+
+
 def write_clients() -> None:
     VSCODE_TS.write_text(vscode_ts(), encoding="utf-8")
     NEOVIM_LUA.write_text(neovim_lua(), encoding="utf-8")
     package = json.loads(VSCODE_PACKAGE.read_text(encoding="utf-8"))
     package["activationEvents"] = activation_events(package.get("activationEvents", []))
+    package["contributes"]["menus"] = with_action_languages(package["contributes"]["menus"])
     VSCODE_PACKAGE.write_text(json.dumps(package, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

@@ -13,6 +13,9 @@ def test_the_clients_lists_equal_the_servers_table():
     assert languages.NEOVIM_LUA.read_text() == languages.neovim_lua(), regenerate
     package = json.loads(languages.VSCODE_PACKAGE.read_text())
     assert package["activationEvents"] == languages.activation_events(package["activationEvents"]), regenerate
+    menus = package["contributes"]["menus"]
+    assert menus == languages.with_action_languages(menus), regenerate
+    assert languages.action_languages_clause() in json.dumps(menus)
 
 
 def test_every_language_with_a_grammar_gets_definitions():

@@ -1,7 +1,7 @@
 /**
  * The chat panel's controller: the messages between the webview (media/chat.js) and the
  * server (`deepseek.chat`, `deepseek.explain`, `deepseek/chatDelta`). Pure: no `vscode`
- * import; extension.ts gives it a server connection, a panel port and an editor host.
+ * import; chat_view.ts gives it a server connection, a panel port and an editor host.
  *
  * Panel -> controller (`FromPanel`): `ready` (the webview (re)loaded: it gets the whole
  * transcript), `send` {text}, `new` (forget the session: the next message starts one),
@@ -10,9 +10,12 @@
  * {id, text} (appended to the reply being written), `done` {entry} (the final form of the
  * entry with that id), `busy` {busy}.
  */
+import type * as lsp from './lsp_ext';
+import type { Range } from './lsp_ext';
 
-export interface Position { line: number; character: number }
-export interface Range { start: Position; end: Position }
+export type { Position, Range } from './lsp_ext';
+
+/** A reference as the panel shows it: the code a reply is about, with a short label. */
 export interface Reference { uri: string; range: Range; label: string }
 export interface Entry { id: number; role: 'user' | 'assistant' | 'error'; text: string; references?: Reference[] }
 
@@ -32,7 +35,7 @@ export type ToPanel =
 
 /** Runs `workspace/executeCommand`; rejects on an error answer or when `signal` aborts. */
 export interface ChatServer {
-  execute(command: string, arg: object, signal?: AbortSignal): Promise<any>;
+  execute<C extends lsp.CommandId>(command: C, arg: lsp.CommandArg<C>, signal?: AbortSignal): Promise<lsp.CommandResult<C>>;
 }
 
 /** What the controller needs from the editor. */
@@ -47,14 +50,26 @@ export interface ChatHost {
   label(uri: string, range: Range): string;
 }
 
-function isRange(r: any): r is Range {
-  const pos = (p: any) => p && Number.isInteger(p.line) && Number.isInteger(p.character) && p.line >= 0 && p.character >= 0;
-  return !!r && pos(r.start) && pos(r.end);
+/** Fields of a message that is not trusted blindly (from the webview, or a reference from the server). */
+type Untrusted = { [key: string]: unknown } | null | undefined;
+
+function isRange(r: unknown): r is Range {
+  const pos = (p: unknown) => {
+    const q = p as Untrusted;
+    return !!q && Number.isInteger(q.line) && Number.isInteger(q.character) && (q.line as number) >= 0 && (q.character as number) >= 0;
+  };
+  const range = r as Untrusted;
+  return !!range && pos(range.start) && pos(range.end);
+}
+
+function isReference(r: unknown): r is lsp.Reference {
+  const ref = r as Untrusted;
+  return !!ref && typeof ref.uri === 'string' && isRange(ref.range);
 }
 
 /** Parse a panel message; undefined for anything malformed (the webview is not trusted blindly). */
 export function parseFromPanel(raw: unknown): FromPanel | undefined {
-  const m = raw as any;
+  const m = raw as Untrusted;
   if (!m || typeof m !== 'object' || typeof m.type !== 'string') {
     return undefined;
   }
@@ -115,8 +130,8 @@ export class ChatController {
   }
 
   /** A `deepseek/chatDelta` notification: appended to the reply being written, if it is ours. */
-  onDelta(params: unknown): void {
-    const p = params as any;
+  onDelta(params: lsp.ChatDelta): void {
+    const p: Partial<lsp.ChatDelta> | undefined = params;
     if (!this.stream || !p || typeof p.sessionId !== 'string' || typeof p.delta !== 'string') {
       return;
     }
@@ -133,7 +148,7 @@ export class ChatController {
   /** Ask in the current session; the reply streams into the panel. */
   async send(text: string): Promise<void> {
     const ctx = this.host.context();
-    const arg: Record<string, unknown> = { message: text };
+    const arg: lsp.ChatParams = { message: text };
     if (this.sessionId) {
       arg.sessionId = this.sessionId;
     }
@@ -147,13 +162,14 @@ export class ChatController {
   }
 
   /** Explain `{uri, range}`; the explanation streams into the panel and its session becomes the current one. */
-  async explain(arg: { uri: string; range: Range }, title: string): Promise<any> {
+  async explain(arg: lsp.ExplainParams, title: string): Promise<lsp.ExplainResult | undefined> {
     return this.run(title, 'deepseek.explain', arg,
       (r) => [r.markdown, r.references ?? [{ uri: arg.uri, range: arg.range }]], true);
   }
 
-  private async run(question: string, command: string, arg: object,
-    answer: (result: any) => [string, { uri: string; range: Range }[] | undefined], newSession = false): Promise<any> {
+  private async run<C extends 'deepseek.chat' | 'deepseek.explain'>(question: string, command: C, arg: lsp.CommandArg<C>,
+    answer: (result: lsp.CommandResult<C>) => [string, lsp.Reference[] | undefined], newSession = false,
+  ): Promise<lsp.CommandResult<C> | undefined> {
     if (this.running) {
       this.running.abort();  // one request at a time: the newer question wins
     }
@@ -173,9 +189,9 @@ export class ChatController {
         this.sessionId = result.sessionId;
       }
       return result;
-    } catch (err: any) {
+    } catch (err) {
       reply.role = 'error';
-      reply.text = abort.signal.aborted ? 'Stopped.' : `deepseek: ${err?.message ?? String(err)}`;
+      reply.text = abort.signal.aborted ? 'Stopped.' : `deepseek: ${(err as Error | null | undefined)?.message ?? String(err)}`;
       return undefined;
     } finally {
       this.host.post({ type: 'done', entry: reply });
@@ -207,13 +223,13 @@ export class ChatController {
       }
       this.sessionId = history.sessionId;
       for (const m of history.messages ?? []) {
-        const refs = Array.isArray(m.references) ? m.references : [];
+        const refs: unknown[] = Array.isArray(m.references) ? m.references : [];
         this.entries.push({
           id: this.nextId++,
           role: m.role === 'user' ? 'user' : 'assistant',
           text: String(m.text ?? ''),
-          references: refs.filter((r: any) => r && typeof r.uri === 'string' && isRange(r.range))
-            .map((r: any) => ({ uri: r.uri, range: r.range, label: this.host.label(r.uri, r.range) })),
+          references: refs.filter(isReference)
+            .map((r) => ({ uri: r.uri, range: r.range, label: this.host.label(r.uri, r.range) })),
         });
       }
     } catch {

@@ -2,11 +2,12 @@
  * The status-bar item's text, from `deepseek.status` (docs/PROTOCOL.md) and the server's
  * resource diagnostics. Pure: no `vscode` import.
  */
+import type { Backend, DiagnosticCode, ModelStatus, StatusResult } from './lsp_ext';
 
 /** Diagnostic codes that mean the model or the backend cannot serve well (a warning in the status bar). */
-export const RESOURCE_CODES: ReadonlySet<string> = new Set([
-  'model-too-large', 'model-unavailable', 'model-no-fim', 'slow-response', 'backend-unreachable',
-]);
+export const RESOURCE_CODES: ReadonlySet<string> = new Set<string>([
+  'model-too-large', 'model-unavailable', 'model-no-fim', 'model-crashed', 'slow-response', 'backend-unreachable',
+] satisfies DiagnosticCode[]);
 
 export interface StatusView {
   /** Status-bar text with codicons, e.g. `$(sparkle) qwen2.5-coder-0.5b… · index ready`. */
@@ -24,6 +25,12 @@ export interface Problem {
   message: string;
 }
 
+/**
+ * A `deepseek.status` result with any part left out: what the status bar copes with (a server
+ * of another version, a test's sketch of a status).
+ */
+export type PartialStatus = { [K in keyof StatusResult]?: Partial<StatusResult[K]> };
+
 const SHORT_NAME = 28;
 
 function shortName(name: string): string {
@@ -31,26 +38,26 @@ function shortName(name: string): string {
 }
 
 /** `status` is the result of `deepseek.status` (or undefined while the server starts). */
-export function statusView(status: any, problems: readonly Problem[] = []): StatusView {
+export function statusView(status: PartialStatus | undefined, problems: readonly Problem[] = []): StatusView {
   const warnings = problems.filter((p) => RESOURCE_CODES.has(p.code));
   if (!status) {
     return { text: '$(loading~spin) deepseek: starting', tooltip: 'deepseek-lsp is starting', warning: warnings.length > 0, busy: true };
   }
-  const model = status.model ?? {};
-  const backend = status.backend ?? { kind: 'local' };
+  const model: Partial<ModelStatus> = status.model ?? {};
+  const backend: Partial<Backend> = status.backend ?? { kind: 'local' };
   const index = status.index ?? {};
   const remote = backend.kind === 'openai';
   const name = remote ? `${backend.model ?? 'remote'} @ ${backend.url}` : (model.name ?? 'no model');
   const state: string = remote ? (backend.reachable === false ? 'unreachable' : 'remote') : (model.state ?? 'not-loaded');
   const busy = ['not-loaded', 'preparing', 'loading'].includes(state) || index.state === 'indexing';
-  const failed = ['too-large', 'error', 'unreachable'].includes(state);
+  const failed = ['too-large', 'error', 'crashed', 'unreachable'].includes(state);
   const parts = [shortName(name), state === 'loaded' ? 'loaded' : state];
   if (index.state && index.state !== 'unavailable') {
     parts.push(index.state === 'indexing' ? `indexing ${index.files ?? 0} files` : 'index ready');
   }
   const icon = warnings.length || failed ? '$(warning)' : busy ? '$(loading~spin)' : '$(sparkle)';
   const lines = [
-    `**deepseek-lsp**: ${name} (${model.family ?? backend.family ?? 'no FIM'})`,
+    `**deepseek-lsp**: ${name} (${model.family ?? (remote ? backend.family : undefined) ?? 'no FIM'})`,
     '',
     `- model: ${state}${model.nCtx ? `, n_ctx ${model.nCtx}` : ''}${model.threads ? `, ${model.threads} threads` : ''}`,
   ];

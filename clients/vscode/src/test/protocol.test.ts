@@ -9,12 +9,13 @@ import { after, before, test } from 'node:test';
 import { InlineCompletionRequest, InlineCompletionTriggerKind } from 'vscode-languageserver-protocol/node';
 
 import { ChatController, ChatServer, Range, ToPanel } from '../chat';
+import type { StatusResult } from '../lsp_ext';
 import { statusView } from '../status';
 import { defaultSettings, Hole, holeWorkspace, Server, startServer, waitForModel } from './server';
 
 let hole: Hole;
 let server: Server;
-let status: any;
+let status: StatusResult;
 
 before(async () => {
   hole = holeWorkspace();

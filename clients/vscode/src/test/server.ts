@@ -12,6 +12,7 @@ import {
   createProtocolConnection, ExecuteCommandRequest, InitializeRequest, ProtocolConnection,
 } from 'vscode-languageserver-protocol/node';
 
+import type { StatusResult } from '../lsp_ext';
 import { resolveServer, serverKeys, serverSettings } from '../settings';
 
 export const PACKAGE_JSON = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8'));
@@ -121,10 +122,10 @@ export async function startServer(folder: string, settings: Record<string, unkno
 }
 
 /** Poll deepseek.status until the model has left the starting states; returns the last status. */
-export async function waitForModel(server: Server, timeoutMs = 180000): Promise<any> {
+export async function waitForModel(server: Server, timeoutMs = 180000): Promise<StatusResult> {
   const until = Date.now() + timeoutMs;
   for (;;) {
-    const status = await server.execute('deepseek.status');
+    const status: StatusResult = await server.execute('deepseek.status');
     if (!['not-loaded', 'preparing', 'loading'].includes(status?.model?.state)) {
       return status;
     }

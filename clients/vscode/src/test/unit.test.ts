@@ -8,7 +8,7 @@ import { test } from 'node:test';
 
 import { ChatController, parseFromPanel, Range, ToPanel } from '../chat';
 import { CLIENT_KEYS, INSTALL_HINT, parseServerLog, resolveServer, serverKeys, serverSettings } from '../settings';
-import { statusView } from '../status';
+import { PartialStatus, statusView } from '../status';
 import { PACKAGE_JSON } from './server';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -101,7 +101,7 @@ test('the panel: stop cancels the running request', async () => {
   const { host } = recordingHost();
   let seen: AbortSignal | undefined;
   const slow = {
-    execute: (_c: string, _a: object, signal?: AbortSignal) => new Promise((_resolve, reject) => {
+    execute: (_c: string, _a: object, signal?: AbortSignal) => new Promise<never>((_resolve, reject) => {
       seen = signal;
       signal?.addEventListener('abort', () => reject(new Error('cancelled')));
     }),
@@ -120,7 +120,7 @@ test('the status text: loading, loaded with index, a resource warning, a remote 
   const loading = statusView({ model: { name: 'm', state: 'loading' }, index: { state: 'indexing', files: 3 } });
   assert.equal(loading.text, '$(loading~spin) m · loading · indexing 3 files');
   assert.equal(loading.busy, true);
-  const status = {
+  const status: PartialStatus = {
     model: { name: 'qwen2.5-coder-0.5b-instruct-q4_k_m', family: 'qwen2.5-coder', state: 'loaded', nCtx: 4096, threads: 2 },
     ram: { availableMb: 20000, neededMb: 773, limitSource: 'available memory' },
     index: { state: 'ready', files: 19, chunks: 361, embedded: 361 },

@@ -1,0 +1,100 @@
+/**
+ * The chat panel in VS Code: the webview view `deepseek.chatView` (media/chat.js, chat.css)
+ * and the editor side of its controller (chat.ts): requests through the Ctx's client,
+ * `deepseek/chatDelta` streamed in, references opened in the editor.
+ */
+import * as vscode from 'vscode';
+
+import { ChatController, ChatServer, Range } from './chat';
+import { Ctx, errorMessage } from './ctx';
+import * as lsp from './lsp_ext';
+
+/** `a-b`, 1-based, as editors number lines; a range ending at character 0 of a line stops before it. */
+export function lineSpan(r: Range): string {
+  const last = r.end.character === 0 && r.end.line > r.start.line ? r.end.line : r.end.line + 1;
+  return `${r.start.line + 1}-${last}`;
+}
+
+function toRange(r: Range): vscode.Range {
+  return new vscode.Range(r.start.line, r.start.character, r.end.line, r.end.character);
+}
+
+export class ChatView {
+  readonly controller: ChatController;
+  private view: vscode.WebviewView | undefined;
+
+  constructor(ctx: Ctx) {
+    const server: ChatServer = {
+      async execute(command, arg, signal) {
+        const client = ctx.runningClient();
+        const cts = new vscode.CancellationTokenSource();
+        signal?.addEventListener('abort', () => cts.cancel());
+        try {
+          return await lsp.executeCommand(client, command, arg, cts.token);
+        } finally {
+          cts.dispose();
+        }
+      },
+    };
+    this.controller = new ChatController(server, {
+      post: (message) => { void this.view?.webview.postMessage(message); },
+      open: (uri, range) => {
+        // The lines selected with the cursor at their start, so the view shows where the code begins.
+        const r = toRange(range);
+        vscode.window.showTextDocument(vscode.Uri.parse(uri), { preview: true }).then((editor) => {
+          editor.selection = new vscode.Selection(r.end, r.start);
+          editor.revealRange(r, vscode.TextEditorRevealType.InCenterIfOutsideViewport);
+        }, (err) => vscode.window.showWarningMessage(`deepseek: cannot open ${uri}: ${errorMessage(err)}`));
+      },
+      context: () => {
+        const editor = vscode.window.activeTextEditor;
+        if (!editor || !['file', 'untitled'].includes(editor.document.uri.scheme)) {
+          return undefined;
+        }
+        const s = editor.selection;
+        return {
+          uri: editor.document.uri.toString(),
+          range: s.isEmpty ? undefined : {
+            start: { line: s.start.line, character: s.start.character }, end: { line: s.end.line, character: s.end.character },
+          },
+        };
+      },
+      label: (uri, range) => `${vscode.workspace.asRelativePath(vscode.Uri.parse(uri))}:${lineSpan(range)}`,
+    });
+    ctx.onNotification(lsp.CHAT_DELTA, (params) => this.controller.onDelta(params));
+    ctx.pushCleanup(vscode.window.registerWebviewViewProvider('deepseek.chatView', {
+      resolveWebviewView: (webviewView) => {
+        this.view = webviewView;
+        const media = vscode.Uri.joinPath(ctx.extCtx.extensionUri, 'media');
+        webviewView.webview.options = { enableScripts: true, localResourceRoots: [media] };
+        webviewView.webview.html = chatHtml(webviewView.webview, media);
+        webviewView.webview.onDidReceiveMessage((m) => this.controller.handle(m));
+        webviewView.onDidDispose(() => {
+          if (this.view === webviewView) {
+            this.view = undefined;
+          }
+        });
+      },
+    }, { webviewOptions: { retainContextWhenHidden: true } }));
+  }
+
+  /** Show the panel. */
+  focus(): Thenable<unknown> {
+    return vscode.commands.executeCommand('deepseek.chatView.focus');
+  }
+}
+
+function chatHtml(webview: vscode.Webview, media: vscode.Uri): string {
+  const nonce = [...Array(32)].map(() => Math.floor(Math.random() * 36).toString(36)).join('');
+  const script = webview.asWebviewUri(vscode.Uri.joinPath(media, 'chat.js'));
+  const style = webview.asWebviewUri(vscode.Uri.joinPath(media, 'chat.css'));
+  return `<!DOCTYPE html>
+<html lang="en"><head><meta charset="UTF-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src ${webview.cspSource}; script-src 'nonce-${nonce}';">
+<meta name="viewport" content="width=device-width, initial-scale=1.0">
+<link rel="stylesheet" href="${style}"><title>deepseek chat</title></head>
+<body><div id="log"></div>
+<div id="composer"><textarea id="input" rows="2" placeholder="Ask about your code (Enter sends; the selection goes with it)"></textarea>
+<button id="send">Send</button><button id="stop" hidden>Stop</button></div>
+<script nonce="${nonce}" src="${script}"></script></body></html>`;
+}

@@ -1,0 +1,376 @@
+/**
+ * deepseek-lsp's extensions to LSP, as docs/PROTOCOL.md documents them: the `deepseek.*`
+ * commands of `workspace/executeCommand` with the type of their one argument and of their
+ * result, the `deepseek/chatDelta` notification and the diagnostic codes, with a typed
+ * function per command. Change them only together with docs/PROTOCOL.md.
+ *
+ * chat.ts and status.ts import only the types (`import type`): they stay free of `vscode`
+ * and vscode-languageclient, which this module loads, so `npm test` runs them in plain Node.
+ */
+import type { CancellationToken } from 'vscode';
+import * as lc from 'vscode-languageclient';
+
+export type Position = lc.Position;
+export type Range = lc.Range;
+
+/** Code in a document: whole lines (end exclusive) when the server sends it. */
+export interface Reference {
+  uri: string;
+  range: Range;
+}
+
+// -- deepseek.status --------------------------------------------------------------------------
+
+/** No arguments (the extension sends `{}`, which the server ignores). */
+export type StatusParams = Record<string, never>;
+
+/** `model.state`: `crashed` is llama.cpp crashing or hanging in every configuration the probe tried. */
+export type ModelState = 'not-loaded' | 'preparing' | 'loading' | 'loaded' | 'too-large' | 'crashed' | 'error';
+
+/** The FIM format of a model, when it has FIM tokens. */
+export type ModelFamily = 'qwen2.5-coder' | 'deepseek-coder';
+
+/** A llama.cpp load configuration. */
+export type LoadConfig = 'default' | 'no-repack' | 'minimal';
+
+/** One configuration the probe tried, in order. */
+export interface ProbeAttempt {
+  config: LoadConfig;
+  ok: boolean;
+  /** `ok`, `crashed (SIGSEGV)` and the like, `timed out after N s` or `failed: …`. */
+  outcome: string;
+  seconds: number;
+  /** The prompt-processing rate the probe saw. */
+  promptTokensPerS: number | null;
+}
+
+/** How `model.loadConfig` was chosen. */
+export interface Probe {
+  config: LoadConfig | null;
+  /** `probe`: probed at this start; `cache`: an earlier start's probe; `setting`: forced by `model.loadConfig`. */
+  source: 'probe' | 'cache' | 'setting';
+  tried: ProbeAttempt[];
+  /** Configurations no longer trusted, with why (a server process died while loading it or in its first decodes). */
+  died: Record<string, string>;
+}
+
+export interface ModelStatus {
+  /** Null until a model is chosen (the fields below likewise until they are known). */
+  name: string | null;
+  path: string | null;
+  /** Null: no FIM tokens (or not known yet). */
+  family: ModelFamily | null;
+  sizeMb: number | null;
+  loaded: boolean;
+  state: ModelState;
+  nCtx: number | null;
+  threads: number | null;
+  /** What went wrong and the fix, for `too-large`, `crashed` and `error`. */
+  error: string | null;
+  /** The load configuration in use; null until loaded. */
+  loadConfig: LoadConfig | null;
+  probe: Probe | null;
+}
+
+/** `backend.kind` `local`: the model runs in the server. */
+export interface LocalBackend {
+  kind: 'local';
+}
+
+/** `backend.kind` `openai`: an OpenAI-compatible server does the work; no local model is loaded. */
+export interface OpenAIBackend {
+  kind: 'openai';
+  url: string | null;
+  model: string | null;
+  family: ModelFamily;
+  reachable: boolean;
+}
+
+export type Backend = LocalBackend | OpenAIBackend;
+
+export interface RamStatus {
+  /** Measured now, or `resources.ramLimitMb` when set. */
+  availableMb: number;
+  /** The estimate for the configured model and `n_ctx`; null until the model was checked. */
+  neededMb: number | null;
+  limitSource: 'available memory' | 'resources.ramLimitMb' | null;
+}
+
+/** `indexing` until every file is searchable by full text, then `ready`; `unavailable` without a workspace folder. */
+export type IndexState = 'indexing' | 'ready' | 'unavailable';
+
+export interface IndexStatus {
+  state: IndexState;
+  files: number;
+  chunks: number;
+  /** Chunks with an embedding (semantic search covers those); absent while `unavailable`. */
+  embedded?: number;
+  /** Why semantic search is off, with the fix. */
+  embeddingError?: string;
+}
+
+/** Suggestion figures, summed since the server started. */
+export interface CompletionStats {
+  modelAnswers: number;
+  cacheAnswers: number;
+  /** Moving average of the answers that needed the model; null before the first. */
+  avgLatencyMs: number | null;
+  promptTokens: number;
+  /** How much of the prompts the KV cache already held. */
+  reusedTokens: number;
+}
+
+export interface StatusResult {
+  model: ModelStatus;
+  backend: Backend;
+  ram: RamStatus;
+  index: IndexStatus;
+  /** Null until a FIM model or a backend is ready. */
+  completion: CompletionStats | null;
+}
+
+// -- deepseek.search --------------------------------------------------------------------------
+
+export interface SearchParams {
+  query: string;
+  /** 1-200, default 10. */
+  k?: number;
+}
+
+/** One chunk of the workspace; `range` covers whole lines (end exclusive). */
+export interface SearchHit extends Reference {
+  score: number;
+  /** The definition's name; empty for a window of lines between definitions. */
+  symbol: string;
+  kind: string;
+  text: string;
+}
+
+/** Best first; empty without a workspace folder or with `index.enabled` false. */
+export type SearchResult = SearchHit[];
+
+// -- the assistant: deepseek.explain, deepseek.refactor, deepseek.writeTests --------------------
+
+/**
+ * The code a command works on: the selection (whole lines; one ending at character 0 of a
+ * line leaves that line out), or with an empty range the definition around it. A code
+ * action's command carries this as its one argument.
+ */
+export interface CodeParams {
+  uri: string;
+  range: Range;
+}
+
+export type ExplainParams = CodeParams;
+
+export interface ExplainResult {
+  /** Starts by naming the code (`**\`name\`** in \`file\`, lines a-b`); streamed first as `deepseek/chatDelta`. */
+  markdown: string;
+  sessionId: string;
+  cacheHit: boolean;
+  promptVersion: string;
+  /** The lines explained, e.g. the whole definition around an empty range. */
+  references: Reference[];
+}
+
+export interface RefactorParams extends CodeParams {
+  /** How the code should change; empty: make it clearer. */
+  instruction?: string;
+}
+
+/** The model rewrote the code and the rewrite was sent with `workspace/applyEdit`. */
+export interface RefactorSent {
+  /** Whether the editor applied the edit. */
+  applied: boolean;
+  /** Why the editor did not apply it; empty otherwise. */
+  reason: string;
+  edit: lc.WorkspaceEdit;
+  cacheHit: boolean;
+}
+
+/** No edit was sent: the rewrite added a syntax error, lost the definition's name, etc. */
+export interface RefactorRefused {
+  applied: false;
+  reason: string;
+  edit: null;
+}
+
+export type RefactorResult = RefactorSent | RefactorRefused;
+
+export type WriteTestsParams = CodeParams;
+
+/** The tests were written and sent with `workspace/applyEdit` (`CreateFile` + insert, or appended). */
+export interface TestsWritten {
+  /** Whether the editor applied the edit. */
+  applied: boolean;
+  /** The test module, e.g. `tests/test_<module>.py`. */
+  uri: string;
+  rounds: number;
+  /** Whether the tests were run (Python only: pytest in a subprocess). */
+  ran: boolean;
+  ok: boolean;
+  /** Test names. */
+  passed: string[];
+  failed: string[];
+  /** The last 3,000 characters of pytest's output. */
+  output: string;
+  /** Why the editor did not apply the edit; empty otherwise. */
+  reason: string;
+}
+
+/** No tests were written. */
+export interface TestsRefused {
+  applied: false;
+  reason: string;
+  rounds: number;
+}
+
+export type WriteTestsResult = TestsWritten | TestsRefused;
+
+// -- the chat: deepseek.chat, deepseek.chatHistory, deepseek.chatReset ----------------------
+
+export interface ChatParams {
+  message: string;
+  /** The session to continue; absent or unknown: a new session. */
+  sessionId?: string;
+  /** The current document, and the selection in it. */
+  uri?: string;
+  range?: Range;
+}
+
+export interface ChatResult {
+  sessionId: string;
+  /** Streamed first as `deepseek/chatDelta`. */
+  reply: string;
+  references: Reference[];
+  cacheHit: boolean;
+  promptVersion: string;
+}
+
+export interface ChatHistoryParams {
+  /** Absent: the latest session. */
+  sessionId?: string;
+}
+
+export interface ChatMessage {
+  role: 'user' | 'assistant';
+  text: string;
+  /** Seconds since the epoch. */
+  timestamp: number;
+  /** The model that answered (assistant messages). */
+  model: string | null;
+  /** The prompt pack that produced it, e.g. `chat@v1`. */
+  promptVersion: string | null;
+  references: Reference[];
+}
+
+export interface ChatHistoryResult {
+  /** Null when there is no session yet. */
+  sessionId: string | null;
+  messages: ChatMessage[];
+}
+
+export interface ChatResetParams {
+  sessionId: string;
+}
+
+export interface ChatResetResult {
+  sessionId: string;
+  reset: true;
+}
+
+// -- the commands, by id ----------------------------------------------------------------------
+
+/** Every command of `executeCommandProvider.commands`: its one argument and its result. */
+export interface CommandTypes {
+  'deepseek.status': { arg: StatusParams; result: StatusResult };
+  'deepseek.search': { arg: SearchParams; result: SearchResult };
+  'deepseek.explain': { arg: ExplainParams; result: ExplainResult };
+  'deepseek.refactor': { arg: RefactorParams; result: RefactorResult };
+  'deepseek.writeTests': { arg: WriteTestsParams; result: WriteTestsResult };
+  'deepseek.chat': { arg: ChatParams; result: ChatResult };
+  'deepseek.chatHistory': { arg: ChatHistoryParams; result: ChatHistoryResult };
+  'deepseek.chatReset': { arg: ChatResetParams; result: ChatResetResult };
+}
+
+export type CommandId = keyof CommandTypes;
+export type CommandArg<C extends CommandId> = CommandTypes[C]['arg'];
+export type CommandResult<C extends CommandId> = CommandTypes[C]['result'];
+
+/** The command ids. */
+export const COMMANDS = {
+  status: 'deepseek.status',
+  search: 'deepseek.search',
+  explain: 'deepseek.explain',
+  refactor: 'deepseek.refactor',
+  writeTests: 'deepseek.writeTests',
+  chat: 'deepseek.chat',
+  chatHistory: 'deepseek.chatHistory',
+  chatReset: 'deepseek.chatReset',
+} as const satisfies Record<string, CommandId>;
+
+/** The commands a code action runs (`textDocument/codeAction`), each with `{uri, range}`. */
+export type CodeActionCommandId = typeof COMMANDS.explain | typeof COMMANDS.refactor | typeof COMMANDS.writeTests;
+
+// -- notifications and diagnostics ------------------------------------------------------------
+
+/** The next piece of a reply being written (chat and explain), in order; the final text is in the command's result. */
+export interface ChatDelta {
+  sessionId: string;
+  delta: string;
+}
+
+export const CHAT_DELTA = new lc.NotificationType<ChatDelta>('deepseek/chatDelta');
+
+/** `source` of every diagnostic of the server. */
+export const DIAGNOSTIC_SOURCE = 'deepseek';
+
+/** The `code` of the server's diagnostics. */
+export type DiagnosticCode =
+  | 'model-too-large' | 'model-unavailable' | 'model-crashed' | 'model-no-fim' | 'slow-response'
+  | 'backend-unreachable' | 'context-truncated';
+
+// -- typed requests ---------------------------------------------------------------------------
+
+/** `workspace/executeCommand` of `command` with its one argument. Rejects on an error answer. */
+export function executeCommand<C extends CommandId>(
+  client: lc.BaseLanguageClient, command: C, arg: CommandArg<C>, token?: CancellationToken,
+): Promise<CommandResult<C>> {
+  return client.sendRequest(lc.ExecuteCommandRequest.type, { command, arguments: [arg] }, token);
+}
+
+export function status(client: lc.BaseLanguageClient, token?: CancellationToken): Promise<StatusResult> {
+  return executeCommand(client, COMMANDS.status, {}, token);
+}
+
+export function search(client: lc.BaseLanguageClient, params: SearchParams, token?: CancellationToken): Promise<SearchResult> {
+  return executeCommand(client, COMMANDS.search, params, token);
+}
+
+export function explain(client: lc.BaseLanguageClient, params: ExplainParams, token?: CancellationToken): Promise<ExplainResult> {
+  return executeCommand(client, COMMANDS.explain, params, token);
+}
+
+export function refactor(client: lc.BaseLanguageClient, params: RefactorParams, token?: CancellationToken): Promise<RefactorResult> {
+  return executeCommand(client, COMMANDS.refactor, params, token);
+}
+
+export function writeTests(
+  client: lc.BaseLanguageClient, params: WriteTestsParams, token?: CancellationToken,
+): Promise<WriteTestsResult> {
+  return executeCommand(client, COMMANDS.writeTests, params, token);
+}
+
+export function chat(client: lc.BaseLanguageClient, params: ChatParams, token?: CancellationToken): Promise<ChatResult> {
+  return executeCommand(client, COMMANDS.chat, params, token);
+}
+
+export function chatHistory(
+  client: lc.BaseLanguageClient, params: ChatHistoryParams, token?: CancellationToken,
+): Promise<ChatHistoryResult> {
+  return executeCommand(client, COMMANDS.chatHistory, params, token);
+}
+
+export function chatReset(client: lc.BaseLanguageClient, params: ChatResetParams, token?: CancellationToken): Promise<ChatResetResult> {
+  return executeCommand(client, COMMANDS.chatReset, params, token);
+}
