@@ -126,7 +126,7 @@ def action_languages_clause() -> str:
 
 
 def with_action_languages(menus: dict) -> dict:
-    """package.json's ``menus`` with every ``editorLangId =~ ...`` clause replaced by :func:`action_languages_clause`."""
+    """package.json's ``menus`` with each ``editorLangId =~ ...`` clause set to :func:`action_languages_clause`."""
     import re
     clause = action_languages_clause()
     out = {}
