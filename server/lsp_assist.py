@@ -248,14 +248,15 @@ def register(server: DeepseekLanguageServer) -> None:
         if result.code is None:
             return {"applied": False, "reason": result.reason, "edit": None}
         edit = lsp_replace_lines(span.path.as_uri(), span.version, span.start_line, span.end_line, result.code)
-        applied = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit,
-                                                                                     label="deepseek: refactor"))
-        return {"applied": bool(applied.applied), "reason": applied.failure_reason or "", "edit": to_json(edit),
-                "cacheHit": result.reply.cache_hit}
+        applied, reason = await ls.apply_edit(edit, "deepseek: refactor")
+        return {"applied": applied, "reason": reason, "edit": to_json(edit), "cacheHit": result.reply.cache_hit}
 
     @server.command(CMD_WRITE_TESTS)
     async def write_tests(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
         span = _span(ls, _arg(args))
+        if not span.path.is_file():
+            raise JsonRpcInvalidParams(f"{span.path.name} is not saved on disk: save it first (the tests import it "
+                                       "from the file and run against it)")
         root = next((r for r in ls.index.roots() if span.path.resolve().is_relative_to(r.resolve())),
                     span.path.parent)
         target = _test_path(root, span)
@@ -268,10 +269,8 @@ def register(server: DeepseekLanguageServer) -> None:
         existing = doc.source if doc is not None else (
             target.read_text(encoding="utf-8", errors="replace") if target.exists() else None)
         edit = lsp_append_or_create(uri, existing, result.code, doc.version if doc is not None else None)
-        applied = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit,
-                                                                                     label="deepseek: write tests"))
-        return {"applied": bool(applied.applied), "uri": uri, "rounds": result.rounds, **lsp_test_run(result.run),
-                "reason": applied.failure_reason or ""}
+        applied, reason = await ls.apply_edit(edit, "deepseek: write tests")
+        return {"applied": applied, "uri": uri, "rounds": result.rounds, **lsp_test_run(result.run), "reason": reason}
 
     @server.command(CMD_CHAT)
     async def chat(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:

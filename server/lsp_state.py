@@ -32,18 +32,20 @@ from .lsp_backend import CompletionBackend
 from .lsp_convert import plain
 from .lsp_index import IndexController
 from .lsp_notices import Notices
+from .lsp_protocol import DeepseekProtocol
 
 log = logging.getLogger(__name__)
 
 CONFIG_SECTION = "deepseek"
 CLIENT_TIMEOUT_S = 5  # a request to the client (configuration, progress, registration) waits this long
+APPLY_EDIT_TIMEOUT_S = 300  # workspace/applyEdit may wait on the user (a preview): longer
 
 
 class DeepseekLanguageServer(LanguageServer):
     """pygls's server with the settings and the collaborators the features share."""
 
     def __init__(self) -> None:
-        super().__init__("deepseek-lsp", __version__)
+        super().__init__("deepseek-lsp", __version__, protocol_cls=DeepseekProtocol)
         self.settings = Settings()
         self.init_options: Any = None
         self.notices = Notices(self, self.document)
@@ -97,6 +99,23 @@ class DeepseekLanguageServer(LanguageServer):
         except Exception as e:  # a client that fails here must not stop the work
             log.warning("work done progress unavailable: %s", e)
             return None
+
+    # -- edits ---------------------------------------------------------------------------
+    async def apply_edit(self, edit: types.WorkspaceEdit, label: str) -> tuple[bool, str]:
+        """Ask the client to apply ``edit``: (applied, the client's reason when not).
+
+        Never raises: a client that fails, answers something unreadable or does not answer
+        within APPLY_EDIT_TIMEOUT_S (it may be showing the user a preview) means not applied.
+        """
+        try:
+            result = await asyncio.wait_for(self.workspace_apply_edit_async(
+                types.ApplyWorkspaceEditParams(edit=edit, label=label)), timeout=APPLY_EDIT_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return False, f"the editor did not answer within {APPLY_EDIT_TIMEOUT_S} s; nothing was changed"
+        except Exception as e:
+            log.warning("workspace/applyEdit failed: %s", e)
+            return False, f"the editor did not apply the edit: {e}"
+        return bool(result.applied), result.failure_reason or ""
 
     # -- shutdown --------------------------------------------------------------------------
     def on_shutdown(self, hook: Callable[[], None]) -> None:

@@ -130,3 +130,88 @@ async def wait_for_code(client: LanguageClient, uri: str, code: str, timeout: fl
             return found[0]
         assert time.monotonic() < deadline, f"no {code} diagnostic on {uri}: {client.diagnostics.get(uri)}"
         await asyncio.sleep(0.1)
+
+
+class RawLspClient:
+    """A JSON-RPC client over a real server's stdio that sends bytes as given: for hostile input.
+
+    Messages are framed with Content-Length; a reader thread collects responses by id and
+    counts everything else. Unlike pygls's client it never validates what it sends.
+    """
+
+    def __init__(self, cmd: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
+                 stderr: Path | None = None):
+        import subprocess
+        import threading
+        self._stderr = open(stderr, "wb") if stderr is not None else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                     env=env, cwd=cwd)
+        self.responses: dict = {}
+        self.notifications = 0
+        self.bodies: list[bytes] = []  # every message received, raw
+        self._cond = threading.Condition()
+        self._write_lock = threading.Lock()  # the reader thread answers the server's requests too
+        self._reader = threading.Thread(target=self._read, name="raw-lsp-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        import json
+        out = self.proc.stdout
+        while True:
+            length = None
+            while True:
+                line = out.readline()
+                if not line:
+                    return
+                if line in (b"\r\n", b"\n"):
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            body = out.read(length or 0)
+            self.bodies.append(body)
+            try:
+                msg = json.loads(body)
+            except ValueError:
+                continue
+            with self._cond:
+                if "id" in msg and "method" not in msg:
+                    self.responses[msg["id"]] = msg
+                else:
+                    self.notifications += 1
+                    if "id" in msg and "method" in msg:  # a request from the server: answer null
+                        self.send_raw(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": None}))
+                self._cond.notify_all()
+
+    def send_raw(self, body: str | bytes) -> None:
+        data = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+        with self._write_lock:
+            self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(data) + data)
+            self.proc.stdin.flush()
+
+    def request(self, msg_id, method: str, params) -> None:
+        import json
+        self.send_raw(json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params}))
+
+    def notify(self, method: str, params) -> None:
+        import json
+        self.send_raw(json.dumps({"jsonrpc": "2.0", "method": method, "params": params}))
+
+    def wait_for(self, ids, timeout: float) -> list:
+        """Wait until every id in ``ids`` has a response; returns the ids still without one."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                missing = [i for i in ids if i not in self.responses]
+                left = deadline - time.monotonic()
+                if not missing or left <= 0 or self.proc.poll() is not None:
+                    return missing
+                self._cond.wait(min(left, 0.5))
+
+    def close(self) -> None:
+        try:
+            self.request("shutdown", "shutdown", None)
+            self.wait_for(["shutdown"], 30)
+            self.notify("exit", None)
+            self.proc.wait(timeout=30)
+        except Exception:
+            self.proc.kill()
