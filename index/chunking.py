@@ -15,6 +15,7 @@ import hashlib
 from dataclasses import dataclass
 
 from server.languages import DEFINITIONS
+from server.text import split_lines
 
 from .syntax import grammar_for, node_name, parse
 
@@ -74,7 +75,7 @@ def chunk_file(path: str, text: str) -> list[Chunk]:
         path: the file's workspace-relative path (its extension picks the grammar).
         text: its content.
     """
-    lines = text.splitlines(keepends=True)
+    lines = split_lines(text, keepends=True)
     if not lines:
         return []
     grammar = grammar_for(path)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from server.languages import DEFINITIONS, for_path
+from server.text import split_lines
 
 _PARSE_LOCK = threading.Lock()
 
@@ -92,7 +93,7 @@ def syntax_errors(grammar: str, source: str) -> int:
 
 def parseable_prefix(grammar: str, code: str) -> str:
     """The longest run of whole lines from the start of ``code`` that parses (for cut-off answers)."""
-    lines = code.splitlines(keepends=True)
+    lines = split_lines(code, keepends=True)
     for end in range(len(lines), 0, -1):
         candidate = "".join(lines[:end])
         if candidate.strip() and not syntax_errors(grammar, candidate):

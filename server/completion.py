@@ -39,6 +39,7 @@ from .config import Settings
 from .engine import Engine, Generation, LoadedModel
 from .length import LengthPolicy, Mode, decide, trim
 from .prompting import WINDOW_GRID_LINES, Budget, CursorText, FimFormat, TokenCounter, build_fim_prompt
+from .text import split_lines
 
 if TYPE_CHECKING:
     from .remote import OpenAIBackend
@@ -376,7 +377,7 @@ class CompletionService:
         line = cursor.above.count("\n")
         key = (uri, line // WINDOW_GRID_LINES, settings.completion_context_tokens)
         if key not in self._context_cache:
-            nearby = "".join(cursor.above.splitlines(keepends=True)[-20:]) + cursor.typed
+            nearby = "".join(split_lines(cursor.above, keepends=True)[-20:]) + cursor.typed
             try:
                 found = self._context(uri, nearby, settings.completion_context_tokens * 4)
             except Exception as e:  # the index must never break a completion

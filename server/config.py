@@ -67,6 +67,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("chat.contextTokens", 2048, int, "tokens",
             "Budget for what goes with a chat message: selection, current file, retrieved code, past turns.",
             minimum=128, maximum=65536),
+    Setting("tests.sandbox", "bubblewrap", str, "choice",
+            "How Write tests runs the tests it wrote. bubblewrap: in a sandbox (no network, only the workspace "
+            "read-only and a private temporary folder, a clean environment, limits on CPU, memory, processes); "
+            "where bubblewrap is missing the tests are written but not run. none: without isolation (the code "
+            "can read your files and use the network). off: never run them.",
+            choices=("bubblewrap", "none", "off")),
     Setting("hover.timeMs", 1500, int, "ms",
             "How long a hover waits for the model's one-line explanation before showing the definition alone.",
             minimum=0, maximum=60000),
@@ -157,6 +163,7 @@ class Settings:
     chat_model: str | None = None
     chat_max_tokens: int = 512
     chat_context_tokens: int = 2048
+    tests_sandbox: str = "bubblewrap"
     hover_time_ms: int = 1500
     model_n_ctx: int = 4096
     model_load_config: str = "auto"

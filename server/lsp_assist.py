@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -68,6 +70,7 @@ class AssistantHost:
         self._lock = asyncio.Lock()
         self._store: AssistStore | None = None
         self._pool = ThreadPoolExecutor(max_workers=ASSIST_THREADS, thread_name_prefix="assist")
+        self._running = 0
 
     @property
     def store(self) -> AssistStore:
@@ -75,12 +78,30 @@ class AssistantHost:
             self._store = AssistStore()
         return self._store
 
+    @property
+    def busy(self) -> bool:
+        """Every ``assist-*`` thread is taken (a new task would wait in the queue)."""
+        return self._running >= ASSIST_THREADS
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a (blocking) task on the ``assist-*`` threads; AssistError becomes InvalidParams."""
+        """Run a (blocking) task on the ``assist-*`` threads, passing it ``cancel=`` an Event.
+
+        When the request is cancelled (``$/cancelRequest``: the chat panel's Stop, a closed
+        panel), the Event is set: generation stops within one token and a running pytest is
+        killed with its whole process tree. AssistError becomes InvalidParams.
+        """
+        cancel = threading.Event()
+        self._running += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, functools.partial(fn, *args, cancel=cancel))
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
         except AssistError as e:
             raise JsonRpcInvalidParams(str(e)) from None
+        finally:
+            self._running -= 1
 
     async def get(self, ls: DeepseekLanguageServer) -> Assistant:
         """The assistant for the current settings: the chat model loaded (or a remote server).
@@ -111,6 +132,7 @@ class AssistantHost:
                     self._key = key
             self.assistant.max_tokens = s.chat_max_tokens
             self.assistant.context_tokens = s.chat_context_tokens
+            self.assistant.sandbox = s.tests_sandbox
             return self.assistant
 
     def shutdown(self) -> None:
@@ -186,6 +208,17 @@ def _span(ls: DeepseekLanguageServer, arg: dict[str, Any]) -> CodeSpan:
     return span
 
 
+def _moved_on(ls: DeepseekLanguageServer, span: CodeSpan) -> bool:
+    """The document is no longer the text the request saw (edited, opened with other text, or changed on disk)."""
+    doc = ls.document(span.path.as_uri())
+    if doc is not None:
+        return doc.version != span.version if span.version is not None else doc.source != span.text
+    try:
+        return span.version is not None or span.path.read_text(encoding="utf-8", errors="replace") != span.text
+    except OSError:
+        return True
+
+
 def _streamer(ls: DeepseekLanguageServer) -> Callable[[str, str], None]:
     loop = asyncio.get_running_loop()
 
@@ -247,6 +280,9 @@ def register(server: DeepseekLanguageServer) -> None:
         result = await host.run(assistant.refactor, span, str(arg.get("instruction") or ""))
         if result.code is None:
             return {"applied": False, "reason": result.reason, "edit": None}
+        if _moved_on(ls, span):
+            return {"applied": False, "edit": None, "reason": "the document changed while the rewrite was being "
+                    "written; nothing was changed (run Refactor again)"}
         edit = lsp_replace_lines(span.path.as_uri(), span.version, span.start_line, span.end_line, result.code)
         applied, reason = await ls.apply_edit(edit, "deepseek: refactor")
         return {"applied": applied, "reason": reason, "edit": to_json(edit), "cacheHit": result.reply.cache_hit}
@@ -301,7 +337,7 @@ def register(server: DeepseekLanguageServer) -> None:
         counter = ls.backend.models.counter
         count = counter.count if counter is not None else None
         on_delta = _streamer(ls)
-        reply = await host.run(lambda: assistant.chat(session_id, message, context, on_delta, count))
+        reply = await host.run(assistant.chat, session_id, message, context, on_delta, count)
         return lsp_reply(reply, "reply")
 
     @server.command(CMD_CHAT_HISTORY)
@@ -349,7 +385,7 @@ def register(server: DeepseekLanguageServer) -> None:
         if docstring:
             parts.append(docstring)
         cap_s = ls.settings.hover_time_ms / 1000
-        if cap_s > 0:
+        if cap_s > 0 and not host.busy:  # never queue behind a chat or a test run
             try:
                 assistant = await asyncio.wait_for(host.get(ls), timeout=cap_s)
                 note = await asyncio.wait_for(host.run(assistant.hover, word, language, found.text, cap_s),

@@ -7,7 +7,6 @@ below. The domain never sees an LSP type; the wire never sees a domain object.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from .completion import CompletionStats, Snapshot, Suggestion
 from .config import Settings
 from .languages import language_id
 from .manager import ModelStatus
+from .text import split_lines
 
 SOURCE = "deepseek"
 _CONVERTER = get_converter()
@@ -233,8 +233,9 @@ def lsp_append_or_create(uri: str, existing: str | None, code: str, version: int
 
 
 def lsp_test_run(run: TestRun | None) -> dict[str, Any]:
-    return {"ran": run is not None, "ok": bool(run and run.ok), "passed": run.passed if run else [],
-            "failed": run.failed if run else [], "output": run.output[-3000:] if run else ""}
+    return {"ran": bool(run and run.ran), "ok": bool(run and run.ok), "passed": run.passed if run else [],
+            "failed": run.failed if run else [], "output": run.output[-3000:] if run else "",
+            "notRun": run.reason if run is not None and not run.ran else ""}
 
 
 def lsp_messages(messages: list[StoredMessage]) -> list[dict[str, Any]]:
@@ -245,14 +246,3 @@ def lsp_messages(messages: list[StoredMessage]) -> list[dict[str, Any]]:
 
 def lsp_hover(parts: list[str]) -> types.Hover:
     return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value="\n\n".join(parts)))
-
-
-_EOL = re.compile(r"\r\n|\r|\n")
-
-
-def split_lines(text: str) -> list[str]:
-    """Lines as LSP counts them: only CR LF, CR and LF end a line (not form feed, U+2028, ...)."""
-    lines = _EOL.split(text)
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines

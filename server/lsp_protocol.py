@@ -19,6 +19,9 @@ from typing import Any
 from cattrs import transform_error
 from lsprotocol import types
 from pygls.protocol import LanguageServerProtocol
+from pygls.workspace import TextDocument, Workspace
+
+from .text import split_lines
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +79,29 @@ class DeepseekProtocol(LanguageServerProtocol):
             self._send_response(message.id, None, types.ResponseError(code=message.code, message=text))
             return
         super().handle_message(message)
+
+
+class LspTextDocument(TextDocument):
+    """pygls's document with lines as LSP counts them (only CR LF, CR, LF end a line).
+
+    pygls splits with ``str.splitlines``, which also breaks at form feed, U+2028 and the
+    like, so an incremental edit below such a character would land on the wrong line.
+    """
+
+    @property
+    def lines(self):
+        return tuple(split_lines(self.source, keepends=True))
+
+
+class LspWorkspace(Workspace):
+    """pygls's workspace whose documents are :class:`LspTextDocument`."""
+
+    def _create_text_document(self, doc_uri: str, source: str | None = None, version: int | None = None,
+                              language_id: str | None = None) -> TextDocument:
+        return LspTextDocument(doc_uri, source=source, version=version, language_id=language_id,
+                               sync_kind=self._sync_kind, position_codec=self._position_codec)
+
+
+def use_lsp_lines(workspace: Workspace) -> None:
+    """Make ``workspace`` (created by pygls at ``initialize``) create :class:`LspTextDocument` s."""
+    workspace.__class__ = LspWorkspace

@@ -14,6 +14,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from .config import parse_settings
 from .lsp_convert import lsp_search_result, lsp_status, plain
 from .lsp_notices import CODE_BACKEND_UNREACHABLE
+from .lsp_protocol import use_lsp_lines
 from .lsp_state import DeepseekLanguageServer
 from .resources import available_mb
 
@@ -27,6 +28,7 @@ def register(server: DeepseekLanguageServer) -> None:
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: DeepseekLanguageServer, params: types.InitializeParams) -> None:
+        use_lsp_lines(ls.workspace)  # before any document is opened
         ls.init_options = params.initialization_options
         ls.settings, _ = parse_settings(plain(params.initialization_options))
 

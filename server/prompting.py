@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol, Sequence
 
+from .text import split_lines
+
 
 class Vocabulary(Protocol):
     """The tokenizer side of a model (see ``server.engine.LoadedModel``)."""
@@ -196,7 +198,7 @@ WINDOW_GRID_LINES = 32
 
 def _lines(text: str) -> list[str]:
     """Split keeping newlines; the last piece has no newline (and may be "")."""
-    return text.splitlines(keepends=True) if text else []
+    return split_lines(text, keepends=True)
 
 
 def window(cursor: CursorText, budget: Budget, counter: TokenCounter,

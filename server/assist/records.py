@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..text import split_lines
+
 
 class AssistError(Exception):
     """A request that cannot be served; ``str(e)`` is the message for the user."""
@@ -41,7 +43,7 @@ class CodeSpan:
 
     @property
     def code(self) -> str:
-        return "".join(self.text.splitlines(keepends=True)[self.start_line:self.end_line + 1])
+        return "".join(split_lines(self.text, keepends=True)[self.start_line:self.end_line + 1])
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,11 @@ class Reply:
 
 @dataclass(frozen=True)
 class TestRun:
-    """One pytest run of generated tests: names that passed and failed, pytest's output, exit OK."""
+    """One pytest run of generated tests: names that passed and failed, pytest's output, exit OK.
+
+    ``ran`` is False when the tests were not run at all; ``reason`` then says why and how to
+    fix it (no sandbox, no pytest). A run stopped early has ``reason`` ``timeout``/``cancelled``.
+    """
 
     __test__ = False  # not a pytest test class
 
@@ -74,6 +80,8 @@ class TestRun:
     failed: list[str]
     output: str
     ok: bool
+    ran: bool = True
+    reason: str = ""
 
 
 @dataclass(frozen=True)

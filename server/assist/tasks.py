@@ -27,6 +27,7 @@ from index.store import words
 from index.syntax import parseable_prefix, syntax_errors
 
 from ..engine import Engine, LoadedModel
+from ..text import split_lines
 from .packs import PromptPack, load_pack
 from .records import AssistError, CodeSpan, ContextItem, RefactorResult, Reference, Reply, TestsResult
 from .store import AssistStore, StoredMessage
@@ -59,7 +60,7 @@ def code_block(reply: str) -> str | None:
 def python_tests(code: str, symbol: str, import_line: str) -> str:
     """Tests must test the real code: drop top-level copies of ``symbol`` and import it instead."""
     tree = ast.parse(code)
-    lines = code.splitlines(keepends=True)
+    lines = split_lines(code, keepends=True)
     for node in reversed(tree.body):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == symbol:
             start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
@@ -72,7 +73,7 @@ def python_tests(code: str, symbol: str, import_line: str) -> str:
 
 def docstring_and_signature(language: str, code: str) -> tuple[str, str]:
     """The definition's first line(s) up to its body, and its docstring / leading comment."""
-    lines = code.splitlines()
+    lines = split_lines(code)
     sig = []
     for line in lines:
         sig.append(line)
@@ -108,6 +109,7 @@ class Assistant:
         self.engine, self.model_name, self.store = engine, model_name, store
         self.max_tokens, self.context_tokens, self.time_cap_s = max_tokens, context_tokens, time_cap_s
         self.remote = remote  # an OpenAIBackend: chat goes to /v1/chat/completions instead of `engine`
+        self.sandbox = "bubblewrap"  # tests.sandbox: how generated tests are run (server.assist.testrun)
 
     # -- generation ------------------------------------------------------------------------
     def _format(self, model: LoadedModel, messages: list[dict[str, str]]) -> list[int]:
@@ -169,7 +171,7 @@ class Assistant:
         return Reply(text, session_id, False, pack.version)
 
     # -- tasks -----------------------------------------------------------------------------
-    def explain(self, span: CodeSpan, on_delta: OnDelta | None = None) -> Reply:
+    def explain(self, span: CodeSpan, on_delta: OnDelta | None = None, cancel: threading.Event | None = None) -> Reply:
         pack = load_pack("explain")
         sid = self.store.new_session(f"Explain {span.symbol or span.path.name}")
         where = f"{span.path.name}:{span.start_line + 1}-{span.end_line + 1}"
@@ -178,7 +180,7 @@ class Assistant:
         messages = pack.render(symbol=span.symbol or "this code", path=span.path.name,
                                start_line=str(span.start_line + 1),
                                end_line=str(span.end_line + 1), language=span.language, code=span.code)
-        reply = self._generate("explain", messages, pack, sid, on_delta)
+        reply = self._generate("explain", messages, pack, sid, on_delta, cancel=cancel)
         # The answer always names the code it is about, whatever the model wrote.
         heading = f"**`{span.symbol}`** in `{span.path.name}`, lines {span.start_line + 1}-{span.end_line + 1}\n\n" \
             if span.symbol else f"`{span.path.name}`, lines {span.start_line + 1}-{span.end_line + 1}\n\n"
@@ -187,14 +189,14 @@ class Assistant:
         self.store.add_message(sid, "assistant", reply.text, self.model_name, pack.version, reply.references)
         return reply
 
-    def refactor(self, span: CodeSpan, instruction: str = "") -> RefactorResult:
+    def refactor(self, span: CodeSpan, instruction: str = "", cancel: threading.Event | None = None) -> RefactorResult:
         """The rewritten code for the span, or None with the reason it is refused."""
         pack = load_pack("refactor")
         messages = pack.render(path=span.path.name, language=span.language, code=span.code,
                                instruction=(f"Instruction: {instruction.strip()}" if instruction.strip() else
                                             "Make it clearer and simpler."))
         budget = max(self.max_tokens, len(span.code) // 2 + 128)  # room for the whole rewrite
-        reply = self._generate("refactor", messages, pack, None, None, max_tokens=budget)
+        reply = self._generate("refactor", messages, pack, None, None, max_tokens=budget, cancel=cancel)
         new = code_block(reply.text)
         if new is None:
             return RefactorResult(None, "the model's answer held no code block", reply)
@@ -202,7 +204,7 @@ class Assistant:
             return RefactorResult(None, f"the answer was cut off after {budget} tokens; nothing was changed", reply)
         new = _drop_redefinitions(span, new)
         new = _match_indent(span.code, new)
-        lines = span.text.splitlines(keepends=True)
+        lines = split_lines(span.text, keepends=True)
         after = "".join(lines[:span.start_line]) + new + "".join(lines[span.end_line + 1:])
         before_errors, after_errors = syntax_errors(span.language, span.text), syntax_errors(span.language, after)
         if after_errors > before_errors:
@@ -215,7 +217,8 @@ class Assistant:
                                         "call; nothing was changed", reply)
         return RefactorResult(new, "", reply)
 
-    def write_tests(self, span: CodeSpan, root: Path, test_path: Path) -> TestsResult:
+    def write_tests(self, span: CodeSpan, root: Path, test_path: Path,
+                    cancel: threading.Event | None = None) -> TestsResult:
         """Tests for the span (``code`` None when refused, with the reason).
 
         Python: pytest, run in a subprocess with no network, repaired up to REPAIR_ROUNDS
@@ -233,7 +236,9 @@ class Assistant:
         for round_no in range(REPAIR_ROUNDS + 1):
             messages = pack.render(framework=framework, symbol=span.symbol or "this code", path=str(rel),
                                    import_line=import_line, language=span.language, code=span.code, feedback=feedback)
-            reply = self._generate("tests", messages, pack, None, None, use_cache=round_no == 0,
+            if cancel is not None and cancel.is_set():
+                return TestsResult(None, run, round_no, "cancelled")
+            reply = self._generate("tests", messages, pack, None, None, use_cache=round_no == 0, cancel=cancel,
                                    max_tokens=max(self.max_tokens, TEST_MAX_TOKENS))
             candidate = code_block(reply.text)
             if candidate is None:
@@ -249,8 +254,8 @@ class Assistant:
             code = candidate
             if span.language != "python":
                 return TestsResult(code, None, round_no + 1, "")
-            run = run_pytest(root, test_path.name, code)
-            if run.ok:
+            run = run_pytest(root, test_path.name, code, cancel, self.sandbox)
+            if run.ok or not run.ran or run.reason == "cancelled":  # nothing to repair from
                 return TestsResult(code, run, round_no + 1, "")
             feedback = (f"\nThese tests failed:\n```\n{run.output[-2000:]}\n```\nFix the tests (the code under test is "
                         f"right unless a test shows a real bug):\n```python\n{code}\n```")
@@ -258,18 +263,21 @@ class Assistant:
             return TestsResult(None, None, REPAIR_ROUNDS + 1, "the model did not produce tests that parse")
         return TestsResult(code, run, REPAIR_ROUNDS + 1, "")
 
-    def hover(self, symbol: str, language: str, code: str, time_cap_s: float) -> str | None:
+    def hover(self, symbol: str, language: str, code: str, time_cap_s: float,
+              cancel: threading.Event | None = None) -> str | None:
         """A one-line explanation, from the cache or the model within ``time_cap_s``; None if late."""
         pack = load_pack("hover")
         messages = pack.render(symbol=symbol, language=language, code=code[:4000])
         try:
-            reply = self._generate("hover", messages, pack, None, None, max_tokens=60, time_cap_s=time_cap_s)
+            reply = self._generate("hover", messages, pack, None, None, max_tokens=60, time_cap_s=time_cap_s,
+                                   cancel=cancel)
         except AssistError:
             return None
         return reply.text or None
 
     def chat(self, session_id: str | None, message: str, context: list[ContextItem],
-             on_delta: OnDelta | None = None, count: Callable[[str], int] | None = None) -> Reply:
+             on_delta: OnDelta | None = None, count: Callable[[str], int] | None = None,
+             cancel: threading.Event | None = None) -> Reply:
         """Answer ``message`` in a session (a new one when None or unknown).
 
         Args:
@@ -309,7 +317,7 @@ class Assistant:
         past = [{"role": m.role, "content": m.text} for turn in sorted(chosen_turns, key=lambda t: t[0].timestamp)
                 for m in turn]
         self.store.add_message(session_id, "user", message)
-        reply = self._generate("chat", [system, *past, user], pack, session_id, on_delta)
+        reply = self._generate("chat", [system, *past, user], pack, session_id, on_delta, cancel=cancel)
         reply.references = refs
         self.store.add_message(session_id, "assistant", reply.text, self.model_name, pack.version, refs)
         return reply
@@ -342,11 +350,11 @@ def _drop_redefinitions(span: CodeSpan, new: str) -> str:
     A small model likes to append its own versions of the helpers it saw; applied, they
     would shadow the real ones.
     """
-    lines = span.text.splitlines(keepends=True)
+    lines = split_lines(span.text, keepends=True)
     blank = "\n" * (span.end_line - span.start_line + 1)
     rest = "".join(lines[:span.start_line]) + blank + "".join(lines[span.end_line + 1:])
     elsewhere = {c.symbol for c in chunk_file(span.path.name, rest) if c.symbol and c.kind != "lines"} - {span.symbol}
-    new_lines = new.splitlines(keepends=True)
+    new_lines = split_lines(new, keepends=True)
     drop: set[int] = set()
     for c in chunk_file(span.path.name, new):
         if c.symbol in elsewhere and not new_lines[c.start_line][:1].isspace():
@@ -361,7 +369,7 @@ def _drop_redefinitions(span: CodeSpan, new: str) -> str:
 def _match_indent(original: str, new: str) -> str:
     """Re-indent ``new`` to the original's first-line indentation; end with a newline."""
     import textwrap
-    first = next((ln for ln in original.splitlines() if ln.strip()), "")
+    first = next((ln for ln in split_lines(original) if ln.strip()), "")
     indent = first[: len(first) - len(first.lstrip())]
     body = textwrap.indent(textwrap.dedent(new), indent, lambda ln: bool(ln.strip()))
     return body if body.endswith("\n") else body + "\n"

@@ -1,0 +1,24 @@
+"""Lines as LSP counts them: only CR LF, CR and LF end a line.
+
+``str.splitlines()`` also splits on form feed, vertical tab, U+001C-U+001E, U+0085 and
+U+2028/U+2029, so a file with a form feed (GNU-style C, Emacs Lisp) would shift every
+later line against the editor's line numbers. Everything that maps text to line numbers
+uses this module instead.
+"""
+
+from __future__ import annotations
+
+import re
+
+_EOL = re.compile(r"\r\n|\r|\n")
+_EOL_KEEP = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+
+
+def split_lines(text: str, keepends: bool = False) -> list[str]:
+    """The lines of ``text``; with ``keepends`` each keeps its line break. ``""`` has none."""
+    if keepends:
+        return _EOL_KEEP.findall(text)
+    lines = _EOL.split(text)
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
