@@ -16,8 +16,9 @@ import pytest
 from server.assist import testrun
 from server.assist.sandbox import available
 
-pytestmark = pytest.mark.skipif(not available()[0], reason=f"needs bubblewrap: {available()[1]}; "
-                                "apt-get install bubblewrap")
+from .prereqs import APT_INSTALL
+
+pytestmark = pytest.mark.skipif(not available()[0], reason=f"needs bubblewrap: {available()[1]}; {APT_INSTALL}")
 
 
 @pytest.fixture

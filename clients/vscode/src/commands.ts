@@ -52,7 +52,7 @@ export function writeTests(ctx: Ctx): (arg: lsp.WriteTestsParams) => Promise<lsp
     if (result?.applied) {
       const passed = Array.isArray(result.passed) ? result.passed.length : 0;  // lists of test names
       const failed = Array.isArray(result.failed) ? result.failed.length : 0;
-      const outcome = !result.ran ? 'not run (tests are run for Python only)'
+      const outcome = !result.ran ? `not run (${result.notRun || 'tests are run for Python only'})`
         : passed + failed === 0 ? 'no test ran (see the output)'
           : `${passed} passed, ${failed} failed`;
       if (result.ran && !result.ok) {

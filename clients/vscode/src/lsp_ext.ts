@@ -206,8 +206,10 @@ export interface TestsWritten {
   /** The test module, e.g. `tests/test_<module>.py`. */
   uri: string;
   rounds: number;
-  /** Whether the tests were run (Python only: pytest in a subprocess). */
+  /** Whether the tests were run (Python only: pytest in the sandbox). */
   ran: boolean;
+  /** Why they were not run (no sandbox, no pytest, tests.sandbox off) and how to fix it; empty otherwise. */
+  notRun: string;
   ok: boolean;
   /** Test names. */
   passed: string[];
