@@ -215,3 +215,18 @@ class RawLspClient:
             self.proc.wait(timeout=30)
         except Exception:
             self.proc.kill()
+
+
+async def code_actions(client: LanguageClient, uri: str, line: int, character: int) -> list[dict]:
+    """The code actions at a position, as the raw JSON an editor parses.
+
+    lsprotocol's client-side hook takes any object with a "command" key for a Command, so
+    it would mis-read a CodeAction that carries one.
+    """
+    msg_id = f"code-actions-{time.monotonic_ns()}"
+    at = types.Position(line=line, character=character)
+    fut = client.protocol.send_request(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), range=types.Range(start=at, end=at),
+        context=types.CodeActionContext(diagnostics=[])), msg_id=msg_id)
+    client.protocol._result_types[msg_id] = None
+    return await asyncio.wrap_future(fut)

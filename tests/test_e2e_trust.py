@@ -1,0 +1,164 @@
+"""End to end: edits land where the user saw them, and Stop stops. The real server and model over stdio.
+
+The workspace lives under a path with a space and a non-ASCII letter, as many users'
+folders do; documents are opened under their percent-encoded URIs, as VS Code and Neovim
+send them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from .helpers import code_actions, open_doc
+
+pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
+
+WORKSPACE = Path(tempfile.mkdtemp(prefix="deepseek-trust-")) / "My Projects" / "café"
+WORKSPACE.mkdir(parents=True)
+CODE = "".join([
+    '"""Shapes."""\n\n\n',
+    "def area(width, height):\n", '    """The area of a rectangle."""\n', "    return width * height\n\n\n",
+    "def perimeter(width, height):\n", "    total = 0\n", "    total += width\n", "    total += width\n",
+    "    total += height\n", "    total += height\n", "    return total\n"])
+CONFIG = ClientServerConfig(server_command=[sys.executable, "-m", "server"],
+                            server_env={**os.environ, "XDG_DATA_HOME": tempfile.mkdtemp(prefix="deepseek-trust-data-")})
+
+
+@pytest_lsp.fixture(scope="module", config=CONFIG)
+async def client(lsp_client: LanguageClient):
+    lsp_client.edits, lsp_client.deltas = [], []
+
+    @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
+    def apply_edit(params: types.ApplyWorkspaceEditParams):
+        lsp_client.edits.append(params.edit)
+        return types.ApplyWorkspaceEditResult(applied=True)
+
+    @lsp_client.feature("deepseek/chatDelta")
+    def delta(params):
+        lsp_client.deltas.append((time.monotonic(), params))
+
+    @lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)
+    def register(params):
+        return None
+
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"), root_uri=WORKSPACE.as_uri(),
+        workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="café")],
+        initialization_options={"chat": {"maxTokens": 160}, "hover": {"timeMs": 0},
+                                "completion": {"manualMaxTimeMs": 60000}}))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def command(client: LanguageClient, name: str, arg: dict):
+    return await client.workspace_execute_command_async(types.ExecuteCommandParams(command=name, arguments=[arg]))
+
+
+def lines(start: int, end: int) -> dict:
+    return {"start": {"line": start, "character": 0}, "end": {"line": end, "character": 0}}
+
+
+async def test_a_percent_encoded_uri_gets_completion_hover_and_actions(client: LanguageClient):
+    path = WORKSPACE / "shapes.py"
+    text = CODE.replace("    return total\n", "    return \n")  # the hole the user is filling
+    path.write_text(text)
+    uri = open_doc(client, path, text)
+    assert "%20" in uri and "%C3%A9" in uri  # as editors send it
+    items = await client.text_document_inline_completion_async(types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=14, character=11),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
+    assert items.items and "total" in items.items[0].insert_text, items
+    hover = await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=3, character=5)))
+    assert hover is not None and "def area(width, height):" in hover.contents.value
+    actions = await code_actions(client, uri, 5, 4)
+    assert [a["title"] for a in actions] == ["deepseek: Explain", "deepseek: Refactor", "deepseek: Write tests"]
+
+
+async def test_refactor_works_on_the_open_text_not_the_file_on_disk(client: LanguageClient):
+    path = WORKSPACE / "disk_differs.py"
+    path.write_text("# an older version on disk\n" * 30)
+    uri = open_doc(client, path, CODE)
+    result = await command(client, "deepseek.refactor", {"uri": uri, "range": lines(8, 15),
+                                                         "instruction": "use a single return expression"})
+    if result["applied"]:
+        edit = client.edits[-1].document_changes[0]
+        assert edit.text_document.version == 1  # the version the request saw
+        assert edit.edits[0].range.start.line == 8 and "perimeter" in edit.edits[0].new_text
+    else:
+        assert result["edit"] is None and result["reason"]
+
+
+async def test_a_document_edited_during_a_refactor_is_never_overwritten(client: LanguageClient):
+    path = WORKSPACE / "moving.py"
+    path.write_text(CODE)
+    uri = open_doc(client, path, CODE)
+    edits_before = len(client.edits)
+    task = asyncio.ensure_future(command(client, "deepseek.refactor", {
+        "uri": uri, "range": lines(8, 15), "instruction": "rename total to result"}))
+    await asyncio.sleep(0.3)  # the user types while the model writes
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0)),
+            text="import math\n")]))
+    result = await task
+    assert result["applied"] is False and result["edit"] is None
+    assert len(client.edits) == edits_before  # nothing was sent to the editor
+    if "document changed" not in result["reason"]:
+        pytest.fail(f"refused for another reason: {result['reason']}")
+
+
+async def test_lines_are_counted_as_lsp_counts_them(client: LanguageClient):
+    """A form feed (GNU C, Emacs Lisp, Python's own stdlib) is not a line break for LSP."""
+    text = "import os\n\x0c\n\ndef first():\n    return 1\n\x0c\ndef second():\n    return 2\n"
+    path = WORKSPACE / "paged.py"
+    path.write_text(text)
+    uri = open_doc(client, path, text)
+
+    async def definition_at(line: int) -> int:
+        actions = await code_actions(client, uri, line, 1)
+        return actions[0]["command"]["arguments"][0]["range"]["start"]["line"]
+
+    assert await definition_at(7) == 6  # `return 2` belongs to `second`, on LSP line 6
+    # An incremental edit below a form feed lands on the line the editor meant.
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=types.Position(line=8, character=0), end=types.Position(line=8, character=0)),
+            text="\ndef third():\n    return 3\n")]))
+    assert await definition_at(10) == 9
+
+
+async def test_stop_reaches_the_model_and_the_next_chat_answers_in_the_time_of_one(client: LanguageClient):
+    t0 = time.monotonic()
+    await command(client, "deepseek.chat", {"message": "Write a long story about a cat who learns Python."})
+    one = time.monotonic() - t0
+    client.deltas.clear()
+    fut = client.protocol.send_request(types.WORKSPACE_EXECUTE_COMMAND, types.ExecuteCommandParams(
+        command="deepseek.chat", arguments=[{"message": "Write a long story about a dog who learns Rust."}]),
+        msg_id="chat-to-stop")
+    deadline = time.monotonic() + 60
+    while not client.deltas:
+        assert time.monotonic() < deadline, "no delta"
+        await asyncio.sleep(0.02)
+    client.protocol.notify("$/cancelRequest", types.CancelParams(id="chat-to-stop"))
+    with pytest.raises(JsonRpcException):
+        await asyncio.wrap_future(fut)
+    t1 = time.monotonic()
+    reply = await command(client, "deepseek.chat", {"message": "Write a long story about a bird who learns Go."})
+    second = time.monotonic() - t1
+    assert reply["reply"]
+    # Had the stopped chat run on, this one would have waited for it (about twice as long).
+    assert second < 1.6 * one, (second, one)
