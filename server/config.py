@@ -33,24 +33,28 @@ class Setting:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
+    # Sends code elsewhere, loads a file or runs code: an untrusted workspace may not set it
+    # (VS Code's restrictedConfigurations; see RESTRICTED below).
+    restricted: bool = False
 
 
 # The single source of truth. README.md's settings table is checked against it by a test.
 SETTINGS: tuple[Setting, ...] = (
     Setting("model.path", None, str, "path",
-            "A GGUF model file to load. Overrides model.name.", nullable=True),
+            "A GGUF model file to load. Overrides model.name.", nullable=True, restricted=True),
     Setting("model.name", None, str, "name",
             "A model from the catalog (server/data/catalog.json). Default: qwen2.5-coder-0.5b-instruct-q4_k_m.",
-            nullable=True),
+            nullable=True, restricted=True),
     Setting("backend.kind", "local", str, "kind",
             "local: the model runs in this process (llama.cpp). openai: an OpenAI-compatible server at backend.url "
             "(llama.cpp server, llama-cpp-python server, vLLM, Ollama); no local model is loaded.",
-            choices=("local", "openai")),
+            choices=("local", "openai"), restricted=True),
     Setting("backend.url", None, str, "URL", "Base URL of the OpenAI-compatible server, e.g. http://gpu-box:8000.",
-            nullable=True),
+            nullable=True, restricted=True),
     Setting("backend.apiKey", None, str, "secret", "Bearer token for the server, if it needs one (never logged).",
-            nullable=True),
-    Setting("backend.model", None, str, "name", "The model name the server expects in requests.", nullable=True),
+            nullable=True, restricted=True),
+    Setting("backend.model", None, str, "name", "The model name the server expects in requests.", nullable=True,
+            restricted=True),
     Setting("backend.family", "qwen2.5-coder", str, "family",
             "FIM format of the server's model (its vocabulary cannot be read from here).",
             choices=("qwen2.5-coder", "deepseek-coder")),
@@ -58,10 +62,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Where chat, explain, refactor, tests and hover run: same (as backend.kind), local (this process, "
             "chatModel) or openai (the server at backend.url). E.g. backend.kind local + chat.backend openai: "
             "typing stays on the laptop, the heavier tasks go to a shared GPU server.",
-            choices=("same", "local", "openai")),
+            choices=("same", "local", "openai"), restricted=True),
     Setting("chatModel", None, str, "name or path",
             "Model for chat, explain, refactor, write tests and hover: a catalog name or a GGUF path. "
-            "Default: the completion model (a second instance; the weights are shared).", nullable=True),
+            "Default: the completion model (a second instance; the weights are shared).", nullable=True,
+            restricted=True),
     Setting("chat.maxTokens", 512, int, "tokens", "Longest answer for chat and code actions.",
             minimum=16, maximum=8192),
     Setting("chat.contextTokens", 2048, int, "tokens",
@@ -72,7 +77,7 @@ SETTINGS: tuple[Setting, ...] = (
             "read-only and a private temporary folder, a clean environment, limits on CPU, memory, processes); "
             "where bubblewrap is missing the tests are written but not run. none: without isolation (the code "
             "can read your files and use the network). off: never run them.",
-            choices=("bubblewrap", "none", "off")),
+            choices=("bubblewrap", "none", "off"), restricted=True),
     Setting("hover.timeMs", 1500, int, "ms",
             "How long a hover waits for the model's one-line explanation before showing the definition alone.",
             minimum=0, maximum=60000),
@@ -138,6 +143,8 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+# Keys an untrusted workspace may not set: they send code elsewhere, load a file or run code.
+RESTRICTED: tuple[str, ...] = tuple(s.key for s in SETTINGS if s.restricted)
 
 
 def _attr(key: str) -> str:
@@ -339,6 +346,12 @@ def vscode_configuration_properties() -> dict[str, dict[str, Any]]:
             schema["maximum"] = s.maximum
         props[f"deepseek.{s.key}"] = schema
     return props
+
+
+def vscode_restricted_configurations() -> list[str]:
+    """package.json's ``capabilities.untrustedWorkspaces.restrictedConfigurations``: the client's
+    own server path and arguments, and every :data:`RESTRICTED` setting."""
+    return ["deepseek.serverPath", "deepseek.serverArgs", *(f"deepseek.{k}" for k in RESTRICTED)]
 
 
 if __name__ == "__main__":  # python -m server.config --vscode

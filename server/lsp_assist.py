@@ -289,6 +289,9 @@ def register(server: DeepseekLanguageServer) -> None:
 
     @server.command(CMD_WRITE_TESTS)
     async def write_tests(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
+        if not ls.trusted:
+            raise JsonRpcInvalidParams("this workspace is not trusted, and Write tests runs code from it: trust the "
+                                       "workspace (VS Code: Manage Workspace Trust) and run it again")
         span = _span(ls, _arg(args))
         if not span.path.is_file():
             raise JsonRpcInvalidParams(f"{span.path.name} is not saved on disk: save it first (the tests import it "

@@ -48,6 +48,9 @@ class DeepseekLanguageServer(LanguageServer):
         super().__init__("deepseek-lsp", __version__, protocol_cls=DeepseekProtocol)
         self.settings = Settings()
         self.init_options: Any = None
+        # Whether the user trusts the workspace (initializationOptions.workspaceTrusted, then the
+        # deepseek/workspaceTrust notification). Clients that say nothing are trusted.
+        self.trusted = True
         self.notices = Notices(self, self.document)
         self.index = IndexController(self, self.document_text, self.begin_progress)
         self.backend = CompletionBackend(self, self.notices, self.index.completion_context, self.begin_progress)

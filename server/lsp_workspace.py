@@ -20,6 +20,7 @@ from .resources import available_mb
 
 CMD_STATUS = "deepseek.status"
 CMD_SEARCH = "deepseek.search"
+WORKSPACE_TRUST = "deepseek/workspaceTrust"
 SEARCH_MAX_K = 200
 
 
@@ -29,8 +30,18 @@ def register(server: DeepseekLanguageServer) -> None:
     @server.feature(types.INITIALIZE)
     def initialize(ls: DeepseekLanguageServer, params: types.InitializeParams) -> None:
         use_lsp_lines(ls.workspace)  # before any document is opened
-        ls.init_options = params.initialization_options
-        ls.settings, _ = parse_settings(plain(params.initialization_options))
+        options = plain(params.initialization_options)
+        if isinstance(options, dict) and "workspaceTrusted" in options:
+            ls.trusted = options.pop("workspaceTrusted") is not False
+        ls.init_options = options
+        ls.settings, _ = parse_settings(options)
+
+    @server.feature(WORKSPACE_TRUST)
+    def workspace_trust(ls: DeepseekLanguageServer, params: Any) -> None:
+        """``deepseek/workspaceTrust {trusted}``: the user changed the workspace's trust."""
+        trusted = getattr(params, "trusted", None)
+        if isinstance(trusted, bool):
+            ls.trusted = trusted
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls: DeepseekLanguageServer, params: types.InitializedParams) -> None:

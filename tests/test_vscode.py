@@ -65,3 +65,14 @@ def test_vscode_extension_in_a_real_vscode():
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "ghost text: self._user_media_dir(" in out.stdout
     assert "explain: " in out.stdout and "· loaded" in out.stdout
+
+
+def test_settings_that_send_code_load_files_or_run_code_are_restricted_in_untrusted_workspaces():
+    from server.config import vscode_restricted_configurations
+    package = json.loads((EXT / "package.json").read_text())
+    untrusted = package["capabilities"]["untrustedWorkspaces"]
+    assert untrusted["supported"] == "limited"
+    assert untrusted["restrictedConfigurations"] == vscode_restricted_configurations()
+    for key in ("deepseek.backend.url", "deepseek.backend.kind", "deepseek.backend.apiKey", "deepseek.model.path",
+                "deepseek.chatModel", "deepseek.tests.sandbox", "deepseek.chat.backend"):
+        assert key in untrusted["restrictedConfigurations"]

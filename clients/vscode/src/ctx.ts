@@ -50,6 +50,10 @@ export class Ctx {
         }, 750);
       }
     }));
+    // Write tests is refused in an untrusted workspace; the server hears when the user grants trust.
+    extCtx.subscriptions.push(vscode.workspace.onDidGrantWorkspaceTrust(() => {
+      void this._client?.sendNotification(lsp.WORKSPACE_TRUST, { trusted: true } satisfies lsp.WorkspaceTrustParams);
+    }));
   }
 
   /** The language client (undefined before the first start, while restarting, and when the server was not found). */
@@ -156,7 +160,8 @@ export class Ctx {
   private clientOptions(): LanguageClientOptions {
     return {
       documentSelector: LANGUAGES.flatMap((language) => [{ scheme: 'file', language }, { scheme: 'untitled', language }]),
-      initializationOptions: this.settingsNow(),
+      // The settings, and whether the user trusts this workspace (see docs/PROTOCOL.md).
+      initializationOptions: { ...this.settingsNow(), workspaceTrusted: vscode.workspace.isTrusted },
       outputChannel: this.output,
       // The server logs to stderr with its own levels: keep them (the default marks every stderr line an error).
       stdioOptions: {

@@ -376,3 +376,12 @@ export function chatHistory(
 export function chatReset(client: lc.BaseLanguageClient, params: ChatResetParams, token?: CancellationToken): Promise<ChatResetResult> {
   return executeCommand(client, COMMANDS.chatReset, params, token);
 }
+
+// -- deepseek/workspaceTrust -------------------------------------------------------------------
+
+/** Client -> server notification: the user now trusts the workspace (VS Code's Workspace Trust). */
+export const WORKSPACE_TRUST = 'deepseek/workspaceTrust';
+
+export interface WorkspaceTrustParams {
+  trusted: boolean;
+}
