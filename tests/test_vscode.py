@@ -65,6 +65,9 @@ def test_vscode_extension_in_a_real_vscode():
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "ghost text: self._user_media_dir(" in out.stdout
     assert "explain: " in out.stdout and "· loaded" in out.stdout
+    # The untrusted workspace: its settings could not send anything away nor run its tests.
+    assert "untrusted requests to the workspace's server: 0" in out.stdout
+    assert "untrusted write tests: deepseek: this workspace is not trusted" in out.stdout
 
 
 def test_settings_that_send_code_load_files_or_run_code_are_restricted_in_untrusted_workspaces():

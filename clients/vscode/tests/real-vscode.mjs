@@ -7,10 +7,10 @@
 // Lines and columns are 1-based, as VS Code's "Go to Line" takes them.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { freePort, run, step } from './harness.mjs';
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []));
 for (const key of ['code-server', 'vsix', 'server', 'workspace', 'file', 'line', 'col', 'expect', 'screenshot']) {
@@ -20,24 +20,6 @@ for (const key of ['code-server', 'vsix', 'server', 'workspace', 'file', 'line',
   }
 }
 const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const step = (msg) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
-
-function freePort() {
-  return new Promise((resolve) => {
-    const srv = net.createServer().listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
-  });
-}
-
-function run(cmd, argv, opts = {}) {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
-    let out = '';
-    p.stdout.on('data', (d) => { out += d; });
-    p.stderr.on('data', (d) => { out += d; });
-    p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${argv.join(' ')} exited ${code}:\n${out}`))));
-  });
-}
-
 const home = fs.mkdtempSync(path.join(os.tmpdir(), 'deepseek-code-server-'));
 const userData = path.join(home, 'user-data');
 const extensions = path.join(home, 'extensions');

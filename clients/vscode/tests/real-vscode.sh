@@ -60,4 +60,7 @@ cd "$ext"
 node tests/real-vscode.mjs --code-server "$CODE_SERVER" --vsix "$work/deepseek-lsp.vsix" --server "$SERVER" \
   --workspace "$work/ws" --file unix_hole.py --line "$line" --col "$((col + 1))" --expect 'self._user_media_dir(' \
   --screenshot "$SCREENSHOTS/ghost-text.png"
+# An untrusted workspace whose settings try to send code elsewhere and run tests unsandboxed.
+node tests/untrusted-vscode.mjs --code-server "$CODE_SERVER" --vsix "$work/deepseek-lsp.vsix" --server "$SERVER" \
+  --screenshot "$SCREENSHOTS/untrusted.png"
 echo "screenshots: $SCREENSHOTS" >&2

@@ -1,0 +1,75 @@
+// What the real-VS Code scripts share: code-server with a user-data folder of its own, headless
+// Chromium (Debian's) driven by playwright-core, and the command palette as a user types it.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+export const step = (msg) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
+
+export function freePort() {
+  return new Promise((resolve) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+  });
+}
+
+export function run(cmd, argv, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { out += d; });
+    p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${argv.join(' ')} exited ${code}:\n${out}`))));
+  });
+}
+
+/** A code-server home (user data, extensions, XDG folders) with these user settings. */
+export function codeServerHome(userSettings) {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'deepseek-code-server-'));
+  const userData = path.join(home, 'user-data');
+  fs.mkdirSync(path.join(userData, 'User'), { recursive: true });
+  fs.writeFileSync(path.join(userData, 'User', 'settings.json'), JSON.stringify(userSettings, null, 2));
+  const env = {
+    ...process.env,
+    XDG_DATA_HOME: path.join(home, 'data'), XDG_STATE_HOME: path.join(home, 'state'), XDG_CONFIG_HOME: path.join(home, 'config'),
+  };
+  return { home, userData, extensions: path.join(home, 'extensions'), env };
+}
+
+/** Install the .vsix, start code-server on a free port for `folder`, resolve when it listens. */
+export async function startCodeServer(bin, vsix, h, folder, extraArgs = []) {
+  await run(bin, ['--user-data-dir', h.userData, '--extensions-dir', h.extensions, '--install-extension', vsix], { env: h.env });
+  const port = await freePort();
+  const proc = spawn(bin, ['--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry',
+    '--disable-update-check', ...extraArgs, '--user-data-dir', h.userData, '--extensions-dir', h.extensions, folder],
+  { env: h.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  proc.stdout.on('data', (d) => { log += d; });
+  proc.stderr.on('data', (d) => { log += d; });
+  for (let i = 0; ; i++) {
+    if (log.includes('HTTP server listening')) break;
+    if (i > 300 || proc.exitCode !== null) throw new Error(`code-server did not start:\n${log}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { proc, port };
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+}
+
+/** Run a command from the palette by its title, as a user types it. */
+export async function palette(page, text) {
+  await page.keyboard.press('Control+Shift+P');
+  const input = page.locator('.quick-input-widget input');
+  await input.waitFor({ state: 'visible', timeout: 20000 });
+  await input.fill(`>${text}`);  // '>' keeps the palette in command mode
+  await page.waitForTimeout(400);
+  await page.keyboard.press('Enter');
+}
