@@ -4,7 +4,13 @@
 kept in the user cache directory (one sub-folder per folder path). Work runs on two
 threads of its own: a writer (discovery, chunking, SQLite writes) and an embedder
 (all-MiniLM-L6-v2 in llama.cpp, one thread, paused while completions are being asked
-for so typing never waits on it). Search may be called from any thread.
+for so typing never waits on it). Search and :meth:`WorkspaceIndex.indexable` may be
+called from any thread.
+
+What may be read is decided by one rule, :class:`IndexRules`, in discovery and in every
+update. When another process (a second editor window on the same folder) already writes a
+folder's index, this one reads it (searches work) and indexes nothing for that folder
+until it can take the writer's lock (tried again at each update).
 
 Hybrid retrieval: lexical (FTS5 BM25) and dense (hnswlib cosine) lists are merged by
 reciprocal rank fusion: score = sum over lists of 1 / (RRF_K + rank).
@@ -18,6 +24,7 @@ import fnmatch
 import hashlib
 import logging
 import os
+import stat
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,16 +53,21 @@ DEFAULT_EXCLUDED_DIRS = {
     ".mypy_cache", ".pytest_cache", ".ruff_cache", "build", "dist", "target", "out", ".next", ".nuxt",
     ".gradle", ".idea", ".vscode", "site-packages", ".eggs", "bower_components", ".terraform", ".cache",
 }
-# Files that hold secrets are never read, whatever the settings say.
-SECRET_PATTERNS = (".env", ".env.*", "*.env", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore",
-                   "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".npmrc", ".pypirc", ".netrc",
-                   "credentials", "credentials.*", "*.gpg", "*.asc", ".htpasswd", "secrets.*")
+# Files that hold secrets are never read, whatever the settings say. Matched case-insensitively
+# (lowercase patterns), on the file's name and, for a symlink, on its target's name too.
+SECRET_PATTERNS = (".env", ".env.*", "*.env", ".envrc", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore",
+                   "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".npmrc", ".pypirc", ".netrc", "_netrc",
+                   ".pgpass", ".git-credentials", "credentials*", "*.gpg", "*.asc", ".htpasswd", "secrets.*",
+                   "*.tfstate", "*.tfstate.*", "service-account*.json", "*.kdbx")
+# Folders that hold keys and tokens (never walked into, whatever the settings say; case-insensitive).
+SECRET_DIRS = {".ssh", ".gnupg", ".aws", ".kube"}
 BINARY_EXTENSIONS = {
     ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".ico", ".webp", ".pdf", ".zip", ".gz", ".tgz", ".bz2", ".xz",
     ".7z", ".rar", ".jar", ".war", ".class", ".so", ".dll", ".dylib", ".exe", ".o", ".a", ".lib", ".pyc",
     ".pyo", ".whl", ".gguf", ".bin", ".safetensors", ".onnx", ".pt", ".pth", ".npy", ".npz", ".sqlite",
     ".db", ".woff", ".woff2", ".ttf", ".otf", ".mp3", ".mp4", ".wav", ".mov", ".avi", ".lock", ".min.js",
 }
+BINARY_PROBE_BYTES = 8192  # a NUL byte in this many first bytes makes a file binary
 
 
 @dataclass(frozen=True)
@@ -70,52 +82,228 @@ class IndexOptions:
 
 
 def is_secret(name: str) -> bool:
-    return any(fnmatch.fnmatch(name, p) for p in SECRET_PATTERNS)
+    """True for the name of a file that may hold secrets (case-insensitive: ``.ENV``, ``ID_RSA`` too)."""
+    low = name.lower()
+    return any(fnmatch.fnmatchcase(low, p) for p in SECRET_PATTERNS)
 
 
-def discover(root: Path, options: IndexOptions) -> list[tuple[str, os.stat_result]]:
+def is_binary_name(name: str) -> bool:
+    low = name.lower()
+    return any(low.endswith(ext) for ext in BINARY_EXTENSIONS)
+
+
+def is_binary_data(data: bytes) -> bool:
+    """True when ``data`` (a file's beginning) is not text: a NUL byte in its first BINARY_PROBE_BYTES."""
+    return b"\x00" in data[:BINARY_PROBE_BYTES]
+
+
+class IndexRules:
+    """The one rule for what the index may read, used by discovery and by every update.
+
+    A file is indexable when:
+
+    - its real path (symlinks resolved) lies inside a workspace root; the path the index
+      knows it by is the path with its folders' symlinks resolved and its own name kept
+      (discovery does not follow symlinked folders, so that is the path it finds);
+    - no folder between the root and it is a default-excluded folder (``.git``,
+      ``node_modules``, ``*.egg-info``...) or a secret folder (``.ssh``...);
+    - it is not git-ignored: the ``.gitignore`` of every folder from the root down, the
+      deepest one that decides winning (``!negations`` included), and a file in an ignored
+      folder stays ignored, as in git;
+    - ``index.exclude`` does not match it, unless ``index.include`` does (which also rescues
+      a git-ignored file, not a default-excluded folder, a secret or a binary file);
+    - its name is not a secret name (:func:`is_secret`, case-insensitive);
+    - for a symlink: its target passes all of the above too, where it lies;
+    - its size is between 1 byte and ``index.maxFileSizeKb``;
+    - it is not binary: neither by extension nor by content (a NUL byte in its first 8 KiB).
+
+    Threads: every method may be called from any thread (the index-writer thread during
+    discovery and updates; the event loop or an executor, e.g. for the chat's current
+    file). The only shared state is the cache of parsed ``.gitignore`` files, one per
+    folder, behind a lock. Each entry is checked against its file's (mtime, size) at
+    every use, and :meth:`forget` drops one at once, so an edited ``.gitignore`` counts
+    from the next check. A check costs a few ``stat`` calls (one per folder from the root
+    down) and reading the file's first 8 KiB.
+    """
+
+    def __init__(self, roots: list[Path], options: IndexOptions):
+        self.roots = [Path(os.path.realpath(r)) for r in roots]
+        self.options = options
+        self._exclude = pathspec.GitIgnoreSpec.from_lines(options.exclude)
+        self._include = pathspec.GitIgnoreSpec.from_lines(options.include)
+        self._max_bytes = options.max_file_size_kb * 1024
+        self._specs: dict[str, tuple[tuple[int, int, int] | None, pathspec.GitIgnoreSpec | None]] = {}
+        self._lock = threading.Lock()
+
+    # -- where a path is -------------------------------------------------------------------
+    def locations(self, path: Path | str) -> list[tuple[Path, str]]:
+        """(root, POSIX path relative to root) for every root that holds ``path`` (its folders'
+        symlinks resolved, its own name kept). Empty when no root holds it, or for a root itself."""
+        p = os.path.abspath(path)
+        real = Path(os.path.realpath(os.path.dirname(p))) / os.path.basename(p)
+        out = []
+        for root in self.roots:
+            try:
+                rel = real.relative_to(root).as_posix()
+            except ValueError:
+                continue
+            if rel not in ("", "."):
+                out.append((root, rel))
+        return out
+
+    # -- .gitignore files ------------------------------------------------------------------
+    def _spec(self, root: Path, rel_folder: str, memo: dict | None = None) -> pathspec.GitIgnoreSpec | None:
+        """The parsed .gitignore of a folder (None when it has none); cached, checked against its stat.
+
+        ``memo``: one walk's own cache (discovery), so that a folder's .gitignore is looked at once per walk.
+        """
+        file = os.path.join(root, rel_folder, ".gitignore") if rel_folder else os.path.join(root, ".gitignore")
+        if memo is not None and file in memo:
+            return memo[file]
+        try:
+            st = os.stat(file)
+            key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            key = None
+        with self._lock:
+            cached = self._specs.get(file)
+        if cached is not None and cached[0] == key:
+            if memo is not None:
+                memo[file] = cached[1]
+            return cached[1]
+        spec = None
+        if key is not None:
+            try:
+                with open(file, encoding="utf-8", errors="replace") as f:
+                    spec = pathspec.GitIgnoreSpec.from_lines(f)
+            except OSError:
+                spec = None
+        with self._lock:
+            self._specs[file] = (key, spec)
+        if memo is not None:
+            memo[file] = spec
+        return spec
+
+    def forget(self, gitignore: Path | str) -> None:
+        """Drop the cached parse of one .gitignore file (it changed); any thread."""
+        p = os.path.abspath(gitignore)
+        real = os.path.join(os.path.realpath(os.path.dirname(p)), os.path.basename(p))
+        with self._lock:
+            self._specs.pop(real, None)
+
+    def _ignored(self, root: Path, rel: str, is_dir: bool, memo: dict | None = None) -> bool:
+        probe = rel + "/" if is_dir else rel
+        if self._include.match_file(probe):
+            return False
+        if self._exclude.match_file(probe):
+            return True
+        parts = rel.split("/")[:-1]
+        for depth in range(len(parts), -1, -1):  # the deepest .gitignore that has a say wins
+            base = "/".join(parts[:depth])
+            spec = self._spec(root, base, memo)
+            if spec is None:
+                continue
+            decided = spec.check_file(probe[len(base) + 1:] if base else probe).include
+            if decided is not None:
+                return decided
+        return False
+
+    # -- the checks --------------------------------------------------------------------------
+    def folder_allowed(self, root: Path, rel_folder: str, memo: dict | None = None) -> bool:
+        """May discovery walk into this folder (relative to root)? Its parents are taken as allowed."""
+        name = rel_folder.rsplit("/", 1)[-1]
+        if name in DEFAULT_EXCLUDED_DIRS or name.endswith(".egg-info") or name.lower() in SECRET_DIRS:
+            return False
+        return not self._ignored(root, rel_folder, True, memo)
+
+    def name_allowed(self, root: Path, rel: str, memo: dict | None = None) -> bool:
+        """The name checks of a file whose folders are allowed: secret, binary extension, ignored."""
+        name = rel.rsplit("/", 1)[-1]
+        return not (is_secret(name) or is_binary_name(name) or self._ignored(root, rel, False, memo))
+
+    def path_allowed(self, root: Path, rel: str) -> bool:
+        """Every folder from root to the file allowed, and the file's name: no disk access but .gitignore."""
+        parts = rel.split("/")
+        return (all(self.folder_allowed(root, "/".join(parts[:i])) for i in range(1, len(parts)))
+                and self.name_allowed(root, rel))
+
+    def target_allowed(self, root: Path, rel: str) -> bool:
+        """For a symlink: its target lies inside a root and passes the path checks there."""
+        full = root / rel
+        if not os.path.islink(full):
+            return True
+        where = self.locations(os.path.realpath(full))
+        return bool(where) and any(self.path_allowed(r, t) for r, t in where)
+
+    def size_allowed(self, size: int) -> bool:
+        return 0 < size <= self._max_bytes
+
+    def check(self, root: Path, rel: str, text: str | None = None) -> os.stat_result | bool | None:
+        """The whole rule for ``root / rel``.
+
+        Args:
+            text: the editor's unsaved text of the file: its size and content are checked
+                instead of the file on disk's (which may not exist yet).
+
+        Returns:
+            None when the file may not be indexed; else its stat (read from disk), or True
+            (``text`` given).
+        """
+        if not self.path_allowed(root, rel) or not self.target_allowed(root, rel):
+            return None
+        if text is not None:
+            data = text.encode("utf-8", "replace")
+            return True if self.size_allowed(len(data)) and not is_binary_data(data) else None
+        full = root / rel
+        try:
+            st = os.stat(full)
+            if not stat.S_ISREG(st.st_mode) or not self.size_allowed(st.st_size):
+                return None
+            with open(full, "rb") as f:
+                head = f.read(BINARY_PROBE_BYTES)
+        except OSError:
+            return None
+        return None if is_binary_data(head) else st
+
+    def indexable(self, path: Path | str, text: str | None = None) -> bool:
+        """May the index read ``path`` (its unsaved ``text``, when given)? Any thread; see the class."""
+        return any(self.check(root, rel, text) is not None for root, rel in self.locations(path))
+
+
+def discover(root: Path, options: IndexOptions, rules: IndexRules | None = None,
+             under: str = "") -> list[tuple[str, os.stat_result]]:
     """Files of ``root`` worth indexing, as (POSIX path relative to root, stat).
 
-    Respects .gitignore files (at every level), the default excluded folders, the
-    ``index.exclude`` / ``index.include`` globs, the size cap, binary files and secrets.
+    Applies :class:`IndexRules` (made from ``options`` when not given): folders are pruned
+    with :meth:`IndexRules.folder_allowed`, files checked by name, symlink target and size.
+    The content check (a NUL byte) is left to the reading of the file (:func:`read_text`,
+    when the file is new or changed), so that a start does not read every unchanged file.
+
+    Args:
+        under: only this folder (relative to root, POSIX; its parents are checked too).
     """
-    out = []
-    specs: list[tuple[str, pathspec.GitIgnoreSpec]] = []
-    exclude = pathspec.GitIgnoreSpec.from_lines(options.exclude)
-    include = pathspec.GitIgnoreSpec.from_lines(options.include)
-    for folder, dirs, files in os.walk(root):
+    rules = rules or IndexRules([root], options)
+    root = Path(os.path.realpath(root))
+    if under:
+        parts = under.split("/")
+        if not all(rules.folder_allowed(root, "/".join(parts[:i])) for i in range(1, len(parts) + 1)):
+            return []
+    out: list[tuple[str, os.stat_result]] = []
+    memo: dict = {}
+    for folder, dirs, files in os.walk(root / under if under else root):
         rel_folder = os.path.relpath(folder, root).replace(os.sep, "/")
         rel_folder = "" if rel_folder == "." else rel_folder + "/"
-        ignore_file = os.path.join(folder, ".gitignore")
-        if os.path.isfile(ignore_file):
-            try:
-                with open(ignore_file, encoding="utf-8", errors="replace") as f:
-                    specs.append((rel_folder, pathspec.GitIgnoreSpec.from_lines(f)))
-            except OSError:
-                pass
-
-        def ignored(rel: str, is_dir: bool) -> bool:
-            probe = rel + "/" if is_dir else rel
-            if include.match_file(probe):
-                return False
-            if exclude.match_file(probe):
-                return True
-            return any(rel.startswith(base) and spec.match_file(probe[len(base):]) for base, spec in specs)
-
-        dirs[:] = sorted(d for d in dirs if d not in DEFAULT_EXCLUDED_DIRS and not d.endswith(".egg-info")
-                         and not ignored(rel_folder + d, True))
+        dirs[:] = sorted(d for d in dirs if rules.folder_allowed(root, rel_folder + d, memo))
         for name in sorted(files):
             rel = rel_folder + name
-            lower = name.lower()
-            if is_secret(name) or any(lower.endswith(ext) for ext in BINARY_EXTENSIONS) or ignored(rel, False):
+            if not rules.name_allowed(root, rel, memo) or not rules.target_allowed(root, rel):
                 continue
             try:
                 st = os.stat(os.path.join(folder, name))
             except OSError:
                 continue
-            if st.st_size == 0 or st.st_size > options.max_file_size_kb * 1024:
-                continue
-            out.append((rel, st))
+            if stat.S_ISREG(st.st_mode) and rules.size_allowed(st.st_size):
+                out.append((rel, st))
     return out
 
 
@@ -125,7 +313,7 @@ def read_text(path: Path) -> str | None:
         data = path.read_bytes()
     except OSError:
         return None
-    if b"\x00" in data[:8192]:
+    if is_binary_data(data):
         return None
     return data.decode("utf-8", "replace")
 
@@ -176,6 +364,7 @@ class WorkspaceIndex:
     def __init__(self, roots: list[Path], options: IndexOptions = IndexOptions(), embed_threads: int | None = None):
         self.roots = [r.resolve() for r in roots]
         self.options = options
+        self.rules = IndexRules(self.roots, options)
         self.state = "indexing"
         self.embedding_error: str | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
@@ -196,6 +385,9 @@ class WorkspaceIndex:
               cancel: threading.Event | None = None) -> Future:
         """Index every folder (only what changed since last time) on the writer thread.
 
+        A folder whose index another process writes is not indexed here: its index is
+        searched as that process keeps it.
+
         Args:
             progress: called with (message, percent) from the writer thread.
             cancel: set to stop the first pass early (what was done stays committed).
@@ -206,30 +398,17 @@ class WorkspaceIndex:
         return self._writer.submit(self._first_pass, progress or (lambda m, p: None), cancel or threading.Event())
 
     def _first_pass(self, progress: Callable[[str, int], None], cancel: threading.Event) -> None:
+        """Writer thread: open the stores, discover, index what changed, drop what went."""
         t0 = time.monotonic()
         for root in self.roots:
             self._stores[root] = IndexStore(store_dir(root))
-        found = {root: discover(root, self.options) for root in self.roots}
+        found = {root: discover(root, self.options, self.rules) for root in self.roots if self._stores[root].writable}
         total = sum(len(v) for v in found.values()) or 1
         done = 0
         for root, files in found.items():
-            store = self._stores[root]
-            known = store.file_state()
-            present = set()
-            for n, (rel, st) in enumerate(files):
-                if cancel.is_set() or self._closed.is_set():
-                    store.commit()
-                    return
-                present.add(rel)
-                if known.get(rel) != (st.st_mtime_ns, st.st_size):
-                    self._index_file(store, root, rel, st)
-                done += 1
-                if n % COMMIT_EVERY_FILES == COMMIT_EVERY_FILES - 1:
-                    store.commit()
-                    progress(f"{done}/{total} files", int(100 * done / total))
-            for rel in set(known) - present:
-                store.ann_remove(store.remove_file(rel))
-            store.commit()
+            done = self._sync(root, self._stores[root], files, "", cancel, progress, done, total)
+            if done < 0:
+                return
         self.timings["lexical_s"] = time.monotonic() - t0
         self.state = "ready"
         progress(f"{done} files searchable", 100)
@@ -237,8 +416,34 @@ class WorkspaceIndex:
         if self.options.embeddings:
             self._start_embedding()
 
+    def _sync(self, root: Path, store: IndexStore, files: list[tuple[str, os.stat_result]], under: str,
+              cancel: threading.Event | None = None, progress: Callable[[str, int], None] | None = None,
+              done: int = 0, total: int = 1) -> int:
+        """Writer thread: make the index of ``root`` (of its folder ``under``, when given) hold
+        exactly ``files`` (from :func:`discover`): changed ones re-read, gone or no longer
+        indexable ones dropped. Returns the files done so far, or -1 when cancelled."""
+        known = store.file_state(under)
+        present = set()
+        for n, (rel, st) in enumerate(files):
+            if (cancel is not None and cancel.is_set()) or self._closed.is_set():
+                store.commit()
+                return -1
+            present.add(rel)
+            if known.get(rel) != (st.st_mtime_ns, st.st_size):
+                self._index_file(store, root, rel, st)
+            done += 1
+            if n % COMMIT_EVERY_FILES == COMMIT_EVERY_FILES - 1:
+                store.commit()
+                if progress is not None:
+                    progress(f"{done}/{total} files", int(100 * done / total))
+        for rel in set(known) - present:
+            store.ann_remove(store.remove_file(rel))
+        store.commit()
+        return done
+
     def _index_file(self, store: IndexStore, root: Path, rel: str, st: os.stat_result | None,
                     text: str | None = None) -> None:
+        """Writer thread: re-chunk one file that passed the rules (no commit); a binary one is dropped."""
         if text is None:
             text = read_text(root / rel)
             if text is None:
@@ -261,43 +466,68 @@ class WorkspaceIndex:
         for store in self._stores.values():
             store.close()
 
-    # -- incremental updates ---------------------------------------------------------------
-    def _locate(self, path: Path) -> tuple[Path, str] | None:
-        path = path.resolve()
-        for root in self.roots:
-            try:
-                rel = path.relative_to(root).as_posix()
-            except ValueError:
-                continue
-            return root, rel
-        return None
+    # -- what may be read ------------------------------------------------------------------
+    def indexable(self, path: Path | str, text: str | None = None) -> bool:
+        """May ``path`` be read into the index (and so into prompts)? The rule of :class:`IndexRules`.
 
+        Callable from any thread (the event loop included: a few ``stat`` calls and an 8 KiB
+        read), e.g. before the server puts the chat's current file into a prompt.
+
+        Args:
+            text: the editor's unsaved text of the file: checked instead of the file on disk.
+        """
+        return self.rules.indexable(path, text)
+
+    # -- incremental updates ---------------------------------------------------------------
     def update_file(self, path: Path, text: str | None = None) -> Future:
         """Re-chunk one file (from ``text`` when given, else from disk), or drop it when it
-        is gone or no longer indexable. Returns a future that resolves when committed."""
+        is gone or not indexable (:meth:`indexable`). Returns a future that resolves when committed.
+
+        A folder (created, moved in, deleted) is brought in step as a whole; an edited
+        ``.gitignore`` brings its folder in step with its new patterns. Callable from any
+        thread; the work runs on the writer thread.
+        """
         return self._writer.submit(self._update, path, text)
 
     def _update(self, path: Path, text: str | None) -> None:
-        where = self._locate(path)
-        if where is None or where[0] not in self._stores:
-            return
-        root, rel = where
-        store = self._stores[root]
-        name = path.name
-        try:
-            st = os.stat(path)
-        except OSError:
-            st = None
-        parts = rel.split("/")
-        indexable = (st is not None and not is_secret(name) and 0 < st.st_size <= self.options.max_file_size_kb * 1024
-                     and not any(p in DEFAULT_EXCLUDED_DIRS for p in parts[:-1])
-                     and not any(name.lower().endswith(ext) for ext in BINARY_EXTENSIONS))
-        if not indexable and text is None:
-            store.ann_remove(store.remove_file(rel))
-        else:
-            self._index_file(store, root, rel, st, text)
-        store.commit()
+        """Writer thread: the update of one path, in every root that holds it."""
+        for root, rel in self.rules.locations(path):
+            store = self._stores.get(root)
+            if store is None or not self._writable(root, store):
+                continue
+            full = root / rel
+            is_gitignore = rel.rsplit("/", 1)[-1] == ".gitignore"
+            if is_gitignore:
+                self.rules.forget(full)
+            if text is None and full.is_dir() and not full.is_symlink():
+                self._sync(root, store, discover(root, self.options, self.rules, under=rel), rel)
+            else:
+                verdict = self.rules.check(root, rel, text)
+                if verdict is None:
+                    store.ann_remove(store.remove_file(rel))
+                else:
+                    self._index_file(store, root, rel, verdict if text is None else None, text)
+                if text is None and not os.path.lexists(full):  # a folder that went: its files too
+                    self._sync(root, store, [], rel)
+                if is_gitignore:
+                    folder = rel.rsplit("/", 1)[0] if "/" in rel else ""
+                    self._sync(root, store, discover(root, self.options, self.rules, under=folder), folder)
+            store.commit()
         self._embed_wakeup.set()
+
+    def _writable(self, root: Path, store: IndexStore) -> bool:
+        """Writer thread: can this process write ``root``'s index? A read-only store tries to take
+        the writer's lock (the other process may be gone); when it does, the folder is brought in
+        step at once and the embedder woken."""
+        if store.writable:
+            return True
+        if not store.try_become_writer():
+            return False
+        self._sync(root, store, discover(root, self.options, self.rules), "")
+        if self.options.embeddings:
+            self._start_embedding()
+        self._embed_wakeup.set()
+        return True
 
     # -- embeddings ------------------------------------------------------------------------
     def pause_embedding(self) -> None:
@@ -318,13 +548,16 @@ class WorkspaceIndex:
             log.warning("index: %s", e)
             return
         t0, n_embedded = time.monotonic(), 0
-        # Chunks embedded before but missing from the ANN file (a crash between saves).
+        # Chunks embedded before but missing from the ANN (belt and braces: a stamped ANN has them all).
         for store in list(self._stores.values()):
-            self._writer.submit(lambda s=store: s.ann_add(*_unzip(s.chunks_missing_from_ann()))).result()
+            if store.writable:
+                self._writer.submit(lambda s=store: s.ann_add(*_unzip(s.chunks_missing_from_ann()))).result()
         cursors: dict[Path, int] = {}
         while not self._closed.is_set():
             worked = False
             for root, store in list(self._stores.items()):
+                if not store.writable:  # another process embeds this folder's chunks
+                    continue
                 while (rest := self._pause_until - time.monotonic()) > 0 and not self._closed.is_set():
                     time.sleep(min(rest, 0.5))
                 after = cursors.get(root, 0)
@@ -342,7 +575,7 @@ class WorkspaceIndex:
             if not worked:
                 if n_embedded:
                     for store in list(self._stores.values()):
-                        self._writer.submit(store.save_ann).result()
+                        self._writer.submit(store.save_ann).result()  # nothing on a read-only store
                     self.timings["dense_s"] = time.monotonic() - t0
                     log.info("index: %d chunks embedded in %.1f s", n_embedded, self.timings["dense_s"])
                     n_embedded = 0
@@ -391,8 +624,11 @@ class WorkspaceIndex:
                 for h, s, root in fused[:k]]
 
     def status(self) -> dict:
+        """Counts, from any thread. ``readOnly`` (only when true): another process writes a folder's index."""
         files = chunks = embedded = 0
+        read_only = False
         for store in list(self._stores.values()):
+            read_only = read_only or not store.writable
             try:
                 f, c, e = store.counts_readonly()
             except Exception:
@@ -401,6 +637,8 @@ class WorkspaceIndex:
         out = {"state": self.state, "files": files, "chunks": chunks, "embedded": embedded}
         if self.embedding_error:
             out["embeddingError"] = self.embedding_error
+        if read_only:
+            out["readOnly"] = True
         return out
 
 

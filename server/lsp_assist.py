@@ -324,6 +324,10 @@ def register(server: DeepseekLanguageServer) -> None:
             path = uri_to_path(arg["uri"])
             doc = ls.document(arg["uri"])
             text = doc.source if doc else (path.read_text(errors="replace") if path and path.is_file() else "")
+            if path is not None and text and not ls.index.readable(path, text):
+                # A secret, git-ignored or excluded file never goes into a prompt (the index's rule).
+                log.info("chat: %s is not readable by the rule of the index; not sent", path.name)
+                text = ""
             if isinstance(arg.get("range"), dict) and text:
                 span = _span(ls, {"uri": arg["uri"], "range": arg["range"]})
                 context.append(ContextItem(

@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
-from index.workspace import IndexOptions, SearchResult, WorkspaceIndex
+from index.workspace import IndexOptions, IndexRules, SearchResult, WorkspaceIndex
 
 from .config import Settings
 from .lsp_convert import uri_to_path
@@ -45,6 +45,7 @@ class IndexController:
         self._document_text = document_text
         self._begin_progress = begin_progress
         self.index: WorkspaceIndex | None = None
+        self._options = IndexOptions()
         self._reindex: dict[str, asyncio.TimerHandle] = {}
 
     @property
@@ -60,12 +61,13 @@ class IndexController:
     async def start(self, settings: Settings) -> None:
         """Index the workspace folders in the background, with cancellable work-done progress."""
         roots = self.roots()
-        if not settings.index_enabled or not roots:
-            return
-        self.index = index = WorkspaceIndex(roots, IndexOptions(
+        self._options = IndexOptions(
             include=settings.index_include, exclude=settings.index_exclude,
             max_file_size_kb=settings.index_max_file_size_kb, embeddings=settings.index_embeddings,
-            load_config=settings.model_load_config))
+            load_config=settings.model_load_config)
+        if not settings.index_enabled or not roots:
+            return
+        self.index = index = WorkspaceIndex(roots, self._options)
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         token = await self._begin_progress("index", "deepseek: indexing workspace", ", ".join(r.name for r in roots),
@@ -119,6 +121,17 @@ class IndexController:
             out.append((r.path, r.text))
             used += len(r.text)
         return out
+
+    def readable(self, path: Path, text: str | None = None) -> bool:
+        """May this file's code go into a prompt? The index's one rule (:class:`index.workspace.IndexRules`):
+        inside a workspace folder, not git-ignored or excluded, not a secret, not binary, not too big.
+
+        Without an index (no workspace folder, ``index.enabled`` off) the same rule is applied
+        with the file's own folder as the root. Any thread (a few ``stat`` calls).
+        """
+        if self.index is not None:
+            return self.index.indexable(path, text)
+        return IndexRules([path.parent], self._options).indexable(path, text)
 
     def typing(self) -> None:
         """A suggestion is being asked for: the embedder rests for a moment (CPU for typing)."""

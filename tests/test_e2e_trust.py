@@ -162,3 +162,13 @@ async def test_stop_reaches_the_model_and_the_next_chat_answers_in_the_time_of_o
     assert reply["reply"]
     # Had the stopped chat run on, this one would have waited for it (about twice as long).
     assert second < 1.6 * one, (second, one)
+
+
+async def test_chat_never_sends_a_secret_file(client: LanguageClient):
+    path = WORKSPACE / ".env"
+    text = "API_KEY=sk-live-0123456789abcdef\n"
+    path.write_text(text)
+    uri = open_doc(client, path, text, "dotenv")
+    reply = await command(client, "deepseek.chat", {"message": "What does this file configure?", "uri": uri,
+                                                    "range": lines(0, 1)})
+    assert reply["reply"] and not [r for r in reply["references"] if r["uri"].endswith("/.env")], reply
