@@ -12,6 +12,7 @@ thread only parses).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,32 @@ class _Unreadable:
 
 
 class DeepseekProtocol(LanguageServerProtocol):
-    """:class:`LanguageServerProtocol` that answers unreadable requests with InvalidParams."""
+    """:class:`LanguageServerProtocol` that answers unreadable requests with InvalidParams,
+    and whose ``$/cancelRequest`` reaches the handlers of ``workspace/executeCommand``.
+
+    pygls runs a command's coroutine as a task of its own, under an id of its own, behind
+    its built-in executeCommand handler; a cancel for the request's id only cancels the
+    outer future, and the command (a chat generating, pytest running) would run on. Here
+    the inner task is remembered under the request's id and cancelled with it.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._inner_tasks: dict[Any, asyncio.Future] = {}
+
+    def _execute_handler(self, msg_id, handler, callback, args=None, kwargs=None):
+        super()._execute_handler(msg_id, handler, callback, args, kwargs)
+        request = self.msg_id  # the client's request id, carried by the context
+        task = self._request_futures.get(msg_id)
+        if request is not None and request != msg_id and isinstance(task, asyncio.Future):
+            self._inner_tasks[request] = task
+            task.add_done_callback(lambda _: self._inner_tasks.pop(request, None))
+
+    def _handle_cancel_notification(self, msg_id):
+        task = self._inner_tasks.pop(msg_id, None)
+        if task is not None:
+            task.cancel()
+        super()._handle_cancel_notification(msg_id)
 
     def structure_message(self, data: dict[str, Any]):
         if "jsonrpc" in data and "method" in data and not isinstance(data["method"], str):
