@@ -5,12 +5,8 @@
 //   node tests/real-vscode.mjs --code-server BIN --vsix FILE --server DEEPSEEK_LSP --workspace DIR
 //     --file NAME --line L --col C --expect PREFIX --screenshot OUT.png
 // Lines and columns are 1-based, as VS Code's "Go to Line" takes them.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
-import { freePort, run, step } from './harness.mjs';
+import { codeServerHome, launchBrowser, palette as runCommand, run, startCodeServer, step } from './harness.mjs';
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []));
 for (const key of ['code-server', 'vsix', 'server', 'workspace', 'file', 'line', 'col', 'expect', 'screenshot']) {
@@ -19,50 +15,28 @@ for (const key of ['code-server', 'vsix', 'server', 'workspace', 'file', 'line',
     process.exit(2);
   }
 }
-const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const home = fs.mkdtempSync(path.join(os.tmpdir(), 'deepseek-code-server-'));
-const userData = path.join(home, 'user-data');
-const extensions = path.join(home, 'extensions');
-fs.mkdirSync(path.join(userData, 'User'), { recursive: true });
-fs.writeFileSync(path.join(userData, 'User', 'settings.json'), JSON.stringify({
+const h = codeServerHome({
   'security.workspace.trust.enabled': false,
   'workbench.startupEditor': 'none',
   'telemetry.telemetryLevel': 'off',
   'extensions.autoCheckUpdates': false,
   'deepseek.serverPath': args.server,
   'deepseek.completion.manualMaxTimeMs': 60000,
-}, null, 2));
-const env = {
-  ...process.env,
-  XDG_DATA_HOME: path.join(home, 'data'), XDG_STATE_HOME: path.join(home, 'state'), XDG_CONFIG_HOME: path.join(home, 'config'),
-};
+});
+const { home } = h;
 
 let codeServer;
 let browser;
 let failed = false;
 let page;
 try {
-  step('installing the extension from the .vsix');
-  await run(args['code-server'], ['--user-data-dir', userData, '--extensions-dir', extensions, '--install-extension', args.vsix], { env });
-  const port = await freePort();
-  step(`starting code-server on 127.0.0.1:${port}`);
-  codeServer = spawn(args['code-server'], ['--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry',
-    '--disable-update-check', '--disable-workspace-trust', '--user-data-dir', userData, '--extensions-dir', extensions,
-    args.workspace], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  codeServer.stdout.on('data', (d) => { log += d; });
-  codeServer.stderr.on('data', (d) => { log += d; });
-  for (let i = 0; ; i++) {
-    if (log.includes('HTTP server listening')) break;
-    if (i > 300 || codeServer.exitCode !== null) throw new Error(`code-server did not start:\n${log}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  step('installing the extension from the .vsix, starting code-server');
+  const started = await startCodeServer(args['code-server'], args.vsix, h, args.workspace, ['--disable-workspace-trust']);
+  codeServer = started.proc;
+  const { port } = started;
+  step(`code-server on 127.0.0.1:${port}`);
 
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchBrowser();
   page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
   step('opening the workbench');
@@ -70,14 +44,8 @@ try {
   await page.waitForSelector('.monaco-workbench', { timeout: 120000 });
 
   step(`opening ${args.file}`);
-  const palette = async (text) => {
-    await page.keyboard.press('Control+Shift+P');
-    const input = page.locator('.quick-input-widget input');
-    await input.waitFor({ state: 'visible', timeout: 20000 });
-    await input.fill(`>${text}`);  // '>' keeps the palette in command mode
-    await page.waitForTimeout(400);
-    await page.keyboard.press('Enter');
-  };
+  const palette = (text) => runCommand(page, text);
+
   // As a user would: the Settings editor, search, type the new value.
   const setSetting = async (key, title, value) => {
     await palette('Preferences: Open Settings (UI)');
