@@ -34,3 +34,22 @@ def qwen_vocab(default_model_path):
     model = LoadedModel(str(default_model_path), n_ctx=256, n_threads=1, vocab_only=True)
     yield model
     model.close()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """This test's own user cache directory (index folders, probe verdicts)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A small workspace of real code (a module may define its own ``workspace`` instead)."""
+    from .helpers import CONFIG_PY, GEOMETRY_JS
+    root = tmp_path / "ws"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "config.py").write_text(CONFIG_PY)
+    (root / "src" / "geometry.js").write_text(GEOMETRY_JS)
+    (root / "README.md").write_text("# Demo\n\nReads configuration files and computes areas.\n")
+    return root

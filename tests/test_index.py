@@ -18,22 +18,6 @@ from index.workspace import IndexOptions, WorkspaceIndex, discover, rrf, store_d
 from .helpers import CONFIG_PY, GEOMETRY_JS
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def workspace(tmp_path):
-    root = tmp_path / "ws"
-    (root / "src").mkdir(parents=True)
-    (root / "src" / "config.py").write_text(CONFIG_PY)
-    (root / "src" / "geometry.js").write_text(GEOMETRY_JS)
-    (root / "README.md").write_text("# Demo\n\nReads configuration files and computes areas.\n")
-    return root
-
-
 def wait(predicate, timeout=120.0):
     deadline = time.monotonic() + timeout
     while not predicate():

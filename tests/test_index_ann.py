@@ -30,12 +30,6 @@ from .helpers import CONFIG_PY, GEOMETRY_JS
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def vector(text: str) -> np.ndarray:
     """A unit vector that stands for ``text`` (seeded by its hash: the same text, the same vector)."""
     seed = int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "little")

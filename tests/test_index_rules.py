@@ -15,12 +15,6 @@ from index.workspace import IndexOptions, WorkspaceIndex, discover, is_secret
 from .helpers import CONFIG_PY
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def write(root: Path, files: dict[str, str | bytes]) -> None:
     for rel, data in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)

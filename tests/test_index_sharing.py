@@ -25,22 +25,6 @@ from .helpers import CONFIG_PY, GEOMETRY_JS
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def workspace(tmp_path):
-    root = tmp_path / "ws"
-    (root / "src").mkdir(parents=True)
-    (root / "src" / "config.py").write_text(CONFIG_PY)
-    (root / "src" / "geometry.js").write_text(GEOMETRY_JS)
-    (root / "README.md").write_text("# Demo\n\nReads configuration files and computes areas.\n")
-    return root
-
-
 def symbols(idx: WorkspaceIndex, query: str) -> set[str]:
     return {r.symbol for r in idx.search(query, k=20, mode="lexical")}
 
