@@ -99,8 +99,8 @@ def _line_col_offset(text: str, line: int, col: int) -> int:
 
 def cmd_complete(args: argparse.Namespace) -> int:
     from .completion import CompletionService, Snapshot, Unsuitable
+    from .languages import language_id
     from .logs import setup_logging
-    from .lsp_convert import language_from_uri
     from .manager import ModelManager
 
     setup_logging("warning", to_file=False)
@@ -125,7 +125,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
         return 2
     service = CompletionService(manager.engine, manager.fim, manager.counter)
     snap = Snapshot(uri=path.resolve().as_uri(), version=None, text=text, offset=offset,
-                    language_id=args.language or language_from_uri(str(path)))
+                    language_id=args.language or language_id(str(path)))
     try:
         s = asyncio.run(service.suggest(snap, settings, manual=True))
     except Unsuitable as e:

@@ -174,6 +174,7 @@ class Verdict:
     source: str
     tried: list[ProbeResult] = field(default_factory=list)
     died: dict[str, str] = field(default_factory=dict)
+    key: str | None = None  # the probe key it is stored under (None when forced or unreadable)
 
     def explain(self) -> str:
         """One paragraph for the editor and ``doctor``."""
@@ -434,11 +435,12 @@ def choose_config(path: str | Path, kind: str, n_threads: int, forced: str = "au
     cached = cached_verdict(key)
     died = {**(cached.died if cached else {}), **new_deaths}
     if cached is not None and not fresh and cached.config not in new_deaths:
+        cached.key = key
         if new_deaths:
             cached.died = died
             _write_verdict(key, cached)
         return cached  # also when it says nothing works: probing again would crash again
-    verdict = Verdict(None, "probe", [], died)
+    verdict = Verdict(None, "probe", [], died, key)
     for config in LOAD_CONFIGS:
         if config.name in died:
             continue
@@ -561,7 +563,7 @@ def load_llama(path: str | Path, *, kind: str, n_threads: int, forced: str = "au
     if verdict.config is None:
         raise ModelCrashes(verdict)
     try:
-        key = probe_key(path, kind, n_threads)
+        key = verdict.key or probe_key(path, kind, n_threads)  # a forced configuration was not probed
     except OSError as e:
         raise ValueError(f"cannot read {path}: {e}") from None
     guard = CrashGuard(key, verdict.config)

@@ -84,12 +84,7 @@ def snapshot(doc: Any, position: types.Position) -> Snapshot:
     server_pos = doc.position_codec.position_from_client_units(lines, position)
     offset = sum(len(ln) for ln in lines[:server_pos.line]) + server_pos.character
     return Snapshot(uri=doc.uri, version=doc.version, text=text, offset=offset,
-                    language_id=doc.language_id or language_from_uri(doc.uri))
-
-
-def language_from_uri(uri_or_path: str) -> str:
-    """The LSP language id of a file from its extension (``plaintext`` when unknown)."""
-    return language_id(uri_or_path)
+                    language_id=doc.language_id or language_id(doc.uri))
 
 
 def lsp_inline_completion(suggestion: Suggestion | None, position: types.Position) -> types.InlineCompletionList:

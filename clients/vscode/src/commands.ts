@@ -35,7 +35,7 @@ export function refactor(ctx: Ctx): (arg: lsp.RefactorParams) => Promise<lsp.Ref
       }
       arg = { ...arg, instruction };
     }
-    const result = await withProgress('deepseek: refactoring…', async (token) => lsp.refactor(ctx.runningClient(), arg, token));
+    const result = await withProgress('deepseek: refactoring…', async (token) => lsp.executeCommand(ctx.runningClient(), lsp.COMMANDS.refactor, arg, token));
     if (result?.applied) {
       vscode.window.showInformationMessage('deepseek: refactoring applied (undo with Ctrl+Z).');
     } else if (result) {
@@ -48,7 +48,7 @@ export function refactor(ctx: Ctx): (arg: lsp.RefactorParams) => Promise<lsp.Ref
 /** Write tests for `{uri, range}`; the server writes the test file (and runs Python tests). */
 export function writeTests(ctx: Ctx): (arg: lsp.WriteTestsParams) => Promise<lsp.WriteTestsResult | undefined> {
   return async (arg) => {
-    const result = await withProgress('deepseek: writing tests…', async (token) => lsp.writeTests(ctx.runningClient(), arg, token));
+    const result = await withProgress('deepseek: writing tests…', async (token) => lsp.executeCommand(ctx.runningClient(), lsp.COMMANDS.writeTests, arg, token));
     if (result?.applied) {
       const passed = Array.isArray(result.passed) ? result.passed.length : 0;  // lists of test names
       const failed = Array.isArray(result.failed) ? result.failed.length : 0;
@@ -111,7 +111,7 @@ export function showStatus(ctx: Ctx): Cmd {
   return async () => {
     let status: lsp.StatusResult | { error: string };
     try {
-      status = await lsp.status(ctx.runningClient());
+      status = await lsp.executeCommand(ctx.runningClient(), lsp.COMMANDS.status, {});
     } catch (err) {
       status = { error: errorMessage(err) };
     }

@@ -1,8 +1,8 @@
 /**
  * deepseek-lsp's extensions to LSP, as docs/PROTOCOL.md documents them: the `deepseek.*`
  * commands of `workspace/executeCommand` with the type of their one argument and of their
- * result, the `deepseek/chatDelta` notification and the diagnostic codes, with a typed
- * function per command. Change them only together with docs/PROTOCOL.md.
+ * result, the `deepseek/chatDelta` notification and the diagnostic codes, and one typed
+ * `executeCommand` for them all. Change them only together with docs/PROTOCOL.md.
  *
  * chat.ts and status.ts import only the types (`import type`): they stay free of `vscode`
  * and vscode-languageclient, which this module loads, so `npm test` runs them in plain Node.
@@ -339,42 +339,6 @@ export function executeCommand<C extends CommandId>(
   client: lc.BaseLanguageClient, command: C, arg: CommandArg<C>, token?: CancellationToken,
 ): Promise<CommandResult<C>> {
   return client.sendRequest(lc.ExecuteCommandRequest.type, { command, arguments: [arg] }, token);
-}
-
-export function status(client: lc.BaseLanguageClient, token?: CancellationToken): Promise<StatusResult> {
-  return executeCommand(client, COMMANDS.status, {}, token);
-}
-
-export function search(client: lc.BaseLanguageClient, params: SearchParams, token?: CancellationToken): Promise<SearchResult> {
-  return executeCommand(client, COMMANDS.search, params, token);
-}
-
-export function explain(client: lc.BaseLanguageClient, params: ExplainParams, token?: CancellationToken): Promise<ExplainResult> {
-  return executeCommand(client, COMMANDS.explain, params, token);
-}
-
-export function refactor(client: lc.BaseLanguageClient, params: RefactorParams, token?: CancellationToken): Promise<RefactorResult> {
-  return executeCommand(client, COMMANDS.refactor, params, token);
-}
-
-export function writeTests(
-  client: lc.BaseLanguageClient, params: WriteTestsParams, token?: CancellationToken,
-): Promise<WriteTestsResult> {
-  return executeCommand(client, COMMANDS.writeTests, params, token);
-}
-
-export function chat(client: lc.BaseLanguageClient, params: ChatParams, token?: CancellationToken): Promise<ChatResult> {
-  return executeCommand(client, COMMANDS.chat, params, token);
-}
-
-export function chatHistory(
-  client: lc.BaseLanguageClient, params: ChatHistoryParams, token?: CancellationToken,
-): Promise<ChatHistoryResult> {
-  return executeCommand(client, COMMANDS.chatHistory, params, token);
-}
-
-export function chatReset(client: lc.BaseLanguageClient, params: ChatResetParams, token?: CancellationToken): Promise<ChatResetResult> {
-  return executeCommand(client, COMMANDS.chatReset, params, token);
 }
 
 // -- deepseek/workspaceTrust -------------------------------------------------------------------

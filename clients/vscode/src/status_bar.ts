@@ -54,7 +54,7 @@ export class StatusBar implements vscode.Disposable {
       return;
     }
     const status = client?.state === State.Running
-      ? await lsp.status(client).catch(() => undefined) : undefined;
+      ? await lsp.executeCommand(client, lsp.COMMANDS.status, {}).catch(() => undefined) : undefined;
     const shown = statusView(status, this.problems());
     this.item.text = shown.text;
     this.item.tooltip = new vscode.MarkdownString(shown.tooltip);
