@@ -57,6 +57,7 @@ CACHE_ENTRIES = 256          # anchors remembered by the type-through cache (LRU
 TYPING_GAP_MS = 1500         # a pause longer than this is not "typing" for the debounce
 EMA_WEIGHT = 0.3             # weight of the newest sample in the moving averages
 MAX_HEALED_TOKENS = 4        # token healing takes back at most this many typed tokens
+REJECTED_CANDIDATES = 2      # a manual request on an empty line tries this many more first tokens
 
 
 class Unsuitable(Exception):
@@ -136,6 +137,7 @@ class _Entry:
     suffix_dropped: int
     generated: int = 0     # tokens generated so far, over all continuations
     generation: Generation | None = None
+    insisted: bool = False  # made for a manual request: a line was required, rejected candidates skipped
 
     def rest_after(self, typed: str) -> str | None:
         """The part of the suggestion still to come once ``typed`` is typed, or None."""
@@ -195,6 +197,16 @@ def healing_tokens(pieces: list[bytes]) -> int:
         if piece != word or not word.replace(b"_", b"").isalnum():
             break  # a leading space starts the word; punctuation is a word of its own
     return n
+
+
+def _first_content_token(model: LoadedModel, tokens: list[int], forced: bytes) -> int:
+    """The first of ``tokens`` whose piece goes beyond the ``forced`` (healed) bytes."""
+    seen = b""
+    for t in tokens:
+        seen += model.piece(t)
+        if len(seen) > len(forced):
+            return t
+    return tokens[0]
 
 
 def _ema(old: float | None, sample: float) -> float:
@@ -311,7 +323,9 @@ class CompletionService:
 
         entry = self._cache.get(key)
         resume = None
-        if entry is not None and entry.mode is policy.mode and entry.rest_after(cursor.typed) is not None:
+        if entry is not None and entry.mode is policy.mode and entry.rest_after(cursor.typed) is not None \
+                and not (manual and not entry.insisted and not trim(entry.rest_after(cursor.typed), policy,
+                                                                     final=entry.complete)[0]):
             self._cache.move_to_end(key)
             if entry.complete:
                 self.cache_answers += 1
@@ -332,7 +346,7 @@ class CompletionService:
         not_before = t0 + (0 if manual else self.debounce_ms(snap.uri, settings) / 1000)
         cap_ms = settings.completion_manual_max_time_ms if manual else settings.completion_auto_max_time_ms
         job = self._submit(lambda model: self._generate(
-            model, snap.uri, cursor, policy, settings, flight, not_before, cap_ms, resume))
+            model, snap.uri, cursor, policy, settings, flight, not_before, cap_ms, resume, manual))
         flight.future = asyncio.wrap_future(job)
         entry = await self._wait(snap.uri, flight)
         if entry is None:
@@ -390,7 +404,7 @@ class CompletionService:
 
     def _generate(self, model: LoadedModel, uri: str, cursor: CursorText, policy: LengthPolicy,
                   settings: Settings, flight: _Flight, not_before: float, cap_ms: float,
-                  resume: _Entry | None) -> _Entry | None:
+                  resume: _Entry | None, manual: bool = False) -> _Entry | None:
         cancel = flight.cancel
         if cancel.is_set():
             return None
@@ -436,10 +450,21 @@ class CompletionService:
             flight.partial = base_text + text  # joiners compare their typed text with this
             return trim((base_typed + flight.partial)[len(cursor.typed):], policy)[1]
 
-        gen = model.generate(prompt, max_tokens=max_tokens, cancel=cancel, deadline=time.monotonic() + cap_ms / 1000,
-                             stop_ids=self.fim.stop_ids, judge=judge, forced=forced)
-        if gen.finish == "cancelled":
-            return None
+        # A user who asks on an empty line wants a line: the first line must hold text, and a
+        # candidate the length policy rejects whole (it re-types the next line) gives way to
+        # the next best first token, while the time cap allows.
+        insist = manual and resume is None and not (policy.line_left + policy.line_right).strip()
+        deadline, banned = time.monotonic() + cap_ms / 1000, frozenset()
+        for _ in range(1 + REJECTED_CANDIDATES if insist else 1):
+            gen = model.generate(prompt, max_tokens=max_tokens, cancel=cancel, deadline=deadline,
+                                 stop_ids=self.fim.stop_ids, judge=judge, forced=forced, text_first=insist,
+                                 banned_first=banned)
+            if gen.finish == "cancelled":
+                return None
+            if not insist or not gen.tokens or trim(gen.text, policy, final=True)[0] or time.monotonic() > deadline:
+                break
+            log.info("completion: candidate %r rejected by the length policy; trying the next", gen.text[:60])
+            banned |= {_first_content_token(model, gen.tokens, forced)}
         # Report the prompt processing done before the debounce as part of this generation.
         gen = dataclasses.replace(gen, reused_tokens=reused, prompt_ms=gen.prompt_ms + prefill_ms,
                                   total_ms=gen.total_ms + prefill_ms)
@@ -451,7 +476,8 @@ class CompletionService:
                  gen.reused_tokens, gen.evaluated_tokens, gen.prompt_ms, gen.generated_tokens,
                  gen.total_ms - gen.prompt_ms, gen.finish, " (continued)" if resume else "")
         return _Entry(base_typed, base_text + gen.text, prompt + gen.tokens, complete, policy.mode,
-                      dropped[0], dropped[1], (resume.generated if resume else 0) + gen.generated_tokens, gen)
+                      dropped[0], dropped[1], (resume.generated if resume else 0) + gen.generated_tokens, gen,
+                      insisted=insist)
 
 
 class RemoteCompletionService(CompletionService):
@@ -487,7 +513,8 @@ class RemoteCompletionService(CompletionService):
         self.backend.close()
 
     def _generate(self, model, uri: str, cursor: CursorText, policy: LengthPolicy, settings: Settings,
-                  flight: _Flight, not_before: float, cap_ms: float, resume: _Entry | None) -> _Entry | None:
+                  flight: _Flight, not_before: float, cap_ms: float, resume: _Entry | None,
+                  manual: bool = False) -> _Entry | None:
         from .prompting import window
         cancel = flight.cancel
         if cancel.is_set():

@@ -118,6 +118,7 @@ class LoadedModel:
         self._ll = _ll
         self._piece_index: tuple | None = None
         self._eog = _ll.llama_vocab_is_eog
+        self._break_ids: list[int] | None = None
         self._vocab = self.llm._model.vocab
 
     @property
@@ -172,6 +173,21 @@ class LoadedModel:
         for k in range(1, len(head)):
             out.extend(by_piece.get(head[:k], ()))
         return out
+
+    def line_break_tokens(self) -> list[int]:
+        """Tokens whose piece holds a line break, and the control tokens (empty pieces) that
+        end or restructure text (end of text, FIM markers...). Built once with the piece index."""
+        if self._break_ids is None:
+            pieces, ids, _ = self._pieces()
+            have_piece = set(ids)
+            self._break_ids = [t for p, t in zip(pieces, ids) if b"\n" in p or b"\r" in p] + \
+                [t for t in range(self.llm.n_vocab()) if t not in have_piece]
+        return self._break_ids
+
+    def blank_tokens(self) -> list[int]:
+        """Tokens whose piece is only spaces and tabs."""
+        pieces, ids, _ = self._pieces()
+        return [t for p, t in zip(pieces, ids) if not p.strip(b" \t")]
 
     def is_special(self, token: int) -> bool:
         attr = self._ll.llama_vocab_get_attr(self._vocab, token)
@@ -237,9 +253,33 @@ class LoadedModel:
             return masked
         return process
 
+    def _text_first(self, prompt_len: int, forced: bytes, banned_first: frozenset[int]):
+        """A logits processor that makes the first line of the output (after ``forced``)
+        hold some text: until a non-blank character is out, no line break, end of text or
+        control token may be sampled, nor, as the first token, any of ``banned_first``."""
+        import numpy as np
+
+        breaks = np.array(self.line_break_tokens(), dtype=np.int64)
+        blanks = np.array(self.blank_tokens(), dtype=np.int64)
+        banned = np.array(sorted(banned_first), dtype=np.int64)
+
+        def process(input_ids, logits):
+            text = b"".join(self.piece(int(t)) for t in input_ids[prompt_len:])
+            if text[len(forced):].strip():
+                return logits
+            logits = logits.copy()
+            logits[breaks] = -np.inf
+            if forced and len(text) >= len(forced):
+                logits[blanks] = -np.inf  # the typed indentation is there: now the line's text
+            if len(banned) and len(text) <= len(forced):
+                logits[banned] = -np.inf
+            return logits
+        return process
+
     def generate(self, prompt: list[int], *, max_tokens: int, cancel: threading.Event, deadline: float,
                  stop_ids: frozenset[int] = frozenset(),
-                 judge: Callable[[str], bool] | None = None, forced: bytes = b"") -> Generation:
+                 judge: Callable[[str], bool] | None = None, forced: bytes = b"",
+                 text_first: bool = False, banned_first: frozenset[int] = frozenset()) -> Generation:
         """Greedy generation from ``prompt`` (token ids) until a stop condition.
 
         Args:
@@ -252,6 +292,10 @@ class LoadedModel:
             forced: bytes the output must begin with (token healing: the text of prompt tokens
                 taken back so the model can re-spell them its own way). They are not part of
                 the returned text.
+            text_first: the output's first line must hold text (a line is known to be missing:
+                no end of text or line break before a non-blank character).
+            banned_first: tokens the output may not start with (after ``forced``): the first
+                tokens of candidates already rejected, so the next best one comes out.
 
         Raises:
             ValueError: the prompt does not fit the context window.
@@ -275,7 +319,8 @@ class LoadedModel:
             ms = (time.monotonic() - t0) * 1000
             return Generation("", stopped(), [], len(prompt), reused, 0, ms, ms)
         criteria = StoppingCriteriaList([lambda ids, logits: bool(stopped())])
-        processors = LogitsProcessorList([self._forcing(len(prompt), forced)]) if forced else None
+        processors = LogitsProcessorList(([self._forcing(len(prompt), forced)] if forced else []) + (
+            [self._text_first(len(prompt), forced, banned_first)] if text_first or banned_first else [])) or None
         raw = b""
         for token in self.llm.generate(prompt, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
                                        reset=True, stopping_criteria=criteria, logits_processor=processors):

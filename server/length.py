@@ -1,16 +1,24 @@
 """Length control: how much of the model's output becomes the suggestion.
 
-The rules (issue #2), decided from the text around the cursor before generating:
+The rules (issue #2, revised in #14 from the quality benchmark), decided from the text
+around the cursor before generating:
 
 - **Single line** when code sits right of the cursor (the cursor is in the middle of
-  a line) or when the cursor ends a line that does not open a block: the suggestion
-  ends at the first newline.
-- **Multi-line block** on an empty line, or at the end of a line that opens a block
-  (Python ``:``, ``{`` in C-like languages). The block ends at the first line
+  a line), when the cursor ends a line that does not open a block, and on an empty
+  line where the code below continues the block (the next non-blank line is indented
+  at least as deep as the cursor): a line is missing there, not a block. The
+  suggestion ends at the first newline.
+- **Multi-line block** where nothing below continues the block: an empty line
+  followed by a dedent or the end of the file, an empty block body, the end of a line
+  that opens a block whose body is empty (Python ``:``, Lua ``then``/``do``/
+  ``function(...)``, ``{`` in C-like languages). The block ends at the first line
   indented at or left of the block's opener (a dedent); after a line that is not a
-  block opener, also at the first blank line. At most ``max_lines`` lines.
+  block opener, also at the first blank line. At most ``max_lines`` lines. The end of
+  an opener line whose body already follows gets one new line.
 - **Never repeat what follows the cursor**: output that re-types the rest of the
-  cursor's line, or the next line of the file, is cut.
+  cursor's line is cut, and so is a line that re-types one of the next few lines of
+  the file (compared with whitespace normalised): the model has reached code that
+  already exists.
 
 :func:`trim` is pure and cheap; the engine calls it after every generated token
 and stops as soon as it reports the suggestion complete.
@@ -19,11 +27,15 @@ This module imports nothing from pygls or lsprotocol.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
-# Languages whose blocks open with ":" at the end of a line; everything else uses "{".
+# Languages whose blocks open with ":" at the end of a line; Lua's open with a keyword
+# or a function's parameter list; everything else uses "{".
 _COLON_BLOCKS = {"python", "cython", "nim", "yaml"}
+_LUA_OPENER = re.compile(r"(\b(then|do|else|repeat)|\bfunction\b[\w.:\s]*\([^()]*\))$")
+FOLLOWING_LINES = 3  # a generated line equal to one of the file's next this-many lines is a repeat
 _BRACKETS = {"(": ")", "[": "]", "{": "}"}
 
 
@@ -46,6 +58,8 @@ class LengthPolicy:
         line_left: the cursor line's text left of the cursor.
         line_right: the cursor line's text right of the cursor.
         next_line: the first non-blank line below the cursor ("" when none).
+        following: the next :data:`FOLLOWING_LINES` non-blank lines below the cursor's line,
+            whitespace-normalised (see :func:`normalized`).
     """
 
     mode: Mode
@@ -56,6 +70,7 @@ class LengthPolicy:
     line_left: str
     line_right: str
     next_line: str
+    following: tuple[str, ...] = ()
 
 
 def _indent(line: str, tab_size: int = 4) -> int:
@@ -70,6 +85,11 @@ def _indent(line: str, tab_size: int = 4) -> int:
     return n
 
 
+def normalized(line: str) -> str:
+    """``line`` with its whitespace runs collapsed to one space and its ends stripped."""
+    return " ".join(line.split())
+
+
 def opens_block(line: str, language_id: str) -> bool:
     """True when ``line`` (code only, no trailing newline) ends by opening a block."""
     code = line.rstrip()
@@ -77,6 +97,9 @@ def opens_block(line: str, language_id: str) -> bool:
         # Strip a trailing comment (rough: ignores '#' inside strings at line end).
         code = code.split(" #")[0].rstrip()
         return code.endswith(":")
+    if language_id == "lua":
+        code = code.split(" --")[0].rstrip()
+        return bool(_LUA_OPENER.search(code)) or code.endswith("{")
     return code.endswith("{")
 
 
@@ -91,25 +114,60 @@ def decide(prefix: str, suffix: str, language_id: str, max_lines: int) -> Length
     """
     head, _, left = prefix.rpartition("\n")
     right, _, rest = suffix.partition("\n")
-    next_line = next((ln for ln in rest.split("\n") if ln.strip()), "")
+    below = [ln for ln in rest.split("\n", 64)[:64] if ln.strip()][:FOLLOWING_LINES]
+    next_line = below[0] if below else ""
     cursor_indent = _indent(left) if not left.strip() else len(left.expandtabs(4))
+    # How deep the code below the cursor's line is indented (-1: nothing below).
+    below_indent = _indent(next_line) if below else -1
 
-    def policy(mode: Mode, block_indent: int = -1, stop_at_blank: bool = False) -> LengthPolicy:
+    def policy(mode: Mode, block_indent: int = -1, stop_at_blank: bool = False, lines: int = max_lines) -> LengthPolicy:
         return LengthPolicy(mode, cursor_indent, block_indent, stop_at_blank,
-                            max_lines if mode is Mode.MULTI_LINE else 1, left, right, next_line)
+                            lines if mode is Mode.MULTI_LINE else 1, left, right, next_line,
+                            tuple(normalized(ln) for ln in below))
 
     if right.strip():
         return policy(Mode.SINGLE_LINE)
     if left.strip():
-        if opens_block(left, language_id):
-            return policy(Mode.MULTI_LINE, block_indent=_indent(left))
-        return policy(Mode.SINGLE_LINE)
-    # An empty line: a block body when the line above opens a block, else statements
-    # at the cursor's level until a blank line or a dedent.
-    above = next((ln for ln in reversed(head.split("\n")) if ln.strip()), "")
+        if not opens_block(left, language_id):
+            return policy(Mode.SINGLE_LINE)
+        if below_indent > _indent(left):  # the body already follows: one new line of it
+            return policy(Mode.MULTI_LINE, block_indent=_indent(left), lines=2)
+        return policy(Mode.MULTI_LINE, block_indent=_indent(left))
+    # An empty line. Where the code below continues the block, one line is missing.
+    above = _line_above(head, language_id)
     if above and opens_block(above, language_id):
-        return policy(Mode.MULTI_LINE, block_indent=_indent(above))
-    return policy(Mode.MULTI_LINE, block_indent=_indent(left) - 1, stop_at_blank=True)
+        if below_indent > _indent(above):
+            return policy(Mode.SINGLE_LINE)
+        return policy(Mode.MULTI_LINE, block_indent=_indent(above))  # an empty body
+    if below_indent >= cursor_indent:
+        return policy(Mode.SINGLE_LINE)
+    # The end of a block or of the file: statements at the cursor's level until a blank
+    # line or a dedent.
+    return policy(Mode.MULTI_LINE, block_indent=cursor_indent - 1, stop_at_blank=True)
+
+
+def _line_above(head: str, language_id: str, look_back: int = 40) -> str:
+    """The last line of code in ``head``, passing over blank lines, comments and (Python)
+    a docstring, so that an empty body under a documented ``def`` is seen as one."""
+    lines = head.split("\n")[-look_back:]
+    comment = "--" if language_id == "lua" else "#" if language_id in _COLON_BLOCKS else "//"
+    i = len(lines) - 1
+    while i >= 0:
+        s = lines[i].strip()
+        if not s or s.startswith(comment):
+            i -= 1
+            continue
+        quote = s[-3:] if language_id in _COLON_BLOCKS and s[-3:] in ('"""', "'''") else ""
+        if quote:  # skip back to the line that opens this triple-quoted string
+            inner = s[:-3]
+            while quote not in inner and i > 0:
+                i -= 1
+                inner = lines[i]
+            if quote in inner:
+                i -= 1
+                continue
+        return lines[i]
+    return ""
 
 
 def _bracket_imbalance(text: str) -> int:
@@ -151,6 +209,15 @@ def _dedupe_line_end(text: str, policy: LengthPolicy) -> str:
     return text
 
 
+def _repeats_following(line: str, policy: LengthPolicy) -> bool:
+    """True when ``line`` re-types the next line of the file, or one of the few after it
+    (those only when the line has some substance: a lone ``end`` or ``}`` may be new)."""
+    norm = normalized(line)
+    if not norm or not policy.following:
+        return False
+    return norm == policy.following[0] or (len(norm) >= 6 and norm in policy.following[1:])
+
+
 def trim(text: str, policy: LengthPolicy, final: bool = False) -> tuple[str, bool]:
     """Apply the policy to the output so far.
 
@@ -169,6 +236,9 @@ def trim(text: str, policy: LengthPolicy, final: bool = False) -> tuple[str, boo
         line = lines[0].rstrip()
         if complete or final:
             line = _dedupe_line_end(line, policy)
+            if not policy.line_right.strip() and policy.next_line and \
+                    normalized(policy.line_left + line) == normalized(policy.next_line):
+                line = ""  # the file's next line typed again: nothing is missing here
         return line, complete
 
     kept: list[str] = [lines[0].rstrip()]
@@ -189,7 +259,7 @@ def trim(text: str, policy: LengthPolicy, final: bool = False) -> tuple[str, boo
         if is_last_partial:
             kept.append(line.rstrip())
             break
-        if policy.next_line and line.strip() == policy.next_line.strip():
+        if _repeats_following(line, policy):
             complete = True  # the file already goes on this way: do not type it twice
             break
         kept.append(line.rstrip())
@@ -199,9 +269,44 @@ def trim(text: str, policy: LengthPolicy, final: bool = False) -> tuple[str, boo
     while len(kept) > 1 and not kept[-1].strip():
         kept.pop()
     # A first line alone that re-types the file's next line is nothing to suggest.
-    if len(kept) == 1 and policy.next_line and kept[0].strip() == policy.next_line.strip():
+    if len(kept) == 1 and policy.next_line and normalized(kept[0]) == normalized(policy.next_line):
         kept = [""]
     suggestion = "\n".join(kept)
     if not suggestion.strip():
         suggestion = ""
     return suggestion, complete
+
+
+def cut_to_parse(grammar: str | None, before: str, after: str, suggestion: str, reach: int = 80) -> str:
+    """The longest run of whole lines of a multi-line ``suggestion`` that adds no syntax error.
+
+    The code around the cursor (``reach`` lines each way at most, from the top-level line
+    above to the top-level line below where they are nearer) is parsed with tree-sitter
+    with nothing inserted and with each candidate; a candidate may not have more ERROR or
+    MISSING nodes than nothing. The first line is always kept (a single line is the length
+    policy's business). ``grammar`` None (no tree-sitter grammar) keeps the suggestion.
+    """
+    lines = suggestion.split("\n")
+    if grammar is None or grammar == "text" or len(lines) < 2:
+        return suggestion
+    from index.syntax import syntax_errors
+
+    head = before.split("\n")
+    start = max(0, len(head) - reach)
+    for i in range(len(head) - 2, start - 1, -1):  # the top-level line above the cursor's line
+        if head[i][:1] not in ("", " ", "\t"):
+            start = i
+            break
+    tail = after.split("\n")
+    stop = min(len(tail), reach)
+    for i in range(1, stop):  # up to (with) the next top-level line: a closer such as "end" or "}"
+        if tail[i][:1] not in ("", " ", "\t"):
+            stop = i + 1
+            break
+    left, right = "\n".join(head[start:]), "\n".join(tail[:stop])
+    allowed = syntax_errors(grammar, left + right)
+    for k in range(len(lines), 1, -1):
+        candidate = "\n".join(lines[:k])
+        if syntax_errors(grammar, left + candidate + right) <= allowed:
+            return candidate
+    return lines[0]

@@ -117,3 +117,123 @@ def test_token_healing_takes_back_the_partial_word():
     assert healing_tokens([b"    ", b"return"]) == 1
     assert healing_tokens([b"self", b"."]) == 1
     assert healing_tokens([]) == 0
+
+
+# -- One golden case per hole kind of bench/completion_quality.py (issue #14) ----------------
+BODY = "def split(items, n):\n    out = []\n"
+
+
+def test_blank_line_where_the_block_goes_on_is_one_line():
+    # Enter between two lines of a block: one line is missing; the model's 'else:' and its
+    # body (which already follows) must not both come out.
+    prefix = "def sign(x):\n    if x > 0:\n        return 1\n    "
+    suffix = "\n        return -1\n"
+    policy, text, stop = run(prefix, suffix, "else:\n        return -1\n")
+    assert policy.mode is Mode.SINGLE_LINE
+    assert text == "else:" and stop == len("else:\n")
+
+
+def test_blank_line_whose_missing_line_opens_the_block_below_is_one_line():
+    prefix = BODY + "    "
+    suffix = "\n        return []\n    return out\n"
+    policy, text, _ = run(prefix, suffix, "if n == 0:\n        return []\n    elif n == 1:\n")
+    assert policy.mode is Mode.SINGLE_LINE and text == "if n == 0:"
+
+
+def test_first_line_of_a_body_that_goes_on_below_is_one_line():
+    policy, text, _ = run("def f(x):\n    ", "\n    return y\n", "y = x + 1\n    return y\n")
+    assert policy.mode is Mode.SINGLE_LINE and text == "y = x + 1"
+
+
+def test_a_single_line_that_retypes_the_next_line_is_nothing():
+    _, text, _ = run(BODY + "    ", "\n    return out\n", "return  out\n")
+    assert text == ""
+
+
+def test_blank_line_at_the_end_of_a_block_is_a_block():
+    # The code below is dedented: the model may write more than one line, until a dedent.
+    prefix = "def f(xs):\n    for x in xs:\n        print(x)\n        "
+    suffix = "\n    return len(xs)\n"
+    policy, text, _ = run(prefix, suffix, "log(x)\n        count += 1\n    return len(xs)\n")
+    assert policy.mode is Mode.MULTI_LINE and text == "log(x)\n        count += 1"
+
+
+def test_empty_function_body_is_a_block():
+    prefix = "def area(w, h):\n    "
+    suffix = "\n\n\ndef volume(w, h, d):\n    return area(w, h) * d\n"
+    policy, text, _ = run(prefix, suffix, "a = w * h\n    return a\n\n\ndef other():\n")
+    assert policy.mode is Mode.MULTI_LINE and text == "a = w * h\n    return a"
+
+
+def test_block_opener_with_an_empty_body_is_a_block():
+    prefix = "def f(x):\n    if x is None:"
+    suffix = "\n    return x * 2\n"
+    policy, text, _ = run(prefix, suffix, "\n        x = 0\n        log(x)\n    return x * 2\n")
+    assert policy.mode is Mode.MULTI_LINE and text == "\n        x = 0\n        log(x)"
+
+
+def test_block_opener_whose_body_follows_gets_one_new_line():
+    policy, text, _ = run("for x in xs:", "\n    total += x\n", "\n    x = abs(x)\n    y = 2\n")
+    assert policy.mode is Mode.MULTI_LINE and text == "\n    x = abs(x)"
+
+
+@pytest.mark.parametrize("opener", ["if ok then", "for i = 1, n do", "while true do", "local function f(a, b)",
+                                    "M.setup = function(opts)", "else", "repeat"])
+def test_lua_block_openers(opener):
+    assert opens_block(opener, "lua")
+    policy, text, _ = run(f"local x = 1\n{opener}", "\nend\n", "\n  x = x + 1\n  print(x)\nend\n", "lua")
+    assert policy.mode is Mode.MULTI_LINE and text == "\n  x = x + 1\n  print(x)"
+
+
+def test_lua_lines_that_do_not_open_blocks():
+    for line in ("local t = f(x)", "return function_name(x)", "x = y -- then"):
+        assert not opens_block(line, "lua")
+
+
+def test_middle_of_a_line_after_typed_characters_is_the_rest_of_the_line():
+    policy, text, _ = run(BODY + "    for i in ran", "\n        out.append(items[i:i + n])\n",
+                          "ge(0, len(items), n):\n        out.append(items[i:i + n])\n")
+    assert policy.mode is Mode.SINGLE_LINE and text == "ge(0, len(items), n):"
+
+
+def test_line_inside_a_call_s_arguments_is_one_line():
+    prefix = "parser.add_argument(\n    \"--count\",\n    "
+    suffix = "\n    help=\"how many\",\n)\n"
+    policy, text, _ = run(prefix, suffix, "type=int,\n    help=\"how many\",\n)\n")
+    assert policy.mode is Mode.SINGLE_LINE and text == "type=int,"
+
+
+def test_a_block_stops_where_it_retypes_any_of_the_next_lines():
+    # After an opener whose body follows, the model writes a line that is already there two
+    # lines on (with other spacing): a repeat, cut.
+    policy, text, stop = run("for x in xs:", "\n    total += x\n    count += 1\n", "\n    count  += 1\n")
+    assert policy.mode is Mode.MULTI_LINE and text == "" and stop is not None
+    # A short line such as "end" may well be new, unless it is the very next line.
+    policy = decide("if a then", "\n  x()\nend\nend\n", "lua", 12)
+    assert policy.following == ("x()", "end", "end")
+
+
+def test_empty_body_under_a_docstring_is_a_block():
+    prefix = 'def area(w, h):\n    """The area.\n\n    Rectangles only.\n    """\n    # compute it\n    '
+    policy, text, _ = run(prefix, "\n\n\ndef f():\n    pass\n", "a = w * h\n\n    return a\n\n\ndef g():\n")
+    assert policy.mode is Mode.MULTI_LINE and not policy.stop_at_blank
+    assert text == "a = w * h\n\n    return a"
+    policy, _, _ = run('def f():\n    """One line."""\n    ', "\n", "x\n")
+    assert policy.mode is Mode.MULTI_LINE and not policy.stop_at_blank
+
+
+def test_cut_to_parse_keeps_the_lines_that_parse():
+    from server.length import cut_to_parse
+    before = "import os\n\n\ndef f(xs):\n    for x in xs:"
+    after = "\n    return xs\n\n\ndef g():\n    pass\n"
+    good = "\n        print(x)\n        total += x"
+    assert cut_to_parse("python", before, after, good) == good
+    # A block whose last line opens a bracket it never closes: cut before it.
+    assert cut_to_parse("python", before, after, good + "\n        items = (x,") == good
+    # Lua: an 'end' too many would close the function early.
+    lua_before = "local function f(xs)\n  for _, x in ipairs(xs) do"
+    lua_after = "\n  end\n  return xs\nend\n"
+    body = "\n    print(x)"
+    assert cut_to_parse("lua", lua_before, lua_after, body + "\n  end") == body
+    assert cut_to_parse(None, before, after, good + "\n        (") == good + "\n        ("
+    assert cut_to_parse("python", before, after, "x = (") == "x = ("  # one line: not this function's business
