@@ -55,6 +55,8 @@ class DeepseekLanguageServer(LanguageServer):
         self.index = IndexController(self, self.document_text, self.begin_progress)
         self.backend = CompletionBackend(self, self.notices, self.index.completion_context, self.begin_progress)
         self._shutdown: list[Callable[[], None]] = []
+        # How much of its file the last suggestion's prompt left out (deepseek.status's completion.context).
+        self.last_context: dict[str, Any] | None = None
 
     # -- documents -------------------------------------------------------------------------
     def document(self, uri: str) -> TextDocument | None:

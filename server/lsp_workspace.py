@@ -94,7 +94,7 @@ def register(server: DeepseekLanguageServer) -> None:
         return lsp_status(ls.backend.models.status, s, ls.index.status(),
                           service.stats() if service is not None else None,
                           reachable=CODE_BACKEND_UNREACHABLE not in ls.notices,
-                          available_mb=limit if limit is not None else available_mb())
+                          available_mb=limit if limit is not None else available_mb(), context=ls.last_context)
 
     @server.command(CMD_SEARCH)
     async def search(ls: DeepseekLanguageServer, *args: Any) -> list[dict[str, Any]]:
