@@ -60,13 +60,17 @@ test('parseFromPanel accepts the five panel messages and rejects malformed ones'
 function recordingHost() {
   const posts: ToPanel[] = [];
   const opened: [string, Range][] = [];
+  const code: [string, string][] = [];
   return {
-    posts, opened,
+    posts, opened, code,
     host: {
       post: (m: ToPanel) => posts.push(m),
       open: (uri: string, range: Range) => opened.push([uri, range]),
       context: () => undefined,
       label: (uri: string, range: Range) => `${path.basename(uri)}:${range.start.line + 1}`,
+      insert: (c: string) => { code.push(['insert', c]); },
+      copy: (c: string) => { code.push(['copy', c]); },
+      apply: (t: { uri: string }, c: string) => { code.push(['apply ' + t.uri, c]); },
     },
   };
 }
@@ -82,6 +86,17 @@ test('the panel: a clicked reference opens the file at its range; malformed mess
   await chat.handle({ type: 'nonsense' });
   assert.deepEqual(opened, [['file:///w/config.py', range]]);
   assert.deepEqual(posts, []);
+});
+
+test('the panel: a code block\'s Insert and Copy reach the editor; Apply only for a reply about a selection', async () => {
+  const { host, code } = recordingHost();
+  const chat = new ChatController(unreachable, host);
+  await chat.handle({ type: 'insert', code: 'x = 1\n' });
+  await chat.handle({ type: 'copy', code: 'y = 2\n' });
+  await chat.handle({ type: 'apply', id: 1, code: 'z = 3\n' });  // no such reply: nothing to replace
+  await chat.handle({ type: 'insert', code: '' });
+  await chat.handle({ type: 'apply', id: 'one', code: 'z' });
+  assert.deepEqual(code, [['insert', 'x = 1\n'], ['copy', 'y = 2\n']]);
 });
 
 test('the panel: a failed request becomes an error entry and the panel is not left busy', async () => {
@@ -130,11 +145,16 @@ test('the status text: loading, loaded with index, a resource warning, a remote 
   assert.equal(ok.text, '$(sparkle) qwen2.5-coder-0.5b-instruct… · loaded · index ready');
   assert.equal(ok.warning, false);
   assert.match(ok.tooltip, /needs 773 MB, 20000 MB available/);
+  // A long file's cut context is a line of the tooltip, not a warning.
+  const cut = statusView({ ...status, completion: { ...status.completion, context: {
+    uri: 'file:///w/unix.py', prefixDroppedTokens: 213, suffixDroppedTokens: 3787 } } });
+  assert.match(cut.tooltip, /context: the last suggestion \(unix\.py\) saw part of the file: 213 tokens before the cursor and 3787 after it/);
+  assert.equal(cut.warning, false);
   const warned = statusView({ ...status, model: { ...status.model, state: 'too-large' } },
-    [{ code: 'model-too-large', message: 'needs 9000 MB' }, { code: 'context-truncated', message: 'not a resource problem' }]);
+    [{ code: 'model-too-large', message: 'needs 9000 MB' }, { code: 'other-code', message: 'not a resource problem' }]);
   assert.ok(warned.warning && warned.text.startsWith('$(warning)'));
   assert.match(warned.tooltip, /model-too-large\*\*: needs 9000 MB/);
-  assert.doesNotMatch(warned.tooltip, /context-truncated/);
+  assert.doesNotMatch(warned.tooltip, /other-code/);
   const remote = statusView({ model: { state: 'not-loaded' }, backend: { kind: 'openai', url: 'http://gpu:8000', model: 'coder', reachable: false } });
   assert.ok(remote.warning && remote.text.includes('coder @ http://gpu:8000 · unreachable'));
 });
