@@ -87,7 +87,7 @@
           });
           bar.appendChild(b);
         });
-        pre.parentNode.insertBefore(bar, pre);
+        pre.parentNode.insertBefore(bar, pre.nextSibling);  // under the block it acts on
       });
     }
     const old = item.div.querySelector('.refs');
