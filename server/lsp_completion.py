@@ -40,7 +40,7 @@ async def suggest(ls: DeepseekLanguageServer, uri: str, position: types.Position
     service = await ls.backend.service()
     if service is None:
         return None
-    settings = ls.settings
+    settings = await ls.settings_now()
     ls.index.typing()
     try:
         check_document(doc.source, settings.completion_max_file_size_kb)

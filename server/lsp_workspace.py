@@ -54,7 +54,7 @@ def register(server: DeepseekLanguageServer) -> None:
     async def workspace_did_change_configuration(ls: DeepseekLanguageServer,
                                                  params: types.DidChangeConfigurationParams) -> None:
         old = ls.settings
-        await ls.refresh_settings()
+        await ls.reread_settings()
         new = ls.settings
         if new.backend_key() != old.backend_key() or (new.backend_kind == "local" and (
                 new.model_key() != old.model_key() or new.resources_ram_limit_mb != old.resources_ram_limit_mb)):

@@ -49,9 +49,17 @@ if #vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, {}) ~= 0 then fail('the ghost te
 local function buffer_map(lhs) return vim.fn.maparg(lhs, 'i', false, true).buffer == 1 end
 if not buffer_map('<Tab>') or not buffer_map('<M-Right>') or not buffer_map('<M-]>') then fail('keys not buffer-local') end
 local scratch = vim.api.nvim_create_buf(true, false)
-vim.api.nvim_buf_call(scratch, function()
-  if vim.fn.maparg('<Tab>', 'i') ~= '' then fail('<Tab> is mapped in a buffer deepseek is not attached to') end
+vim.api.nvim_buf_call(scratch, function()  -- Neovim's own <Tab> (snippet jump) stays there
+  local m = vim.fn.maparg('<Tab>', 'i', false, true)
+  if m.buffer == 1 or (m.desc or ''):find('deepseek', 1, true) then fail('<Tab> is deepseek\'s in another buffer') end
 end)
+-- With no suggestion shown, <Tab> does what it did before (Neovim's default: indent when no snippet is active).
+local last = vim.api.nvim_buf_line_count(0)
+vim.api.nvim_win_set_cursor(0, { last, 0 })
+vim.api.nvim_feedkeys(vim.keycode('o<Tab>x<Esc>'), 'xt', false)
+local typed = vim.api.nvim_buf_get_lines(0, last, last + 1, false)[1]
+if not (typed or ''):match('^%s+x$') then fail(('<Tab> without a suggestion typed %q'):format(tostring(typed))) end
+vim.api.nvim_buf_set_lines(0, last, last + 1, false, {})
 for _, plug in ipairs({ 'accept', 'accept-word', 'accept-line', 'next', 'prev', 'dismiss', 'suggest' }) do
   if vim.fn.maparg('<Plug>(deepseek-' .. plug .. ')', 'i') == '' then fail('no <Plug>(deepseek-' .. plug .. ')') end
 end

@@ -121,7 +121,7 @@ function M.copy()
   local block, why = M.block_at_cursor()
   if not block then return vim.notify('deepseek: ' .. why, vim.log.levels.WARN) end
   vim.fn.setreg('"', block.lines, 'l')
-  pcall(vim.fn.setreg, '+', block.lines, 'l')
+  if vim.fn.has('clipboard') == 1 then pcall(vim.fn.setreg, '+', block.lines, 'l') end
   vim.notify(string.format('deepseek: %d lines copied', #block.lines))
   return true
 end

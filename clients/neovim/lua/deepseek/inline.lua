@@ -159,20 +159,22 @@ end
 function M.dismiss() clear(vim.api.nvim_get_current_buf()) end
 
 -- An action for a key: when there is no suggestion, the key does what it did before (another
--- plugin's mapping of it, or the key itself).
-local function with_fallback(lhs, bufnr, action)
+-- plugin's mapping of it, Neovim's own, or the key itself). Keys are fed at the start of the
+-- typeahead ('i') so that what was typed after the key still comes after it.
+local function with_fallback(lhs, action)
   local before = vim.fn.maparg(lhs, 'i', false, true)
   return function()
     if action() then return end
-    if before and before.callback then
+    local remap = before.noremap == 1 and 'ni' or 'mi'
+    if before.callback then
       local keys = before.callback()
       if before.expr == 1 and type(keys) == 'string' then
-        vim.api.nvim_feedkeys(before.replace_keycodes == 1 and vim.keycode(keys) or keys, before.noremap == 1 and 'n' or 'm', false)
+        vim.api.nvim_feedkeys(before.replace_keycodes == 1 and vim.keycode(keys) or keys, remap, false)
       end
-    elseif before and before.rhs and before.rhs ~= '' then
-      vim.api.nvim_feedkeys(vim.keycode(before.rhs), before.noremap == 1 and 'n' or 'm', false)
+    elseif before.rhs and before.rhs ~= '' then
+      vim.api.nvim_feedkeys(vim.keycode(before.rhs), remap, false)
     else
-      vim.api.nvim_feedkeys(vim.keycode(lhs), 'n', false)
+      vim.api.nvim_feedkeys(vim.keycode(lhs), 'ni', false)
     end
   end
 end
@@ -189,7 +191,7 @@ function M.map_keys(bufnr, keys)
   for name, lhs in pairs(keys) do
     if lhs and M.PLUGS[name] then
       if acts[name] then
-        vim.keymap.set('i', lhs, with_fallback(lhs, bufnr, acts[name]), { buffer = bufnr, desc = 'deepseek: ' .. name })
+        vim.keymap.set('i', lhs, with_fallback(lhs, acts[name]), { buffer = bufnr, desc = 'deepseek: ' .. name })
       else
         vim.keymap.set('i', lhs, M.PLUGS[name], { buffer = bufnr, remap = true, desc = 'deepseek: ' .. name })
       end
