@@ -29,7 +29,7 @@ SERVER = [sys.executable, "-m", "server"]
 async def client(lsp_client: LanguageClient):
     result = await lsp_client.initialize_session(types.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"),
-        initialization_options={"completion": {"manualMaxTimeMs": 60000}}))
+        initialization_options={"completion": {"manualMaxTimeMs": 60000, "alternatives": 1}}))  # one item each
     lsp_client.init_result = result
     status = await wait_until_settled(lsp_client)
     assert status["model"]["loaded"], status

@@ -175,7 +175,11 @@ screenshot('neovim-chat-apply')
 vim.api.nvim_feedkeys('a', 'x', false)  -- the preview's key: apply
 local source = vim.api.nvim_win_get_buf(code_win)
 local applied = vim.api.nvim_buf_get_lines(source, def - 2, def - 2 + #block.lines, false)
-if table.concat(applied, '\n') ~= table.concat(block.lines, '\n') then fail('not applied: ' .. table.concat(applied, '\n')) end
+local want = chat.reindent(block.lines, { '    @property' })  -- indented as the method it replaces
+if table.concat(applied, '\n') ~= table.concat(want, '\n') then fail('not applied: ' .. table.concat(applied, '\n')) end
+for _, l in ipairs(applied) do
+  if l:match('%S') and not l:match('^    ') then fail('not indented as the selection: ' .. l) end
+end
 print(('apply: %d lines of the answer replaced lines %d-%d after a diff preview'):format(#block.lines, def - 1, def + 1))
 vim.api.nvim_set_current_win(chat_win)
 vim.api.nvim_win_set_cursor(chat_win, { last_open + 1, 0 })

@@ -65,6 +65,24 @@ export interface ChatHost {
   label(uri: string, range: Range): string;
 }
 
+/** The indentation of the least indented non-blank line. */
+function baseIndent(lines: string[]): string {
+  const indents = lines.filter((l) => l.trim()).map((l) => /^[ \t]*/.exec(l)![0]);
+  return indents.reduce((a, b) => (b.length < a.length ? b : a), indents[0] ?? '');
+}
+
+/**
+ * The edit Apply makes: `code` for the question's selection, indented as the selection was (a chat
+ * answer usually starts its code at column 0), ending with a line break exactly when the selection did.
+ */
+export function applyText(selected: string, code: string): string {
+  const lines = code.replace(/\n$/, '').split('\n');
+  const from = baseIndent(lines);
+  const to = baseIndent(selected.split('\n'));
+  const text = lines.map((l) => (l.trim() ? to + l.slice(from.length) : '')).join('\n');
+  return selected.endsWith('\n') ? text + '\n' : text;
+}
+
 /** Fields of a message that is not trusted blindly (from the webview, or a reference from the server). */
 type Untrusted = { [key: string]: unknown } | null | undefined;
 

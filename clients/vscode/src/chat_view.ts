@@ -7,7 +7,7 @@
  */
 import * as vscode from 'vscode';
 
-import { ChatController, ChatServer, Range, Target } from './chat';
+import { applyText, ChatController, ChatServer, Range, Target } from './chat';
 import { Ctx, errorMessage } from './ctx';
 import * as lsp from './lsp_ext';
 
@@ -19,11 +19,6 @@ export function lineSpan(r: Range): string {
 
 function toRange(r: Range): vscode.Range {
   return new vscode.Range(r.start.line, r.start.character, r.end.line, r.end.character);
-}
-
-/** The edit Apply makes: `code` for the question's selection, kept to whole lines when the selection was. */
-export function applyText(selected: string, code: string): string {
-  return selected.endsWith('\n') && !code.endsWith('\n') ? code + '\n' : code;
 }
 
 /**

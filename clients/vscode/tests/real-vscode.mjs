@@ -24,6 +24,7 @@ const h = codeServerHome({
   'extensions.autoCheckUpdates': false,
   'deepseek.serverPath': args.server,
   'deepseek.completion.manualMaxTimeMs': 60000,
+  'deepseek.completion.alternatives': 1,  // the greedy suggestion at the hole; alternatives: editing-vscode.mjs
 });
 const { home } = h;
 

@@ -128,8 +128,28 @@ end
 
 local pending = nil  -- the change :DeepSeekApply previews: { target, lines, preview }
 
---- :DeepSeekApply: the code block under the cursor for the selection its question was about, shown first
---- as a diff in a preview window (`a` applies, `q` discards); refused when that buffer changed since.
+local function base_indent(lines)
+  local base
+  for _, l in ipairs(lines) do
+    if l:match('%S') then
+      local ind = l:match('^[ \t]*')
+      if not base or #ind < #base then base = ind end
+    end
+  end
+  return base or ''
+end
+
+--- `lines` (a chat answer's code, usually at column 0) indented as `old` (the selection) was.
+function M.reindent(lines, old)
+  local from, to = base_indent(lines), base_indent(old)
+  local out = {}
+  for i, l in ipairs(lines) do out[i] = l:match('%S') and (to .. l:sub(#from + 1)) or '' end
+  return out
+end
+
+--- :DeepSeekApply: the code block under the cursor for the selection its question was about (indented as
+--- the selection), shown first as a diff in a preview window (`a` applies, `q` discards); refused when
+--- that buffer changed since.
 function M.apply()
   local block, why = M.block_at_cursor()
   if not block then return vim.notify('deepseek: ' .. why, vim.log.levels.WARN) end
@@ -143,7 +163,8 @@ function M.apply()
   end
   local s, e = target.range.start.line, target.range['end'].line
   local old = vim.api.nvim_buf_get_lines(target.bufnr, s, e, false)
-  local diff = vim.diff(table.concat(old, '\n') .. '\n', table.concat(block.lines, '\n') .. '\n',
+  local new = M.reindent(block.lines, old)
+  local diff = vim.diff(table.concat(old, '\n') .. '\n', table.concat(new, '\n') .. '\n',
     { ctxlen = 3 })
   local name = vim.fn.fnamemodify(vim.api.nvim_buf_get_name(target.bufnr), ':.')
   local preview = vim.api.nvim_create_buf(false, true)
@@ -154,7 +175,7 @@ function M.apply()
   vim.cmd('botright split')
   vim.api.nvim_win_set_buf(0, preview)
   vim.wo.winbar = 'deepseek: apply?  a = apply   q = discard'
-  pending = { target = target, lines = block.lines, preview = preview }
+  pending = { target = target, lines = new, preview = preview }
   vim.keymap.set('n', 'a', function() M.confirm_apply() end, { buffer = preview, desc = 'deepseek: apply' })
   vim.keymap.set('n', 'q', function() M.discard() end, { buffer = preview, desc = 'deepseek: discard' })
   return preview

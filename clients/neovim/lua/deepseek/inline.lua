@@ -147,12 +147,14 @@ function M.cycle(step)
     draw(bufnr, s.row, s.col, s.items[s.index])
     return
   end
-  M.request(true, function(texts)
+  local shown = M.current(bufnr)
+  M.request(true, function()
     local now = state[bufnr]
-    if now and #texts > 1 then
-      now.index = (step > 0) and 2 or #texts
-      draw(bufnr, now.row, now.col, now.items[now.index])
-    end
+    if not now or #now.items < 2 then return end
+    local at = 1  -- the one shown before, in the new list (ranked by likelihood, it need not be first)
+    for i, t in ipairs(now.items) do if t == shown then at = i end end
+    now.index = (at - 1 + step) % #now.items + 1
+    draw(bufnr, now.row, now.col, now.items[now.index])
   end)
 end
 

@@ -6,7 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { test } from 'node:test';
 
-import { ChatController, parseFromPanel, Range, ToPanel } from '../chat';
+import { applyText, ChatController, parseFromPanel, Range, ToPanel } from '../chat';
 import { CLIENT_KEYS, INSTALL_HINT, parseServerLog, resolveServer, serverKeys, serverSettings } from '../settings';
 import { PartialStatus, statusView } from '../status';
 import { PACKAGE_JSON } from './server';
@@ -97,6 +97,14 @@ test('the panel: a code block\'s Insert and Copy reach the editor; Apply only fo
   await chat.handle({ type: 'insert', code: '' });
   await chat.handle({ type: 'apply', id: 'one', code: 'z' });
   assert.deepEqual(code, [['insert', 'x = 1\n'], ['copy', 'y = 2\n']]);
+});
+
+test('Apply: a code block at column 0 takes the indentation of the selection it replaces, whole lines kept', () => {
+  const selected = '    @property\n    def f(self):\n        return 1\n';
+  assert.equal(applyText(selected, 'def f(self):\n    """One."""\n\n    return 1'),
+    '    def f(self):\n        """One."""\n\n        return 1\n');
+  assert.equal(applyText('x = 1', 'x = 2\n'), 'x = 2');
+  assert.equal(applyText('  a\n', '  b\n    c\n'), '  b\n    c\n');
 });
 
 test('the panel: a failed request becomes an error entry and the panel is not left busy', async () => {
