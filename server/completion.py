@@ -112,7 +112,8 @@ class Suggestion:
         generation: figures of the generation that produced it (None for cache hits).
         prefix_dropped_tokens, suffix_dropped_tokens: context left out by the budget.
         latency_ms: from the request's arrival to the answer.
-        through: the rest of an earlier suggestion the user typed or accepted part of.
+        through: the rest of a suggestion offered with alternatives (an explicit request) that
+            the user typed or accepted part of; an explicit request then wants this rest alone.
     """
 
     text: str
@@ -317,7 +318,7 @@ class CompletionService:
             text = trim(rest, policy, final=entry.complete)[0]
             return Suggestion(text, policy, source, entry.generation if source != "cache" else None,
                               entry.prefix_dropped, entry.suffix_dropped, (time.monotonic() - t0) * 1000,
-                              through=cursor.typed != entry.typed)
+                              through=cursor.typed != entry.typed and self._offered(key, entry))
 
         entry = self._cache.get(key)
         resume = None
@@ -328,10 +329,10 @@ class CompletionService:
                 return answer(entry, "cache")
             resume = entry  # time-capped earlier: continue it from its cached tokens
         elif (through := self._typed_through(key, cursor)) is not None:
-            entry, rest = through
+            k, entry, rest = through
             self.cache_answers += 1
             return Suggestion(rest, entry.policy or policy, "cache", None, entry.prefix_dropped,
-                              entry.suffix_dropped, (time.monotonic() - t0) * 1000, through=True)
+                              entry.suffix_dropped, (time.monotonic() - t0) * 1000, through=self._offered(k, entry))
 
         flight = self._flights.get(snap.uri)
         if flight is not None and flight.key == key and flight.mode is policy.mode \
@@ -379,6 +380,11 @@ class CompletionService:
         while len(self._others) > CACHE_ENTRIES:
             self._others.popitem(last=False)
 
+    def _offered(self, key: tuple, entry: _Entry) -> bool:
+        """True when ``entry`` was offered with alternatives (at the same place, by :meth:`remember`)."""
+        others = self._others.get(key)
+        return bool(others) and others[0].typed == entry.typed
+
     def remembered(self, snap: Snapshot, settings: Settings) -> list[str] | None:
         """The suggestions :meth:`remember` kept for exactly this cursor position, or None."""
         cursor = CursorText.at(snap.text, snap.offset)
@@ -387,8 +393,8 @@ class CompletionService:
             return None
         return [e.text for e in others]
 
-    def _typed_through(self, key: tuple, cursor: CursorText) -> tuple[_Entry, str] | None:
-        """A complete cached suggestion the user has typed or accepted part of, and what is left of it.
+    def _typed_through(self, key: tuple, cursor: CursorText) -> tuple[tuple, _Entry, str] | None:
+        """A complete cached suggestion the user has typed or accepted part of: its key, it, and what is left.
 
         Covers what the anchor lookup cannot: a part that ends on another line (a
         line or a word accepted across a newline, so the anchor moved down) and a part
@@ -404,7 +410,7 @@ class CompletionService:
             full = entry.typed + shown
             if k == key:  # same line: the policy changed, the suggestion did not
                 if typed != entry.typed and typed.startswith(entry.typed) and full.startswith(typed):
-                    return entry, full[len(typed):]
+                    return k, entry, full[len(typed):]
                 continue
             # Accepted up to a newline m of the suggestion: ``above`` ends with full[:m + 1].
             m = full.find("\n")
@@ -412,7 +418,7 @@ class CompletionService:
                 head = full[:m + 1]
                 if above.endswith(head) and hash(above[:len(above) - len(head)]) == k[0] \
                         and full.startswith(typed, m + 1):
-                    return entry, full[m + 1 + len(typed):]
+                    return k, entry, full[m + 1 + len(typed):]
                 m = full.find("\n", m + 1)
         return None
 

@@ -144,7 +144,8 @@ print('chat: ' .. vim.trim(reply):gsub('\n', ' '):sub(1, 120))
 local code_win = vim.api.nvim_get_current_win()
 local range = { start = { line = def - 2, character = 0 }, ['end'] = { line = def + 1, character = 0 } }
 local answered = nil
-chat.send('Rewrite this method with a one-line docstring. Answer with the whole method in one python code block.',
+ds.set_settings({ chat = { maxTokens = 400 } })  -- room for a whole method
+chat.send('Complete this method: it must return the videos directory. Answer with the whole method in one python code block.',
   range, function(result) answered = result end)
 if not vim.wait(600000, function() return answered ~= nil end, 100) then fail('no answer about the selection') end
 vim.wait(300, function() return false end)
@@ -162,14 +163,14 @@ if not last_open then fail('the answer has no code block:\n' .. table.concat(cha
 vim.api.nvim_win_set_cursor(chat_win, { last_open + 1, 0 })
 local block = chat.block_at_cursor()
 if not block or not table.concat(block.lines, '\n'):find('def user_videos_dir', 1, true) then
-  fail('the code block under the cursor is not the method: ' .. vim.inspect(block))
+  fail('the code block under the cursor is not the method: ' .. vim.inspect(block) .. '\n' .. table.concat(chat_lines, '\n'))
 end
 vim.cmd('DeepSeekCopy')
 if vim.fn.getreg('"') ~= table.concat(block.lines, '\n') .. '\n' then fail('DeepSeekCopy: ' .. vim.fn.getreg('"')) end
 vim.cmd('DeepSeekApply')
 local preview = vim.api.nvim_get_current_buf()
 local diff = table.concat(vim.api.nvim_buf_get_lines(preview, 0, -1, false), '\n')
-if vim.bo[preview].filetype ~= 'diff' or not diff:find('\n%+') or not diff:find('^%-%-%- ') then fail('no diff preview: ' .. diff) end
+if vim.bo[preview].filetype ~= 'diff' or not diff:find('\n@@ ') or not diff:find('^%-%-%- ') then fail('no diff preview: ' .. diff) end
 vim.cmd('redraw')
 screenshot('neovim-chat-apply')
 vim.api.nvim_feedkeys('a', 'x', false)  -- the preview's key: apply

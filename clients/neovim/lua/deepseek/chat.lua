@@ -85,6 +85,7 @@ function M.block_at_cursor()
   local lines = vim.api.nvim_buf_get_lines(M.bufnr, 0, -1, false)
   local fences = {}
   for i, l in ipairs(lines) do if l:match('^%s*```') then fences[#fences + 1] = i - 1 end end
+  if #fences % 2 == 1 then fences[#fences + 1] = #lines end  -- a reply cut short (chat.maxTokens): to the end
   for k = 1, #fences - 1, 2 do
     local open, close = fences[k], fences[k + 1]
     if row >= open and row <= close then

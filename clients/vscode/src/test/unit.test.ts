@@ -45,13 +45,16 @@ test('resolveServer finds an executable on PATH, expands paths, and says how to 
   fs.rmSync(dir, { recursive: true });
 });
 
-test('parseFromPanel accepts the five panel messages and rejects malformed ones', () => {
+test('parseFromPanel accepts the eight panel messages and rejects malformed ones', () => {
   const range: Range = { start: { line: 1, character: 0 }, end: { line: 3, character: 0 } };
   assert.deepEqual(parseFromPanel({ type: 'send', text: '  why?  ' }), { type: 'send', text: 'why?' });
+  assert.deepEqual(parseFromPanel({ type: 'copy', id: 4, code: 'x = 1\n' }), { type: 'copy', code: 'x = 1\n' });
+  assert.deepEqual(parseFromPanel({ type: 'apply', id: 4, code: 'x' }), { type: 'apply', id: 4, code: 'x' });
   assert.deepEqual(parseFromPanel({ type: 'open', uri: 'file:///a.py', range }), { type: 'open', uri: 'file:///a.py', range });
   assert.deepEqual(parseFromPanel({ type: 'ready', extra: 1 }), { type: 'ready' });
   for (const bad of [null, 'send', {}, { type: 'send', text: '   ' }, { type: 'send', text: 3 }, { type: 'open', uri: 'x' },
-    { type: 'open', uri: 'x', range: { start: { line: -1, character: 0 }, end: { line: 0, character: 0 } } }, { type: 'eval' }]) {
+    { type: 'open', uri: 'x', range: { start: { line: -1, character: 0 }, end: { line: 0, character: 0 } } }, { type: 'eval' },
+    { type: 'insert', code: '' }, { type: 'copy' }, { type: 'apply', id: 1.5, code: 'x' }, { type: 'apply', code: 'x' }]) {
     assert.equal(parseFromPanel(bad), undefined, JSON.stringify(bad));
   }
 });
