@@ -212,8 +212,12 @@ try {
   await input.waitFor({ timeout: 60000 });
   await input.fill('Complete this method: it must return the videos directory. Answer with the whole method in one python code block.');
   await input.press('Enter');
+  // The question's entry appears, Stop replaces Send while the reply streams, Send comes back when it is done.
+  await webview.locator('.entry.user', { hasText: 'Complete this method' }).waitFor({ timeout: 30000 });
+  await webview.locator('#stop:not([hidden])').waitFor({ timeout: 10000 }).catch(() => undefined);
   await webview.locator('#send:not([hidden])').waitFor({ timeout: 600000 });
   const block = webview.locator('.entry.assistant').last();
+  await block.locator('.code-actions').first().waitFor({ timeout: 30000 });
   const buttons = await block.locator('.code-actions button').allTextContents();
   const code = (await block.locator('pre').first().innerText().catch(() => '')).replace(/\u00a0/g, ' ');
   step(`reply's first code block: ${JSON.stringify(code.slice(0, 200))}; buttons ${JSON.stringify(buttons)}`);
@@ -239,7 +243,11 @@ try {
   await page.locator(`.tab[data-resource-name="${args.file}"]`).first().click();
   await save();
   const applied = fs.readFileSync(file, 'utf8');
-  check(applied !== beforeApply && applied.includes(code.trimEnd()), 'the file does not hold the applied code');
+  // Indented as the selection it replaced (the method's 4 spaces), whatever indentation the answer used.
+  const codeLines = code.replace(/\n+$/, '').split('\n');
+  const base = Math.min(...codeLines.filter((l) => l.trim()).map((l) => l.length - l.trimStart().length));
+  const reindented = codeLines.map((l) => (l.trim() ? '    ' + l.slice(base) : '')).join('\n');
+  check(applied !== beforeApply && applied.includes(reindented), 'the file does not hold the applied code, indented');
   step('applied and saved: the method is the chat\'s code');
 
   step('Insert at cursor and Copy');
