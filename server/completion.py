@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Callable
 
 from .config import Settings
 from .engine import Engine, Generation, LoadedModel
-from .length import LengthPolicy, Mode, decide, trim
+from .languages import BY_ID
+from .length import LengthPolicy, Mode, cut_to_parse, decide, trim
 from .prompting import WINDOW_GRID_LINES, Budget, CursorText, FimFormat, TokenCounter, build_fim_prompt
 from .text import split_lines
 
@@ -113,6 +114,8 @@ class Suggestion:
         generation: figures of the generation that produced it (None for cache hits).
         prefix_dropped_tokens, suffix_dropped_tokens: context left out by the budget.
         latency_ms: from the request's arrival to the answer.
+        through: the rest of a suggestion offered with alternatives (an explicit request) that
+            the user typed or accepted part of; an explicit request then wants this rest alone.
     """
 
     text: str
@@ -122,6 +125,7 @@ class Suggestion:
     prefix_dropped_tokens: int
     suffix_dropped_tokens: int
     latency_ms: float
+    through: bool = False
 
 
 @dataclass
@@ -138,6 +142,7 @@ class _Entry:
     generated: int = 0     # tokens generated so far, over all continuations
     generation: Generation | None = None
     insisted: bool = False  # made for a manual request: a line was required, rejected candidates skipped
+    policy: LengthPolicy | None = None  # the policy it was shown under (set when cached)
 
     def rest_after(self, typed: str) -> str | None:
         """The part of the suggestion still to come once ``typed`` is typed, or None."""
@@ -145,6 +150,12 @@ class _Entry:
         if typed.startswith(self.typed) and full.startswith(typed):
             return full[len(typed):]
         return None
+
+    def shown(self) -> str | None:
+        """The suggestion as it was shown at ``typed`` (trimmed), or None before it was cached."""
+        if self.policy is None:
+            return None
+        return trim(self.text, self.policy, final=self.complete)[0]
 
 
 @dataclass
@@ -209,6 +220,12 @@ def _first_content_token(model: LoadedModel, tokens: list[int], forced: bytes) -
     return tokens[0]
 
 
+def language_grammar(language_id: str) -> str | None:
+    """The tree-sitter grammar of an LSP language id, or None."""
+    lang = BY_ID.get(language_id)
+    return lang.grammar if lang else None
+
+
 def _ema(old: float | None, sample: float) -> float:
     return sample if old is None else (1 - EMA_WEIGHT) * old + EMA_WEIGHT * sample
 
@@ -234,6 +251,7 @@ class CompletionService:
         """
         self.engine, self.fim, self.counter = engine, fim, counter
         self._cache: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._others: OrderedDict[tuple, list[_Entry]] = OrderedDict()  # alternatives shown, by anchor
         self._flights: dict[str, _Flight] = {}
         self._last_request: dict[str, float] = {}
         self._typing_ms: dict[str, float] = {}
@@ -310,16 +328,19 @@ class CompletionService:
         policy = decide(snap.text[: snap.offset], cursor.below, snap.language_id, settings.completion_max_lines)
         if not manual and sum(not ch.isspace() for ch in policy.line_right) > settings.completion_max_right_chars:
             return None
-        key = (hash(cursor.above), hash(cursor.below), snap.language_id,
-               settings.completion_prefix_tokens, settings.completion_suffix_tokens)
+        grammar = language_grammar(snap.language_id)
+        key = self._key(cursor, snap.language_id, settings)
 
         def answer(entry: _Entry, source: str) -> Suggestion | None:
             rest = entry.rest_after(cursor.typed)
             if rest is None:
                 return None
             text = trim(rest, policy, final=entry.complete)[0]
+            if "\n" in text and entry.complete:
+                text = cut_to_parse(grammar, snap.text[: snap.offset], snap.text[snap.offset:], text)
             return Suggestion(text, policy, source, entry.generation if source != "cache" else None,
-                              entry.prefix_dropped, entry.suffix_dropped, (time.monotonic() - t0) * 1000)
+                              entry.prefix_dropped, entry.suffix_dropped, (time.monotonic() - t0) * 1000,
+                              through=cursor.typed != entry.typed and self._offered(key, entry))
 
         entry = self._cache.get(key)
         resume = None
@@ -331,6 +352,11 @@ class CompletionService:
                 self.cache_answers += 1
                 return answer(entry, "cache")
             resume = entry  # time-capped earlier: continue it from its cached tokens
+        elif (through := self._typed_through(key, cursor)) is not None:
+            k, entry, rest = through
+            self.cache_answers += 1
+            return Suggestion(rest, entry.policy or policy, "cache", None, entry.prefix_dropped,
+                              entry.suffix_dropped, (time.monotonic() - t0) * 1000, through=self._offered(k, entry))
 
         flight = self._flights.get(snap.uri)
         if flight is not None and flight.key == key and flight.mode is policy.mode \
@@ -351,12 +377,74 @@ class CompletionService:
         entry = await self._wait(snap.uri, flight)
         if entry is None:
             return None
+        entry.policy = policy
         self._cache[key] = entry
         self._cache.move_to_end(key)
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
         s = answer(entry, "continued" if resume else "model")
         return self._record(s) if s is not None else None
+
+    @staticmethod
+    def _key(cursor: CursorText, language_id: str, settings: Settings) -> tuple:
+        return (hash(cursor.above), hash(cursor.below), language_id,
+                settings.completion_prefix_tokens, settings.completion_suffix_tokens)
+
+    def remember(self, snap: Snapshot, settings: Settings, texts: list[str]) -> None:
+        """Keep other suggestions shown at ``snap`` (alternatives) for the type-through cache.
+
+        ``texts`` are final (trimmed) suggestions; accepting part of one is then answered
+        with its rest, like the pipeline's own suggestion.
+        """
+        cursor = CursorText.at(snap.text, snap.offset)
+        policy = decide(snap.text[: snap.offset], cursor.below, snap.language_id, settings.completion_max_lines)
+        key = self._key(cursor, snap.language_id, settings)
+        self._others[key] = [_Entry(cursor.typed, t, [], True, policy.mode, 0, 0, policy=policy) for t in texts]
+        self._others.move_to_end(key)
+        while len(self._others) > CACHE_ENTRIES:
+            self._others.popitem(last=False)
+
+    def _offered(self, key: tuple, entry: _Entry) -> bool:
+        """True when ``entry`` was offered with alternatives (at the same place, by :meth:`remember`)."""
+        others = self._others.get(key)
+        return bool(others) and others[0].typed == entry.typed
+
+    def remembered(self, snap: Snapshot, settings: Settings) -> list[str] | None:
+        """The suggestions :meth:`remember` kept for exactly this cursor position, or None."""
+        cursor = CursorText.at(snap.text, snap.offset)
+        others = self._others.get(self._key(cursor, snap.language_id, settings))
+        if not others or others[0].typed != cursor.typed:
+            return None
+        return [e.text for e in others]
+
+    def _typed_through(self, key: tuple, cursor: CursorText) -> tuple[tuple, _Entry, str] | None:
+        """A complete cached suggestion the user has typed or accepted part of: its key, it, and what is left.
+
+        Covers what the anchor lookup cannot: a part that ends on another line (a
+        line or a word accepted across a newline, so the anchor moved down) and a part
+        after which the length policy changed (a multi-line block whose first word was
+        accepted). The rest is what was shown, minus what is now in the document.
+        """
+        above, typed = cursor.above, cursor.typed
+        entries = [(k, e) for k, e in reversed(self._cache.items())]
+        entries += [(k, e) for k, others in reversed(self._others.items()) for e in others]
+        for k, entry in entries:
+            if k[1:] != key[1:] or not entry.complete or (shown := entry.shown()) is None:
+                continue
+            full = entry.typed + shown
+            if k == key:  # same line: the policy changed, the suggestion did not
+                if typed != entry.typed and typed.startswith(entry.typed) and full.startswith(typed):
+                    return k, entry, full[len(typed):]
+                continue
+            # Accepted up to a newline m of the suggestion: ``above`` ends with full[:m + 1].
+            m = full.find("\n")
+            while m >= 0:
+                head = full[:m + 1]
+                if above.endswith(head) and hash(above[:len(above) - len(head)]) == k[0] \
+                        and full.startswith(typed, m + 1):
+                    return k, entry, full[m + 1 + len(typed):]
+                m = full.find("\n", m + 1)
+        return None
 
     def _record(self, s: Suggestion) -> Suggestion:
         self.model_answers += 1

@@ -105,6 +105,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("completion.manualMaxTimeMs", 5000, int, "ms",
             "Cap on generation time for suggestions you ask for (trigger kind Invoked).",
             minimum=50, maximum=600000),
+    Setting("completion.alternatives", 3, int, "suggestions",
+            "How many distinct suggestions a request you make offers (VS Code: Alt+] and Alt+[ cycle them; "
+            "Neovim: <Plug>(deepseek-next)), ranked by the model's likelihood and generated within "
+            "completion.manualMaxTimeMs; automatic requests always get one. 1 turns alternatives off.",
+            minimum=1, maximum=5),
     Setting("completion.debounceMinMs", 25, int, "ms",
             "Floor of the adaptive delay before an automatic suggestion starts generating.",
             minimum=0, maximum=5000),
@@ -180,6 +185,7 @@ class Settings:
     completion_max_lines: int = 12
     completion_auto_max_time_ms: int = 350
     completion_manual_max_time_ms: int = 5000
+    completion_alternatives: int = 3
     completion_debounce_min_ms: int = 25
     completion_debounce_max_ms: int = 400
     completion_max_right_chars: int = 8

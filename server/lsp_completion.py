@@ -2,7 +2,8 @@
 
 ``register(server)`` adds the two handlers. A request takes a snapshot of the document
 on the event loop, awaits the backend's :class:`server.completion.CompletionService`
-(which runs the model on its engine's owner thread) and converts the answer. The path
+(which runs the model on its engine's owner thread) and converts the answer. An inline
+request the user made (Invoked) also gets the alternatives of :mod:`server.alternatives`. The path
 of one keystroke, with the thread of each hop, is written down in docs/HOW-IT-WORKS.md
 ("Threads").
 """
@@ -10,14 +11,16 @@ of one keystroke, with the thread of each hop, is written down in docs/HOW-IT-WO
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
+from .alternatives import alternatives
 from .completion import Suggestion, Unsuitable, check_document
 from .config import Settings
-from .lsp_convert import InvalidPosition, lsp_completion, lsp_diagnostic, lsp_inline_completion, snapshot
-from .lsp_notices import CODE_CONTEXT_TRUNCATED
+from .lsp_convert import InvalidPosition, lsp_completion, lsp_inline_completion, snapshot
 from .lsp_state import DeepseekLanguageServer
 from .remote import BackendUnavailable
 
@@ -37,7 +40,7 @@ async def suggest(ls: DeepseekLanguageServer, uri: str, position: types.Position
     service = await ls.backend.service()
     if service is None:
         return None
-    settings = ls.settings
+    settings = await ls.settings_now()
     ls.index.typing()
     try:
         check_document(doc.source, settings.completion_max_file_size_kb)
@@ -56,38 +59,77 @@ async def suggest(ls: DeepseekLanguageServer, uri: str, position: types.Position
     if suggestion is not None:
         log.info("suggestion for %s v%s: %s, %d chars, %.0f ms", uri, snap.version, suggestion.source,
                  len(suggestion.text), suggestion.latency_ms)
-        _context_notice(ls, uri, position.line, suggestion, settings)
+        _note_context(ls, uri, suggestion, settings)
         ls.backend.check_latency(settings)
     return suggestion
 
 
-def _context_notice(ls: DeepseekLanguageServer, uri: str, line: int, s: Suggestion, settings: Settings) -> None:
-    """An Information diagnostic on the cursor's line when the budget left context out."""
-    parts = []
-    if s.prefix_dropped_tokens:
-        parts.append(f"{s.prefix_dropped_tokens:,} tokens before the cursor (completion.prefixTokens "
-                     f"is {settings.completion_prefix_tokens})")
-    if s.suffix_dropped_tokens:
-        parts.append(f"{s.suffix_dropped_tokens:,} tokens after it (completion.suffixTokens "
-                     f"is {settings.completion_suffix_tokens})")
-    if not parts:
-        ls.notices.set_for_document(uri, None)
-        return
-    message = ("Suggestions here do not see all of this file: the context budget left out "
-               + " and ".join(parts) + ". Raise those settings for more context (slower on a CPU).")
-    ls.notices.set_for_document(uri, lsp_diagnostic(CODE_CONTEXT_TRUNCATED, message,
-                                                    types.DiagnosticSeverity.Information, line))
+def _note_context(ls: DeepseekLanguageServer, uri: str, s: Suggestion, settings: Settings) -> None:
+    """Remember (for ``deepseek.status``) and log how much of the file the last suggestion's prompt left out.
+
+    Leaving context out is normal in a long file, not a problem to mark in the text: the
+    fact goes to the status (the VS Code status bar's tooltip) and, when a document starts
+    or stops being cut, to the log.
+    """
+    note = {"uri": uri, "prefixDroppedTokens": s.prefix_dropped_tokens, "suffixDroppedTokens": s.suffix_dropped_tokens}
+    cut = bool(s.prefix_dropped_tokens or s.suffix_dropped_tokens)
+    was = ls.last_context
+    if was is None or was["uri"] != uri or bool(was["prefixDroppedTokens"] or was["suffixDroppedTokens"]) != cut:
+        if cut:
+            log.info("context for %s: the budget left out %d tokens before the cursor (completion.prefixTokens is %d) "
+                     "and %d after it (completion.suffixTokens is %d)", uri, s.prefix_dropped_tokens,
+                     settings.completion_prefix_tokens, s.suffix_dropped_tokens, settings.completion_suffix_tokens)
+        else:
+            log.info("context for %s: the whole file fits the budget", uri)
+    ls.last_context = note
+
+
+def ranked_texts(shown: str, found: list[str], n: int) -> list[str]:
+    """The items of an explicit request, at most ``n``: ``found`` (best first), with ``shown`` first when it lacks it.
+
+    ``shown`` is the pipeline's suggestion (cached, possibly continued: what the editor
+    may already show); ``found`` the alternatives, distinct and ranked by likelihood.
+    """
+    if shown and shown not in found:
+        return [shown, *found][:n]
+    return found[:n]
 
 
 def register(server: DeepseekLanguageServer) -> None:
     """Add the inline and plain completion handlers to ``server``."""
+    running: dict[str, threading.Event] = {}  # document URI -> the cancel event of its alternatives
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: DeepseekLanguageServer,
                                 params: types.InlineCompletionParams) -> types.InlineCompletionList:
+        started = time.monotonic()
+        uri = params.text_document.uri
+        if (older := running.pop(uri, None)) is not None:
+            older.set()  # a newer request for the document: the older one's alternatives stop
         manual = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-        suggestion = await suggest(ls, params.text_document.uri, params.position, manual)
-        return lsp_inline_completion(suggestion, params.position)
+        doc = ls.document(uri)
+        version = doc.version if doc is not None else None
+        suggestion = await suggest(ls, uri, params.position, manual)
+        texts = [suggestion.text] if suggestion is not None and suggestion.text else []
+        service = ls.backend.active()
+        doc = ls.document(uri)
+        # The alternatives, when the user asks at a new place: not for the rest of a suggestion partly
+        # accepted (VS Code asks again, Invoked, after each partial accept of one it was asked for).
+        if manual and texts and not suggestion.through and ls.settings.completion_alternatives > 1 \
+                and service is not None and doc is not None and doc.version == version:
+            snap = snapshot(doc, params.position)
+            if (kept := service.remembered(snap, ls.settings)) is not None:
+                return lsp_inline_completion(ranked_texts(texts[0], kept, ls.settings.completion_alternatives),
+                                             params.position)
+            cancel = running[uri] = threading.Event()
+            try:
+                found = await alternatives(service, snap, ls.settings, started, cancel)
+            finally:
+                if running.get(uri) is cancel:
+                    del running[uri]
+            texts = ranked_texts(texts[0], [a.text for a in found], ls.settings.completion_alternatives)
+            service.remember(snap, ls.settings, texts)  # a part of any of them accepted: the rest is cached
+        return lsp_inline_completion(texts, params.position)
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
     async def completion(ls: DeepseekLanguageServer, params: types.CompletionParams) -> types.CompletionList:

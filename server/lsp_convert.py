@@ -87,12 +87,10 @@ def snapshot(doc: Any, position: types.Position) -> Snapshot:
                     language_id=doc.language_id or language_id(doc.uri))
 
 
-def lsp_inline_completion(suggestion: Suggestion | None, position: types.Position) -> types.InlineCompletionList:
-    """One inline item inserted at the cursor, or an empty list."""
-    if suggestion is None or not suggestion.text:
-        return types.InlineCompletionList(items=[])
+def lsp_inline_completion(texts: list[str], position: types.Position) -> types.InlineCompletionList:
+    """One inline item per suggestion text (best first), each inserted at the cursor; empty texts are left out."""
     at = types.Range(start=position, end=position)
-    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=suggestion.text, range=at)])
+    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=t, range=at) for t in texts if t])
 
 
 def lsp_completion(suggestion: Suggestion | None, position: types.Position) -> types.CompletionList:
@@ -134,13 +132,17 @@ def lsp_completion_stats(stats: CompletionStats | None) -> dict[str, Any] | None
 
 
 def lsp_status(status: ModelStatus, settings: Settings, index: dict[str, Any], stats: CompletionStats | None,
-               reachable: bool, available_mb: float) -> dict[str, Any]:
+               reachable: bool, available_mb: float, context: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``deepseek.status`` reply (see docs/PROTOCOL.md).
 
     Args:
         available_mb: memory available now (or the configured limit), MB.
         reachable: the remote backend answered last time (``backend.kind`` openai).
+        context: ``{uri, prefixDroppedTokens, suffixDroppedTokens}`` of the last suggestion, or None.
     """
+    completion = lsp_completion_stats(stats)
+    if completion is not None:
+        completion["context"] = context
     mem = status.memory
     backend: dict[str, Any] = {"kind": settings.backend_kind}
     if settings.backend_kind == "openai":
@@ -167,7 +169,7 @@ def lsp_status(status: ModelStatus, settings: Settings, index: dict[str, Any], s
             "limitSource": mem.limit_source if mem else None,
         },
         "index": index,
-        "completion": lsp_completion_stats(stats),
+        "completion": completion,
     }
 
 

@@ -1,8 +1,9 @@
 """What the server tells the user: diagnostics (source ``deepseek``) and messages.
 
-Two kinds of diagnostics: server-wide notices by code (a model that does not fit, a
-backend that is down...), shown on line 0 of every open document, and one notice per
-document (``context-truncated``). Everything here runs on the event loop.
+Diagnostics are for what needs the user's action: server-wide notices by code (a model
+that does not fit, a backend that is down, slow responses), shown on line 0 of every open
+document. Facts that need none (a long file's context cut to the budget) go to
+``deepseek.status`` and the log instead. Everything here runs on the event loop.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ CODE_MODEL_NO_FIM = "model-no-fim"
 CODE_MODEL_CRASHED = "model-crashed"
 CODE_SLOW_RESPONSE = "slow-response"
 CODE_BACKEND_UNREACHABLE = "backend-unreachable"
-CODE_CONTEXT_TRUNCATED = "context-truncated"
 MODEL_CODES = (CODE_MODEL_TOO_LARGE, CODE_MODEL_UNAVAILABLE, CODE_MODEL_NO_FIM, CODE_MODEL_CRASHED)
 _SEVERITY = {types.DiagnosticSeverity.Error: types.MessageType.Error,
              types.DiagnosticSeverity.Warning: types.MessageType.Warning}
@@ -41,8 +41,7 @@ class Notices:
     def __init__(self, server: LanguageServer, document: Callable[[str], object | None]):
         self._server = server
         self._document = document
-        self.by_code: dict[str, types.Diagnostic] = {}      # shown on every open document
-        self.by_document: dict[str, types.Diagnostic] = {}  # one per document URI
+        self.by_code: dict[str, types.Diagnostic] = {}  # shown on every open document
 
     def __contains__(self, code: str) -> bool:
         return code in self.by_code
@@ -61,29 +60,13 @@ class Notices:
             self.publish_all()
         return bool(removed)
 
-    def set_for_document(self, uri: str, diagnostic: types.Diagnostic | None) -> None:
-        """Set or clear (None) the one per-document notice; published only when it changed."""
-        old = self.by_document.get(uri)
-        if diagnostic is None:
-            if old is not None:
-                del self.by_document[uri]
-                self.publish(uri)
-            return
-        if old is not None and old.message == diagnostic.message and old.range == diagnostic.range:
-            return
-        self.by_document[uri] = diagnostic
-        self.publish(uri)
-
     def forget(self, uri: str) -> None:
         """The document closed: its diagnostics go."""
-        self.by_document.pop(uri, None)
         self._server.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
 
     def publish(self, uri: str) -> None:
         doc = self._document(uri)
         diagnostics = list(self.by_code.values())
-        if uri in self.by_document:
-            diagnostics.append(self.by_document[uri])
         self._server.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
             uri=uri, diagnostics=diagnostics, version=getattr(doc, "version", None)))
 

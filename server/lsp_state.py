@@ -55,6 +55,9 @@ class DeepseekLanguageServer(LanguageServer):
         self.index = IndexController(self, self.document_text, self.begin_progress)
         self.backend = CompletionBackend(self, self.notices, self.index.completion_context, self.begin_progress)
         self._shutdown: list[Callable[[], None]] = []
+        # How much of its file the last suggestion's prompt left out (deepseek.status's completion.context).
+        self.last_context: dict[str, Any] | None = None
+        self._refreshing: asyncio.Future | None = None  # a settings re-read under way
 
     # -- documents -------------------------------------------------------------------------
     def document(self, uri: str) -> TextDocument | None:
@@ -70,6 +73,21 @@ class DeepseekLanguageServer(LanguageServer):
         return doc.source if doc is not None else None
 
     # -- settings --------------------------------------------------------------------------
+    async def settings_now(self) -> Settings:
+        """The settings, after a re-read that is under way (a request that follows
+        ``workspace/didChangeConfiguration`` sees the new values)."""
+        if self._refreshing is not None and not self._refreshing.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._refreshing), timeout=CLIENT_TIMEOUT_S)
+            except Exception:  # the re-read reports its own problems; the request goes on
+                pass
+        return self.settings
+
+    async def reread_settings(self) -> None:
+        """:meth:`refresh_settings`, with requests arriving meanwhile waiting for it (see :meth:`settings_now`)."""
+        self._refreshing = asyncio.ensure_future(self.refresh_settings())
+        await self._refreshing
+
     async def refresh_settings(self) -> None:
         """Re-read settings: initializationOptions, then workspace/configuration (which wins)."""
         sources: list[Any] = [plain(self.init_options)]

@@ -54,7 +54,7 @@ def register(server: DeepseekLanguageServer) -> None:
     async def workspace_did_change_configuration(ls: DeepseekLanguageServer,
                                                  params: types.DidChangeConfigurationParams) -> None:
         old = ls.settings
-        await ls.refresh_settings()
+        await ls.reread_settings()
         new = ls.settings
         if new.backend_key() != old.backend_key() or (new.backend_kind == "local" and (
                 new.model_key() != old.model_key() or new.resources_ram_limit_mb != old.resources_ram_limit_mb)):
@@ -94,7 +94,7 @@ def register(server: DeepseekLanguageServer) -> None:
         return lsp_status(ls.backend.models.status, s, ls.index.status(),
                           service.stats() if service is not None else None,
                           reachable=CODE_BACKEND_UNREACHABLE not in ls.notices,
-                          available_mb=limit if limit is not None else available_mb())
+                          available_mb=limit if limit is not None else available_mb(), context=ls.last_context)
 
     @server.command(CMD_SEARCH)
     async def search(ls: DeepseekLanguageServer, *args: Any) -> list[dict[str, Any]]:

@@ -37,7 +37,8 @@ async def client(lsp_client: LanguageClient, workspace):
 
     await lsp_client.initialize_session(types.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"), root_uri=workspace.as_uri(),
-        workspace_folders=[types.WorkspaceFolder(uri=workspace.as_uri(), name="e2e-ws")]))
+        workspace_folders=[types.WorkspaceFolder(uri=workspace.as_uri(), name="e2e-ws")],
+        initialization_options={"completion": {"alternatives": 1}}))  # the pipeline's one suggestion
     yield
     await lsp_client.shutdown_session()
 

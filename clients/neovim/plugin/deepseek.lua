@@ -18,3 +18,7 @@ cmd('DeepSeekChat', function(o)
   end)
 end, { nargs = '?' })
 cmd('DeepSeekSuggest', function() require('deepseek.inline').request(true) end, { range = false })
+-- A code block of a chat reply, under the cursor in the chat buffer (:help deepseek-chat).
+cmd('DeepSeekInsert', function() require('deepseek.chat').insert() end, { range = false })
+cmd('DeepSeekCopy', function() require('deepseek.chat').copy() end, { range = false })
+cmd('DeepSeekApply', function() require('deepseek.chat').apply() end, { range = false })

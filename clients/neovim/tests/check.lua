@@ -45,6 +45,90 @@ local accepted = vim.api.nvim_buf_get_lines(0, line - 1, line, false)[1]
 if accepted ~= '        return ' .. vim.split(text, '\n')[1] then fail('accept wrote: ' .. accepted) end
 if #vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, {}) ~= 0 then fail('the ghost text stayed after accepting') end
 
+-- Keys: buffer-local in the attached buffer only, no global <Tab>; the <Plug> mappings exist.
+local function buffer_map(lhs) return vim.fn.maparg(lhs, 'i', false, true).buffer == 1 end
+if not buffer_map('<Tab>') or not buffer_map('<M-Right>') or not buffer_map('<M-]>') then fail('keys not buffer-local') end
+local scratch = vim.api.nvim_create_buf(true, false)
+vim.api.nvim_buf_call(scratch, function()  -- Neovim's own <Tab> (snippet jump) stays there
+  local m = vim.fn.maparg('<Tab>', 'i', false, true)
+  if m.buffer == 1 or (m.desc or ''):find('deepseek', 1, true) then fail('<Tab> is deepseek\'s in another buffer') end
+end)
+-- With no suggestion shown, <Tab> does what it did before (Neovim's default: indent when no snippet is active).
+local last = vim.api.nvim_buf_line_count(0)
+vim.api.nvim_win_set_cursor(0, { last, 0 })
+vim.api.nvim_feedkeys(vim.keycode('o<Tab>x<Esc>'), 'xt', false)
+local typed = vim.api.nvim_buf_get_lines(0, last, last + 1, false)[1]
+if not (typed or ''):match('^%s+x$') then fail(('<Tab> without a suggestion typed %q'):format(tostring(typed))) end
+vim.api.nvim_buf_set_lines(0, last, last + 1, false, {})
+for _, plug in ipairs({ 'accept', 'accept-word', 'accept-line', 'next', 'prev', 'dismiss', 'suggest' }) do
+  if vim.fn.maparg('<Plug>(deepseek-' .. plug .. ')', 'i') == '' then fail('no <Plug>(deepseek-' .. plug .. ')') end
+end
+print('keys: buffer-local')
+
+local function status()
+  return client:request_sync('workspace/executeCommand', { command = 'deepseek.status' }, 5000, 0).result.completion
+end
+local function screenshot(name)  -- the screen as text, as a user would see it (docs/images)
+  local out = {}
+  for row = 1, vim.o.lines do
+    local chars = {}
+    for col = 1, vim.o.columns do chars[#chars + 1] = vim.fn.screenstring(row, col) end
+    out[#out + 1] = (table.concat(chars):gsub('%s+$', ''))
+  end
+  local dir = os.getenv('SCREENS')
+  if dir then
+    local f = io.open(dir .. '/' .. name .. '.txt', 'w')
+    f:write(table.concat(out, '\n') .. '\n')
+    f:close()
+  end
+  return table.concat(out, '\n')
+end
+
+-- Alternatives (<Plug>(deepseek-next)) and partial accepts in the body of a method cut out of the file.
+local def = vim.fn.search('def user_videos_dir', 'w')
+vim.api.nvim_buf_set_lines(0, def, def + 2, false, {})  -- the docstring and the return line
+local eol = #vim.api.nvim_buf_get_lines(0, def - 1, def, false)[1]
+vim.api.nvim_win_set_cursor(0, { def, eol })
+inline.cycle(1)  -- nothing shown yet: an explicit request, then the second suggestion
+if not vim.wait(300000, function() local _, n = inline.position(0); return n > 0 end, 100) then fail('no alternatives') end
+local index, count = inline.position(0)
+if count < 2 or index ~= 2 then fail(('expected the 2nd of several suggestions, got %d of %d'):format(index, count)) end
+local second = inline.current(0)
+inline.cycle(-1)
+local first = inline.current(0)
+if first == second then fail('the alternatives are the same') end
+vim.cmd('redraw')
+screenshot('neovim-alternatives')
+print(('alternatives: %d; first %q, second %q'):format(count, first, second))
+
+local before = status()
+vim.api.nvim_win_set_cursor(0, { def, eol })
+local function accept_part(how)  -- accept a part; the plugin asks the server again, as VS Code does
+  local answers = inline.answers
+  local text = inline.current(0)
+  inline.accept(how)
+  local rest = inline.current(0)
+  local part = how == 'word' and inline.next_word(text) or inline.next_line(text)
+  if rest ~= text:sub(#part + 1) then fail(('after a %s the rest is not shown: %q'):format(how, tostring(rest))) end
+  if not vim.wait(60000, function() return inline.answers > answers end, 20) then fail('the server did not answer') end
+  if inline.current(0) ~= rest then fail(('the server answered %q, not the rest %q'):format(inline.current(0), rest)) end
+  return rest
+end
+accept_part('word')                -- the line break and the indentation
+local rest2 = accept_part('word')  -- the first word of the body
+vim.cmd('redraw')
+screenshot('neovim-partial-accept')
+local after = status()
+if after.modelAnswers ~= before.modelAnswers or after.cacheAnswers < before.cacheAnswers + 2 then
+  fail(('the rest was not served from the cache: %s -> %s'):format(vim.inspect(before), vim.inspect(after)))
+end
+print(('partial accepts: rest %q from the cache (model answers %d, cache answers %d -> %d)'):format(
+  rest2, after.modelAnswers, before.cacheAnswers, after.cacheAnswers))
+inline.accept('line')
+local accepted_body = vim.api.nvim_buf_get_lines(0, def, def + 1, false)[1]
+if accepted_body ~= vim.split(first, '\n')[2] then fail('accepting the line wrote: ' .. accepted_body) end
+print('accepted: ' .. accepted_body)
+
 -- A chat reply streams into the chat buffer.
 local chat = require('deepseek.chat')
 chat.send('In one sentence: what does user_music_dir return?')
@@ -55,6 +139,84 @@ local body = table.concat(lines, '\n')
 local reply = body:match('## You: [^\n]*\n\n(.+)')
 if not reply or #vim.trim(reply) < 10 then fail('the chat buffer holds no reply: ' .. body) end
 print('chat: ' .. vim.trim(reply):gsub('\n', ' '):sub(1, 120))
+
+-- A question about a selection; its code block: :DeepSeekApply previews the diff, `a` applies it.
+local code_win = vim.api.nvim_get_current_win()
+local range = { start = { line = def - 2, character = 0 }, ['end'] = { line = def + 1, character = 0 } }
+local answered = nil
+ds.set_settings({ chat = { maxTokens = 400 } })  -- room for a whole method
+chat.send('Complete this method: it must return the videos directory. Answer with the whole method in one python code block.',
+  range, function(result) answered = result end)
+if not vim.wait(600000, function() return answered ~= nil end, 100) then fail('no answer about the selection') end
+vim.wait(300, function() return false end)
+local chat_win = vim.fn.bufwinid(chat.bufnr)
+vim.api.nvim_set_current_win(chat_win)
+local chat_lines = vim.api.nvim_buf_get_lines(chat.bufnr, 0, -1, false)
+local last_open, inside = nil, false
+for i, l in ipairs(chat_lines) do
+  if l:match('^%s*```') then
+    inside = not inside
+    if inside then last_open = i end
+  end
+end
+if not last_open then fail('the answer has no code block:\n' .. table.concat(chat_lines, '\n')) end
+vim.api.nvim_win_set_cursor(chat_win, { last_open + 1, 0 })
+local block = chat.block_at_cursor()
+if not block or not table.concat(block.lines, '\n'):find('def user_videos_dir', 1, true) then
+  fail('the code block under the cursor is not the method: ' .. vim.inspect(block) .. '\n' .. table.concat(chat_lines, '\n'))
+end
+vim.cmd('DeepSeekCopy')
+if vim.fn.getreg('"') ~= table.concat(block.lines, '\n') .. '\n' then fail('DeepSeekCopy: ' .. vim.fn.getreg('"')) end
+vim.cmd('DeepSeekApply')
+local preview = vim.api.nvim_get_current_buf()
+local diff = table.concat(vim.api.nvim_buf_get_lines(preview, 0, -1, false), '\n')
+if vim.bo[preview].filetype ~= 'diff' or not diff:find('\n@@ ') or not diff:find('^%-%-%- ') then fail('no diff preview: ' .. diff) end
+vim.cmd('redraw')
+screenshot('neovim-chat-apply')
+vim.api.nvim_feedkeys('a', 'x', false)  -- the preview's key: apply
+local source = vim.api.nvim_win_get_buf(code_win)
+local applied = vim.api.nvim_buf_get_lines(source, def - 2, def - 2 + #block.lines, false)
+local want = chat.reindent(block.lines, { '    @property' })  -- indented as the method it replaces
+if table.concat(applied, '\n') ~= table.concat(want, '\n') then fail('not applied: ' .. table.concat(applied, '\n')) end
+for _, l in ipairs(applied) do
+  if l:match('%S') and not l:match('^    ') then fail('not indented as the selection: ' .. l) end
+end
+print(('apply: %d lines of the answer replaced lines %d-%d after a diff preview'):format(#block.lines, def - 1, def + 1))
+vim.api.nvim_set_current_win(chat_win)
+vim.api.nvim_win_set_cursor(chat_win, { last_open + 1, 0 })
+vim.api.nvim_win_set_cursor(code_win, { 1, 0 })
+vim.cmd('DeepSeekInsert')
+if vim.api.nvim_buf_get_lines(source, 1, 2, false)[1] ~= block.lines[1] then fail('DeepSeekInsert did not insert the block') end
+print('insert and copy: ok')
+-- Deltas of another session are not shown; a nil result does not raise.
+local n_before = vim.api.nvim_buf_line_count(chat.bufnr)
+chat.begin(chat.session)
+chat.on_delta({ sessionId = 'another-session', delta = 'NOT MINE' })
+chat.on_delta(nil)
+chat.begin(false)
+vim.wait(200, function() return false end)
+if table.concat(vim.api.nvim_buf_get_lines(chat.bufnr, 0, -1, false), '\n'):find('NOT MINE', 1, true) then
+  fail('a delta of another session was shown')
+end
+if vim.api.nvim_buf_line_count(chat.bufnr) ~= n_before then fail('the chat buffer changed') end
+print('sessions filtered: ok')
+-- A setting changed while the server runs: the same server answers with it (completion.maxTokens 3).
+vim.api.nvim_set_current_win(code_win)
+ds.set_settings({ completion = { maxTokens = 3 } })
+local docs = vim.fn.search('XDG_DOCUMENTS_DIR', 'w')
+local docs_line = vim.api.nvim_buf_get_lines(0, docs - 1, docs, false)[1]
+local cut = docs_line:find('return ', 1, true) + #'return ' - 1
+vim.api.nvim_buf_set_lines(0, docs - 1, docs, false, { docs_line:sub(1, cut) })
+vim.api.nvim_win_set_cursor(0, { docs, cut })
+inline.dismiss()
+inline.request(true)
+if not vim.wait(120000, function() return inline.current(0) ~= nil end, 50) then fail('no suggestion after the change') end
+local short = inline.current(0)
+if #short >= 16 or short:find('\n') or ds.client(0).id ~= client.id then
+  fail(('not a 3-token suggestion from the same client: %q'):format(short))
+end
+print(('live settings: %q from the same server (client %d)'):format(short, client.id))
+
 -- :checkhealth deepseek reports the server, the model and the memory.
 vim.cmd('checkhealth deepseek')
 local report = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n')

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Headless Neovim 0.11 against the real deepseek-lsp server and its real default model:
 # a suggestion appears as virtual text in a real buffer (a file this project did not
-# write, with a hole cut into it) and is accepted; a chat reply lands in the chat buffer.
-#   NVIM=/path/to/nvim DEEPSEEK_LSP=/path/to/deepseek-lsp clients/neovim/tests/run.sh
+# write, with a hole cut into it) and is accepted; keys, alternatives, word and line accepts,
+# chat code blocks (insert, copy, apply after a diff), live settings (see check.lua).
+#   NVIM=/path/to/nvim DEEPSEEK_LSP=/path/to/deepseek-lsp [SCREENS=dir] clients/neovim/tests/run.sh
+# SCREENS: a folder for text dumps of the screen at three moments (docs/images/neovim-*.txt).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 plugin="$(dirname "$here")"

@@ -62,6 +62,34 @@
     item.div.className = 'entry ' + entry.role;
     item.body.innerHTML = entry.role === 'user' ? '<p>' + escapeHtml(entry.text) + '</p>' :
       (entry.text ? renderMarkdown(entry.text) : '<p class="waiting">…</p>');
+    // A code block of a reply: Insert at cursor, Copy, and Apply when the question was about a selection.
+    if (entry.role === 'assistant') {
+      item.body.querySelectorAll('pre').forEach(function (pre) {
+        const code = pre.textContent;
+        const bar = document.createElement('div');
+        bar.className = 'code-actions';
+        const actions = [['insert', 'Insert at cursor'], ['copy', 'Copy']];
+        if (entry.target) {
+          actions.push(['apply', 'Apply']);
+        }
+        actions.forEach(function (a) {
+          const b = document.createElement('button');
+          b.className = 'code-action';
+          b.dataset.action = a[0];
+          b.textContent = a[1];
+          b.title = a[0] === 'apply' ? 'Replace the selection you asked about (shown as a diff first)' : a[1];
+          b.addEventListener('click', function () {
+            vscode.postMessage({ type: a[0], id: entry.id, code: code });
+            if (a[0] === 'copy') {
+              b.textContent = 'Copied';
+              setTimeout(function () { b.textContent = 'Copy'; }, 1500);
+            }
+          });
+          bar.appendChild(b);
+        });
+        pre.parentNode.insertBefore(bar, pre.nextSibling);  // under the block it acts on
+      });
+    }
     const old = item.div.querySelector('.refs');
     if (old) { old.remove(); }
     if (entry.references && entry.references.length) {

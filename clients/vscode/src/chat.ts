@@ -17,14 +17,23 @@ export type { Position, Range } from './lsp_ext';
 
 /** A reference as the panel shows it: the code a reply is about, with a short label. */
 export interface Reference { uri: string; range: Range; label: string }
-export interface Entry { id: number; role: 'user' | 'assistant' | 'error'; text: string; references?: Reference[] }
+/** The selection a question was about, at the document version it was asked at: what Apply replaces. */
+export interface Target { uri: string; range: Range; version: number }
+export interface Entry {
+  id: number; role: 'user' | 'assistant' | 'error'; text: string; references?: Reference[];
+  /** On a reply to a question about a selection: its code blocks can replace that selection. */
+  target?: Target;
+}
 
 export type FromPanel =
   | { type: 'ready' }
   | { type: 'send'; text: string }
   | { type: 'new' }
   | { type: 'stop' }
-  | { type: 'open'; uri: string; range: Range };
+  | { type: 'open'; uri: string; range: Range }
+  | { type: 'insert'; code: string }
+  | { type: 'copy'; code: string }
+  | { type: 'apply'; id: number; code: string };
 
 export type ToPanel =
   | { type: 'entries'; entries: Entry[]; busy: boolean }
@@ -44,10 +53,34 @@ export interface ChatHost {
   post(message: ToPanel): void;
   /** Open `uri` with `range` selected. */
   open(uri: string, range: Range): void;
-  /** The active editor's document, and its selection when one is made, sent with a chat message. */
-  context(): { uri: string; range?: Range } | undefined;
+  /** The active editor's document (and its version), and its selection when one is made, sent with a chat message. */
+  context(): { uri: string; range?: Range; version?: number } | undefined;
+  /** Insert `code` at the cursor of the editor the user was last in. */
+  insert(code: string): void;
+  /** Put `code` on the clipboard. */
+  copy(code: string): void;
+  /** Replace `target`'s selection with `code` after showing the change as a diff; refused when the document changed since. */
+  apply(target: Target, code: string): void;
   /** A short label for a reference, e.g. `src/config.py:7-13`. */
   label(uri: string, range: Range): string;
+}
+
+/** The indentation of the least indented non-blank line. */
+function baseIndent(lines: string[]): string {
+  const indents = lines.filter((l) => l.trim()).map((l) => /^[ \t]*/.exec(l)![0]);
+  return indents.reduce((a, b) => (b.length < a.length ? b : a), indents[0] ?? '');
+}
+
+/**
+ * The edit Apply makes: `code` for the question's selection, indented as the selection was (a chat
+ * answer usually starts its code at column 0), ending with a line break exactly when the selection did.
+ */
+export function applyText(selected: string, code: string): string {
+  const lines = code.replace(/\n$/, '').split('\n');
+  const from = baseIndent(lines);
+  const to = baseIndent(selected.split('\n'));
+  const text = lines.map((l) => (l.trim() ? to + l.slice(from.length) : '')).join('\n');
+  return selected.endsWith('\n') ? text + '\n' : text;
 }
 
 /** Fields of a message that is not trusted blindly (from the webview, or a reference from the server). */
@@ -80,6 +113,11 @@ export function parseFromPanel(raw: unknown): FromPanel | undefined {
       return typeof m.text === 'string' && m.text.trim() ? { type: 'send', text: m.text.trim() } : undefined;
     case 'open':
       return typeof m.uri === 'string' && isRange(m.range) ? { type: 'open', uri: m.uri, range: m.range } : undefined;
+    case 'insert': case 'copy':
+      return typeof m.code === 'string' && m.code ? { type: m.type, code: m.code } : undefined;
+    case 'apply':
+      return typeof m.code === 'string' && m.code && Number.isInteger(m.id) ? { type: 'apply', id: m.id as number, code: m.code }
+        : undefined;
     default:
       return undefined;
   }
@@ -126,6 +164,19 @@ export class ChatController {
       case 'open':
         this.host.open(msg.uri, msg.range);
         return;
+      case 'insert':
+        this.host.insert(msg.code);
+        return;
+      case 'copy':
+        this.host.copy(msg.code);
+        return;
+      case 'apply': {
+        const target = this.entries.find((e) => e.id === msg.id)?.target;
+        if (target) {
+          this.host.apply(target, msg.code);
+        }
+        return;
+      }
     }
   }
 
@@ -158,7 +209,8 @@ export class ChatController {
         arg.range = ctx.range;
       }
     }
-    await this.run(text, 'deepseek.chat', arg, (r) => [r.reply, r.references]);
+    const target = ctx?.range && ctx.version !== undefined ? { uri: ctx.uri, range: ctx.range, version: ctx.version } : undefined;
+    await this.run(text, 'deepseek.chat', arg, (r) => [r.reply, r.references], false, target);
   }
 
   /** Explain `{uri, range}`; the explanation streams into the panel and its session becomes the current one. */
@@ -169,6 +221,7 @@ export class ChatController {
 
   private async run<C extends 'deepseek.chat' | 'deepseek.explain'>(question: string, command: C, arg: lsp.CommandArg<C>,
     answer: (result: lsp.CommandResult<C>) => [string, lsp.Reference[] | undefined], newSession = false,
+    target?: Target,
   ): Promise<lsp.CommandResult<C> | undefined> {
     if (this.running) {
       this.running.abort();  // one request at a time: the newer question wins
@@ -187,6 +240,9 @@ export class ChatController {
         .map((r) => ({ uri: r.uri, range: r.range, label: this.host.label(r.uri, r.range) }));
       if (typeof result?.sessionId === 'string') {
         this.sessionId = result.sessionId;
+      }
+      if (target) {
+        reply.target = target;
       }
       return result;
     } catch (err) {

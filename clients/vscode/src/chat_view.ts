@@ -1,11 +1,13 @@
 /**
  * The chat panel in VS Code: the webview view `deepseek.chatView` (media/chat.js, chat.css)
  * and the editor side of its controller (chat.ts): requests through the Ctx's client,
- * `deepseek/chatDelta` streamed in, references opened in the editor.
+ * `deepseek/chatDelta` streamed in, references opened in the editor, and a code block's
+ * Insert at cursor / Copy / Apply (a workspace edit previewed as a diff by VS Code's
+ * refactor preview before it is applied).
  */
 import * as vscode from 'vscode';
 
-import { ChatController, ChatServer, Range } from './chat';
+import { applyText, ChatController, ChatServer, Range, Target } from './chat';
 import { Ctx, errorMessage } from './ctx';
 import * as lsp from './lsp_ext';
 
@@ -19,11 +21,40 @@ function toRange(r: Range): vscode.Range {
   return new vscode.Range(r.start.line, r.start.character, r.end.line, r.end.character);
 }
 
+/**
+ * Replace the selection a question was about with `code`: refused when the document changed
+ * since the question (its version), otherwise a workspace edit that needs confirmation, which
+ * VS Code shows in its refactor preview (a diff, Apply or Discard) before applying it.
+ */
+async function applyCode(target: Target, code: string): Promise<void> {
+  const uri = vscode.Uri.parse(target.uri);
+  const name = vscode.workspace.asRelativePath(uri);
+  const doc = await vscode.workspace.openTextDocument(uri);
+  if (doc.version !== target.version) {
+    void vscode.window.showWarningMessage(`deepseek: ${name} changed after the question; nothing was applied. ` +
+      'Select the code and ask again.');
+    return;
+  }
+  const range = toRange(target.range);
+  const edit = new vscode.WorkspaceEdit();
+  edit.replace(uri, range, applyText(doc.getText(range), code),
+    { needsConfirmation: true, label: 'deepseek: code from the chat', description: `lines ${lineSpan(target.range)}` });
+  const applied = await vscode.workspace.applyEdit(edit);
+  vscode.window.setStatusBarMessage(applied ? `deepseek: applied to ${name}` : 'deepseek: nothing applied', 4000);
+}
+
 export class ChatView {
   readonly controller: ChatController;
   private view: vscode.WebviewView | undefined;
+  /** The text editor the user was last in (a webview panel takes the focus, not the editor). */
+  private lastEditor: vscode.TextEditor | undefined = vscode.window.activeTextEditor;
 
   constructor(ctx: Ctx) {
+    ctx.pushCleanup(vscode.window.onDidChangeActiveTextEditor((editor) => {
+      if (editor) {
+        this.lastEditor = editor;
+      }
+    }));
     const server: ChatServer = {
       async execute(command, arg, signal) {
         const client = ctx.runningClient();
@@ -54,12 +85,28 @@ export class ChatView {
         const s = editor.selection;
         return {
           uri: editor.document.uri.toString(),
+          version: editor.document.version,
           range: s.isEmpty ? undefined : {
             start: { line: s.start.line, character: s.start.character }, end: { line: s.end.line, character: s.end.character },
           },
         };
       },
       label: (uri, range) => `${vscode.workspace.asRelativePath(vscode.Uri.parse(uri))}:${lineSpan(range)}`,
+      insert: (code) => {
+        const editor = this.lastEditor;
+        if (!editor || editor.document.isClosed) {
+          void vscode.window.showWarningMessage('deepseek: open a file to insert the code into');
+          return;
+        }
+        void vscode.window.showTextDocument(editor.document, editor.viewColumn).then((shown) =>
+          shown.edit((b) => shown.selections.forEach((sel) => b.replace(sel, code))));
+      },
+      copy: (code) => {
+        void vscode.env.clipboard.writeText(code).then(() => vscode.window.setStatusBarMessage('deepseek: code copied', 3000));
+      },
+      apply: (target, code) => {
+        applyCode(target, code).catch((err) => vscode.window.showWarningMessage(`deepseek: nothing applied: ${errorMessage(err)}`));
+      },
     });
     ctx.onNotification(lsp.CHAT_DELTA, (params) => this.controller.onDelta(params));
     ctx.pushCleanup(vscode.window.registerWebviewViewProvider('deepseek.chatView', {

@@ -1,18 +1,19 @@
 /**
  * The extension's context, after rust-analyzer's editors/code/src/ctx.ts: the output channel
- * and the language client's life cycle (start, stop, restart when a deepseek.* setting changes,
- * a server executable that cannot be found). The commands (commands.ts), the status bar
+ * and the language client's life cycle (start, stop; settings sent to the running server when a
+ * deepseek.* setting changes, a restart only for the server's path and arguments; a server
+ * executable that cannot be found). The commands (commands.ts), the status bar
  * (status_bar.ts) and the chat panel (chat_view.ts) reach the server through it.
  */
 import * as readline from 'readline';
 import * as vscode from 'vscode';
 import {
-  LanguageClient, LanguageClientOptions, NotificationType, ServerOptions, State,
+  DidChangeConfigurationNotification, LanguageClient, LanguageClientOptions, NotificationType, ServerOptions, State,
 } from 'vscode-languageclient/node';
 
 import { LANGUAGES } from './languages';
 import * as lsp from './lsp_ext';
-import { parseServerLog, resolveServer, serverKeys, serverSettings } from './settings';
+import { CLIENT_KEYS, parseServerLog, resolveServer, serverKeys, serverSettings } from './settings';
 
 /** What a code action's command runs in the extension instead of the server (see `Ctx.onCodeAction`). */
 export type CodeActionHandler = (arg: lsp.CodeParams) => Thenable<unknown>;
@@ -40,15 +41,26 @@ export class Ctx {
     this.output = vscode.window.createOutputChannel('deepseek-lsp', { log: true });
     this.keys = serverKeys(extCtx.extension.packageJSON);
     extCtx.subscriptions.push(this.output, this.stateChanged);
-    // The language client is restarted when a deepseek.* setting changes.
+    // A deepseek.* setting changed: the running server reads it again (workspace/didChangeConfiguration);
+    // only the server's path and arguments need a new process.
+    let restartNeeded = false;
     extCtx.subscriptions.push(vscode.workspace.onDidChangeConfiguration((e) => {
-      if (e.affectsConfiguration('deepseek')) {
-        clearTimeout(this.settingsTimer);  // typing in a settings field fires a change per keystroke
-        this.settingsTimer = setTimeout(() => {
-          this.output.info('deepseek.* settings changed: restarting the server with the new values');
-          void this.restart();
-        }, 750);
+      if (!e.affectsConfiguration('deepseek')) {
+        return;
       }
+      restartNeeded ||= [...CLIENT_KEYS].some((key) => e.affectsConfiguration(`deepseek.${key}`));
+      clearTimeout(this.settingsTimer);  // typing in a settings field fires a change per keystroke
+      this.settingsTimer = setTimeout(() => {
+        const restart = restartNeeded || !this._client || this._client.state !== State.Running;
+        restartNeeded = false;
+        if (restart) {
+          this.output.info('deepseek.serverPath or serverArgs changed: restarting the server');
+          void this.restart();
+        } else {
+          this.output.info('deepseek.* settings changed: the server applies them now');
+          void this._client?.sendNotification(DidChangeConfigurationNotification.type, { settings: this.settingsNow() });
+        }
+      }, 750);
     }));
     // Write tests is refused in an untrusted workspace; the server hears when the user grants trust.
     extCtx.subscriptions.push(vscode.workspace.onDidGrantWorkspaceTrust(() => {

@@ -118,6 +118,15 @@ export interface CompletionStats {
   promptTokens: number;
   /** How much of the prompts the KV cache already held. */
   reusedTokens: number;
+  /** How much of its file the last suggestion's prompt left out; null before the first suggestion. */
+  context?: ContextCut | null;
+}
+
+/** The context budget's cut of the last suggestion's file (tokens; 0 when nothing was left out). */
+export interface ContextCut {
+  uri: string;
+  prefixDroppedTokens: number;
+  suffixDroppedTokens: number;
 }
 
 export interface StatusResult {
@@ -330,7 +339,7 @@ export const DIAGNOSTIC_SOURCE = 'deepseek';
 /** The `code` of the server's diagnostics. */
 export type DiagnosticCode =
   | 'model-too-large' | 'model-unavailable' | 'model-crashed' | 'model-no-fim' | 'slow-response'
-  | 'backend-unreachable' | 'context-truncated';
+  | 'backend-unreachable';
 
 // -- typed requests ---------------------------------------------------------------------------
 

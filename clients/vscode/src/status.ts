@@ -72,6 +72,15 @@ export function statusView(status: PartialStatus | undefined, problems: readonly
     lines.push(`- suggestions: ${c.modelAnswers} from the model, ${c.cacheAnswers} from the cache, ` +
       `average ${Math.round(c.avgLatencyMs ?? 0)} ms`);
   }
+  const cut = c?.context;
+  if (cut && (cut.prefixDroppedTokens || cut.suffixDroppedTokens)) {
+    const file = cut.uri.slice(cut.uri.lastIndexOf('/') + 1);
+    lines.push(`- context: the last suggestion (${file}) saw part of the file: ${cut.prefixDroppedTokens} tokens before ` +
+      `the cursor and ${cut.suffixDroppedTokens} after it were left out (raise completion.prefixTokens / ` +
+      'completion.suffixTokens for more, slower on a CPU)');
+  } else if (cut) {
+    lines.push('- context: the last suggestion saw the whole file');
+  }
   if (model.error) {
     lines.push('', `**Error**: ${model.error}`);
   }

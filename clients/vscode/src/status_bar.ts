@@ -14,8 +14,8 @@ export class StatusBar implements vscode.Disposable {
   private readonly item: vscode.StatusBarItem;
   private readonly disposables: vscode.Disposable[] = [];
   private timer: NodeJS.Timeout | undefined;
-  // Resource problems per document, updated only for the documents a diagnostics event names: the server
-  // moves its context-truncated notice on nearly every keystroke, which must cost neither a scan of every
+  // Resource problems per document, updated only for the documents a diagnostics event names: other
+  // extensions' diagnostics change on nearly every keystroke, which must cost neither a scan of every
   // diagnostic in the workspace nor a deepseek.status request.
   private readonly problemsByUri = new Map<string, Problem[]>();
 

@@ -1,7 +1,9 @@
 // A real VS Code (code-server, the VS Code workbench served to a browser) in Debian's headless
 // Chromium driven by playwright-core: the extension installed from the .vsix starts the real
 // deepseek-lsp server, the status bar reports the loaded model, "deepseek: Suggest here" shows
-// ghost text at a hole in a real file, and a screenshot of it is saved.
+// ghost text at a hole in a real file, and a screenshot of it is saved; then Tab, the context menu,
+// Explain, the chat, Refactor, Write tests, a setting applied by the same server, a memory warning
+// and a server path that does not exist.
 //   node tests/real-vscode.mjs --code-server BIN --vsix FILE --server DEEPSEEK_LSP --workspace DIR
 //     --file NAME --line L --col C --expect PREFIX --screenshot OUT.png
 // Lines and columns are 1-based, as VS Code's "Go to Line" takes them.
@@ -22,6 +24,7 @@ const h = codeServerHome({
   'extensions.autoCheckUpdates': false,
   'deepseek.serverPath': args.server,
   'deepseek.completion.manualMaxTimeMs': 60000,
+  'deepseek.completion.alternatives': 1,  // the greedy suggestion at the hole; alternatives: editing-vscode.mjs
 });
 const { home } = h;
 
@@ -178,7 +181,7 @@ try {
   step(`write tests: ${testsText}`);
   await page.keyboard.press('Escape');
 
-  step('changing a deepseek.* setting restarts the server');
+  step('changing a deepseek.* setting: the running server applies it (no restart)');
   const serverPids = async () => {
     const out = await run('pgrep', ['-f', `${args.server} --stdio`]).catch(() => '');
     return out.split(/\s+/).filter(Boolean).sort();
@@ -188,16 +191,13 @@ try {
     throw new Error(`expected one deepseek-lsp process, found ${before.length}`);
   }
   await setSetting('deepseek.completion.maxLines', 'Completion: Max Lines', '4');
-  let after = before;
-  for (let i = 0; i < 900 && (after.length !== 1 || after[0] === before[0]); i++) {
-    await page.waitForTimeout(100);
-    after = await serverPids();
-  }
-  if (after.length !== 1 || after[0] === before[0]) {
-    throw new Error(`the server was not restarted: processes ${before} then ${after}`);
+  await page.waitForTimeout(2000);  // past the 0.75 s debounce
+  const after = await serverPids();
+  if (after.length !== 1 || after[0] !== before[0]) {
+    throw new Error(`the server was restarted for a completion setting: processes ${before} then ${after}`);
   }
   await page.locator('.statusbar-item', { hasText: /· loaded/ }).first().waitFor({ timeout: 120000 });
-  step(`restarted: pid ${before[0]} -> ${after[0]}, status bar says loaded again`);
+  step(`same server: pid ${before[0]}, status bar says loaded`);
 
   step('a memory limit below the model: the status bar warns');
   await setSetting('deepseek.resources.ramLimitMb', 'Resources: Ram Limit Mb', '100');
@@ -228,7 +228,7 @@ try {
   console.log(`write tests: ${testsText}`);
   console.log(`server missing: ${missingText}`);
   console.log(`resource warning: ${warningText}`);
-  console.log(`restarted on a settings change: pid ${before[0]} -> ${after[0]}`);
+  console.log(`settings applied live: pid ${before[0]} -> ${after[0]}`);
   console.log(`accepted: cursor at ${cursor}`);
   console.log(`explain: ${explanation.replace(/\s+/g, ' ').slice(0, 200)}`);
   console.log(`status bar: ${statusText}`);

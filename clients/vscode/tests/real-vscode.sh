@@ -60,6 +60,12 @@ cd "$ext"
 node tests/real-vscode.mjs --code-server "$CODE_SERVER" --vsix "$work/deepseek-lsp.vsix" --server "$SERVER" \
   --workspace "$work/ws" --file unix_hole.py --line "$line" --col "$((col + 1))" --expect 'self._user_media_dir(' \
   --screenshot "$SCREENSHOTS/ghost-text.png"
+# Issue #16: a quiet editor, alternatives, partial accepts, live settings, chat code to apply.
+read -r bline bcol < <("$python" "$(dirname "$ext")/hole.py" "$work/ws/body_hole.py" --body user_videos_dir)
+read -r hline hcol < <("$python" "$(dirname "$ext")/hole.py" "$work/ws/unix_hole2.py")
+node tests/editing-vscode.mjs --code-server "$CODE_SERVER" --vsix "$work/deepseek-lsp.vsix" --server "$SERVER" \
+  --workspace "$work/ws" --file body_hole.py --line "$bline" --col "$((bcol + 1))" \
+  --hole-file unix_hole2.py --hole-line "$hline" --hole-col "$((hcol + 1))" --shots "$SCREENSHOTS"
 # An untrusted workspace whose settings try to send code elsewhere and run tests unsandboxed.
 node tests/untrusted-vscode.mjs --code-server "$CODE_SERVER" --vsix "$work/deepseek-lsp.vsix" --server "$SERVER" \
   --screenshot "$SCREENSHOTS/untrusted.png"

@@ -15,6 +15,7 @@ local function run(command, arg, on_result)
   if not client then return vim.notify('deepseek: the server is not running here', vim.log.levels.WARN) end
   client:request('workspace/executeCommand', { command = command, arguments = { arg } }, function(err, result)
     if err then return vim.notify('deepseek: ' .. (err.message or tostring(err)), vim.log.levels.ERROR) end
+    if type(result) ~= 'table' then return vim.notify('deepseek: ' .. command .. ' gave no answer', vim.log.levels.WARN) end
     on_result(result)
   end, 0)
 end
@@ -23,7 +24,11 @@ function M.explain(opts)
   local chat = require('deepseek.chat')
   chat.open()
   chat.heading('Explain')
-  run('deepseek.explain', { uri = vim.uri_from_bufnr(0), range = range_of(opts) }, function() end)
+  chat.begin(nil)  -- an explanation is a session of its own: its pieces are shown
+  run('deepseek.explain', { uri = vim.uri_from_bufnr(0), range = range_of(opts) }, function(result)
+    chat.session = result.sessionId or chat.session
+    chat.begin(false)  -- done: later pieces of other sessions are not this one's
+  end)
 end
 
 function M.refactor(opts)

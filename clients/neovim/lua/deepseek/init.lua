@@ -8,7 +8,10 @@ M.config = {
   root_markers = { '.git', 'pyproject.toml', 'package.json', 'go.mod', 'Cargo.toml' },
   settings = {},                           -- the server's `deepseek` settings (README.md, "Settings")
   auto = true,                             -- ask for a suggestion as you type
-  keys = { accept = '<Tab>', dismiss = '<C-]>' },
+  -- Insert-mode keys, buffer-local in buffers the server attaches to (:help deepseek-keys). false: no keys
+  -- at all (bind the <Plug> mappings yourself); a key set to false: not that one.
+  keys = { accept = '<Tab>', accept_word = '<M-Right>', accept_line = '<M-Down>',
+           next = '<M-]>', prev = '<M-[>', dismiss = '<C-]>' },
 }
 
 --- The running deepseek client for a buffer, or nil.
@@ -32,6 +35,16 @@ function M.setup(opts)
   })
   vim.lsp.enable('deepseek')
   require('deepseek.inline').attach(cfg)
+end
+
+--- Merge `settings` into the server's settings and tell the running server (workspace/didChangeConfiguration):
+--- it applies them without a restart (a model setting reloads the model in the same process).
+function M.set_settings(settings)
+  M.config.settings = vim.tbl_deep_extend('force', M.config.settings, settings or {})
+  for _, client in ipairs(vim.lsp.get_clients({ name = 'deepseek' })) do
+    client.settings = { deepseek = M.config.settings }
+    client:notify('workspace/didChangeConfiguration', { settings = client.settings })
+  end
 end
 
 return M

@@ -20,7 +20,7 @@ let status: StatusResult;
 before(async () => {
   hole = holeWorkspace();
   // What a fresh VS Code sends (package.json's defaults), with short replies so the test is quick.
-  server = await startServer(hole.dir, defaultSettings({ 'chat.maxTokens': 48, 'completion.manualMaxTimeMs': 60000 }));
+  server = await startServer(hole.dir, defaultSettings({ 'chat.maxTokens': 48, 'completion.manualMaxTimeMs': 60000, 'completion.alternatives': 1 }));
   await server.connection.sendNotification('textDocument/didOpen', {
     textDocument: { uri: hole.uri, languageId: 'python', version: 1, text: hole.text },
   });
@@ -56,15 +56,22 @@ test('an inline completion (ghost text) arrives at the hole', async () => {
   assert.ok(text.startsWith('self._user_media_dir('), text);
 });
 
+function panelRange(): Range {
+  return { start: { line: hole.line - 3, character: 0 }, end: { line: hole.line + 1, character: 0 } };
+}
+
 function panel(): { chat: ChatController; posts: ToPanel[]; server: ChatServer } {
   const posts: ToPanel[] = [];
   const chatServer: ChatServer = { execute: (command, arg) => server.execute(command, arg) };
-  const range: Range = { start: { line: hole.line - 3, character: 0 }, end: { line: hole.line + 1, character: 0 } };
+  const range = panelRange();
   const chat = new ChatController(chatServer, {
     post: (m) => posts.push(m),
     open: () => undefined,
-    context: () => ({ uri: hole.uri, range }),
+    context: () => ({ uri: hole.uri, range, version: 1 }),
     label: (uri, r) => `${path.basename(uri)}:${r.start.line + 1}-${r.end.line}`,
+    insert: () => undefined,
+    copy: () => undefined,
+    apply: () => undefined,
   });
   server.connection.onNotification('deepseek/chatDelta', (p) => chat.onDelta(p));
   return { chat, posts, server: chatServer };
@@ -81,6 +88,8 @@ test('the chat panel: a reply streams in, keeps its session, and Explain lands i
   assert.ok(deltas.every((d) => d.id === done.entry.id));
   const first = chat.sessionId;
   assert.ok(first);
+  // A question about a selection: its reply's code blocks may replace that selection (Apply).
+  assert.deepEqual(done.entry.target, { uri: hole.uri, range: panelRange(), version: 1 });
 
   await chat.handle({ type: 'send', text: 'And user_videos_dir?' });
   assert.equal(chat.sessionId, first, 'the second message continues the session');

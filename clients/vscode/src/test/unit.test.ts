@@ -6,7 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { test } from 'node:test';
 
-import { ChatController, parseFromPanel, Range, ToPanel } from '../chat';
+import { applyText, ChatController, parseFromPanel, Range, ToPanel } from '../chat';
 import { CLIENT_KEYS, INSTALL_HINT, parseServerLog, resolveServer, serverKeys, serverSettings } from '../settings';
 import { PartialStatus, statusView } from '../status';
 import { PACKAGE_JSON } from './server';
@@ -45,13 +45,16 @@ test('resolveServer finds an executable on PATH, expands paths, and says how to 
   fs.rmSync(dir, { recursive: true });
 });
 
-test('parseFromPanel accepts the five panel messages and rejects malformed ones', () => {
+test('parseFromPanel accepts the eight panel messages and rejects malformed ones', () => {
   const range: Range = { start: { line: 1, character: 0 }, end: { line: 3, character: 0 } };
   assert.deepEqual(parseFromPanel({ type: 'send', text: '  why?  ' }), { type: 'send', text: 'why?' });
+  assert.deepEqual(parseFromPanel({ type: 'copy', id: 4, code: 'x = 1\n' }), { type: 'copy', code: 'x = 1\n' });
+  assert.deepEqual(parseFromPanel({ type: 'apply', id: 4, code: 'x' }), { type: 'apply', id: 4, code: 'x' });
   assert.deepEqual(parseFromPanel({ type: 'open', uri: 'file:///a.py', range }), { type: 'open', uri: 'file:///a.py', range });
   assert.deepEqual(parseFromPanel({ type: 'ready', extra: 1 }), { type: 'ready' });
   for (const bad of [null, 'send', {}, { type: 'send', text: '   ' }, { type: 'send', text: 3 }, { type: 'open', uri: 'x' },
-    { type: 'open', uri: 'x', range: { start: { line: -1, character: 0 }, end: { line: 0, character: 0 } } }, { type: 'eval' }]) {
+    { type: 'open', uri: 'x', range: { start: { line: -1, character: 0 }, end: { line: 0, character: 0 } } }, { type: 'eval' },
+    { type: 'insert', code: '' }, { type: 'copy' }, { type: 'apply', id: 1.5, code: 'x' }, { type: 'apply', code: 'x' }]) {
     assert.equal(parseFromPanel(bad), undefined, JSON.stringify(bad));
   }
 });
@@ -60,13 +63,17 @@ test('parseFromPanel accepts the five panel messages and rejects malformed ones'
 function recordingHost() {
   const posts: ToPanel[] = [];
   const opened: [string, Range][] = [];
+  const code: [string, string][] = [];
   return {
-    posts, opened,
+    posts, opened, code,
     host: {
       post: (m: ToPanel) => posts.push(m),
       open: (uri: string, range: Range) => opened.push([uri, range]),
       context: () => undefined,
       label: (uri: string, range: Range) => `${path.basename(uri)}:${range.start.line + 1}`,
+      insert: (c: string) => { code.push(['insert', c]); },
+      copy: (c: string) => { code.push(['copy', c]); },
+      apply: (t: { uri: string }, c: string) => { code.push(['apply ' + t.uri, c]); },
     },
   };
 }
@@ -82,6 +89,25 @@ test('the panel: a clicked reference opens the file at its range; malformed mess
   await chat.handle({ type: 'nonsense' });
   assert.deepEqual(opened, [['file:///w/config.py', range]]);
   assert.deepEqual(posts, []);
+});
+
+test('the panel: a code block\'s Insert and Copy reach the editor; Apply only for a reply about a selection', async () => {
+  const { host, code } = recordingHost();
+  const chat = new ChatController(unreachable, host);
+  await chat.handle({ type: 'insert', code: 'x = 1\n' });
+  await chat.handle({ type: 'copy', code: 'y = 2\n' });
+  await chat.handle({ type: 'apply', id: 1, code: 'z = 3\n' });  // no such reply: nothing to replace
+  await chat.handle({ type: 'insert', code: '' });
+  await chat.handle({ type: 'apply', id: 'one', code: 'z' });
+  assert.deepEqual(code, [['insert', 'x = 1\n'], ['copy', 'y = 2\n']]);
+});
+
+test('Apply: a code block at column 0 takes the indentation of the selection it replaces, whole lines kept', () => {
+  const selected = '    @property\n    def f(self):\n        return 1\n';
+  assert.equal(applyText(selected, 'def f(self):\n    """One."""\n\n    return 1'),
+    '    def f(self):\n        """One."""\n\n        return 1\n');
+  assert.equal(applyText('x = 1', 'x = 2\n'), 'x = 2');
+  assert.equal(applyText('  a\n', '  b\n    c\n'), '  b\n    c\n');
 });
 
 test('the panel: a failed request becomes an error entry and the panel is not left busy', async () => {
@@ -130,11 +156,16 @@ test('the status text: loading, loaded with index, a resource warning, a remote 
   assert.equal(ok.text, '$(sparkle) qwen2.5-coder-0.5b-instruct… · loaded · index ready');
   assert.equal(ok.warning, false);
   assert.match(ok.tooltip, /needs 773 MB, 20000 MB available/);
+  // A long file's cut context is a line of the tooltip, not a warning.
+  const cut = statusView({ ...status, completion: { ...status.completion, context: {
+    uri: 'file:///w/unix.py', prefixDroppedTokens: 213, suffixDroppedTokens: 3787 } } });
+  assert.match(cut.tooltip, /context: the last suggestion \(unix\.py\) saw part of the file: 213 tokens before the cursor and 3787 after it/);
+  assert.equal(cut.warning, false);
   const warned = statusView({ ...status, model: { ...status.model, state: 'too-large' } },
-    [{ code: 'model-too-large', message: 'needs 9000 MB' }, { code: 'context-truncated', message: 'not a resource problem' }]);
+    [{ code: 'model-too-large', message: 'needs 9000 MB' }, { code: 'other-code', message: 'not a resource problem' }]);
   assert.ok(warned.warning && warned.text.startsWith('$(warning)'));
   assert.match(warned.tooltip, /model-too-large\*\*: needs 9000 MB/);
-  assert.doesNotMatch(warned.tooltip, /context-truncated/);
+  assert.doesNotMatch(warned.tooltip, /other-code/);
   const remote = statusView({ model: { state: 'not-loaded' }, backend: { kind: 'openai', url: 'http://gpu:8000', model: 'coder', reachable: false } });
   assert.ok(remote.warning && remote.text.includes('coder @ http://gpu:8000 · unreachable'));
 });
