@@ -421,7 +421,8 @@ class PlainFim:
     def __call__(self, hole: Hole) -> Outcome:
         before, after = hole.doc[: hole.offset], hole.doc[hole.offset:]
         single = hole.kind in SINGLE_LINE_KINDS
-        key = hashlib.sha1(f"{self.prefix_tokens}:{self.suffix_tokens}:{single}\0{before}\0{after}".encode()).hexdigest()
+        key = f"{self.prefix_tokens}:{self.suffix_tokens}:{single}\0{before}\0{after}"
+        key = hashlib.sha1(key.encode()).hexdigest()
         if key not in self.cache:
             head, _, left = before.rpartition("\n")
             prefix = (self._cut(head, self.prefix_tokens, True) + "\n" if head else "") + left

@@ -85,14 +85,14 @@ def _note_context(ls: DeepseekLanguageServer, uri: str, s: Suggestion, settings:
 
 
 def ranked_texts(shown: str, found: list[str], n: int) -> list[str]:
-    """The items of an explicit request, at most ``n``: ``found`` (best first), with ``shown`` first when it lacks it.
+    """The items of an explicit request, at most ``n``: ``shown`` first, then ``found`` (best first).
 
     ``shown`` is the pipeline's suggestion (cached, possibly continued: what the editor
-    may already show); ``found`` the alternatives, distinct and ranked by likelihood.
+    may already show), the one every length, repeat and syntax rule has passed, so it
+    stays first (the quality benchmark, bench/completion_quality.py, scores it); ``found``
+    are the alternatives, distinct and ranked by likelihood.
     """
-    if shown and shown not in found:
-        return [shown, *found][:n]
-    return found[:n]
+    return ([shown] if shown else []) + [t for t in found if t != shown][: n - (1 if shown else 0)]
 
 
 def register(server: DeepseekLanguageServer) -> None:
