@@ -133,7 +133,10 @@ def decide(prefix: str, suffix: str, language_id: str, max_lines: int) -> Length
         if below_indent > _indent(left):  # the body already follows: one new line of it
             return policy(Mode.MULTI_LINE, block_indent=_indent(left), lines=2)
         return policy(Mode.MULTI_LINE, block_indent=_indent(left))
-    # An empty line. Where the code below continues the block, one line is missing.
+    # An empty line. Inside a call's arguments or a list (an unclosed bracket above), or
+    # where the code below continues the block, one line is missing.
+    if _open_bracket(head, language_id):
+        return policy(Mode.SINGLE_LINE)
     above = _line_above(head, language_id)
     if above and opens_block(above, language_id):
         if below_indent > _indent(above):
@@ -144,6 +147,21 @@ def decide(prefix: str, suffix: str, language_id: str, max_lines: int) -> Length
     # The end of a block or of the file: statements at the cursor's level until a blank
     # line or a dedent.
     return policy(Mode.MULTI_LINE, block_indent=cursor_indent - 1, stop_at_blank=True)
+
+
+def _open_bracket(head: str, language_id: str, look_back: int = 30) -> bool:
+    """True when the last ``look_back`` lines of ``head`` leave a bracket open that holds
+    arguments or items, not a block: ``(`` or ``[``, and ``{`` where it is a dict or table
+    (Python, Lua). Strings and comments are not parsed (a rough count, lines at a time)."""
+    openers = "([{" if language_id in _COLON_BLOCKS or language_id == "lua" else "(["
+    stack: list[str] = []
+    for line in head.split("\n")[-look_back:]:
+        for ch in line:
+            if ch in "([{":
+                stack.append(ch)
+            elif ch in ")]}" and stack:
+                stack.pop()
+    return bool(stack) and stack[-1] in openers
 
 
 def _line_above(head: str, language_id: str, look_back: int = 40) -> str:

@@ -237,3 +237,19 @@ def test_cut_to_parse_keeps_the_lines_that_parse():
     assert cut_to_parse("lua", lua_before, lua_after, body + "\n  end") == body
     assert cut_to_parse(None, before, after, good + "\n        (") == good + "\n        ("
     assert cut_to_parse("python", before, after, "x = (") == "x = ("  # one line: not this function's business
+
+
+@pytest.mark.parametrize("language, prefix, suffix", [
+    ("python", "run(\n    cmd,\n    ", "\n)\n"),                               # the last argument
+    ("lua", "vim.api.nvim_buf_set_lines(\n  buf,\n  ", "\n)\n"),
+    ("lua", "local opts = {\n  ", "\n}\n"),                                    # a table's field
+    ("javascript", "f(a,\n  ", "\n);\n"),
+])
+def test_an_empty_line_inside_arguments_is_one_line(language, prefix, suffix):
+    policy, text, _ = run(prefix, suffix, "check=True,\n  other=1\n)\n", language)
+    assert policy.mode is Mode.SINGLE_LINE and text == "check=True,"
+
+
+def test_an_empty_line_in_a_brace_block_is_not_inside_arguments():
+    policy, _, _ = run("function f() {\n  a();\n  ", "\n}\n", "b();\n}\n", "javascript")
+    assert policy.mode is Mode.MULTI_LINE
