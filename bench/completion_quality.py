@@ -252,10 +252,10 @@ def pick(language: str, per_kind: int, seed: int, kinds: tuple[str, ...]) -> lis
         for kind, holes in candidates(path, language, package).items():
             if kind in pools:
                 pools[kind] += holes
-    rng = random.Random(seed)
     chosen = []
     for kind in kinds:
         pool = pools[kind]
+        rng = random.Random(f"{seed}:{language}:{kind}")  # a kind's sample does not depend on the others
         if language == "python":  # half of each kind from the tested package, when it has enough
             tested = [h for h in pool if h.package in TESTED]
             k = min(len(tested), per_kind // 2)

@@ -122,7 +122,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("completion.prefixTokens", 1024, int, "tokens",
             "Budget for the code before the cursor (FIM prefix), counted with the model's tokenizer.",
             minimum=16, maximum=65536),
-    Setting("completion.suffixTokens", 64, int, "tokens",
+    Setting("completion.suffixTokens", 256, int, "tokens",
             "Budget for the code after the cursor (FIM suffix), counted with the model's tokenizer.",
             minimum=0, maximum=65536),
     Setting("completion.maxFileSizeKb", 1024, int, "KiB",
@@ -190,7 +190,7 @@ class Settings:
     completion_debounce_max_ms: int = 400
     completion_max_right_chars: int = 8
     completion_prefix_tokens: int = 1024
-    completion_suffix_tokens: int = 64
+    completion_suffix_tokens: int = 256
     completion_max_file_size_kb: int = 1024
     completion_context_tokens: int = 256
     index_enabled: bool = True
