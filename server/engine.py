@@ -119,6 +119,7 @@ class LoadedModel:
         self._piece_index: tuple | None = None
         self._eog = _ll.llama_vocab_is_eog
         self._break_ids: list[int] | None = None
+        self._blank_ids: list[int] | None = None
         self._vocab = self.llm._model.vocab
 
     @property
@@ -185,9 +186,11 @@ class LoadedModel:
         return self._break_ids
 
     def blank_tokens(self) -> list[int]:
-        """Tokens whose piece is only spaces and tabs."""
-        pieces, ids, _ = self._pieces()
-        return [t for p, t in zip(pieces, ids) if not p.strip(b" \t")]
+        """Tokens whose piece is only spaces and tabs. Built once."""
+        if self._blank_ids is None:
+            pieces, ids, _ = self._pieces()
+            self._blank_ids = [t for p, t in zip(pieces, ids) if not p.strip(b" \t")]
+        return self._blank_ids
 
     def is_special(self, token: int) -> bool:
         attr = self._ll.llama_vocab_get_attr(self._vocab, token)

@@ -89,3 +89,33 @@ def test_tokens_consistent_with_a_head(engine):
     pieces = engine.submit(run).result()
     assert b"na" in pieces and b"n" in pieces and b"name" in pieces
     assert all(p.startswith(b"na") or b"na".startswith(p) for p in pieces)
+
+
+def test_text_first_writes_a_line_and_banned_first_gives_the_next_candidate(engine):
+    # An empty, indented line between two lines that need nothing: left alone, the model may
+    # end at once or start a new line; a manual request there must get a line of text.
+    above, typed, suffix = "def f(x):\n    y = x + 1\n", "    ", "\n    return y\n"
+
+    def run(model):
+        fim, tokens = _prompt(model, above, typed, suffix)
+        n_heal = healing_tokens([model.piece(t) for t in tokens[-1:]])
+        forced = b"".join(model.piece(t) for t in tokens[-n_heal:])
+        prompt = tokens[:-n_heal]
+
+        def gen(**kw):
+            return model.generate(prompt, max_tokens=24, cancel=threading.Event(), deadline=time.monotonic() + 60,
+                                  stop_ids=fim.stop_ids, judge=lambda t: "\n" in t, forced=forced, **kw)
+        first = gen(text_first=True)
+        content = next(t for t in first.tokens if model.piece(t).strip())
+        second = gen(text_first=True, banned_first=frozenset({content}))
+        return model, first, content, second
+    model, first, content, second = engine.submit(run).result()
+    assert forced_text_ok(first.text) and forced_text_ok(second.text), (first.text, second.text)
+    assert next(t for t in second.tokens if model.piece(t).strip()) != content
+    assert second.text.split("\n")[0] != first.text.split("\n")[0]
+
+
+def forced_text_ok(text: str) -> bool:
+    """The first line holds text and does not add indentation to the typed indentation."""
+    line = text.split("\n")[0]
+    return bool(line.strip()) and not line[:1].isspace()
