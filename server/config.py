@@ -108,7 +108,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("completion.alternatives", 3, int, "suggestions",
             "How many distinct suggestions a request you make offers (VS Code: Alt+] and Alt+[ cycle them; "
             "Neovim: <Plug>(deepseek-next)): the pipeline's own suggestion first, the others ranked by the "
-            "model's likelihood, generated within completion.manualMaxTimeMs; automatic requests always get one. 1 turns alternatives off.",
+            "model's likelihood, generated within completion.manualMaxTimeMs; automatic requests always get "
+            "one. 1 turns alternatives off.",
             minimum=1, maximum=5),
     Setting("completion.debounceMinMs", 25, int, "ms",
             "Floor of the adaptive delay before an automatic suggestion starts generating.",
