@@ -142,6 +142,7 @@ class _Entry:
     generated: int = 0     # tokens generated so far, over all continuations
     generation: Generation | None = None
     insisted: bool = False  # made for a manual request: a line was required, rejected candidates skipped
+    unindented: bool = False  # the model wrote the line's indentation too; ``text`` has it removed
     policy: LengthPolicy | None = None  # the policy it was shown under (set when cached)
 
     def rest_after(self, typed: str) -> str | None:
@@ -211,11 +212,11 @@ def healing_tokens(pieces: list[bytes]) -> int:
 
 
 def _first_content_token(model: LoadedModel, tokens: list[int], forced: bytes) -> int:
-    """The first of ``tokens`` whose piece goes beyond the ``forced`` (healed) bytes."""
+    """The first of ``tokens`` that brings text (not blanks) beyond the ``forced`` (healed) bytes."""
     seen = b""
     for t in tokens:
         seen += model.piece(t)
-        if len(seen) > len(forced):
+        if seen[len(forced):].strip():
             return t
     return tokens[0]
 
@@ -497,6 +498,12 @@ class CompletionService:
         if cancel.is_set():
             return None
         forced = b""
+        # The model writes an indentation-only line's indentation (see below); the editor has it.
+        blank_line = bool(cursor.typed) and not cursor.typed.strip() and resume is None or \
+            resume is not None and resume.unindented
+        def unindent(text: str) -> str:
+            return text.lstrip(" \t") if blank_line else text
+
         max_tokens = settings.completion_max_tokens if policy.mode is Mode.MULTI_LINE \
             else min(settings.completion_max_tokens, SINGLE_LINE_MAX_TOKENS)
         if resume is not None:
@@ -518,8 +525,12 @@ class CompletionService:
             # Token healing: the typed text usually ends inside a word ("appna"), a split
             # the model never saw after its middle marker. Take the word's tokens back and
             # make the model's output begin with their text, spelled the model's own way.
-            n_heal = healing_tokens([model.piece(t) for t in fim_prompt.typed[-MAX_HEALED_TOKENS:]])
-            if n_heal:
+            # Only indentation typed (Enter on an empty line): the middle starts at the line's
+            # start and the model writes the indentation itself, as in training; forcing the
+            # editor's indentation token by token threw it into runs of spaces.
+            if blank_line:
+                prompt = fim_prompt.anchor
+            elif n_heal := healing_tokens([model.piece(t) for t in fim_prompt.typed[-MAX_HEALED_TOKENS:]]):
                 forced = b"".join(model.piece(t) for t in prompt[-n_heal:])
                 prompt = prompt[:-n_heal]
         if len(prompt) + max_tokens > model.n_ctx:
@@ -535,7 +546,7 @@ class CompletionService:
         if (wait := not_before - time.monotonic()) > 0 and cancel.wait(wait):
             return None
         def judge(text: str) -> bool:
-            flight.partial = base_text + text  # joiners compare their typed text with this
+            flight.partial = unindent(base_text + text)  # joiners compare their typed text with this
             return trim((base_typed + flight.partial)[len(cursor.typed):], policy)[1]
 
         # A user who asks on an empty line wants a line: the first line must hold text, and a
@@ -549,7 +560,8 @@ class CompletionService:
                                  banned_first=banned)
             if gen.finish == "cancelled":
                 return None
-            if not insist or not gen.tokens or trim(gen.text, policy, final=True)[0] or time.monotonic() > deadline:
+            if not insist or not gen.tokens or trim(unindent(gen.text), policy, final=True)[0] \
+                    or time.monotonic() > deadline:
                 break
             log.info("completion: candidate %r rejected by the length policy; trying the next", gen.text[:60])
             banned |= {_first_content_token(model, gen.tokens, forced)}
@@ -563,9 +575,9 @@ class CompletionService:
                  "%d generated in %.0f ms; finish %s%s", policy.mode.value, len(gen.text), gen.prompt_tokens,
                  gen.reused_tokens, gen.evaluated_tokens, gen.prompt_ms, gen.generated_tokens,
                  gen.total_ms - gen.prompt_ms, gen.finish, " (continued)" if resume else "")
-        return _Entry(base_typed, base_text + gen.text, prompt + gen.tokens, complete, policy.mode,
+        return _Entry(base_typed, unindent(base_text + gen.text), prompt + gen.tokens, complete, policy.mode,
                       dropped[0], dropped[1], (resume.generated if resume else 0) + gen.generated_tokens, gen,
-                      insisted=insist)
+                      insisted=insist, unindented=blank_line)
 
 
 class RemoteCompletionService(CompletionService):

@@ -259,7 +259,7 @@ class LoadedModel:
     def _text_first(self, prompt_len: int, forced: bytes, banned_first: frozenset[int]):
         """A logits processor that makes the first line of the output (after ``forced``)
         hold some text: until a non-blank character is out, no line break, end of text or
-        control token may be sampled, nor, as the first token, any of ``banned_first``."""
+        control token may be sampled, nor any of ``banned_first``."""
         import numpy as np
 
         breaks = np.array(self.line_break_tokens(), dtype=np.int64)
@@ -274,7 +274,7 @@ class LoadedModel:
             logits[breaks] = -np.inf
             if forced and len(text) >= len(forced):
                 logits[blanks] = -np.inf  # the typed indentation is there: now the line's text
-            if len(banned) and len(text) <= len(forced):
+            if len(banned):
                 logits[banned] = -np.inf
             return logits
         return process
@@ -297,8 +297,9 @@ class LoadedModel:
                 the returned text.
             text_first: the output's first line must hold text (a line is known to be missing:
                 no end of text or line break before a non-blank character).
-            banned_first: tokens the output may not start with (after ``forced``): the first
-                tokens of candidates already rejected, so the next best one comes out.
+            banned_first: tokens that may not bring the output's first text (after ``forced``
+                and any indentation): the first content tokens of candidates already rejected,
+                so the next best one comes out.
 
         Raises:
             ValueError: the prompt does not fit the context window.
