@@ -338,20 +338,10 @@ class TestRunner:
 
 # -- the pipeline, over stdio ----------------------------------------------------------------
 async def run_pipeline(holes: list[Hole], settings: dict) -> list[Outcome]:
+    from lsp_server import start_server, stop_server
     from lsprotocol import types
-    from pygls.lsp.client import LanguageClient
 
-    client = LanguageClient("quality-bench", "1")
-    await client.start_io(sys.executable, "-m", "server")
-    await client.initialize_async(types.InitializeParams(
-        capabilities=types.ClientCapabilities(), initialization_options=settings))
-    client.initialized(types.InitializedParams())
-    while True:  # wait for the model
-        status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="deepseek.status"))
-        if status["model"]["state"] in ("loaded", "too-large", "error", "crashed"):
-            break
-        await asyncio.sleep(0.2)
-    assert status["model"]["loaded"], status
+    client = await start_server("quality-bench", settings)
     versions: dict[str, int] = {}
     outcomes = []
     for n, hole in enumerate(holes, 1):
@@ -377,9 +367,7 @@ async def run_pipeline(holes: list[Hole], settings: dict) -> list[Outcome]:
         outcomes.append(score(hole, text, latency))
         print(f"  pipeline [{n:>3}/{len(holes)}] {latency:6.0f} ms {hole.kind:<13} "
               f"{'EXACT' if outcomes[-1].exact else f'{outcomes[-1].similarity:5.2f}'}", file=sys.stderr)
-    await client.shutdown_async(None)
-    client.exit(None)
-    await client.stop()
+    await stop_server(client)
     return outcomes
 
 

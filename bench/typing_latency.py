@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from lsp_server import start_server, stop_server
 from lsprotocol import types
-from pygls.lsp.client import LanguageClient
 
 DEFAULT_PACKAGES = ["platformdirs", "requests", "tqdm", "cattrs", "attr"]
 
@@ -118,17 +118,7 @@ def doc_with_hole(hole: Hole) -> str:
 
 
 async def run_server(holes: list[Hole], cps: float, think: float, settings: dict) -> tuple[list[Outcome], dict]:
-    client = LanguageClient("typing-bench", "1")
-    await client.start_io(sys.executable, "-m", "server")
-    await client.initialize_async(types.InitializeParams(
-        capabilities=types.ClientCapabilities(), initialization_options=settings))
-    client.initialized(types.InitializedParams())
-    while True:  # wait for the model
-        status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="deepseek.status"))
-        if status["model"]["state"] in ("loaded", "too-large", "error"):
-            break
-        await asyncio.sleep(0.2)
-    assert status["model"]["loaded"], status
+    client = await start_server("typing-bench", settings)
     server_pid = client._server.pid
     outcomes, status_ms, rss = [], [], []
     versions: dict[str, int] = {}
@@ -196,9 +186,7 @@ async def run_server(holes: list[Hole], cps: float, think: float, settings: dict
         print(f"  [{n:>3}/{len(holes)}] {latency:7.0f} ms {'EXACT' if o.exact else f'{o.similarity:5.2f}'}  "
               f"{hole.typed!r} + {suggestion.split(chr(10))[0][:50]!r}", file=sys.stderr)
     status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="deepseek.status"))
-    await client.shutdown_async(None)
-    client.exit(None)
-    await client.stop()
+    await stop_server(client)
     extra = {"status_ms": status_ms, "rss_mb": max(rss) if rss else 0.0, "completion": status.get("completion")}
     return outcomes, extra
 

@@ -11,20 +11,11 @@
 // NAME has the body of a method cut out, L:C ends its `def` line; L2:C2 (1-based) is a single-line hole in NAME2.
 import fs from 'node:fs';
 import path from 'node:path';
-import { codeServerHome, launchBrowser, palette as runCommand, run, startCodeServer, step } from './harness.mjs';
+import { QUIET_SETTINGS, codeServerHome, launchBrowser, palette as runCommand, parseArgs, run, setSetting as setSettingIn, startCodeServer, step } from './harness.mjs';
 
-const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []));
-for (const key of ['code-server', 'vsix', 'server', 'workspace', 'file', 'line', 'col', 'hole-file', 'hole-line', 'hole-col', 'shots']) {
-  if (!args[key]) {
-    console.error(`missing --${key}`);
-    process.exit(2);
-  }
-}
+const args = parseArgs(['code-server', 'vsix', 'server', 'workspace', 'file', 'line', 'col', 'hole-file', 'hole-line', 'hole-col', 'shots']);
 const h = codeServerHome({
-  'security.workspace.trust.enabled': false,
-  'workbench.startupEditor': 'none',
-  'telemetry.telemetryLevel': 'off',
-  'extensions.autoCheckUpdates': false,
+  ...QUIET_SETTINGS,
   'editor.inlineSuggest.showToolbar': 'always',
   'deepseek.serverPath': args.server,
   'deepseek.completion.manualMaxTimeMs': 120000,
@@ -65,18 +56,7 @@ try {
     await page.keyboard.press('Enter');
     await page.waitForTimeout(300);
   };
-  const setSetting = async (key, title, value) => {
-    await palette('Preferences: Open Settings (UI)');
-    await page.locator('.settings-editor .settings-header').waitFor({ timeout: 20000 });
-    await page.waitForTimeout(500);
-    await page.keyboard.type(key);
-    const field = page.locator('.settings-editor .setting-item', { hasText: title }).locator('input').first();
-    await field.waitFor({ timeout: 20000 });
-    await field.fill(value);
-    await page.keyboard.press('Tab');
-    await page.waitForTimeout(300);
-    await palette('View: Close Editor');
-  };
+  const setSetting = (key, title, value) => setSettingIn(page, key, title, value);
   // The whole ghost text: the rest of the cursor's line and the lines of its view zone.
   const ghost = page.locator('.monaco-editor .ghost-text-decoration, .monaco-editor .view-zones .view-line');
   const ghostText = async () => {

@@ -73,3 +73,37 @@ export async function palette(page, text) {
   await page.waitForTimeout(400);
   await page.keyboard.press('Enter');
 }
+
+/** The `--name value` pairs of the command line; exits with status 2 when one of `required` is missing. */
+export function parseArgs(required) {
+  const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []));
+  for (const key of required) {
+    if (!args[key]) {
+      console.error(`missing --${key}`);
+      process.exit(2);
+    }
+  }
+  return args;
+}
+
+/** User settings every test's code-server starts with: no trust prompt, no start page, no telemetry or updates. */
+export const QUIET_SETTINGS = {
+  'security.workspace.trust.enabled': false,
+  'workbench.startupEditor': 'none',
+  'telemetry.telemetryLevel': 'off',
+  'extensions.autoCheckUpdates': false,
+};
+
+/** Set a setting as a user would: the Settings editor, search for `key`, type `value` into the item titled `title`. */
+export async function setSetting(page, key, title, value) {
+  await palette(page, 'Preferences: Open Settings (UI)');
+  await page.locator('.settings-editor .settings-header').waitFor({ timeout: 20000 });
+  await page.waitForTimeout(500);
+  await page.keyboard.type(key);  // a freshly opened Settings editor has the focus in its search box
+  const field = page.locator('.settings-editor .setting-item', { hasText: title }).locator('input').first();
+  await field.waitFor({ timeout: 20000 });
+  await field.fill(value);
+  await page.keyboard.press('Tab');
+  await page.waitForTimeout(300);
+  await palette(page, 'View: Close Editor');
+}

@@ -8,20 +8,11 @@
 //     --file NAME --line L --col C --expect PREFIX --screenshot OUT.png
 // Lines and columns are 1-based, as VS Code's "Go to Line" takes them.
 import fs from 'node:fs';
-import { codeServerHome, launchBrowser, palette as runCommand, run, startCodeServer, step } from './harness.mjs';
+import { QUIET_SETTINGS, codeServerHome, launchBrowser, palette as runCommand, parseArgs, run, setSetting as setSettingIn, startCodeServer, step } from './harness.mjs';
 
-const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []));
-for (const key of ['code-server', 'vsix', 'server', 'workspace', 'file', 'line', 'col', 'expect', 'screenshot']) {
-  if (!args[key]) {
-    console.error(`missing --${key}`);
-    process.exit(2);
-  }
-}
+const args = parseArgs(['code-server', 'vsix', 'server', 'workspace', 'file', 'line', 'col', 'expect', 'screenshot']);
 const h = codeServerHome({
-  'security.workspace.trust.enabled': false,
-  'workbench.startupEditor': 'none',
-  'telemetry.telemetryLevel': 'off',
-  'extensions.autoCheckUpdates': false,
+  ...QUIET_SETTINGS,
   'deepseek.serverPath': args.server,
   'deepseek.completion.manualMaxTimeMs': 60000,
   'deepseek.completion.alternatives': 1,  // the greedy suggestion at the hole; alternatives: editing-vscode.mjs
@@ -50,18 +41,7 @@ try {
   const palette = (text) => runCommand(page, text);
 
   // As a user would: the Settings editor, search, type the new value.
-  const setSetting = async (key, title, value) => {
-    await palette('Preferences: Open Settings (UI)');
-    await page.locator('.settings-editor .settings-header').waitFor({ timeout: 20000 });
-    await page.waitForTimeout(500);
-    await page.keyboard.type(key);  // a freshly opened Settings editor has the focus in its search box
-    const field = page.locator('.settings-editor .setting-item', { hasText: title }).locator('input').first();
-    await field.waitFor({ timeout: 20000 });
-    await field.fill(value);
-    await page.keyboard.press('Tab');
-    await page.waitForTimeout(300);
-    await palette('View: Close Editor');
-  };
+  const setSetting = (key, title, value) => setSettingIn(page, key, title, value);
   await page.keyboard.press('Control+P');
   const quickOpen = page.locator('.quick-input-widget input');
   await quickOpen.waitFor({ state: 'visible', timeout: 20000 });

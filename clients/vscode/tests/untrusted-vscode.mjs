@@ -9,15 +9,9 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { codeServerHome, freePort, launchBrowser, palette, startCodeServer, step } from './harness.mjs';
+import { codeServerHome, freePort, launchBrowser, palette, parseArgs, startCodeServer, step } from './harness.mjs';
 
-const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []));
-for (const key of ['code-server', 'vsix', 'server', 'screenshot']) {
-  if (!args[key]) {
-    console.error(`missing --${key}`);
-    process.exit(2);
-  }
-}
+const args = parseArgs(['code-server', 'vsix', 'server', 'screenshot']);
 
 // The workspace's "server": it records whatever reaches it (nothing should).
 const received = [];
