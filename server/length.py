@@ -301,8 +301,9 @@ def cut_to_parse(grammar: str | None, before: str, after: str, suggestion: str, 
     The code around the cursor (``reach`` lines each way at most, from the top-level line
     above to the top-level line below where they are nearer) is parsed with tree-sitter
     with nothing inserted and with each candidate; a candidate may not have more ERROR or
-    MISSING nodes than nothing. The first line is always kept (a single line is the length
-    policy's business). ``grammar`` None (no tree-sitter grammar) keeps the suggestion.
+    MISSING nodes than nothing. When no cut keeps more than the cursor's own line, the
+    suggestion is left whole (error counts of a half-parsed region are too rough to empty an
+    answer on). ``grammar`` None (no tree-sitter grammar) keeps the suggestion.
     """
     lines = suggestion.split("\n")
     if grammar is None or grammar == "text" or len(lines) < 2:
@@ -325,6 +326,8 @@ def cut_to_parse(grammar: str | None, before: str, after: str, suggestion: str, 
     allowed = syntax_errors(grammar, left + right)
     for k in range(len(lines), 1, -1):
         candidate = "\n".join(lines[:k])
+        if not "\n".join(lines[1:k]).strip():
+            break  # nothing but the cursor's line would be left: the count says too little to cut
         if syntax_errors(grammar, left + candidate + right) <= allowed:
             return candidate
-    return lines[0]
+    return suggestion
