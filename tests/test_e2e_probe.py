@@ -61,7 +61,8 @@ async def test_the_default_configuration_crashing_is_survived_and_nothing_alarmi
     assert [(t["config"], t["outcome"]) for t in model["probe"]["tried"]] == [
         ("default", "crashed (SIGSEGV)"), ("no-repack", "ok")]
     items = await inline(falls_back, uri, types.Position(line=1, character=11))
-    assert len(items) == 1 and "width" in items[0].insert_text and "height" in items[0].insert_text, items
+    # The first item is the pipeline's own suggestion (an explicit request may carry alternatives after it).
+    assert items and "width" in items[0].insert_text and "height" in items[0].insert_text, items
     assert not [d for d in falls_back.diagnostics.get(uri, []) if d.source == "deepseek"]
     assert not [m for m in falls_back.messages if m.type in (types.MessageType.Error, types.MessageType.Warning)]
 
