@@ -155,7 +155,7 @@ def _open_bracket(head: str, language_id: str, look_back: int = 30) -> bool:
     (Python, Lua). Strings and comments are not parsed (a rough count, lines at a time)."""
     openers = "([{" if language_id in _COLON_BLOCKS or language_id == "lua" else "(["
     stack: list[str] = []
-    for line in head.split("\n")[-look_back:]:
+    for line in head.rsplit("\n", look_back)[-look_back:]:
         for ch in line:
             if ch in "([{":
                 stack.append(ch)
@@ -167,7 +167,7 @@ def _open_bracket(head: str, language_id: str, look_back: int = 30) -> bool:
 def _line_above(head: str, language_id: str, look_back: int = 40) -> str:
     """The last line of code in ``head``, passing over blank lines, comments and (Python)
     a docstring, so that an empty body under a documented ``def`` is seen as one."""
-    lines = head.split("\n")[-look_back:]
+    lines = head.rsplit("\n", look_back)[-look_back:]
     comment = "--" if language_id == "lua" else "#" if language_id in _COLON_BLOCKS else "//"
     i = len(lines) - 1
     while i >= 0:
@@ -310,13 +310,13 @@ def cut_to_parse(grammar: str | None, before: str, after: str, suggestion: str, 
         return suggestion
     from index.syntax import syntax_errors
 
-    head = before.split("\n")
+    head = before.rsplit("\n", reach)
     start = max(0, len(head) - reach)
     for i in range(len(head) - 2, start - 1, -1):  # the top-level line above the cursor's line
         if head[i][:1] not in ("", " ", "\t"):
             start = i
             break
-    tail = after.split("\n")
+    tail = after.split("\n", reach)
     stop = min(len(tail), reach)
     for i in range(1, stop):  # up to (with) the next top-level line: a closer such as "end" or "}"
         if tail[i][:1] not in ("", " ", "\t"):
