@@ -69,8 +69,14 @@ async def test_jump_switch_and_accept_reuse_the_kv_cache(client, tmp_path):
     after = await figures(client)
     assert after["shiftedTokens"] > before["shiftedTokens"]  # runs of the old prompt kept past the change
 
-    # Another file, then back to the same place: its saved state comes back.
+    # Another file, then back to the same place, where the user types what no suggestion had
+    # (so the answer needs the model): the state saved on leaving comes back.
     await inline(client, other, types.Position(line=120, character=8))
+    lines = there.split("\n")
+    lines[pos2.line] = lines[pos2.line][:pos2.character] + "x" + lines[pos2.line][pos2.character:]
+    there = "\n".join(lines)
+    change(client, uri, 3, there)
+    pos2 = types.Position(line=pos2.line, character=pos2.character + 1)
     before = await figures(client)
     await inline(client, uri, pos2, kind=AUTO)
     after = await figures(client)
@@ -92,7 +98,7 @@ async def test_jump_switch_and_accept_reuse_the_kv_cache(client, tmp_path):
     lines = there.split("\n")
     indent = lines[pos2.line][:len(lines[pos2.line]) - len(lines[pos2.line].lstrip())]
     lines[pos2.line] = lines[pos2.line][:pos2.character] + shown + "\n" + indent + lines[pos2.line][pos2.character:]
-    change(client, uri, 3, "\n".join(lines))  # Tab, then Enter
+    change(client, uri, 4, "\n".join(lines))  # Tab, then Enter
     await inline(client, uri, types.Position(line=pos2.line + 1, character=len(indent)), kind=AUTO)
     after = await figures(client)
     assert after["modelAnswers"] == before["modelAnswers"] and after["cacheAnswers"] == before["cacheAnswers"] + 1
