@@ -18,7 +18,6 @@ import asyncio
 import faulthandler
 import json
 import os
-import platform
 import signal
 import sys
 from pathlib import Path
@@ -153,58 +152,21 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    import psutil
-
-    from .engine import default_threads
-    from .logs import log_file, setup_logging
-    from .manager import ModelManager, ModelState
-    from .models import cache_dir
+    from .doctor import machine_report
+    from .logs import setup_logging
 
     setup_logging("warning", to_file=False)
-    settings = _settings(args)
-    vm = psutil.virtual_memory()
-    try:
-        from importlib.metadata import version
-        llama_version = version("llama-cpp-python")
-    except Exception:
-        llama_version = "not installed"
-    print(f"deepseek-lsp {__version__} (Python {platform.python_version()}, llama-cpp-python {llama_version})")
-    print(f"CPU:    {psutil.cpu_count(logical=False)} physical cores, {psutil.cpu_count()} logical; "
-          f"model threads: {settings.threads or default_threads()}")
-    print(f"RAM:    {vm.total / 2**20:,.0f} MB total, {vm.available / 2**20:,.0f} MB available"
-          + (f"; limit set: {settings.resources_ram_limit_mb:,} MB" if settings.resources_ram_limit_mb else ""))
-    print(f"Cache:  {cache_dir()}")
-    print(f"Log:    {log_file()}")
-    manager = ModelManager()
     update, close = _progress_bar()
-    status = manager.inspect(settings, update, probe=True)
-    close()
-    manager.shutdown()
-    print(f"Model:  {status.name or '?'}")
-    if status.path:
-        print(f"        file {status.path}" + (f" ({status.size_mb:,.0f} MB)" if status.size_mb else ""))
-    if status.size_mb is not None:
-        print(f"        FIM family: {status.family or 'none (cannot complete code)'}")
-    if status.memory:
-        m = status.memory
-        print(f"        needs ~{m.needed_mb:,.0f} MB (file {m.file_mb:,.0f} + KV cache {m.kv_cache_mb:,.0f} "
-              f"for n_ctx {m.n_ctx} + overhead {m.overhead_mb:,.0f}); {m.limit_source}: {m.available_mb:,.0f} MB")
-    if status.verdict is not None:
-        v = status.verdict
-        print(f"Load:   {'forced by model.loadConfig' if v.source == 'setting' else 'probed in a child process'}")
-        for r in v.tried:
-            rate = f", {r.prompt_tokens_per_s:,.0f} prompt tokens/s" if r.prompt_tokens_per_s else ""
-            print(f"        {r.config:<10} {r.outcome} ({r.seconds:.1f} s{rate})")
-        for name, why in v.died.items():
-            print(f"        {name:<10} not tried: {why}")
-        if v.config is not None:
-            print(f"        configuration in use: {v.config}")
-    if status.state in (ModelState.ERROR, ModelState.TOO_LARGE, ModelState.CRASHED):
-        print(f"Verdict: does not work: {status.error}")
-        return 1
-    print("Verdict: fits; completions will work." if status.family else
-          "Verdict: loads, but it has no FIM tokens: choose a code model for completions.")
-    return 0 if status.family else 1
+    try:
+        report = machine_report(_settings(args), update)
+    finally:
+        close()
+    head, *rows = report.lines
+    print(head[1])
+    for label, text in rows:
+        print(f"{label + ':' if label else '':<8}{text}")
+    print(f"Verdict: {report.verdict}")
+    return 0 if report.ok else 1
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
