@@ -1,6 +1,7 @@
 """The ``deepseek-lsp`` command.
 
-    deepseek-lsp [serve] [--stdio]           run the language server over stdio (default)
+    deepseek-lsp [--stdio]                   run the language server over stdio (default; also: serve --stdio)
+    deepseek-lsp serve [--port P]            the web page and the OpenAI-compatible endpoint on 127.0.0.1
     deepseek-lsp complete FILE --line L --col C   print the suggestion an editor would get
     deepseek-lsp doctor                      cores, RAM, the model, and whether it fits
     deepseek-lsp models list|pull|use|remove the model catalog
@@ -53,6 +54,21 @@ def _progress_bar():
         if bar:
             bar[0].close()
     return update, close
+
+
+def cmd_http(args: argparse.Namespace) -> int:
+    """``serve``: the web page and the OpenAI-compatible endpoint (server.http_app)."""
+    from .http_app import serve
+    from .logs import enable_crash_log, setup_logging
+
+    settings = _settings(args)
+    setup_logging(settings.log_level)
+    enable_crash_log()
+    roots = [Path(w) for w in (args.workspace or [os.getcwd()])]
+    for r in roots:
+        if not r.is_dir():
+            raise SystemExit(f"deepseek-lsp serve: --workspace {r} is not a folder")
+    return serve(settings, args.host, args.port, roots, args.allow_remote)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -204,22 +220,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """``models list|pull|use|remove``: the catalog, installed models, the default."""
-    from .models import ModelError, is_installed, load_catalog, pull, remove, set_user_default_model, user_default_model
-    from .resources import OVERHEAD_MB, available_mb
+    from .doctor import model_rows
+    from .models import ModelError, is_installed, load_catalog, pull, remove, set_user_default_model
 
-    default, entries = load_catalog()
+    _, entries = load_catalog()
     if args.action == "list":
-        current = user_default_model() or default
-        avail = available_mb()
+        rows, avail = model_rows()
         print(f"{'model':<40} {'size MB':>8} {'needs MB':>9} {'family':<15} {'installed':<10} {'fits RAM':<8}")
-        for e in entries.values():
-            size = e.size_mb
-            # Weights + KV cache at the default n_ctx (4,096 tokens) + runtime overhead.
-            need = None if size is None or e.kv_cache_mb_at_4096 is None else size + e.kv_cache_mb_at_4096 + OVERHEAD_MB
-            fits = "?" if need is None else ("yes" if need <= avail else "no")
-            mark = "*" if e.name == current else " "
-            print(f"{mark}{e.name:<39} {size or 0:>8,.0f} {'?' if need is None else f'{need:,.0f}':>9} "
-                  f"{e.family or '?':<15} {'yes' if is_installed(e) else 'no':<10} {fits:<8}")
+        for r in rows:
+            fits = "?" if r.fits is None else ("yes" if r.fits else "no")
+            need = "?" if r.needed_mb is None else f"{r.needed_mb:,.0f}"
+            print(f"{'*' if r.default else ' '}{r.name:<39} {r.size_mb or 0:>8,.0f} {need:>9} "
+                  f"{r.family or '?':<15} {'yes' if r.installed else 'no':<10} {fits:<8}")
         print(f"(* the default; available memory now {avail:,.0f} MB; install with: deepseek-lsp models pull NAME)")
         return 0
     if args.name not in entries:
@@ -256,8 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="a setting, e.g. --set model.nCtx=2048 (repeatable; keys as in the editor)")
 
-    serve = sub.add_parser("serve", help="run the language server over stdio (default)")
-    serve.add_argument("--stdio", action="store_true", help="accepted for editors; stdio is the default")
+    serve = sub.add_parser("serve", parents=[common], help=(
+        "the web page and the OpenAI-compatible endpoint on 127.0.0.1 (with --stdio: the language server)"))
+    serve.add_argument("--stdio", action="store_true", help="run the language server over stdio instead (editors)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    serve.add_argument("--allow-remote", action="store_true",
+                       help="allow a --host other than loopback (other machines can then reach it with the token)")
+    serve.add_argument("--workspace", action="append", metavar="DIR",
+                       help="a workspace folder to index and answer from (repeatable; default: the current folder)")
 
     comp = sub.add_parser("complete", parents=[common], help="print the suggestion at a position in a file")
     comp.add_argument("file", help="the source file")
@@ -282,8 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in (None, "serve"):
+    if args.command is None or args.command == "serve" and args.stdio:
         return cmd_serve(args)
+    if args.command == "serve":
+        return cmd_http(args)
     commands = {"complete": cmd_complete, "doctor": cmd_doctor, "stats": cmd_stats, "export": cmd_export,
                 "models": cmd_models}
     return commands[args.command](args)

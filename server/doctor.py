@@ -115,3 +115,41 @@ def plain_words(report: MachineReport) -> str:
                  + ("suggestions will come while you type." if report.tokens_per_s >= 100 else
                     "suggestions will be slow; a smaller model or fewer context tokens would help."))
     return f"This machine can run {report.model} for code completion and chat.{room}{speed}"
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """A catalog model on this machine.
+
+    Attributes:
+        size_mb: the GGUF file, MB (None when the catalog does not say).
+        needed_mb: weights + KV cache at the default n_ctx (4,096 tokens) + runtime overhead, MB (None: unknown).
+        fits: ``needed_mb`` is within the memory available now (None: unknown).
+        default: it is the model used when no setting names one.
+    """
+
+    name: str
+    title: str
+    family: str | None
+    size_mb: float | None
+    needed_mb: float | None
+    installed: bool
+    fits: bool | None
+    default: bool
+
+
+def model_rows() -> tuple[list[ModelRow], float]:
+    """Every catalog model with its memory needs and whether it fits; and the memory available now, MB."""
+    from .models import is_installed, load_catalog, user_default_model
+    from .resources import OVERHEAD_MB, available_mb
+
+    default, entries = load_catalog()
+    current = user_default_model() or default
+    avail = available_mb()
+    rows = []
+    for e in entries.values():
+        size = e.size_mb
+        need = None if size is None or e.kv_cache_mb_at_4096 is None else size + e.kv_cache_mb_at_4096 + OVERHEAD_MB
+        rows.append(ModelRow(e.name, e.title, e.family, size, need, is_installed(e),
+                             None if need is None else need <= avail, e.name == current))
+    return rows, avail
