@@ -56,6 +56,14 @@ def _progress_bar():
     return update, close
 
 
+def _terminated(signum, frame) -> None:
+    """Being stopped (an editor, Ctrl-C, kill) is not a crash: no crash marker may stay (server.loading)."""
+    from .loading import disarm_all
+    disarm_all()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
 def cmd_http(args: argparse.Namespace) -> int:
     """``serve``: the web page and the OpenAI-compatible endpoint (server.http_app)."""
     from .http_app import serve
@@ -64,6 +72,10 @@ def cmd_http(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging(settings.log_level)
     enable_crash_log()
+    # uvicorn stops on SIGINT/SIGTERM, then raises the signal again under the handler found at start:
+    # this one, so the crash markers of the models go before the process does.
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, _terminated)
     roots = [Path(w) for w in (args.workspace or [os.getcwd()])]
     for r in roots:
         if not r.is_dir():
@@ -78,7 +90,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     and fd 1 itself is pointed at stderr, so nothing printed by a library (or llama.cpp's
     C code) can corrupt the protocol stream.
     """
-    from .loading import disarm_all
     from .logs import enable_crash_log, setup_logging
     from .lsp_app import create_server
 
@@ -88,11 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging("info")
     enable_crash_log()
 
-    def terminated(signum, frame):  # an editor stopping the server is not a crash: no crash marker stays
-        disarm_all()
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-    signal.signal(signal.SIGTERM, terminated)
+    signal.signal(signal.SIGTERM, _terminated)
     create_server().start_io(stdin=sys.stdin.buffer, stdout=rpc_out)
     return 0
 
