@@ -10,18 +10,20 @@ import time
 from html import escape
 
 COLORS = ("#2f6fdf", "#d9480f", "#2b8a3e", "#862e9c", "#e67700", "#0b7285", "#c2255c")
-WIDTH, HEIGHT, PAD = 640, 220, 44
+WIDTH, HEIGHT, PAD = 640, 230, 48
+TOP = 22  # room above the plot for the unit
 
 
 def _axis(y_max: float, unit: str) -> list[str]:
     out = [f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - 10}" y2="{HEIGHT - PAD}" stroke="#888"/>',
-           f'<line x1="{PAD}" y1="10" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#888"/>']
+           f'<line x1="{PAD}" y1="{TOP}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#888"/>']
     for i in range(5):
         v = y_max * i / 4
-        y = HEIGHT - PAD - (HEIGHT - PAD - 10) * i / 4
-        out.append(f'<text x="{PAD - 4}" y="{y + 4:.0f}" font-size="10" text-anchor="end">{v:,.0f}</text>')
+        y = HEIGHT - PAD - (HEIGHT - PAD - TOP) * i / 4
+        label = f"{v:,.0f}" if y_max >= 20 else f"{v:.1f}"
+        out.append(f'<text x="{PAD - 4}" y="{y + 4:.0f}" font-size="10" text-anchor="end">{label}</text>')
         out.append(f'<line x1="{PAD}" y1="{y:.0f}" x2="{WIDTH - 10}" y2="{y:.0f}" stroke="#eee"/>')
-    out.append(f'<text x="4" y="12" font-size="10">{escape(unit)}</text>')
+    out.append(f'<text x="{PAD}" y="12" font-size="10" text-anchor="middle">{escape(unit)}</text>')
     return out
 
 
@@ -49,13 +51,13 @@ def line_chart(series: dict[str, list[tuple[float, float]]], unit: str, title: s
         y_max, unit)]
     for i, (name, pts) in enumerate(series.items()):
         xy = " ".join(f"{PAD + (WIDTH - PAD - 20) * (t - t0) / span:.1f},"
-                      f"{HEIGHT - PAD - (HEIGHT - PAD - 10) * v / y_max:.1f}" for t, v in pts)
+                      f"{HEIGHT - PAD - (HEIGHT - PAD - TOP) * v / y_max:.1f}" for t, v in pts)
         color = COLORS[i % len(COLORS)]
         out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{xy}"/>')
         out.extend(f'<circle cx="{c.split(",")[0]}" cy="{c.split(",")[1]}" r="2" fill="{color}"/>' for c in xy.split())
-    for x, t in ((PAD, t0), (WIDTH - 20, t1)):
+    for x, t, anchor in ((PAD, t0, "start"), (WIDTH - 20, t1, "end")):
         label = time.strftime("%d %b %H:%M", time.localtime(t))
-        out.append(f'<text x="{x}" y="{HEIGHT - PAD + 14}" font-size="10" text-anchor="middle">{label}</text>')
+        out.append(f'<text x="{x}" y="{HEIGHT - PAD + 14}" font-size="10" text-anchor="{anchor}">{label}</text>')
     return "".join(out + _legend(list(series)) + ["</svg>"])
 
 
@@ -79,7 +81,7 @@ def bar_chart(groups: dict[str, dict[str, float]], unit: str, title: str) -> str
         x0 = PAD + gi * slot + (slot - bar * len(measures)) / 2
         for mi, m in enumerate(measures):
             v = values.get(m, 0)
-            h = (HEIGHT - PAD - 10) * v / y_max
+            h = (HEIGHT - PAD - TOP) * v / y_max
             out.append(f'<rect x="{x0 + mi * bar:.1f}" y="{HEIGHT - PAD - h:.1f}" width="{bar - 2:.1f}" '
                        f'height="{h:.1f}" fill="{COLORS[mi % len(COLORS)]}"><title>{escape(group)} {escape(m)}: '
                        f'{v:,.0f}</title></rect>')

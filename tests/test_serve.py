@@ -194,7 +194,8 @@ def test_a_client_that_disconnects_cancels_its_generation(client, served):
     with pytest.raises(httpx.TimeoutException):
         httpx.post(server.base + "/v1/chat/completions", headers=_auth(server), timeout=2.0, json={
             "model": "deepseek-chat", "max_tokens": 700,
-            "messages": [{"role": "user", "content": f"Write a very long tutorial on sorting algorithms in Python, with many examples ({asked})."}]})
+            "messages": [{"role": "user", "content": "Write a very long tutorial on sorting algorithms in Python, "
+                                                     f"with many examples ({asked})."}]})
     deadline = time.monotonic() + 30
     while _metric(server, "deepseek_requests_total", task="chat", outcome="cancelled") <= before:
         assert time.monotonic() < deadline, "the non-streaming request was not cancelled"
