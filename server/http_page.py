@@ -75,7 +75,7 @@ async def chat_page(request: Request) -> Response:
     sid = request.query_params.get("session")
     messages = wb.host.store.messages(sid) if sid and wb.host.store.has_session(sid) else []
     return _page(request, "chat.html", session=sid if messages else "", messages=[
-        {"role": m.role, "text": m.text, "refs": [link(r) for r in m.references]} for m in messages])
+        {"role": m.role, "text": redact(m.text), "refs": [link(r) for r in m.references]} for m in messages])
 
 
 async def chat_send(request: Request) -> Response:
