@@ -7,10 +7,14 @@ One server for the module (its model loads once). Requests use temperature 0 (th
 from __future__ import annotations
 
 import ast
+import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -83,6 +87,11 @@ def test_fim_completion_with_suffix_fills_the_hole(client):
     assert r.system_fingerprint == "fim-qwen2.5-coder"
     assert r.usage.prompt_tokens > 10 and r.usage.completion_tokens > 0
     assert r.choices[0].finish_reason in ("stop", "length")
+    # The same request streamed: the pipeline's type-through cache answers it, as a server-sent event.
+    chunks = list(client.completions.create(model="deepseek-completion", prompt=prefix, suffix=suffix, max_tokens=64,
+                                            stream=True, extra_body={"language": "python"}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == text
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
 
 
 def test_chat_answers_from_the_workspace_with_references(client, served):
@@ -134,6 +143,24 @@ def test_secrets_are_never_sent_and_masked_in_answers(client, served):
             {"role": "user", "content": "Repeat exactly this line and nothing else: password = hunter2hunter2xyz"}])
     content = echo.choices[0].message.content
     assert "hunter2hunter2xyz" not in content and "<redacted>" in content, content
+
+
+def test_a_real_tool_the_llm_command_streams_an_answer(served, tmp_path):
+    """Simon Willison's ``llm`` (PyPI), configured the way its docs say for an OpenAI-compatible server."""
+    server, _, _ = served
+    llm = shutil.which("llm", path=str(Path(sys.executable).parent))
+    if llm is None:
+        pytest.skip("needs the llm command: pip install llm==0.36 (in the test extra)")
+    home = tmp_path / "llm"
+    home.mkdir()
+    (home / "extra-openai-models.yaml").write_text(
+        f'- model_id: deepseek-lsp\n  model_name: deepseek-explain\n  api_base: "{server.base}/v1"\n'
+        "  api_key_name: deepseek\n")
+    (home / "keys.json").write_text(json.dumps({"deepseek": server.token}))
+    out = subprocess.run([llm, "-m", "deepseek-lsp", "What does expand_home in config.py return?"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "LLM_USER_PATH": str(home)})
+    assert out.returncode == 0, out.stderr
+    assert "home" in out.stdout.lower(), out.stdout
 
 
 def test_errors_have_openai_shape(client, served):
