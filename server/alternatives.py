@@ -40,7 +40,7 @@ from .completion import MAX_HEALED_TOKENS, SINGLE_LINE_MAX_TOKENS, CompletionSer
 from .config import Settings
 from .engine import LoadedModel
 from .length import LengthPolicy, Mode, decide, trim
-from .prompting import Budget, CursorText, build_fim_prompt
+from .prompting import CursorText
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def branch_decode(model: LoadedModel, prompt: list[int], *, forced: bytes, n: in
         llm.eval(tokens)
         return _log_softmax(np.array(np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))))
 
-    if len(prompt) + max_tokens > model.n_ctx or not model.prefill(prompt, cancel):
+    if len(prompt) + max_tokens > model.n_ctx or not model.prefill(prompt, cancel).done:
         return []
     logp = step(prompt[-1:])
     # Re-spell the healed text greedily; the branch point is the token that completes it.
@@ -165,15 +165,7 @@ def _job(service: CompletionService, model: LoadedModel, snap: Snapshot, cursor:
     fim = service.fim
     max_tokens = settings.completion_max_tokens if policy.mode is Mode.MULTI_LINE \
         else min(settings.completion_max_tokens, SINGLE_LINE_MAX_TOKENS)
-    # The budgets exactly as CompletionService._generate splits them, so the prompt (and its KV cache) is the same.
-    room = model.n_ctx - max_tokens - 8 - len(fim.bos)
-    context_budget = min(settings.completion_context_tokens, room // 4)
-    room -= context_budget
-    suffix_budget = min(settings.completion_suffix_tokens, room // 4)
-    budget = Budget(min(settings.completion_prefix_tokens, room - suffix_budget), suffix_budget)
-    fim_prompt = build_fim_prompt(model, fim, cursor, budget, service.counter,
-                                  service._cross_file(snap.uri, cursor, settings), context_budget,
-                                  snap.uri.rsplit("/", 1)[-1])
+    fim_prompt = service.fim_prompt(model, snap.uri, cursor, settings, max_tokens)  # _generate's prompt: KV reuse
     prompt, forced = fim_prompt.tokens, b""
     n_heal = healing_tokens([model.piece(t) for t in fim_prompt.typed[-MAX_HEALED_TOKENS:]])
     if n_heal:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -39,7 +40,7 @@ from .config import Settings
 from .engine import Engine, Generation, LoadedModel
 from .languages import BY_ID
 from .length import LengthPolicy, Mode, cut_to_parse, decide, trim
-from .prompting import WINDOW_GRID_LINES, Budget, CursorText, FimFormat, TokenCounter, build_fim_prompt
+from .prompting import WINDOW_GRID_LINES, Budget, CursorText, FimFormat, FimPrompt, TokenCounter, build_fim_prompt
 from .text import split_lines
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ TYPING_GAP_MS = 1500         # a pause longer than this is not "typing" for the 
 EMA_WEIGHT = 0.3             # weight of the newest sample in the moving averages
 MAX_HEALED_TOKENS = 4        # token healing takes back at most this many typed tokens
 REJECTED_CANDIDATES = 2      # a manual request on an empty line tries this many more first tokens
+IDLE_MS = 250                # no request for this long after a suggestion was shown: the user is not typing
 
 
 class Unsuitable(Exception):
@@ -92,6 +94,10 @@ class CompletionStats:
         model_answers: suggestions that needed the model; cache_answers: from the caches.
         avg_latency_ms: moving average latency of model answers (ms), None before the first.
         prompt_tokens / reused_tokens: over all generations, prompt tokens and those the KV cache held.
+        shifted_tokens: of the reused tokens, those shifted from another position.
+        restored_states: prompts that started from a saved KV state (another file or place).
+        kv_states / kv_states_mb / kv_budget_mb: saved KV states kept now, their size and budget (MiB).
+        prepared_ahead: suggestions prepared while the user was idle (after a shown one).
     """
 
     model_answers: int
@@ -99,6 +105,12 @@ class CompletionStats:
     avg_latency_ms: float | None
     prompt_tokens: int
     reused_tokens: int
+    shifted_tokens: int = 0
+    restored_states: int = 0
+    kv_states: int = 0
+    kv_states_mb: float = 0.0
+    kv_budget_mb: int = 0
+    prepared_ahead: int = 0
 
 
 @dataclass
@@ -170,6 +182,7 @@ class _Flight:
     future: asyncio.Future | None = None
     partial: str = ""      # generated so far (written by the engine thread)
     waiters: int = 0
+    idle: bool = False     # work ahead (see CompletionService.prefetch_after): any request stops it
 
     def agrees(self, typed: str) -> bool:
         """True when ``typed`` is consistent with this generation's typed text and output so far."""
@@ -263,13 +276,21 @@ class CompletionService:
         self._context = context
         self._context_cache: OrderedDict[tuple, list[tuple[str, str]]] = OrderedDict()
         self.prompt_tokens = 0   # over all generations: prompt tokens ...
-        self.reused_tokens = 0   # ... and how many of them the KV cache already held
+        self.reused_tokens = 0   # ... and how many of them the KV cache already held,
+        self.shifted_tokens = 0  # ... of which moved from another position
+        self.restored_states = 0
+        self.prefetched = 0      # suggestions prepared ahead, while the user was idle
+        self._idle_tasks: dict[str, asyncio.Task] = {}
+        self._starts: dict[str, int] = {}  # document URI -> its last prompt's window start line (engine thread)
+        self._kv = (0, 0, 0)     # saved KV states: count, bytes, budget MiB (written on the engine thread)
 
     def stats(self) -> CompletionStats:
         """Figures for ``deepseek.status``: answers, latency, KV-cache reuse."""
+        n, nbytes, budget = self._kv
         return CompletionStats(self.model_answers, self.cache_answers,
                                round(self.latency_ms, 1) if self.latency_ms is not None else None,
-                               self.prompt_tokens, self.reused_tokens)
+                               self.prompt_tokens, self.reused_tokens, self.shifted_tokens, self.restored_states,
+                               n, round(nbytes / 2**20, 1), budget, self.prefetched)
 
     def _submit(self, job: Callable[[LoadedModel | None], "_Entry | None"]) -> Future:
         """Run a generation job where this service generates: the engine's owner thread."""
@@ -280,6 +301,8 @@ class CompletionService:
         """The document closed: stop its generation and drop its typing history."""
         if (flight := self._flights.pop(uri, None)) is not None:
             flight.cancel.set()
+        if (task := self._idle_tasks.pop(uri, None)) is not None:
+            task.cancel()
         self._last_request.pop(uri, None)
         self._typing_ms.pop(uri, None)
 
@@ -309,13 +332,89 @@ class CompletionService:
         return float(min(max(1.1 * interval, floor), ceiling))
 
     # -- the request ---------------------------------------------------------------------
-    async def suggest(self, snap: Snapshot, settings: Settings, manual: bool) -> Suggestion | None:
+    def prefetch_after(self, snap: Snapshot, text: str, settings: Settings) -> None:
+        """Work ahead: once the user has been idle IDLE_MS (and two typing intervals), prepare
+        the suggestion that follows accepting ``text`` at ``snap`` and pressing Enter (its prompt
+        read, then generated while there is time), so Tab, Enter and the next suggestion cost
+        nothing. (Right after Tab the type-through cache already knows the rest: nothing.) The
+        new line gets the indentation editors give it: the accepted line's, one level deeper
+        after a line that opens a block.
+
+        Any request stops it within one token or one prefill chunk; its answer is cached
+        like any other (it is not counted as a model answer).
+        """
+        if self.engine is None or not text or not settings.completion_work_ahead:
+            return
+        if (older := self._idle_tasks.pop(snap.uri, None)) is not None:
+            older.cancel()
+        shown_at = self._last_request.get(snap.uri)
+        line = snap.text[snap.text.rfind("\n", 0, snap.offset) + 1:snap.offset] + text
+        line = line[line.rfind("\n") + 1:]
+        indent = line[:len(line) - len(line.lstrip(" \t"))]
+        if line.rstrip().endswith((":", "{", "(", "[")) or re.search(r"\b(then|do|function\b.*\))\s*$", line):
+            indent += "\t" if indent.startswith("\t") else "    "
+        enter = text + "\n" + indent
+        after = Snapshot(snap.uri, None, snap.text[:snap.offset] + enter + snap.text[snap.offset:],
+                         snap.offset + len(enter), snap.language_id)
+
+        async def work() -> None:
+            await asyncio.sleep(max(IDLE_MS, 2 * self._typing_ms.get(snap.uri, 0)) / 1000)
+            if self._last_request.get(snap.uri) != shown_at or any(not f.idle for f in self._flights.values()):
+                return  # the user went on: typing is not idle time
+            try:
+                s = await self.suggest(after, settings, manual=False, idle=True)
+            except (Unsuitable, asyncio.CancelledError):
+                return
+            if s is not None:
+                self.prefetched += 1
+                log.info("prepared ahead: the suggestion after accepting %d chars: %d chars in %.0f ms",
+                         len(text), len(s.text), s.latency_ms)
+        task = self._idle_tasks[snap.uri] = asyncio.get_running_loop().create_task(work())
+        task.add_done_callback(lambda t: self._idle_tasks.get(snap.uri) is t and self._idle_tasks.pop(snap.uri))
+
+    def prefill_at(self, snap: Snapshot, settings: Settings) -> None:
+        """Work ahead at a place the cursor went to (the editor asked for code actions there):
+        once the user has been idle IDLE_MS, read the FIM prompt for it into the KV cache, so
+        the first suggestion there pays only for what is typed. Any request stops it within
+        one 64-token chunk; nothing is generated.
+        """
+        if self.engine is None or not settings.completion_work_ahead:
+            return
+        if (older := self._idle_tasks.pop(snap.uri, None)) is not None:
+            older.cancel()
+        since = dict(self._last_request)
+        cursor = CursorText.at(snap.text, snap.offset)
+
+        async def work() -> None:
+            await asyncio.sleep(IDLE_MS / 1000)
+            if self._last_request != since or self._flights:
+                return  # a request came (or runs): not idle
+            flight = self._flights[snap.uri] = _Flight(("prefill",), cursor.typed, Mode.SINGLE_LINE, idle=True)
+
+            def job(model: LoadedModel) -> None:
+                self.configure_kv(model, settings)
+                prompt = self.fim_prompt(model, snap.uri, cursor, settings, settings.completion_max_tokens)
+                prep = model.prefill(prompt.anchor if not cursor.typed.strip() else prompt.tokens, flight.cancel)
+                log.info("prepared ahead: the prompt at line %d of %s: %d tokens read, %d reused%s in %.0f ms",
+                         cursor.above.count("\n") + 1, snap.uri, prep.evaluated, prep.reused,
+                         "" if prep.done else " (stopped by a request)", prep.ms)
+            flight.future = asyncio.wrap_future(self._submit(job))
+            try:
+                await self._wait(snap.uri, flight)
+            except Exception as e:  # idle work must never surface
+                log.warning("preparing the prompt at a new place failed: %s", e)
+        task = self._idle_tasks[snap.uri] = asyncio.get_running_loop().create_task(work())
+        task.add_done_callback(lambda t: self._idle_tasks.get(snap.uri) is t and self._idle_tasks.pop(snap.uri))
+
+    async def suggest(self, snap: Snapshot, settings: Settings, manual: bool, idle: bool = False) -> Suggestion | None:
         """The suggestion for ``snap``; None when there is none (gated, cancelled, superseded).
 
         Args:
             snap: the document at the cursor.
             settings: ``completion.*`` budgets, caps and debounce bounds.
             manual: the user asked (no debounce, no right-of-cursor gate, longer time cap).
+            idle: work ahead (:meth:`prefetch_after`): not a keystroke, no debounce, the manual
+                time cap, stopped by any request.
 
         Raises:
             Unsuitable: see :func:`check_document`.
@@ -323,7 +422,11 @@ class CompletionService:
                 another request is waiting for it.
         """
         t0 = time.monotonic()
-        self._note_keystroke(snap.uri, t0)
+        if not idle:
+            self._note_keystroke(snap.uri, t0)
+            for uri, flight in self._flights.items():  # a request: work ahead elsewhere gives way
+                if flight.idle and uri != snap.uri:
+                    flight.cancel.set()
         check_document(snap.text, settings.completion_max_file_size_kb)
         cursor = CursorText.at(snap.text, snap.offset)
         policy = decide(snap.text[: snap.offset], cursor.below, snap.language_id, settings.completion_max_lines)
@@ -331,6 +434,10 @@ class CompletionService:
             return None
         grammar = language_grammar(snap.language_id)
         key = self._key(cursor, snap.language_id, settings)
+        ahead = self._flights.get(snap.uri)
+        if ahead is not None and ahead.idle and not idle and not (
+                ahead.key == key and ahead.mode is policy.mode and ahead.agrees(cursor.typed)):
+            ahead.cancel.set()  # work ahead for something else than what the user did
 
         def answer(entry: _Entry, source: str) -> Suggestion | None:
             rest = entry.rest_after(cursor.typed)
@@ -369,9 +476,10 @@ class CompletionService:
             flight.cancel.set()  # superseded: stops within one token or one prefill chunk
 
         flight = self._flights[snap.uri] = _Flight(key, resume.typed if resume else cursor.typed, policy.mode,
-                                                   partial=resume.text if resume else "")
-        not_before = t0 + (0 if manual else self.debounce_ms(snap.uri, settings) / 1000)
-        cap_ms = settings.completion_manual_max_time_ms if manual else settings.completion_auto_max_time_ms
+                                                   partial=resume.text if resume else "", idle=idle)
+        not_before = t0 + (0 if manual or idle else self.debounce_ms(snap.uri, settings) / 1000)
+        cap_ms = settings.completion_manual_max_time_ms if manual or idle \
+            else settings.completion_auto_max_time_ms
         job = self._submit(lambda model: self._generate(
             model, snap.uri, cursor, policy, settings, flight, not_before, cap_ms, resume, manual))
         flight.future = asyncio.wrap_future(job)
@@ -384,7 +492,7 @@ class CompletionService:
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
         s = answer(entry, "continued" if resume else "model")
-        return self._record(s) if s is not None else None
+        return self._record(s) if s is not None and not idle else s
 
     @staticmethod
     def _key(cursor: CursorText, language_id: str, settings: Settings) -> tuple:
@@ -472,6 +580,13 @@ class CompletionService:
                 del self._flights[uri]
 
     # -- on the engine thread ------------------------------------------------------------
+    def configure_kv(self, model: LoadedModel, settings: Settings) -> None:
+        """Apply ``completion.kvShiftMinTokens`` and ``completion.kvSnapshotsMb`` to ``model``."""
+        model.min_reuse = settings.completion_kv_shift_min_tokens
+        if self.fim is not None:
+            model.reuse_markers = frozenset({self.fim.prefix_id, self.fim.suffix_id, self.fim.middle_id})
+        model.snapshots.resize(settings.completion_kv_snapshots_mb * 2**20)
+
     def _cross_file(self, uri: str, cursor: CursorText, settings: Settings) -> list[tuple[str, str]]:
         """Other files' chunks for the code around the cursor, cached per 32-line cell so the
         prompt's start (and its KV cache) stays the same while the user works there."""
@@ -490,6 +605,21 @@ class CompletionService:
             while len(self._context_cache) > CACHE_ENTRIES:
                 self._context_cache.popitem(last=False)
         return self._context_cache[key]
+
+    def fim_prompt(self, model: LoadedModel, uri: str, cursor: CursorText, settings: Settings,
+                   max_tokens: int) -> FimPrompt:
+        """The FIM prompt for ``cursor`` within the budgets; the prompt plus ``max_tokens`` fit n_ctx
+        (the prefix quota shrinks first). Engine thread."""
+        room = model.n_ctx - max_tokens - 8 - len(self.fim.bos)
+        context_budget = min(settings.completion_context_tokens, room // 4)
+        room -= context_budget
+        suffix_budget = min(settings.completion_suffix_tokens, room // 4)
+        budget = Budget(min(settings.completion_prefix_tokens, room - suffix_budget), suffix_budget)
+        prompt = build_fim_prompt(model, self.fim, cursor, budget, self.counter,
+                                  self._cross_file(uri, cursor, settings), context_budget, uri.rsplit("/", 1)[-1],
+                                  keep_start=self._starts.get(uri))
+        self._starts[uri] = prompt.start_line
+        return prompt
 
     def _generate(self, model: LoadedModel, uri: str, cursor: CursorText, policy: LengthPolicy,
                   settings: Settings, flight: _Flight, not_before: float, cap_ms: float,
@@ -511,15 +641,7 @@ class CompletionService:
             dropped = (resume.prefix_dropped, resume.suffix_dropped)
             max_tokens = max(1, max_tokens - resume.generated)
         else:
-            # The whole prompt plus the output must fit n_ctx: shrink the prefix quota first.
-            room = model.n_ctx - max_tokens - 8 - len(self.fim.bos)
-            context_budget = min(settings.completion_context_tokens, room // 4)
-            room -= context_budget
-            suffix_budget = min(settings.completion_suffix_tokens, room // 4)
-            budget = Budget(min(settings.completion_prefix_tokens, room - suffix_budget), suffix_budget)
-            fim_prompt = build_fim_prompt(model, self.fim, cursor, budget, self.counter,
-                                          self._cross_file(uri, cursor, settings), context_budget,
-                                          uri.rsplit("/", 1)[-1])
+            fim_prompt = self.fim_prompt(model, uri, cursor, settings, max_tokens)
             prompt, base_typed, base_text = fim_prompt.tokens, cursor.typed, ""
             dropped = (fim_prompt.prefix_dropped_tokens, fim_prompt.suffix_dropped_tokens)
             # Token healing: the typed text usually ends inside a word ("appna"), a split
@@ -539,10 +661,11 @@ class CompletionService:
                 return None
         # Prompt processing first: the next keystroke's prompt starts the same way, so this
         # work is kept even if this request is superseded during the debounce below.
-        reused, started = min(model.cached_prefix(prompt), len(prompt) - 1), time.monotonic()
-        if not model.prefill(prompt, cancel):
+        self.configure_kv(model, settings)
+        prep = model.prefill(prompt, cancel)
+        self._kv = (len(model.snapshots), model.snapshots.nbytes, settings.completion_kv_snapshots_mb)
+        if not prep.done:
             return None
-        prefill_ms = (time.monotonic() - started) * 1000
         if (wait := not_before - time.monotonic()) > 0 and cancel.wait(wait):
             return None
         def judge(text: str) -> bool:
@@ -566,15 +689,18 @@ class CompletionService:
             log.info("completion: candidate %r rejected by the length policy; trying the next", gen.text[:60])
             banned |= {_first_content_token(model, gen.tokens, forced)}
         # Report the prompt processing done before the debounce as part of this generation.
-        gen = dataclasses.replace(gen, reused_tokens=reused, prompt_ms=gen.prompt_ms + prefill_ms,
-                                  total_ms=gen.total_ms + prefill_ms)
+        gen = dataclasses.replace(gen, reused_tokens=prep.reused, prompt_ms=gen.prompt_ms + prep.ms,
+                                  total_ms=gen.total_ms + prep.ms)
         self.prompt_tokens += gen.prompt_tokens
         self.reused_tokens += gen.reused_tokens
+        self.shifted_tokens += prep.shifted
+        self.restored_states += prep.restored
         complete = gen.finish in ("stop", "complete", "max_tokens")
-        log.info("completion: %s, %d chars; prompt %d tokens (%d reused, %d evaluated) in %.0f ms; "
-                 "%d generated in %.0f ms; finish %s%s", policy.mode.value, len(gen.text), gen.prompt_tokens,
-                 gen.reused_tokens, gen.evaluated_tokens, gen.prompt_ms, gen.generated_tokens,
-                 gen.total_ms - gen.prompt_ms, gen.finish, " (continued)" if resume else "")
+        log.info("completion: %s, %d chars; prompt %d tokens (%d reused, %d of them shifted%s; %d evaluated) "
+                 "in %.0f ms; %d generated in %.0f ms; finish %s%s", policy.mode.value, len(gen.text),
+                 gen.prompt_tokens, gen.reused_tokens, prep.shifted, ", saved state restored" if prep.restored else "",
+                 gen.evaluated_tokens, gen.prompt_ms, gen.generated_tokens, gen.total_ms - gen.prompt_ms, gen.finish,
+                 " (continued)" if resume else "")
         return _Entry(base_typed, unindent(base_text + gen.text), prompt + gen.tokens, complete, policy.mode,
                       dropped[0], dropped[1], (resume.generated if resume else 0) + gen.generated_tokens, gen,
                       insisted=insist, unindented=blank_line)
@@ -622,7 +748,7 @@ class RemoteCompletionService(CompletionService):
         max_tokens = settings.completion_max_tokens if policy.mode is Mode.MULTI_LINE \
             else min(settings.completion_max_tokens, SINGLE_LINE_MAX_TOKENS)
         budget = Budget(settings.completion_prefix_tokens, settings.completion_suffix_tokens)
-        above, typed, suffix, p_drop, s_drop = window(cursor, budget, self.counter)
+        above, typed, suffix, p_drop, s_drop, _ = window(cursor, budget, self.counter)
         f = self.family
         prompt = f"{f.fim_prefix}{above}{typed}{f.fim_suffix}{suffix}{f.fim_middle}"
         if (wait := not_before - time.monotonic()) > 0 and cancel.wait(wait):

@@ -131,6 +131,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("completion.contextTokens", 256, int, "tokens",
             "Budget for code from other files of the workspace (the index's best chunks for the code "
             "around the cursor), placed first in the prompt. 0 turns it off.", minimum=0, maximum=8192),
+    Setting("completion.kvShiftMinTokens", 16, int, "tokens",
+            "Shortest run of prompt tokens that the KV cache holds at another position (the code window "
+            "slid, lines moved) to be shifted into place instead of evaluated again. 0 keeps only the "
+            "common prefix.", minimum=0, maximum=4096),
+    Setting("completion.kvSnapshotsMb", 128, int, "MiB",
+            "Memory for saved KV-cache states of places and files left recently (least recently used out): "
+            "coming back restores the state instead of evaluating the prompt again. 0 turns it off.",
+            minimum=0, maximum=16384),
+    Setting("completion.workAhead", True, bool, "on/off",
+            "While the user is idle after a suggestion is shown, prepare the suggestion that follows accepting "
+            "it (any keystroke stops the work). Off saves battery."),
     Setting("index.enabled", True, bool, "on/off",
             "Index the workspace folders (search, cross-file context)."),
     Setting("index.embeddings", True, bool, "on/off",
@@ -194,6 +205,9 @@ class Settings:
     completion_suffix_tokens: int = 256
     completion_max_file_size_kb: int = 1024
     completion_context_tokens: int = 256
+    completion_kv_shift_min_tokens: int = 16
+    completion_kv_snapshots_mb: int = 128
+    completion_work_ahead: bool = True
     index_enabled: bool = True
     index_embeddings: bool = True
     index_include: tuple[str, ...] = ()

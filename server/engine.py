@@ -10,9 +10,19 @@ stops within one token and frees the thread. Prompt processing is cancellable to
 prompt tokens not already in the KV cache are evaluated in chunks of PREFILL_CHUNK
 tokens with the event checked between chunks.
 
-KV-prefix reuse: ``Llama.generate`` keeps the longest common token prefix of the
-previous prompt in the KV cache; :class:`Generation` reports how many prompt tokens
-were reused and how many had to be evaluated.
+KV-cache reuse (:meth:`LoadedModel.prefill`): the new prompt is compared with what the
+KV cache holds, token by token. The common prefix is kept as it is; further runs of at
+least ``min_reuse`` tokens that the cache holds at other positions (the code window slid,
+a file's lines moved down after an accepted block) are kept and *shifted* to their new
+positions (``llama_memory_seq_add``: llama.cpp re-rotates their keys); the cells nothing
+matches are removed; only the gaps are evaluated, each token at its own position, in
+cancellable chunks. A shifted run keeps the attention it computed in its old place, so
+its entries are close to, not exactly, what evaluating it afresh would give (llama.cpp's
+``--cache-reuse`` makes the same trade); ``bench/editing_session.py`` measures what it
+does to the suggestions. Before the cache is overwritten by a prompt that keeps little of
+it, its state is saved (:class:`KvSnapshots`, a memory budget in MiB, least recently
+used out): coming back to a file or a place restores it instead of evaluating it again.
+:class:`Generation` reports the prompt tokens reused and evaluated.
 
 This module imports nothing from pygls or lsprotocol.
 """
@@ -22,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import codecs
+import ctypes
 import logging
 import threading
 import time
@@ -40,6 +51,11 @@ T = TypeVar("T")
 # prompt tokens on the default model, 2 threads: 214 tokens/s at 512 per chunk, 211 at 64
 # (303 ms per chunk), 191 at 32. So 64 costs nothing and a cancel lands within ~0.3 s.
 PREFILL_CHUNK = 64
+# A run of prompt tokens the KV cache holds elsewhere is shifted into place when it is at
+# least this long; shorter runs are evaluated (see plan_reuse). Measured on
+# bench/editing_session.py (see HOW-IT-WORKS).
+MIN_REUSE_TOKENS = 16
+HOLE = -1  # a position of the KV cache that holds nothing
 
 def default_threads() -> int:
     """Physical cores (llama.cpp is slower on hyper-threads), at least 1."""
@@ -74,6 +90,135 @@ class Generation:
     @property
     def evaluated_tokens(self) -> int:
         return self.prompt_tokens - self.reused_tokens
+
+
+def _regions(tokens: Sequence[int], markers: frozenset[int]) -> list[int]:
+    """For each position, how many of ``markers`` come before it (its part of a FIM prompt)."""
+    out, n = [], 0
+    for t in tokens:
+        out.append(n)
+        n += t in markers
+    return out
+
+
+def plan_reuse(cells: Sequence[int], target: Sequence[int], min_run: int,
+               markers: frozenset[int] = frozenset()) -> list[tuple[int, int, int]]:
+    """Which runs of ``target`` the KV cache already holds, in order.
+
+    Args:
+        cells: the token at each position of the KV cache (:data:`HOLE` where there is none).
+        target: the tokens the cache should hold at positions ``0..len(target)-1``.
+        min_run: shortest run worth shifting; the common prefix counts whatever its length.
+        markers: the FIM markers: a run is kept only in the same part of the prompt (code
+            read as prefix is not reused as suffix, where it would mean something else).
+
+    Returns:
+        ``(dst, src, length)`` triples, increasing in both ``dst`` and ``src``, not overlapping:
+        ``target[dst:dst+length] == cells[src:src+length]``. The first has ``dst == src == 0``
+        when the two share a prefix. Greedy: each run is the longest found at the first
+        ``target`` position where one of at least ``min_run`` tokens starts.
+    """
+    n = min(len(cells), len(target))
+    head = 0
+    while head < n and cells[head] == target[head] and cells[head] != HOLE:
+        head += 1
+    runs = [(0, 0, head)] if head else []
+    if min_run <= 0 or len(target) - head < min_run:
+        return runs
+    k = min(min_run, 8)  # look-up key: the first k tokens of a run
+    cell_part, target_part = _regions(cells, markers), _regions(target, markers)
+    starts: dict[tuple, list[int]] = {}
+    for j in range(head, len(cells) - k + 1):
+        key = tuple(cells[j:j + k])
+        if HOLE not in key:
+            starts.setdefault(key, []).append(j)
+    i, low = head, head
+    while i + min_run <= len(target):
+        best_j, best_m = -1, 0
+        for j in starts.get(tuple(target[i:i + k]), ()):
+            if j < low or cell_part[j] != target_part[i]:
+                continue
+            m = k
+            while i + m < len(target) and j + m < len(cells) and target[i + m] == cells[j + m] \
+                    and cells[j + m] != HOLE:
+                m += 1
+            if m > best_m:
+                best_j, best_m = j, m
+        if best_m >= min_run:
+            runs.append((i, best_j, best_m))
+            i, low = i + best_m, best_j + best_m
+        else:
+            i += 1
+    return runs
+
+
+@dataclass
+class KvSnapshot:
+    """The saved KV state of sequence 0: ``cells`` (token per position) and llama.cpp's bytes."""
+
+    cells: list[int]
+    data: bytes
+
+
+class KvSnapshots:
+    """Saved KV states under a memory budget, least recently used first out.
+
+    A state is saved when a prompt is about to overwrite most of the cache (another file,
+    a far place); a later prompt that shares more with a saved state than with the live
+    cache restores it. Restoring takes it out of the store (it is the live cache again).
+    """
+
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = budget_bytes
+        self._items: list[KvSnapshot] = []  # least recently used first
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(s.data) for s in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self):
+        return iter(list(self._items))
+
+    def add(self, snap: KvSnapshot) -> None:
+        """Keep ``snap`` as the most recent; evict the least recent over the budget (a state
+        larger than the whole budget is not kept)."""
+        self._items = [s for s in self._items if s.cells != snap.cells] + [snap]
+        while self._items and self.nbytes > self.budget_bytes:
+            self._items.pop(0)
+
+    def resize(self, budget_bytes: int) -> None:
+        """A new budget; the least recent states over it are dropped."""
+        self.budget_bytes = budget_bytes
+        while self._items and self.nbytes > self.budget_bytes:
+            self._items.pop(0)
+
+    def take(self, snap: KvSnapshot) -> None:
+        self._items = [s for s in self._items if s is not snap]
+
+
+@dataclass
+class Prefill:
+    """What :meth:`LoadedModel.prefill` did.
+
+    Attributes:
+        done: False when it was stopped before the whole prompt was in the KV cache.
+        reused: prompt tokens the cache held (common prefix plus shifted runs).
+        shifted: of those, the tokens beyond the common prefix: runs kept after a change
+            before them (moved by the change's length; by 0 when it kept its length).
+        evaluated: prompt tokens evaluated.
+        restored: a saved state (:class:`KvSnapshots`) was restored first.
+        ms: wall time, ms.
+    """
+
+    done: bool
+    reused: int
+    shifted: int
+    evaluated: int
+    restored: bool
+    ms: float
 
 
 class LoadedModel:
@@ -121,6 +266,14 @@ class LoadedModel:
         self._break_ids: list[int] | None = None
         self._blank_ids: list[int] | None = None
         self._vocab = self.llm._model.vocab
+        self.min_reuse = MIN_REUSE_TOKENS  # 0: keep only the common prefix (no shifting)
+        self.reuse_markers: frozenset[int] = frozenset()  # FIM markers (plan_reuse keeps runs in their part)
+        self.snapshots = KvSnapshots(0)    # budget set by the owner (completion.kvSnapshotsMb)
+        self._cells: list[int] = []        # the token at each KV position (HOLE: none)
+        self._batch = None
+        self._shift_pending = False        # shifted cells whose keys llama.cpp rotates at the next decode
+        self._can_shift = not vocab_only and bool(
+            _ll.llama_memory_can_shift(_ll.llama_get_memory(self.llm._ctx.ctx)))
 
     @property
     def load_config(self) -> str | None:
@@ -199,38 +352,193 @@ class LoadedModel:
     # -- generation ----------------------------------------------------------------------
     def cached_prefix(self, tokens: Sequence[int]) -> int:
         """Length of the longest common prefix of ``tokens`` and the KV cache."""
-        cached = self.llm._input_ids  # tokens currently in the KV cache
+        cells = self._live_cells()
         n = 0
-        for a, b in zip(cached, tokens):
+        for a, b in zip(cells, tokens):
             if a != b:
                 break
             n += 1
         return n
 
-    def prefill(self, prompt: list[int], cancel: threading.Event) -> bool:
-        """Evaluate all of ``prompt`` but its last token into the KV cache, cancellably.
+    def _live_cells(self) -> list[int]:
+        """The token at each KV position, re-read from ``Llama`` when something evaluated through it."""
+        llm, cells = self.llm, self._cells
+        n = llm.n_tokens
+        if len(cells) < n or (HOLE in cells[:n]) or (n < len(cells) and cells[n] != HOLE) \
+                or list(llm.input_ids[:n]) != cells[:n]:
+            self._cells = cells = [int(t) for t in llm.input_ids[:n]]
+        return cells
+
+    def _sync(self) -> None:
+        """Point ``Llama``'s own bookkeeping at the contiguous start of the cache."""
+        cells = self._cells
+        n = cells.index(HOLE) if HOLE in cells else len(cells)
+        self.llm.input_ids[:n] = cells[:n]
+        self.llm.n_tokens = n
+
+    def clear_cache(self) -> None:
+        """Empty the KV cache (saved states stay)."""
+        self._ll.llama_memory_clear(self._ll.llama_get_memory(self.llm._ctx.ctx), True)
+        self._cells = []
+        self._shift_pending = False
+        self._sync()
+
+    def save_state(self) -> KvSnapshot:
+        """The KV state of sequence 0 as bytes (llama_state_seq_get_data), with its cells."""
+        ll, ctx = self._ll, self.llm._ctx.ctx
+        size = ll.llama_state_seq_get_size(ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        written = ll.llama_state_seq_get_data(ctx, buf, size, 0)
+        return KvSnapshot(list(self._live_cells()), bytes(buf[:written]))
+
+    def restore_state(self, snap: KvSnapshot) -> None:
+        """Make the KV cache hold ``snap`` (llama_state_seq_set_data).
+
+        Raises:
+            RuntimeError: llama.cpp refused the state (the cache is then empty).
+        """
+        ll, ctx = self._ll, self.llm._ctx.ctx
+        buf = (ctypes.c_uint8 * len(snap.data)).from_buffer_copy(snap.data)
+        ll.llama_memory_seq_rm(ll.llama_get_memory(ctx), 0, -1, -1)
+        if ll.llama_state_seq_set_data(ctx, buf, len(snap.data), 0) == 0:
+            ll.llama_memory_seq_rm(ll.llama_get_memory(ctx), 0, -1, -1)
+            self._cells = []
+            self._sync()
+            raise RuntimeError("llama.cpp refused a saved KV state")
+        self._cells = list(snap.cells)
+        self._sync()
+        self.llm._requires_eval = True
+
+    def _save_contiguous(self) -> None:
+        """Save the live cache (up to its first hole) in :attr:`snapshots`."""
+        cells = self._live_cells()
+        n = cells.index(HOLE) if HOLE in cells else len(cells)
+        if n < 2 * PREFILL_CHUNK or self.snapshots.budget_bytes <= 0 or self._shift_pending:
+            return  # (a pending shift would save keys not yet rotated to their positions)
+        if n < len(cells):
+            self._ll.llama_memory_seq_rm(self._ll.llama_get_memory(self.llm._ctx.ctx), 0, n, -1)
+            self._cells = cells[:n]
+        self.snapshots.add(self.save_state())
+
+    def _covered(self, cells: Sequence[int], target: Sequence[int]) -> int:
+        return sum(m for _, _, m in plan_reuse(cells, target, self.min_reuse if self._can_shift else 0,
+                                                 self.reuse_markers))
+
+    def prefill(self, prompt: list[int], cancel: threading.Event | None = None,
+                stopped: Callable[[], str] | None = None) -> Prefill:
+        """Make the KV cache hold all of ``prompt`` but its last token, reusing what it can.
+
+        The live cache or a saved state (whichever holds more of the prompt) is arranged
+        by :func:`plan_reuse`: unmatched cells removed, moved runs shifted, gaps evaluated
+        in chunks of PREFILL_CHUNK tokens, ``stopped``/``cancel`` looked at between chunks.
+        A state about to lose most of its tokens is saved first.
 
         Returns:
-            False when ``cancel`` was set before it finished (what was done stays cached).
+            The figures; ``done`` is False when stopped early (what was done stays cached,
+            holes included, for the next prompt to reuse).
         """
-        reused = min(self.cached_prefix(prompt), len(prompt) - 1)
-        return self._prefill(prompt, reused, lambda: "cancelled" if cancel.is_set() else "")
+        t0 = time.monotonic()
+        stopped = stopped or (lambda: "cancelled" if cancel is not None and cancel.is_set() else "")
+        target = prompt[:-1]
+        cells = self._live_cells()
+        live = self._covered(cells, target)
+        best, best_n = None, live
+        for snap in self.snapshots if len(target) - live > PREFILL_CHUNK else ():
+            if (n := self._covered(snap.cells, target)) > best_n + PREFILL_CHUNK:
+                best, best_n = snap, n
+        filled = len(cells) - cells.count(HOLE)
+        if best is not None or 2 * live < filled:
+            self._save_contiguous()
+        restored = False
+        if best is not None:
+            self.snapshots.take(best)
+            try:
+                self.restore_state(best)
+                restored = True
+            except RuntimeError as e:
+                log.warning("%s; evaluating the prompt", e)
+        reused, shifted, evaluated, done = self._arrange(target, stopped)
+        return Prefill(done, reused, shifted, evaluated, restored, (time.monotonic() - t0) * 1000)
 
-    def _prefill(self, prompt: list[int], reused: int, stopped: Callable[[], str]) -> bool:
-        """Evaluate ``prompt[reused:-1]`` into the KV cache in chunks; False when stopped early.
-
-        ``Llama.generate`` then finds all but the last prompt token cached and evaluates
-        only that one before sampling. A stopped prefill leaves a valid shorter prefix in
-        the cache, which the next request can reuse.
-        """
-        llm = self.llm
-        llm.n_tokens = reused  # Llama.eval drops the KV cache beyond n_tokens first
-        end = len(prompt) - 1
-        for start in range(reused, end, PREFILL_CHUNK):
+    def _arrange(self, target: list[int], stopped: Callable[[], str]) -> tuple[int, int, int, bool]:
+        """Turn the live cache into ``target`` (see :meth:`prefill`): (reused, shifted, evaluated, done)."""
+        ll = self._ll
+        mem = ll.llama_get_memory(self.llm._ctx.ctx)
+        cells = self._live_cells()
+        runs = plan_reuse(cells, target, self.min_reuse if self._can_shift else 0, self.reuse_markers)
+        kept = 0
+        for _, src, m in runs:  # remove what no run keeps
+            if src > kept:
+                ll.llama_memory_seq_rm(mem, 0, kept, src)
+            kept = src + m
+        ll.llama_memory_seq_rm(mem, 0, kept, -1)
+        for dst, src, m in [r for r in runs if r[0] < r[1]]:  # leftwards, first to last ...
+            ll.llama_memory_seq_add(mem, 0, src, src + m, dst - src)
+        for dst, src, m in reversed([r for r in runs if r[0] > r[1]]):  # ... rightwards, last to first
+            ll.llama_memory_seq_add(mem, 0, src, src + m, dst - src)
+        self._shift_pending |= any(d != s for d, s, _ in runs)
+        new = [HOLE] * len(target)
+        for dst, _, m in runs:
+            new[dst:dst + m] = target[dst:dst + m]
+        self._cells = new
+        reused = sum(m for _, _, m in runs)
+        shifted = sum(m for d, s, m in runs if (d, s) != (0, 0))
+        evaluated, done = 0, True
+        pos = 0
+        while pos < len(target):
+            if new[pos] != HOLE:
+                pos += 1
+                continue
+            end = pos
+            while end < len(target) and new[end] == HOLE and end - pos < PREFILL_CHUNK:
+                end += 1
             if stopped():
-                return False
-            llm.eval(prompt[start:min(start + PREFILL_CHUNK, end)])
-        return not stopped()
+                done = False
+                break
+            self._decode_at(target[pos:end], pos)
+            new[pos:end] = target[pos:end]
+            evaluated += end - pos
+            pos = end
+        self._sync()
+        self.llm._requires_eval = True
+        if reused or evaluated:
+            log.debug("KV cache: %d reused (%d shifted), %d evaluated%s", reused, shifted, evaluated,
+                      "" if done else ", stopped")
+        return reused, shifted, evaluated, done
+
+    def _decode_at(self, tokens: list[int], pos: int) -> None:
+        """Evaluate ``tokens`` at positions ``pos..`` of sequence 0 (no logits kept).
+
+        llama.cpp appends to a sequence only after its last position. A gap before cells
+        kept further on is therefore evaluated in sequence 1, which first shares the cells
+        before ``pos`` (``seq_cp`` shares cells, it copies nothing), so the gap attends to
+        exactly what precedes it; the new cells are then shared into sequence 0.
+        """
+        from llama_cpp._internals import LlamaBatch
+
+        ll = self._ll
+        mem = ll.llama_get_memory(self.llm._ctx.ctx)
+        if self._batch is None:
+            self._batch = LlamaBatch(n_tokens=PREFILL_CHUNK, embd=0, n_seq_max=1, verbose=False)
+        end = pos + len(tokens)
+        inside = any(c != HOLE for c in self._cells[end:])
+        seq = 1 if inside else 0
+        if inside:
+            ll.llama_memory_seq_rm(mem, 1, -1, -1)
+            ll.llama_memory_seq_cp(mem, 0, 1, 0, pos)
+        b = self._batch.batch
+        b.n_tokens = len(tokens)
+        for i, t in enumerate(tokens):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = t, pos + i, 1, False
+            b.seq_id[i][0] = seq
+        b.logits[len(tokens) - 1] = True
+        try:
+            self.llm._ctx.decode(self._batch)
+        finally:
+            if inside:
+                ll.llama_memory_seq_cp(mem, 1, 0, pos, end)
+                ll.llama_memory_seq_rm(mem, 1, -1, -1)
+        self._shift_pending = False
 
     def _forcing(self, prompt_len: int, head: bytes):
         """A logits processor that makes the output begin with ``head`` (token healing).
@@ -309,9 +617,6 @@ class LoadedModel:
         if len(prompt) + max_tokens > self.n_ctx:
             raise ValueError(f"prompt of {len(prompt)} tokens + {max_tokens} to generate exceeds n_ctx {self.n_ctx}")
         t0 = time.monotonic()
-        # The last prompt token is always evaluated again: sampling needs its logits, and
-        # the logits left in the context belong to whatever was decoded last.
-        reused = min(self.cached_prefix(prompt), len(prompt) - 1)
         out: list[int] = []
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         text, finish, first_at = "", "", 0.0
@@ -319,7 +624,11 @@ class LoadedModel:
         def stopped() -> str:
             return "cancelled" if cancel.is_set() else "timeout" if time.monotonic() > deadline else ""
 
-        if not self._prefill(prompt, reused, stopped):
+        # The last prompt token is always evaluated again: sampling needs its logits, and
+        # the logits left in the context belong to whatever was decoded last.
+        prep = self.prefill(prompt, stopped=stopped)
+        reused = prep.reused
+        if not prep.done:
             ms = (time.monotonic() - t0) * 1000
             return Generation("", stopped(), [], len(prompt), reused, 0, ms, ms)
         criteria = StoppingCriteriaList([lambda ids, logits: bool(stopped())])
@@ -348,6 +657,8 @@ class LoadedModel:
         if not finish:  # the stopping criterion ended the loop
             finish = stopped() or "stop"
         text += decoder.decode(b"", final=True)
+        self._live_cells()  # generating evaluated through Llama: re-read what the cache holds
+        self._shift_pending = False
         if self.guard is not None:
             self.guard.decoded()
         now = time.monotonic()

@@ -491,30 +491,41 @@ def route_llama_logs() -> None:
     _ll.llama_log_set(callback, ctypes.c_void_p(0))
 
 
-@contextlib.contextmanager
-def _model_params(params: dict[str, Any]) -> Iterator[None]:
-    """Make ``llama_model_default_params()`` return ``params`` on top of llama.cpp's defaults.
+# A generating context holds two sequences in one KV cache: 0 is the prompt; 1 is scratch
+# for evaluating a gap in the middle of 0 (llama.cpp appends to a sequence only after its
+# last position; see server.engine.LoadedModel._decode_at).
+GENERATE_CONTEXT_PARAMS = {"n_seq_max": 2, "kv_unified": True}
 
-    ``Llama.__init__`` takes its model parameters from that function and has no argument
-    for fields such as ``use_extra_bufts``. Callers hold :data:`_LOAD_LOCK`.
+
+@contextlib.contextmanager
+def _default_params(model: dict[str, Any], context: dict[str, Any] | None = None) -> Iterator[None]:
+    """Make ``llama_model_default_params()`` / ``llama_context_default_params()`` return
+    ``model`` / ``context`` on top of llama.cpp's defaults.
+
+    ``Llama.__init__`` takes its parameters from those functions and has no argument for
+    fields such as ``use_extra_bufts``, ``n_seq_max`` or ``kv_unified``. Callers hold
+    :data:`_LOAD_LOCK`.
     """
-    if not params:
-        yield
-        return
     from llama_cpp import llama_cpp as _ll
 
-    original = _ll.llama_model_default_params
+    originals = {"llama_model_default_params": _ll.llama_model_default_params,
+                 "llama_context_default_params": _ll.llama_context_default_params}
 
-    def patched():
-        p = original()
-        for name, value in params.items():
-            setattr(p, name, value)
-        return p
-    _ll.llama_model_default_params = patched
+    def patch(name: str, fields: dict[str, Any]):
+        def patched():
+            p = originals[name]()
+            for key, value in fields.items():
+                setattr(p, key, value)
+            return p
+        return patched
+    for name, fields in (("llama_model_default_params", model), ("llama_context_default_params", context or {})):
+        if fields:
+            setattr(_ll, name, patch(name, fields))
     try:
         yield
     finally:
-        _ll.llama_model_default_params = original
+        for name, fn in originals.items():
+            setattr(_ll, name, fn)
 
 
 @contextlib.contextmanager
@@ -524,7 +535,7 @@ def model_defaults(config: str) -> Iterator[None]:
     For code that builds ``Llama`` itself (llama-cpp-python's own server in the tests);
     ``config``'s ``llama_kwargs`` (threads, mmap) are the caller's to pass.
     """
-    with _LOAD_LOCK, _model_params(_BY_NAME.get(config, LOAD_CONFIGS[0]).model_params):
+    with _LOAD_LOCK, _default_params(_BY_NAME.get(config, LOAD_CONFIGS[0]).model_params):
         yield
 
 
@@ -538,7 +549,8 @@ def open_llama(path: str | Path, config: str = "default", **kwargs: Any):
 
     route_llama_logs()
     cfg = _BY_NAME.get(config, LOAD_CONFIGS[0])
-    with _LOAD_LOCK, _model_params(cfg.model_params):
+    generating = not kwargs.get("embedding") and not kwargs.get("vocab_only")
+    with _LOAD_LOCK, _default_params(cfg.model_params, GENERATE_CONTEXT_PARAMS if generating else None):
         return Llama(model_path=str(path), **{"verbose": False, **kwargs, **cfg.llama_kwargs})
 
 

@@ -25,6 +25,7 @@ from .assist import Assistant, AssistError, CodeSpan, ContextItem, Reference, do
 from .assist.host import AssistHost, ModelUnavailable, retrieved_context
 from .languages import names_with_grammar
 from .lsp_convert import (
+    InvalidPosition,
     lines_range,
     lsp_append_or_create,
     lsp_code_actions,
@@ -34,6 +35,7 @@ from .lsp_convert import (
     lsp_reply,
     lsp_test_run,
     plain,
+    snapshot,
     split_lines,
     to_json,
     uri_to_path,
@@ -177,6 +179,12 @@ def register(server: DeepseekLanguageServer) -> None:
         Instant: nothing runs until one is chosen."""
         uri = params.text_document.uri
         doc, path = ls.document(uri), uri_to_path(uri)
+        if doc is not None and params.range.start == params.range.end \
+                and (service := ls.backend.active()) is not None:
+            try:  # the editor asks at every cursor move: the user went there, read the prompt while they look
+                service.prefill_at(snapshot(doc, params.range.start), ls.settings)
+            except InvalidPosition:
+                pass
         if doc is None or path is None or grammar_for(path.name) is None:
             return None
         rng = params.range

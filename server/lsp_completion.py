@@ -61,6 +61,7 @@ async def suggest(ls: DeepseekLanguageServer, uri: str, position: types.Position
                  len(suggestion.text), suggestion.latency_ms)
         _note_context(ls, uri, suggestion, settings)
         ls.backend.check_latency(settings)
+        service.prefetch_after(snap, suggestion.text, settings)  # Tab, then the next suggestion: ready
     return suggestion
 
 

@@ -128,7 +128,9 @@ def lsp_completion_stats(stats: CompletionStats | None) -> dict[str, Any] | None
         return None
     return {"modelAnswers": stats.model_answers, "cacheAnswers": stats.cache_answers,
             "avgLatencyMs": stats.avg_latency_ms, "promptTokens": stats.prompt_tokens,
-            "reusedTokens": stats.reused_tokens}
+            "reusedTokens": stats.reused_tokens, "shiftedTokens": stats.shifted_tokens,
+            "restoredStates": stats.restored_states, "preparedAhead": stats.prepared_ahead,
+            "kvStates": {"count": stats.kv_states, "mb": stats.kv_states_mb, "budgetMb": stats.kv_budget_mb}}
 
 
 def lsp_status(status: ModelStatus, settings: Settings, index: dict[str, Any], stats: CompletionStats | None,

@@ -161,6 +161,7 @@ class FimPrompt:
         prefix, suffix: the text that made it in (``prefix`` ends with the typed text).
         prefix_dropped_tokens, suffix_dropped_tokens: tokens of the document the budget
             left out, before the prefix and after the suffix (0 when nothing was cut).
+        start_line: the document line (0-based) the prefix starts on.
     """
 
     anchor: list[int]
@@ -169,6 +170,7 @@ class FimPrompt:
     suffix: str
     prefix_dropped_tokens: int
     suffix_dropped_tokens: int
+    start_line: int = 0
 
     @property
     def tokens(self) -> list[int]:
@@ -202,16 +204,21 @@ def _lines(text: str) -> list[str]:
 
 
 def window(cursor: CursorText, budget: Budget, counter: TokenCounter,
-           grid: int = WINDOW_GRID_LINES) -> tuple[str, str, str, int, int]:
+           grid: int = WINDOW_GRID_LINES, keep_start: int | None = None) -> tuple[str, str, str, int, int, int]:
     """Cut the document around the cursor to the token budget, on whole lines.
 
     The lines above the cursor's line are kept from a grid-aligned start line: the
     smallest multiple of ``grid`` from which they fit the prefix budget (minus the typed
-    text), so the start moves in steps of ``grid`` lines, not on every new line. The
-    suffix keeps the rest of the cursor's line and whole lines below while they fit.
+    text), so the start moves in steps of ``grid`` lines, not on every new line. With
+    ``keep_start`` (the start the last prompt for this document used), that start is kept
+    while the lines from it to the cursor fit the budget and fill at least half of it:
+    after a move within that span the prompt then begins exactly as before, and the KV
+    cache holds it (see server/engine.py). The suffix keeps the rest of the cursor's line
+    and whole lines below while they fit.
 
     Returns:
-        (above kept, typed kept, below kept, prefix tokens dropped, suffix tokens dropped)
+        (above kept, typed kept, below kept, prefix tokens dropped, suffix tokens dropped,
+        the first line kept, 0-based)
     """
     typed = cursor.typed
     typed_tokens = counter.count(typed)
@@ -228,6 +235,8 @@ def window(cursor: CursorText, budget: Budget, counter: TokenCounter,
     if start % grid:
         aligned = (start // grid + 1) * grid
         start = aligned if aligned <= len(above) else start
+    if keep_start is not None and start <= keep_start < len(above) and 2 * sum(counts[keep_start:]) >= room:
+        start = keep_start
     prefix_dropped = sum(counts[:start])
 
     right, newline, rest = cursor.below.partition("\n")
@@ -242,7 +251,7 @@ def window(cursor: CursorText, budget: Budget, counter: TokenCounter,
         used += c
         n += 1
     suffix_dropped = sum(counter.count(line) for line in below_lines[n:])
-    return "".join(above[start:]), typed, first + "".join(below_lines[:n]), prefix_dropped, suffix_dropped
+    return "".join(above[start:]), typed, first + "".join(below_lines[:n]), prefix_dropped, suffix_dropped, start
 
 
 def context_tokens(vocab: Vocabulary, fim: FimFormat, context: list[tuple[str, str]], path: str,
@@ -268,7 +277,8 @@ def context_tokens(vocab: Vocabulary, fim: FimFormat, context: list[tuple[str, s
 
 def build_fim_prompt(vocab: Vocabulary, fim: FimFormat, cursor: CursorText,
                      budget: Budget, counter: TokenCounter | None = None,
-                     context: list[tuple[str, str]] = (), context_budget: int = 0, path: str = "") -> FimPrompt:
+                     context: list[tuple[str, str]] = (), context_budget: int = 0, path: str = "",
+                     keep_start: int | None = None) -> FimPrompt:
     """Build the token ids of a FIM prompt for ``cursor``.
 
     Args:
@@ -280,16 +290,17 @@ def build_fim_prompt(vocab: Vocabulary, fim: FimFormat, cursor: CursorText,
         context: (path, code) of other files' chunks, best first, to put before everything.
         context_budget: tokens the context may use.
         path: the current file's workspace-relative path (named after the context).
+        keep_start: the window start line of the last prompt for this document (see :func:`window`).
 
     Returns:
         The prompt (see :class:`FimPrompt` for the layout).
     """
     counter = counter or TokenCounter(vocab)
-    above, typed, suffix, p_drop, s_drop = window(cursor, budget, counter)
+    above, typed, suffix, p_drop, s_drop, start = window(cursor, budget, counter, keep_start=keep_start)
     extra = context_tokens(vocab, fim, list(context), path, context_budget, counter) if context else []
     if fim.file_sep_id is not None:  # repository format: files first, then the FIM prompt
         anchor = [*fim.bos, *extra, fim.prefix_id, *vocab.tokenize(above)]
     else:
         anchor = [*fim.bos, fim.prefix_id, *extra, *vocab.tokenize(above)]
     anchor += [fim.suffix_id, *vocab.tokenize(suffix), fim.middle_id]
-    return FimPrompt(anchor, vocab.tokenize(typed), above + typed, suffix, p_drop, s_drop)
+    return FimPrompt(anchor, vocab.tokenize(typed), above + typed, suffix, p_drop, s_drop, start)

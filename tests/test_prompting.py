@@ -93,10 +93,10 @@ def test_window_cuts_whole_lines_and_starts_on_the_grid(deepseek_vocab):
     after = "".join(f"tail_{i} = {i}\n" for i in range(200))
     cursor = CursorText(before, "x = ", "1\n" + after)
     per_line = counter.count("line_150 = 150\n")
-    above, typed, below, p_drop, s_drop = window(cursor, Budget(40 * per_line, 5 * per_line), counter)
+    above, typed, below, p_drop, s_drop, first = window(cursor, Budget(40 * per_line, 5 * per_line), counter)
     assert typed == "x = " and above.endswith("line_199 = 199\n")
     start = int(above.split(" = ")[0].removeprefix("line_"))
-    assert start % WINDOW_GRID_LINES == 0  # the window starts on the grid ...
+    assert start % WINDOW_GRID_LINES == 0 and first == start  # the window starts on the grid ...
     assert 40 - WINDOW_GRID_LINES <= 200 - start <= 40  # ... as early as the budget allows
     assert below.startswith("1\ntail_0 = 0\n")
     suffix_tokens = sum(counter.count(line) for line in below.splitlines(keepends=True))
@@ -108,7 +108,22 @@ def test_window_cuts_whole_lines_and_starts_on_the_grid(deepseek_vocab):
     assert window(moved, Budget(40 * per_line, 5 * per_line), counter)[0].startswith(above.split("\n")[0])
     # Nothing cut when everything fits.
     assert window(CursorText("a = 1\n", "b = ", "2\nc = 3"), Budget(100, 100), counter) == (
-        "a = 1\n", "b = ", "2\nc = 3", 0, 0)
+        "a = 1\n", "b = ", "2\nc = 3", 0, 0, 0)
+
+
+def test_the_window_keeps_its_start_after_a_move_while_it_fills_half_the_budget(deepseek_vocab):
+    counter = TokenCounter(deepseek_vocab)
+    lines = [f"line_{i} = {i}\n" for i in range(400)]
+    budget = Budget(100 * counter.count("line_150 = 150\n"), 0)
+
+    def at(line: int, keep: int | None = None) -> int:
+        return window(CursorText("".join(lines[:line]), "", "".join(lines[line:])), budget, counter,
+                      keep_start=keep)[5]
+    start = at(300)
+    assert start == 224  # the first grid line from which 100 lines fit
+    assert at(280) == 192 and at(280, keep=start) == start  # up 20 lines: the start stays (56 lines of 100) ...
+    assert at(270, keep=start) == 192  # ... not when less than half the budget would be filled
+    assert at(320, keep=start) == start and at(330, keep=start) == 256  # down: while the lines fit
 
 
 def test_prompt_respects_the_budget_in_real_tokens(deepseek_vocab):
