@@ -47,6 +47,7 @@ CANDIDATES = 50            # results taken from each list before fusion
 COMMIT_EVERY_FILES = 200   # files per SQLite transaction during the first pass
 EMBED_BATCH = 32           # chunks fetched per embedding round
 PAUSE_AFTER_COMPLETION_S = 2.0  # the embedder rests this long after a completion request
+CONTEXT_RESULTS = 8        # results looked at for one completion's cross-file context
 
 DEFAULT_EXCLUDED_DIRS = {
     ".git", ".hg", ".svn", ".bzr", "node_modules", ".venv", "venv", "env", ".env", "__pycache__", ".tox", ".nox",
@@ -622,6 +623,20 @@ class WorkspaceIndex:
         fused.sort(key=lambda t: -t[1])
         return [SearchResult(root, h.path, h.start_line, h.end_line, s, h.symbol, h.kind, h.text)
                 for h, s, root in fused[:k]]
+
+    def completion_context(self, here: Path | None, query: str, budget_chars: int) -> list[tuple[str, str]]:
+        """Best chunks of files other than ``here`` for ``query``, as (path, text), within ``budget_chars``.
+
+        Lexical search only (SQLite full text, milliseconds), never the embedder: it runs on a
+        completion engine's owner thread while the user types; callers cache it.
+        """
+        out, used = [], 0
+        for r in self.search(query, k=CONTEXT_RESULTS, mode="lexical"):
+            if here is not None and r.file == here or used + len(r.text) > budget_chars:
+                continue
+            out.append((r.path, r.text))
+            used += len(r.text)
+        return out
 
     def status(self) -> dict:
         """Counts, from any thread. ``readOnly`` (only when true): another process writes a folder's index."""

@@ -1,6 +1,7 @@
 """The ``deepseek-lsp`` command.
 
-    deepseek-lsp [serve] [--stdio]           run the language server over stdio (default)
+    deepseek-lsp [--stdio]                   run the language server over stdio (default; also: serve --stdio)
+    deepseek-lsp serve [--port P]            the web page and the OpenAI-compatible endpoint on 127.0.0.1
     deepseek-lsp complete FILE --line L --col C   print the suggestion an editor would get
     deepseek-lsp doctor                      cores, RAM, the model, and whether it fits
     deepseek-lsp models list|pull|use|remove the model catalog
@@ -18,7 +19,6 @@ import asyncio
 import faulthandler
 import json
 import os
-import platform
 import signal
 import sys
 from pathlib import Path
@@ -56,6 +56,33 @@ def _progress_bar():
     return update, close
 
 
+def _terminated(signum, frame) -> None:
+    """Being stopped (an editor, Ctrl-C, kill) is not a crash: no crash marker may stay (server.loading)."""
+    from .loading import disarm_all
+    disarm_all()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def cmd_http(args: argparse.Namespace) -> int:
+    """``serve``: the web page and the OpenAI-compatible endpoint (server.http_app)."""
+    from .http_app import serve
+    from .logs import enable_crash_log, setup_logging
+
+    settings = _settings(args)
+    setup_logging(settings.log_level)
+    enable_crash_log()
+    # uvicorn stops on SIGINT/SIGTERM, then raises the signal again under the handler found at start:
+    # this one, so the crash markers of the models go before the process does.
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, _terminated)
+    roots = [Path(w) for w in (args.workspace or [os.getcwd()])]
+    for r in roots:
+        if not r.is_dir():
+            raise SystemExit(f"deepseek-lsp serve: --workspace {r} is not a folder")
+    return serve(settings, args.host, args.port, roots, args.allow_remote)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the language server on stdin/stdout.
 
@@ -63,7 +90,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     and fd 1 itself is pointed at stderr, so nothing printed by a library (or llama.cpp's
     C code) can corrupt the protocol stream.
     """
-    from .loading import disarm_all
     from .logs import enable_crash_log, setup_logging
     from .lsp_app import create_server
 
@@ -73,11 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging("info")
     enable_crash_log()
 
-    def terminated(signum, frame):  # an editor stopping the server is not a crash: no crash marker stays
-        disarm_all()
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-    signal.signal(signal.SIGTERM, terminated)
+    signal.signal(signal.SIGTERM, _terminated)
     create_server().start_io(stdin=sys.stdin.buffer, stdout=rpc_out)
     return 0
 
@@ -153,58 +175,21 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    import psutil
-
-    from .engine import default_threads
-    from .logs import log_file, setup_logging
-    from .manager import ModelManager, ModelState
-    from .models import cache_dir
+    from .doctor import machine_report
+    from .logs import setup_logging
 
     setup_logging("warning", to_file=False)
-    settings = _settings(args)
-    vm = psutil.virtual_memory()
-    try:
-        from importlib.metadata import version
-        llama_version = version("llama-cpp-python")
-    except Exception:
-        llama_version = "not installed"
-    print(f"deepseek-lsp {__version__} (Python {platform.python_version()}, llama-cpp-python {llama_version})")
-    print(f"CPU:    {psutil.cpu_count(logical=False)} physical cores, {psutil.cpu_count()} logical; "
-          f"model threads: {settings.threads or default_threads()}")
-    print(f"RAM:    {vm.total / 2**20:,.0f} MB total, {vm.available / 2**20:,.0f} MB available"
-          + (f"; limit set: {settings.resources_ram_limit_mb:,} MB" if settings.resources_ram_limit_mb else ""))
-    print(f"Cache:  {cache_dir()}")
-    print(f"Log:    {log_file()}")
-    manager = ModelManager()
     update, close = _progress_bar()
-    status = manager.inspect(settings, update, probe=True)
-    close()
-    manager.shutdown()
-    print(f"Model:  {status.name or '?'}")
-    if status.path:
-        print(f"        file {status.path}" + (f" ({status.size_mb:,.0f} MB)" if status.size_mb else ""))
-    if status.size_mb is not None:
-        print(f"        FIM family: {status.family or 'none (cannot complete code)'}")
-    if status.memory:
-        m = status.memory
-        print(f"        needs ~{m.needed_mb:,.0f} MB (file {m.file_mb:,.0f} + KV cache {m.kv_cache_mb:,.0f} "
-              f"for n_ctx {m.n_ctx} + overhead {m.overhead_mb:,.0f}); {m.limit_source}: {m.available_mb:,.0f} MB")
-    if status.verdict is not None:
-        v = status.verdict
-        print(f"Load:   {'forced by model.loadConfig' if v.source == 'setting' else 'probed in a child process'}")
-        for r in v.tried:
-            rate = f", {r.prompt_tokens_per_s:,.0f} prompt tokens/s" if r.prompt_tokens_per_s else ""
-            print(f"        {r.config:<10} {r.outcome} ({r.seconds:.1f} s{rate})")
-        for name, why in v.died.items():
-            print(f"        {name:<10} not tried: {why}")
-        if v.config is not None:
-            print(f"        configuration in use: {v.config}")
-    if status.state in (ModelState.ERROR, ModelState.TOO_LARGE, ModelState.CRASHED):
-        print(f"Verdict: does not work: {status.error}")
-        return 1
-    print("Verdict: fits; completions will work." if status.family else
-          "Verdict: loads, but it has no FIM tokens: choose a code model for completions.")
-    return 0 if status.family else 1
+    try:
+        report = machine_report(_settings(args), update)
+    finally:
+        close()
+    head, *rows = report.lines
+    print(head[1])
+    for label, text in rows:
+        print(f"{label + ':' if label else '':<8}{text}")
+    print(f"Verdict: {report.verdict}")
+    return 0 if report.ok else 1
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -242,22 +227,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """``models list|pull|use|remove``: the catalog, installed models, the default."""
-    from .models import ModelError, is_installed, load_catalog, pull, remove, set_user_default_model, user_default_model
-    from .resources import OVERHEAD_MB, available_mb
+    from .doctor import model_rows
+    from .models import ModelError, is_installed, load_catalog, pull, remove, set_user_default_model
 
-    default, entries = load_catalog()
+    _, entries = load_catalog()
     if args.action == "list":
-        current = user_default_model() or default
-        avail = available_mb()
+        rows, avail = model_rows()
         print(f"{'model':<40} {'size MB':>8} {'needs MB':>9} {'family':<15} {'installed':<10} {'fits RAM':<8}")
-        for e in entries.values():
-            size = e.size_mb
-            # Weights + KV cache at the default n_ctx (4,096 tokens) + runtime overhead.
-            need = None if size is None or e.kv_cache_mb_at_4096 is None else size + e.kv_cache_mb_at_4096 + OVERHEAD_MB
-            fits = "?" if need is None else ("yes" if need <= avail else "no")
-            mark = "*" if e.name == current else " "
-            print(f"{mark}{e.name:<39} {size or 0:>8,.0f} {'?' if need is None else f'{need:,.0f}':>9} "
-                  f"{e.family or '?':<15} {'yes' if is_installed(e) else 'no':<10} {fits:<8}")
+        for r in rows:
+            fits = "?" if r.fits is None else ("yes" if r.fits else "no")
+            need = "?" if r.needed_mb is None else f"{r.needed_mb:,.0f}"
+            print(f"{'*' if r.default else ' '}{r.name:<39} {r.size_mb or 0:>8,.0f} {need:>9} "
+                  f"{r.family or '?':<15} {'yes' if r.installed else 'no':<10} {fits:<8}")
         print(f"(* the default; available memory now {avail:,.0f} MB; install with: deepseek-lsp models pull NAME)")
         return 0
     if args.name not in entries:
@@ -294,8 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="a setting, e.g. --set model.nCtx=2048 (repeatable; keys as in the editor)")
 
-    serve = sub.add_parser("serve", help="run the language server over stdio (default)")
-    serve.add_argument("--stdio", action="store_true", help="accepted for editors; stdio is the default")
+    serve = sub.add_parser("serve", parents=[common], help=(
+        "the web page and the OpenAI-compatible endpoint on 127.0.0.1 (with --stdio: the language server)"))
+    serve.add_argument("--stdio", action="store_true", help="run the language server over stdio instead (editors)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    serve.add_argument("--allow-remote", action="store_true",
+                       help="allow a --host other than loopback (other machines can then reach it with the token)")
+    serve.add_argument("--workspace", action="append", metavar="DIR",
+                       help="a workspace folder to index and answer from (repeatable; default: the current folder)")
 
     comp = sub.add_parser("complete", parents=[common], help="print the suggestion at a position in a file")
     comp.add_argument("file", help="the source file")
@@ -320,8 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in (None, "serve"):
+    if args.command is None or args.command == "serve" and args.stdio:
         return cmd_serve(args)
+    if args.command == "serve":
+        return cmd_http(args)
     commands = {"complete": cmd_complete, "doctor": cmd_doctor, "stats": cmd_stats, "export": cmd_export,
                 "models": cmd_models}
     return commands[args.command](args)

@@ -1,6 +1,6 @@
 """LSP wiring of the assistant: code actions, hover, and the deepseek.* commands of the panel.
 
-``register(server)`` creates the :class:`AssistantHost` (the chat model and the
+``register(server)`` creates the :class:`server.assist.host.AssistHost` (the chat model and the
 assistant) and adds the handlers. Handlers take the document, build a
 :class:`server.assist.CodeSpan`, run the task on the host's ``assist-*`` threads (model
 work itself runs on the chat engine's owner thread, ``engine-chat``), stream replies as
@@ -11,11 +11,7 @@ The contract is in docs/PROTOCOL.md.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import functools
 import logging
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -25,8 +21,8 @@ from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from index.chunking import chunk_file
 from index.syntax import enclosing_definition, grammar_for
 
-from .assist import Assistant, AssistError, AssistStore, CodeSpan, ContextItem, Reference, docstring_and_signature
-from .config import Settings
+from .assist import Assistant, AssistError, CodeSpan, ContextItem, Reference, docstring_and_signature
+from .assist.host import AssistHost, ModelUnavailable, retrieved_context
 from .languages import names_with_grammar
 from .lsp_convert import (
     InvalidPosition,
@@ -45,8 +41,7 @@ from .lsp_convert import (
     uri_to_path,
 )
 from .lsp_state import DeepseekLanguageServer
-from .manager import ModelManager, ModelState
-from .remote import OpenAIBackend
+from .manager import ModelState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,102 +49,30 @@ T = TypeVar("T")
 CMD_EXPLAIN, CMD_REFACTOR, CMD_WRITE_TESTS = "deepseek.explain", "deepseek.refactor", "deepseek.writeTests"
 CMD_CHAT, CMD_CHAT_HISTORY, CMD_CHAT_RESET = "deepseek.chat", "deepseek.chatHistory", "deepseek.chatReset"
 CHAT_DELTA = "deepseek/chatDelta"
-ASSIST_THREADS = 2        # tasks in flight at once (each mostly waits on the chat engine or pytest)
 CHAT_SEARCH_RESULTS = 5   # retrieved chunks offered with a chat message
 HOVER_SEARCH_RESULTS = 10
 
 
-class AssistantHost:
-    """The chat model, the assistant and the threads its tasks run on; created on first use.
+async def _assistant(host: AssistHost, ls: DeepseekLanguageServer) -> Assistant:
+    """The assistant for the server's settings.
 
-    Loading obeys the memory check and the load probe like the completion model.
+    Raises:
+        JsonRpcInternalError: the chat model cannot be used (the message says why).
     """
-
-    def __init__(self) -> None:
-        self.models = ModelManager("chat")
-        self.assistant: Assistant | None = None
-        self._key: tuple | None = None
-        self._lock = asyncio.Lock()
-        self._store: AssistStore | None = None
-        self._pool = ThreadPoolExecutor(max_workers=ASSIST_THREADS, thread_name_prefix="assist")
-        self._running = 0
-
-    @property
-    def store(self) -> AssistStore:
-        if self._store is None:
-            self._store = AssistStore()
-        return self._store
-
-    @property
-    def busy(self) -> bool:
-        """Every ``assist-*`` thread is taken (a new task would wait in the queue)."""
-        return self._running >= ASSIST_THREADS
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a (blocking) task on the ``assist-*`` threads, passing it ``cancel=`` an Event.
-
-        When the request is cancelled (``$/cancelRequest``: the chat panel's Stop, a closed
-        panel), the Event is set: generation stops within one token and a running pytest is
-        killed with its whole process tree. AssistError becomes InvalidParams.
-        """
-        cancel = threading.Event()
-        self._running += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._pool, functools.partial(fn, *args, cancel=cancel))
-        except asyncio.CancelledError:
-            cancel.set()
-            raise
-        except AssistError as e:
-            raise JsonRpcInvalidParams(str(e)) from None
-        finally:
-            self._running -= 1
-
-    async def get(self, ls: DeepseekLanguageServer) -> Assistant:
-        """The assistant for the current settings: the chat model loaded (or a remote server).
-
-        Raises:
-            JsonRpcInternalError: the chat model cannot be used (the message says why).
-        """
-        async with self._lock:
-            s = ls.settings
-            target = s.backend_kind if s.chat_backend == "same" else s.chat_backend
-            if target == "openai":
-                if not s.backend_url:
-                    raise JsonRpcInternalError("chat goes to an OpenAI-compatible server but backend.url is not set")
-                key = ("openai", s.backend_url, s.backend_api_key, s.backend_model)
-                if self.assistant is None or self._key != key:
-                    self.assistant = Assistant(None, s.backend_model or "remote", self.store,
-                                               remote=OpenAIBackend(s.backend_url, s.backend_api_key, s.backend_model))
-                    self._key = key
-            else:
-                status = await asyncio.get_running_loop().run_in_executor(None, self.models.load, _chat_settings(s))
-                if not status.loaded:
-                    if status.state is ModelState.CRASHED:
-                        ls.backend.crashed(f"chat model {status.error}")
-                    raise JsonRpcInternalError(f"the chat model is not available: {status.error}")
-                key = ("local", status.name)
-                if self.assistant is None or self._key != key:
-                    self.assistant = Assistant(self.models.engine, status.name or "model", self.store)
-                    self._key = key
-            self.assistant.max_tokens = s.chat_max_tokens
-            self.assistant.context_tokens = s.chat_context_tokens
-            self.assistant.sandbox = s.tests_sandbox
-            return self.assistant
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self.models.shutdown()
+    try:
+        return await host.get(ls.settings)
+    except ModelUnavailable as e:
+        if e.status is not None and e.status.state is ModelState.CRASHED:
+            ls.backend.crashed(f"chat model {e.status.error}")
+        raise JsonRpcInternalError(str(e)) from None
 
 
-def _chat_settings(s: Settings) -> Settings:
-    """The settings with ``chatModel`` (a catalog name or a GGUF path) as the model to load."""
-    chat = s.chat_model
-    if not chat:
-        return s
-    if chat.endswith(".gguf") or "/" in chat:
-        return dataclasses.replace(s, model_path=chat, model_name=None)
-    return dataclasses.replace(s, model_name=chat, model_path=None)
+async def _run(host: AssistHost, fn: Callable[..., T], *args: Any) -> T:
+    """:meth:`AssistHost.run`, with an AssistError as InvalidParams (its message for the user)."""
+    try:
+        return await host.run(fn, *args)
+    except AssistError as e:
+        raise JsonRpcInvalidParams(str(e)) from None
 
 
 def _arg(args: tuple) -> dict[str, Any]:
@@ -244,7 +167,7 @@ def _test_path(root: Path, span: CodeSpan) -> Path:
 
 def register(server: DeepseekLanguageServer) -> None:
     """Add code actions, hover and the assistant commands to ``server``."""
-    host = AssistantHost()
+    host = AssistHost()
     server.on_shutdown(host.shutdown)
 
     @server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
@@ -277,15 +200,15 @@ def register(server: DeepseekLanguageServer) -> None:
     @server.command(CMD_EXPLAIN)
     async def explain(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
         span = _span(ls, _arg(args))
-        assistant = await host.get(ls)
-        return lsp_reply(await host.run(assistant.explain, span, _streamer(ls)), "markdown")
+        assistant = await _assistant(host, ls)
+        return lsp_reply(await _run(host, assistant.explain, span, _streamer(ls)), "markdown")
 
     @server.command(CMD_REFACTOR)
     async def refactor(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
         arg = _arg(args)
         span = _span(ls, arg)
-        assistant = await host.get(ls)
-        result = await host.run(assistant.refactor, span, str(arg.get("instruction") or ""))
+        assistant = await _assistant(host, ls)
+        result = await _run(host, assistant.refactor, span, str(arg.get("instruction") or ""))
         if result.code is None:
             return {"applied": False, "reason": result.reason, "edit": None}
         if _moved_on(ls, span):
@@ -307,8 +230,8 @@ def register(server: DeepseekLanguageServer) -> None:
         root = next((r for r in ls.index.roots() if span.path.resolve().is_relative_to(r.resolve())),
                     span.path.parent)
         target = _test_path(root, span)
-        assistant = await host.get(ls)
-        result = await host.run(assistant.write_tests, span, root, target)
+        assistant = await _assistant(host, ls)
+        result = await _run(host, assistant.write_tests, span, root, target)
         if result.code is None:
             return {"applied": False, "reason": result.reason, "rounds": result.rounds}
         uri = target.as_uri()
@@ -345,14 +268,12 @@ def register(server: DeepseekLanguageServer) -> None:
                 n = len(split_lines(text))
                 context.append(ContextItem(f"The current file, {path.name}", text, Reference(path, 0, max(0, n - 1))))
         if ls.index.ready:
-            for r in await ls.index.search(message, CHAT_SEARCH_RESULTS):
-                context.append(ContextItem(f"From {r.path} (lines {r.start_line + 1}-{r.end_line + 1})", r.text,
-                                           Reference(r.file, r.start_line, r.end_line)))
-        assistant = await host.get(ls)
+            context += retrieved_context(await ls.index.search(message, CHAT_SEARCH_RESULTS), ls.index.readable)
+        assistant = await _assistant(host, ls)
         counter = ls.backend.models.counter
         count = counter.count if counter is not None else None
         on_delta = _streamer(ls)
-        reply = await host.run(assistant.chat, session_id, message, context, on_delta, count)
+        reply = await _run(host, assistant.chat, session_id, message, context, on_delta, count)
         return lsp_reply(reply, "reply")
 
     @server.command(CMD_CHAT_HISTORY)
@@ -402,8 +323,8 @@ def register(server: DeepseekLanguageServer) -> None:
         cap_s = ls.settings.hover_time_ms / 1000
         if cap_s > 0 and not host.busy:  # never queue behind a chat or a test run
             try:
-                assistant = await asyncio.wait_for(host.get(ls), timeout=cap_s)
-                note = await asyncio.wait_for(host.run(assistant.hover, word, language, found.text, cap_s),
+                assistant = await asyncio.wait_for(_assistant(host, ls), timeout=cap_s)
+                note = await asyncio.wait_for(_run(host, assistant.hover, word, language, found.text, cap_s),
                                               timeout=cap_s + 0.5)
                 if note:
                     parts.append(f"---\n{note}")

@@ -26,7 +26,6 @@ from .lsp_convert import uri_to_path
 log = logging.getLogger(__name__)
 
 EDIT_REINDEX_DELAY_S = 2.0  # an edited open document is re-indexed this long after the last change
-CONTEXT_RESULTS = 8         # index results looked at for one completion's cross-file context
 
 Progress = Callable[[str, str, str, bool], Awaitable[str | None]]
 
@@ -107,20 +106,13 @@ class IndexController:
     def completion_context(self, uri: str, query: str, budget_chars: int) -> list[tuple[str, str]]:
         """Best chunks of *other* files for ``query``, as (path, text), within ``budget_chars``.
 
-        Runs on the completion engine's owner thread (``engine-completion``): lexical search
-        only (SQLite full text, milliseconds), never the embedder; the caller caches it.
+        Runs on the completion engine's owner thread (``engine-completion``); see
+        :meth:`index.workspace.WorkspaceIndex.completion_context`.
         """
         index = self.index
         if index is None or index.state != "ready":
             return []
-        here = uri_to_path(uri)
-        out, used = [], 0
-        for r in index.search(query, k=CONTEXT_RESULTS, mode="lexical"):
-            if here is not None and r.file == here or used + len(r.text) > budget_chars:
-                continue
-            out.append((r.path, r.text))
-            used += len(r.text)
-        return out
+        return index.completion_context(uri_to_path(uri), query, budget_chars)
 
     def readable(self, path: Path, text: str | None = None) -> bool:
         """May this file's code go into a prompt? The index's one rule (:class:`index.workspace.IndexRules`):

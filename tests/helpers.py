@@ -230,3 +230,45 @@ async def code_actions(client: LanguageClient, uri: str, line: int, character: i
         context=types.CodeActionContext(diagnostics=[])), msg_id=msg_id)
     client.protocol._result_types[msg_id] = None
     return await asyncio.wrap_future(fut)
+
+
+class ServeProcess:
+    """``python -m server serve`` as a child on a free loopback port, with its URL and token as it prints them.
+
+    Args:
+        workspace: the folder it indexes and answers from.
+        data_home: its XDG_DATA_HOME (the SQLite store of conversations and metrics); its log
+            (stderr) is written there as ``serve.log``.
+        args: more command-line arguments (``--set key=value``...).
+    """
+
+    def __init__(self, workspace: Path, data_home: Path, *args: str):
+        import os
+        import subprocess
+        import sys
+        data_home.mkdir(parents=True, exist_ok=True)
+        self.log = data_home / "serve.log"
+        env = {k: v for k, v in os.environ.items() if k != "DEEPSEEK_LSP_TOKEN"}
+        env["XDG_DATA_HOME"] = str(data_home)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "serve", "--port", "0", "--workspace", str(workspace), *args],
+            cwd=Path(__file__).resolve().parent.parent, env=env, stdout=subprocess.PIPE,
+            stderr=open(self.log, "w"), text=True)
+        line = self.proc.stdout.readline()
+        if "?token=" not in line:
+            self.stop()
+            raise AssertionError(f"serve did not print its URL: {line!r}\n{self.log.read_text()}")
+        self.url = line.split()[-1]
+        self.base, self.token = self.url.split("/?token=")
+        self.port = int(self.base.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        import subprocess
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()

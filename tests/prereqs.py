@@ -62,3 +62,10 @@ def require_real_vscode(code_server_installed: bool) -> None:
             missing.append("python3 (node-gyp)")
     if missing:
         pytest.skip(f"needs {', '.join(missing)}: {APT_INSTALL}")
+
+
+def require_chromium() -> None:
+    """Skip unless Node.js 20+ and Chromium are here (the page's browser test drives Chromium with playwright-core)."""
+    require_node()
+    if not Path(os.environ.get("CHROMIUM", "/usr/bin/chromium")).exists():
+        pytest.skip(f"needs chromium (Debian's package): {APT_INSTALL}")

@@ -58,7 +58,7 @@ def installed(tmp_path_factory) -> Path:
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
     # Every data file the package reads, as it is in the checkout.
-    for pattern in ("server/prompts/*.md", "server/data/*.json"):
+    for pattern in ("server/prompts/*.md", "server/data/*.json", "server/templates/*.html", "server/static/*"):
         expected = {p.relative_to(ROOT).as_posix() for p in ROOT.glob(pattern)}
         assert expected and expected <= names, f"the wheel lacks {sorted(expected - names)}"
     venv = tmp / "venv"

@@ -12,10 +12,11 @@ Tree-sitter helpers (definitions, syntax checks) are shared with the index in
 
 from .packs import PromptPack, load_pack
 from .records import AssistError, CodeSpan, ContextItem, RefactorResult, Reference, Reply, TestRun, TestsResult
-from .store import AssistStore, LatencyRow, StoredMessage, data_dir
+from .store import AssistStore, LatencyRow, MetricRow, SessionRow, StoredMessage, data_dir
 from .tasks import Assistant, code_block, docstring_and_signature, python_tests
 from .testrun import run_pytest
 
-__all__ = ["Assistant", "AssistError", "AssistStore", "CodeSpan", "ContextItem", "LatencyRow", "PromptPack",
-           "RefactorResult", "Reference", "Reply", "StoredMessage", "TestRun", "TestsResult", "code_block",
-           "data_dir", "docstring_and_signature", "load_pack", "python_tests", "run_pytest"]
+__all__ = ["Assistant", "AssistError", "AssistStore", "CodeSpan", "ContextItem", "LatencyRow", "MetricRow",
+           "PromptPack", "RefactorResult", "Reference", "Reply", "SessionRow", "StoredMessage", "TestRun",
+           "TestsResult", "code_block", "data_dir", "docstring_and_signature", "load_pack", "python_tests",
+           "run_pytest"]

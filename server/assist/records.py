@@ -57,13 +57,21 @@ class ContextItem:
 
 @dataclass
 class Reply:
-    """A model answer and the code it used."""
+    """A model answer and the code it used.
+
+    ``prompt_tokens`` and ``output_tokens`` count the model's tokens (0 for a cache hit or a
+    remote server that did not say); ``finish`` is the generation's reason to stop
+    (``stop``, ``max_tokens``, ``cancelled``, ``timeout``; ``cache`` for a cache hit).
+    """
 
     text: str
     session_id: str | None
     cache_hit: bool
     prompt_version: str
     references: list[Reference] = field(default_factory=list)
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    finish: str = "stop"
 
 
 @dataclass(frozen=True)

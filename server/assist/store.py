@@ -70,6 +70,29 @@ class LatencyRow:
     cache_hit_share: float
 
 
+@dataclass(frozen=True)
+class SessionRow:
+    """A conversation: its id, title (its first message, cut to 80 characters), start time (epoch s), messages."""
+
+    id: str
+    title: str
+    created: float
+    messages: int
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One recorded request: time (epoch s), task, model, latency ms, prompt/output tokens, cache hit."""
+
+    ts: float
+    task: str
+    model: str
+    latency_ms: float
+    prompt_tokens: int
+    output_tokens: int
+    cache_hit: bool
+
+
 def _references(raw: str | None) -> list[Reference]:
     """Stored references: ``{path, start, end}``, or the ``{uri, range}`` rows older versions wrote."""
     out = []
@@ -131,6 +154,28 @@ class AssistStore:
 
     def all_sessions(self) -> list[str]:
         return [r[0] for r in self._run("SELECT id FROM sessions ORDER BY created")]
+
+    def sessions(self, query: str = "", limit: int = 50) -> list[SessionRow]:
+        """Conversations, newest first; with ``query``, only those with a message holding every word of it.
+
+        Args:
+            query: words to look for (case-insensitive substring match), "" for all.
+            limit: most rows returned.
+        """
+        where, args = "", []
+        for word in query.split()[:8]:
+            where += " AND s.id IN (SELECT session_id FROM messages WHERE text LIKE ? ESCAPE '\\')"
+            args.append("%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        rows = self._run("SELECT s.id, s.title, s.created, (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id) "
+                         f"FROM sessions s WHERE 1{where} ORDER BY s.created DESC LIMIT ?", (*args, limit))
+        return [SessionRow(sid, title or "", created, n) for sid, title, created, n in rows]
+
+    def metric_rows(self, since: float = 0.0) -> list[MetricRow]:
+        """The local metrics recorded since ``since`` (seconds since the epoch), oldest first."""
+        rows = self._run("SELECT ts, task, model, latency_ms, prompt_tokens, output_tokens, cache_hit FROM metrics "
+                         "WHERE ts >= ? ORDER BY ts", (since,))
+        return [MetricRow(ts, task, model or "", lat, p or 0, o or 0, bool(hit)) for ts, task, model, lat, p, o, hit
+                in rows]
 
     def cached(self, key: str) -> str | None:
         rows = self._run("SELECT reply FROM response_cache WHERE key = ?", (key,))

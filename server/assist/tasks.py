@@ -134,7 +134,7 @@ class Assistant:
             if on_delta:
                 on_delta(session_id or "", hit)
             self.store.metric(task, self.model_name, (time.monotonic() - t0) * 1000, 0, 0, True)
-            return Reply(hit, session_id, True, pack.version)
+            return Reply(hit, session_id, True, pack.version, finish="cache")
         cancel = cancel or threading.Event()
         sent = [0]
 
@@ -168,7 +168,26 @@ class Assistant:
         if finish not in ("cancelled", "timeout") and text:
             self.store.cache(key, text)
         self.store.metric(task, self.model_name, (time.monotonic() - t0) * 1000, n_prompt, n_out, False)
-        return Reply(text, session_id, False, pack.version)
+        return Reply(text, session_id, False, pack.version, prompt_tokens=n_prompt, output_tokens=n_out,
+                     finish=finish)
+
+    def answer(self, task: str, messages: list[dict[str, str]], pack: PromptPack, on_text: Callable[[str], None],
+               max_tokens: int | None = None, cancel: threading.Event | None = None) -> Reply:
+        """Answer a conversation a client built itself (the OpenAI-compatible endpoint). Blocks.
+
+        Args:
+            task: the task it is recorded under in the metrics (``chat``, ``explain``...).
+            messages: ``[{"role", "content"}]``, the pack's system message already first.
+            pack: the prompt pack whose version is recorded and cached with the answer.
+            on_text: called with each piece of the answer as it is generated (engine thread).
+            max_tokens: longest answer (default ``chat.maxTokens``).
+
+        Raises:
+            AssistError: the conversation does not fit the model's context, or the model has no
+                chat template, or the remote server is unavailable.
+        """
+        return self._generate(task, messages, pack, None, lambda _sid, delta: on_text(delta), max_tokens=max_tokens,
+                              cancel=cancel)
 
     # -- tasks -----------------------------------------------------------------------------
     def explain(self, span: CodeSpan, on_delta: OnDelta | None = None, cancel: threading.Event | None = None) -> Reply:

@@ -1,0 +1,168 @@
+"""The assistant's host: the chat model, the :class:`~.tasks.Assistant` and the threads tasks run on.
+
+Shared by the language server (:mod:`server.lsp_assist`) and ``deepseek-lsp serve``
+(:mod:`server.serving`): both get the assistant for their settings with :meth:`AssistHost.get`
+and run its blocking tasks with :meth:`AssistHost.run`. Also here: turning index search
+results into chat context under the index's rule for what may go into a prompt.
+
+This module imports nothing from pygls or lsprotocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+from ..config import Settings
+from ..logs import redact
+from ..manager import ModelManager, ModelStatus
+from ..remote import OpenAIBackend
+from .records import AssistError, ContextItem, Reference
+from .store import AssistStore
+from .tasks import Assistant
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ASSIST_THREADS = 2        # tasks in flight at once (each mostly waits on the chat engine or pytest)
+
+
+class ModelUnavailable(AssistError):
+    """The chat model cannot be used; ``status`` says why (None for a remote server that is not set up)."""
+
+    def __init__(self, message: str, status: ModelStatus | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class AssistHost:
+    """The chat model, the assistant and the threads its tasks run on; created on first use.
+
+    Loading obeys the memory check and the load probe like the completion model.
+    ``run`` and ``get`` are used from one asyncio event loop.
+    """
+
+    def __init__(self, store: AssistStore | None = None) -> None:
+        self.models = ModelManager("chat")
+        self.assistant: Assistant | None = None
+        self._key: tuple | None = None
+        self._lock = asyncio.Lock()
+        self._store = store
+        self._pool = ThreadPoolExecutor(max_workers=ASSIST_THREADS, thread_name_prefix="assist")
+        self._running = 0
+
+    @property
+    def store(self) -> AssistStore:
+        if self._store is None:
+            self._store = AssistStore()
+        return self._store
+
+    @property
+    def busy(self) -> bool:
+        """Every ``assist-*`` thread is taken (a new task would wait in the queue)."""
+        return self._running >= ASSIST_THREADS
+
+    async def run(self, fn: Callable[..., T], *args: Any, cancel: threading.Event | None = None) -> T:
+        """Run a (blocking) task on the ``assist-*`` threads, passing it ``cancel=`` an Event.
+
+        When the awaiting task is cancelled (an editor's ``$/cancelRequest``, an HTTP client
+        that went away), the Event is set: generation stops within one token and a running
+        pytest is killed with its whole process tree.
+
+        Raises:
+            AssistError: the task refused the request (the message says why).
+            asyncio.CancelledError: the caller was cancelled.
+        """
+        cancel = cancel or threading.Event()
+        self._running += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, functools.partial(fn, *args, cancel=cancel))
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+        finally:
+            self._running -= 1
+
+    async def get(self, s: Settings) -> Assistant:
+        """The assistant for the settings ``s``: the chat model loaded (or a remote server).
+
+        Raises:
+            ModelUnavailable: the chat model cannot be used (the message says why; ``status``
+                is CRASHED when llama.cpp crashes with it).
+        """
+        async with self._lock:
+            target = s.backend_kind if s.chat_backend == "same" else s.chat_backend
+            if target == "openai":
+                if not s.backend_url:
+                    raise ModelUnavailable("chat goes to an OpenAI-compatible server but backend.url is not set")
+                key = ("openai", s.backend_url, s.backend_api_key, s.backend_model)
+                if self.assistant is None or self._key != key:
+                    self.assistant = Assistant(None, s.backend_model or "remote", self.store,
+                                               remote=OpenAIBackend(s.backend_url, s.backend_api_key, s.backend_model))
+                    self._key = key
+            else:
+                status = await asyncio.get_running_loop().run_in_executor(None, self.models.load, chat_settings(s))
+                if not status.loaded:
+                    raise ModelUnavailable(f"the chat model is not available: {status.error}", status)
+                key = ("local", status.name)
+                if self.assistant is None or self._key != key:
+                    self.assistant = Assistant(self.models.engine, status.name or "model", self.store)
+                    self._key = key
+            self.assistant.max_tokens = s.chat_max_tokens
+            self.assistant.context_tokens = s.chat_context_tokens
+            self.assistant.sandbox = s.tests_sandbox
+            return self.assistant
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.models.shutdown()
+
+
+def chat_settings(s: Settings) -> Settings:
+    """The settings with ``chatModel`` (a catalog name or a GGUF path) as the model to load."""
+    chat = s.chat_model
+    if not chat:
+        return s
+    if chat.endswith(".gguf") or "/" in chat:
+        return dataclasses.replace(s, model_path=chat, model_name=None)
+    return dataclasses.replace(s, model_name=chat, model_path=None)
+
+
+def has_secret(text: str) -> bool:
+    """True when ``text`` holds a credential-looking value (the detector the logs redact with)."""
+    return redact(text) != text
+
+
+def retrieved_context(results: Iterable[Any], readable: Callable[[Path], bool]) -> list[ContextItem]:
+    """Index search results as chat context, keeping only what may go into a prompt.
+
+    A result is dropped when its file no longer passes the index's rule (``readable``:
+    :meth:`index.workspace.WorkspaceIndex.indexable`: secret names, git-ignored, excluded...),
+    or when its text holds a credential-looking value (:func:`has_secret`).
+
+    Args:
+        results: :class:`index.workspace.SearchResult` items (``path`` relative, ``file``
+            absolute, 0-based inclusive lines, ``text``).
+        readable: the index's rule for a path.
+
+    Returns:
+        One item per result kept, labelled with its path and 1-based line range.
+    """
+    out = []
+    for r in results:
+        if not readable(r.file) or has_secret(r.text):
+            log.info("retrieved %s:%d-%d not sent: secret or not readable", r.path, r.start_line + 1, r.end_line + 1)
+            continue
+        out.append(ContextItem(f"From {r.path} (lines {r.start_line + 1}-{r.end_line + 1})", r.text,
+                               Reference(r.file, r.start_line, r.end_line)))
+    return out
+
+
+__all__ = ["ASSIST_THREADS", "AssistHost", "ModelUnavailable", "chat_settings", "has_secret", "retrieved_context"]

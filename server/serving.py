@@ -1,0 +1,238 @@
+"""What one ``deepseek-lsp serve`` process runs: the language server's engine, assistant, store and index.
+
+:class:`Workbench` holds the same classes the language server uses, configured from the
+same settings: the completion model (:class:`server.manager.ModelManager`) and its
+pipeline (:class:`server.completion.CompletionService`, or the remote one for
+``backend.kind openai``), the assistant's host (:class:`server.assist.host.AssistHost`:
+chat model, prompt packs, the SQLite store), and the workspace index
+(:class:`index.workspace.WorkspaceIndex`). The HTTP layer (:mod:`server.http_app`) only
+converts requests to calls on it. :class:`Metrics` keeps the Prometheus figures.
+
+Everything here runs on the asyncio event loop unless a docstring says otherwise.
+This module imports nothing from pygls or lsprotocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from index.workspace import IndexOptions, IndexRules, SearchResult, WorkspaceIndex
+
+from .assist import Assistant, ContextItem
+from .assist.host import AssistHost, retrieved_context
+from .completion import CompletionService, RemoteCompletionService
+from .config import Settings
+from .doctor import MachineReport
+from .manager import ModelManager, ModelStatus
+from .models import ModelError, resolve_model
+from .prompting import FAMILIES
+from .remote import OpenAIBackend
+
+log = logging.getLogger(__name__)
+
+# Workspace code retrieved for a request, by task (chunks of the hybrid search). Completion
+# gets its cross-file context inside the FIM pipeline instead (completion.contextTokens).
+RETRIEVAL = {"chat": 5, "rag-code": 8, "explain": 3, "refactor": 0, "tests": 0}
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)  # seconds
+
+
+class Unavailable(Exception):
+    """A model the request needs cannot be used; ``str(e)`` says why and how to fix it."""
+
+
+class Metrics:
+    """Prometheus figures of this process (its own registry; nothing leaves the machine unless scraped).
+
+    ``deepseek_request_seconds{task,model}`` (histogram), ``deepseek_tokens_total{task,model,kind}``
+    (kind ``prompt`` or ``completion``), ``deepseek_cache_hits_total{task}``,
+    ``deepseek_requests_total{task,outcome}`` (outcome ``ok``, ``error`` or ``cancelled``).
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram("deepseek_request_seconds", "Time to answer a request, by task and model.",
+                                 ["task", "model"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.tokens = Counter("deepseek_tokens", "Tokens read (prompt) and written (completion) by the model.",
+                              ["task", "model", "kind"], registry=self.registry)
+        self.cache_hits = Counter("deepseek_cache_hits", "Answers served from a cache without the model.",
+                                  ["task"], registry=self.registry)
+        self.requests = Counter("deepseek_requests", "Requests by task and outcome (ok, error, cancelled).",
+                                ["task", "outcome"], registry=self.registry)
+
+    def answered(self, task: str, model: str, seconds: float, prompt_tokens: int, output_tokens: int,
+                 cache_hit: bool) -> None:
+        self.latency.labels(task, model).observe(seconds)
+        self.tokens.labels(task, model, "prompt").inc(prompt_tokens)
+        self.tokens.labels(task, model, "completion").inc(output_tokens)
+        if cache_hit:
+            self.cache_hits.labels(task).inc()
+        self.requests.labels(task, "ok").inc()
+
+    def failed(self, task: str, outcome: str) -> None:
+        self.requests.labels(task, outcome).inc()
+
+
+@dataclass
+class PullJob:
+    """A model being installed from the page: bytes done of total, and how it ended."""
+
+    name: str
+    done: int = 0
+    total: int = 0
+    finished: bool = False
+    error: str | None = None
+    path: str | None = None
+
+
+@dataclass
+class MachineCheck:
+    """doctor's checks run from the page: running, or their report."""
+
+    running: bool = False
+    report: MachineReport | None = None
+    started: float = field(default_factory=time.time)
+
+
+class Workbench:
+    """The engine, assistant, store and index of one serve process.
+
+    Args:
+        settings: as ``--set`` gives them (the keys of the editor's settings).
+        roots: workspace folders to index and retrieve from.
+        store_host: the assistant's host (its store is the user's SQLite file).
+    """
+
+    def __init__(self, settings: Settings, roots: list[Path], store_host: AssistHost | None = None):
+        self.settings = settings
+        self.roots = [r.resolve() for r in roots]
+        self.host = store_host or AssistHost()
+        self.completion = ModelManager("completion")
+        self.service: CompletionService | None = None
+        self.index: WorkspaceIndex | None = None
+        self.metrics = Metrics()
+        self.pulls: dict[str, PullJob] = {}
+        self.machine = MachineCheck()
+        self._load: asyncio.Task | None = None
+        self._rules = IndexRules(self.roots, self._options())
+        self.index_error: str | None = None
+
+    def _options(self) -> IndexOptions:
+        s = self.settings
+        return IndexOptions(include=s.index_include, exclude=s.index_exclude, max_file_size_kb=s.index_max_file_size_kb,
+                            embeddings=s.index_embeddings, load_config=s.model_load_config)
+
+    # -- start and stop ------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the completion model and index the workspace, both in the background."""
+        self._load = asyncio.ensure_future(self._load_completion())
+        if self.settings.index_enabled and self.roots:
+            try:
+                self.index = WorkspaceIndex(self.roots, self._options())
+                self.index.start(None, threading.Event())
+            except Exception as e:  # an unreadable folder must not stop the endpoint
+                log.exception("the workspace index did not start")
+                self.index_error = str(e)
+
+    async def _load_completion(self) -> ModelStatus | None:
+        s = self.settings
+        if s.backend_kind == "openai":
+            if s.backend_url:
+                family = next(f for f in FAMILIES if f.name == s.backend_family)
+                self.service = RemoteCompletionService(OpenAIBackend(s.backend_url, s.backend_api_key, s.backend_model),
+                                                       family, self._context)
+            return None
+        status = await asyncio.get_running_loop().run_in_executor(None, self.completion.load, s)
+        if status.loaded and self.completion.fim is not None and self.completion.counter is not None:
+            self.service = CompletionService(self.completion.engine, self.completion.fim, self.completion.counter,
+                                             self._context)
+        log.info("completion model %s: %s", status.name, status.state.value)
+        return status
+
+    def close(self) -> None:
+        if self.service is not None:
+            self.service.cancel_all()
+        if self.index is not None:
+            self.index.close()
+        self.host.shutdown()
+        self.completion.shutdown()
+
+    # -- models ----------------------------------------------------------------------------
+    def model_names(self) -> tuple[str, str]:
+        """(completion model, chat model) names as the settings resolve them, without loading anything."""
+        s = self.settings
+        if s.backend_kind == "openai":
+            name = s.backend_model or "remote"
+            return name, name
+        try:
+            completion = resolve_model(s.model_path, s.model_name).name
+        except ModelError:
+            completion = s.model_path or s.model_name or "unavailable"
+        chat = Path(s.chat_model).name if s.chat_model and "/" in s.chat_model else s.chat_model
+        return completion, chat or completion
+
+    async def completion_service(self) -> CompletionService:
+        """The FIM pipeline, waiting for the model load under way.
+
+        Raises:
+            Unavailable: the model did not load, or it has no fill-in-the-middle tokens.
+        """
+        if self._load is not None and not self._load.done():
+            await asyncio.shield(self._load)
+        if self.service is None:
+            status = self.completion.status
+            if status.loaded:
+                raise Unavailable(f"{status.name} has no fill-in-the-middle tokens, so it cannot complete code. Fix: "
+                                  "choose a code model such as Qwen2.5-Coder or DeepSeek-Coder (--set model.name=...).")
+            raise Unavailable(f"the completion model is not available: {status.error or status.state.value}")
+        return self.service
+
+    async def assistant(self) -> Assistant:
+        """The assistant on the chat model (loaded on first use).
+
+        Raises:
+            server.assist.host.ModelUnavailable: the chat model cannot be used.
+        """
+        return await self.host.get(self.settings)
+
+    # -- the workspace -------------------------------------------------------------------
+    def readable(self, path: Path) -> bool:
+        """The index's rule: may this file's code go into a prompt? Any thread."""
+        if self.index is not None:
+            return self.index.indexable(path)
+        return self._rules.indexable(path)
+
+    def _context(self, uri: str, query: str, budget_chars: int) -> list[tuple[str, str]]:
+        """Cross-file context for a FIM prompt (engine thread; lexical search only)."""
+        index = self.index
+        if index is None or index.state != "ready":
+            return []
+        here = Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else None
+        return index.completion_context(here, query, budget_chars)
+
+    async def search(self, query: str, k: int, mode: str = "hybrid") -> list[SearchResult]:
+        """The index's search off the event loop; [] while there is no index."""
+        if self.index is None or not query.strip():
+            return []
+        return await asyncio.get_running_loop().run_in_executor(None, self.index.search, query, k, mode)
+
+    async def retrieve(self, task: str, query: str) -> list[ContextItem]:
+        """Workspace code for a request of ``task`` (RETRIEVAL chunks), never secrets (see
+        :func:`server.assist.host.retrieved_context`); [] until the index is ready."""
+        k = RETRIEVAL.get(task, 0)
+        if not k or self.index is None or self.index.state != "ready":
+            return []
+        return retrieved_context(await self.search(query, k), self.readable)
+
+    def index_status(self) -> dict:
+        if self.index is None:
+            return {"state": "off" if not self.settings.index_enabled else "unavailable", "files": 0, "chunks": 0,
+                    **({"error": self.index_error} if self.index_error else {})}
+        return self.index.status()
