@@ -252,3 +252,10 @@ def test_a_mutant_that_loops_forever_is_caught_in_time(ws, monkeypatch):
     # `i += 1` → `i -= 1` never ends: stopped, counted as caught; `i = 0` → `i = 1` gives the same answer.
     assert score.passed and score.tried >= 4 and [m.description for m in score.survivors] == ["line 2: `0` → `1`"]
     assert time.monotonic() - t0 < 45
+
+
+@needs_sandbox
+def test_tests_that_kill_the_test_process_fail_rather_than_go_unrun(ws):
+    from server.assist import run_pytest
+    r = run_pytest(ws, "test_exit.py", "import os\n\ndef test_exit():\n    os._exit(3)\n")
+    assert r.ran and not r.ok and "the test process ended early (exit code 3)" in r.output, r

@@ -85,17 +85,15 @@ class VariantRun:
 class Variants:
     """What :func:`run_variants` did: the runs in plan order, or why nothing (or not all) ran.
 
-    ``reason``: "" when every variant ran; ``timeout``/``cancelled`` when the run was stopped
-    (``runs`` then holds the variants that finished); else why nothing ran, with the fix.
+    ``ran`` is False when nothing was started (``reason`` then says why, with the fix). Else
+    ``reason`` is "" when every variant ran, ``timeout``/``cancelled`` when the run was stopped,
+    or why the process ended early; ``runs`` then holds the variants that finished.
     """
 
     runs: list[VariantRun]
     reason: str = ""
     output: str = ""
-
-    @property
-    def ran(self) -> bool:
-        return bool(self.runs) or self.reason in ("timeout", "cancelled")
+    ran: bool = True
 
 
 def run_variants(root: Path, variants: list[dict[str, Any]], *, module: str | None = None,
@@ -120,12 +118,12 @@ def run_variants(root: Path, variants: list[dict[str, Any]], *, module: str | No
         The runs; never raises for what the code under test does.
     """
     if mode == "off":
-        return Variants([], "tests are not run: tests.sandbox is off")
+        return Variants([], "tests are not run: tests.sandbox is off", ran=False)
     if mode == "bubblewrap" and not (ok := sandbox.available())[0]:
-        return Variants([], f"{ok[1]}; {sandbox.INSTALL_HINT}")
+        return Variants([], f"{ok[1]}; {sandbox.INSTALL_HINT}", ran=False)
     python, why = find_python(root)
     if python is None:
-        return Variants([], why)
+        return Variants([], why, ran=False)
     timeout_s = timeout_s or TEST_TIMEOUT_S
     scratch = Path(tempfile.mkdtemp(prefix="deepseek-tests-"))
     try:
