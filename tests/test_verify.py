@@ -13,7 +13,7 @@ import pytest
 
 from server.assist import CodeSpan
 from server.assist.sandbox import available
-from server.assist.tasks import drop_tests, enough_tests
+from server.assist.tasks import drop_tests, enough_tests, without_extra_tests
 from server.assist.verify import (
     derived_checks,
     mutants,
@@ -138,6 +138,9 @@ def test_generation_stops_at_a_repeated_or_one_test_too_many():
     assert not enough_tests(tests)
     assert enough_tests(tests + "def test_6(")
     assert enough_tests("def test_a():\n    pass\n\ndef test_b():\n    pass\n\ndef test_a(")
+    # A token may bring a whole `():` line: what is kept ends before the extra test's line.
+    assert without_extra_tests(tests + "def test_x():\n") == tests
+    assert without_extra_tests("def test_a():\n    pass\n\n    def test_a():\n") == "def test_a():\n    pass\n\n"
 
 
 def test_tests_that_fail_on_the_code_are_dropped_by_name():

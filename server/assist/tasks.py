@@ -77,8 +77,17 @@ def python_tests(code: str, symbol: str, import_line: str) -> str:
 
 def enough_tests(text: str) -> bool:
     """The stop rule of test generation: the model has begun a test beyond MAX_TEST_FUNCTIONS, or one it wrote."""
-    names = TEST_NAME.findall(text)
-    return len(names) > MAX_TEST_FUNCTIONS or len(set(names)) < len(names)
+    return len(without_extra_tests(text)) < len(text)
+
+
+def without_extra_tests(text: str) -> str:
+    """``text`` up to the line where a test beyond MAX_TEST_FUNCTIONS, or a repeated test name, begins."""
+    seen: set[str] = set()
+    for m in TEST_NAME.finditer(text):
+        if m.group(1) in seen or len(seen) == MAX_TEST_FUNCTIONS:
+            return text[:text.rfind("\n", 0, m.start()) + 1]
+        seen.add(m.group(1))
+    return text
 
 
 def drop_tests(code: str, names: set[str]) -> str:
@@ -302,9 +311,12 @@ class Assistant:
             if candidate is None:
                 feedback = "\nYour answer had no fenced code block. Answer with the test module in one code block."
                 continue
-            candidate = parseable_prefix(span.language, candidate)
+            candidate = parseable_prefix(span.language, without_extra_tests(candidate))
             if span.language == "python" and candidate:
-                candidate = python_tests(candidate, span.symbol, import_line)
+                try:
+                    candidate = python_tests(candidate, span.symbol, import_line)
+                except SyntaxError:
+                    candidate = ""
             if not candidate or (span.language == "python" and "def test" not in candidate):
                 feedback = ("\nYour answer had no complete test function. Write short test functions named "
                             f"test_..., that import `{span.symbol}` (do not copy it).")
