@@ -17,7 +17,11 @@ the server cannot use them to verify a rewrite and must fall back on checks it d
 - **Write tests**: kept or refused; a kept test file is run by this script (outside the
   sandbox) on the original module (*passes*) and on each of up to 8 mutants of the function
   (*catches a mutant*: at least one fails).
-- Seconds per request (the whole ``workspace/executeCommand``, as a person waits for it).
+- Seconds per request (the whole ``workspace/executeCommand``, as a person waits for it),
+  and the CPU seconds the server and its children (the sandboxed test runs) spent on it:
+  on a shared machine the wall time is inflated by other work (and by a process being
+  stopped), the CPU time much less so. With 2 threads for the model, an idle 2-core
+  machine needs roughly half the CPU seconds in wall time while the model generates.
 
 Printed per function and side by side per model::
 
@@ -65,15 +69,24 @@ class Outcome:
     refactor: str = ""           # kept / broken / refused: <reason> / error: <message>
     refactor_note: str = ""      # the verification's summary
     refactor_s: float = 0.0
+    refactor_cpu: float = 0.0
     tests: str = ""              # kept / refused: <reason> / error: <message>
     tests_pass: bool = False
     tests_catch: bool = False
     tests_note: str = ""
     tests_s: float = 0.0
+    tests_cpu: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
 # -- functions and judging -------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its waited-for children (Linux ``/proc``)."""
+    import os
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def toolz_dir() -> Path:
     import toolz
     return Path(toolz.__file__).parent
@@ -147,14 +160,14 @@ async def run_model(model: str, functions: list[Function], tasks: set[str], judg
         edits.append(params.edit)
         return types.ApplyWorkspaceEditResult(applied=True)
 
-    async def command(name: str, arg: dict) -> tuple[dict | str, float]:
-        t0 = time.monotonic()
+    async def command(name: str, arg: dict) -> tuple[dict | str, float, float]:
+        t0, cpu0 = time.monotonic(), cpu_seconds(client._server.pid)
         try:
             result = await client.workspace_execute_command_async(types.ExecuteCommandParams(command=name,
                                                                                              arguments=[arg]))
         except Exception as e:  # a refusal with an error is an outcome too
             result = f"error: {e}"
-        return result, time.monotonic() - t0
+        return result, time.monotonic() - t0, cpu_seconds(client._server.pid) - cpu0
 
     outcomes = []
     opened = set()
@@ -170,7 +183,7 @@ async def run_model(model: str, functions: list[Function], tasks: set[str], judg
         out = Outcome(f"{f.module[:-3]}.{f.name}")
         test_file = MODULES[f.module]
         if "refactor" in tasks:
-            result, out.refactor_s = await command("deepseek.refactor", {"uri": uri, "range": rng})
+            result, out.refactor_s, out.refactor_cpu = await command("deepseek.refactor", {"uri": uri, "range": rng})
             if isinstance(result, str):
                 out.refactor = result[:80]
             elif result.get("applied"):
@@ -182,7 +195,7 @@ async def run_model(model: str, functions: list[Function], tasks: set[str], judg
                 out.refactor = f"refused: {result.get('reason', '')[:70]}"
                 out.refactor_note = ((result.get("verification") or {}).get("summary") or "")[:70]
         if "tests" in tasks:
-            result, out.tests_s = await command("deepseek.writeTests", {"uri": uri, "range": rng})
+            result, out.tests_s, out.tests_cpu = await command("deepseek.writeTests", {"uri": uri, "range": rng})
             if isinstance(result, str):
                 out.tests = result[:80]
             elif result.get("applied"):
@@ -199,9 +212,9 @@ async def run_model(model: str, functions: list[Function], tasks: set[str], judg
                 out.tests_note = ((result.get("mutants") or {}).get("summary") or "")[:70]
         outcomes.append(out)
         print(f"  {model[:22]} [{n}/{len(functions)}] {out.function:<28} refactor {out.refactor:<10} "
-              f"{out.refactor_s:5.1f} s | tests {out.tests[:10]:<10} pass={out.tests_pass!s:<5} "
-              f"catch={out.tests_catch!s:<5} {out.tests_s:5.1f} s  {out.refactor_note} / {out.tests_note}",
-              file=sys.stderr, flush=True)
+              f"{out.refactor_s:5.1f} s ({out.refactor_cpu:.0f} CPU s) | tests {out.tests[:10]:<10} "
+              f"pass={out.tests_pass!s:<5} catch={out.tests_catch!s:<5} {out.tests_s:5.1f} s "
+              f"({out.tests_cpu:.0f} CPU s)  {out.refactor_note} / {out.tests_note}", file=sys.stderr, flush=True)
     await stop_server(client)
     shutil.rmtree(workspace, ignore_errors=True)
     return outcomes
@@ -228,14 +241,18 @@ def table(results: dict[str, list[Outcome]], tasks: set[str]) -> str:
         row("Refactor refused: other reasons", lambda o: str(sum(x.refactor.startswith(("refused", "error")) and not
                                                                  ("changes behaviour" in x.refactor or
                                                                   "does not run" in x.refactor) for x in o)))
-        row("Refactor p50 / max time", lambda o: f"{p50([x.refactor_s for x in o])} / "
-                                                  f"{max([x.refactor_s for x in o] or [0]):.0f} s")
+        row("Refactor wall time p50 / max", lambda o: f"{p50([x.refactor_s for x in o])} / "
+                                                       f"{max([x.refactor_s for x in o] or [0]):.0f} s")
+        row("Refactor CPU time p50 / max", lambda o: f"{p50([x.refactor_cpu for x in o])} / "
+                                                      f"{max([x.refactor_cpu for x in o] or [0]):.0f} s")
     if "tests" in tasks:
         row("Write tests: kept", lambda o: f"{sum(x.tests == 'kept' for x in o)} of {n}")
         row("  pass on the original (re-run here)", lambda o: str(sum(x.tests_pass for x in o)))
         row("  catch a mutant (re-run here)", lambda o: str(sum(x.tests_catch for x in o)))
-        row("Write tests p50 / max time", lambda o: f"{p50([x.tests_s for x in o])} / "
-                                                     f"{max([x.tests_s for x in o] or [0]):.0f} s")
+        row("Write tests wall time p50 / max", lambda o: f"{p50([x.tests_s for x in o])} / "
+                                                          f"{max([x.tests_s for x in o] or [0]):.0f} s")
+        row("Write tests CPU time p50 / max", lambda o: f"{p50([x.tests_cpu for x in o])} / "
+                                                         f"{max([x.tests_cpu for x in o] or [0]):.0f} s")
     width = max(len(r[0]) for r in rows) if rows else 10
     lines = [f"| {'':<{width}} | " + " | ".join(m.replace("qwen2.5-coder-", "").replace("-instruct-q4_k_m", "")
                                                  for m in models) + " |",

@@ -167,7 +167,9 @@ async def test_write_tests_keeps_only_tests_that_pass_and_catch_a_mutant(client:
     assert 1 <= result["rounds"] <= 3
     reports = [r for r in client.progress_reports.values() if r[0].title == "deepseek: Write tests"][-1]
     steps = [r.message for r in reports if r.kind == "report"]
-    assert steps[0] == "round 1 of 3: writing tests" and "round 1 of 3: running the tests" in steps, steps
+    assert steps[0] == "round 1 of 3: writing tests" and steps[-1].startswith(f"round {result['rounds']} of 3: "), steps
+    if sandbox_available()[0] and result.get("ran"):
+        assert f"round {result['rounds']} of 3: running the tests" in steps, steps
     if not sandbox_available()[0]:  # written, not run, and the reply says how to enable the sandbox
         assert result["applied"] and not result["ran"] and "bubblewrap" in result["notRun"], result
         return
