@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import os
 import random
 import shutil
 import statistics
@@ -82,7 +83,6 @@ class Outcome:
 # -- functions and judging -------------------------------------------------------------------------
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process and its waited-for children (Linux ``/proc``)."""
-    import os
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
@@ -152,6 +152,8 @@ async def run_model(model: str, functions: list[Function], tasks: set[str], judg
     workspace = Path(tempfile.mkdtemp(prefix="assist-ws-"))
     shutil.copytree(toolz_dir(), workspace / "toolz", ignore=shutil.ignore_patterns("__pycache__", "tests"))
     settings = {"chatModel": model, "index": {"enabled": False}}
+    # A data folder of its own: no answer comes from the response cache of an earlier run.
+    os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="assist-data-")
     client = await start_server("assistant-bench", settings, workspace)
     edits: list = []
 
@@ -273,8 +275,8 @@ def main() -> None:
     print(f"{len(functions)} functions: " + ", ".join(f"{f.module[:-3]}.{f.name}" for f in functions), file=sys.stderr)
     judge = Judge()
     try:
-        for f in functions:  # the judge must agree that the untouched module passes its tests
-            assert judge.passes(f.module, (toolz_dir() / f.module).read_text(encoding="utf-8"), MODULES[f.module])
+        for module in {f.module for f in functions}:  # the judge must agree that the untouched module passes
+            assert judge.passes(module, (toolz_dir() / module).read_text(encoding="utf-8"), MODULES[module])
         results = {m: asyncio.run(run_model(m, functions, tasks, judge)) for m in args.models.split(",")}
     finally:
         judge.close()
