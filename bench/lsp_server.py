@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
 
-async def start_server(name: str, settings: dict) -> LanguageClient:
-    """``python -m server`` as a child over stdio, initialized with ``settings``, its model loaded.
+async def start_server(name: str, settings: dict, workspace: Path | None = None) -> LanguageClient:
+    """``python -m server`` as a child over stdio, initialized with ``settings`` (and ``workspace`` as
+    its one workspace folder, when given), its model loaded.
 
     Raises:
         AssertionError: the model did not load (its ``deepseek.status`` is in the message).
@@ -18,7 +20,9 @@ async def start_server(name: str, settings: dict) -> LanguageClient:
     client = LanguageClient(name, "1")
     await client.start_io(sys.executable, "-m", "server")
     await client.initialize_async(types.InitializeParams(
-        capabilities=types.ClientCapabilities(), initialization_options=settings))
+        capabilities=types.ClientCapabilities(), initialization_options=settings,
+        root_uri=workspace.as_uri() if workspace else None,
+        workspace_folders=[types.WorkspaceFolder(uri=workspace.as_uri(), name=workspace.name)] if workspace else None))
     client.initialized(types.InitializedParams())
     while True:  # wait for the model
         status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="deepseek.status"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -31,9 +32,11 @@ from .lsp_convert import (
     lsp_code_actions,
     lsp_hover,
     lsp_messages,
+    lsp_mutants,
     lsp_replace_lines,
     lsp_reply,
     lsp_test_run,
+    lsp_verification,
     plain,
     snapshot,
     split_lines,
@@ -65,6 +68,29 @@ async def _assistant(host: AssistHost, ls: DeepseekLanguageServer) -> Assistant:
         if e.status is not None and e.status.state is ModelState.CRASHED:
             ls.backend.crashed(f"chat model {e.status.error}")
         raise JsonRpcInternalError(str(e)) from None
+
+
+async def _run_with_progress(host: AssistHost, ls: DeepseekLanguageServer, title: str, fn: Callable[..., T],
+                             *args: Any) -> T:
+    """:func:`_run` with work-done progress: each step the task reports (``on_progress``) is shown,
+    and the progress's cancel button stops the task like ``$/cancelRequest`` does."""
+    loop = asyncio.get_running_loop()
+    cancel = threading.Event()
+    token = await ls.begin_progress("assist", title, "starting", True)
+    progress = ls.work_done_progress
+    if token is not None:
+        progress.tokens[token].add_done_callback(lambda f: cancel.set())
+
+    def on_progress(message: str) -> None:  # assist thread -> loop
+        if token is not None:
+            loop.call_soon_threadsafe(lambda: progress.report(token, types.WorkDoneProgressReport(message=message)))
+    try:
+        return await host.run(fn, *args, cancel=cancel, on_progress=on_progress)
+    except AssistError as e:
+        raise JsonRpcInvalidParams(str(e)) from None
+    finally:
+        if token is not None:
+            progress.end(token, types.WorkDoneProgressEnd(message="cancelled" if cancel.is_set() else "done"))
 
 
 async def _run(host: AssistHost, fn: Callable[..., T], *args: Any) -> T:
@@ -152,6 +178,11 @@ def _streamer(ls: DeepseekLanguageServer) -> Callable[[str, str], None]:
     return on_delta
 
 
+def _root(ls: DeepseekLanguageServer, span: CodeSpan) -> Path:
+    """The workspace folder holding the span's file (its own folder when it is in none)."""
+    return next((r for r in ls.index.roots() if span.path.resolve().is_relative_to(r.resolve())), span.path.parent)
+
+
 def _test_path(root: Path, span: CodeSpan) -> Path:
     """The conventional test file: tests/test_<module>.py under the workspace (Python), or next to
     the file in the language's convention."""
@@ -208,15 +239,19 @@ def register(server: DeepseekLanguageServer) -> None:
         arg = _arg(args)
         span = _span(ls, arg)
         assistant = await _assistant(host, ls)
-        result = await _run(host, assistant.refactor, span, str(arg.get("instruction") or ""))
+        root = _root(ls, span)
+        result = await _run_with_progress(host, ls, "deepseek: Refactor", assistant.refactor, span,
+                                          str(arg.get("instruction") or ""), root, ls.trusted)
+        verification = lsp_verification(result.verification)
         if result.code is None:
-            return {"applied": False, "reason": result.reason, "edit": None}
+            return {"applied": False, "reason": result.reason, "edit": None, "verification": verification}
         if _moved_on(ls, span):
-            return {"applied": False, "edit": None, "reason": "the document changed while the rewrite was being "
-                    "written; nothing was changed (run Refactor again)"}
+            return {"applied": False, "edit": None, "verification": verification, "reason": "the document changed "
+                    "while the rewrite was being written; nothing was changed (run Refactor again)"}
         edit = lsp_replace_lines(span.path.as_uri(), span.version, span.start_line, span.end_line, result.code)
         applied, reason = await ls.apply_edit(edit, "deepseek: refactor")
-        return {"applied": applied, "reason": reason, "edit": to_json(edit), "cacheHit": result.reply.cache_hit}
+        return {"applied": applied, "reason": reason, "edit": to_json(edit), "cacheHit": result.reply.cache_hit,
+                "verification": verification}
 
     @server.command(CMD_WRITE_TESTS)
     async def write_tests(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
@@ -227,20 +262,23 @@ def register(server: DeepseekLanguageServer) -> None:
         if not span.path.is_file():
             raise JsonRpcInvalidParams(f"{span.path.name} is not saved on disk: save it first (the tests import it "
                                        "from the file and run against it)")
-        root = next((r for r in ls.index.roots() if span.path.resolve().is_relative_to(r.resolve())),
-                    span.path.parent)
+        root = _root(ls, span)
         target = _test_path(root, span)
         assistant = await _assistant(host, ls)
-        result = await _run(host, assistant.write_tests, span, root, target)
+        result = await _run_with_progress(host, ls, "deepseek: Write tests", assistant.write_tests, span, root,
+                                          target)
         if result.code is None:
-            return {"applied": False, "reason": result.reason, "rounds": result.rounds}
+            return {"applied": False, "reason": result.reason, "rounds": result.rounds,
+                    **(lsp_test_run(result.run) if result.run is not None else {}),
+                    "mutants": lsp_mutants(result.score)}
         uri = target.as_uri()
         doc = ls.document(uri)
         existing = doc.source if doc is not None else (
             target.read_text(encoding="utf-8", errors="replace") if target.exists() else None)
         edit = lsp_append_or_create(uri, existing, result.code, doc.version if doc is not None else None)
         applied, reason = await ls.apply_edit(edit, "deepseek: write tests")
-        return {"applied": applied, "uri": uri, "rounds": result.rounds, **lsp_test_run(result.run), "reason": reason}
+        return {"applied": applied, "uri": uri, "rounds": result.rounds, **lsp_test_run(result.run),
+                "mutants": lsp_mutants(result.score), "reason": reason}
 
     @server.command(CMD_CHAT)
     async def chat(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:

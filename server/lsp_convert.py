@@ -13,7 +13,7 @@ from typing import Any
 from lsprotocol import types
 from lsprotocol.converters import get_converter
 
-from .assist import Reference, Reply, StoredMessage, TestRun
+from .assist import MutationScore, Reference, Reply, StoredMessage, TestRun, Verification
 from .completion import CompletionStats, Snapshot, Suggestion
 from .config import Settings
 from .languages import language_id
@@ -235,6 +235,25 @@ def lsp_test_run(run: TestRun | None) -> dict[str, Any]:
     return {"ran": bool(run and run.ran), "ok": bool(run and run.ok), "passed": run.passed if run else [],
             "failed": run.failed if run else [], "output": run.output[-3000:] if run else "",
             "notRun": run.reason if run is not None and not run.ran else ""}
+
+
+def lsp_verification(v: Verification | None) -> dict[str, Any] | None:
+    """``deepseek.refactor``'s ``verification``: what running the code said about the rewrite (None: not run)."""
+    if v is None:
+        return None
+    return {"verdict": v.verdict, "summary": v.summary, "tests": v.tests, "checks": v.checks,
+            "differences": v.differences}
+
+
+def lsp_mutants(score: MutationScore | None) -> dict[str, Any] | None:
+    """``deepseek.writeTests``'s ``mutants``: deliberately broken copies tried and caught (None: tests not run)."""
+    if score is None:
+        return None
+    return {"tried": score.tried, "caught": score.caught, "survivors": [m.description for m in score.survivors],
+            "notTried": score.reason,
+            "summary": f"{len(score.passed)} passed, {len(score.failed)} failed, caught {score.caught} of "
+                       f"{score.tried} mutants" if score.tried else
+                       f"{len(score.passed)} passed, {len(score.failed)} failed, no mutants tried ({score.reason})"}
 
 
 def lsp_messages(messages: list[StoredMessage]) -> list[dict[str, Any]]:

@@ -112,14 +112,24 @@ async def test_explain_streams_and_names_the_code(client: LanguageClient):
     assert streamed and streamed.strip() in result["markdown"]
 
 
-async def test_refactor_arrives_as_an_edit_that_parses(client: LanguageClient):
+async def test_refactor_arrives_as_an_edit_that_parses_and_was_run(client: LanguageClient):
     text = (WORKSPACE / "intranges.py").read_text()
     uri = open_doc(client, WORKSPACE / "intranges.py", text)
     # A rewrite that re-types the function unchanged is refused with a reason, nothing applied.
     same = await command(client, "deepseek.refactor", {"uri": uri, "range": function_range(text, "intranges_contain")})
-    assert same == {"applied": False, "reason": "the model proposed no change", "edit": None} and not client.edits
+    assert same == {"applied": False, "reason": "the model proposed no change", "edit": None,
+                    "verification": None} and not client.edits
     result = await command(client, "deepseek.refactor",
                            {"uri": uri, "range": function_range(text, "intranges_from_list")})
+    v = result["verification"]
+    if not sandbox_available()[0]:
+        assert v["verdict"] == "unverified" and "bubblewrap" in v["summary"], v
+    elif not result["applied"]:  # the model's rewrite changed what the function returns: refused, and why
+        assert v["verdict"] == "changed" and v["differences"] and result["reason"].startswith("not applied: "), result
+        assert result["edit"] is None and not client.edits
+        return
+    else:  # no tests in this workspace: checks derived from the function (generated calls) agreed
+        assert v["verdict"] == "kept" and v["checks"] >= 3 and v["summary"].endswith("checks agree"), v
     assert result["applied"], result
     edit = client.edits[-1].document_changes[0]
     new = edit.edits[0].new_text
@@ -128,26 +138,57 @@ async def test_refactor_arrives_as_an_edit_that_parses(client: LanguageClient):
     ast.parse("".join(lines[:start]) + new + "".join(lines[end:]))
     assert "def intranges_from_list(" in new and "def _encode_range" not in new
     assert result["edit"]["documentChanges"][0]["edits"][0]["newText"] == new
+    reports = [r for r in client.progress_reports.values() if r[0].title == "deepseek: Refactor"][-1]
+    assert [r.message for r in reports if r.kind == "report"] == ["writing the rewrite",
+                                                                 "running the code: original and rewrite"]
 
 
-async def test_write_tests_creates_a_test_file_that_parses_and_reports_the_run(client: LanguageClient):
+async def test_a_refactor_that_changes_behaviour_is_not_applied(client: LanguageClient):
+    if not sandbox_available()[0]:
+        pytest.skip(f"needs bubblewrap: {sandbox_available()[1]}")
     text = (WORKSPACE / "intranges.py").read_text()
     uri = open_doc(client, WORKSPACE / "intranges.py", text)
+    edits = len(client.edits)
+    result = await command(client, "deepseek.refactor", {
+        "uri": uri, "range": function_range(text, "intranges_contain"),
+        "instruction": "Change it so that it always returns False."})
+    v = result["verification"]
+    assert not result["applied"] and len(client.edits) == edits, result
+    if v is not None:  # the model wrote the change: running the code showed it
+        assert v["verdict"] == "changed" and "intranges_contain(" in v["summary"], v
+
+
+async def test_write_tests_keeps_only_tests_that_pass_and_catch_a_mutant(client: LanguageClient):
+    text = (WORKSPACE / "intranges.py").read_text()
+    uri = open_doc(client, WORKSPACE / "intranges.py", text)
+    edits = len(client.edits)
     result = await command(client, "deepseek.writeTests",
                            {"uri": uri, "range": function_range(text, "intranges_from_list")})
-    assert result["applied"], result
+    assert 1 <= result["rounds"] <= 3
+    reports = [r for r in client.progress_reports.values() if r[0].title == "deepseek: Write tests"][-1]
+    steps = [r.message for r in reports if r.kind == "report"]
+    assert steps[0] == "round 1 of 3: writing tests" and steps[-1].startswith(f"round {result['rounds']} of 3: "), steps
+    if sandbox_available()[0] and result.get("ran"):
+        assert f"round {result['rounds']} of 3: running the tests" in steps, steps
+    if not sandbox_available()[0]:  # written, not run, and the reply says how to enable the sandbox
+        assert result["applied"] and not result["ran"] and "bubblewrap" in result["notRun"], result
+        return
+    m = result["mutants"]
+    if not result["applied"]:  # refused after the repair rounds: the reply says what was wrong
+        assert result["reason"] in ("the tests fail on the code as it is; not written",
+                                    "the model did not produce tests that parse") or \
+            result["reason"].startswith("the tests pass but catch none of the "), result
+        assert len(client.edits) == edits
+        return
     assert result["uri"] == (WORKSPACE / "tests" / "test_intranges.py").as_uri()
     changes = client.edits[-1].document_changes
     assert isinstance(changes[0], types.CreateFile) and changes[0].uri == result["uri"]
     code = changes[1].edits[0].new_text
     ast.parse(code)
     assert "intranges_from_list" in code and "def test" in code
-    assert 1 <= result["rounds"] <= 3
-    if sandbox_available()[0]:
-        assert result["ran"], result
-        assert result["ok"] == (not result["failed"] and bool(result["passed"]))
-    else:  # written, not run, and the reply says how to enable the sandbox
-        assert not result["ran"] and "bubblewrap" in result["notRun"], result
+    assert result["ran"] and result["ok"] and result["passed"] and not result["failed"], result
+    assert m["tried"] >= 3 and 1 <= m["caught"] <= m["tried"] and len(m["survivors"]) == m["tried"] - m["caught"]
+    assert m["summary"] == f"{len(result['passed'])} passed, 0 failed, caught {m['caught']} of {m['tried']} mutants"
 
 
 async def test_hover_shows_the_definition_and_an_explanation(client: LanguageClient):

@@ -68,7 +68,7 @@ class AssistHost:
         """Every ``assist-*`` thread is taken (a new task would wait in the queue)."""
         return self._running >= ASSIST_THREADS
 
-    async def run(self, fn: Callable[..., T], *args: Any, cancel: threading.Event | None = None) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, cancel: threading.Event | None = None, **kwargs: Any) -> T:
         """Run a (blocking) task on the ``assist-*`` threads, passing it ``cancel=`` an Event.
 
         When the awaiting task is cancelled (an editor's ``$/cancelRequest``, an HTTP client
@@ -83,7 +83,7 @@ class AssistHost:
         self._running += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                self._pool, functools.partial(fn, *args, cancel=cancel))
+                self._pool, functools.partial(fn, *args, cancel=cancel, **kwargs))
         except asyncio.CancelledError:
             cancel.set()
             raise

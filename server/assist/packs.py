@@ -25,7 +25,7 @@ class PromptPack:
         class Blank(dict):
             def __missing__(self, key: str) -> str:
                 return ""
-        return [{"role": "system", "content": self.system.strip()},
+        return [{"role": "system", "content": self.system.format_map(Blank(values)).strip()},
                 {"role": "user", "content": self.user.format_map(Blank(values)).strip()}]
 
 

@@ -93,17 +93,71 @@ class TestRun:
 
 
 @dataclass(frozen=True)
+class Mutant:
+    """A deliberately broken copy of a function: what was changed (``line`` 1-based in the file) and its source."""
+
+    description: str
+    line: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What running the code said about a rewrite.
+
+    Attributes:
+        verdict: ``"kept"`` (every test that passed still passes and every check agrees, at
+            least one of them ran), ``"changed"`` (some test or check differs: the rewrite
+            changes behaviour), ``"unverified"`` (nothing could be run; ``summary`` says why).
+        summary: one sentence for the user ("12 tests still pass, 5 checks agree").
+        tests: workspace tests that passed on the original (and were compared).
+        checks: derived checks compared.
+        differences: what differs, one line each (empty unless ``changed``).
+    """
+
+    verdict: str
+    summary: str
+    tests: int = 0
+    checks: int = 0
+    differences: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class RefactorResult:
-    """A rewrite of a span: ``code`` (None when refused, with ``reason``) and the model's reply."""
+    """A rewrite of a span: ``code`` (None when refused, with ``reason``), the model's reply, and
+    what running the code said about it (None when the rewrite was refused before it was run)."""
 
     code: str | None
     reason: str
     reply: Reply
+    verification: Verification | None = None
+
+
+@dataclass(frozen=True)
+class MutationScore:
+    """Generated tests against the code as it is and against mutants of it.
+
+    Attributes:
+        passed, failed: test names on the code as it is.
+        tried: mutants run; ``caught``: how many made at least one test fail.
+        survivors: the mutants no test noticed (description and source).
+        output: pytest's output on the code as it is (for repairs).
+        reason: why mutants were not tried ("" when they were).
+    """
+
+    passed: list[str]
+    failed: list[str]
+    tried: int
+    caught: int
+    survivors: list[Mutant]
+    output: str
+    reason: str = ""
 
 
 @dataclass(frozen=True)
 class TestsResult:
-    """Generated tests: ``code`` (None when refused, with ``reason``), the last run, model rounds used."""
+    """Generated tests: ``code`` (None when refused, with ``reason``), the last run, model rounds used,
+    and the last run's mutation score (None when the tests were not run)."""
 
     __test__ = False
 
@@ -111,3 +165,4 @@ class TestsResult:
     run: TestRun | None
     rounds: int
     reason: str
+    score: MutationScore | None = None

@@ -29,15 +29,19 @@ from index.syntax import parseable_prefix, syntax_errors
 from ..engine import Engine, LoadedModel
 from ..text import split_lines
 from .packs import PromptPack, load_pack
-from .records import AssistError, CodeSpan, ContextItem, RefactorResult, Reference, Reply, TestsResult
+from .records import AssistError, CodeSpan, ContextItem, RefactorResult, Reference, Reply, TestsResult, Verification
 from .store import AssistStore, StoredMessage
-from .testrun import run_pytest
+from .testrun import as_test_run
+from .verify import mutation_score, verify_rewrite
 
 log = logging.getLogger(__name__)
 
 OnDelta = Callable[[str, str], None]  # (session id, text delta); called from the engine thread
-REPAIR_ROUNDS = 2          # write-tests: how many times failing tests go back to the model
-TEST_MAX_TOKENS = 768      # write-tests: a test module needs more room than a chat answer
+OnProgress = Callable[[str], None]    # a step of a long task ("round 2 of 3: running the tests"); worker thread
+REPAIR_ROUNDS = 2          # write-tests: how many times tests that fail or catch nothing go back to the model
+TEST_MAX_TOKENS = 512      # write-tests: longest test module the model may write, in tokens
+MAX_TEST_FUNCTIONS = 6     # write-tests: generation stops when the model starts a seventh test (or repeats one)
+TEST_NAME = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]+(test\w*)[ \t]*\(", re.M)
 RECENT_TURNS = 2           # chat: the last exchanges always come back ...
 RELEVANT_TURNS = 2         # ... plus this many older ones most related to the new message
 FENCE = re.compile(r"```[\w+#.-]*\n(.*?)```", re.S)
@@ -69,6 +73,36 @@ def python_tests(code: str, symbol: str, import_line: str) -> str:
     if import_line not in code:
         code = import_line + "\n" + code
     return code
+
+
+def enough_tests(text: str) -> bool:
+    """The stop rule of test generation: the model has begun a test beyond MAX_TEST_FUNCTIONS, or one it wrote."""
+    return len(without_extra_tests(text)) < len(text)
+
+
+def without_extra_tests(text: str) -> str:
+    """``text`` up to the line where a test beyond MAX_TEST_FUNCTIONS, or a repeated test name, begins."""
+    seen: set[str] = set()
+    for m in TEST_NAME.finditer(text):
+        if m.group(1) in seen or len(seen) == MAX_TEST_FUNCTIONS:
+            return text[:text.rfind("\n", 0, m.start()) + 1]
+        seen.add(m.group(1))
+    return text
+
+
+def drop_tests(code: str, names: set[str]) -> str:
+    """``code`` without its top-level test functions (and test-class methods) called ``names``."""
+    tree = ast.parse(code)
+    lines = split_lines(code, keepends=True)
+    spans = []
+    for node in tree.body:
+        members = node.body if isinstance(node, ast.ClassDef) else [node]
+        for fn in members:
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name in names:
+                spans.append((min([fn.lineno] + [d.lineno for d in fn.decorator_list]) - 1, fn.end_lineno))
+    for start, end in sorted(spans, reverse=True):
+        del lines[start:end]
+    return "".join(lines)
 
 
 def docstring_and_signature(language: str, code: str) -> tuple[str, str]:
@@ -126,8 +160,12 @@ class Assistant:
 
     def _generate(self, task: str, messages: list[dict[str, str]], pack: PromptPack, session_id: str | None,
                   on_delta: OnDelta | None, max_tokens: int | None = None, time_cap_s: float | None = None,
-                  cancel: threading.Event | None = None, use_cache: bool = True) -> Reply:
-        """Run one chat completion (blocking, call from a worker thread), with cache and metrics."""
+                  cancel: threading.Event | None = None, use_cache: bool = True,
+                  stop: Callable[[str], bool] | None = None) -> Reply:
+        """Run one chat completion (blocking, call from a worker thread), with cache and metrics.
+
+        ``stop`` is called with the text so far after each token; True ends the answer there.
+        """
         key = hashlib.sha256(json.dumps([task, self.model_name, pack.version, messages]).encode()).hexdigest()
         t0 = time.monotonic()
         if use_cache and (hit := self.store.cached(key)) is not None:
@@ -142,7 +180,7 @@ class Assistant:
             if on_delta and len(text) > sent[0]:
                 on_delta(session_id or "", text[sent[0]:])
                 sent[0] = len(text)
-            return False
+            return stop is not None and stop(text)
 
         def job(model: LoadedModel):
             tokens = self._format(model, messages)
@@ -208,13 +246,23 @@ class Assistant:
         self.store.add_message(sid, "assistant", reply.text, self.model_name, pack.version, reply.references)
         return reply
 
-    def refactor(self, span: CodeSpan, instruction: str = "", cancel: threading.Event | None = None) -> RefactorResult:
-        """The rewritten code for the span, or None with the reason it is refused."""
+    def refactor(self, span: CodeSpan, instruction: str = "", root: Path | None = None, trusted: bool = False,
+                 cancel: threading.Event | None = None, on_progress: OnProgress | None = None) -> RefactorResult:
+        """The rewritten code for the span, or None with the reason it is refused.
+
+        A rewrite that parses and keeps the definition's name is then run (Python, a trusted
+        workspace ``root``, a sandbox): the workspace's tests of the function and checks
+        derived from it, against the original and the rewrite (:func:`verify_rewrite`). A
+        rewrite that changes behaviour is refused; one that could not be run is returned
+        with ``verification.verdict == "unverified"`` and the reason.
+        """
+        say = on_progress or (lambda message: None)
         pack = load_pack("refactor")
         messages = pack.render(path=span.path.name, language=span.language, code=span.code,
                                instruction=(f"Instruction: {instruction.strip()}" if instruction.strip() else
                                             "Make it clearer and simpler."))
         budget = max(self.max_tokens, len(span.code) // 2 + 128)  # room for the whole rewrite
+        say("writing the rewrite")
         reply = self._generate("refactor", messages, pack, None, None, max_tokens=budget, cancel=cancel)
         new = code_block(reply.text)
         if new is None:
@@ -234,15 +282,31 @@ class Assistant:
         if span.symbol and not re.search(rf"\b{re.escape(span.symbol)}\b", new):
             return RefactorResult(None, f"the rewrite no longer defines `{span.symbol}`, which other code may "
                                         "call; nothing was changed", reply)
-        return RefactorResult(new, "", reply)
+        if cancel is not None and cancel.is_set():
+            return RefactorResult(None, "cancelled", reply)
+        if root is None or not trusted:
+            verification = Verification("unverified", "not verified: running the workspace's code needs a trusted "
+                                                      "workspace")
+        elif self.sandbox == "off":
+            verification = Verification("unverified", "not verified: tests.sandbox is off")
+        else:
+            say("running the code: original and rewrite")
+            verification = verify_rewrite(root, span, after, cancel, self.sandbox)
+        if verification.verdict == "changed":
+            return RefactorResult(None, f"not applied: {verification.summary}", reply, verification)
+        return RefactorResult(new, "", reply, verification)
 
-    def write_tests(self, span: CodeSpan, root: Path, test_path: Path,
-                    cancel: threading.Event | None = None) -> TestsResult:
+    def write_tests(self, span: CodeSpan, root: Path, test_path: Path, cancel: threading.Event | None = None,
+                    on_progress: OnProgress | None = None) -> TestsResult:
         """Tests for the span (``code`` None when refused, with the reason).
 
-        Python: pytest, run in a subprocess with no network, repaired up to REPAIR_ROUNDS
-        times with the failure shown to the model. Other languages: written, parsed, not run.
+        Python: pytest in the sandbox, on the function as it is and on mutants of it
+        (:func:`mutation_score`). The tests are kept when they all pass and catch at least one
+        mutant (or no mutant can be made); tests that fail on the code as it is are dropped
+        when others pass; otherwise the failures, or a mutant no test caught, go back to the
+        model, up to REPAIR_ROUNDS times. Other languages: written, parsed, not run.
         """
+        say = on_progress or (lambda message: None)
         pack = load_pack("tests")
         framework = {"python": "pytest", "javascript": "Jest", "typescript": "Jest", "go": "Go's testing package",
                      "rust": "Rust's #[test]", "java": "JUnit 5"}.get(span.language, "the usual framework")
@@ -251,36 +315,61 @@ class Assistant:
         module = ".".join(rel.with_suffix("").parts)
         import_line = f"from {module} import {span.symbol}" if span.language == "python" and span.symbol \
             else f"import {module}"
-        feedback, run, code = "", None, None
-        for round_no in range(REPAIR_ROUNDS + 1):
+        feedback, run, code, score, refusal = "", None, None, None, ""
+        rounds = REPAIR_ROUNDS + 1
+        for round_no in range(rounds):
             messages = pack.render(framework=framework, symbol=span.symbol or "this code", path=str(rel),
-                                   import_line=import_line, language=span.language, code=span.code, feedback=feedback)
+                                   import_line=import_line, language=span.language, code=span.code, feedback=feedback,
+                                   max_tests=str(MAX_TEST_FUNCTIONS - 1))
             if cancel is not None and cancel.is_set():
-                return TestsResult(None, run, round_no, "cancelled")
+                return TestsResult(None, run, round_no, "cancelled", score)
+            say(f"round {round_no + 1} of {rounds}: writing tests")
             reply = self._generate("tests", messages, pack, None, None, use_cache=round_no == 0, cancel=cancel,
-                                   max_tokens=max(self.max_tokens, TEST_MAX_TOKENS))
+                                   max_tokens=TEST_MAX_TOKENS, stop=enough_tests)
             candidate = code_block(reply.text)
             if candidate is None:
                 feedback = "\nYour answer had no fenced code block. Answer with the test module in one code block."
                 continue
-            candidate = parseable_prefix(span.language, candidate)
+            candidate = parseable_prefix(span.language, without_extra_tests(candidate))
             if span.language == "python" and candidate:
-                candidate = python_tests(candidate, span.symbol, import_line)
+                try:
+                    candidate = python_tests(candidate, span.symbol, import_line)
+                except SyntaxError:
+                    candidate = ""
             if not candidate or (span.language == "python" and "def test" not in candidate):
                 feedback = ("\nYour answer had no complete test function. Write short test functions named "
                             f"test_..., that import `{span.symbol}` (do not copy it).")
                 continue
-            code = candidate
             if span.language != "python":
-                return TestsResult(code, None, round_no + 1, "")
-            run = run_pytest(root, test_path.name, code, cancel, self.sandbox)
-            if run.ok or not run.ran or run.reason == "cancelled":  # nothing to repair from
-                return TestsResult(code, run, round_no + 1, "")
-            feedback = (f"\nThese tests failed:\n```\n{run.output[-2000:]}\n```\nFix the tests (the code under test is "
-                        f"right unless a test shows a real bug):\n```python\n{code}\n```")
+                return TestsResult(candidate, None, round_no + 1, "")
+            say(f"round {round_no + 1} of {rounds}: running the tests")
+            result, score = mutation_score(root, span, test_path.name, candidate, cancel, self.sandbox)
+            run = as_test_run(result)
+            if run.ran and run.passed and run.failed and run.reason != "cancelled":
+                # Keep what is right: drop the tests that fail on the code as it is, run the rest again.
+                pruned = drop_tests(candidate, {name.rsplit("::", 1)[-1] for name in run.failed})
+                say(f"round {round_no + 1} of {rounds}: running the tests that passed")
+                result, score = mutation_score(root, span, test_path.name, pruned, cancel, self.sandbox)
+                candidate, run = pruned, as_test_run(result)
+            code = candidate
+            if not run.ran or run.reason == "cancelled":  # nothing to judge them by
+                return TestsResult(code, run, round_no + 1, "", score if run.ran else None)
+            if run.ok and (score.caught or score.reason or not score.tried):
+                return TestsResult(code, run, round_no + 1, "", score)
+            if run.ok:
+                survivor = score.survivors[0]
+                refusal = (f"the tests pass but catch none of the {score.tried} deliberately broken copies of "
+                           f"`{span.symbol}` (e.g. {survivor.description}); not written")
+                feedback = (f"\nThese tests pass, but they also pass when `{span.symbol}` is broken like this "
+                            f"({survivor.description}):\n```python\n{survivor.source}```\nAdd a test that fails on "
+                            f"this broken version and passes on the real code. The tests so far:\n```python\n{code}```")
+            else:
+                refusal = "the tests fail on the code as it is; not written"
+                feedback = (f"\nThese tests failed:\n```\n{run.output[-2000:]}\n```\nFix the tests (the code under "
+                            f"test is right unless a test shows a real bug):\n```python\n{code}\n```")
         if code is None:
-            return TestsResult(None, None, REPAIR_ROUNDS + 1, "the model did not produce tests that parse")
-        return TestsResult(code, run, REPAIR_ROUNDS + 1, "")
+            return TestsResult(None, None, rounds, "the model did not produce tests that parse")
+        return TestsResult(None, run, rounds, refusal, score)
 
     def hover(self, symbol: str, language: str, code: str, time_cap_s: float,
               cancel: threading.Event | None = None) -> str | None:

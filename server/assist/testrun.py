@@ -10,18 +10,22 @@ never read. Run from a worker thread: it blocks for up to TEST_TIMEOUT_S seconds
 
 from __future__ import annotations
 
-import re
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import sandbox
 from .records import TestRun
 
 TEST_TIMEOUT_S = 60        # a generated test run is stopped after this long (wall clock)
+CALL_TIMEOUT_S = 5         # one test call or one check is stopped after this long (counts as failed)
+DRIVER = Path(__file__).with_name("driver.py")  # runs the variants inside the sandbox
 SANDBOX_MODES = ("bubblewrap", "none", "off")
 VENV_PYTHONS = (".venv/bin/python", "venv/bin/python", "env/bin/python", ".venv/Scripts/python.exe",
                 "venv/Scripts/python.exe")
@@ -54,6 +58,113 @@ def not_run(reason: str) -> TestRun:
     return TestRun([], [], "", False, ran=False, reason=reason)
 
 
+@dataclass(frozen=True)
+class VariantRun:
+    """One variant's run in the driver: each test's outcome by node id, each check's result text.
+
+    ``error`` is set when the variant could not be run at all (the module does not import,
+    the patch does not compile); ``output`` is pytest's terminal output (its end).
+    """
+
+    label: str
+    tests: dict[str, str]
+    checks: list[str]
+    output: str
+    error: str = ""
+
+    @property
+    def passed(self) -> list[str]:
+        return [t for t, o in self.tests.items() if o == "passed"]
+
+    @property
+    def failed(self) -> list[str]:
+        return [t for t, o in self.tests.items() if o == "failed"]
+
+
+@dataclass(frozen=True)
+class Variants:
+    """What :func:`run_variants` did: the runs in plan order, or why nothing (or not all) ran.
+
+    ``ran`` is False when nothing was started (``reason`` then says why, with the fix). Else
+    ``reason`` is "" when every variant ran, ``timeout``/``cancelled`` when the run was stopped,
+    or why the process ended early; ``runs`` then holds the variants that finished.
+    """
+
+    runs: list[VariantRun]
+    reason: str = ""
+    output: str = ""
+    ran: bool = True
+
+
+def run_variants(root: Path, variants: list[dict[str, Any]], *, module: str | None = None,
+                 test_files: list[str] = (), generated: tuple[str, str] | None = None, checks: list[str] = (),
+                 cancel: threading.Event | None = None, mode: str = "bubblewrap",
+                 timeout_s: float | None = None) -> Variants:
+    """Run tests and checks against several variants of a module's code, in one sandboxed process.
+
+    Args:
+        root: the workspace folder (read-only inside the sandbox, on the import path).
+        variants: ``[{"label", "patches": [{"owner": class name or None, "source": code}]}]``;
+            see ``driver.py`` for how a patch replaces code. An empty ``patches`` is the code as it is.
+        module: the dotted module the patches and checks apply to.
+        test_files: pytest node ids or files in the workspace (their conftest.py files are read).
+        generated: ``(file name, source)`` of a test module written into the private folder.
+        checks: Python expressions evaluated in the module's namespace.
+        cancel: set to stop at once (the process tree is killed).
+        mode: ``bubblewrap``, ``none`` or ``off`` (see :func:`run_pytest`).
+        timeout_s: the whole run's wall-clock limit (TEST_TIMEOUT_S when None).
+
+    Returns:
+        The runs; never raises for what the code under test does.
+    """
+    if mode == "off":
+        return Variants([], "tests are not run: tests.sandbox is off", ran=False)
+    if mode == "bubblewrap" and not (ok := sandbox.available())[0]:
+        return Variants([], f"{ok[1]}; {sandbox.INSTALL_HINT}", ran=False)
+    python, why = find_python(root)
+    if python is None:
+        return Variants([], why, ran=False)
+    timeout_s = timeout_s or TEST_TIMEOUT_S
+    scratch = Path(tempfile.mkdtemp(prefix="deepseek-tests-"))
+    try:
+        ini = scratch / "pytest.ini"
+        ini.write_text("[pytest]\n", encoding="utf-8")
+        pytest_args = list(test_files)
+        confcut = root if test_files else scratch
+        if generated is not None:
+            (scratch / generated[0]).write_text(generated[1], encoding="utf-8")
+            pytest_args.append(str(scratch / generated[0]))
+        if pytest_args:
+            pytest_args += ["-q", "-p", "no:cacheprovider", "-c", str(ini), "--rootdir", str(scratch),
+                            "--confcutdir", str(confcut)]
+        plan = {"module": module, "pytest_args": pytest_args, "checks": list(checks), "variants": variants,
+                "call_timeout_s": CALL_TIMEOUT_S}
+        (scratch / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
+        shutil.copy(DRIVER, scratch / "deepseek_driver.py")
+        results = scratch / "results.json"
+        cmd = [python, str(scratch / "deepseek_driver.py"), str(scratch / "plan.json"), str(results)]
+        env = {"PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": str(root),
+               "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1"}
+        if mode == "none":
+            result = sandbox.run_unsandboxed(cmd, scratch=scratch, env=env, timeout_s=timeout_s, cancel=cancel)
+        else:
+            result = sandbox.run(cmd, workspace=root.resolve(), scratch=scratch,
+                                 python_paths=sandbox.interpreter_paths(python), env=env, timeout_s=timeout_s,
+                                 cancel=cancel)
+        try:
+            raw = json.loads(results.read_text(encoding="utf-8")) if results.exists() else []
+        except ValueError:
+            raw = []
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    runs = [VariantRun(r["label"], r["tests"], r["checks"], r["output"], r["error"]) for r in raw]
+    if result.stopped:
+        return Variants(runs, result.stopped, result.output)
+    if len(runs) < len(variants):
+        return Variants(runs, f"the test process ended early (exit code {result.returncode})", result.output)
+    return Variants(runs, "", result.output)
+
+
 def run_pytest(root: Path, name: str, code: str, cancel: threading.Event | None = None,
                mode: str = "bubblewrap") -> TestRun:
     """Run a test module with pytest, the workspace on its import path, in the sandbox ``mode`` names.
@@ -66,39 +177,24 @@ def run_pytest(root: Path, name: str, code: str, cancel: threading.Event | None 
         mode: ``bubblewrap`` (the sandbox; not run when unavailable), ``none`` (no file or network
             isolation, limits only), ``off`` (never run).
     """
-    if mode == "off":
-        return not_run("tests are not run: tests.sandbox is off")
-    if mode == "bubblewrap" and not (ok := sandbox.available())[0]:
-        return not_run(f"tests were written but not run: {ok[1]}; {sandbox.INSTALL_HINT}")
-    python, why = find_python(root)
-    if python is None:
-        return not_run(f"tests were written but not run: {why}")
-    scratch = Path(tempfile.mkdtemp(prefix="deepseek-tests-"))
-    try:
-        test_file = scratch / name
-        test_file.write_text(code, encoding="utf-8")
-        ini = scratch / "pytest.ini"
-        ini.write_text("[pytest]\n", encoding="utf-8")
-        cmd = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ini), "--rootdir", str(scratch),
-               "--confcutdir", str(scratch), str(test_file)]
-        env = {"PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": str(root),
-               "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1"}
-        if mode == "none":
-            result = sandbox.run_unsandboxed(cmd, scratch=scratch, env=env, timeout_s=TEST_TIMEOUT_S, cancel=cancel)
-        else:
-            result = sandbox.run(cmd, workspace=root.resolve(), scratch=scratch,
-                                 python_paths=sandbox.interpreter_paths(python), env=env, timeout_s=TEST_TIMEOUT_S,
-                                 cancel=cancel)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    output = result.output
-    if result.stopped:
-        what = f"stopped after {TEST_TIMEOUT_S} s" if result.stopped == "timeout" else "cancelled"
-        return TestRun([], [], f"({what})\n{output}", False, reason=result.stopped)
-    passed = re.findall(r"^(\S+::\S+) PASSED", output, re.M)
-    failed = re.findall(r"^FAILED (\S+::\S+)", output, re.M)
-    # -q prints no per-test lines for passes: count them from the summary.
-    summary = re.search(r"(\d+) passed", output)
-    if not passed and summary:
-        passed = [f"{name}: {summary.group(1)} passed"]
-    return TestRun(passed, failed, output, result.returncode == 0 and bool(summary))
+    result = run_variants(root, [{"label": "original", "patches": []}], generated=(name, code), cancel=cancel,
+                          mode=mode)
+    return as_test_run(result)
+
+
+def as_test_run(result: Variants, index: int = 0) -> TestRun:
+    """The :class:`TestRun` of one variant of a :func:`run_variants` result (the first: the code as it is)."""
+    if not result.ran:
+        reason = result.reason if result.reason.startswith("tests are not run") else \
+            f"tests were written but not run: {result.reason}"
+        return not_run(reason)
+    if result.reason in ("timeout", "cancelled") and len(result.runs) <= index:
+        what = f"stopped after {TEST_TIMEOUT_S} s" if result.reason == "timeout" else "cancelled"
+        return TestRun([], [], f"({what})\n{result.output}", False, reason=result.reason)
+    if len(result.runs) <= index:
+        return TestRun([], [], f"({result.reason})\n{result.output}", False, reason=result.reason)
+    run = result.runs[index]
+    output = run.output or result.output
+    if run.error:
+        return TestRun([], [], f"{run.error}\n{output}", False)
+    return TestRun(run.passed, run.failed, output, bool(run.passed) and not run.failed)

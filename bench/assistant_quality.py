@@ -1,0 +1,287 @@
+"""Assistant quality benchmark: Refactor and Write tests on real functions, judged by the functions' own tests.
+
+The functions are toolz's (``toolz/itertoolz.py``, ``dicttoolz.py``, ``recipes.py``, pinned
+in the ``test`` extra): pip-installed code this project did not write, whose wheel ships its
+tests. A function qualifies when it is a top-level, undecorated function of 4-30 lines with at
+least two places to mutate and toolz's own test file for its module has a test that uses it;
+``--functions`` of them are sampled with ``--seed``.
+
+Each model gets its own server (``python -m server`` over stdio, ``chatModel`` set to it,
+indexing off) and a workspace holding a copy of the toolz package **without its tests**:
+the server cannot use them to verify a rewrite and must fall back on checks it derives
+(doctests, call sites, generated calls). The held-out tests then judge:
+
+- **Refactor** ("make it clearer and simpler"): applied or refused (and why); an applied
+  rewrite is *kept* when toolz's test file for its module still passes with it, *broken*
+  when it fails.
+- **Write tests**: kept or refused; a kept test file is run by this script (outside the
+  sandbox) on the original module (*passes*) and on each of up to 8 mutants of the function
+  (*catches a mutant*: at least one fails).
+- Seconds per request (the whole ``workspace/executeCommand``, as a person waits for it),
+  and the CPU seconds the server and its children (the sandboxed test runs) spent on it:
+  on a shared machine the wall time is inflated by other work (and by a process being
+  stopped), the CPU time much less so. With 2 threads for the model, an idle 2-core
+  machine needs roughly half the CPU seconds in wall time while the model generates.
+
+Printed per function and side by side per model::
+
+    python bench/assistant_quality.py [--functions 8] [--seed 1] [--tasks refactor,tests]
+                                      [--models qwen2.5-coder-0.5b-instruct-q4_k_m,qwen2.5-coder-1.5b-instruct-q4_k_m]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import asyncio
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from server.assist.verify import mutants, workspace_tests  # noqa: E402
+
+MODULES = {"itertoolz.py": "test_itertoolz.py", "dicttoolz.py": "test_dicttoolz.py", "recipes.py": "test_recipes.py"}
+DEFAULT_MODELS = "qwen2.5-coder-0.5b-instruct-q4_k_m,qwen2.5-coder-1.5b-instruct-q4_k_m"
+JUDGE_TIMEOUT_S = 120
+
+
+@dataclass
+class Function:
+    module: str          # file name in toolz/, e.g. itertoolz.py
+    name: str
+    start: int           # 0-based first line (the def), inclusive
+    end: int             # 0-based last line, inclusive
+
+
+@dataclass
+class Outcome:
+    function: str
+    refactor: str = ""           # kept / broken / refused: <reason> / error: <message>
+    refactor_note: str = ""      # the verification's summary
+    refactor_s: float = 0.0
+    refactor_cpu: float = 0.0
+    tests: str = ""              # kept / refused: <reason> / error: <message>
+    tests_pass: bool = False
+    tests_catch: bool = False
+    tests_note: str = ""
+    tests_s: float = 0.0
+    tests_cpu: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+# -- functions and judging -------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its waited-for children (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def toolz_dir() -> Path:
+    import toolz
+    return Path(toolz.__file__).parent
+
+
+def pick_functions(n: int, seed: int) -> list[Function]:
+    src = toolz_dir()
+    found = []
+    for module in MODULES:
+        text = (src / module).read_text(encoding="utf-8")
+        for node in ast.parse(text).body:
+            if not isinstance(node, ast.FunctionDef) or node.decorator_list or node.name.startswith("_"):
+                continue
+            lines = node.end_lineno - node.lineno + 1
+            source = "".join(text.splitlines(keepends=True)[node.lineno - 1:node.end_lineno])
+            if 4 <= lines <= 30 and len(mutants(source)) >= 2 and \
+                    workspace_tests(src.parent, f"toolz.{module[:-3]}", node.name, limit=1):
+                found.append(Function(module, node.name, node.lineno - 1, node.end_lineno - 1))
+    random.Random(seed).shuffle(found)
+    return sorted(found[:n], key=lambda f: (f.module, f.start))
+
+
+class Judge:
+    """toolz with its tests, in a folder of its own: runs a test file against an edited module (no sandbox)."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="assist-judge-"))
+        shutil.copytree(toolz_dir(), self.dir / "toolz", ignore=shutil.ignore_patterns("__pycache__"))
+
+    def passes(self, module: str, source: str, test_file: str, test_code: str | None = None) -> bool:
+        """Whether ``test_file`` (toolz's, or ``test_code`` under that name) passes with ``module`` as ``source``."""
+        target = self.dir / "toolz" / module
+        original = target.read_text(encoding="utf-8")
+        target.write_text(source, encoding="utf-8")
+        path = self.dir / "toolz" / "tests" / test_file
+        if test_code is not None:
+            path.write_text(test_code, encoding="utf-8")
+        try:
+            r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(path)],
+                               cwd=self.dir, capture_output=True, timeout=JUDGE_TIMEOUT_S)
+            return r.returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+        finally:
+            target.write_text(original, encoding="utf-8")
+            if test_code is not None:
+                path.unlink()
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def replaced(text: str, f: Function, new: str) -> str:
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[:f.start]) + new + "".join(lines[f.end + 1:])
+
+
+# -- one model -------------------------------------------------------------------------------------
+async def run_model(model: str, functions: list[Function], tasks: set[str], judge: Judge) -> list[Outcome]:
+    from lsp_server import start_server, stop_server
+    from lsprotocol import types
+
+    workspace = Path(tempfile.mkdtemp(prefix="assist-ws-"))
+    shutil.copytree(toolz_dir(), workspace / "toolz", ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    settings = {"chatModel": model, "index": {"enabled": False}}
+    # A data folder of its own: no answer comes from the response cache of an earlier run.
+    os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="assist-data-")
+    client = await start_server("assistant-bench", settings, workspace)
+    edits: list = []
+
+    @client.feature(types.WORKSPACE_APPLY_EDIT)
+    def apply_edit(params: types.ApplyWorkspaceEditParams):  # as an editor would; the files stay as they are
+        edits.append(params.edit)
+        return types.ApplyWorkspaceEditResult(applied=True)
+
+    async def command(name: str, arg: dict) -> tuple[dict | str, float, float]:
+        t0, cpu0 = time.monotonic(), cpu_seconds(client._server.pid)
+        try:
+            result = await client.workspace_execute_command_async(types.ExecuteCommandParams(command=name,
+                                                                                             arguments=[arg]))
+        except Exception as e:  # a refusal with an error is an outcome too
+            result = f"error: {e}"
+        return result, time.monotonic() - t0, cpu_seconds(client._server.pid) - cpu0
+
+    outcomes = []
+    opened = set()
+    for n, f in enumerate(functions, 1):
+        path = workspace / "toolz" / f.module
+        text = path.read_text(encoding="utf-8")
+        uri = path.as_uri()
+        if uri not in opened:
+            opened.add(uri)
+            client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+                uri=uri, language_id="python", version=1, text=text)))
+        rng = {"start": {"line": f.start + 1, "character": 4}, "end": {"line": f.start + 1, "character": 4}}
+        out = Outcome(f"{f.module[:-3]}.{f.name}")
+        test_file = MODULES[f.module]
+        if "refactor" in tasks:
+            result, out.refactor_s, out.refactor_cpu = await command("deepseek.refactor", {"uri": uri, "range": rng})
+            if isinstance(result, str):
+                out.refactor = result[:80]
+            elif result.get("applied"):
+                new = edits[-1].document_changes[0].edits[0].new_text
+                ok = judge.passes(f.module, replaced(text, f, new), test_file)
+                out.refactor = "kept" if ok else "broken"
+                out.refactor_note = (result.get("verification") or {}).get("summary", "")
+            else:
+                out.refactor = f"refused: {result.get('reason', '')[:70]}"
+                out.refactor_note = ((result.get("verification") or {}).get("summary") or "")[:70]
+        if "tests" in tasks:
+            result, out.tests_s, out.tests_cpu = await command("deepseek.writeTests", {"uri": uri, "range": rng})
+            if isinstance(result, str):
+                out.tests = result[:80]
+            elif result.get("applied"):
+                code = edits[-1].document_changes[-1].edits[0].new_text
+                out.tests = "kept"
+                out.tests_note = (result.get("mutants") or {}).get("summary", "")
+                out.tests_pass = judge.passes(f.module, text, f"test_generated_{f.name}.py", code)
+                source = "".join(text.splitlines(keepends=True)[f.start:f.end + 1])
+                out.tests_catch = out.tests_pass and any(
+                    not judge.passes(f.module, replaced(text, f, m.source), f"test_generated_{f.name}.py", code)
+                    for m in mutants(source, first_line=f.start))
+            else:
+                out.tests = f"refused: {result.get('reason', '')[:70]}"
+                out.tests_note = ((result.get("mutants") or {}).get("summary") or "")[:70]
+        outcomes.append(out)
+        print(f"  {model[:22]} [{n}/{len(functions)}] {out.function:<28} refactor {out.refactor:<10} "
+              f"{out.refactor_s:5.1f} s ({out.refactor_cpu:.0f} CPU s) | tests {out.tests[:10]:<10} "
+              f"pass={out.tests_pass!s:<5} catch={out.tests_catch!s:<5} {out.tests_s:5.1f} s "
+              f"({out.tests_cpu:.0f} CPU s)  {out.refactor_note} / {out.tests_note}", file=sys.stderr, flush=True)
+    await stop_server(client)
+    shutil.rmtree(workspace, ignore_errors=True)
+    return outcomes
+
+
+# -- the table -------------------------------------------------------------------------------------
+def p50(values: list[float]) -> str:
+    return f"{statistics.median(values):.0f} s" if values else "-"
+
+
+def table(results: dict[str, list[Outcome]], tasks: set[str]) -> str:
+    models = list(results)
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label, fn):
+        rows.append((label, [fn(results[m]) for m in models]))
+    n = len(next(iter(results.values()))) if results else 0
+    if "refactor" in tasks:
+        row("Refactor applied", lambda o: f"{sum(x.refactor in ('kept', 'broken') for x in o)} of {n}")
+        row("  behaviour kept (held-out tests pass)", lambda o: str(sum(x.refactor == "kept" for x in o)))
+        row("  **broken** (held-out tests fail)", lambda o: str(sum(x.refactor == "broken" for x in o)))
+        row("Refactor refused: changes behaviour", lambda o: str(sum("changes behaviour" in x.refactor or
+                                                                        "does not run" in x.refactor for x in o)))
+        row("Refactor refused: other reasons", lambda o: str(sum(x.refactor.startswith(("refused", "error")) and not
+                                                                 ("changes behaviour" in x.refactor or
+                                                                  "does not run" in x.refactor) for x in o)))
+        row("Refactor wall time p50 / max", lambda o: f"{p50([x.refactor_s for x in o])} / "
+                                                       f"{max([x.refactor_s for x in o] or [0]):.0f} s")
+        row("Refactor CPU time p50 / max", lambda o: f"{p50([x.refactor_cpu for x in o])} / "
+                                                      f"{max([x.refactor_cpu for x in o] or [0]):.0f} s")
+    if "tests" in tasks:
+        row("Write tests: kept", lambda o: f"{sum(x.tests == 'kept' for x in o)} of {n}")
+        row("  pass on the original (re-run here)", lambda o: str(sum(x.tests_pass for x in o)))
+        row("  catch a mutant (re-run here)", lambda o: str(sum(x.tests_catch for x in o)))
+        row("Write tests wall time p50 / max", lambda o: f"{p50([x.tests_s for x in o])} / "
+                                                          f"{max([x.tests_s for x in o] or [0]):.0f} s")
+        row("Write tests CPU time p50 / max", lambda o: f"{p50([x.tests_cpu for x in o])} / "
+                                                         f"{max([x.tests_cpu for x in o] or [0]):.0f} s")
+    width = max(len(r[0]) for r in rows) if rows else 10
+    lines = [f"| {'':<{width}} | " + " | ".join(m.replace("qwen2.5-coder-", "").replace("-instruct-q4_k_m", "")
+                                                 for m in models) + " |",
+             f"|{'-' * (width + 2)}|" + "|".join("---" for _ in models) + "|"]
+    lines += [f"| {label:<{width}} | " + " | ".join(values) + " |" for label, values in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--functions", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--tasks", default="refactor,tests")
+    ap.add_argument("--models", default=DEFAULT_MODELS)
+    args = ap.parse_args()
+    tasks = set(args.tasks.split(","))
+    functions = pick_functions(args.functions, args.seed)
+    print(f"{len(functions)} functions: " + ", ".join(f"{f.module[:-3]}.{f.name}" for f in functions), file=sys.stderr)
+    judge = Judge()
+    try:
+        for module in {f.module for f in functions}:  # the judge must agree that the untouched module passes
+            assert judge.passes(module, (toolz_dir() / module).read_text(encoding="utf-8"), MODULES[module])
+        results = {m: asyncio.run(run_model(m, functions, tasks, judge)) for m in args.models.split(",")}
+    finally:
+        judge.close()
+    print(table(results, tasks))
+
+
+if __name__ == "__main__":
+    main()
