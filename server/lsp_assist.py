@@ -243,11 +243,11 @@ def register(server: DeepseekLanguageServer) -> None:
         result = await _run_with_progress(host, ls, "deepseek: Refactor", assistant.refactor, span,
                                           str(arg.get("instruction") or ""), root, ls.trusted)
         verification = lsp_verification(result.verification)
-        if result.code is None:
-            return {"applied": False, "reason": result.reason, "edit": None, "verification": verification}
-        if _moved_on(ls, span):
+        if _moved_on(ls, span):  # first: whatever the rewrite was, it was written for text that is gone
             return {"applied": False, "edit": None, "verification": verification, "reason": "the document changed "
                     "while the rewrite was being written; nothing was changed (run Refactor again)"}
+        if result.code is None:
+            return {"applied": False, "reason": result.reason, "edit": None, "verification": verification}
         edit = lsp_replace_lines(span.path.as_uri(), span.version, span.start_line, span.end_line, result.code)
         applied, reason = await ls.apply_edit(edit, "deepseek: refactor")
         return {"applied": applied, "reason": reason, "edit": to_json(edit), "cacheHit": result.reply.cache_hit,
