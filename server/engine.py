@@ -350,16 +350,6 @@ class LoadedModel:
         return bool(attr & (self._ll.LLAMA_TOKEN_ATTR_CONTROL | self._ll.LLAMA_TOKEN_ATTR_USER_DEFINED))
 
     # -- generation ----------------------------------------------------------------------
-    def cached_prefix(self, tokens: Sequence[int]) -> int:
-        """Length of the longest common prefix of ``tokens`` and the KV cache."""
-        cells = self._live_cells()
-        n = 0
-        for a, b in zip(cells, tokens):
-            if a != b:
-                break
-            n += 1
-        return n
-
     def _live_cells(self) -> list[int]:
         """The token at each KV position, re-read from ``Llama`` when something evaluated through it."""
         llm, cells = self.llm, self._cells
@@ -420,9 +410,8 @@ class LoadedModel:
             self._cells = cells[:n]
         self.snapshots.add(self.save_state())
 
-    def _covered(self, cells: Sequence[int], target: Sequence[int]) -> int:
-        return sum(m for _, _, m in plan_reuse(cells, target, self.min_reuse if self._can_shift else 0,
-                                                 self.reuse_markers))
+    def _plan(self, cells: Sequence[int], target: Sequence[int]) -> list[tuple[int, int, int]]:
+        return plan_reuse(cells, target, self.min_reuse if self._can_shift else 0, self.reuse_markers)
 
     def prefill(self, prompt: list[int], cancel: threading.Event | None = None,
                 stopped: Callable[[], str] | None = None) -> Prefill:
@@ -441,10 +430,11 @@ class LoadedModel:
         stopped = stopped or (lambda: "cancelled" if cancel is not None and cancel.is_set() else "")
         target = prompt[:-1]
         cells = self._live_cells()
-        live = self._covered(cells, target)
+        runs = self._plan(cells, target)
+        live = sum(m for _, _, m in runs)
         best, best_n = None, live
         for snap in self.snapshots if len(target) - live > PREFILL_CHUNK else ():
-            if (n := self._covered(snap.cells, target)) > best_n + PREFILL_CHUNK:
+            if (n := sum(m for _, _, m in self._plan(snap.cells, target))) > best_n + PREFILL_CHUNK:
                 best, best_n = snap, n
         filled = len(cells) - cells.count(HOLE)
         if best is not None or 2 * live < filled:
@@ -457,15 +447,17 @@ class LoadedModel:
                 restored = True
             except RuntimeError as e:
                 log.warning("%s; evaluating the prompt", e)
-        reused, shifted, evaluated, done = self._arrange(target, stopped)
+        if best is not None or self._cells is not cells:  # another state, or the save trimmed a hole
+            runs = self._plan(self._live_cells(), target)
+        reused, shifted, evaluated, done = self._arrange(target, runs, stopped)
         return Prefill(done, reused, shifted, evaluated, restored, (time.monotonic() - t0) * 1000)
 
-    def _arrange(self, target: list[int], stopped: Callable[[], str]) -> tuple[int, int, int, bool]:
-        """Turn the live cache into ``target`` (see :meth:`prefill`): (reused, shifted, evaluated, done)."""
+    def _arrange(self, target: list[int], runs: list[tuple[int, int, int]],
+                 stopped: Callable[[], str]) -> tuple[int, int, int, bool]:
+        """Turn the live cache into ``target`` by ``runs`` (:func:`plan_reuse` of the live cells; see
+        :meth:`prefill`): (reused, shifted, evaluated, done)."""
         ll = self._ll
         mem = ll.llama_get_memory(self.llm._ctx.ctx)
-        cells = self._live_cells()
-        runs = plan_reuse(cells, target, self.min_reuse if self._can_shift else 0, self.reuse_markers)
         kept = 0
         for _, src, m in runs:  # remove what no run keeps
             if src > kept:
