@@ -278,7 +278,7 @@ def register(server: DeepseekLanguageServer) -> None:
         edit = lsp_append_or_create(uri, existing, result.code, doc.version if doc is not None else None)
         applied, reason = await ls.apply_edit(edit, "deepseek: write tests")
         return {"applied": applied, "uri": uri, "rounds": result.rounds, **lsp_test_run(result.run),
-                "mutants": lsp_mutants(result.score), "reason": reason}
+                "mutants": lsp_mutants(result.score), "expectedFromCode": result.corrected, "reason": reason}
 
     @server.command(CMD_CHAT)
     async def chat(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:

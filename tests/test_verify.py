@@ -262,3 +262,76 @@ def test_tests_that_kill_the_test_process_fail_rather_than_go_unrun(ws):
     from server.assist import run_pytest
     r = run_pytest(ws, "test_exit.py", "import os\n\ndef test_exit():\n    os._exit(3)\n")
     assert r.ran and not r.ok and "the test process ended early (exit code 3)" in r.output, r
+
+
+def test_expected_value_sites_are_calls_compared_with_literals():
+    from server.assist.expected import sites
+    code = textwrap.dedent("""\
+        from pkg.geo import clamp
+
+        def test_a():
+            assert clamp(12) == 12
+            assert 0 == clamp(-5, hi=3)
+            expected = [1, 2]
+            assert [clamp(1), clamp(2)] == expected
+            other = compute()
+            assert clamp(3) == other
+            assert clamp(3) < 4
+            assert clamp(3) == clamp(3)
+
+        def helper():
+            assert clamp(1) == 2
+        """)
+    found = sites(code, "clamp")
+    assert [(s.test, ast.unparse(s.literal)) for s in found] == [("test_a", "12"), ("test_a", "0"),
+                                                                ("test_a", "[1, 2]")]
+
+
+@needs_sandbox
+def test_wrong_expected_values_are_taken_from_the_code_and_said(ws):
+    from server.assist import run_pytest
+    from server.assist.expected import expected_from_code
+    code = textwrap.dedent("""\
+        import pytest
+        from pkg.geo import Box, clamp
+
+        def test_edges():
+            assert clamp(12) == 12
+            assert clamp(-3) == 0
+            expected = (5,
+                        7)
+            assert (clamp(5), clamp(70, hi=7)) == expected
+
+        def test_in_a_loop():
+            for x, want in [(1, 1), (2, 3)]:
+                assert clamp(x) == 9
+
+        def test_not_a_literal():
+            assert clamp(Box(1, 2).area()) == 3
+
+        def test_raising():
+            result = clamp(3)
+            assert result == 4
+            assert clamp("a") == 5, "a message"
+            assert clamp(1) == 1
+
+        def test_expecting_an_error():
+            with pytest.raises(TypeError):
+                assert clamp("a") == 0
+        """)
+    assert not run_pytest(ws, "test_gen.py", code).ok
+    fixed, corrections = expected_from_code(ws, "test_gen.py", code, "clamp")
+    # The wrong 12 is corrected and said; the right 0 and the tuple stay; a loop seeing 1 then 2 is left alone;
+    # clamp(Box(1, 2).area()) is 2, not 3: corrected too (the literal is what counts, not the argument).
+    # `result = clamp(3)` is read at the assertion; an assertion whose call raises on the code as it is
+    # goes; one inside `pytest.raises` stays.
+    assert [str(c) for c in corrections] == [
+        "test_edges: 12 -> 10", "test_not_a_literal: 3 -> 2", "test_raising: 4 -> 3",
+        "test_raising: removed `assert clamp(\"a\") == 5, \"a message\"` (raises TypeError on the code as it is)"], \
+        corrections
+    assert "assert clamp(12) == 10  # value from running the code as it is; the model wrote 12\n" in fixed
+    assert "expected = (5,\n                7)\n" in fixed
+    assert "    assert result == 3  # value from running the code as it is; the model wrote 4\n" \
+           "    assert clamp(1) == 1\n" in fixed
+    run = run_pytest(ws, "test_gen.py", fixed)
+    assert run.failed == ["test_gen.py::test_in_a_loop"] and len(run.passed) == 4, run

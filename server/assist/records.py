@@ -157,7 +157,8 @@ class MutationScore:
 @dataclass(frozen=True)
 class TestsResult:
     """Generated tests: ``code`` (None when refused, with ``reason``), the last run, model rounds used,
-    and the last run's mutation score (None when the tests were not run)."""
+    the last run's mutation score (None when the tests were not run), and the expected values
+    that were taken from running the code as it is (``"test_x: 3 -> 4"``; see ``expected.py``)."""
 
     __test__ = False
 
@@ -166,3 +167,4 @@ class TestsResult:
     rounds: int
     reason: str
     score: MutationScore | None = None
+    corrected: list[str] = field(default_factory=list)

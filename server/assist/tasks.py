@@ -32,6 +32,7 @@ from .packs import PromptPack, load_pack
 from .records import AssistError, CodeSpan, ContextItem, RefactorResult, Reference, Reply, TestsResult, Verification
 from .store import AssistStore, StoredMessage
 from .testrun import as_test_run
+from .expected import expected_from_code
 from .verify import mutation_score, verify_rewrite
 
 log = logging.getLogger(__name__)
@@ -316,6 +317,7 @@ class Assistant:
         import_line = f"from {module} import {span.symbol}" if span.language == "python" and span.symbol \
             else f"import {module}"
         feedback, run, code, score, refusal = "", None, None, None, ""
+        corrected: list = []  # the expected values of the kept candidate that came from the code
         rounds = REPAIR_ROUNDS + 1
         for round_no in range(rounds):
             messages = pack.render(framework=framework, symbol=span.symbol or "this code", path=str(rel),
@@ -326,7 +328,7 @@ class Assistant:
             say(f"round {round_no + 1} of {rounds}: writing tests")
             reply = self._generate("tests", messages, pack, None, None, use_cache=round_no == 0, cancel=cancel,
                                    max_tokens=TEST_MAX_TOKENS, stop=enough_tests)
-            candidate = code_block(reply.text)
+            candidate, corrected = code_block(reply.text), []
             if candidate is None:
                 feedback = "\nYour answer had no fenced code block. Answer with the test module in one code block."
                 continue
@@ -345,6 +347,14 @@ class Assistant:
             say(f"round {round_no + 1} of {rounds}: running the tests")
             result, score = mutation_score(root, span, test_path.name, candidate, cancel, self.sandbox)
             run = as_test_run(result)
+            if run.ran and run.failed and run.reason != "cancelled" and span.symbol:
+                # A wrong expected value is the usual failure: take it from the code as it is (see expected.py).
+                say(f"round {round_no + 1} of {rounds}: taking the expected values from the code")
+                fixed, found = expected_from_code(root, test_path.name, candidate, span.symbol, cancel, self.sandbox)
+                if found:
+                    say(f"round {round_no + 1} of {rounds}: running the tests again")
+                    result, score = mutation_score(root, span, test_path.name, fixed, cancel, self.sandbox)
+                    candidate, run, corrected = fixed, as_test_run(result), found
             if run.ran and run.passed and run.failed and run.reason != "cancelled":
                 # Keep what is right: drop the tests that fail on the code as it is, run the rest again.
                 pruned = drop_tests(candidate, {name.rsplit("::", 1)[-1] for name in run.failed})
@@ -355,7 +365,7 @@ class Assistant:
             if not run.ran or run.reason == "cancelled":  # nothing to judge them by
                 return TestsResult(code, run, round_no + 1, "", score if run.ran else None)
             if run.ok and (score.caught or score.reason or not score.tried):
-                return TestsResult(code, run, round_no + 1, "", score)
+                return TestsResult(code, run, round_no + 1, "", score, [str(c) for c in corrected])
             if run.ok:
                 survivor = score.survivors[0]
                 refusal = (f"the tests pass but catch none of the {score.tried} deliberately broken copies of "

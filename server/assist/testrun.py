@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +94,13 @@ class Variants:
     reason: str = ""
     output: str = ""
     ran: bool = True
+    collected: dict[str, str] = field(default_factory=dict)
 
 
 def run_variants(root: Path, variants: list[dict[str, Any]], *, module: str | None = None,
                  test_files: list[str] = (), generated: tuple[str, str] | None = None, checks: list[str] = (),
                  cancel: threading.Event | None = None, mode: str = "bubblewrap",
-                 timeout_s: float | None = None) -> Variants:
+                 timeout_s: float | None = None, collect: tuple[str, ...] = ()) -> Variants:
     """Run tests and checks against several variants of a module's code, in one sandboxed process.
 
     Args:
@@ -113,6 +114,8 @@ def run_variants(root: Path, variants: list[dict[str, Any]], *, module: str | No
         cancel: set to stop at once (the process tree is killed).
         mode: ``bubblewrap``, ``none`` or ``off`` (see :func:`run_pytest`).
         timeout_s: the whole run's wall-clock limit (TEST_TIMEOUT_S when None).
+        collect: names of files the run writes in its private folder (beside the generated
+            test module), returned as text in ``collected`` (a missing file is left out).
 
     Returns:
         The runs; never raises for what the code under test does.
@@ -155,14 +158,17 @@ def run_variants(root: Path, variants: list[dict[str, Any]], *, module: str | No
             raw = json.loads(results.read_text(encoding="utf-8")) if results.exists() else []
         except ValueError:
             raw = []
+        collected = {name: (scratch / name).read_text(encoding="utf-8", errors="replace")
+                     for name in collect if (scratch / name).is_file()}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     runs = [VariantRun(r["label"], r["tests"], r["checks"], r["output"], r["error"]) for r in raw]
     if result.stopped:
-        return Variants(runs, result.stopped, result.output)
+        return Variants(runs, result.stopped, result.output, collected=collected)
     if len(runs) < len(variants):
-        return Variants(runs, f"the test process ended early (exit code {result.returncode})", result.output)
-    return Variants(runs, "", result.output)
+        return Variants(runs, f"the test process ended early (exit code {result.returncode})", result.output,
+                        collected=collected)
+    return Variants(runs, "", result.output, collected=collected)
 
 
 def run_pytest(root: Path, name: str, code: str, cancel: threading.Event | None = None,
