@@ -179,7 +179,7 @@ def test_rewrites_that_cannot_be_patched_in_say_why():
 # -- running them --------------------------------------------------------------------------------
 @needs_sandbox
 def test_a_rewrite_that_keeps_behaviour_is_verified_by_the_workspace_tests(ws):
-    after = GEO.replace(CLAMP_BODY, "    return max(lo, min(x, hi))\n")
+    after = GEO.replace(CLAMP_BODY, "    if x < lo:\n        return lo\n    return hi if x > hi else x\n")
     v = verify_rewrite(ws, span_of(ws, "clamp"), after)
     assert v.verdict == "kept" and v.tests == 2 and v.checks >= 3, v
     assert v.summary.startswith("2 tests still pass, ") and v.summary.endswith("checks agree")
@@ -204,6 +204,41 @@ def test_without_tests_derived_checks_decide(ws):
     changed = verify_rewrite(ws, span_of(ws, "label"), GEO.replace('return "many" if n > 1 else "one"',
                                                                    'return "many" if n >= 1 else "one"'))
     assert changed.verdict == "changed" and "before" in changed.summary, changed
+
+
+PICK = """\
+def pick(predicate, d, factory=dict):
+    out = factory()
+    for item in d.items():
+        if predicate(item):
+            k, v = item
+            out[k] = v
+    return out
+"""
+
+
+def test_generated_calls_give_parameters_values_of_the_kind_the_body_uses(ws):
+    from server.assist.verify import _param_kinds
+    fn = ast.parse(PICK).body[0]
+    assert _param_kinds(fn) == {"predicate": "callable", "d": "mapping", "factory": "callable"}
+    (ws / "pick.py").write_text(PICK)
+    _, generated = derived_checks(ws / "pick.py", PICK, target(ws, ws / "pick.py", PICK, 0, 6))
+    assert "pick(len, {'a': 1, 'b': 2})" in generated and len(generated) <= 160
+    assert any("factory=__import__('collections').OrderedDict" in g for g in generated), generated
+
+
+@needs_sandbox
+def test_a_rewrite_that_ignores_a_parameter_with_a_default_is_caught(ws):
+    # Found in the assistant benchmark: toolz's itemfilter rewritten as a dict comprehension, `factory` dropped.
+    (ws / "pick.py").write_text(PICK)
+    span = CodeSpan(ws / "pick.py", PICK, 0, 6, "python", "pick")
+    v = verify_rewrite(ws, span, "def pick(predicate, d, factory=dict):\n"
+                                 "    return {k: v for k, v in d.items() if predicate((k, v))}\n")
+    assert v.verdict == "changed" and "factory=" in v.summary, v
+    same = verify_rewrite(ws, span, "def pick(predicate, d, factory=dict):\n    out = factory()\n"
+                                    "    for k, v in d.items():\n        if predicate((k, v)):\n"
+                                    "            out[k] = v\n    return out\n")
+    assert same.verdict == "kept" and same.checks >= 20, same
 
 
 @needs_sandbox
@@ -335,3 +370,20 @@ def test_wrong_expected_values_are_taken_from_the_code_and_said(ws):
            "    assert clamp(1) == 1\n" in fixed
     run = run_pytest(ws, "test_gen.py", fixed)
     assert run.failed == ["test_gen.py::test_in_a_loop"] and len(run.passed) == 4, run
+
+
+@needs_sandbox
+def test_an_assertion_that_never_ends_is_stopped_not_observed(ws, monkeypatch):
+    import time
+
+    from server.assist import testrun
+    from server.assist.expected import expected_from_code
+    (ws / "loop.py").write_text("def count(n):\n    i = 0\n    while i < n:\n        i += 1\n    return i\n")
+    monkeypatch.setattr(testrun, "CALL_TIMEOUT_S", 1)
+    code = "from loop import count\n\ndef test_count():\n    assert count(float('inf')) == 1\n" \
+           "    assert count(2) == 3\n\ndef test_more():\n    assert count(4) == 5\n"
+    t0 = time.monotonic()
+    fixed, corrections = expected_from_code(ws, "test_loop.py", code, "count")
+    # The per-call alarm stops the first test (not taken for an exception of the call: nothing is removed).
+    assert [str(c) for c in corrections] == ["test_more: 5 -> 4"]
+    assert time.monotonic() - t0 < 20

@@ -20,6 +20,7 @@ import ast
 import copy
 import doctest
 import itertools
+import math
 import os
 import random
 import textwrap
@@ -33,12 +34,26 @@ from .testrun import Variants, run_variants
 MAX_MUTANTS = 8            # mutants tried per function (spread over its lines)
 MAX_TEST_FILES = 2000      # workspace files looked at when searching for its tests
 MAX_TESTS = 60             # workspace tests run to verify a rewrite
-MAX_CHECKS = 12            # derived input/output checks per function
+MAX_CHECKS = 12            # derived input/output checks from the code (docstring examples, call sites) per function
+MAX_GENERATED = 160        # generated calls per function (only those the original answers are compared)
 SKIP_DIRS = {".git", ".hg", ".venv", "venv", "env", "node_modules", "site-packages", "build", "dist", "__pycache__",
              ".tox", ".nox", ".mypy_cache", ".pytest_cache"}
 # Values generated calls draw their arguments from (as Python source), besides the function's own constants.
 SAMPLE_ARGS = ("0", "1", "2", "-3", "''", "'abc'", "[]", "[1, 2, 3]", "[3, 1, 2, 1]", "(1, 2)", "{'a': 1, 'b': 2}",
                "None", "True", "2.5", "str", "len", "(lambda x: x)", "(lambda x: x % 2 == 0)", "[(1, 2), (3, 4)]")
+# A parameter the function calls, reads as a mapping or iterates gets its values from these instead.
+KIND_ARGS = {
+    "callable": ("len", "str", "bool", "(lambda x: x)", "(lambda x: x % 2 == 0)", "dict", "list",
+                 "__import__('collections').OrderedDict"),
+    "mapping": ("{}", "{'a': 1, 'b': 2}", "{1: 2, 2: 3, 3: 4, 4: 5}"),
+    "iterable": ("[]", "[1, 2, 3]", "[3, 1, 2, 1]", "(1, 2)", "'abc'", "[(1, 2), (3, 4)]", "{'a': 1, 'b': 2}"),
+}
+MAPPING_METHODS = {"items", "keys", "values", "get", "copy", "update", "pop", "setdefault"}
+ITERATING_CALLS = {"iter", "len", "list", "tuple", "set", "sorted", "sum", "enumerate", "zip", "map", "filter",
+                   "reversed", "min", "max", "any", "all", "frozenset", "dict"}
+# ... and, for a parameter that has a default, values of other types too: a factory (``factory=dict``), a
+# container type whose result shows in its repr.
+OPTIONAL_ARGS = ("dict", "list", "__import__('collections').OrderedDict", "False", "3")
 
 FLIP_COMPARE = {ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt, ast.Eq: ast.NotEq,
                 ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
@@ -333,8 +348,11 @@ def derived_checks(path: Path, text: str, t: Target, seed: int = 0) -> tuple[lis
         ``(from the code, generated)``. From the code, up to MAX_CHECKS: the examples of its
         docstring (doctest ``>>>`` lines that call it), then its calls with literal arguments
         in the file and in the other Python files of its folder. Generated, up to
-        3 × MAX_CHECKS: calls with arguments drawn from its own constants and SAMPLE_ARGS
-        (seeded); only those the original answers without an exception are worth keeping.
+        MAX_GENERATED: calls with the required arguments drawn from its own constants and
+        SAMPLE_ARGS (every combination for up to two, else a seeded sample), half of them
+        also giving one parameter that has a default (by name, from the same values and
+        OPTIONAL_ARGS), so a rewrite that ignores ``factory=`` is seen; only those the
+        original answers without an exception are worth comparing.
         Checks say nothing about correctness: they are run against the original and the
         rewrite, and only their agreement counts. Methods get none.
     """
@@ -376,12 +394,41 @@ def derived_checks(path: Path, text: str, t: Target, seed: int = 0) -> tuple[lis
                   isinstance(n.value, (int, str, float)) and not isinstance(n.value, bool) and n is not
                   (fn.body[0].value if doc else None) and len(repr(n.value)) < 40})
     pool = list(dict.fromkeys(own[:8] + list(SAMPLE_ARGS)))
+    a = fn.args
+    positional = a.posonlyargs + a.args
+    kinds = _param_kinds(fn)
+    pools = [list(KIND_ARGS[kinds[p.arg]]) if p.arg in kinds else pool for p in positional[:required]]
     rng = random.Random(seed)
-    combos = list(itertools.product(pool, repeat=required)) if required <= 2 else \
-        [tuple(rng.choice(pool) for _ in range(required)) for _ in range(400)]
+    combos = list(itertools.product(*pools)) if math.prod(map(len, pools)) <= 2000 else \
+        [tuple(rng.choice(p) for p in pools) for _ in range(400)]
     rng.shuffle(combos)
-    generated = [f"{t.name}({', '.join(args)})" for args in combos[: 3 * MAX_CHECKS]]
-    return checks, [g for g in generated if g not in checks]
+    optional = [p.arg for p in positional[required:] if p not in a.posonlyargs] + [p.arg for p in a.kwonlyargs]
+    generated = [f"{t.name}({', '.join(args)})" for args in combos[:MAX_GENERATED // (2 if optional else 1)]]
+    extra = list(dict.fromkeys(pool + list(OPTIONAL_ARGS)))
+    more = [(args, name, value) for args in combos[:40] for name in optional
+            for value in (KIND_ARGS[kinds[name]] if name in kinds else extra)]
+    for args, name, value in rng.sample(more, min(len(more), MAX_GENERATED - len(generated))):
+        generated.append(f"{t.name}({', '.join(args + (f'{name}={value}',))})")
+    return checks, [g for g in dict.fromkeys(generated) if g not in checks]
+
+
+def _param_kinds(fn: ast.FunctionDef) -> dict[str, str]:
+    """Parameters the body calls (``callable``), reads as a mapping (``.items()``...) or iterates (``iterable``)."""
+    names = {p.arg for p in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs}
+    kinds: dict[str, str] = {}
+    for n in ast.walk(fn):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names:
+            kinds.setdefault(n.func.id, "callable")
+        elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in names \
+                and n.attr in MAPPING_METHODS:
+            kinds.setdefault(n.value.id, "mapping")
+        elif isinstance(n, (ast.For, ast.comprehension)) and isinstance(n.iter, ast.Name) and n.iter.id in names:
+            kinds.setdefault(n.iter.id, "iterable")
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in ITERATING_CALLS:
+            for arg in n.args[:1]:
+                if isinstance(arg, ast.Name) and arg.id in names:
+                    kinds.setdefault(arg.id, "iterable")
+    return kinds
 
 
 def _literal(node: ast.AST) -> bool:
@@ -463,8 +510,6 @@ def _compare(result: Variants, name: str, checks: list[str], n_explicit: int) ->
     for i, (before, twice, now) in enumerate(zip(original.checks, again.checks, rewrite.checks)):
         if before != twice or (i >= n_explicit and not before.startswith("= ")) or before == "timeout":
             continue  # not deterministic, or a generated call the original does not answer
-        if compared >= MAX_CHECKS:
-            break
         compared += 1
         if now != before:
             differences.append(f"`{checks[i][:80]}` gave {_shown(before)} before and {_shown(now)} after")
