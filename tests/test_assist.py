@@ -112,6 +112,15 @@ def test_a_rewrite_never_redefines_other_code_of_the_file(tmp_path):
     assert _drop_redefinitions(span, new) == "def main(v):\n    return helper(v)  # simpler\n"
 
 
+def test_a_rewrite_never_imports_over_names_of_the_file(tmp_path):
+    # Found in the assistant benchmark: toolz's merge_sorted rewritten below `from itertools import chain,
+    # accumulate`; applied, the import replaced toolz's own accumulate and its tests failed.
+    text = "import os\n\n\ndef accumulate(f, seq):\n    return seq\n\n\ndef main(v):\n    return v\n"
+    span = CodeSpan(tmp_path / "m.py", text, 7, 8, "python", "main")
+    new = "import os\nfrom itertools import chain, accumulate\n\ndef main(v):\n    return list(chain(v))\n"
+    assert _drop_redefinitions(span, new) == "from itertools import chain\n\ndef main(v):\n    return list(chain(v))\n"
+
+
 def test_references_stored_by_older_versions_still_read(tmp_path):
     store = AssistStore(tmp_path / "a.sqlite")
     sid = store.new_session("old")

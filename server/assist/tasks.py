@@ -463,10 +463,11 @@ def _relevant_turns(history: list[StoredMessage], message: str) -> list[list[Sto
 
 
 def _drop_redefinitions(span: CodeSpan, new: str) -> str:
-    """Remove from a rewrite any top-level definition of a name defined elsewhere in the file.
+    """Remove from a rewrite any top-level definition of a name defined elsewhere in the file, and
+    the names of its top-level imports that the file already binds.
 
-    A small model likes to append its own versions of the helpers it saw; applied, they
-    would shadow the real ones.
+    A small model likes to append its own versions of the helpers it saw, or imports of
+    names the module already has; applied, they would shadow the real ones.
     """
     lines = split_lines(span.text, keepends=True)
     blank = "\n" * (span.end_line - span.start_line + 1)
@@ -480,8 +481,38 @@ def _drop_redefinitions(span: CodeSpan, new: str) -> str:
             while first > 0 and new_lines[first - 1].lstrip().startswith("@"):
                 first -= 1  # its decorators go too
             drop.update(range(first, c.end_line + 1))
-    kept = "".join(line for i, line in enumerate(new_lines) if i not in drop)
+    # An import of a name the file already binds: redundant, or it shadows the file's own (a model
+    # that writes `from itertools import accumulate` above its rewrite replaces toolz's accumulate).
+    replace: dict[int, str] = {}
+    try:
+        bound = _bound_names(ast.parse(rest))
+        new_tree = ast.parse(new)
+    except SyntaxError:
+        bound, new_tree = set(), None
+    for node in new_tree.body if new_tree is not None else []:
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and node.end_lineno is not None:
+            keep = [a for a in node.names if (a.asname or a.name).split(".")[0] not in bound]
+            if len(keep) < len(node.names):
+                drop.update(range(node.lineno - 1, node.end_lineno))
+                if keep:
+                    node.names = keep
+                    replace[node.lineno - 1] = ast.unparse(node) + "\n"
+    kept = "".join(replace.get(i, line) for i, line in enumerate(new_lines) if i not in drop or i in replace)
     return re.sub(r"\n{3,}$", "\n", kept)
+
+
+def _bound_names(tree: ast.Module) -> set[str]:
+    """Names a module's top-level statements bind: definitions, imports, assignments."""
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
 
 
 def _match_indent(original: str, new: str) -> str:

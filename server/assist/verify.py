@@ -40,7 +40,10 @@ SKIP_DIRS = {".git", ".hg", ".venv", "venv", "env", "node_modules", "site-packag
              ".tox", ".nox", ".mypy_cache", ".pytest_cache"}
 # Values generated calls draw their arguments from (as Python source), besides the function's own constants.
 SAMPLE_ARGS = ("0", "1", "2", "-3", "''", "'abc'", "[]", "[1, 2, 3]", "[3, 1, 2, 1]", "(1, 2)", "{'a': 1, 'b': 2}",
-               "None", "True", "2.5", "str", "len", "(lambda x: x)", "(lambda x: x % 2 == 0)", "[(1, 2), (3, 4)]")
+               "None", "True", "2.5", "str", "len", "(lambda x: x)", "(lambda x: x % 2 == 0)", "[(1, 2), (3, 4)]",
+               "{1, 2}", "b'ab'", "object()", "iter([1, 2])",
+               # iterable by the old protocol only (__getitem__, no __iter__)
+               "type('Seq', (), {'__getitem__': lambda self, i: [1, 2][i]})()")
 # A parameter the function calls, reads as a mapping or iterates gets its values from these instead.
 KIND_ARGS = {
     "callable": ("len", "str", "bool", "(lambda x: x)", "(lambda x: x % 2 == 0)", "dict", "list",
