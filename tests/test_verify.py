@@ -387,3 +387,17 @@ def test_an_assertion_that_never_ends_is_stopped_not_observed(ws, monkeypatch):
     # The per-call alarm stops the first test (not taken for an exception of the call: nothing is removed).
     assert [str(c) for c in corrections] == ["test_more: 5 -> 4"]
     assert time.monotonic() - t0 < 20
+
+
+@needs_sandbox
+def test_a_returned_function_is_compared_by_what_it_returns(ws):
+    # Found in the assistant benchmark: toolz's getter returns functions, whose reprs are all alike.
+    source = "def getter(index):\n    if isinstance(index, list):\n        return lambda x: tuple(x[i] for i in index)\n" \
+             "    return lambda x: x[index]\n"
+    (ws / "get.py").write_text(source)
+    span = CodeSpan(ws / "get.py", source, 0, 3, "python", "getter")
+    broken = source.replace("tuple(x[i] for i in index)", "[x[i] for i in index]")
+    v = verify_rewrite(ws, span, broken)
+    assert v.verdict == "changed" and "a function giving" in v.summary, v
+    same = source.replace("tuple(x[i] for i in index)", "tuple([x[i] for i in index])")
+    assert verify_rewrite(ws, span, same).verdict == "kept"

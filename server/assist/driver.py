@@ -39,6 +39,7 @@ import pytest
 
 ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 ITEMS = 200  # an iterator a check returns is compared on its first ITEMS items
+PROBES = ([3, 1, 2], "abc", {"a": 1, 0: 2, 1: 3}, (0, 1), 2, None)  # arguments a returned function is called with
 
 
 class CallTimeout(Exception):
@@ -118,10 +119,21 @@ def _undo(undo: list) -> None:
     undo.clear()
 
 
-def _describe(value) -> str:
-    """A check's result as comparable text: iterators materialized, memory addresses removed."""
+def _describe(value, depth: int = 0) -> str:
+    """A check's result as comparable text: iterators materialized, memory addresses removed, and a
+    function (``getter(1)`` returns one) described by what it returns for each of PROBES."""
     if isinstance(value, types.GeneratorType) or (hasattr(value, "__next__") and hasattr(value, "__iter__")):
         value = list(itertools.islice(value, ITEMS))
+    if depth == 0 and callable(value) and not isinstance(value, type):
+        results = []
+        for probe in PROBES:
+            try:
+                results.append(_describe(value(probe), 1))
+            except Exception as e:  # noqa: BLE001 - which exception is the outcome
+                if isinstance(e, CallTimeout):
+                    raise
+                results.append(f"raises {type(e).__name__}")
+        return f"a function giving {'; '.join(results)}"[:2000]
     return ADDRESS.sub("", repr(value))[:2000]
 
 

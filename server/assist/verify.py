@@ -39,7 +39,7 @@ MAX_GENERATED = 160        # generated calls per function (only those the origin
 SKIP_DIRS = {".git", ".hg", ".venv", "venv", "env", "node_modules", "site-packages", "build", "dist", "__pycache__",
              ".tox", ".nox", ".mypy_cache", ".pytest_cache"}
 # Values generated calls draw their arguments from (as Python source), besides the function's own constants.
-SAMPLE_ARGS = ("0", "1", "2", "-3", "''", "'abc'", "[]", "[1, 2, 3]", "[3, 1, 2, 1]", "(1, 2)", "{'a': 1, 'b': 2}",
+SAMPLE_ARGS = ("0", "1", "2", "-3", "''", "'abc'", "[]", "[1]", "[1, 2, 3]", "[3, 1, 2, 1]", "(1, 2)", "{'a': 1, 'b': 2}",
                "None", "True", "2.5", "str", "len", "(lambda x: x)", "(lambda x: x % 2 == 0)", "[(1, 2), (3, 4)]",
                "{1, 2}", "b'ab'", "object()", "iter([1, 2])",
                # iterable by the old protocol only (__getitem__, no __iter__)
@@ -49,7 +49,7 @@ KIND_ARGS = {
     "callable": ("len", "str", "bool", "(lambda x: x)", "(lambda x: x % 2 == 0)", "dict", "list",
                  "__import__('collections').OrderedDict"),
     "mapping": ("{}", "{'a': 1, 'b': 2}", "{1: 2, 2: 3, 3: 4, 4: 5}"),
-    "iterable": ("[]", "[1, 2, 3]", "[3, 1, 2, 1]", "(1, 2)", "'abc'", "[(1, 2), (3, 4)]", "{'a': 1, 'b': 2}"),
+    "iterable": ("[]", "[1]", "[1, 2, 3]", "[3, 1, 2, 1]", "(1, 2)", "'abc'", "[(1, 2), (3, 4)]", "{'a': 1, 'b': 2}"),
 }
 MAPPING_METHODS = {"items", "keys", "values", "get", "copy", "update", "pop", "setdefault"}
 ITERATING_CALLS = {"iter", "len", "list", "tuple", "set", "sorted", "sum", "enumerate", "zip", "map", "filter",
