@@ -98,6 +98,7 @@ class CompletionStats:
         restored_states: prompts that started from a saved KV state (another file or place).
         kv_states / kv_states_mb / kv_budget_mb: saved KV states kept now, their size and budget (MiB).
         prepared_ahead: suggestions prepared while the user was idle (after a shown one).
+        read_ahead: prompts read into the KV cache at a place the cursor went to (code actions asked).
     """
 
     model_answers: int
@@ -111,6 +112,7 @@ class CompletionStats:
     kv_states_mb: float = 0.0
     kv_budget_mb: int = 0
     prepared_ahead: int = 0
+    read_ahead: int = 0
 
 
 @dataclass
@@ -280,6 +282,7 @@ class CompletionService:
         self.shifted_tokens = 0  # ... of which moved from another position
         self.restored_states = 0
         self.prefetched = 0      # suggestions prepared ahead, while the user was idle
+        self.read_ahead = 0      # prompts read ahead at a place the cursor went to (engine thread)
         self._idle_tasks: dict[str, asyncio.Task] = {}
         self._starts: dict[str, int] = {}  # document URI -> its last prompt's window start line (engine thread)
         self._kv = (0, 0, 0)     # saved KV states: count, bytes, budget MiB (written on the engine thread)
@@ -290,7 +293,7 @@ class CompletionService:
         return CompletionStats(self.model_answers, self.cache_answers,
                                round(self.latency_ms, 1) if self.latency_ms is not None else None,
                                self.prompt_tokens, self.reused_tokens, self.shifted_tokens, self.restored_states,
-                               n, round(nbytes / 2**20, 1), budget, self.prefetched)
+                               n, round(nbytes / 2**20, 1), budget, self.prefetched, self.read_ahead)
 
     def _submit(self, job: Callable[[LoadedModel | None], "_Entry | None"]) -> Future:
         """Run a generation job where this service generates: the engine's owner thread."""
@@ -395,6 +398,7 @@ class CompletionService:
                 self.configure_kv(model, settings)
                 prompt = self.fim_prompt(model, snap.uri, cursor, settings, settings.completion_max_tokens)
                 prep = model.prefill(prompt.anchor if not cursor.typed.strip() else prompt.tokens, flight.cancel)
+                self.read_ahead += prep.evaluated > 0
                 log.info("prepared ahead: the prompt at line %d of %s: %d tokens read, %d reused%s in %.0f ms",
                          cursor.above.count("\n") + 1, snap.uri, prep.evaluated, prep.reused,
                          "" if prep.done else " (stopped by a request)", prep.ms)

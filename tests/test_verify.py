@@ -318,8 +318,11 @@ def test_expected_value_sites_are_calls_compared_with_literals():
             assert clamp(1) == 2
         """)
     found = sites(code, "clamp")
-    assert [(s.test, ast.unparse(s.literal)) for s in found] == [("test_a", "12"), ("test_a", "0"),
-                                                                ("test_a", "[1, 2]")]
+    assert [(s.test, ast.unparse(s.literal)) for s in found if s.literal] == [("test_a", "12"), ("test_a", "0"),
+                                                                             ("test_a", "[1, 2]")]
+    # The others are observed whole, for whether they raise; the helper's is not a test's.
+    assert [ast.unparse(s.actual) for s in found if s.literal is None] == [
+        "clamp(3) == other", "clamp(3) < 4", "clamp(3) == clamp(3)"]
 
 
 @needs_sandbox
@@ -350,6 +353,10 @@ def test_wrong_expected_values_are_taken_from_the_code_and_said(ws):
             assert clamp("a") == 5, "a message"
             assert clamp(1) == 1
 
+        def test_undefined_helper():
+            assert clamp(2) == 2
+            assert clamp_all([1]) == [1]
+
         def test_expecting_an_error():
             with pytest.raises(TypeError):
                 assert clamp("a") == 0
@@ -362,14 +369,15 @@ def test_wrong_expected_values_are_taken_from_the_code_and_said(ws):
     # goes; one inside `pytest.raises` stays.
     assert [str(c) for c in corrections] == [
         "test_edges: 12 -> 10", "test_not_a_literal: 3 -> 2", "test_raising: 4 -> 3",
-        "test_raising: removed `assert clamp(\"a\") == 5, \"a message\"` (raises TypeError on the code as it is)"], \
+        "test_raising: removed `assert clamp(\"a\") == 5, \"a message\"` (raises TypeError on the code as it is)",
+        "test_undefined_helper: removed `assert clamp_all([1]) == [1]` (raises NameError on the code as it is)"], \
         corrections
     assert "assert clamp(12) == 10  # value from running the code as it is; the model wrote 12\n" in fixed
     assert "expected = (5,\n                7)\n" in fixed
     assert "    assert result == 3  # value from running the code as it is; the model wrote 4\n" \
            "    assert clamp(1) == 1\n" in fixed
     run = run_pytest(ws, "test_gen.py", fixed)
-    assert run.failed == ["test_gen.py::test_in_a_loop"] and len(run.passed) == 4, run
+    assert run.failed == ["test_gen.py::test_in_a_loop"] and len(run.passed) == 5, run
 
 
 @needs_sandbox

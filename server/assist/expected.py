@@ -51,12 +51,13 @@ def __deepseek_observe__(site, thunk):
 
 @dataclass(frozen=True)
 class Site:
-    """One ``assert <actual> == <literal>``: where the literal is (1-based line, byte columns), what it says."""
+    """An assertion: ``assert <actual> == <literal>`` (the literal's node), or any other (``literal`` None:
+    ``actual`` is its whole test, observed only for whether it raises)."""
 
     test: str
     actual: ast.expr
     assert_node: ast.Assert
-    literal: ast.expr
+    literal: ast.expr | None
 
 
 @dataclass(frozen=True)
@@ -124,19 +125,23 @@ def sites(code: str, symbol: str) -> list[Site]:
                             and any("raises" in ast.unparse(i.context_expr) for i in w.items)
                             for a in ast.walk(w)}  # `with pytest.raises(...)`: left as written
         for n in ast.walk(fn):
-            if id(n) in expecting_errors or not (isinstance(n, ast.Assert) and isinstance(n.test, ast.Compare) and len(n.test.ops) == 1
-                    and isinstance(n.test.ops[0], ast.Eq)):
+            if id(n) in expecting_errors or not isinstance(n, ast.Assert):
                 continue
-            left, right = n.test.left, n.test.comparators[0]
-            for actual, expected in ((left, right), (right, left)):
-                if not _derived(actual, symbol, results) or _derived(expected, symbol, results):
-                    continue
-                if isinstance(expected, ast.Name):
-                    values = assigned.get(expected.id, [])
-                    expected = values[0] if len(values) == 1 and values[0] is not None else None
-                if expected is not None and _is_literal(expected):
-                    found.append(Site(fn.name, actual, n, expected))
-                break
+            site = None
+            if isinstance(n.test, ast.Compare) and len(n.test.ops) == 1 and isinstance(n.test.ops[0], ast.Eq):
+                left, right = n.test.left, n.test.comparators[0]
+                for actual, expected in ((left, right), (right, left)):
+                    if not _derived(actual, symbol, results) or _derived(expected, symbol, results):
+                        continue
+                    if isinstance(expected, ast.Name):
+                        values = assigned.get(expected.id, [])
+                        expected = values[0] if len(values) == 1 and values[0] is not None else None
+                    if expected is not None and _is_literal(expected):
+                        site = Site(fn.name, actual, n, expected)
+                    break
+            # Any other assertion is observed whole: only whether it raises counts (a helper the model
+            # never defined, a wrong call).
+            found.append(site or Site(fn.name, n.test, n, None))
     return found
 
 
@@ -205,7 +210,7 @@ def expected_from_code(root: Path, test_name: str, code: str, symbol: str, cance
                 corrections.append((s.assert_node, Correction(s.test, wrote, None, observed)))
             continue
         observed = observed[2:]
-        if any(s.literal is e for e, _ in corrections) or ast.literal_eval(observed) == ast.literal_eval(s.literal):
+        if s.literal is None or any(s.literal is e for e, _ in corrections) or ast.literal_eval(observed) == ast.literal_eval(s.literal):
             continue
         wrote = " ".join((ast.get_source_segment(code, s.literal) or "").split())
         corrections.append((s.literal, Correction(s.test, wrote, observed)))
