@@ -390,8 +390,10 @@ class CompletionService:
 
         async def work() -> None:
             await asyncio.sleep(IDLE_MS / 1000)
+            while self._flights and self._last_request == since:
+                await asyncio.sleep(0.05)  # a suggestion asked before the move is still being made
             if self._last_request != since or self._flights:
-                return  # a request came (or runs): not idle
+                return  # a request came since: not idle
             flight = self._flights[snap.uri] = _Flight(("prefill",), cursor.typed, Mode.SINGLE_LINE, idle=True)
 
             def job(model: LoadedModel) -> None:

@@ -129,6 +129,19 @@ local accepted_body = vim.api.nvim_buf_get_lines(0, def, def + 1, false)[1]
 if accepted_body ~= vim.split(first, '\n')[2] then fail('accepting the line wrote: ' .. accepted_body) end
 print('accepted: ' .. accepted_body)
 
+-- Work ahead: the cursor comes to rest at another method in Normal mode; the plugin asks for code
+-- actions there and the server reads the prompt there into its KV cache.
+vim.cmd('stopinsert')
+vim.wait(2000, function() return false end)  -- the request after the accept comes and is answered
+local ahead_before = status().readAhead
+vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes('gg', true, false, true), 'x', false)
+vim.fn.search('def user_log_dir', 'w')
+vim.api.nvim_exec_autocmds('CursorMoved', { buffer = 0, modeline = false })
+if not vim.wait(60000, function() return status().readAhead > ahead_before end, 200) then
+  fail(('no read-ahead where the cursor came to rest (readAhead %d)'):format(ahead_before))
+end
+print(('read ahead at a new place: readAhead %d -> %d'):format(ahead_before, status().readAhead))
+
 -- A chat reply streams into the chat buffer.
 local chat = require('deepseek.chat')
 chat.send('In one sentence: what does user_music_dir return?')

@@ -216,6 +216,22 @@ function M.attach(cfg)
     local client = vim.lsp.get_client_by_id(ev.data.client_id)
     if client and client.name == 'deepseek' then M.map_keys(ev.buf, cfg.keys) end
   end })
+  -- Work ahead: where the cursor comes to rest (a jump, a search, entering Insert mode) ask for code
+  -- actions there, as VS Code does at every move; the server reads the prompt there into its KV
+  -- cache, so the first suggestion pays only for what is then typed. The answer is not used.
+  local ahead = vim.uv.new_timer()
+  vim.api.nvim_create_autocmd({ 'CursorMoved', 'InsertEnter' }, { group = group, callback = function(ev)
+    if not require('deepseek').client(ev.buf) then return end
+    ahead:stop()
+    ahead:start(ev.event == 'InsertEnter' and 0 or 150, 0, vim.schedule_wrap(function()
+      local client = require('deepseek').client(ev.buf)
+      if not client or vim.api.nvim_get_current_buf() ~= ev.buf then return end
+      local params = vim.lsp.util.make_range_params(0, client.offset_encoding)
+      params.range['end'] = params.range.start
+      params.context = { diagnostics = {} }
+      client:request('textDocument/codeAction', params, function() end, ev.buf)
+    end))
+  end })
   if vim.lsp.inline_completion then  -- Neovim 0.12+: the native ghost text
     vim.lsp.inline_completion.enable(true)
     return
