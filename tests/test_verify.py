@@ -400,8 +400,8 @@ def test_an_assertion_that_never_ends_is_stopped_not_observed(ws, monkeypatch):
 @needs_sandbox
 def test_a_returned_function_is_compared_by_what_it_returns(ws):
     # Found in the assistant benchmark: toolz's getter returns functions, whose reprs are all alike.
-    source = "def getter(index):\n    if isinstance(index, list):\n        return lambda x: tuple(x[i] for i in index)\n" \
-             "    return lambda x: x[index]\n"
+    source = "def getter(index):\n    if isinstance(index, list):\n" \
+             "        return lambda x: tuple(x[i] for i in index)\n    return lambda x: x[index]\n"
     (ws / "get.py").write_text(source)
     span = CodeSpan(ws / "get.py", source, 0, 3, "python", "getter")
     broken = source.replace("tuple(x[i] for i in index)", "[x[i] for i in index]")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .testrun import run_variants
+from .verify import is_literal
 
 OBSERVED_FILE = "deepseek_observed.jsonl"   # written by the instrumented module next to itself, in the scratch folder
 MAX_REPR = 300                                # longer observed values are not written into a test
@@ -90,14 +91,6 @@ def _derived(node: ast.AST, symbol: str, results: set[str]) -> bool:
     return _calls(node, symbol) or any(isinstance(n, ast.Name) and n.id in results for n in ast.walk(node))
 
 
-def _is_literal(node: ast.expr) -> bool:
-    try:
-        ast.literal_eval(node)
-        return True
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return False
-
-
 def sites(code: str, symbol: str) -> list[Site]:
     """The assertions of ``code``'s test functions that compare a call of ``symbol`` with a literal.
 
@@ -136,7 +129,7 @@ def sites(code: str, symbol: str) -> list[Site]:
                     if isinstance(expected, ast.Name):
                         values = assigned.get(expected.id, [])
                         expected = values[0] if len(values) == 1 and values[0] is not None else None
-                    if expected is not None and _is_literal(expected):
+                    if expected is not None and is_literal(expected):
                         site = Site(fn.name, actual, n, expected)
                     break
             # Any other assertion is observed whole: only whether it raises counts (a helper the model
@@ -210,7 +203,8 @@ def expected_from_code(root: Path, test_name: str, code: str, symbol: str, cance
                 corrections.append((s.assert_node, Correction(s.test, wrote, None, observed)))
             continue
         observed = observed[2:]
-        if s.literal is None or any(s.literal is e for e, _ in corrections) or ast.literal_eval(observed) == ast.literal_eval(s.literal):
+        if s.literal is None or any(s.literal is e for e, _ in corrections) or \
+                ast.literal_eval(observed) == ast.literal_eval(s.literal):
             continue
         wrote = " ".join((ast.get_source_segment(code, s.literal) or "").split())
         corrections.append((s.literal, Correction(s.test, wrote, observed)))

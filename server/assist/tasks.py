@@ -28,11 +28,11 @@ from index.syntax import parseable_prefix, syntax_errors
 
 from ..engine import Engine, LoadedModel
 from ..text import split_lines
+from .expected import expected_from_code
 from .packs import PromptPack, load_pack
 from .records import AssistError, CodeSpan, ContextItem, RefactorResult, Reference, Reply, TestsResult, Verification
 from .store import AssistStore, StoredMessage
 from .testrun import as_test_run
-from .expected import expected_from_code
 from .verify import mutation_score, verify_rewrite
 
 log = logging.getLogger(__name__)

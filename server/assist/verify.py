@@ -39,8 +39,9 @@ MAX_GENERATED = 160        # generated calls per function (only those the origin
 SKIP_DIRS = {".git", ".hg", ".venv", "venv", "env", "node_modules", "site-packages", "build", "dist", "__pycache__",
              ".tox", ".nox", ".mypy_cache", ".pytest_cache"}
 # Values generated calls draw their arguments from (as Python source), besides the function's own constants.
-SAMPLE_ARGS = ("0", "1", "2", "-3", "''", "'abc'", "[]", "[1]", "[1, 2, 3]", "[3, 1, 2, 1]", "(1, 2)", "{'a': 1, 'b': 2}",
-               "None", "True", "2.5", "str", "len", "(lambda x: x)", "(lambda x: x % 2 == 0)", "[(1, 2), (3, 4)]",
+SAMPLE_ARGS = ("0", "1", "2", "-3", "''", "'abc'", "[]", "[1]", "[1, 2, 3]", "[3, 1, 2, 1]", "(1, 2)",
+               "{'a': 1, 'b': 2}", "None", "True", "2.5", "str", "len", "(lambda x: x)", "(lambda x: x % 2 == 0)",
+               "[(1, 2), (3, 4)]",
                "{1, 2}", "b'ab'", "object()", "iter([1, 2])",
                # iterable by the old protocol only (__getitem__, no __iter__)
                "type('Seq', (), {'__getitem__': lambda self, i: [1, 2][i]})()")
@@ -388,7 +389,7 @@ def derived_checks(path: Path, text: str, t: Target, seed: int = 0) -> tuple[lis
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == t.name and \
-                    all(_literal(a) for a in node.args) and all(_literal(k.value) for k in node.keywords):
+                    all(is_literal(a) for a in node.args) and all(is_literal(k.value) for k in node.keywords):
                 add(ast.unparse(node))
     required = _required_args(fn)
     if required is None:
@@ -434,7 +435,8 @@ def _param_kinds(fn: ast.FunctionDef) -> dict[str, str]:
     return kinds
 
 
-def _literal(node: ast.AST) -> bool:
+def is_literal(node: ast.AST) -> bool:
+    """``node`` is a Python literal (``ast.literal_eval`` reads it)."""
     try:
         ast.literal_eval(node)
         return True
