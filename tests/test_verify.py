@@ -273,6 +273,8 @@ def test_generated_tests_are_scored_on_mutants(ws):
     wrong = "from pkg.geo import clamp\n\ndef test_wrong():\n    assert clamp(5) == 6\n"
     _, score = mutation_score(ws, span, "test_gen.py", wrong)
     assert score.failed and not score.passed
+    # Tests that fail on the code as it is say nothing about mutants: none is run.
+    assert score.tried == 0 and score.reason == "the tests do not all pass on the code as it is", score
 
 
 @needs_sandbox

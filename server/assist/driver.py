@@ -5,7 +5,8 @@ folder and runs it with the workspace's interpreter (standard library and pytest
 
     python driver.py plan.json results.json
 
-``plan.json``: ``{"module", "pytest_args", "checks", "call_timeout_s", "variants"}``:
+``plan.json``: ``{"module", "pytest_args", "checks", "call_timeout_s", "variants", "only_if_first_passes"?}``
+(``only_if_first_passes``: the other variants run only when every test passed on the first):
 
 - ``module``: the dotted module the variants patch (None: only the original runs);
 - ``pytest_args``: test files or node ids and options (empty list: no pytest run);
@@ -186,6 +187,10 @@ def main(plan_path: str, results_path: str) -> None:
             error = f"cannot import {plan['module']}: {type(e).__name__}: {e}"
     results = []
     for variant in plan["variants"]:
+        first = results[0]["tests"] if results else None
+        if first is not None and plan.get("only_if_first_passes") and (
+                "failed" in first.values() or "passed" not in first.values()):
+            break  # tests that fail on the code as it is say nothing about the mutants
         entry = {"label": variant["label"], "tests": {}, "checks": [], "output": "", "error": error}
         undo: list = []
         if module is not None:

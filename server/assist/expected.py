@@ -92,7 +92,8 @@ def _derived(node: ast.AST, symbol: str, results: set[str]) -> bool:
 
 
 def sites(code: str, symbol: str) -> list[Site]:
-    """The assertions of ``code``'s test functions that compare a call of ``symbol`` with a literal.
+    """The assertions of ``code``'s test functions, those that compare a call of ``symbol`` with a
+    literal first-class (``literal`` set), the others observed whole (``literal`` None).
 
     ``assert f(x) == 3``, ``assert 3 == f(x)``, ``result = f(x)`` ... ``assert result == 3``;
     ``expected = [1, 2]`` ... ``assert f(x) == expected`` when ``expected`` is assigned once in the

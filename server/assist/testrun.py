@@ -100,7 +100,8 @@ class Variants:
 def run_variants(root: Path, variants: list[dict[str, Any]], *, module: str | None = None,
                  test_files: list[str] = (), generated: tuple[str, str] | None = None, checks: list[str] = (),
                  cancel: threading.Event | None = None, mode: str = "bubblewrap",
-                 timeout_s: float | None = None, collect: tuple[str, ...] = ()) -> Variants:
+                 timeout_s: float | None = None, collect: tuple[str, ...] = (),
+                 only_if_first_passes: bool = False) -> Variants:
     """Run tests and checks against several variants of a module's code, in one sandboxed process.
 
     Args:
@@ -116,6 +117,8 @@ def run_variants(root: Path, variants: list[dict[str, Any]], *, module: str | No
         timeout_s: the whole run's wall-clock limit (TEST_TIMEOUT_S when None).
         collect: names of files the run writes in its private folder (beside the generated
             test module), returned as text in ``collected`` (a missing file is left out).
+        only_if_first_passes: run the other variants only when every test passed on the first
+            (the runs then hold just the first, and that is not an early end).
 
     Returns:
         The runs; never raises for what the code under test does.
@@ -141,7 +144,7 @@ def run_variants(root: Path, variants: list[dict[str, Any]], *, module: str | No
             pytest_args += ["-q", "-p", "no:cacheprovider", "-c", str(ini), "--rootdir", str(scratch),
                             "--confcutdir", str(confcut)]
         plan = {"module": module, "pytest_args": pytest_args, "checks": list(checks), "variants": variants,
-                "call_timeout_s": CALL_TIMEOUT_S}
+                "call_timeout_s": CALL_TIMEOUT_S, "only_if_first_passes": only_if_first_passes}
         (scratch / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
         shutil.copy(DRIVER, scratch / "deepseek_driver.py")
         results = scratch / "results.json"
@@ -165,7 +168,8 @@ def run_variants(root: Path, variants: list[dict[str, Any]], *, module: str | No
     runs = [VariantRun(r["label"], r["tests"], r["checks"], r["output"], r["error"]) for r in raw]
     if result.stopped:
         return Variants(runs, result.stopped, result.output, collected=collected)
-    if len(runs) < len(variants):
+    stopped_on_purpose = only_if_first_passes and len(runs) == 1 and (runs[0].failed or not runs[0].passed)
+    if len(runs) < len(variants) and not stopped_on_purpose:
         return Variants(runs, f"the test process ended early (exit code {result.returncode})", result.output,
                         collected=collected)
     return Variants(runs, "", result.output, collected=collected)

@@ -536,7 +536,8 @@ def mutation_score(root: Path, span: CodeSpan, test_name: str, test_code: str,
 
     Returns:
         The raw runs (first: the code as it is) and the score. Mutants are only tried when the
-        span is a function of an importable module (else ``reason`` says why).
+        span is a function of an importable module and every test passed on the code as it is
+        (else ``reason`` says why).
     """
     t = target(root, span.path, span.text, span.start_line, span.end_line) if span.language == "python" else \
         "not Python"
@@ -545,11 +546,12 @@ def mutation_score(root: Path, span: CodeSpan, test_name: str, test_code: str,
         {"label": m.description, "patches": [{"owner": t.owner, "source": m.source}], "pytest_extra": ["-x"]}
         for m in broken]
     result = run_variants(root, variants, module=t.module if isinstance(t, Target) else None,
-                          generated=(test_name, test_code), cancel=cancel, mode=mode)
+                          generated=(test_name, test_code), cancel=cancel, mode=mode, only_if_first_passes=True)
     if not result.runs:
         return result, MutationScore([], [], 0, 0, [], result.output, result.reason)
     first = result.runs[0]
-    reason = t if isinstance(t, str) else "" if broken else "no operator, constant or return to change"
+    reason = t if isinstance(t, str) else "no operator, constant or return to change" if not broken else \
+        "" if len(result.runs) > 1 or result.reason else "the tests do not all pass on the code as it is"
     caught, survivors = 0, []
     for m, run in zip(broken, result.runs[1:]):
         if run.failed:
