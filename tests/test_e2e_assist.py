@@ -195,6 +195,10 @@ async def test_write_tests_keeps_only_tests_that_pass_and_catch_a_mutant(client:
     ast.parse(code)
     assert "intranges_from_list" in code and "def test" in code
     assert result["ran"] and result["ok"] and result["passed"] and not result["failed"], result
+    # Expected values taken from the code are listed and marked in the file the user gets.
+    assert isinstance(result["expectedFromCode"], list), result
+    for change in result["expectedFromCode"]:
+        assert " -> " not in change or "# value from running the code as it is" in code, (change, code)
     assert m["tried"] >= 3 and 1 <= m["caught"] <= m["tried"] and len(m["survivors"]) == m["tried"] - m["caught"]
     assert m["summary"] == f"{len(result['passed'])} passed, 0 failed, caught {m['caught']} of {m['tried']} mutants"
 
