@@ -14,4 +14,6 @@ trap 'rm -rf "$work"' EXIT
 export XDG_DATA_HOME="$work/data" XDG_STATE_HOME="$work/state" XDG_CONFIG_HOME="$work/config"
 python="${PYTHON:-python3}"
 read -r line col < <("$python" "$(dirname "$plugin")/hole.py" "$work/unix_hole.py")
-"$NVIM" --headless --clean --cmd "set rtp^=$plugin" -l "$here/check.lua" "$work/unix_hole.py" "$line" "$col"
+# The plugin's folder goes on 'runtimepath' through the environment: `set rtp^=` splits a path with spaces.
+DEEPSEEK_PLUGIN="$plugin" "$NVIM" --headless --clean --cmd 'lua vim.opt.rtp:prepend(vim.env.DEEPSEEK_PLUGIN)' \
+  -l "$here/check.lua" "$work/unix_hole.py" "$line" "$col"
