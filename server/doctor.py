@@ -79,6 +79,7 @@ def machine_report(settings: Settings, progress: ProgressCallback | None = None,
         lines.append(("", f"needs ~{m.needed_mb:,.0f} MB (file {m.file_mb:,.0f} + KV cache {m.kv_cache_mb:,.0f} "
                           f"for n_ctx {m.n_ctx} + overhead {m.overhead_mb:,.0f}); {m.limit_source}: "
                           f"{m.available_mb:,.0f} MB"))
+    lines.append(("Chat", _assistant_line(settings)))
     rate = None
     v = status.verdict
     if v is not None:
@@ -99,6 +100,20 @@ def machine_report(settings: Settings, progress: ProgressCallback | None = None,
         return MachineReport(lines, False, "loads, but it has no FIM tokens: choose a code model for completions.",
                              **report)
     return MachineReport(lines, True, "fits; completions will work.", **report)
+
+
+def _assistant_line(s: Settings) -> str:
+    """Which model chat, refactor and write tests run on, and why (``chatModel`` or the catalog's choice)."""
+    from .models import ModelError, choose_assistant_model
+
+    if (s.backend_kind if s.chat_backend == "same" else s.chat_backend) == "openai":
+        return f"{s.backend_model or 'the model'} at backend.url"
+    if s.chat_model:
+        return f"{s.chat_model} (chatModel)"
+    try:
+        return choose_assistant_model(s.model_path, s.model_name, s.model_n_ctx, s.resources_ram_limit_mb).reason
+    except ModelError as e:
+        return str(e)
 
 
 def plain_words(report: MachineReport) -> str:
@@ -141,15 +156,14 @@ class ModelRow:
 def model_rows() -> tuple[list[ModelRow], float]:
     """Every catalog model with its memory needs and whether it fits; and the memory available now, MB."""
     from .models import is_installed, load_catalog, user_default_model
-    from .resources import OVERHEAD_MB, available_mb
+    from .resources import available_mb
 
     default, entries = load_catalog()
     current = user_default_model() or default
     avail = available_mb()
     rows = []
     for e in entries.values():
-        size = e.size_mb
-        need = None if size is None or e.kv_cache_mb_at_4096 is None else size + e.kv_cache_mb_at_4096 + OVERHEAD_MB
-        rows.append(ModelRow(e.name, e.title, e.family, size, need, is_installed(e),
+        need = e.needed_mb()
+        rows.append(ModelRow(e.name, e.title, e.family, e.size_mb, need, is_installed(e),
                              None if need is None else need <= avail, e.name == current))
     return rows, avail

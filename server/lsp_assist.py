@@ -200,6 +200,7 @@ def register(server: DeepseekLanguageServer) -> None:
     """Add code actions, hover and the assistant commands to ``server``."""
     host = AssistHost()
     server.on_shutdown(host.shutdown)
+    server.chat_status = lambda: host.status(server.settings)
 
     @server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
         code_action_kinds=[types.CodeActionKind.Empty, types.CodeActionKind.RefactorRewrite,

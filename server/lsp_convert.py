@@ -135,13 +135,15 @@ def lsp_completion_stats(stats: CompletionStats | None) -> dict[str, Any] | None
 
 
 def lsp_status(status: ModelStatus, settings: Settings, index: dict[str, Any], stats: CompletionStats | None,
-               reachable: bool, available_mb: float, context: dict[str, Any] | None = None) -> dict[str, Any]:
+               reachable: bool, available_mb: float, context: dict[str, Any] | None = None,
+               chat: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``deepseek.status`` reply (see docs/PROTOCOL.md).
 
     Args:
         available_mb: memory available now (or the configured limit), MB.
         reachable: the remote backend answered last time (``backend.kind`` openai).
         context: ``{uri, prefixDroppedTokens, suffixDroppedTokens}`` of the last suggestion, or None.
+        chat: the assistant's model, ``{model, reason, loaded, error}`` (:meth:`AssistHost.status`).
     """
     completion = lsp_completion_stats(stats)
     if completion is not None:
@@ -166,6 +168,7 @@ def lsp_status(status: ModelStatus, settings: Settings, index: dict[str, Any], s
             "probe": status.verdict.to_json() if status.verdict is not None else None,
         },
         "backend": backend,
+        "chat": chat,
         "ram": {
             "availableMb": round(available_mb),
             "neededMb": round(mem.needed_mb) if mem else None,

@@ -57,6 +57,8 @@ class DeepseekLanguageServer(LanguageServer):
         self._shutdown: list[Callable[[], None]] = []
         # How much of its file the last suggestion's prompt left out (deepseek.status's completion.context).
         self.last_context: dict[str, Any] | None = None
+        # deepseek.status's chat section (set by lsp_assist.register: the assistant's host owns it).
+        self.chat_status: Callable[[], dict[str, Any]] | None = None
         self._refreshing: asyncio.Future | None = None  # a settings re-read under way
 
     # -- documents -------------------------------------------------------------------------

@@ -94,7 +94,8 @@ def register(server: DeepseekLanguageServer) -> None:
         return lsp_status(ls.backend.models.status, s, ls.index.status(),
                           service.stats() if service is not None else None,
                           reachable=CODE_BACKEND_UNREACHABLE not in ls.notices,
-                          available_mb=limit if limit is not None else available_mb(), context=ls.last_context)
+                          available_mb=limit if limit is not None else available_mb(), context=ls.last_context,
+                          chat=ls.chat_status() if ls.chat_status is not None else None)
 
     @server.command(CMD_SEARCH)
     async def search(ls: DeepseekLanguageServer, *args: Any) -> list[dict[str, Any]]:

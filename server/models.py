@@ -27,6 +27,8 @@ from typing import Callable
 
 import platformdirs
 
+from .resources import OVERHEAD_MB, available_mb
+
 APP_NAME = "deepseek-lsp"
 GGUF_MAGIC = b"GGUF"
 _CHUNK = 4 * 1024 * 1024  # bytes copied and hashed per read while assembling
@@ -73,6 +75,13 @@ class CatalogEntry:
     @property
     def size_mb(self) -> float | None:
         return self.size_bytes / 2**20 if self.size_bytes else self.approx_size_mb
+
+    def needed_mb(self, n_ctx: int = 4096) -> float | None:
+        """Memory to load it, MB: file + f16 KV cache for ``n_ctx`` tokens + llama.cpp's overhead
+        (:mod:`server.resources`' estimate from the catalog's figures; None when one is unknown)."""
+        if self.size_mb is None or self.kv_cache_mb_at_4096 is None:
+            return None
+        return self.size_mb + self.kv_cache_mb_at_4096 * n_ctx / 4096 + OVERHEAD_MB
 
 
 @dataclass(frozen=True)
@@ -129,13 +138,17 @@ def set_user_default_model(name: str | None) -> None:
     os.replace(tmp, path)
 
 
-def load_catalog() -> tuple[str, dict[str, CatalogEntry]]:
-    """Read the catalog: ``server/data/catalog.json``, or the file named by the environment
-    variable ``DEEPSEEK_LSP_CATALOG`` (a team's own list). Returns (default name, entries by name)."""
+def _catalog_json() -> dict:
+    """``server/data/catalog.json``, or the file named by ``DEEPSEEK_LSP_CATALOG`` (a team's own list)."""
     override = os.environ.get("DEEPSEEK_LSP_CATALOG")
     text = Path(override).read_text("utf-8") if override else \
         resources.files("server").joinpath("data/catalog.json").read_text("utf-8")
-    raw = json.loads(text)
+    return json.loads(text)
+
+
+def load_catalog() -> tuple[str, dict[str, CatalogEntry]]:
+    """Read the catalog (:func:`_catalog_json`). Returns (default name, entries by name)."""
+    raw = _catalog_json()
     entries = {}
     for m in raw["models"]:
         hub = m.get("hub")
@@ -169,6 +182,85 @@ def resolve_model(model_path: str | None, model_name: str | None) -> ResolvedMod
             f"model.name {name!r} is not in the catalog. Known models: {', '.join(sorted(entries))}. "
             "Fix: set model.name to one of them, or set model.path to a GGUF file.")
     return ResolvedModel(name=name, path=models_dir() / entry.file, entry=entry)
+
+
+ASSISTANT_SPARE_MB = 1024  # memory left to the rest of the machine after the assistant's model is loaded
+
+
+@dataclass(frozen=True)
+class AssistantChoice:
+    """Which model chat, explain, refactor, write tests and hover run on, and why.
+
+    Attributes:
+        name: a catalog name, or None for the completion model itself (a second instance).
+        reason: one sentence for ``deepseek.status`` and the log.
+    """
+
+    name: str | None
+    reason: str
+
+
+def parts_installed(entry: CatalogEntry) -> bool:
+    """Every pip part package of ``entry`` is installed at its pinned version (not yet assembled, maybe)."""
+    if not entry.parts:
+        return False
+    try:
+        locate_parts(entry)
+    except ModelError:
+        return False
+    return True
+
+
+def choose_assistant_model(model_path: str | None, model_name: str | None, n_ctx: int,
+                           ram_limit_mb: int | None) -> AssistantChoice:
+    """The assistant's model when the setting ``chatModel`` is not set.
+
+    The catalog's ``assistant`` list names, best first, models that write better tests and
+    refactors than the default one (``bench/assistant_quality.py``: tests kept for 38 of 40
+    functions with the 1.5B model against 24 of 40 with the 0.5B). The first one that is
+    (a) bigger than the completion model, (b) here without the internet (assembled and
+    verified, or all its pip part packages installed: ``pip install 'deepseek-lsp[assistant]'``)
+    and (c) fits in memory with :data:`ASSISTANT_SPARE_MB` to spare is chosen; otherwise
+    the completion model. Memory: the catalog's estimate (:meth:`CatalogEntry.needed_mb`)
+    against the memory available now (psutil), or against ``resources.ramLimitMb`` minus
+    the completion model's own estimate. With ``model.path`` (your own GGUF file) the
+    completion model is used: the server knows nothing better about it.
+
+    Args:
+        model_path, model_name: the settings ``model.path`` and ``model.name``.
+        n_ctx: ``model.nCtx`` (tokens), for the KV cache estimate.
+        ram_limit_mb: ``resources.ramLimitMb`` or None.
+
+    Raises:
+        ModelError: ``model.name`` is not in the catalog.
+    """
+    if model_path:
+        return AssistantChoice(None, "the completion model (model.path is set)")
+    completion = resolve_model(None, model_name).entry
+    assert completion is not None
+    wanted = [n for n in _catalog_json().get("assistant", []) if n != completion.name]
+    _, entries = load_catalog()
+    why_not = []
+    for name in wanted:
+        entry = entries.get(name)
+        if entry is None or entry.size_mb is None or (completion.size_mb or 0) >= entry.size_mb:
+            continue
+        if not (is_installed(entry) or parts_installed(entry)):
+            fix = "pip install 'deepseek-lsp[assistant]'" if entry.parts else f"deepseek-lsp models pull {name}"
+            why_not.append(f"{name} is not installed ({fix})")
+            continue
+        need = entry.needed_mb(n_ctx) or entry.size_mb + OVERHEAD_MB
+        if ram_limit_mb is not None:
+            avail, source = ram_limit_mb - (completion.needed_mb(n_ctx) or 0), "resources.ramLimitMb left"
+        else:
+            avail, source = available_mb(), "available memory"
+        if need + ASSISTANT_SPARE_MB > avail:
+            why_not.append(f"{name} needs {need:,.0f} MB + {ASSISTANT_SPARE_MB:,} MB to spare; "
+                           f"{source} is {avail:,.0f} MB")
+            continue
+        return AssistantChoice(name, f"{name}: the catalog's assistant model, installed, and it fits "
+                                     f"({need:,.0f} MB of {avail:,.0f} MB {source})")
+    return AssistantChoice(None, "the completion model" + (f": {'; '.join(why_not)}" if why_not else ""))
 
 
 def check_gguf_file(path: Path) -> None:

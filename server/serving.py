@@ -175,7 +175,8 @@ class Workbench:
             completion = resolve_model(s.model_path, s.model_name).name
         except ModelError:
             completion = s.model_path or s.model_name or "unavailable"
-        chat = Path(s.chat_model).name if s.chat_model and "/" in s.chat_model else s.chat_model
+        chat = s.chat_model or (self.host.choice(s).name if s.chat_backend != "openai" else s.backend_model)
+        chat = Path(chat).name if chat and "/" in chat else chat
         return completion, chat or completion
 
     async def completion_service(self) -> CompletionService:

@@ -31,6 +31,7 @@ DATA = tempfile.mkdtemp(prefix="deepseek-data-")  # conversations of this test r
 WORKSPACE = Path(tempfile.mkdtemp(prefix="deepseek-assist-ws-"))
 SOURCE = Path(idna.__file__).with_name("intranges.py")
 shutil.copy(SOURCE, WORKSPACE / "intranges.py")
+ASSISTANT_MODEL = "qwen2.5-coder-1.5b-instruct-q4_k_m"  # the catalog's choice where it is installed and fits
 CONFIG = ClientServerConfig(server_command=[sys.executable, "-m", "server"],
                             server_env={**os.environ, "XDG_DATA_HOME": DATA})
 
@@ -228,6 +229,11 @@ async def test_chat_replies_with_references_and_repeats_from_the_cache(client: L
     assert follow["sessionId"] == first["sessionId"]
     again = await command(client, "deepseek.chat", arg)  # a new session, the same request
     assert again["cacheHit"] and again["reply"] == first["reply"]
+    # chatModel is not set: the test extra installs the 1.5B model's parts and this machine has the memory.
+    chat = (await client.workspace_execute_command_async(types.ExecuteCommandParams(command="deepseek.status")))
+    chat = chat["chat"]
+    assert chat["model"] == ASSISTANT_MODEL and chat["loaded"] and chat["error"] is None
+    assert chat["reason"].startswith(f"{ASSISTANT_MODEL}: the catalog's assistant model, installed, and it fits")
     client.first_session = first["sessionId"]
 
 
@@ -256,7 +262,7 @@ async def test_a_second_server_process_returns_the_earlier_conversation(client: 
         texts = [m["text"] for m in history["messages"]]
         assert texts[0].startswith("What does intranges_contain return")
         assert [m["role"] for m in history["messages"]][:2] == ["user", "assistant"]
-        assert history["messages"][1]["model"] == "qwen2.5-coder-0.5b-instruct-q4_k_m"
+        assert history["messages"][1]["model"] == ASSISTANT_MODEL
         assert history["messages"][1]["promptVersion"] == "chat@v1"
         assert await command(second, "deepseek.chatReset", {"sessionId": client.first_session}) == {
             "sessionId": client.first_session, "reset": True}

@@ -127,3 +127,42 @@ def test_verified_marker_skips_rehash_until_the_file_changes(tmp_path, monkeypat
     assert models.needs_assembly(resolved)
     ensure_model_file(resolved)
     assert path.read_bytes() == b"GGUF-tiny-model"
+
+
+ASSISTANT = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+
+
+def test_the_assistant_runs_on_the_bigger_installed_model_when_memory_allows(tmp_path, monkeypatch):
+    """The test extra installs the 1.5B model's part packages; this machine has 24 GB."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # not assembled here: the parts are enough
+    choice = models.choose_assistant_model(None, None, 4096, None)
+    assert choice.name == ASSISTANT
+    assert "fits" in choice.reason and "available memory" in choice.reason
+
+
+def test_the_assistant_stays_on_the_completion_model_when_the_bigger_one_does_not_fit():
+    choice = models.choose_assistant_model(None, None, 4096, 2000)
+    assert choice.name is None
+    # 1,066 MB file + 112 MB KV cache + 256 MB overhead; 2,000 MB minus the 0.5B model's 773 MB
+    assert f"{ASSISTANT} needs 1,434 MB + 1,024 MB to spare; resources.ramLimitMb left is 1,227 MB" in choice.reason
+
+
+def test_the_assistant_is_never_a_smaller_model_nor_a_guess_about_a_file_of_your_own(tmp_path):
+    assert models.choose_assistant_model(None, ASSISTANT, 4096, None).name is None
+    assert models.choose_assistant_model(str(tmp_path / "x.gguf"), None, 4096, None) == \
+        models.AssistantChoice(None, "the completion model (model.path is set)")
+
+
+def test_an_assistant_model_that_is_not_installed_is_named_with_the_fix(tmp_path, monkeypatch):
+    raw = json.loads((models.resources.files("server") / "data/catalog.json").read_text("utf-8"))
+    big = next(m for m in raw["models"] if m["name"] == "qwen2.5-coder-7b-instruct-q4_k_m")
+    raw["assistant"] = [big["name"], ASSISTANT]
+    (tmp_path / "catalog.json").write_text(json.dumps(raw))
+    monkeypatch.setenv("DEEPSEEK_LSP_CATALOG", str(tmp_path / "catalog.json"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    choice = models.choose_assistant_model(None, None, 4096, None)
+    assert choice.name == ASSISTANT  # the 7B comes from the hub only: not downloaded, so the next one
+    assert models.choose_assistant_model(None, None, 4096, 2500).reason == (
+        "the completion model: qwen2.5-coder-7b-instruct-q4_k_m is not installed (deepseek-lsp models pull "
+        "qwen2.5-coder-7b-instruct-q4_k_m); qwen2.5-coder-1.5b-instruct-q4_k_m needs 1,434 MB + 1,024 MB to spare; "
+        "resources.ramLimitMb left is 1,727 MB")

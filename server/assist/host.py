@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, TypeVar
 from ..config import Settings
 from ..logs import redact
 from ..manager import ModelManager, ModelStatus
+from ..models import AssistantChoice, ModelError, choose_assistant_model
 from ..remote import OpenAIBackend
 from .records import AssistError, ContextItem, Reference
 from .store import AssistStore
@@ -52,6 +53,7 @@ class AssistHost:
         self.models = ModelManager("chat")
         self.assistant: Assistant | None = None
         self._key: tuple | None = None
+        self._choice: tuple[tuple, AssistantChoice] | None = None
         self._lock = asyncio.Lock()
         self._store = store
         self._pool = ThreadPoolExecutor(max_workers=ASSIST_THREADS, thread_name_prefix="assist")
@@ -90,6 +92,36 @@ class AssistHost:
         finally:
             self._running -= 1
 
+    def choice(self, s: Settings) -> AssistantChoice:
+        """The local chat model for ``s``: ``chatModel`` when set, else
+        :func:`server.models.choose_assistant_model`. Decided once per model settings, so the
+        memory a loaded model takes never makes the choice flip back and forth."""
+        key = (s.chat_model, s.model_path, s.model_name, s.model_n_ctx, s.resources_ram_limit_mb)
+        if self._choice is None or self._choice[0] != key:
+            if s.chat_model:
+                choice = AssistantChoice(s.chat_model, "chatModel is set")
+            else:
+                try:
+                    choice = choose_assistant_model(s.model_path, s.model_name, s.model_n_ctx,
+                                                    s.resources_ram_limit_mb)
+                except ModelError as e:  # an unknown model.name: loading it says so
+                    choice = AssistantChoice(None, f"the completion model ({e})")
+            log.info("assistant model: %s", choice.reason)
+            self._choice = (key, choice)
+        return self._choice[1]
+
+    def status(self, s: Settings) -> dict[str, Any]:
+        """``deepseek.status``'s ``chat``: ``{model, reason, loaded, error}`` (see docs/PROTOCOL.md)."""
+        if (s.backend_kind if s.chat_backend == "same" else s.chat_backend) == "openai":
+            return {"model": s.backend_model or "remote", "reason": "an OpenAI-compatible server (backend.url)",
+                    "loaded": None, "error": None}
+        choice = self.choice(s)
+        loaded = self.models.status
+        name = choice.name or "the completion model"
+        if choice.name and "/" in choice.name:
+            name = Path(choice.name).name
+        return {"model": name, "reason": choice.reason, "loaded": loaded.loaded, "error": loaded.error}
+
     async def get(self, s: Settings) -> Assistant:
         """The assistant for the settings ``s``: the chat model loaded (or a remote server).
 
@@ -108,7 +140,8 @@ class AssistHost:
                                                remote=OpenAIBackend(s.backend_url, s.backend_api_key, s.backend_model))
                     self._key = key
             else:
-                status = await asyncio.get_running_loop().run_in_executor(None, self.models.load, chat_settings(s))
+                status = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: self.models.load(chat_settings(s, self.choice(s))))
                 if not status.loaded:
                     raise ModelUnavailable(f"the chat model is not available: {status.error}", status)
                 key = ("local", status.name)
@@ -125,9 +158,10 @@ class AssistHost:
         self.models.shutdown()
 
 
-def chat_settings(s: Settings) -> Settings:
-    """The settings with ``chatModel`` (a catalog name or a GGUF path) as the model to load."""
-    chat = s.chat_model
+def chat_settings(s: Settings, choice: AssistantChoice | None = None) -> Settings:
+    """The settings with the chat model as the model to load: ``chatModel`` (a catalog name or a
+    GGUF path), else ``choice`` (:meth:`AssistHost.choice`), else the completion model."""
+    chat = s.chat_model or (choice.name if choice is not None else None)
     if not chat:
         return s
     if chat.endswith(".gguf") or "/" in chat:
