@@ -6,7 +6,8 @@ tests. A function qualifies when it is a top-level, undecorated function of 4-30
 least two places to mutate and toolz's own test file for its module has a test that uses it;
 ``--functions`` of them are sampled with ``--seed``.
 
-Each model gets its own server (``python -m server`` over stdio, ``chatModel`` set to it,
+Each model gets its own server (``python -m server`` over stdio, ``chatModel`` set to it, or
+not set for ``auto``: the model the server chooses on this machine, named on stderr;
 indexing off) and a workspace holding a copy of the toolz package **without its tests**:
 the server cannot use them to verify a rewrite and must fall back on checks it derives
 (doctests, call sites, generated calls). The held-out tests then judge:
@@ -151,10 +152,14 @@ async def run_model(model: str, functions: list[Function], tasks: set[str], judg
 
     workspace = Path(tempfile.mkdtemp(prefix="assist-ws-"))
     shutil.copytree(toolz_dir(), workspace / "toolz", ignore=shutil.ignore_patterns("__pycache__", "tests"))
-    settings = {"chatModel": model, "index": {"enabled": False}}
+    settings = {"index": {"enabled": False}} | ({} if model == "auto" else {"chatModel": model})
     # A data folder of its own: no answer comes from the response cache of an earlier run.
     os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="assist-data-")
     client = await start_server("assistant-bench", settings, workspace)
+    if model == "auto":  # chatModel not set: the model the server chooses on this machine, and why
+        chat = (await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="deepseek.status")))["chat"]
+        print(f"  auto: {chat['reason']}", file=sys.stderr, flush=True)
     edits: list = []
 
     @client.feature(types.WORKSPACE_APPLY_EDIT)
@@ -268,7 +273,7 @@ def main() -> None:
     ap.add_argument("--functions", type=int, default=8)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tasks", default="refactor,tests")
-    ap.add_argument("--models", default=DEFAULT_MODELS)
+    ap.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated catalog names, or auto")
     args = ap.parse_args()
     tasks = set(args.tasks.split(","))
     functions = pick_functions(args.functions, args.seed)
