@@ -18,7 +18,9 @@ around the cursor before generating:
 - **Never repeat what follows the cursor**: output that re-types the rest of the
   cursor's line is cut, and so is a line that re-types one of the next few lines of
   the file (compared with whitespace normalised): the model has reached code that
-  already exists.
+  already exists. **Nor the line above**: on an empty line, a suggestion whose first
+  line is the line above typed again (six characters or more) is nothing to suggest;
+  a request you make then gets the model's next candidate.
 
 :func:`trim` is pure and cheap; the engine calls it after every generated token
 and stops as soon as it reports the suggestion complete.
@@ -60,6 +62,8 @@ class LengthPolicy:
         next_line: the first non-blank line below the cursor ("" when none).
         following: the next :data:`FOLLOWING_LINES` non-blank lines below the cursor's line,
             whitespace-normalised (see :func:`normalized`).
+        previous: the first non-blank line above the cursor's line, whitespace-normalised,
+            when nothing is left of the cursor ("" otherwise).
     """
 
     mode: Mode
@@ -71,6 +75,7 @@ class LengthPolicy:
     line_right: str
     next_line: str
     following: tuple[str, ...] = ()
+    previous: str = ""
 
 
 def _indent(line: str, tab_size: int = 4) -> int:
@@ -119,11 +124,12 @@ def decide(prefix: str, suffix: str, language_id: str, max_lines: int) -> Length
     cursor_indent = _indent(left) if not left.strip() else len(left.expandtabs(4))
     # How deep the code below the cursor's line is indented (-1: nothing below).
     below_indent = _indent(next_line) if below else -1
+    previous = "" if left.strip() else next((ln for ln in reversed(head.rsplit("\n", 64)[-64:]) if ln.strip()), "")
 
     def policy(mode: Mode, block_indent: int = -1, stop_at_blank: bool = False, lines: int = max_lines) -> LengthPolicy:
         return LengthPolicy(mode, cursor_indent, block_indent, stop_at_blank,
                             lines if mode is Mode.MULTI_LINE else 1, left, right, next_line,
-                            tuple(normalized(ln) for ln in below))
+                            tuple(normalized(ln) for ln in below), normalized(previous))
 
     if right.strip():
         return policy(Mode.SINGLE_LINE)
@@ -236,6 +242,14 @@ def _repeats_following(line: str, policy: LengthPolicy) -> bool:
     return norm == policy.following[0] or (len(norm) >= 6 and norm in policy.following[1:])
 
 
+def _stutters(line: str, policy: LengthPolicy) -> bool:
+    """True when ``line``, the first of a suggestion on an empty line, types the line above
+    it again (a small model's stutter: ``buffer = bufnr,`` under ``buffer = bufnr,``). Only a
+    line with some substance: a lone ``end`` or ``}`` under another may be right."""
+    norm = normalized(line)
+    return len(norm) >= 6 and norm == policy.previous
+
+
 def trim(text: str, policy: LengthPolicy, final: bool = False) -> tuple[str, bool]:
     """Apply the policy to the output so far.
 
@@ -257,6 +271,8 @@ def trim(text: str, policy: LengthPolicy, final: bool = False) -> tuple[str, boo
             if not policy.line_right.strip() and policy.next_line and \
                     normalized(policy.line_left + line) == normalized(policy.next_line):
                 line = ""  # the file's next line typed again: nothing is missing here
+            if _stutters(line, policy):
+                line = ""
         return line, complete
 
     kept: list[str] = [lines[0].rstrip()]
@@ -286,8 +302,10 @@ def trim(text: str, policy: LengthPolicy, final: bool = False) -> tuple[str, boo
             break
     while len(kept) > 1 and not kept[-1].strip():
         kept.pop()
-    # A first line alone that re-types the file's next line is nothing to suggest.
-    if len(kept) == 1 and policy.next_line and normalized(kept[0]) == normalized(policy.next_line):
+    # A first line alone that re-types the file's next line is nothing to suggest, nor is
+    # a block that starts by typing the line above again.
+    if len(kept) == 1 and policy.next_line and normalized(kept[0]) == normalized(policy.next_line) \
+            or (complete or final) and _stutters(kept[0], policy):
         kept = [""]
     suggestion = "\n".join(kept)
     if not suggestion.strip():

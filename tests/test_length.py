@@ -253,3 +253,26 @@ def test_an_empty_line_inside_arguments_is_one_line(language, prefix, suffix):
 def test_an_empty_line_in_a_brace_block_is_not_inside_arguments():
     policy, _, _ = run("function f() {\n  a();\n  ", "\n}\n", "b();\n}\n", "javascript")
     assert policy.mode is Mode.MULTI_LINE
+
+
+def test_a_line_that_types_the_line_above_again_is_nothing():
+    # Seen on the quality benchmark (seed 6): Lua table fields and Python keyword arguments.
+    lua = "vim.api.nvim_create_autocmd('BufWritePre', {\n  group = 'nvim.editorconfig',\n  "
+    policy, text, stop = run(lua, "\n  once = true,\n})\n", "group = 'nvim.editorconfig',\n", "lua")
+    assert policy.mode is Mode.SINGLE_LINE and text == "" and stop == len("group = 'nvim.editorconfig',\n")
+    assert run(lua, "\n  once = true,\n})\n", "buffer = bufnr,\n", "lua")[1] == "buffer = bufnr,"
+    py = "    return PlatformDirs(\n        appname=appname,\n        roaming=roaming,\n\n        "
+    assert run(py, "\n        version=version,\n    )\n", "roaming=roaming,\n")[1] == ""
+    # A block that starts with the line above is nothing either; its partial first line is shown meanwhile.
+    block = "def f(xs):\n    for x in xs:\n        total += x\n    "
+    policy = decide(block, "\n", "python", 12)
+    assert policy.mode is Mode.MULTI_LINE
+    assert trim("total += x", policy) == ("total += x", False)
+    assert run(block, "\n", "total += x\n    return total\n")[1] == ""
+
+
+def test_a_short_closer_under_the_same_closer_may_be_right():
+    prefix = "if a then\n  if b then\n    f()\n  end\n"
+    assert run(prefix, "\nreturn x\n", "end\n", "lua")[1] == "end"
+    _, text, _ = run("    x = 1\n    x = 1\n    ", "\n", "x = 1\n")  # under five characters: left alone
+    assert text == "x = 1"
