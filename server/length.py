@@ -19,8 +19,9 @@ around the cursor before generating:
   cursor's line is cut, and so is a line that re-types one of the next few lines of
   the file (compared with whitespace normalised): the model has reached code that
   already exists. **Nor the line above**: on an empty line, a suggestion whose first
-  line is the line above typed again (six characters or more) is nothing to suggest;
-  a request you make then gets the model's next candidate.
+  line is the line above typed again at the same depth (six characters or more, not a
+  comment or directive) is nothing to suggest; a request you make then gets the
+  model's next candidate.
 
 :func:`trim` is pure and cheap; the engine calls it after every generated token
 and stops as soon as it reports the suggestion complete.
@@ -62,8 +63,8 @@ class LengthPolicy:
         next_line: the first non-blank line below the cursor ("" when none).
         following: the next :data:`FOLLOWING_LINES` non-blank lines below the cursor's line,
             whitespace-normalised (see :func:`normalized`).
-        previous: the first non-blank line above the cursor's line, whitespace-normalised,
-            when nothing is left of the cursor ("" otherwise).
+        previous: the first non-blank line above the cursor's line when the cursor's line is
+            blank and that line is indented as deep as the cursor ("" otherwise), whitespace-normalised.
     """
 
     mode: Mode
@@ -124,7 +125,9 @@ def decide(prefix: str, suffix: str, language_id: str, max_lines: int) -> Length
     cursor_indent = _indent(left) if not left.strip() else len(left.expandtabs(4))
     # How deep the code below the cursor's line is indented (-1: nothing below).
     below_indent = _indent(next_line) if below else -1
-    previous = "" if left.strip() else next((ln for ln in reversed(head.rsplit("\n", 64)[-64:]) if ln.strip()), "")
+    previous = "" if (left + right).strip() else \
+        next((ln for ln in reversed(head.rsplit("\n", 64)[-64:]) if ln.strip()), "")
+    previous = previous if _indent(previous) == cursor_indent else ""
 
     def policy(mode: Mode, block_indent: int = -1, stop_at_blank: bool = False, lines: int = max_lines) -> LengthPolicy:
         return LengthPolicy(mode, cursor_indent, block_indent, stop_at_blank,
@@ -244,10 +247,11 @@ def _repeats_following(line: str, policy: LengthPolicy) -> bool:
 
 def _stutters(line: str, policy: LengthPolicy) -> bool:
     """True when ``line``, the first of a suggestion on an empty line, types the line above
-    it again (a small model's stutter: ``buffer = bufnr,`` under ``buffer = bufnr,``). Only a
-    line with some substance: a lone ``end`` or ``}`` under another may be right."""
+    it again at the same depth (a small model's stutter: ``buffer = bufnr,`` under ``buffer =
+    bufnr,``). Only a line with some substance that is not a comment or a directive: a lone
+    ``end`` or ``}`` under another, or ``#endif`` under ``#endif``, may be right."""
     norm = normalized(line)
-    return len(norm) >= 6 and norm == policy.previous
+    return len(norm) >= 6 and norm == policy.previous and not norm.startswith(("#", "--", "//"))
 
 
 def trim(text: str, policy: LengthPolicy, final: bool = False) -> tuple[str, bool]:

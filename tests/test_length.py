@@ -264,15 +264,21 @@ def test_a_line_that_types_the_line_above_again_is_nothing():
     py = "    return PlatformDirs(\n        appname=appname,\n        roaming=roaming,\n\n        "
     assert run(py, "\n        version=version,\n    )\n", "roaming=roaming,\n")[1] == ""
     # A block that starts with the line above is nothing either; its partial first line is shown meanwhile.
-    block = "def f(xs):\n    for x in xs:\n        total += x\n    "
+    block = "def f(xs):\n    total = 0\n    total = 0\n\n    "
     policy = decide(block, "\n", "python", 12)
     assert policy.mode is Mode.MULTI_LINE
-    assert trim("total += x", policy) == ("total += x", False)
-    assert run(block, "\n", "total += x\n    return total\n")[1] == ""
+    assert trim("total = 0", policy) == ("total = 0", False)
+    assert run(block, "\n", "total = 0\n    return total\n")[1] == ""
+    # At another depth the same text is another statement.
+    loop = "def f(xs):\n    for x in xs:\n        total += x\n    "
+    assert run(loop, "\n", "total += x\n    return total\n")[1] == "total += x\n    return total"
 
 
 def test_a_short_closer_under_the_same_closer_may_be_right():
     prefix = "if a then\n  if b then\n    f()\n  end\n"
     assert run(prefix, "\nreturn x\n", "end\n", "lua")[1] == "end"
-    _, text, _ = run("    x = 1\n    x = 1\n    ", "\n", "x = 1\n")  # under five characters: left alone
+    _, text, _ = run("    x = 1\n    x = 1\n    ", "\n", "x = 1\n")  # under six characters: left alone
     assert text == "x = 1"
+    assert run("#endif\n", "\n", "#endif\n", "c")[1] == "#endif"  # nested conditionals close in a row
+    # Text right of the cursor: not an empty line.
+    assert run("  group = 'g',\n  ", "}\n", "group = 'g',\n", "lua")[1] == "group = 'g',"
