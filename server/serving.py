@@ -168,15 +168,23 @@ class Workbench:
     def model_names(self) -> tuple[str, str]:
         """(completion model, chat model) names as the settings resolve them, without loading anything."""
         s = self.settings
+        remote = s.backend_model or "remote"
         if s.backend_kind == "openai":
-            name = s.backend_model or "remote"
-            return name, name
-        try:
-            completion = resolve_model(s.model_path, s.model_name).name
-        except ModelError:
-            completion = s.model_path or s.model_name or "unavailable"
-        chat = s.chat_model or (self.host.choice(s).name if s.chat_backend != "openai" else s.backend_model)
-        chat = Path(chat).name if chat and "/" in chat else chat
+            completion = remote
+        else:
+            try:
+                completion = resolve_model(s.model_path, s.model_name).name
+            except ModelError:
+                completion = s.model_path or s.model_name or "unavailable"
+        if (s.backend_kind if s.chat_backend == "same" else s.chat_backend) == "openai":
+            return completion, remote
+        chat = s.chat_model or self.host.choice(s).name
+        chat = Path(chat).name if chat and ("/" in chat or chat.endswith(".gguf")) else chat
+        if not chat and s.backend_kind == "openai":  # chat here, on the model the settings name
+            try:
+                chat = resolve_model(s.model_path, s.model_name).name
+            except ModelError:
+                chat = s.model_path or s.model_name or "unavailable"
         return completion, chat or completion
 
     async def completion_service(self) -> CompletionService:

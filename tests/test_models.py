@@ -137,14 +137,17 @@ def test_the_assistant_runs_on_the_bigger_installed_model_when_memory_allows(tmp
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # not assembled here: the parts are enough
     choice = models.choose_assistant_model(None, None, 4096, None)
     assert choice.name == ASSISTANT
-    assert "fits" in choice.reason and "available memory" in choice.reason
+    assert "it fits (1,434 MB beside the completion model's 773 MB and 1,024 MB to spare; memory available plus " \
+        "this server's own: " in choice.reason
 
 
 def test_the_assistant_stays_on_the_completion_model_when_the_bigger_one_does_not_fit():
     choice = models.choose_assistant_model(None, None, 4096, 2000)
     assert choice.name is None
-    # 1,066 MB file + 112 MB KV cache + 256 MB overhead; 2,000 MB minus the 0.5B model's 773 MB
-    assert f"{ASSISTANT} needs 1,434 MB + 1,024 MB to spare; resources.ramLimitMb left is 1,227 MB" in choice.reason
+    # 1,066 MB file + 112 MB KV cache + 256 MB overhead; the 0.5B model: 469 + 48 + 256
+    assert choice.reason == (f"the completion model: {ASSISTANT} does not fit: 1,434 MB beside the completion "
+                             "model's 773 MB; resources.ramLimitMb: 2,000 MB")
+    assert models.choose_assistant_model(None, None, 4096, 2207).name == ASSISTANT
 
 
 def test_the_assistant_is_never_a_smaller_model_nor_a_guess_about_a_file_of_your_own(tmp_path):
@@ -162,7 +165,45 @@ def test_an_assistant_model_that_is_not_installed_is_named_with_the_fix(tmp_path
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     choice = models.choose_assistant_model(None, None, 4096, None)
     assert choice.name == ASSISTANT  # the 7B comes from the hub only: not downloaded, so the next one
-    assert models.choose_assistant_model(None, None, 4096, 2500).reason == (
+    assert models.choose_assistant_model(None, None, 4096, 2000).reason == (
         "the completion model: qwen2.5-coder-7b-instruct-q4_k_m is not installed (deepseek-lsp models pull "
-        "qwen2.5-coder-7b-instruct-q4_k_m); qwen2.5-coder-1.5b-instruct-q4_k_m needs 1,434 MB + 1,024 MB to spare; "
-        "resources.ramLimitMb left is 1,727 MB")
+        "qwen2.5-coder-7b-instruct-q4_k_m); qwen2.5-coder-1.5b-instruct-q4_k_m does not fit: 1,434 MB beside the "
+        "completion model's 773 MB; resources.ramLimitMb: 2,000 MB")
+
+
+@pytest.mark.model
+def test_an_assistant_model_that_does_not_load_gives_way_to_the_completion_model(tmp_path, monkeypatch,
+                                                                                default_model_path):
+    """A catalog whose assistant model is damaged (its one part does not hash to the catalog's
+    sha256): the chat still works, on the completion model, and the reason says why."""
+    import asyncio
+
+    from server.assist import AssistStore
+    from server.assist.host import AssistHost
+    from server.config import Settings
+
+    raw = json.loads((models.resources.files("server") / "data/catalog.json").read_text("utf-8"))
+    real = next(m for m in raw["models"] if m["name"] == ASSISTANT)
+    raw["models"].append(dict(real, name="damaged-assistant", file="damaged-assistant.gguf",
+                              sizeBytes=2_000_000_000, parts=real["parts"][:1]))
+    raw["assistant"] = ["damaged-assistant"]
+    (tmp_path / "catalog.json").write_text(json.dumps(raw))
+    monkeypatch.setenv("DEEPSEEK_LSP_CATALOG", str(tmp_path / "catalog.json"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    here = models.models_dir()
+    here.mkdir(parents=True)
+    for name in (default_model_path.name, default_model_path.name + ".verified"):  # the default model, verified
+        (here / name).symlink_to(default_model_path.with_name(name))
+
+    host = AssistHost(AssistStore(tmp_path / "assistant.sqlite"))
+    s = Settings()
+    try:
+        assert host.choice(s).name == "damaged-assistant"
+        assistant = asyncio.run(host.get(s))
+        status = host.status(s)
+    finally:
+        host.shutdown()
+    assert assistant.model_name == "qwen2.5-coder-0.5b-instruct-q4_k_m"
+    assert status["model"] == "the completion model" and status["loaded"] and status["error"] is None
+    assert status["reason"].startswith("the completion model: damaged-assistant did not load (")
+    assert "damaged" in status["reason"] and not list(here.glob("damaged-assistant.gguf*"))

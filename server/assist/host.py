@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, TypeVar
 from ..config import Settings
 from ..logs import redact
 from ..manager import ModelManager, ModelStatus
-from ..models import AssistantChoice, ModelError, choose_assistant_model
+from ..models import AssistantChoice, ModelError, choose_assistant_model, user_default_model
 from ..remote import OpenAIBackend
 from .records import AssistError, ContextItem, Reference
 from .store import AssistStore
@@ -96,7 +96,7 @@ class AssistHost:
         """The local chat model for ``s``: ``chatModel`` when set, else
         :func:`server.models.choose_assistant_model`. Decided once per model settings, so the
         memory a loaded model takes never makes the choice flip back and forth."""
-        key = (s.chat_model, s.model_path, s.model_name, s.model_n_ctx, s.resources_ram_limit_mb)
+        key = self._choice_key(s)
         if self._choice is None or self._choice[0] != key:
             if s.chat_model:
                 choice = AssistantChoice(s.chat_model, "chatModel is set")
@@ -110,17 +110,37 @@ class AssistHost:
             self._choice = (key, choice)
         return self._choice[1]
 
+    @staticmethod
+    def _choice_key(s: Settings) -> tuple:
+        return (s.chat_model, s.model_path, s.model_name or user_default_model(), s.model_n_ctx,
+                s.resources_ram_limit_mb)
+
+    def _load(self, s: Settings) -> ModelStatus:
+        """Load the chosen chat model (blocking). When the server chose it (``chatModel`` not set)
+        and it cannot be loaded (assembling its file failed, too large, crashed), the completion
+        model takes its place, and the choice's reason says why."""
+        choice = self.choice(s)
+        status = self.models.load(chat_settings(s, choice))
+        if not status.loaded and choice.name is not None and not s.chat_model:
+            fallback = AssistantChoice(None, f"the completion model: {choice.name} did not load ({status.error})")
+            log.warning("assistant model: %s", fallback.reason)
+            self._choice = (self._choice_key(s), fallback)
+            status = self.models.load(chat_settings(s, fallback))
+        return status
+
     def status(self, s: Settings) -> dict[str, Any]:
         """``deepseek.status``'s ``chat``: ``{model, reason, loaded, error}`` (see docs/PROTOCOL.md)."""
         if (s.backend_kind if s.chat_backend == "same" else s.chat_backend) == "openai":
             return {"model": s.backend_model or "remote", "reason": "an OpenAI-compatible server (backend.url)",
                     "loaded": None, "error": None}
         choice = self.choice(s)
-        loaded = self.models.status
         name = choice.name or "the completion model"
-        if choice.name and "/" in choice.name:
+        if choice.name and ("/" in choice.name or choice.name.endswith(".gguf")):
             name = Path(choice.name).name
-        return {"model": name, "reason": choice.reason, "loaded": loaded.loaded, "error": loaded.error}
+        st = self.models.status  # the model loaded last: this one only if the names agree
+        mine = st.name == name if choice.name else st.name is not None
+        return {"model": name, "reason": choice.reason, "loaded": bool(st.loaded and mine),
+                "error": st.error if mine else None}
 
     async def get(self, s: Settings) -> Assistant:
         """The assistant for the settings ``s``: the chat model loaded (or a remote server).
@@ -140,8 +160,7 @@ class AssistHost:
                                                remote=OpenAIBackend(s.backend_url, s.backend_api_key, s.backend_model))
                     self._key = key
             else:
-                status = await asyncio.get_running_loop().run_in_executor(
-                    None, lambda: self.models.load(chat_settings(s, self.choice(s))))
+                status = await asyncio.get_running_loop().run_in_executor(None, self._load, s)
                 if not status.loaded:
                     raise ModelUnavailable(f"the chat model is not available: {status.error}", status)
                 key = ("local", status.name)
