@@ -18,10 +18,12 @@ around the cursor before generating:
 - **Never repeat what follows the cursor**: output that re-types the rest of the
   cursor's line is cut, and so is a line that re-types one of the next few lines of
   the file (compared with whitespace normalised): the model has reached code that
-  already exists. **Nor the line above**: on an empty line, a suggestion whose first
-  line is the line above typed again at the same depth (six characters or more, not a
-  comment or directive) is nothing to suggest; a request you make then gets the
-  model's next candidate.
+  already exists. On an empty line this holds for a single line too: one of the next
+  three lines (six characters or more; the next one always) is nothing to suggest.
+  **Nor the line above**: on an empty line, a suggestion whose first line is the line
+  above typed again at the same depth (six characters or more, not a comment or
+  directive) is nothing to suggest. A request you make then gets the model's next
+  candidate.
 
 :func:`trim` is pure and cheap; the engine calls it after every generated token
 and stops as soon as it reports the suggestion complete.
@@ -275,8 +277,9 @@ def trim(text: str, policy: LengthPolicy, final: bool = False) -> tuple[str, boo
             if not policy.line_right.strip() and policy.next_line and \
                     normalized(policy.line_left + line) == normalized(policy.next_line):
                 line = ""  # the file's next line typed again: nothing is missing here
-            if _stutters(line, policy):
-                line = ""
+            if not (policy.line_left + policy.line_right).strip() and \
+                    (_repeats_following(line, policy) or _stutters(line, policy)):
+                line = ""  # on an empty line: one of the next lines, or the line above, typed again
         return line, complete
 
     kept: list[str] = [lines[0].rstrip()]

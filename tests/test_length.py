@@ -282,3 +282,16 @@ def test_a_short_closer_under_the_same_closer_may_be_right():
     assert run("#endif\n", "\n", "#endif\n", "c")[1] == "#endif"  # nested conditionals close in a row
     # Text right of the cursor: not an empty line.
     assert run("  group = 'g',\n  ", "}\n", "group = 'g',\n", "lua")[1] == "group = 'g',"
+
+
+def test_a_single_line_on_an_empty_line_never_types_one_of_the_next_lines():
+    # toolz's merge_sorted (quality benchmark, seed 8): the loop header below, typed again.
+    prefix = "    try:\n        val2 = next(seq2)\n    except StopIteration:\n        return\n\n    "
+    suffix = "\n        if val2 < val1:\n            yield val2\n            for val2 in seq2:\n                pass\n"
+    policy, text, _ = run(prefix, suffix, "for val2 in seq2:\n")
+    assert policy.mode is Mode.SINGLE_LINE and text == ""
+    assert run(prefix, suffix, "for val1 in seq1:\n")[1] == "for val1 in seq1:"
+    # Typed characters make it the line being written: only the very next line counts then.
+    assert run(prefix + "for v", suffix, "al2 in seq2:\n")[1] == "al2 in seq2:"
+    # Short lines further down ("pass", "end") may well be new.
+    assert run("def f():\n    ", "\n    x = 1\n    pass\n", "pass\n")[1] == "pass"
