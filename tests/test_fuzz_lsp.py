@@ -209,7 +209,13 @@ def test_ten_thousand_hostile_messages(default_model_path, tmp_path):
             rss.append(proc.memory_info().rss / 2**20)
             batch_ids = []
         assert requests > 5000
-        assert max(rss) < 2500, f"memory grew to {max(rss):.0f} MB"
+        # Two models load along the way (the 0.5B for suggestions, the assistant's 1.5B for the
+        # hovers and code actions, its weights repacked for this CPU: about 1.8 GB); after that,
+        # nothing may keep growing.
+        assert max(rss) < 3500, f"memory grew to {max(rss):.0f} MB"
+        # (mapped weights come and go from the resident set: compare peaks, not points)
+        half = len(rss) // 2
+        assert max(rss[half:]) - max(rss[:half]) < 300, f"memory kept growing: {[round(r) for r in rss]} MB"
         # Still serving: a real suggestion on a clean document.
         client.notify("textDocument/didOpen", {"textDocument": {"uri": (ws / "clean.py").as_uri(),
                                                                 "languageId": "python", "version": 1, "text": CODE}})
