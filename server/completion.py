@@ -226,14 +226,33 @@ def healing_tokens(pieces: list[bytes]) -> int:
     return n
 
 
-def _first_content_token(model: LoadedModel, tokens: list[int], forced: bytes) -> int:
-    """The first of ``tokens`` that brings text (not blanks) beyond the ``forced`` (healed) bytes."""
-    seen = b""
-    for t in tokens:
-        seen += model.piece(t)
-        if seen[len(forced):].strip():
-            return t
-    return tokens[0]
+def _least_sure(model: LoadedModel, gen: Generation, n_forced: int) -> tuple[bytes, int]:
+    """Where to branch from a rejected candidate: the token of its first line, from its first
+    text on and past the ``n_forced`` bytes it had to begin with, where the model's two best
+    choices were closest (``gen.margins``).
+
+    Returns:
+        ``(bytes before that token, counted from the output's start and beyond the healed
+        text, the token)``: the next candidate is forced to begin with those bytes and may not
+        take that token there. Without margins, the first text token (``b""`` before it).
+    """
+    seen, best = b"", None
+    for i, t in enumerate(gen.tokens):
+        before, seen = seen, seen + model.piece(t)
+        if len(before) < n_forced or not seen[n_forced:].strip():
+            continue  # forced, or indentation before the first text
+        if b"\n" in before[n_forced:].lstrip():
+            break  # the first line is over
+        try:
+            before.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # inside a character: not a place to branch
+        margin = gen.margins[i] if i < len(gen.margins) else float("inf")
+        if best is None or margin < best[0]:
+            best = (margin, before, t)
+    if best is None:
+        return b"", gen.tokens[0]
+    return best[1], best[2]
 
 
 def language_grammar(language_id: str) -> str | None:
@@ -679,21 +698,27 @@ class CompletionService:
             return trim((base_typed + flight.partial)[len(cursor.typed):], policy)[1]
 
         # A user who asks on an empty line wants a line: the first line must hold text, and a
-        # candidate the length policy rejects whole (it re-types the next line) gives way to
-        # the next best first token, while the time cap allows.
+        # candidate the length policy rejects whole (it re-types a line that is there) gives
+        # way to the next one, while the time cap allows: the same up to the token of its first
+        # line where the model was least sure, then its second choice there.
         insist = manual and resume is None and not (policy.line_left + policy.line_right).strip()
-        deadline, banned = time.monotonic() + cap_ms / 1000, frozenset()
+        deadline, banned, branch = time.monotonic() + cap_ms / 1000, frozenset(), b""
         for _ in range(1 + REJECTED_CANDIDATES if insist else 1):
+            start = branch.decode("utf-8")
             gen = model.generate(prompt, max_tokens=max_tokens, cancel=cancel, deadline=deadline,
-                                 stop_ids=self.fim.stop_ids, judge=judge, forced=forced, text_first=insist,
-                                 banned_first=banned)
+                                 stop_ids=self.fim.stop_ids, judge=(lambda text, s=start: judge(s + text)),
+                                 forced=forced + branch, text_first=insist, banned_first=banned, record_margins=insist)
             if gen.finish == "cancelled":
                 return None
+            gen = dataclasses.replace(gen, text=start + gen.text)
             if not insist or not gen.tokens or trim(unindent(gen.text), policy, final=True)[0] \
                     or time.monotonic() > deadline:
                 break
             log.info("completion: candidate %r rejected by the length policy; trying the next", gen.text[:60])
-            banned |= {_first_content_token(model, gen.tokens, forced)}
+            at, token = _least_sure(model, gen, len(forced + branch))
+            at = at[len(forced):]  # beyond the healed text, which is forced anyway
+            banned = banned | {token} if at == branch else frozenset({token})
+            branch = at
         # Report the prompt processing done before the debounce as part of this generation.
         gen = dataclasses.replace(gen, reused_tokens=prep.reused, prompt_ms=gen.prompt_ms + prep.ms,
                                   total_ms=gen.total_ms + prep.ms)

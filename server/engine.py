@@ -76,6 +76,8 @@ class Generation:
         generated_tokens: tokens sampled.
         prompt_ms: time to the first sampled token (prompt processing), ms.
         total_ms: whole generation, ms.
+        margins: with ``record_margins``, for each of ``tokens``, how sure the model was there:
+            its best logit minus its second best (before any constraint), in nats; else empty.
     """
 
     text: str
@@ -86,6 +88,7 @@ class Generation:
     generated_tokens: int
     prompt_ms: float
     total_ms: float
+    margins: tuple[float, ...] = ()
 
     @property
     def evaluated_tokens(self) -> int:
@@ -582,7 +585,8 @@ class LoadedModel:
     def generate(self, prompt: list[int], *, max_tokens: int, cancel: threading.Event, deadline: float,
                  stop_ids: frozenset[int] = frozenset(),
                  judge: Callable[[str], bool] | None = None, forced: bytes = b"",
-                 text_first: bool = False, banned_first: frozenset[int] = frozenset()) -> Generation:
+                 text_first: bool = False, banned_first: frozenset[int] = frozenset(),
+                 record_margins: bool = False) -> Generation:
         """Greedy generation from ``prompt`` (token ids) until a stop condition.
 
         Args:
@@ -600,6 +604,8 @@ class LoadedModel:
             banned_first: tokens that may not bring the output's first text (after ``forced``
                 and any indentation): the first content tokens of candidates already rejected,
                 so the next best one comes out.
+            record_margins: keep, for every sampled token, the gap between the model's two
+                best logits there (``Generation.margins``; about 0.5 ms a token).
 
         Raises:
             ValueError: the prompt does not fit the context window.
@@ -624,7 +630,15 @@ class LoadedModel:
             ms = (time.monotonic() - t0) * 1000
             return Generation("", stopped(), [], len(prompt), reused, 0, ms, ms)
         criteria = StoppingCriteriaList([lambda ids, logits: bool(stopped())])
-        processors = LogitsProcessorList(([self._forcing(len(prompt), forced)] if forced else []) + (
+        margins: list[float] = []
+
+        def record(input_ids, logits):
+            import numpy as np
+            top = np.partition(logits, -2)[-2:]
+            margins.append(float(top[1] - top[0]))
+            return logits
+        processors = LogitsProcessorList(([record] if record_margins else []) + (
+            [self._forcing(len(prompt), forced)] if forced else []) + (
             [self._text_first(len(prompt), forced, banned_first)] if text_first or banned_first else [])) or None
         raw = b""
         for token in self.llm.generate(prompt, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
@@ -655,7 +669,7 @@ class LoadedModel:
             self.guard.decoded()
         now = time.monotonic()
         return Generation(text, finish, out, len(prompt), reused, len(out),
-                          ((first_at or now) - t0) * 1000, (now - t0) * 1000)
+                          ((first_at or now) - t0) * 1000, (now - t0) * 1000, tuple(margins[:len(out)]))
 
 
 class Engine:

@@ -119,3 +119,43 @@ def forced_text_ok(text: str) -> bool:
     """The first line holds text and does not add indentation to the typed indentation."""
     line = text.split("\n")[0]
     return bool(line.strip()) and not line[:1].isspace()
+
+
+def test_a_rejected_candidate_branches_where_the_model_was_least_sure(engine):
+    """Margins come one per token; the next candidate keeps the rejected one's text up to its
+    least sure token of the first line and takes another token there."""
+    from server.completion import _least_sure
+
+    above, typed, suffix = "def f(x):\n    y = x + 1\n", "    ", "\n    return y\n"
+
+    def run(model):
+        fim, tokens = _prompt(model, above, typed, suffix)
+        n_heal = healing_tokens([model.piece(t) for t in tokens[-1:]])
+        forced = b"".join(model.piece(t) for t in tokens[-n_heal:])
+        prompt = tokens[:-n_heal]
+
+        def gen(**kw):
+            return model.generate(prompt, max_tokens=24, cancel=threading.Event(), deadline=time.monotonic() + 60,
+                                  stop_ids=fim.stop_ids, judge=lambda t: "\n" in t, text_first=True, **kw)
+        first = gen(forced=forced, record_margins=True)
+        at, token = _least_sure(model, first, len(forced))
+        second = gen(forced=at, banned_first=frozenset({token}))
+        return model, forced, first, at, token, second
+    model, forced, first, at, token, second = engine.submit(run).result()
+    assert len(first.margins) == len(first.tokens) and all(m >= 0 for m in first.margins)
+    pieces = [model.piece(t) for t in first.tokens]
+    i = next(i for i, t in enumerate(first.tokens) if t == token and b"".join(pieces[:i]) == at)
+    line = b"".join(pieces).split(b"\n")[0]
+    assert at.startswith(forced) and len(at) < len(line)  # a place inside the first line
+    free = [m for j, m in enumerate(first.margins) if len(b"".join(pieces[:j])) >= len(forced)
+            and b"".join(pieces[:j + 1])[len(forced):].strip() and b"\n" not in b"".join(pieces[:j]).lstrip()]
+    assert first.margins[i] == min(free)
+    # The next candidate: the same bytes up to there (forced), then another token.
+    done, after = b"", None
+    for t in second.tokens:
+        if len(done) >= len(at):
+            after = t
+            break
+        done += model.piece(t)
+    assert done.startswith(at) and (after != token or len(done) > len(at))
+    assert b"".join(model.piece(t) for t in second.tokens).split(b"\n")[0] != line
