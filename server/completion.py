@@ -241,8 +241,8 @@ def _least_sure(model: LoadedModel, gen: Generation, n_forced: int) -> tuple[byt
         before, seen = seen, seen + model.piece(t)
         if len(before) < n_forced or not seen[n_forced:].strip():
             continue  # forced, or indentation before the first text
-        if b"\n" in before[n_forced:].lstrip():
-            break  # the first line is over
+        if b"\n" in seen[n_forced:].lstrip():
+            break  # the first line is over: a branch changes what the line says, not where it ends
         try:
             before.decode("utf-8")
         except UnicodeDecodeError:

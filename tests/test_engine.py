@@ -148,7 +148,7 @@ def test_a_rejected_candidate_branches_where_the_model_was_least_sure(engine):
     line = b"".join(pieces).split(b"\n")[0]
     assert at.startswith(forced) and len(at) < len(line)  # a place inside the first line
     free = [m for j, m in enumerate(first.margins) if len(b"".join(pieces[:j])) >= len(forced)
-            and b"".join(pieces[:j + 1])[len(forced):].strip() and b"\n" not in b"".join(pieces[:j]).lstrip()]
+            and b"".join(pieces[:j + 1])[len(forced):].strip() and b"\n" not in b"".join(pieces[:j + 1]).lstrip()]
     assert first.margins[i] == min(free)
     # The next candidate: the same bytes up to there (forced), then another token.
     done, after = b"", None
