@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Callable
 from .config import Settings
 from .engine import Engine, Generation, LoadedModel
 from .languages import BY_ID
-from .length import LengthPolicy, Mode, cut_to_parse, decide, trim
+from .length import LengthPolicy, Mode, body_missing, cut_to_parse, decide, trim
 from .prompting import WINDOW_GRID_LINES, Budget, CursorText, FimFormat, FimPrompt, TokenCounter, build_fim_prompt
 from .text import split_lines
 
@@ -701,13 +701,17 @@ class CompletionService:
         # candidate the length policy rejects whole (it re-types a line that is there) gives
         # way to the next one, while the time cap allows: the same up to the token of its first
         # line where the model was least sure, then its second choice there.
-        insist = manual and resume is None and not (policy.line_left + policy.line_right).strip()
+        # The same at the end of a block opener whose body is empty, where the text may start
+        # on the next line.
+        opener = manual and resume is None and body_missing(policy)
+        insist = opener or manual and resume is None and not (policy.line_left + policy.line_right).strip()
         deadline, banned, branch = time.monotonic() + cap_ms / 1000, frozenset(), b""
         for _ in range(1 + REJECTED_CANDIDATES if insist else 1):
             start = branch.decode("utf-8")
             gen = model.generate(prompt, max_tokens=max_tokens, cancel=cancel, deadline=deadline,
                                  stop_ids=self.fim.stop_ids, judge=(lambda text, s=start: judge(s + text)),
-                                 forced=forced + branch, text_first=insist, banned_first=banned, record_margins=insist)
+                                 forced=forced + branch, text_first=insist, banned_first=banned, record_margins=insist,
+                                 breaks_first=opener and not branch)
             if gen.finish == "cancelled":
                 return None
             gen = dataclasses.replace(gen, text=start + gen.text)

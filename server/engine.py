@@ -268,6 +268,7 @@ class LoadedModel:
         self._eog = _ll.llama_vocab_is_eog
         self._break_ids: list[int] | None = None
         self._blank_ids: list[int] | None = None
+        self._control_ids: list[int] | None = None
         self._vocab = self.llm._model.vocab
         self.min_reuse = MIN_REUSE_TOKENS  # 0: keep only the common prefix (no shifting)
         self.reuse_markers: frozenset[int] = frozenset()  # FIM markers (plan_reuse keeps runs in their part)
@@ -336,10 +337,16 @@ class LoadedModel:
         end or restructure text (end of text, FIM markers...). Built once with the piece index."""
         if self._break_ids is None:
             pieces, ids, _ = self._pieces()
-            have_piece = set(ids)
-            self._break_ids = [t for p, t in zip(pieces, ids) if b"\n" in p or b"\r" in p] + \
-                [t for t in range(self.llm.n_vocab()) if t not in have_piece]
+            self._break_ids = [t for p, t in zip(pieces, ids) if b"\n" in p or b"\r" in p] + self.control_tokens()
         return self._break_ids
+
+    def control_tokens(self) -> list[int]:
+        """Tokens without a text piece: end of text, FIM markers and the other control tokens. Built once."""
+        if self._control_ids is None:
+            _, ids, _ = self._pieces()
+            have_piece = set(ids)
+            self._control_ids = [t for t in range(self.llm.n_vocab()) if t not in have_piece]
+        return self._control_ids
 
     def blank_tokens(self) -> list[int]:
         """Tokens whose piece is only spaces and tabs. Built once."""
@@ -559,13 +566,15 @@ class LoadedModel:
             return masked
         return process
 
-    def _text_first(self, prompt_len: int, forced: bytes, banned_first: frozenset[int]):
+    def _text_first(self, prompt_len: int, forced: bytes, banned_first: frozenset[int], breaks_first: bool = False):
         """A logits processor that makes the first line of the output (after ``forced``)
         hold some text: until a non-blank character is out, no line break, end of text or
-        control token may be sampled, nor any of ``banned_first``."""
+        control token may be sampled, nor any of ``banned_first``. With ``breaks_first`` the
+        text may begin on a later line (the body after a block opener): only the end of text
+        and control tokens are masked until then."""
         import numpy as np
 
-        breaks = np.array(self.line_break_tokens(), dtype=np.int64)
+        breaks = np.array(self.control_tokens() if breaks_first else self.line_break_tokens(), dtype=np.int64)
         blanks = np.array(self.blank_tokens(), dtype=np.int64)
         banned = np.array(sorted(banned_first), dtype=np.int64)
 
@@ -575,7 +584,7 @@ class LoadedModel:
                 return logits
             logits = logits.copy()
             logits[breaks] = -np.inf
-            if forced and len(text) >= len(forced):
+            if forced and len(text) >= len(forced) and not breaks_first:
                 logits[blanks] = -np.inf  # the typed indentation is there: now the line's text
             if len(banned):
                 logits[banned] = -np.inf
@@ -586,7 +595,7 @@ class LoadedModel:
                  stop_ids: frozenset[int] = frozenset(),
                  judge: Callable[[str], bool] | None = None, forced: bytes = b"",
                  text_first: bool = False, banned_first: frozenset[int] = frozenset(),
-                 record_margins: bool = False) -> Generation:
+                 record_margins: bool = False, breaks_first: bool = False) -> Generation:
         """Greedy generation from ``prompt`` (token ids) until a stop condition.
 
         Args:
@@ -604,6 +613,8 @@ class LoadedModel:
             banned_first: tokens that may not bring the output's first text (after ``forced``
                 and any indentation): the first content tokens of candidates already rejected,
                 so the next best one comes out.
+            breaks_first: with ``text_first``, the text may begin after line breaks (the end of
+                a block opener whose body is empty: the body is known to be missing).
             record_margins: keep, for every sampled token, the gap between the model's two
                 best logits there (``Generation.margins``; about 0.5 ms a token).
 
@@ -639,7 +650,8 @@ class LoadedModel:
             return logits
         processors = LogitsProcessorList(([record] if record_margins else []) + (
             [self._forcing(len(prompt), forced)] if forced else []) + (
-            [self._text_first(len(prompt), forced, banned_first)] if text_first or banned_first else [])) or None
+            [self._text_first(len(prompt), forced, banned_first, breaks_first)]
+            if text_first or banned_first else [])) or None
         raw = b""
         for token in self.llm.generate(prompt, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
                                        reset=True, stopping_criteria=criteria, logits_processor=processors):

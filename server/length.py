@@ -247,6 +247,13 @@ def _repeats_following(line: str, policy: LengthPolicy) -> bool:
     return norm == policy.following[0] or (len(norm) >= 6 and norm in policy.following[1:])
 
 
+def body_missing(policy: LengthPolicy) -> bool:
+    """True when the cursor ends a line that opens a block whose body is empty (nothing
+    below is indented deeper): a body is known to be missing there."""
+    return policy.mode is Mode.MULTI_LINE and bool(policy.line_left.strip()) and not policy.line_right.strip() \
+        and (not policy.next_line or _indent(policy.next_line) <= _indent(policy.line_left))
+
+
 def _stutters(line: str, policy: LengthPolicy) -> bool:
     """True when ``line``, the first of a suggestion on an empty line, types the line above
     it again at the same depth (a small model's stutter: ``buffer = bufnr,`` under ``buffer =

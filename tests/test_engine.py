@@ -159,3 +159,15 @@ def test_a_rejected_candidate_branches_where_the_model_was_least_sure(engine):
         done += model.piece(t)
     assert done.startswith(at) and (after != token or len(done) > len(at))
     assert b"".join(model.piece(t) for t in second.tokens).split(b"\n")[0] != line
+
+
+def test_at_the_end_of_an_opener_the_text_may_start_on_the_next_line_but_must_come(engine):
+    above, typed, suffix = "def visit(node):\n    for child in node.children:", "", "\n\n\ndef other():\n    pass\n"
+
+    def run(model):
+        fim, tokens = _prompt(model, above, typed, suffix)
+        return model.generate(tokens, max_tokens=24, cancel=threading.Event(), deadline=time.monotonic() + 60,
+                              stop_ids=fim.stop_ids, judge=lambda t: t.strip() and t.strip().count("\n") >= 1,
+                              text_first=True, breaks_first=True)
+    gen = engine.submit(run).result()
+    assert gen.finish != "stop" or gen.text.strip(), gen.text  # no end of text before some text

@@ -295,3 +295,12 @@ def test_a_single_line_on_an_empty_line_never_types_one_of_the_next_lines():
     assert run(prefix + "for v", suffix, "al2 in seq2:\n")[1] == "al2 in seq2:"
     # Short lines further down ("pass", "end") may well be new.
     assert run("def f():\n    ", "\n    x = 1\n    pass\n", "pass\n")[1] == "pass"
+
+
+def test_a_body_is_known_to_be_missing_only_at_the_end_of_an_opener_with_an_empty_body():
+    from server.length import body_missing
+    assert body_missing(decide("def f(x):\n    for c in x:", "\n\ndef g():\n    pass\n", "python", 12))
+    assert body_missing(decide("if ok then", "\nend\n", "lua", 12))
+    assert not body_missing(decide("def f(x):\n    for c in x:", "\n        g(c)\n", "python", 12))  # body follows
+    assert not body_missing(decide("def f(x):\n    ", "\n    return x\n", "python", 12))  # an empty line
+    assert not body_missing(decide("x = f(", ")\n", "python", 12))
