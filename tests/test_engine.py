@@ -1,5 +1,6 @@
 """The engine with the real default model: reuse, cancellation, time caps."""
 
+import functools
 import threading
 import time
 
@@ -91,20 +92,25 @@ def test_tokens_consistent_with_a_head(engine):
     assert all(p.startswith(b"na") or b"na".startswith(p) for p in pieces)
 
 
+def _empty_line(model):
+    """An empty, indented line between two lines that need nothing, as a manual request sees it:
+    the healed (forced) bytes, and a one-line greedy generation there taking ``generate``'s options."""
+    fim, tokens = _prompt(model, "def f(x):\n    y = x + 1\n", "    ", "\n    return y\n")
+    n_heal = healing_tokens([model.piece(t) for t in tokens[-1:]])
+    prompt = tokens[:-n_heal]
+
+    def gen(**kw):
+        return model.generate(prompt, max_tokens=24, cancel=threading.Event(), deadline=time.monotonic() + 60,
+                              stop_ids=fim.stop_ids, judge=lambda t: "\n" in t, **kw)
+    return b"".join(model.piece(t) for t in tokens[-n_heal:]), gen
+
+
 def test_text_first_writes_a_line_and_banned_first_gives_the_next_candidate(engine):
     # An empty, indented line between two lines that need nothing: left alone, the model may
     # end at once or start a new line; a manual request there must get a line of text.
-    above, typed, suffix = "def f(x):\n    y = x + 1\n", "    ", "\n    return y\n"
-
     def run(model):
-        fim, tokens = _prompt(model, above, typed, suffix)
-        n_heal = healing_tokens([model.piece(t) for t in tokens[-1:]])
-        forced = b"".join(model.piece(t) for t in tokens[-n_heal:])
-        prompt = tokens[:-n_heal]
-
-        def gen(**kw):
-            return model.generate(prompt, max_tokens=24, cancel=threading.Event(), deadline=time.monotonic() + 60,
-                                  stop_ids=fim.stop_ids, judge=lambda t: "\n" in t, forced=forced, **kw)
+        forced, gen = _empty_line(model)
+        gen = functools.partial(gen, forced=forced)
         first = gen(text_first=True)
         content = next(t for t in first.tokens if model.piece(t).strip())
         second = gen(text_first=True, banned_first=frozenset({content}))
@@ -126,17 +132,9 @@ def test_a_rejected_candidate_branches_where_the_model_was_least_sure(engine):
     least sure token of the first line and takes another token there."""
     from server.completion import _least_sure
 
-    above, typed, suffix = "def f(x):\n    y = x + 1\n", "    ", "\n    return y\n"
-
     def run(model):
-        fim, tokens = _prompt(model, above, typed, suffix)
-        n_heal = healing_tokens([model.piece(t) for t in tokens[-1:]])
-        forced = b"".join(model.piece(t) for t in tokens[-n_heal:])
-        prompt = tokens[:-n_heal]
-
-        def gen(**kw):
-            return model.generate(prompt, max_tokens=24, cancel=threading.Event(), deadline=time.monotonic() + 60,
-                                  stop_ids=fim.stop_ids, judge=lambda t: "\n" in t, text_first=True, **kw)
+        forced, gen = _empty_line(model)
+        gen = functools.partial(gen, text_first=True)
         first = gen(forced=forced, record_margins=True)
         at, token = _least_sure(model, first, len(forced))
         second = gen(forced=at, banned_first=frozenset({token}))
