@@ -234,7 +234,7 @@ def _least_sure(model: LoadedModel, gen: Generation, n_forced: int) -> tuple[byt
     Returns:
         ``(bytes before that token, counted from the output's start and beyond the healed
         text, the token)``: the next candidate is forced to begin with those bytes and may not
-        take that token there. Without margins, the first text token (``b""`` before it).
+        take that token there. Without margins, the first text token.
     """
     seen, best = b"", None
     for i, t in enumerate(gen.tokens):
@@ -703,8 +703,9 @@ class CompletionService:
         # line where the model was least sure, then its second choice there.
         # The same at the end of a block opener whose body is empty, where the text may start
         # on the next line.
-        opener = manual and resume is None and body_missing(policy)
-        insist = opener or manual and resume is None and not (policy.line_left + policy.line_right).strip()
+        asked = manual and resume is None
+        opener = asked and body_missing(policy)
+        insist = opener or asked and not (policy.line_left + policy.line_right).strip()
         deadline, banned, branch = time.monotonic() + cap_ms / 1000, frozenset(), b""
         for _ in range(1 + REJECTED_CANDIDATES if insist else 1):
             start = branch.decode("utf-8")

@@ -104,16 +104,11 @@ def machine_report(settings: Settings, progress: ProgressCallback | None = None,
 
 def _assistant_line(s: Settings) -> str:
     """Which model chat, refactor and write tests run on, and why (``chatModel`` or the catalog's choice)."""
-    from .models import ModelError, choose_assistant_model
+    from .assist.host import assistant_choice
 
     if (s.backend_kind if s.chat_backend == "same" else s.chat_backend) == "openai":
         return f"{s.backend_model or 'the model'} at backend.url"
-    if s.chat_model:
-        return f"{s.chat_model} (chatModel)"
-    try:
-        return choose_assistant_model(s.model_path, s.model_name, s.model_n_ctx, s.resources_ram_limit_mb).reason
-    except ModelError as e:
-        return str(e)
+    return f"{s.chat_model} (chatModel)" if s.chat_model else assistant_choice(s).reason
 
 
 def plain_words(report: MachineReport) -> str:

@@ -642,9 +642,9 @@ class LoadedModel:
             return Generation("", stopped(), [], len(prompt), reused, 0, ms, ms)
         criteria = StoppingCriteriaList([lambda ids, logits: bool(stopped())])
         margins: list[float] = []
+        import numpy as np
 
         def record(input_ids, logits):
-            import numpy as np
             top = np.partition(logits, -2)[-2:]
             margins.append(float(top[1] - top[0]))
             return logits

@@ -147,9 +147,9 @@ def _catalog_json() -> dict:
     return json.loads(text)
 
 
-def load_catalog() -> tuple[str, dict[str, CatalogEntry]]:
-    """Read the catalog (:func:`_catalog_json`). Returns (default name, entries by name)."""
-    raw = _catalog_json()
+def load_catalog(raw: dict | None = None) -> tuple[str, dict[str, CatalogEntry]]:
+    """Read the catalog (:func:`_catalog_json`, or ``raw`` already read). Returns (default name, entries by name)."""
+    raw = raw if raw is not None else _catalog_json()
     entries = {}
     for m in raw["models"]:
         hub = m.get("hub")
@@ -239,10 +239,14 @@ def choose_assistant_model(model_path: str | None, model_name: str | None, n_ctx
     """
     if model_path:
         return AssistantChoice(None, "the completion model (model.path is set)")
-    completion = resolve_model(None, model_name).entry
+    raw = _catalog_json()
+    default, entries = load_catalog(raw)
+    name = model_name or user_default_model() or default
+    completion = entries.get(name)
+    if completion is None:
+        resolve_model(None, model_name)  # raises with the message that names the fix
     assert completion is not None
-    wanted = [n for n in _catalog_json().get("assistant", []) if n != completion.name]
-    _, entries = load_catalog()
+    wanted = [n for n in raw.get("assistant", []) if n != completion.name]
     beside = completion.needed_mb(n_ctx) or (completion.size_mb or 0) + OVERHEAD_MB
     if ram_limit_mb is not None:
         budget, spare, source = float(ram_limit_mb), 0, "resources.ramLimitMb"

@@ -98,14 +98,7 @@ class AssistHost:
         memory a loaded model takes never makes the choice flip back and forth."""
         key = self._choice_key(s)
         if self._choice is None or self._choice[0] != key:
-            if s.chat_model:
-                choice = AssistantChoice(s.chat_model, "chatModel is set")
-            else:
-                try:
-                    choice = choose_assistant_model(s.model_path, s.model_name, s.model_n_ctx,
-                                                    s.resources_ram_limit_mb)
-                except ModelError as e:  # an unknown model.name: loading it says so
-                    choice = AssistantChoice(None, f"the completion model ({e})")
+            choice = assistant_choice(s)
             log.info("assistant model: %s", choice.reason)
             self._choice = (key, choice)
         return self._choice[1]
@@ -177,6 +170,17 @@ class AssistHost:
         self.models.shutdown()
 
 
+def assistant_choice(s: Settings) -> AssistantChoice:
+    """The local chat model for ``s`` (blocking: reads the catalog and installed packages):
+    ``chatModel`` when set, else :func:`server.models.choose_assistant_model`."""
+    if s.chat_model:
+        return AssistantChoice(s.chat_model, "chatModel is set")
+    try:
+        return choose_assistant_model(s.model_path, s.model_name, s.model_n_ctx, s.resources_ram_limit_mb)
+    except ModelError as e:  # an unknown model.name: loading it says so
+        return AssistantChoice(None, f"the completion model ({e})")
+
+
 def chat_settings(s: Settings, choice: AssistantChoice | None = None) -> Settings:
     """The settings with the chat model as the model to load: ``chatModel`` (a catalog name or a
     GGUF path), else ``choice`` (:meth:`AssistHost.choice`), else the completion model."""
@@ -218,4 +222,5 @@ def retrieved_context(results: Iterable[Any], readable: Callable[[Path], bool]) 
     return out
 
 
-__all__ = ["ASSIST_THREADS", "AssistHost", "ModelUnavailable", "chat_settings", "has_secret", "retrieved_context"]
+__all__ = ["ASSIST_THREADS", "AssistHost", "ModelUnavailable", "assistant_choice", "chat_settings", "has_secret",
+           "retrieved_context"]
