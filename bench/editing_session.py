@@ -24,9 +24,10 @@ Scored requests compare typed text + the suggestion's first line with the real l
 ``deepseek.status`` before and after gives the prompt tokens evaluated and reused.
 
 The same sessions run twice, in one run: with the defaults (KV runs shifted into place,
-saved states of places left, work ahead after a shown suggestion) and with all three off
-(``completion.kvShiftMinTokens=0``, ``completion.kvSnapshotsMb=0``,
-``completion.workAhead=false``: only the common prompt prefix is reused, as before).
+saved states of places left, work ahead after a shown suggestion, a shorter window first at a
+place the cache has not seen) and with all four off (``completion.kvShiftMinTokens=0``,
+``completion.kvSnapshotsMb=0``, ``completion.workAhead=false``, ``completion.coldPromptMs=0``:
+only the common prompt prefix is reused and every prompt is whole, as before).
 
     python bench/editing_session.py [--sessions 6] [--seed 3] [--cps 10] [--think 1.0]
                                     [--set completion.suffixTokens=128] [--packages click jinja2 ...]
@@ -51,7 +52,8 @@ from lsprotocol import types
 
 DEFAULT_PACKAGES = ["click", "jinja2", "toolz", "h11", "pathspec", "packaging", "attr", "platformdirs"]
 KINDS = ("first", "type", "jump", "switch", "switch-back", "accept")
-OFF = {"completion.kvShiftMinTokens": 0, "completion.kvSnapshotsMb": 0, "completion.workAhead": False}
+OFF = {"completion.kvShiftMinTokens": 0, "completion.kvSnapshotsMb": 0, "completion.workAhead": False,
+       "completion.coldPromptMs": 0}
 
 
 @dataclass

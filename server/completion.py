@@ -61,6 +61,9 @@ EMA_WEIGHT = 0.3             # weight of the newest sample in the moving average
 MAX_HEALED_TOKENS = 4        # token healing takes back at most this many typed tokens
 REJECTED_CANDIDATES = 2      # a manual request on an empty line tries this many more first tokens
 IDLE_MS = 250                # no request for this long after a suggestion was shown: the user is not typing
+COLD_MIN_PREFIX = 128        # the shorter window at a place the cache has not seen keeps at least this many
+COLD_MIN_SUFFIX = 32         # ... tokens before and after the cursor (see CompletionService.fim_prompt)
+COLD_GRID_LINES = 8          # its start line is a multiple of this (a 32-line grid would leave it half empty)
 
 
 class Unsuitable(Exception):
@@ -99,6 +102,9 @@ class CompletionStats:
         kv_states / kv_states_mb / kv_budget_mb: saved KV states kept now, their size and budget (MiB).
         prepared_ahead: suggestions prepared while the user was idle (after a shown one).
         read_ahead: prompts read into the KV cache at a place the cursor went to (code actions asked).
+        short_windows: suggestions made from the shorter window of a place the cache had not
+            seen (``completion.coldPromptMs``).
+        prompt_rate: prompt tokens read per second on this machine (moving average), None before any.
     """
 
     model_answers: int
@@ -113,6 +119,8 @@ class CompletionStats:
     kv_budget_mb: int = 0
     prepared_ahead: int = 0
     read_ahead: int = 0
+    short_windows: int = 0
+    prompt_rate: float | None = None
 
 
 @dataclass
@@ -304,6 +312,10 @@ class CompletionService:
         self.read_ahead = 0      # prompts read ahead at a place the cursor went to (engine thread)
         self._idle_tasks: dict[str, asyncio.Task] = {}
         self._starts: dict[str, int] = {}  # document URI -> its last prompt's window start line (engine thread)
+        self._short_starts: dict[str, int] = {}  # ... of its last shorter window (see fim_prompt)
+        self._cut: set[str] = set()        # documents whose last prompt was the shorter window (engine thread)
+        self.short_windows = 0   # suggestions made from the shorter window (engine thread)
+        self._rate: float | None = None  # the model's prompt_rate, as last seen (engine thread)
         self._kv = (0, 0, 0)     # saved KV states: count, bytes, budget MiB (written on the engine thread)
 
     def stats(self) -> CompletionStats:
@@ -312,7 +324,8 @@ class CompletionService:
         return CompletionStats(self.model_answers, self.cache_answers,
                                round(self.latency_ms, 1) if self.latency_ms is not None else None,
                                self.prompt_tokens, self.reused_tokens, self.shifted_tokens, self.restored_states,
-                               n, round(nbytes / 2**20, 1), budget, self.prefetched, self.read_ahead)
+                               n, round(nbytes / 2**20, 1), budget, self.prefetched, self.read_ahead,
+                               self.short_windows, round(self._rate, 1) if self._rate else None)
 
     def _submit(self, job: Callable[[LoadedModel | None], "_Entry | None"]) -> Future:
         """Run a generation job where this service generates: the engine's owner thread."""
@@ -391,45 +404,62 @@ class CompletionService:
                 self.prefetched += 1
                 log.info("prepared ahead: the suggestion after accepting %d chars: %d chars in %.0f ms",
                          len(text), len(s.text), s.latency_ms)
+            if snap.uri in self._cut and self._last_request.get(snap.uri) == shown_at:
+                await self._read_idle(snap, settings, dict(self._last_request), whole=True)
         task = self._idle_tasks[snap.uri] = asyncio.get_running_loop().create_task(work())
         task.add_done_callback(lambda t: self._idle_tasks.get(snap.uri) is t and self._idle_tasks.pop(snap.uri))
 
     def prefill_at(self, snap: Snapshot, settings: Settings) -> None:
         """Work ahead at a place the cursor went to (the editor asked for code actions there):
         once the user has been idle IDLE_MS, read the FIM prompt for it into the KV cache, so
-        the first suggestion there pays only for what is typed. Any request stops it within
-        one 64-token chunk; nothing is generated.
+        the first suggestion there pays only for what is typed; then, if that prompt was the
+        shorter window of a place the cache had not seen (:meth:`fim_prompt`), the whole one.
+        Any request stops it within one 64-token chunk; nothing is generated.
         """
         if self.engine is None or not settings.completion_work_ahead:
             return
         if (older := self._idle_tasks.pop(snap.uri, None)) is not None:
             older.cancel()
         since = dict(self._last_request)
-        cursor = CursorText.at(snap.text, snap.offset)
 
         async def work() -> None:
             await asyncio.sleep(IDLE_MS / 1000)
-            while self._flights and self._last_request == since:
-                await asyncio.sleep(0.05)  # a suggestion asked before the move is still being made
-            if self._last_request != since or self._flights:
-                return  # a request came since: not idle
-            flight = self._flights[snap.uri] = _Flight(("prefill",), cursor.typed, Mode.SINGLE_LINE, idle=True)
-
-            def job(model: LoadedModel) -> None:
-                self.configure_kv(model, settings)
-                prompt = self.fim_prompt(model, snap.uri, cursor, settings, settings.completion_max_tokens)
-                prep = model.prefill(prompt.anchor if not cursor.typed.strip() else prompt.tokens, flight.cancel)
-                self.read_ahead += prep.evaluated > 0
-                log.info("prepared ahead: the prompt at line %d of %s: %d tokens read, %d reused%s in %.0f ms",
-                         cursor.above.count("\n") + 1, snap.uri, prep.evaluated, prep.reused,
-                         "" if prep.done else " (stopped by a request)", prep.ms)
-            flight.future = asyncio.wrap_future(self._submit(job))
-            try:
-                await self._wait(snap.uri, flight)
-            except Exception as e:  # idle work must never surface
-                log.warning("preparing the prompt at a new place failed: %s", e)
+            if await self._read_idle(snap, settings, since, whole=False) and snap.uri in self._cut:
+                await self._read_idle(snap, settings, since, whole=True)
         task = self._idle_tasks[snap.uri] = asyncio.get_running_loop().create_task(work())
         task.add_done_callback(lambda t: self._idle_tasks.get(snap.uri) is t and self._idle_tasks.pop(snap.uri))
+
+    async def _read_idle(self, snap: Snapshot, settings: Settings, since: dict[str, float], whole: bool) -> bool:
+        """Read the FIM prompt at ``snap`` into the KV cache if no request came since ``since``
+        (once a suggestion still being made is done). ``whole``: the whole prompt, read exactly
+        (no run shifted from elsewhere), even where a request would get the shorter window.
+
+        Returns:
+            True when the prompt is in the cache; False when a request came (before or during).
+        """
+        while self._flights and self._last_request == since:
+            await asyncio.sleep(0.05)  # a suggestion asked before is still being made
+        if self._last_request != since or self._flights:
+            return False  # a request came since: not idle
+        cursor = CursorText.at(snap.text, snap.offset)
+        flight = self._flights[snap.uri] = _Flight(("prefill",), cursor.typed, Mode.SINGLE_LINE, idle=True)
+
+        def job(model: LoadedModel) -> bool:
+            self.configure_kv(model, settings)
+            prompt = self.fim_prompt(model, snap.uri, cursor, settings, settings.completion_max_tokens, whole=whole)
+            prep = model.prefill(prompt.anchor if not cursor.typed.strip() else prompt.tokens, flight.cancel,
+                                 exact=whole)
+            self.read_ahead += prep.evaluated > 0
+            log.info("prepared ahead: the %s prompt at line %d of %s: %d tokens read, %d reused%s in %.0f ms",
+                     "whole" if whole else "first", cursor.above.count("\n") + 1, snap.uri, prep.evaluated,
+                     prep.reused, "" if prep.done else " (stopped by a request)", prep.ms)
+            return prep.done
+        flight.future = asyncio.wrap_future(self._submit(job))
+        try:
+            return bool(await self._wait(snap.uri, flight))
+        except Exception as e:  # idle work must never surface
+            log.warning("preparing the prompt at a new place failed: %s", e)
+            return False
 
     async def suggest(self, snap: Snapshot, settings: Settings, manual: bool, idle: bool = False) -> Suggestion | None:
         """The suggestion for ``snap``; None when there is none (gated, cancelled, superseded).
@@ -632,19 +662,44 @@ class CompletionService:
         return self._context_cache[key]
 
     def fim_prompt(self, model: LoadedModel, uri: str, cursor: CursorText, settings: Settings,
-                   max_tokens: int) -> FimPrompt:
+                   max_tokens: int, whole: bool = False) -> FimPrompt:
         """The FIM prompt for ``cursor`` within the budgets; the prompt plus ``max_tokens`` fit n_ctx
-        (the prefix quota shrinks first). Engine thread."""
+        (the prefix quota shrinks first). Engine thread.
+
+        At a place the KV cache has not seen, where reading the part of the whole prompt that
+        the cache lacks would take longer than ``completion.coldPromptMs`` at the rate measured
+        here (``model.prompt_rate``), the prompt is a shorter window around the cursor: the
+        budgets scaled to what that time reads (at least COLD_MIN_PREFIX / COLD_MIN_SUFFIX
+        tokens), with its own window start kept per document. The document is then noted in
+        ``_cut``, and the whole prompt is read when the user pauses (:meth:`_read_whole`); once
+        the cache holds it, requests use it again. ``whole``: never the shorter window (a
+        request the user made and waits for).
+        """
         room = model.n_ctx - max_tokens - 8 - len(self.fim.bos)
         context_budget = min(settings.completion_context_tokens, room // 4)
         room -= context_budget
         suffix_budget = min(settings.completion_suffix_tokens, room // 4)
         budget = Budget(min(settings.completion_prefix_tokens, room - suffix_budget), suffix_budget)
-        prompt = build_fim_prompt(model, self.fim, cursor, budget, self.counter,
-                                  self._cross_file(uri, cursor, settings), context_budget, uri.rsplit("/", 1)[-1],
+        context = self._cross_file(uri, cursor, settings)
+        name = uri.rsplit("/", 1)[-1]
+        prompt = build_fim_prompt(model, self.fim, cursor, budget, self.counter, context, context_budget, name,
                                   keep_start=self._starts.get(uri))
         self._starts[uri] = prompt.start_line
-        return prompt
+        afford = (model.prompt_rate or 0.0) * settings.completion_cold_prompt_ms / 1000
+        if whole or afford <= 0 or len(prompt.tokens) - model.cached_tokens(prompt.tokens) <= afford:
+            self._cut.discard(uri)
+            return prompt
+        total = budget.prefix_tokens + budget.suffix_tokens + context_budget
+        short = Budget(max(COLD_MIN_PREFIX, int(afford * budget.prefix_tokens / total)),
+                       max(COLD_MIN_SUFFIX, int(afford * budget.suffix_tokens / total)))
+        if short.prefix_tokens >= budget.prefix_tokens:
+            return prompt
+        cut = build_fim_prompt(model, self.fim, cursor, short, self.counter, context,
+                               int(afford * context_budget / total), name, keep_start=self._short_starts.get(uri),
+                               grid=COLD_GRID_LINES)
+        self._short_starts[uri] = cut.start_line
+        self._cut.add(uri)
+        return cut
 
     def _generate(self, model: LoadedModel, uri: str, cursor: CursorText, policy: LengthPolicy,
                   settings: Settings, flight: _Flight, not_before: float, cap_ms: float,
@@ -666,9 +721,10 @@ class CompletionService:
             dropped = (resume.prefix_dropped, resume.suffix_dropped)
             max_tokens = max(1, max_tokens - resume.generated)
         else:
-            fim_prompt = self.fim_prompt(model, uri, cursor, settings, max_tokens)
+            fim_prompt = self.fim_prompt(model, uri, cursor, settings, max_tokens, whole=manual)
             prompt, base_typed, base_text = fim_prompt.tokens, cursor.typed, ""
             dropped = (fim_prompt.prefix_dropped_tokens, fim_prompt.suffix_dropped_tokens)
+            self.short_windows += uri in self._cut and not flight.idle
             # Token healing: the typed text usually ends inside a word ("appna"), a split
             # the model never saw after its middle marker. Take the word's tokens back and
             # make the model's output begin with their text, spelled the model's own way.
@@ -689,6 +745,7 @@ class CompletionService:
         self.configure_kv(model, settings)
         prep = model.prefill(prompt, cancel)
         self._kv = (len(model.snapshots), model.snapshots.nbytes, settings.completion_kv_snapshots_mb)
+        self._rate = model.prompt_rate
         if not prep.done:
             return None
         if (wait := not_before - time.monotonic()) > 0 and cancel.wait(wait):
@@ -734,7 +791,9 @@ class CompletionService:
         complete = gen.finish in ("stop", "complete", "max_tokens")
         log.info("completion: %s, %d chars; prompt %d tokens (%d reused, %d of them shifted%s; %d evaluated) "
                  "in %.0f ms; %d generated in %.0f ms; finish %s%s", policy.mode.value, len(gen.text),
-                 gen.prompt_tokens, gen.reused_tokens, prep.shifted, ", saved state restored" if prep.restored else "",
+                 gen.prompt_tokens, gen.reused_tokens, prep.shifted,
+                 (", saved state restored" if prep.restored else "")
+                 + (", the shorter window of a place not read yet" if resume is None and uri in self._cut else ""),
                  gen.evaluated_tokens, gen.prompt_ms, gen.generated_tokens, gen.total_ms - gen.prompt_ms, gen.finish,
                  " (continued)" if resume else "")
         return _Entry(base_typed, unindent(base_text + gen.text), prompt + gen.tokens, complete, policy.mode,

@@ -142,6 +142,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Memory for saved KV-cache states of places and files left recently (least recently used out): "
             "coming back restores the state instead of evaluating the prompt again. 0 turns it off.",
             minimum=0, maximum=16384),
+    Setting("completion.coldPromptMs", 1500, int, "ms",
+            "Time the first suggestion at a place the KV cache has not seen may spend reading its prompt, at "
+            "the prompt-reading rate measured on this machine. When the whole prompt (prefixTokens + "
+            "suffixTokens) would take longer, that suggestion reads a shorter window around the cursor, and "
+            "the whole prompt is read while you pause. 0: always the whole prompt.", minimum=0, maximum=600000),
     Setting("completion.workAhead", True, bool, "on/off",
             "While the user is idle after a suggestion is shown, prepare the suggestion that follows accepting "
             "it (any keystroke stops the work). Off saves battery."),
@@ -210,6 +215,7 @@ class Settings:
     completion_context_tokens: int = 256
     completion_kv_shift_min_tokens: int = 16
     completion_kv_snapshots_mb: int = 128
+    completion_cold_prompt_ms: int = 1500
     completion_work_ahead: bool = True
     index_enabled: bool = True
     index_embeddings: bool = True

@@ -273,6 +273,11 @@ class LoadedModel:
         self.min_reuse = MIN_REUSE_TOKENS  # 0: keep only the common prefix (no shifting)
         self.reuse_markers: frozenset[int] = frozenset()  # FIM markers (plan_reuse keeps runs in their part)
         self.snapshots = KvSnapshots(0)    # budget set by the owner (completion.kvSnapshotsMb)
+        # Prompt tokens evaluated per second on this machine: the load probe's figure, then a
+        # moving average over real prefills (see :meth:`prefill`).
+        self.prompt_rate: float | None = next((r.prompt_tokens_per_s for r in self.verdict.tried
+                                               if r.ok and r.config == self.verdict.config), None) \
+            if self.verdict else None
         self._cells: list[int] = []        # the token at each KV position (HOLE: none)
         self._batch = None
         self._shift_pending = False        # shifted cells whose keys llama.cpp rotates at the next decode
@@ -420,17 +425,19 @@ class LoadedModel:
             self._cells = cells[:n]
         self.snapshots.add(self.save_state())
 
-    def _plan(self, cells: Sequence[int], target: Sequence[int]) -> list[tuple[int, int, int]]:
-        return plan_reuse(cells, target, self.min_reuse if self._can_shift else 0, self.reuse_markers)
+    def _plan(self, cells: Sequence[int], target: Sequence[int], exact: bool = False) -> list[tuple[int, int, int]]:
+        return plan_reuse(cells, target, self.min_reuse if self._can_shift and not exact else 0, self.reuse_markers)
 
     def prefill(self, prompt: list[int], cancel: threading.Event | None = None,
-                stopped: Callable[[], str] | None = None) -> Prefill:
+                stopped: Callable[[], str] | None = None, exact: bool = False) -> Prefill:
         """Make the KV cache hold all of ``prompt`` but its last token, reusing what it can.
 
         The live cache or a saved state (whichever holds more of the prompt) is arranged
         by :func:`plan_reuse`: unmatched cells removed, moved runs shifted, gaps evaluated
         in chunks of PREFILL_CHUNK tokens, ``stopped``/``cancel`` looked at between chunks.
-        A state about to lose most of its tokens is saved first.
+        A state about to lose most of its tokens is saved first. ``exact``: reuse only a
+        common prefix (no run shifted from another place), so the cache then holds what
+        reading the prompt afresh gives.
 
         Returns:
             The figures; ``done`` is False when stopped early (what was done stays cached,
@@ -440,11 +447,11 @@ class LoadedModel:
         stopped = stopped or (lambda: "cancelled" if cancel is not None and cancel.is_set() else "")
         target = prompt[:-1]
         cells = self._live_cells()
-        runs = self._plan(cells, target)
+        runs = self._plan(cells, target, exact)
         live = sum(m for _, _, m in runs)
         best, best_n = None, live
         for snap in self.snapshots if len(target) - live > PREFILL_CHUNK else ():
-            if (n := sum(m for _, _, m in self._plan(snap.cells, target))) > best_n + PREFILL_CHUNK:
+            if (n := sum(m for _, _, m in self._plan(snap.cells, target, exact))) > best_n + PREFILL_CHUNK:
                 best, best_n = snap, n
         filled = len(cells) - cells.count(HOLE)
         if best is not None or 2 * live < filled:
@@ -458,9 +465,22 @@ class LoadedModel:
             except RuntimeError as e:
                 log.warning("%s; evaluating the prompt", e)
         if best is not None or self._cells is not cells:  # another state, or the save trimmed a hole
-            runs = self._plan(self._live_cells(), target)
+            runs = self._plan(self._live_cells(), target, exact)
+        t1 = time.monotonic()
         reused, shifted, evaluated, done = self._arrange(target, runs, stopped)
+        if evaluated >= PREFILL_CHUNK:
+            rate = evaluated / max(time.monotonic() - t1, 1e-3)
+            self.prompt_rate = rate if self.prompt_rate is None else 0.7 * self.prompt_rate + 0.3 * rate
         return Prefill(done, reused, shifted, evaluated, restored, (time.monotonic() - t0) * 1000)
+
+    def cached_tokens(self, prompt: list[int]) -> int:
+        """How many tokens of ``prompt`` (all but its last, as :meth:`prefill` reads it) the live
+        cache or the best saved state already holds: what :meth:`prefill` would reuse."""
+        target = prompt[:-1]
+        best = sum(m for _, _, m in self._plan(self._live_cells(), target))
+        for snap in self.snapshots if len(target) - best > PREFILL_CHUNK else ():
+            best = max(best, sum(m for _, _, m in self._plan(snap.cells, target)))
+        return best
 
     def _arrange(self, target: list[int], runs: list[tuple[int, int, int]],
                  stopped: Callable[[], str]) -> tuple[int, int, int, bool]:

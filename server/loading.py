@@ -20,7 +20,10 @@ process for the first time:
    the in-process load and removed after the first :data:`GUARDED_DECODES` decodes. A
    marker left by a dead process means the server died there, in a way the probe did not
    foresee: that configuration is recorded as failed and the next start probes the next
-   one, instead of crashing again in a loop.
+   one, instead of crashing again in a loop. While a marker is armed, ``faulthandler``
+   writes to ``<pid>.fault`` beside it, so a native crash leaves its report there; a
+   process that died without one was killed (by the editor, the out-of-memory killer, a
+   test), which says nothing about the configuration: it is kept.
 
 When no configuration works, :func:`load_llama` raises :class:`ModelCrashes`, whose
 message lists what was tried and what to do; the server stays up and says so.
@@ -290,6 +293,39 @@ def _process_started(pid: int) -> float | None:
 
 
 _ARMED: set["CrashGuard"] = set()  # guards of this process whose marker is on disk
+_fault: tuple[Path, Any] | None = None  # this process's fault file while a guard is armed, and its handle
+
+
+def _fault_file() -> str | None:
+    """Point ``faulthandler`` at this process's fault file (created once); its path, or None."""
+    global _fault
+    if _fault is None:
+        import faulthandler
+        path = probe_dir() / "markers" / f"{os.getpid()}.fault"
+        try:
+            fh = open(path, "w", encoding="utf-8")
+        except OSError:
+            return None
+        faulthandler.enable(file=fh, all_threads=True)
+        _fault = (path, fh)
+    return str(_fault[0])
+
+
+def _fault_file_done() -> None:
+    """No guard armed any more: ``faulthandler`` back to the log file (or stderr); the fault file goes."""
+    global _fault
+    if _fault is None or _ARMED:
+        return
+    path, fh = _fault
+    _fault = None
+    from server import logs
+    import faulthandler
+    if logs._crash_log is not None:
+        faulthandler.enable(file=logs._crash_log, all_threads=True)
+    else:
+        faulthandler.enable()
+    fh.close()
+    path.unlink(missing_ok=True)
 
 
 def disarm_all() -> None:
@@ -320,6 +356,7 @@ class CrashGuard:
                   "stage": stage, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            record["fault"] = _fault_file()
             self.path.write_text(json.dumps(record), encoding="utf-8")
             self.armed = True
             _ARMED.add(self)
@@ -339,11 +376,13 @@ class CrashGuard:
         self.armed = False
         _ARMED.discard(self)
         self.path.unlink(missing_ok=True)
+        _fault_file_done()
 
 
 def _dead_markers(key: str) -> dict[str, str]:
     """Configurations that a now-dead process died in (its marker is still there); removes those markers."""
     died: dict[str, str] = {}
+    faults: set[Path] = set()
     for marker in (probe_dir() / "markers").glob(f"{key}-*.json"):
         try:
             rec = json.loads(marker.read_text(encoding="utf-8"))
@@ -355,10 +394,25 @@ def _dead_markers(key: str) -> dict[str, str]:
         alive = started is not None and (rec.get("started") is None or abs(started - rec["started"]) < 1)
         if alive:
             continue  # another server is loading this model right now
+        marker.unlink(missing_ok=True)
+        if rec.get("fault"):  # faulthandler's report of a native crash (markers written before it had none)
+            faults.add(Path(rec["fault"]))
+            try:
+                report = Path(rec["fault"]).read_text(encoding="utf-8", errors="replace").strip()
+            except OSError:
+                report = ""
+            if not report:
+                log.warning("a server process (pid %d) ended while %s the model with load configuration %s, without "
+                            "a crash report: it was killed (editor, out of memory, a test); the configuration is kept",
+                            pid, rec.get("stage", "loading"), config)
+                continue
+            log.warning("a server process (pid %d) crashed while %s the model with load configuration %s:\n%s",
+                        pid, rec.get("stage", "loading"), config, "\n".join(report.splitlines()[:12]))
         died[config] = f"a server process (pid {pid}) died while {rec.get('stage', 'loading')} ({rec.get('at', '?')})"
         log.warning("the last start died while %s the model with load configuration %s; trying another",
                     rec.get("stage", "loading"), config)
-        marker.unlink(missing_ok=True)
+    for fault in faults:
+        fault.unlink(missing_ok=True)
     return died
 
 
@@ -595,8 +649,9 @@ def _segfault() -> None:
     """Die the way a native fault does: a real invalid memory read (SIGSEGV). Test switches only."""
     import ctypes
     import faulthandler
-    faulthandler.disable()  # no Python stack dump: a test's crash is expected
-    ctypes.string_at(0)
+    if _fault is None:
+        faulthandler.disable()  # no Python stack dump on stderr: a test's crash is expected
+    ctypes.string_at(0)  # (with a guard armed, the report goes to its fault file, as a real crash's does)
 
 
 # -- the probe child ---------------------------------------------------------------------------

@@ -130,7 +130,8 @@ def lsp_completion_stats(stats: CompletionStats | None) -> dict[str, Any] | None
             "avgLatencyMs": stats.avg_latency_ms, "promptTokens": stats.prompt_tokens,
             "reusedTokens": stats.reused_tokens, "shiftedTokens": stats.shifted_tokens,
             "restoredStates": stats.restored_states, "preparedAhead": stats.prepared_ahead,
-            "readAhead": stats.read_ahead,
+            "readAhead": stats.read_ahead, "shortWindows": stats.short_windows,
+            "promptTokensPerS": stats.prompt_rate,
             "kvStates": {"count": stats.kv_states, "mb": stats.kv_states_mb, "budgetMb": stats.kv_budget_mb}}
 
 

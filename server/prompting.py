@@ -278,7 +278,7 @@ def context_tokens(vocab: Vocabulary, fim: FimFormat, context: list[tuple[str, s
 def build_fim_prompt(vocab: Vocabulary, fim: FimFormat, cursor: CursorText,
                      budget: Budget, counter: TokenCounter | None = None,
                      context: list[tuple[str, str]] = (), context_budget: int = 0, path: str = "",
-                     keep_start: int | None = None) -> FimPrompt:
+                     keep_start: int | None = None, grid: int = WINDOW_GRID_LINES) -> FimPrompt:
     """Build the token ids of a FIM prompt for ``cursor``.
 
     Args:
@@ -291,12 +291,13 @@ def build_fim_prompt(vocab: Vocabulary, fim: FimFormat, cursor: CursorText,
         context_budget: tokens the context may use.
         path: the current file's workspace-relative path (named after the context).
         keep_start: the window start line of the last prompt for this document (see :func:`window`).
+        grid: the window start is a multiple of this many lines (see :func:`window`).
 
     Returns:
         The prompt (see :class:`FimPrompt` for the layout).
     """
     counter = counter or TokenCounter(vocab)
-    above, typed, suffix, p_drop, s_drop, start = window(cursor, budget, counter, keep_start=keep_start)
+    above, typed, suffix, p_drop, s_drop, start = window(cursor, budget, counter, grid, keep_start)
     extra = context_tokens(vocab, fim, list(context), path, context_budget, counter) if context else []
     if fim.file_sep_id is not None:  # repository format: files first, then the FIM prompt
         anchor = [*fim.bos, *extra, fim.prefix_id, *vocab.tokenize(above)]

@@ -8,6 +8,7 @@ cursor). bench/editing_session.py measures the rest on a whole session.
 """
 
 import asyncio
+import dataclasses
 import inspect
 import threading
 import time
@@ -238,5 +239,56 @@ async def test_work_ahead_reads_a_new_place_prepares_after_an_accept_and_a_keyst
         answer = await service.suggest(typed, settings, manual=True)
         assert ahead.cancel.is_set() and await ahead.future is None
         assert answer is not None and answer.text  # (the type-through cache has it: "k" began "key]")
+    finally:
+        engine.shutdown()
+
+
+def _typing_at(uri: str, version: int, line: int, chars: int) -> Snapshot:
+    """textwrap.py with the start of ``line`` typed (``chars`` characters after its indentation)."""
+    indent = len(LINES[line]) - len(LINES[line].lstrip())
+    typed = LINES[line][:indent + chars]
+    text = "\n".join(LINES[:line] + [typed] + LINES[line + 1:])
+    return Snapshot(uri, version, text, len("\n".join(LINES[:line])) + 1 + len(typed), "python")
+
+
+async def test_a_place_the_cache_has_not_seen_gets_a_shorter_window_first_and_the_whole_prompt_after_a_pause(
+        default_model_path):
+    engine = Engine("kv-cold-test")
+    model = engine.load(str(default_model_path), n_ctx=4096, n_threads=2).result()
+    service = CompletionService(engine, detect_fim_format(model), TokenCounter(model))
+    settings = parse_settings({"completion": {"coldPromptMs": 2000, "autoMaxTimeMs": 3000}})[0]
+    uri = "file:///w/textwrap.py"
+    lines = [i for i, s in enumerate(LINES) if i > 150 and len(s.strip()) > 30 and not s.strip().startswith("#")]
+    snap = _typing_at(uri, 1, lines[100], 5)
+    try:
+        model.prompt_rate = 100.0  # tokens/s: 2 s read 200 tokens, far less than the whole prompt
+        first = await service.suggest(snap, settings, manual=False)
+        assert first is not None and first.generation is not None and uri in service._cut
+        assert service.stats().short_windows == 1
+        cursor = CursorText.at(snap.text, snap.offset)
+        whole = engine.submit(lambda m: service.fim_prompt(m, uri, cursor, settings, settings.completion_max_tokens,
+                                                           whole=True)).result()
+        assert 128 <= first.generation.prompt_tokens <= 200 + 32 + 16 < len(whole.tokens) - 500
+
+        # The user pauses on the suggestion: after the one that follows an accept is prepared,
+        # the whole prompt at this place is read, exactly; the next request there uses it.
+        model.prompt_rate = 100.0
+        service.prefetch_after(snap, first.text, settings)
+        while service._idle_tasks:
+            await asyncio.sleep(0.05)
+        assert engine.submit(lambda m: m.cached_tokens(whole.tokens)).result() == len(whole.tokens) - 1
+        model.prompt_rate = 100.0
+        service._cache.clear()  # (the suggestion cache would answer the same place without the model)
+        again = await service.suggest(dataclasses.replace(snap, version=2), settings, manual=False)
+        assert again is not None and again.source == "model" and uri not in service._cut
+        assert again.generation.prompt_tokens >= len(whole.tokens) - 8 and again.generation.evaluated_tokens <= 8
+
+        # A request the user makes and waits for always reads the whole prompt; 0 turns the
+        # shorter window off.
+        manual = await service.suggest(_typing_at(uri, 3, lines[10], 5), settings, manual=True)
+        assert manual is not None and manual.generation.prompt_tokens > 600
+        off = parse_settings({"completion": {"coldPromptMs": 0}})[0]
+        auto = await service.suggest(_typing_at(uri, 4, lines[40], 5), off, manual=False)
+        assert auto is not None and auto.generation.prompt_tokens > 600
     finally:
         engine.shutdown()

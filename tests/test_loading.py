@@ -157,3 +157,23 @@ def test_a_start_after_a_crash_during_load_probes_again_instead_of_crashing(defa
     assert verdict["config"] == "no-repack"
     assert "died while loading" in verdict["died"]["default"]
     assert not list((own_cache / "markers").glob("*.json"))  # a normal exit leaves no marker
+
+
+def test_a_process_killed_while_its_marker_is_armed_keeps_the_configuration_a_crash_does_not(own_cache):
+    # A real process arms a crash marker, as a server does before its first decodes, then is
+    # killed (SIGKILL: the editor giving up on it, the out-of-memory killer, a test's teardown).
+    arm = "import os, signal\nfrom server import loading\nloading.CrashGuard('k', 'default').arm('running its first decodes')\n"
+    killed = subprocess.run([sys.executable, "-c", arm + "os.kill(os.getpid(), signal.SIGKILL)\n"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(list((own_cache / "markers").glob("k-*.json"))) == 1
+    assert loading._dead_markers("k") == {}  # no crash report: not the configuration's fault
+    assert not list((own_cache / "markers").iterdir())
+    # The same, but the process dies in native code (a real SIGSEGV): faulthandler's report is
+    # in the fault file, and the configuration is not trusted again.
+    crashed = subprocess.run([sys.executable, "-c", arm + "loading._segfault()\n"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert crashed.returncode == -signal.SIGSEGV, crashed.stderr
+    died = loading._dead_markers("k")
+    assert list(died) == ["default"] and "died while running its first decodes" in died["default"]
+    assert not list((own_cache / "markers").iterdir())
