@@ -689,7 +689,7 @@ class CompletionService:
         if whole or afford <= 0 or len(prompt.tokens) - model.cached_tokens(prompt.tokens) <= afford:
             self._cut.discard(uri)
             return prompt
-        total = budget.prefix_tokens + budget.suffix_tokens + context_budget
+        total = budget.prefix_tokens + budget.suffix_tokens + (context_budget if context else 0)
         short = Budget(max(COLD_MIN_PREFIX, int(afford * budget.prefix_tokens / total)),
                        max(COLD_MIN_SUFFIX, int(afford * budget.suffix_tokens / total)))
         if short.prefix_tokens >= budget.prefix_tokens:

@@ -123,7 +123,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("completion.maxRightChars", 8, int, "characters",
             "No automatic suggestion when more non-blank characters than this sit right of the cursor.",
             minimum=0, maximum=10000),
-    Setting("completion.prefixTokens", 1024, int, "tokens",
+    Setting("completion.prefixTokens", 512, int, "tokens",
             "Budget for the code before the cursor (FIM prefix), counted with the model's tokenizer.",
             minimum=16, maximum=65536),
     Setting("completion.suffixTokens", 256, int, "tokens",
@@ -142,7 +142,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Memory for saved KV-cache states of places and files left recently (least recently used out): "
             "coming back restores the state instead of evaluating the prompt again. 0 turns it off.",
             minimum=0, maximum=16384),
-    Setting("completion.coldPromptMs", 1500, int, "ms",
+    Setting("completion.coldPromptMs", 4000, int, "ms",
             "Time the first suggestion at a place the KV cache has not seen may spend reading its prompt, at "
             "the prompt-reading rate measured on this machine. When the whole prompt (prefixTokens + "
             "suffixTokens) would take longer, that suggestion reads a shorter window around the cursor, and "
@@ -209,13 +209,13 @@ class Settings:
     completion_debounce_min_ms: int = 25
     completion_debounce_max_ms: int = 400
     completion_max_right_chars: int = 8
-    completion_prefix_tokens: int = 1024
+    completion_prefix_tokens: int = 512
     completion_suffix_tokens: int = 256
     completion_max_file_size_kb: int = 1024
     completion_context_tokens: int = 256
     completion_kv_shift_min_tokens: int = 16
     completion_kv_snapshots_mb: int = 128
-    completion_cold_prompt_ms: int = 1500
+    completion_cold_prompt_ms: int = 4000
     completion_work_ahead: bool = True
     index_enabled: bool = True
     index_embeddings: bool = True
