@@ -61,6 +61,7 @@ EMA_WEIGHT = 0.3             # weight of the newest sample in the moving average
 MAX_HEALED_TOKENS = 4        # token healing takes back at most this many typed tokens
 REJECTED_CANDIDATES = 2      # a manual request on an empty line tries this many more first tokens
 IDLE_MS = 250                # no request for this long after a suggestion was shown: the user is not typing
+READ_AHEAD_MS = 50           # the cursor came to a place: its prompt is read after this long without a request
 COLD_MIN_PREFIX = 128        # the shorter window at a place the cache has not seen keeps at least this many
 COLD_MIN_SUFFIX = 32         # ... tokens before and after the cursor (see CompletionService.fim_prompt)
 COLD_GRID_LINES = 8          # its start line is a multiple of this (a 32-line grid would leave it half empty)
@@ -411,7 +412,7 @@ class CompletionService:
 
     def prefill_at(self, snap: Snapshot, settings: Settings) -> None:
         """Work ahead at a place the cursor went to (the editor asked for code actions there):
-        once the user has been idle IDLE_MS, read the FIM prompt for it into the KV cache, so
+        once no request has come for READ_AHEAD_MS, read the FIM prompt for it into the KV cache, so
         the first suggestion there pays only for what is typed; then, if that prompt was the
         shorter window of a place the cache had not seen (:meth:`fim_prompt`), the whole one.
         Any request stops it within one 64-token chunk; nothing is generated.
@@ -423,7 +424,9 @@ class CompletionService:
         since = dict(self._last_request)
 
         async def work() -> None:
-            await asyncio.sleep(IDLE_MS / 1000)
+            # Short: while typing, the place is the one read already (a few tokens to read,
+            # which the keystroke's request stops); after a move, every 50 ms counts.
+            await asyncio.sleep(READ_AHEAD_MS / 1000)
             if await self._read_idle(snap, settings, since, whole=False) and snap.uri in self._cut:
                 await self._read_idle(snap, settings, since, whole=True)
         task = self._idle_tasks[snap.uri] = asyncio.get_running_loop().create_task(work())
