@@ -689,7 +689,8 @@ class CompletionService:
                                   keep_start=self._starts.get(uri))
         self._starts[uri] = prompt.start_line
         afford = (model.prompt_rate or 0.0) * settings.completion_cold_prompt_ms / 1000
-        if whole or afford <= 0 or len(prompt.tokens) - model.cached_tokens(prompt.tokens) <= afford:
+        if whole or afford <= 0 or len(prompt.tokens) <= afford \
+                or len(prompt.tokens) - model.cached_tokens(prompt.tokens) <= afford:
             self._cut.discard(uri)
             return prompt
         total = budget.prefix_tokens + budget.suffix_tokens + (context_budget if context else 0)
