@@ -247,6 +247,16 @@ def _repeats_following(line: str, policy: LengthPolicy) -> bool:
     return norm == policy.following[0] or (len(norm) >= 6 and norm in policy.following[1:])
 
 
+_LOOP = re.compile(r"(.{2,24}?)\1{7,}", re.DOTALL)
+
+
+def looping(text: str) -> bool:
+    """The model ran into a loop: a piece of 2-24 characters with a letter or digit in it,
+    eight times or more in a row (``<|cursor|>:<|cursor|>:...``). Rows of one character
+    (``# ======``) are not loops."""
+    return any(re.search(r"[^\W_]", m.group(1)) for m in _LOOP.finditer(text))
+
+
 def body_missing(policy: LengthPolicy) -> bool:
     """True when the cursor ends a line that opens a block whose body is empty (nothing
     below is indented deeper): a body is known to be missing there."""

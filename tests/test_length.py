@@ -304,3 +304,12 @@ def test_a_body_is_known_to_be_missing_only_at_the_end_of_an_opener_with_an_empt
     assert not body_missing(decide("def f(x):\n    for c in x:", "\n        g(c)\n", "python", 12))  # body follows
     assert not body_missing(decide("def f(x):\n    ", "\n    return x\n", "python", 12))  # an empty line
     assert not body_missing(decide("x = f(", ")\n", "python", 12))
+
+
+def test_a_loop_is_told_from_code_that_repeats_a_little():
+    from server.length import looping
+    assert looping("<|cursor|>:" * 12)  # seen: an alternative of a method body at the 512-token prefix
+    assert looping("foo(" + "a, " * 9 + ")")
+    assert not looping("# " + "=" * 70)  # a rule line is not a loop
+    assert not looping("x = [0, 0, 0, 0]\n" + " " * 40 + "y = 1")
+    assert not looping('return self._append_app_name_and_version("/var/lib")')
