@@ -318,8 +318,9 @@ def _fault_file_done() -> None:
         return
     path, fh = _fault
     _fault = None
-    from server import logs
     import faulthandler
+
+    from server import logs
     if logs._crash_log is not None:
         faulthandler.enable(file=logs._crash_log, all_threads=True)
     else:

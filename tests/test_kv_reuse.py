@@ -268,7 +268,7 @@ async def test_a_place_the_cache_has_not_seen_gets_a_shorter_window_first_and_th
         cursor = CursorText.at(snap.text, snap.offset)
         whole = engine.submit(lambda m: service.fim_prompt(m, uri, cursor, settings, settings.completion_max_tokens,
                                                            whole=True)).result()
-        assert 128 <= first.generation.prompt_tokens <= 200 + 32 + 16 < len(whole.tokens) - 500
+        assert 128 <= first.generation.prompt_tokens <= 200 + 32 + 16 < len(whole.tokens) - 400
 
         # The user pauses on the suggestion: after the one that follows an accept is prepared,
         # the whole prompt at this place is read, exactly; the next request there uses it.
@@ -286,9 +286,9 @@ async def test_a_place_the_cache_has_not_seen_gets_a_shorter_window_first_and_th
         # A request the user makes and waits for always reads the whole prompt; 0 turns the
         # shorter window off.
         manual = await service.suggest(_typing_at(uri, 3, lines[10], 5), settings, manual=True)
-        assert manual is not None and manual.generation.prompt_tokens > 600
+        assert manual is not None and manual.generation.prompt_tokens > 500
         off = parse_settings({"completion": {"coldPromptMs": 0}})[0]
         auto = await service.suggest(_typing_at(uri, 4, lines[40], 5), off, manual=False)
-        assert auto is not None and auto.generation.prompt_tokens > 600
+        assert auto is not None and auto.generation.prompt_tokens > 500
     finally:
         engine.shutdown()

@@ -162,7 +162,8 @@ def test_a_start_after_a_crash_during_load_probes_again_instead_of_crashing(defa
 def test_a_process_killed_while_its_marker_is_armed_keeps_the_configuration_a_crash_does_not(own_cache):
     # A real process arms a crash marker, as a server does before its first decodes, then is
     # killed (SIGKILL: the editor giving up on it, the out-of-memory killer, a test's teardown).
-    arm = "import os, signal\nfrom server import loading\nloading.CrashGuard('k', 'default').arm('running its first decodes')\n"
+    arm = ("import os, signal\nfrom server import loading\n"
+           "loading.CrashGuard('k', 'default').arm('running its first decodes')\n")
     killed = subprocess.run([sys.executable, "-c", arm + "os.kill(os.getpid(), signal.SIGKILL)\n"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
