@@ -286,9 +286,9 @@ async def test_a_place_the_cache_has_not_seen_gets_a_shorter_window_first_and_th
         # A request the user makes and waits for always reads the whole prompt; 0 turns the
         # shorter window off.
         manual = await service.suggest(_typing_at(uri, 3, lines[10], 5), settings, manual=True)
-        assert manual is not None and manual.generation.prompt_tokens > 500
+        assert manual is not None and manual.generation.prompt_tokens > 400 and uri not in service._cut
         off = parse_settings({"completion": {"coldPromptMs": 0}})[0]
         auto = await service.suggest(_typing_at(uri, 4, lines[40], 5), off, manual=False)
-        assert auto is not None and auto.generation.prompt_tokens > 500
+        assert auto is not None and auto.generation.prompt_tokens > 400 and uri not in service._cut
     finally:
         engine.shutdown()
