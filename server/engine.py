@@ -273,11 +273,12 @@ class LoadedModel:
         self.min_reuse = MIN_REUSE_TOKENS  # 0: keep only the common prefix (no shifting)
         self.reuse_markers: frozenset[int] = frozenset()  # FIM markers (plan_reuse keeps runs in their part)
         self.snapshots = KvSnapshots(0)    # budget set by the owner (completion.kvSnapshotsMb)
-        # Prompt tokens evaluated per second on this machine: the load probe's figure, then a
-        # moving average over real prefills (see :meth:`prefill`).
+        # Prompt tokens evaluated per second on this machine: the load probe's figure (a short
+        # prompt) until the first real prefill replaces it, then a moving average (see :meth:`prefill`).
         self.prompt_rate: float | None = next((r.prompt_tokens_per_s for r in self.verdict.tried
                                                if r.ok and r.config == self.verdict.config), None) \
             if self.verdict else None
+        self._rate_seen = False
         self._cells: list[int] = []        # the token at each KV position (HOLE: none)
         self._batch = None
         self._shift_pending = False        # shifted cells whose keys llama.cpp rotates at the next decode
@@ -470,7 +471,8 @@ class LoadedModel:
         reused, shifted, evaluated, done = self._arrange(target, runs, stopped)
         if evaluated >= PREFILL_CHUNK:
             rate = evaluated / max(time.monotonic() - t1, 1e-3)
-            self.prompt_rate = rate if self.prompt_rate is None else 0.7 * self.prompt_rate + 0.3 * rate
+            self.prompt_rate = 0.7 * self.prompt_rate + 0.3 * rate if self._rate_seen else rate
+            self._rate_seen = True
         return Prefill(done, reused, shifted, evaluated, restored, (time.monotonic() - t0) * 1000)
 
     def cached_tokens(self, prompt: list[int]) -> int:
