@@ -39,7 +39,7 @@ import numpy as np
 from .completion import MAX_HEALED_TOKENS, SINGLE_LINE_MAX_TOKENS, CompletionService, Snapshot, healing_tokens
 from .config import Settings
 from .engine import LoadedModel
-from .length import LengthPolicy, Mode, decide, looping, trim
+from .length import LengthPolicy, Mode, decide, trim
 from .prompting import CursorText
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def branch_decode(model: LoadedModel, prompt: list[int], *, forced: bytes, n: in
         if cancel.is_set():
             return []
         shown = finish(raw[len(forced):].decode("utf-8", "replace"), complete)
-        if shown.strip() and shown not in seen and not looping(shown):  # a loop is no alternative
+        if shown.strip() and shown not in seen:
             seen.add(shown)
             found.append(Alternative(shown, score, len(out), complete))
     found.sort(key=lambda a: -a.logprob)

@@ -674,7 +674,7 @@ class CompletionService:
         here (``model.prompt_rate``), the prompt is a shorter window around the cursor: the
         budgets scaled to what that time reads (at least COLD_MIN_PREFIX / COLD_MIN_SUFFIX
         tokens), with its own window start kept per document. The document is then noted in
-        ``_cut``, and the whole prompt is read when the user pauses (:meth:`_read_whole`); once
+        ``_cut``, and the whole prompt is read when the user pauses (:meth:`_read_idle`); once
         the cache holds it, requests use it again. ``whole``: never the shorter window (a
         request the user made and waits for).
         """

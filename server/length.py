@@ -250,11 +250,16 @@ def _repeats_following(line: str, policy: LengthPolicy) -> bool:
 _LOOP = re.compile(r"(.{2,24}?)\1{7,}", re.DOTALL)
 
 
+def _loop_start(text: str) -> int | None:
+    """Where the model ran into a loop in ``text``: a piece of 2-24 characters with a letter
+    or digit in it, eight times or more in a row (``<|cursor|>:<|cursor|>:...``); None when
+    it did not. Rows of one character (``# ======``) are not loops."""
+    return next((m.start() for m in _LOOP.finditer(text) if re.search(r"[^\W_]", m.group(1))), None)
+
+
 def looping(text: str) -> bool:
-    """The model ran into a loop: a piece of 2-24 characters with a letter or digit in it,
-    eight times or more in a row (``<|cursor|>:<|cursor|>:...``). Rows of one character
-    (``# ======``) are not loops."""
-    return any(re.search(r"[^\W_]", m.group(1)) for m in _LOOP.finditer(text))
+    """True when the model ran into a loop in ``text`` (see :func:`trim`, which cuts it)."""
+    return _loop_start(text) is not None
 
 
 def body_missing(policy: LengthPolicy) -> bool:
@@ -283,11 +288,16 @@ def trim(text: str, policy: LengthPolicy, final: bool = False) -> tuple[str, boo
 
     Returns:
         ``(suggestion, complete)``: the text to show (trailing whitespace trimmed) and
-        whether the policy has seen the end, so generation can stop.
+        whether the policy has seen the end, so generation can stop. A model that ran into a
+        loop has: the text ends before the line the loop starts on.
     """
+    if (loop := _loop_start(text)) is not None:
+        text, looped = text[:text.rfind("\n", 0, loop) + 1], True
+    else:
+        looped = False
     lines = text.split("\n")
     if policy.mode is Mode.SINGLE_LINE:
-        complete = len(lines) > 1
+        complete = len(lines) > 1 or looped
         line = lines[0].rstrip()
         if complete or final:
             line = _dedupe_line_end(line, policy)
@@ -334,7 +344,7 @@ def trim(text: str, policy: LengthPolicy, final: bool = False) -> tuple[str, boo
     suggestion = "\n".join(kept)
     if not suggestion.strip():
         suggestion = ""
-    return suggestion, complete
+    return suggestion, complete or looped
 
 
 def cut_to_parse(grammar: str | None, before: str, after: str, suggestion: str, reach: int = 80) -> str:

@@ -313,3 +313,13 @@ def test_a_loop_is_told_from_code_that_repeats_a_little():
     assert not looping("# " + "=" * 70)  # a rule line is not a loop
     assert not looping("x = [0, 0, 0, 0]\n" + " " * 40 + "y = 1")
     assert not looping('return self._append_app_name_and_version("/var/lib")')
+
+
+def test_trim_ends_a_suggestion_before_the_line_where_the_model_ran_into_a_loop():
+    from server.length import decide, trim
+    line = decide("def f(x):\n    return g(", "\n", "python", 12)
+    assert trim("<|cursor|>:" * 9, line) == ("", True)  # stop generating: nothing to show
+    block = decide("def f(x):\n", "\n\ndef h():\n    pass\n", "python", 12)
+    text = "    y = x + 1\n    z = y * 2\n    return " + "foo(" * 10
+    assert trim(text, block) == ("    y = x + 1\n    z = y * 2", True)
+    assert trim("    y = x + 1\n    return y", block, final=True) == ("    y = x + 1\n    return y", False)
