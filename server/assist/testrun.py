@@ -3,6 +3,8 @@
 The interpreter is the workspace's (``.venv``, ``venv`` or ``env`` in its root) when it has
 pytest, because that is where the user's dependencies are; else this server's own when it
 has pytest; else the tests are written but not run, and the reply says how to get pytest.
+Nothing of the workspace runs outside the sandbox: its interpreter is chosen by reading its
+virtual environment's files (``pyvenv.cfg``, the ``pytest`` package folder), never by running it.
 pytest is pinned to a private folder: its own empty config file, rootdir and conftest
 boundary, so a ``pytest.ini`` or ``conftest.py`` planted in a parent folder (``/tmp``) is
 never read. Run from a worker thread: it blocks for up to TEST_TIMEOUT_S seconds.
@@ -10,9 +12,10 @@ never read. Run from a worker thread: it blocks for up to TEST_TIMEOUT_S seconds
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,27 +30,38 @@ TEST_TIMEOUT_S = 60        # a generated test run is stopped after this long (wa
 CALL_TIMEOUT_S = 5         # one test call or one check is stopped after this long (counts as failed)
 DRIVER = Path(__file__).with_name("driver.py")  # runs the variants inside the sandbox
 SANDBOX_MODES = ("bubblewrap", "none", "off")
+RESULTS_MAX_BYTES = 8 * 2**20  # results.json larger than this is not read (the run counts as ended early)
+COLLECT_MAX_BYTES = 2 * 2**20  # a collected file larger than this is left out
 VENV_PYTHONS = (".venv/bin/python", "venv/bin/python", "env/bin/python", ".venv/Scripts/python.exe",
                 "venv/Scripts/python.exe")
 
 
-def _has_pytest(python: str) -> bool:
-    try:
-        return subprocess.run([python, "-I", "-c", "import pytest"], capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+def _venv_has_pytest(venv: Path) -> bool:
+    """Whether a virtual environment's site-packages hold pytest, read from its files (nothing is run)."""
+    return any(venv.glob("lib/python3*/site-packages/pytest/__init__.py")) or \
+        any(venv.glob("Lib/site-packages/pytest/__init__.py"))
+
+
+def _has_pytest() -> bool:
+    """Whether this server's own interpreter can import pytest (asked in this process)."""
+    return importlib.util.find_spec("pytest") is not None
 
 
 def find_python(root: Path) -> tuple[str | None, str]:
-    """The interpreter to run the tests with, or (None, why not)."""
+    """The interpreter to run the tests with, or (None, why not). Runs nothing.
+
+    A workspace interpreter counts when its folder has ``pyvenv.cfg`` and pytest in its
+    site-packages; it is then started only inside the sandbox.
+    """
     tried = []
     for rel in VENV_PYTHONS:
         python = root / rel
-        if python.exists():
-            if _has_pytest(str(python)):
+        if os.path.lexists(python):
+            venv = python.parent.parent
+            if (venv / "pyvenv.cfg").is_file() and _venv_has_pytest(venv):
                 return str(python), ""
             tried.append(str(python))
-    if _has_pytest(sys.executable):
+    if _has_pytest():
         return sys.executable, ""
     where = f"the workspace's environment ({tried[0]})" if tried else "no environment in the workspace"
     fix = f"{tried[0]} -m pip install pytest" if tried else "python3 -m venv .venv && .venv/bin/pip install pytest"
@@ -157,15 +171,15 @@ def run_variants(root: Path, variants: list[dict[str, Any]], *, module: str | No
             result = sandbox.run(cmd, workspace=root.resolve(), scratch=scratch,
                                  python_paths=sandbox.interpreter_paths(python), env=env, timeout_s=timeout_s,
                                  cancel=cancel)
-        try:
-            raw = json.loads(results.read_text(encoding="utf-8")) if results.exists() else []
-        except ValueError:
-            raw = []
-        collected = {name: (scratch / name).read_text(encoding="utf-8", errors="replace")
-                     for name in collect if (scratch / name).is_file()}
+        if not result.started:
+            return Variants([], f"the sandbox did not start: {result.output[-500:] or 'no reason given'}",
+                            result.output, ran=False)
+        raw = _parse_results(sandbox.read_left_file(results, RESULTS_MAX_BYTES))
+        collected = {name: text for name in collect
+                     if (text := sandbox.read_left_file(scratch / name, COLLECT_MAX_BYTES)) is not None}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    runs = [VariantRun(r["label"], r["tests"], r["checks"], r["output"], r["error"]) for r in raw]
+    runs = [r for r in map(_variant_run, raw) if r is not None]
     if result.stopped:
         return Variants(runs, result.stopped, result.output, collected=collected)
     stopped_on_purpose = only_if_first_passes and len(runs) == 1 and (runs[0].failed or not runs[0].passed)
@@ -173,6 +187,25 @@ def run_variants(root: Path, variants: list[dict[str, Any]], *, module: str | No
         return Variants(runs, f"the test process ended early (exit code {result.returncode})", result.output,
                         collected=collected)
     return Variants(runs, "", result.output, collected=collected)
+
+
+def _parse_results(text: str | None) -> list[Any]:
+    """The driver's results.json (written where the code under test could write too): a list, or []."""
+    try:
+        raw = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return raw if isinstance(raw, list) else []
+
+
+def _variant_run(entry: Any) -> VariantRun | None:
+    """One results.json entry, or None when it does not have the driver's shape."""
+    try:
+        tests = {str(k): str(v) for k, v in entry["tests"].items()}
+        return VariantRun(str(entry["label"]), tests, [str(c) for c in entry["checks"]], str(entry["output"]),
+                          str(entry["error"]))
+    except (KeyError, TypeError, AttributeError):
+        return None
 
 
 def run_pytest(root: Path, name: str, code: str, cancel: threading.Event | None = None,

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .records import CodeSpan, Mutant, MutationScore, Verification
+from .sandbox import read_left_file
 from .testrun import Variants, run_variants
 
 MAX_MUTANTS = 8            # mutants tried per function (spread over its lines)
@@ -311,11 +312,8 @@ def workspace_tests(root: Path, module: str, name: str, limit: int = MAX_TESTS) 
     top = module.split(".")[0]
     found: list[str] = []
     for path in _test_files(root):
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        if name not in text or top not in text:
+        text = read_left_file(path, 1_000_000)  # a FIFO or a link planted as a test file is skipped
+        if text is None or name not in text or top not in text:
             continue
         try:
             tree = ast.parse(text)
@@ -380,8 +378,8 @@ def derived_checks(path: Path, text: str, t: Target, seed: int = 0) -> tuple[lis
                 add(src)
             except SyntaxError:
                 pass
-    sources = [text] + [p.read_text(encoding="utf-8", errors="replace") for p in sorted(path.parent.glob("*.py"))
-                        if p != path and p.stat().st_size < 500_000][:50]
+    siblings = (read_left_file(p, 500_000) for p in sorted(path.parent.glob("*.py")) if p != path)
+    sources = [text] + [source for source in siblings if source is not None][:50]
     for source in sources:
         try:
             tree = ast.parse(source)
