@@ -20,7 +20,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from .alternatives import alternatives
 from .completion import Suggestion, Unsuitable, check_document
 from .config import Settings
-from .lsp_convert import InvalidPosition, lsp_completion, lsp_inline_completion, snapshot
+from .lsp_convert import InvalidPosition, lsp_completion, lsp_inline_completion, snapshot, word_before
 from .lsp_state import DeepseekLanguageServer
 from .remote import BackendUnavailable
 
@@ -135,5 +135,8 @@ def register(server: DeepseekLanguageServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
     async def completion(ls: DeepseekLanguageServer, params: types.CompletionParams) -> types.CompletionList:
         manual = params.context is not None and params.context.trigger_kind == types.CompletionTriggerKind.Invoked
+        doc = ls.document(params.text_document.uri)
+        # The word before the cursor now, as the client sees it: the item replaces it (clients filter by it).
+        word, start = word_before(doc, params.position) if doc is not None else ("", params.position)
         suggestion = await suggest(ls, params.text_document.uri, params.position, manual)
-        return lsp_completion(suggestion, params.position)
+        return lsp_completion(suggestion, params.position, word, start)

@@ -7,6 +7,7 @@ below. The domain never sees an LSP type; the wire never sees a domain object.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -93,25 +94,71 @@ def lsp_inline_completion(texts: list[str], position: types.Position) -> types.I
     return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=t, range=at) for t in texts if t])
 
 
-def lsp_completion(suggestion: Suggestion | None, position: types.Position) -> types.CompletionList:
+_WORD_END = re.compile(r"\w+\Z")  # letters, digits and underscores ending at the cursor
+
+
+def word_before(doc: Any, position: types.Position) -> tuple[str, types.Position]:
+    """The word being typed at ``position`` in a pygls ``TextDocument``, and where it starts.
+
+    The word is the run of letters, digits and underscores (``\\w``) right before the
+    cursor on its line, as completion clients take it to filter items.
+
+    Returns:
+        ``(word, start)``: ``start`` on the cursor's line, in the client's units (UTF-16 by
+        default); ``("", position)`` when no word ends at the cursor or the position is
+        outside the document (the request itself reports that).
+    """
+    lines = doc.lines
+    if not 0 <= position.line < len(lines) or position.character < 0:
+        return "", position
+    line = lines[position.line].rstrip("\r\n")
+    codec = doc.position_codec
+    if position.character > codec.client_num_units(line):
+        return "", position
+    at = codec.position_from_client_units(lines, position).character
+    found = _WORD_END.search(line[:at])
+    if found is None:
+        return "", position
+    word = found.group()
+    return word, types.Position(line=position.line, character=position.character - codec.client_num_units(word))
+
+
+def lsp_completion(suggestion: Suggestion | None, position: types.Position, word: str = "",
+                   start: types.Position | None = None) -> types.CompletionList:
     """The same suggestion as a single completion item, for clients without inline completion.
 
-    The edit range is empty at the cursor so the client does not filter the item away,
-    and the list is incomplete so the client asks again as the user types.
+    Those clients (Emacs eglot, Helix, Zed) filter items against the word before the
+    cursor, as they do every server's items: the item replaces that word. Its ``textEdit``
+    runs from ``start`` to ``position`` and inserts ``word`` followed by the suggestion;
+    ``label`` and ``filterText`` are the first line of that text, so they begin with the
+    word (when there is no word and the suggestion starts with a line break: its first
+    non-blank line, without indentation). A multi-line suggestion is still one item. The
+    list is incomplete so the client asks again as the user types.
+
+    Args:
+        suggestion: what to insert at the cursor; None or an empty or blank text gives an empty list.
+        position: the cursor.
+        word: the word being typed, ending at the cursor (:func:`word_before`); "" for none.
+        start: where ``word`` starts, in the client's units; None for the cursor (only with no word).
+
+    Raises:
+        ValueError: a word is given without its start.
     """
-    if suggestion is None or not suggestion.text:
+    if word and start is None:
+        raise ValueError(f"the start of the word {word!r} is needed")
+    text = word + (suggestion.text if suggestion is not None else "")
+    if suggestion is None or not text.strip():
         return types.CompletionList(is_incomplete=True, items=[])
-    first = suggestion.text.strip().split("\n", 1)[0]
-    label = first if len(first) <= 60 else first[:57] + "…"
+    first = text.split("\n", 1)[0].rstrip()
+    label = first or next(ln.strip() for ln in text.split("\n") if ln.strip())
     item = types.CompletionItem(
-        label=label or suggestion.text.strip()[:60],
+        label=label,
         kind=types.CompletionItemKind.Snippet if "\n" in suggestion.text else types.CompletionItemKind.Text,
         detail=f"{SOURCE} ({suggestion.policy.mode.value})",
-        documentation=types.MarkupContent(kind=types.MarkupKind.Markdown,
-                                          value=f"```\n{suggestion.text}\n```"),
-        text_edit=types.TextEdit(range=types.Range(start=position, end=position), new_text=suggestion.text),
+        documentation=types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{text}\n```"),
+        text_edit=types.TextEdit(range=types.Range(start=start or position, end=position), new_text=text),
         insert_text_format=types.InsertTextFormat.PlainText,
-        filter_text="",
+        filter_text=label,
         sort_text="0",
         preselect=True,
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 # Debian packages for the whole suite, as README.md gives them (one copy-paste line).
-APT_PACKAGES = "chromium ripgrep libkrb5-dev build-essential python3 bubblewrap"
+APT_PACKAGES = "chromium ripgrep libkrb5-dev build-essential python3 bubblewrap emacs-nox elpa-eglot"
 APT_INSTALL = f"apt-get install {APT_PACKAGES}"
 NODE_INSTALL = "Node.js 20 with npm (Debian: apt-get install nodejs from NodeSource, or https://nodejs.org)"
 
