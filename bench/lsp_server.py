@@ -12,7 +12,7 @@ from pygls.lsp.client import LanguageClient
 
 async def start_server(name: str, settings: dict, workspace: Path | None = None) -> LanguageClient:
     """``python -m server`` as a child over stdio, initialized with ``settings`` (and ``workspace`` as
-    its one workspace folder, when given), its model loaded.
+    its one workspace folder, when given, trusted: the benchmarks run the code they generate), its model loaded.
 
     Raises:
         AssertionError: the model did not load (its ``deepseek.status`` is in the message).
@@ -20,7 +20,7 @@ async def start_server(name: str, settings: dict, workspace: Path | None = None)
     client = LanguageClient(name, "1")
     await client.start_io(sys.executable, "-m", "server")
     await client.initialize_async(types.InitializeParams(
-        capabilities=types.ClientCapabilities(), initialization_options=settings,
+        capabilities=types.ClientCapabilities(), initialization_options={**settings, "workspaceTrusted": True},
         root_uri=workspace.as_uri() if workspace else None,
         workspace_folders=[types.WorkspaceFolder(uri=workspace.as_uri(), name=workspace.name)] if workspace else None))
     client.initialized(types.InitializedParams())

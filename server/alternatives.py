@@ -160,8 +160,9 @@ def branch_decode(model: LoadedModel, prompt: list[int], *, forced: bytes, n: in
 
 
 def _job(service: CompletionService, model: LoadedModel, snap: Snapshot, cursor: CursorText, policy: LengthPolicy,
-         settings: Settings, n: int, deadline: float, cancel: threading.Event) -> list[Alternative]:
-    """The alternatives for ``snap`` on the engine thread: the pipeline's prompt, then :func:`branch_decode`."""
+         settings: Settings, n: int, deadline: float, cancel: threading.Event) -> tuple[list[Alternative], bool]:
+    """The alternatives for ``snap`` on the engine thread: the pipeline's prompt, then :func:`branch_decode`;
+    and whether the search ran to its end (not stopped by the deadline or a cancel)."""
     fim = service.fim
     max_tokens = settings.completion_max_tokens if policy.mode is Mode.MULTI_LINE \
         else min(settings.completion_max_tokens, SINGLE_LINE_MAX_TOKENS)
@@ -173,19 +174,21 @@ def _job(service: CompletionService, model: LoadedModel, snap: Snapshot, cursor:
         prompt = prompt[:-n_heal]
     max_tokens = min(max_tokens, model.n_ctx - len(prompt))
     if max_tokens <= 0:
-        return []
+        return [], True
     t0 = time.monotonic()
     found = branch_decode(model, prompt, forced=forced, n=n, max_tokens=max_tokens, stop_ids=fim.stop_ids,
                           judge=lambda text: trim(text, policy)[1],
                           finish=lambda text, complete: trim(text, policy, final=complete)[0],
                           deadline=deadline, cancel=cancel)
-    log.info("alternatives: %d of %d in %.0f ms (%s)", len(found), n, (time.monotonic() - t0) * 1000,
-             ", ".join(f"{a.logprob:.2f}/{a.tokens} tokens" for a in found))
-    return found
+    complete = not (cancel.is_set() or time.monotonic() > deadline)
+    log.info("alternatives: %d of %d in %.0f ms (%s)%s", len(found), n, (time.monotonic() - t0) * 1000,
+             ", ".join(f"{a.logprob:.2f}/{a.tokens} tokens" for a in found),
+             "" if complete else "; stopped by the time cap: not remembered as the place's alternatives")
+    return found, complete
 
 
 async def alternatives(service: CompletionService, snap: Snapshot, settings: Settings, started: float,
-                       cancel: threading.Event | None = None) -> list[Alternative]:
+                       cancel: threading.Event | None = None) -> tuple[list[Alternative], bool]:
     """Up to ``completion.alternatives`` distinct suggestions for ``snap``, best first.
 
     Args:
@@ -197,11 +200,15 @@ async def alternatives(service: CompletionService, snap: Snapshot, settings: Set
         cancel: set to stop the generation (also set when this coroutine is cancelled).
 
     Returns:
-        [] when alternatives are off, there is no local engine, or nothing came in time.
+        (the alternatives, complete): [] when alternatives are off, there is no local engine,
+        or nothing came in time; ``complete`` is False when the time cap or a cancel stopped
+        the search (at a place the KV cache had not read, the first suggestion can take
+        nearly all of the cap): such a list is not the place's answer, and asking again
+        searches again, from the prompt cached by then.
     """
     n = settings.completion_alternatives
     if n <= 1 or service.engine is None or service.fim is None:
-        return []
+        return [], True
     cursor = CursorText.at(snap.text, snap.offset)
     policy = decide(snap.text[: snap.offset], cursor.below, snap.language_id, settings.completion_max_lines)
     deadline = started + settings.completion_manual_max_time_ms / 1000

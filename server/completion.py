@@ -296,6 +296,7 @@ class CompletionService:
         self.engine, self.fim, self.counter = engine, fim, counter
         self._cache: OrderedDict[tuple, _Entry] = OrderedDict()
         self._others: OrderedDict[tuple, list[_Entry]] = OrderedDict()  # alternatives shown, by anchor
+        self._partial_others: set[tuple] = set()  # ... of those, lists the time cap cut short
         self._flights: dict[str, _Flight] = {}
         self._last_request: dict[str, float] = {}
         self._typing_ms: dict[str, float] = {}
@@ -312,6 +313,7 @@ class CompletionService:
         self.prefetched = 0      # suggestions prepared ahead, while the user was idle
         self.read_ahead = 0      # prompts read ahead at a place the cursor went to (engine thread)
         self._idle_tasks: dict[str, asyncio.Task] = {}
+        self._closed = False  # shut down: no work ahead is started
         self._starts: dict[str, int] = {}  # document URI -> its last prompt's window start line (engine thread)
         self._short_starts: dict[str, int] = {}  # ... of its last shorter window (see fim_prompt)
         self._cut: set[str] = set()        # documents whose last prompt was the shorter window (engine thread)
@@ -343,8 +345,13 @@ class CompletionService:
         self._typing_ms.pop(uri, None)
 
     def cancel_all(self) -> None:
+        """Shutdown: stop the generations in flight and the pending work ahead; start no more."""
+        self._closed = True
         for flight in self._flights.values():
             flight.cancel.set()
+        for task in list(self._idle_tasks.values()):
+            task.cancel()
+        self._idle_tasks.clear()
 
     # -- debounce ------------------------------------------------------------------------
     def _note_keystroke(self, uri: str, now: float) -> None:
@@ -379,7 +386,7 @@ class CompletionService:
         Any request stops it within one token or one prefill chunk; its answer is cached
         like any other (it is not counted as a model answer).
         """
-        if self.engine is None or not text or not settings.completion_work_ahead:
+        if self.engine is None or not text or not settings.completion_work_ahead or self._closed:
             return
         if (older := self._idle_tasks.pop(snap.uri, None)) is not None:
             older.cancel()
@@ -417,7 +424,7 @@ class CompletionService:
         shorter window of a place the cache had not seen (:meth:`fim_prompt`), the whole one.
         Any request stops it within one 64-token chunk; nothing is generated.
         """
-        if self.engine is None or not settings.completion_work_ahead:
+        if self.engine is None or not settings.completion_work_ahead or self._closed:
             return
         if (older := self._idle_tasks.pop(snap.uri, None)) is not None:
             older.cancel()
@@ -457,11 +464,12 @@ class CompletionService:
                      "whole" if whole else "first", cursor.above.count("\n") + 1, snap.uri, prep.evaluated,
                      prep.reused, "" if prep.done else " (stopped by a request)", prep.ms)
             return prep.done
-        flight.future = asyncio.wrap_future(self._submit(job))
         try:
+            flight.future = asyncio.wrap_future(self._submit(job))
             return bool(await self._wait(snap.uri, flight))
         except Exception as e:  # idle work must never surface
-            log.warning("preparing the prompt at a new place failed: %s", e)
+            if not self._closed:  # at shutdown the engine refuses new work: nothing to say
+                log.warning("preparing the prompt at a new place failed: %s", e)
             return False
 
     async def suggest(self, snap: Snapshot, settings: Settings, manual: bool, idle: bool = False) -> Suggestion | None:
@@ -557,19 +565,24 @@ class CompletionService:
         return (hash(cursor.above), hash(cursor.below), language_id,
                 settings.completion_prefix_tokens, settings.completion_suffix_tokens)
 
-    def remember(self, snap: Snapshot, settings: Settings, texts: list[str]) -> None:
+    def remember(self, snap: Snapshot, settings: Settings, texts: list[str], complete: bool = True) -> None:
         """Keep other suggestions shown at ``snap`` (alternatives) for the type-through cache.
 
         ``texts`` are final (trimmed) suggestions; accepting part of one is then answered
-        with its rest, like the pipeline's own suggestion.
+        with its rest, like the pipeline's own suggestion. ``complete``: the search for them
+        ran to its end; only then does :meth:`remembered` give them again for this place.
         """
         cursor = CursorText.at(snap.text, snap.offset)
         policy = decide(snap.text[: snap.offset], cursor.below, snap.language_id, settings.completion_max_lines)
         key = self._key(cursor, snap.language_id, settings)
         self._others[key] = [_Entry(cursor.typed, t, [], True, policy.mode, 0, 0, policy=policy) for t in texts]
         self._others.move_to_end(key)
+        if complete:
+            self._partial_others.discard(key)
+        else:
+            self._partial_others.add(key)
         while len(self._others) > CACHE_ENTRIES:
-            self._others.popitem(last=False)
+            self._partial_others.discard(self._others.popitem(last=False)[0])
 
     def _offered(self, key: tuple, entry: _Entry) -> bool:
         """True when ``entry`` was offered with alternatives (at the same place, by :meth:`remember`)."""
@@ -577,11 +590,12 @@ class CompletionService:
         return bool(others) and others[0].typed == entry.typed
 
     def remembered(self, snap: Snapshot, settings: Settings) -> list[str] | None:
-        """The suggestions :meth:`remember` kept for exactly this cursor position, or None."""
+        """The complete suggestions :meth:`remember` kept for exactly this cursor position, or None."""
         cursor = CursorText.at(snap.text, snap.offset)
-        others = self._others.get(self._key(cursor, snap.language_id, settings))
-        if not others or others[0].typed != cursor.typed:
-            return None
+        key = self._key(cursor, snap.language_id, settings)
+        others = self._others.get(key)
+        if not others or others[0].typed != cursor.typed or key in self._partial_others:
+            return None  # a list the time cap cut short is searched for again
         return [e.text for e in others]
 
     def _typed_through(self, key: tuple, cursor: CursorText) -> tuple[tuple, _Entry, str] | None:

@@ -407,11 +407,13 @@ def _dead_markers(key: str) -> dict[str, str]:
                             "a crash report: it was killed (editor, out of memory, a test); the configuration is kept",
                             pid, rec.get("stage", "loading"), config)
                 continue
-            log.warning("a server process (pid %d) crashed while %s the model with load configuration %s:\n%s",
-                        pid, rec.get("stage", "loading"), config, "\n".join(report.splitlines()[:12]))
+            where = _keep_in_log(f"a server process (pid {pid}) crashed while {rec.get('stage', 'loading')} the "
+                                 f"model with load configuration {config}:\n{report}")
+        else:
+            where = None
         died[config] = f"a server process (pid {pid}) died while {rec.get('stage', 'loading')} ({rec.get('at', '?')})"
-        log.warning("the last start died while %s the model with load configuration %s; trying another",
-                    rec.get("stage", "loading"), config)
+        log.warning("the last start died while %s the model with load configuration %s; trying another%s",
+                    rec.get("stage", "loading"), config, f" (report in {where})" if where else "")
     for fault in faults:
         fault.unlink(missing_ok=True)
     return died
@@ -452,8 +454,12 @@ def run_probe(path: str | Path, kind: str, n_threads: int, config: str) -> Probe
             name = signal.Signals(-proc.returncode).name
         except ValueError:
             name = f"signal {-proc.returncode}"
-        log.warning("probe of %s with load configuration %s crashed (%s); its last output:\n%s",
-                    path, config, name, "\n".join(stderr.splitlines()[-40:]))
+        # Expected on some CPUs, and handled (the next configuration is tried): one quiet line for
+        # the user, the child's report (faulthandler's stacks) in the log file only.
+        where = _keep_in_log(f"probe of {path} with load configuration {config} crashed ({name}); its last output:\n"
+                             + "\n".join(stderr.splitlines()[-40:]))
+        log.warning("load configuration %s crashed in a test load on this CPU (%s); trying the next one%s",
+                    config, name, f" (report in {where})" if where else "")
         return ProbeResult(config, False, f"crashed ({name})", seconds)
     lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
     try:
@@ -464,6 +470,19 @@ def run_probe(path: str | Path, kind: str, n_threads: int, config: str) -> Probe
         why = report.get("error") or (stderr.splitlines()[-1] if stderr else f"exit status {proc.returncode}")
         return ProbeResult(config, False, f"failed: {why}", seconds)
     return ProbeResult(config, True, "ok", seconds, report.get("promptTokensPerS"))
+
+
+def _keep_in_log(report: str) -> str | None:
+    """Append ``report`` to the log file (not to stderr); its path, or None when it cannot be written."""
+    from .logs import log_file, redact
+    path = log_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO {__name__}: {redact(report)}\n")
+    except OSError:
+        return None
+    return str(path)
 
 
 def choose_config(path: str | Path, kind: str, n_threads: int, forced: str = "auto", *,
@@ -647,12 +666,12 @@ def load_llama(path: str | Path, *, kind: str, n_threads: int, forced: str = "au
 
 
 def _segfault() -> None:
-    """Die the way a native fault does: a real invalid memory read (SIGSEGV). Test switches only."""
+    """Die the way a native fault does: a real invalid memory read (SIGSEGV). Test switches only.
+
+    faulthandler reports it as it reports a real one: on stderr in a probe child (which the
+    parent keeps in the log file), in the fault file while a guard is armed."""
     import ctypes
-    import faulthandler
-    if _fault is None:
-        faulthandler.disable()  # no Python stack dump on stderr: a test's crash is expected
-    ctypes.string_at(0)  # (with a guard armed, the report goes to its fault file, as a real crash's does)
+    ctypes.string_at(0)
 
 
 # -- the probe child ---------------------------------------------------------------------------

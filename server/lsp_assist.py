@@ -258,13 +258,17 @@ def register(server: DeepseekLanguageServer) -> None:
     async def write_tests(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
         if not ls.trusted:
             raise JsonRpcInvalidParams("this workspace is not trusted, and Write tests runs code from it: trust the "
-                                       "workspace (VS Code: Manage Workspace Trust) and run it again")
+                                       "workspace (VS Code: Manage Workspace Trust; Neovim: :DeepSeekTrust; another "
+                                       "client: initializationOptions.workspaceTrusted) and run it again")
         span = _span(ls, _arg(args))
         if not span.path.is_file():
             raise JsonRpcInvalidParams(f"{span.path.name} is not saved on disk: save it first (the tests import it "
                                        "from the file and run against it)")
         root = _root(ls, span)
         target = _test_path(root, span)
+        if not target.resolve().is_relative_to(root.resolve()):
+            raise JsonRpcInvalidParams(f"{target.relative_to(root)} leads outside the workspace (a symbolic link "
+                                       f"to {target.resolve().parent}): Write tests writes only inside {root}")
         assistant = await _assistant(host, ls)
         result = await _run_with_progress(host, ls, "deepseek: Write tests", assistant.write_tests, span, root,
                                           target)
@@ -309,10 +313,7 @@ def register(server: DeepseekLanguageServer) -> None:
         if ls.index.ready:
             context += retrieved_context(await ls.index.search(message, CHAT_SEARCH_RESULTS), ls.index.readable)
         assistant = await _assistant(host, ls)
-        counter = ls.backend.models.counter
-        count = counter.count if counter is not None else None
-        on_delta = _streamer(ls)
-        reply = await _run(host, assistant.chat, session_id, message, context, on_delta, count)
+        reply = await _run(host, assistant.chat, session_id, message, context, _streamer(ls))
         return lsp_reply(reply, "reply")
 
     @server.command(CMD_CHAT_HISTORY)

@@ -124,12 +124,13 @@ def register(server: DeepseekLanguageServer) -> None:
                                              params.position)
             cancel = running[uri] = threading.Event()
             try:
-                found = await alternatives(service, snap, ls.settings, started, cancel)
+                found, complete = await alternatives(service, snap, ls.settings, started, cancel)
             finally:
                 if running.get(uri) is cancel:
                     del running[uri]
             texts = ranked_texts(texts[0], [a.text for a in found], ls.settings.completion_alternatives)
-            service.remember(snap, ls.settings, texts)  # a part of any of them accepted: the rest is cached
+            # A part of any of them accepted: the rest is cached; asked again here: only a complete list is reused.
+            service.remember(snap, ls.settings, texts, complete=complete)
         return lsp_inline_completion(texts, params.position)
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))

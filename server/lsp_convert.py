@@ -184,7 +184,7 @@ def lsp_completion_stats(stats: CompletionStats | None) -> dict[str, Any] | None
 
 def lsp_status(status: ModelStatus, settings: Settings, index: dict[str, Any], stats: CompletionStats | None,
                reachable: bool, available_mb: float, context: dict[str, Any] | None = None,
-               chat: dict[str, Any] | None = None) -> dict[str, Any]:
+               chat: dict[str, Any] | None = None, trusted: bool = False) -> dict[str, Any]:
     """The ``deepseek.status`` reply (see docs/PROTOCOL.md).
 
     Args:
@@ -192,6 +192,7 @@ def lsp_status(status: ModelStatus, settings: Settings, index: dict[str, Any], s
         reachable: the remote backend answered last time (``backend.kind`` openai).
         context: ``{uri, prefixDroppedTokens, suffixDroppedTokens}`` of the last suggestion, or None.
         chat: the assistant's model, ``{model, reason, loaded, error}`` (:meth:`AssistHost.status`).
+        trusted: whether the client said the user trusts the workspace (code from it may run).
     """
     completion = lsp_completion_stats(stats)
     if completion is not None:
@@ -217,6 +218,7 @@ def lsp_status(status: ModelStatus, settings: Settings, index: dict[str, Any], s
         },
         "backend": backend,
         "chat": chat,
+        "workspaceTrusted": trusted,
         "ram": {
             "availableMb": round(available_mb),
             "neededMb": round(mem.needed_mb) if mem else None,

@@ -49,8 +49,8 @@ class DeepseekLanguageServer(LanguageServer):
         self.settings = Settings()
         self.init_options: Any = None
         # Whether the user trusts the workspace (initializationOptions.workspaceTrusted, then the
-        # deepseek/workspaceTrust notification). Clients that say nothing are trusted.
-        self.trusted = True
+        # deepseek/workspaceTrust notification). A client that says nothing is not trusted to run code.
+        self.trusted = False
         self.notices = Notices(self, self.document)
         self.index = IndexController(self, self.document_text, self.begin_progress)
         self.backend = CompletionBackend(self, self.notices, self.index.completion_context, self.begin_progress)

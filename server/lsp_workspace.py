@@ -32,7 +32,7 @@ def register(server: DeepseekLanguageServer) -> None:
         use_lsp_lines(ls.workspace)  # before any document is opened
         options = plain(params.initialization_options)
         if isinstance(options, dict) and "workspaceTrusted" in options:
-            ls.trusted = options.pop("workspaceTrusted") is not False
+            ls.trusted = options.pop("workspaceTrusted") is True
         ls.init_options = options
         ls.settings, _ = parse_settings(options)
 
@@ -95,7 +95,7 @@ def register(server: DeepseekLanguageServer) -> None:
                           service.stats() if service is not None else None,
                           reachable=CODE_BACKEND_UNREACHABLE not in ls.notices,
                           available_mb=limit if limit is not None else available_mb(), context=ls.last_context,
-                          chat=ls.chat_status() if ls.chat_status is not None else None)
+                          chat=ls.chat_status() if ls.chat_status is not None else None, trusted=ls.trusted)
 
     @server.command(CMD_SEARCH)
     async def search(ls: DeepseekLanguageServer, *args: Any) -> list[dict[str, Any]]:

@@ -101,3 +101,46 @@ def test_debounce_follows_typing_speed_within_its_bounds():
         svc._note_keystroke("v", 20.0 + i * 0.9)  # slow typing, slow model: capped by the ceiling
     svc.generation_ms = 5000.0
     assert svc.debounce_ms("v", s) == 300
+
+
+def test_only_alternatives_found_to_the_end_are_reused_at_their_place():
+    # At a place the KV cache had not read, the first suggestion can spend nearly all of
+    # completion.manualMaxTimeMs: the alternatives then get none and the list is cut short.
+    # Asking again there must search again (the prompt is cached by then), not repeat the stub.
+    svc = CompletionService(None, None, None)  # what is remembered needs no model
+    s = settings()
+    snap = snap_typing(INDENT + "result[")
+    svc.remember(snap, s, ["key.strip()] = value.strip()"], complete=False)
+    assert svc.remembered(snap, s) is None
+    svc.remember(snap, s, ["key.strip()] = value.strip()", "key] = value"], complete=True)
+    assert svc.remembered(snap, s) == ["key.strip()] = value.strip()", "key] = value"]
+    other = snap_typing(INDENT + "result[k")
+    assert svc.remembered(other, s) is None  # another place
+
+
+def test_chat_counts_its_budget_in_its_own_model_s_tokens_on_that_model_s_thread(service, tmp_path):
+    # Counting with the completion model from an assistant thread used a model a settings
+    # change could unload meanwhile (a native crash): the assistant counts with its own.
+    import threading
+
+    from server.assist import AssistStore
+    from server.assist.tasks import Assistant
+
+    engine = service.engine
+    assistant = Assistant(engine, "qwen", AssistStore(tmp_path / "a.sqlite"))
+    count = assistant._counter()
+    text = "def read_config(path):\n    return json.load(open(path))\n"
+    threads = []
+    expected = engine.submit(lambda m: (threads.append(threading.current_thread()), len(m.tokenize(text)))[1]).result()
+    seen = []
+    original = type(engine).submit
+
+    def spy(self, job):
+        return original(self, lambda m: (seen.append(threading.current_thread()), job(m))[1])
+    try:
+        type(engine).submit = spy
+        assert count(text) == expected > 5
+    finally:
+        type(engine).submit = original
+    assert seen and all(t is threads[0] for t in seen)  # the model's owner thread, never the caller's
+    assert Assistant(None, "remote", AssistStore(tmp_path / "b.sqlite"))._counter()("abcd" * 10) == 11

@@ -59,7 +59,7 @@ async def _start(lsp_client: LanguageClient):
     await lsp_client.initialize_session(types.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"), root_uri=WORKSPACE.as_uri(),
         workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="ws")],
-        initialization_options={"chat": {"maxTokens": 200}}))
+        initialization_options={"workspaceTrusted": True, "chat": {"maxTokens": 200}}))
 
 
 @pytest_lsp.fixture(scope="module", config=CONFIG)

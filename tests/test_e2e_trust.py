@@ -55,7 +55,7 @@ async def client(lsp_client: LanguageClient):
     await lsp_client.initialize_session(types.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"), root_uri=WORKSPACE.as_uri(),
         workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="café")],
-        initialization_options={"chat": {"maxTokens": 160}, "hover": {"timeMs": 0},
+        initialization_options={"workspaceTrusted": True, "chat": {"maxTokens": 160}, "hover": {"timeMs": 0},
                                 "completion": {"manualMaxTimeMs": 60000}}))
     yield
     await lsp_client.shutdown_session()

@@ -13,6 +13,7 @@ This module imports nothing from pygls or lsprotocol.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import logging
@@ -145,6 +146,18 @@ class Assistant:
         self.max_tokens, self.context_tokens, self.time_cap_s = max_tokens, context_tokens, time_cap_s
         self.remote = remote  # an OpenAIBackend: chat goes to /v1/chat/completions instead of `engine`
         self.sandbox = "bubblewrap"  # tests.sandbox: how generated tests are run (server.assist.testrun)
+
+    def _counter(self) -> Callable[[str], int]:
+        """Counts tokens with the chat model's own tokenizer, on its owner thread (never another model's,
+        which a settings change may unload meanwhile); characters / 4 without a local model."""
+        engine = self.engine
+        if engine is None:
+            return lambda text: len(text) // 4 + 1
+
+        @functools.lru_cache(maxsize=1024)
+        def count(text: str) -> int:
+            return engine.submit(lambda model: len(model.tokenize(text))).result()
+        return count
 
     # -- generation ------------------------------------------------------------------------
     def _format(self, model: LoadedModel, messages: list[dict[str, str]]) -> list[int]:
@@ -394,19 +407,18 @@ class Assistant:
         return reply.text or None
 
     def chat(self, session_id: str | None, message: str, context: list[ContextItem],
-             on_delta: OnDelta | None = None, count: Callable[[str], int] | None = None,
-             cancel: threading.Event | None = None) -> Reply:
+             on_delta: OnDelta | None = None, cancel: threading.Event | None = None) -> Reply:
         """Answer ``message`` in a session (a new one when None or unknown).
 
         Args:
             context: pieces most important first (the selection, the current file, retrieved
-                chunks); kept within the ``context_tokens`` budget in that order.
-            count: token counter for the budget (characters / 4 when None).
+                chunks); kept within the ``context_tokens`` budget in that order, counted in
+                the chat model's own tokens (characters / 4 for a remote model).
 
         Raises:
             AssistError: the message alone is over the budget.
         """
-        count = count or (lambda s: len(s) // 4 + 1)
+        count = self._counter()
         if count(message) > self.context_tokens:
             raise AssistError(f"the message is about {count(message):,} tokens, over the chat budget of "
                               f"{self.context_tokens:,} (chat.contextTokens). Shorten it or select less.")

@@ -17,6 +17,8 @@ cmd('DeepSeekChat', function(o)
     if message and message ~= '' then chat.send(message, range) end
   end)
 end, { nargs = '?' })
+-- Trust the current project (its code may run in the sandbox: Write tests), or with ! stop trusting it.
+cmd('DeepSeekTrust', function(o) require('deepseek.trust').set(not o.bang) end, { range = false, bang = true })
 cmd('DeepSeekSuggest', function() require('deepseek.inline').request(true) end, { range = false })
 -- A code block of a chat reply, under the cursor in the chat buffer (:help deepseek-chat).
 cmd('DeepSeekInsert', function() require('deepseek.chat').insert() end, { range = false })

@@ -23,6 +23,18 @@ local loaded = vim.wait(180000, function()
 end, 500)
 if not loaded then fail('the model did not load') end
 
+-- Trust is explicit: a project nobody trusted runs no code; :DeepSeekTrust tells the running server.
+local function trusted()
+  return client:request_sync('workspace/executeCommand', { command = 'deepseek.status' }, 5000, 0).result.workspaceTrusted
+end
+if trusted() ~= false then fail('a project nobody trusted counts as trusted') end
+vim.cmd('DeepSeekTrust')
+if not vim.wait(5000, trusted, 100) then fail(':DeepSeekTrust did not reach the server') end
+if not require('deepseek.trust').is_trusted(client.root_dir) then fail('the trust list does not hold the root') end
+vim.cmd('DeepSeekTrust!')
+if not vim.wait(5000, function() return trusted() == false end, 100) then fail(':DeepSeekTrust! did not reach the server') end
+print('trust: untrusted at start, trusted after :DeepSeekTrust, untrusted after :DeepSeekTrust!')
+
 -- A suggestion at the hole, shown as virtual text.
 local inline = require('deepseek.inline')
 vim.api.nvim_win_set_cursor(0, { line, col })

@@ -8,6 +8,7 @@ M.config = {
   root_markers = { '.git', 'pyproject.toml', 'package.json', 'go.mod', 'Cargo.toml' },
   settings = {},                           -- the server's `deepseek` settings (README.md, "Settings")
   auto = true,                             -- ask for a suggestion as you type
+  trusted = {},                            -- folders whose code may run (Write tests), beside :DeepSeekTrust's list
   -- Insert-mode keys, buffer-local in buffers the server attaches to (:help deepseek-keys). false: no keys
   -- at all (bind the <Plug> mappings yourself); a key set to false: not that one.
   keys = { accept = '<Tab>', accept_word = '<M-Right>', accept_line = '<M-Down>',
@@ -31,6 +32,11 @@ function M.setup(opts)
     root_markers = cfg.root_markers,
     settings = { deepseek = settings },
     init_options = settings,
+    -- Trust is said explicitly: a server that hears nothing runs no code of the project (:help deepseek-trust).
+    before_init = function(params, config)
+      params.initializationOptions = vim.tbl_extend('force', {}, settings,
+        { workspaceTrusted = require('deepseek.trust').is_trusted(config.root_dir) })
+    end,
     handlers = { ['deepseek/chatDelta'] = function(_, result) require('deepseek.chat').on_delta(result) end },
   })
   vim.lsp.enable('deepseek')
