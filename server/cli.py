@@ -76,11 +76,7 @@ def cmd_http(args: argparse.Namespace) -> int:
     # this one, so the crash markers of the models go before the process does.
     signal.signal(signal.SIGTERM, _terminated)
     signal.signal(signal.SIGINT, _terminated)
-    roots = [Path(w) for w in (args.workspace or [os.getcwd()])]
-    for r in roots:
-        if not r.is_dir():
-            raise SystemExit(f"deepseek-lsp serve: --workspace {r} is not a folder")
-    return serve(settings, args.host, args.port, roots, args.allow_remote)
+    return serve(settings, args.host, args.port, args.workspace, args.allow_remote, args.allowed_host)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -282,8 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     serve.add_argument("--allow-remote", action="store_true",
                        help="allow a --host other than loopback (other machines can then reach it with the token)")
+    serve.add_argument("--allowed-host", action="append", metavar="NAME",
+                       help="a host name (or NAME:PORT) other machines or a proxy use to reach it, accepted in the "
+                            "Host header (repeatable; default: only 127.0.0.1, localhost, [::1] and --host)")
     serve.add_argument("--workspace", action="append", metavar="DIR",
-                       help="a workspace folder to index and answer from (repeatable; default: the current folder)")
+                       help="a workspace folder to index and answer from (repeatable; default: the current folder, "
+                            "unless it is your home folder or /)")
 
     comp = sub.add_parser("complete", parents=[common], help="print the suggestion at a position in a file")
     comp.add_argument("file", help="the source file")

@@ -18,6 +18,7 @@ The contract is in docs/HTTP.md. This module imports nothing from pygls or lspro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from sse_starlette import EventSourceResponse
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -43,23 +44,25 @@ log = logging.getLogger(__name__)
 
 TASKS = ("completion", "chat", "explain", "refactor", "tests", "rag-code")
 ALIAS_PREFIX = "deepseek-"
-MAX_BODY_BYTES = 8 * 2**20       # a request body larger than this is refused (413)
+MAX_BODY_BYTES = 8 * 2**20       # a request body larger than this is refused (413); reading stops there
+BODY_TIMEOUT_S = 60              # a request body not in whole after this many seconds is refused (408)
 MAX_TOKENS_LIMIT = 8192          # the largest max_tokens accepted
 DISCONNECT_POLL_S = 0.25         # how often a non-streaming request looks for a client that went away
 CONTEXT_CHARS_PER_TOKEN = 4      # retrieved code is budgeted at chat.contextTokens x this many characters
 STARTED = int(time.time())
+CLOSE = {"Connection": "close"}  # on a refusal that leaves the request body unread
 
 
 class ApiError(Exception):
     """A request refused with an HTTP status and OpenAI's error object."""
 
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None):
+                 param: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.type, self.code, self.param = status, type_, code, param
+        self.status, self.type, self.code, self.param, self.headers = status, type_, code, param, headers
 
     def response(self) -> JSONResponse:
-        return error_response(self.status, str(self), self.type, self.code, self.param)
+        return error_response(self.status, str(self), self.type, self.code, self.param, self.headers)
 
 
 def error_response(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
@@ -69,16 +72,51 @@ def error_response(status: int, message: str, type_: str = "invalid_request_erro
                         headers=headers)
 
 
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, read no further than ``limit`` bytes.
+
+    A ``Content-Length`` over the limit is refused before anything is read; a body sent
+    without one (chunked) is refused as soon as what came is over it. The rest is never
+    read: the answer says ``Connection: close``, and the server closes the connection.
+
+    Args:
+        limit: the largest body accepted, in bytes.
+
+    Raises:
+        ApiError: over ``limit`` (413, code ``request_too_large``); not all there after
+            :data:`BODY_TIMEOUT_S` seconds (408, code ``request_timeout``).
+        ClientGone: the client disconnected before the body was in whole.
+    """
+    def too_large(size: str) -> ApiError:  # the connection closes after it: the rest of the body is not read
+        return ApiError(413, f"the request body is {size} bytes, over the limit of {limit:,}", code="request_too_large",
+                        headers=CLOSE)
+
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(f"{int(declared):,}")
+    chunks, size = [], 0
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(f"more than {limit:,}")
+                chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone() from None
+    except TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {BODY_TIMEOUT_S} s", code="request_timeout",
+                       headers=CLOSE) from None
+    return b"".join(chunks)
+
+
 async def json_body(request: Request) -> dict[str, Any]:
     """The request's JSON object.
 
     Raises:
-        ApiError: too large (413), not JSON or not an object (400).
+        ApiError: too large (413), too slow (408), not JSON or not an object (400).
     """
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, f"the request body is {len(raw):,} bytes, over the limit of {MAX_BODY_BYTES:,}",
-                       code="request_too_large")
+    raw = await read_body(request)
     try:
         body = json.loads(raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -216,6 +254,27 @@ class MaskedStream:
         return delta
 
 
+async def text_deltas(queue: asyncio.Queue, job: asyncio.Future) -> AsyncIterator[str]:
+    """The pieces of text put on ``queue`` (from the engine thread) while ``job`` runs, then those left.
+
+    Ends when ``job`` is done and ``queue`` is empty. Closed or cancelled early (the client
+    went away), it leaves no task waiting on the queue behind (asyncio would log each one
+    as an error when it is garbage-collected).
+    """
+    get: asyncio.Future | None = None
+    try:
+        while not job.done() or not queue.empty():
+            get = asyncio.ensure_future(queue.get())
+            await asyncio.wait({get, job}, return_when=asyncio.FIRST_COMPLETED)
+            if get.done():
+                yield get.result()
+            else:
+                get.cancel()  # the job ended first: what it put on the queue comes on the next turns
+    finally:
+        if get is not None and not get.done():
+            get.cancel()
+
+
 class ClientGone(Exception):
     """The client disconnected before the answer was ready."""
 
@@ -294,19 +353,21 @@ async def completions(request: Request) -> Response:
     model = wb.completion.status.name or wb.model_names()[0]
     version = f"fim-{wb.completion.status.family or wb.settings.backend_family}"
     settings = wb.settings if max_tokens is None else dataclasses.replace(wb.settings, completion_max_tokens=max_tokens)
-    snap = Snapshot(Path(path).as_uri() if path else "untitled:deepseek-http", None, prompt + suffix, len(prompt),
-                    language)
     t0 = time.monotonic()
     cancel = threading.Event()
-    job = asyncio.ensure_future(service.suggest(snap, settings, manual=True))
-    try:
-        s = await answer_unless_gone(request, job, cancel)
-    except ClientGone:
-        wb.metrics.failed(task, "cancelled")
-        return Response(status_code=499)
-    except Unsuitable as e:
-        wb.metrics.failed(task, "error")
-        raise ApiError(400, f"no completion for this text: {e}", code="unsuitable") from None
+    # Requests for one path supersede each other like keystrokes; without a path, each has its own document.
+    with contextlib.nullcontext(Path(path).as_uri()) if path else wb.untitled() as uri:
+        job = asyncio.ensure_future(service.suggest(Snapshot(uri, None, prompt + suffix, len(prompt), language),
+                                                    settings, manual=True))
+        try:
+            s = await answer_unless_gone(request, job, cancel)
+        except ClientGone:
+            wb.metrics.failed(task, "cancelled")
+            log.info("completion request cancelled: the client disconnected")
+            return Response(status_code=499)
+        except Unsuitable as e:
+            wb.metrics.failed(task, "error")
+            raise ApiError(400, f"no completion for this text: {e}", code="unsuitable") from None
     seconds = time.monotonic() - t0
     gen = s.generation if s is not None else None
     text = redact(s.text) if s is not None else ""
@@ -372,6 +433,7 @@ async def chat_completions(request: Request) -> Response:
             reply = await answer_unless_gone(request, job, cancel)
         except ClientGone:
             wb.metrics.failed(task, "cancelled")
+            log.info("%s request cancelled: the client disconnected", task)
             return Response(status_code=499)
         except AssistError as e:
             wb.metrics.failed(task, "error")
@@ -387,13 +449,8 @@ async def chat_completions(request: Request) -> Response:
     async def events() -> AsyncIterator[dict[str, str]]:
         try:
             yield chunk({"role": "assistant", "content": ""})
-            while not job.done() or not stream.queue.empty():
-                get = asyncio.ensure_future(stream.queue.get())
-                await asyncio.wait({get, job}, return_when=asyncio.FIRST_COMPLETED)
-                if not get.done():
-                    get.cancel()
-                    continue
-                stream.text += get.result()
+            async for piece in text_deltas(stream.queue, job):
+                stream.text += piece
                 if delta := stream.release():
                     yield chunk({"content": delta})
             try:

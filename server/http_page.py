@@ -31,6 +31,7 @@ from .assist.host import ModelUnavailable
 from .assist.store import data_dir
 from .doctor import machine_report, model_rows, plain_words
 from .http_charts import bar_chart, line_chart
+from .http_openai import read_body, text_deltas
 from .logs import redact
 from .models import ModelError, load_catalog, pull, set_user_default_model
 from .serving import PullJob, Workbench
@@ -44,6 +45,7 @@ SEARCH_RESULTS = 10      # index search results shown
 HISTORY_ROWS = 100       # conversations listed
 STATS_DAYS = 7           # the charts show this many days of local metrics
 CHECK_MARKER = "machine-check.json"
+MAX_FORM_BYTES = 2**20   # a form body larger than this is refused (413); reading stops there
 
 
 def link(ref: Reference) -> dict[str, Any]:
@@ -62,8 +64,12 @@ def _page(request: Request, name: str, **values: Any) -> Response:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """An urlencoded form body (what htmx and the page's script send) as its first values."""
-    raw = (await request.body())[:1_000_000].decode("utf-8", "replace")
+    """An urlencoded form body (what htmx and the page's script send) as its first values.
+
+    Raises:
+        server.http_openai.ApiError: a body over :data:`MAX_FORM_BYTES` (413) or too slow (408).
+    """
+    raw = (await read_body(request, MAX_FORM_BYTES)).decode("utf-8", "replace")
     return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
 
 
@@ -106,13 +112,8 @@ async def chat_send(request: Request) -> Response:
             counter.count if counter is not None else None, cancel=cancel))
         text, sent = "", ""
         try:
-            while not job.done() or not queue.empty():
-                get = asyncio.ensure_future(queue.get())
-                await asyncio.wait({get, job}, return_when=asyncio.FIRST_COMPLETED)
-                if not get.done():
-                    get.cancel()
-                    continue
-                text += get.result()
+            async for piece in text_deltas(queue, job):
+                text += piece
                 cut = max(text.rfind(c) for c in " \n\t") + 1  # release whole words: secrets are masked whole
                 masked = redact(text[:cut])
                 if masked.startswith(sent) and len(masked) > len(sent):
@@ -129,10 +130,11 @@ async def chat_send(request: Request) -> Response:
                 "session": reply.session_id, "text": redact(reply.text), "model": assistant.model_name,
                 "promptVersion": reply.prompt_version, "references": [link(r) for r in reply.references]})}
         finally:
-            if not job.done():
+            if not job.done():  # the client went away: stop the generation
                 cancel.set()
                 job.cancel()
                 wb.metrics.failed("chat", "cancelled")
+                log.info("page chat cancelled: the client disconnected")
     return EventSourceResponse(events(), sep="\n")
 
 

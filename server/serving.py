@@ -15,11 +15,13 @@ This module imports nothing from pygls or lsprotocol.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import unquote, urlparse
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -123,6 +125,7 @@ class Workbench:
         self._load: asyncio.Task | None = None
         self._rules = IndexRules(self.roots, self._options())
         self.index_error: str | None = None
+        self._untitled: set[int] = set()  # numbers of the untitled documents of requests under way
 
     def _options(self) -> IndexOptions:
         s = self.settings
@@ -210,6 +213,23 @@ class Workbench:
             server.assist.host.ModelUnavailable: the chat model cannot be used.
         """
         return await self.host.get(self.settings)
+
+    @contextlib.contextmanager
+    def untitled(self) -> Iterator[str]:
+        """A document URI no other request under way has, for a completion request without a path.
+
+        The completion pipeline treats requests for one URI as keystrokes in one document (a
+        newer one supersedes the older), so two clients must not share one. The URI is
+        ``untitled:deepseek-http-<n>`` with the lowest ``n`` free: one client's requests, one
+        after the other, stay in one document (its prompt start, its KV cache), and the
+        pipeline keeps state for at most as many documents as requests ever ran at once.
+        """
+        n = next(i for i in range(len(self._untitled) + 1) if i not in self._untitled)
+        self._untitled.add(n)
+        try:
+            yield f"untitled:deepseek-http-{n}"
+        finally:
+            self._untitled.discard(n)
 
     # -- the workspace -------------------------------------------------------------------
     def readable(self, path: Path) -> bool:
