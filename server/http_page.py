@@ -104,12 +104,10 @@ async def chat_send(request: Request) -> Response:
             yield {"event": "error", "data": json.dumps(str(e))}
             return
         context = await wb.retrieve("chat", message)
-        counter = wb.host.models.counter
         t0 = time.monotonic()
         job = asyncio.ensure_future(wb.host.run(
             assistant.chat, sid, message, context,
-            lambda s, delta: loop.call_soon_threadsafe(queue.put_nowait, delta),
-            counter.count if counter is not None else None, cancel=cancel))
+            lambda s, delta: loop.call_soon_threadsafe(queue.put_nowait, delta), cancel=cancel))
         text, sent = "", ""
         try:
             async for piece in text_deltas(queue, job):

@@ -1,7 +1,8 @@
 """End to end: in a workspace the user does not trust, Write tests is refused until trust is granted.
 
 This client says nothing about trust at start, as Emacs eglot, Helix or any generic client:
-that is not trust (only ``workspaceTrusted: true`` is). VS Code sends ``workspaceTrusted`` in initializationOptions and ``deepseek/workspaceTrust``
+that is not trust (only ``workspaceTrusted: true`` is). VS Code sends ``workspaceTrusted`` in
+initializationOptions and ``deepseek/workspaceTrust``
 when the user grants trust (docs/PROTOCOL.md); the settings that send code elsewhere, load
 a file or run code are restricted by VS Code itself (tests/test_vscode.py checks the list).
 """

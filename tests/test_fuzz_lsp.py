@@ -141,7 +141,8 @@ def test_ten_thousand_hostile_messages(default_model_path, tmp_path):
     proc = psutil.Process(client.proc.pid)
     try:
         client.request(0, "initialize", {"processId": None, "rootUri": ws.as_uri(), "capabilities": {},
-                                         "initializationOptions": {"workspaceTrusted": True, "chat": {"maxTokens": 16}, "hover": {"timeMs": 0},
+                                         "initializationOptions": {"workspaceTrusted": True, "chat": {"maxTokens": 16},
+                                                                   "hover": {"timeMs": 0},
                                                                    "index": {"embeddings": False}}})
         assert client.wait_for([0], 60) == []
         client.notify("initialized", {})

@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import collections
 import os
-import stat
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
