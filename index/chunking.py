@@ -37,6 +37,8 @@ class Chunk:
         symbol: the definition's name ("" for line windows).
         kind: function, method, class, ... or ``lines``.
         text: the chunk's source text.
+        secret: it holds (a line of) a credential (set by the index, see
+            :func:`server.credentials.credential_lines`): never put into a prompt.
     """
 
     path: str
@@ -45,6 +47,7 @@ class Chunk:
     symbol: str
     kind: str
     text: str
+    secret: bool = False
 
     @property
     def hash(self) -> str:

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from server.private_files import private_dir, private_file, private_sqlite
+
 from .chunking import Chunk
 
 try:
@@ -49,7 +51,7 @@ except ImportError:  # Windows
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2         # 2: chunk ids AUTOINCREMENT (never reused), meta(generation, db_id)
+SCHEMA_VERSION = 3         # 2: chunk ids AUTOINCREMENT (never reused), meta(generation, db_id); 3: chunks.secret
 DIM = 384
 BUSY_TIMEOUT_S = 30.0      # how long a connection waits for another one's lock before failing
 ANN_RECHECK_S = 1.0        # a read-only store looks for a newer ANN file at most this often
@@ -60,7 +62,8 @@ _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 SCHEMA = """
 CREATE TABLE files(path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, hash TEXT);
 CREATE TABLE chunks(id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL, start_line INTEGER,
-                    end_line INTEGER, symbol TEXT, kind TEXT, text TEXT, hash TEXT);
+                    end_line INTEGER, symbol TEXT, kind TEXT, text TEXT, hash TEXT,
+                    secret INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX chunks_path ON chunks(path);
 CREATE INDEX chunks_hash ON chunks(hash);
 CREATE VIRTUAL TABLE chunks_fts USING fts5(words, tokenize='unicode61');
@@ -109,7 +112,7 @@ class WriterLock:
         if self._fd is not None:
             return True
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(private_file(self.path), os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as e:  # a read-only cache directory: read what is there
             log.warning("cannot open the index lock %s: %s", self.path, e)
             return False
@@ -160,7 +163,8 @@ def fts_query(text: str) -> str:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: a chunk and its score (higher is better)."""
+    """One search result: a chunk and its score (higher is better); ``secret``: the chunk
+    holds a credential (:attr:`index.chunking.Chunk.secret`)."""
 
     chunk_id: int
     path: str
@@ -170,6 +174,7 @@ class Hit:
     kind: str
     text: str
     score: float
+    secret: bool = False
 
 
 class IndexStore:
@@ -183,11 +188,12 @@ class IndexStore:
     """
 
     def __init__(self, directory: Path):
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = private_dir(directory)
         self.db_path = directory / "index.sqlite"
         self.ann_path = directory / "vectors.hnsw"
         self.stamp_path = directory / "vectors.hnsw.stamp"
+        for older in (self.ann_path, self.stamp_path):  # written 0644 by versions before 0600
+            private_file(older, create=False)
         self._lock = WriterLock(directory / "writer.lock")
         self._read_lock = threading.Lock()
         self._ann_lock = threading.Lock()
@@ -216,6 +222,7 @@ class IndexStore:
 
     # -- SQLite ----------------------------------------------------------------------------
     def _connect(self, read_only: bool, any_thread: bool = False) -> sqlite3.Connection:
+        private_sqlite(self.db_path)  # 0600 before SQLite opens it: its -wal and -shm files follow
         db = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, check_same_thread=not any_thread)
         db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         if read_only:
@@ -342,8 +349,9 @@ class IndexStore:
         new_ids = []
         for c in chunks:
             cur = self.db.execute(
-                "INSERT INTO chunks(path, start_line, end_line, symbol, kind, text, hash) VALUES (?,?,?,?,?,?,?)",
-                (c.path, c.start_line, c.end_line, c.symbol, c.kind, c.text, c.hash))
+                "INSERT INTO chunks(path, start_line, end_line, symbol, kind, text, hash, secret) "
+                "VALUES (?,?,?,?,?,?,?,?)", (c.path, c.start_line, c.end_line, c.symbol, c.kind, c.text, c.hash,
+                                             int(c.secret)))
             new_ids.append(cur.lastrowid)
             self.db.execute("INSERT INTO chunks_fts(rowid, words) VALUES (?, ?)",
                             (cur.lastrowid, words(f"{c.path} {c.symbol} {c.text}")))
@@ -530,12 +538,12 @@ class IndexStore:
             return
         if stamp == self.ann_stamp and self._read_stamp() == stamp and self.ann_path.is_file():
             return  # nothing changed since the last save
-        tmp = self.ann_path.with_name(f"{self.ann_path.name}.tmp-{os.getpid()}")
+        tmp = private_file(self.ann_path.with_name(f"{self.ann_path.name}.tmp-{os.getpid()}"))
         with self._ann_lock:
             self.ann.save_index(str(tmp))
         self.stamp_path.unlink(missing_ok=True)
         os.replace(tmp, self.ann_path)
-        tmp_stamp = self.stamp_path.with_name(f"{self.stamp_path.name}.tmp-{os.getpid()}")
+        tmp_stamp = private_file(self.stamp_path.with_name(f"{self.stamp_path.name}.tmp-{os.getpid()}"))
         with open(tmp_stamp, "w", encoding="utf-8") as f:
             f.write(stamp + "\n")
             f.flush()
@@ -596,14 +604,14 @@ class IndexStore:
 
     # -- search (any thread) ---------------------------------------------------------------
     def _hits(self, rows, scores: dict[int, float]) -> list[Hit]:
-        return [Hit(r[0], r[1], r[2], r[3], r[4], r[5], r[6], scores[r[0]]) for r in rows]
+        return [Hit(r[0], r[1], r[2], r[3], r[4], r[5], r[6], scores[r[0]], bool(r[7])) for r in rows]
 
     def _chunks(self, ids: list[int]) -> list[tuple]:
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
         with self._read_lock:
-            rows = self._read.execute(f"SELECT id, path, start_line, end_line, symbol, kind, text FROM chunks "
+            rows = self._read.execute(f"SELECT id, path, start_line, end_line, symbol, kind, text, secret FROM chunks "
                                       f"WHERE id IN ({marks})", ids).fetchall()
         by_id = {r[0]: r for r in rows}
         return [by_id[i] for i in ids if i in by_id]

@@ -20,6 +20,7 @@ This module imports nothing from pygls or lsprotocol.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import logging
@@ -34,9 +35,11 @@ from typing import Callable
 
 import pathspec
 
+from server.credentials import credential_lines
 from server.models import cache_dir
+from server.private_files import private_dir
 
-from .chunking import chunk_file
+from .chunking import Chunk, chunk_file
 from .embedding import Embedder, EmbeddingUnavailable, ensure_embedding_model
 from .store import Hit, IndexStore
 
@@ -319,6 +322,16 @@ def read_text(path: Path) -> str | None:
     return data.decode("utf-8", "replace")
 
 
+def mark_secrets(path: str, text: str, chunks: list[Chunk]) -> list[Chunk]:
+    """``chunks`` of the file ``path`` with ``secret`` set on those that share a line with a
+    credential found in the whole ``text`` (so a key longer than a chunk marks every chunk of it)."""
+    spans = credential_lines(text, path)
+    if not spans:
+        return chunks
+    return [dataclasses.replace(c, secret=True) if any(a <= c.end_line and c.start_line <= b for a, b in spans) else c
+            for c in chunks]
+
+
 def store_dir(root: Path) -> Path:
     """One directory per workspace folder in the user cache directory."""
     key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
@@ -327,7 +340,8 @@ def store_dir(root: Path) -> Path:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """A hybrid search result. Lines are 0-based, ``end_line`` inclusive."""
+    """A hybrid search result. Lines are 0-based, ``end_line`` inclusive. ``secret``: the chunk
+    holds (a line of) a credential: shown to the user, never put into a prompt."""
 
     root: Path
     path: str
@@ -337,6 +351,7 @@ class SearchResult:
     symbol: str
     kind: str
     text: str
+    secret: bool = False
 
     @property
     def file(self) -> Path:
@@ -358,7 +373,10 @@ class WorkspaceIndex:
     """The index of a set of workspace folders.
 
     Attributes:
-        state: ``indexing`` until every file's chunks are searchable lexically, then ``ready``.
+        state: ``indexing`` until every file's chunks are searchable lexically, then ``ready``;
+            ``error`` when the first pass failed (the index folder cannot be created or
+            written, ...): searches then find nothing and ``error`` says why.
+        error: why the first pass failed (``"<exception type>: <message>"``), or None.
         embedding_error: why dense search is off (the message has the fix), or None.
     """
 
@@ -367,6 +385,7 @@ class WorkspaceIndex:
         self.options = options
         self.rules = IndexRules(self.roots, options)
         self.state = "indexing"
+        self.error: str | None = None
         self.embedding_error: str | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
         self._stores: dict[Path, IndexStore] = {}
@@ -394,14 +413,26 @@ class WorkspaceIndex:
             cancel: set to stop the first pass early (what was done stays committed).
 
         Returns:
-            A future that resolves when the lexical index is ready.
+            A future that resolves when the lexical index is ready, or raises what made the
+            first pass fail (then :attr:`state` is ``error``).
         """
         return self._writer.submit(self._first_pass, progress or (lambda m, p: None), cancel or threading.Event())
 
     def _first_pass(self, progress: Callable[[str, int], None], cancel: threading.Event) -> None:
+        """Writer thread: the first pass; when it fails, the state is ``error`` with the reason."""
+        try:
+            self._index_all(progress, cancel)
+        except Exception as e:
+            self.error = f"{type(e).__name__}: {e}"
+            self.state = "error"
+            log.exception("index: the first pass failed")
+            raise
+
+    def _index_all(self, progress: Callable[[str, int], None], cancel: threading.Event) -> None:
         """Writer thread: open the stores, discover, index what changed, drop what went."""
         t0 = time.monotonic()
         for root in self.roots:
+            private_dir(store_dir(root).parent)  # the list of indexed folders is nobody else's business
             self._stores[root] = IndexStore(store_dir(root))
         found = {root: discover(root, self.options, self.rules) for root in self.roots if self._stores[root].writable}
         total = sum(len(v) for v in found.values()) or 1
@@ -452,7 +483,7 @@ class WorkspaceIndex:
                 return
         digest = hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()
         mtime, size = (st.st_mtime_ns, st.st_size) if st is not None else (0, len(text))
-        removed = store.replace_file(rel, mtime, size, digest, chunk_file(rel, text))
+        removed = store.replace_file(rel, mtime, size, digest, mark_secrets(rel, text, chunk_file(rel, text)))
         store.ann_remove(removed)
 
     def close(self) -> None:
@@ -621,25 +652,27 @@ class WorkspaceIndex:
             else:
                 fused.extend((h, s, root) for h, s in rrf(lists))
         fused.sort(key=lambda t: -t[1])
-        return [SearchResult(root, h.path, h.start_line, h.end_line, s, h.symbol, h.kind, h.text)
+        return [SearchResult(root, h.path, h.start_line, h.end_line, s, h.symbol, h.kind, h.text, h.secret)
                 for h, s, root in fused[:k]]
 
     def completion_context(self, here: Path | None, query: str, budget_chars: int) -> list[tuple[str, str]]:
-        """Best chunks of files other than ``here`` for ``query``, as (path, text), within ``budget_chars``.
+        """Best chunks of files other than ``here`` for ``query``, as (path, text), within ``budget_chars``;
+        never a chunk that holds a credential (this goes into a prompt, maybe to ``backend.url``).
 
         Lexical search only (SQLite full text, milliseconds), never the embedder: it runs on a
         completion engine's owner thread while the user types; callers cache it.
         """
         out, used = [], 0
         for r in self.search(query, k=CONTEXT_RESULTS, mode="lexical"):
-            if here is not None and r.file == here or used + len(r.text) > budget_chars:
+            if r.secret or here is not None and r.file == here or used + len(r.text) > budget_chars:
                 continue
             out.append((r.path, r.text))
             used += len(r.text)
         return out
 
     def status(self) -> dict:
-        """Counts, from any thread. ``readOnly`` (only when true): another process writes a folder's index."""
+        """Counts, from any thread. ``readOnly`` (only when true): another process writes a folder's index;
+        ``error`` (only in the ``error`` state): why the first pass failed."""
         files = chunks = embedded = 0
         read_only = False
         for store in list(self._stores.values()):
@@ -650,6 +683,8 @@ class WorkspaceIndex:
                 continue
             files, chunks, embedded = files + f, chunks + c, embedded + e
         out = {"state": self.state, "files": files, "chunks": chunks, "embedded": embedded}
+        if self.error:
+            out["error"] = self.error
         if self.embedding_error:
             out["embeddingError"] = self.embedding_error
         if read_only:

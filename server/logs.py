@@ -8,30 +8,14 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
-import re
 from pathlib import Path
 
 import platformdirs
 
+from .credentials import redact
 from .models import APP_NAME
 
-# Values that look like credentials: API keys in settings or headers, bearer tokens, sk-... keys.
-_SECRET = re.compile(
-    r"""((?:api[_-]?key|apikey|token|secret|password|authorization)["']?\s*[:=]\s*["']?(?:bearer\s+)?)[^\s"',}]+"""
-    r"""|\b(sk-[A-Za-z0-9_-]{8,})|(\bbearer\s+)[A-Za-z0-9._~+/=-]{8,}""",
-    re.IGNORECASE,
-)
-
-
-def redact(text: str) -> str:
-    """Replace credential-looking values in ``text`` with ``<redacted>``."""
-    def sub(m: re.Match) -> str:
-        if m.group(1):
-            return m.group(1) + "<redacted>"
-        if m.group(3):
-            return m.group(3) + "<redacted>"
-        return "<redacted>"
-    return _SECRET.sub(sub, text)
+__all__ = ["RedactingFormatter", "log_file", "redact", "set_level", "setup_logging"]
 
 
 class RedactingFormatter(logging.Formatter):

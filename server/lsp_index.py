@@ -58,7 +58,11 @@ class IndexController:
         return [p for uri in folders if (p := uri_to_path(uri)) is not None and p.is_dir()]
 
     async def start(self, settings: Settings) -> None:
-        """Index the workspace folders in the background, with cancellable work-done progress."""
+        """Index the workspace folders in the background, with cancellable work-done progress.
+
+        A first pass that fails leaves the index in the ``error`` state (``deepseek.status``
+        shows why), ends the progress with ``failed: <reason>`` and shows a warning.
+        """
         roots = self.roots()
         self._options = IndexOptions(
             include=settings.index_include, exclude=settings.index_exclude,
@@ -81,12 +85,19 @@ class IndexController:
                     token, types.WorkDoneProgressReport(message=message, percentage=percent)))
 
         await self._watch_files()
+        outcome = None
         try:
             await asyncio.wrap_future(index.start(report, cancel))
+            outcome = "cancelled" if cancel.is_set() else f"{index.status()['files']} files indexed"
+        except Exception:  # index.state is "error", index.error says why (and the log has the trace)
+            outcome = f"failed: {index.error}"
+            self._server.window_show_message(types.ShowMessageParams(
+                type=types.MessageType.Warning,
+                message=f"deepseek-lsp: the workspace index could not be built ({index.error}); "
+                        "suggestions and chat work without workspace context"))
         finally:
             if token is not None:
-                progress.end(token, types.WorkDoneProgressEnd(
-                    message="cancelled" if cancel.is_set() else f"{index.status()['files']} files indexed"))
+                progress.end(token, types.WorkDoneProgressEnd(message=outcome or "stopped"))
 
     async def _watch_files(self) -> None:
         """Ask the client to report file changes on disk (it only reports registered globs)."""

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from ..config import Settings
-from ..logs import redact
 from ..manager import ModelManager, ModelStatus
 from ..models import AssistantChoice, ModelError, choose_assistant_model, user_default_model
 from ..remote import OpenAIBackend
@@ -192,21 +191,16 @@ def chat_settings(s: Settings, choice: AssistantChoice | None = None) -> Setting
     return dataclasses.replace(s, model_name=chat, model_path=None)
 
 
-def has_secret(text: str) -> bool:
-    """True when ``text`` holds a credential-looking value (the detector the logs redact with)."""
-    return redact(text) != text
-
-
 def retrieved_context(results: Iterable[Any], readable: Callable[[Path], bool]) -> list[ContextItem]:
     """Index search results as chat context, keeping only what may go into a prompt.
 
     A result is dropped when its file no longer passes the index's rule (``readable``:
     :meth:`index.workspace.WorkspaceIndex.indexable`: secret names, git-ignored, excluded...),
-    or when its text holds a credential-looking value (:func:`has_secret`).
+    or when its chunk holds a credential (``secret``, marked by the index from the whole file).
 
     Args:
         results: :class:`index.workspace.SearchResult` items (``path`` relative, ``file``
-            absolute, 0-based inclusive lines, ``text``).
+            absolute, 0-based inclusive lines, ``text``, ``secret``).
         readable: the index's rule for a path.
 
     Returns:
@@ -214,7 +208,7 @@ def retrieved_context(results: Iterable[Any], readable: Callable[[Path], bool]) 
     """
     out = []
     for r in results:
-        if not readable(r.file) or has_secret(r.text):
+        if r.secret or not readable(r.file):
             log.info("retrieved %s:%d-%d not sent: secret or not readable", r.path, r.start_line + 1, r.end_line + 1)
             continue
         out.append(ContextItem(f"From {r.path} (lines {r.start_line + 1}-{r.end_line + 1})", r.text,
@@ -222,5 +216,5 @@ def retrieved_context(results: Iterable[Any], readable: Callable[[Path], bool]) 
     return out
 
 
-__all__ = ["ASSIST_THREADS", "AssistHost", "ModelUnavailable", "assistant_choice", "chat_settings", "has_secret",
+__all__ = ["ASSIST_THREADS", "AssistHost", "ModelUnavailable", "assistant_choice", "chat_settings",
            "retrieved_context"]

@@ -1,7 +1,8 @@
 """The assistant's SQLite file: conversations, the response cache and local metrics.
 
 One file in the user data directory (``~/.local/share/deepseek-lsp/assistant.sqlite``,
-WAL mode), shared by every server process of the user. Nothing ever leaves the machine.
+WAL mode), shared by every server process of the user; the folder is 0700, the file and its
+``-wal``/``-shm`` 0600 (:mod:`server.private_files`). Nothing ever leaves the machine.
 Thread-safe: every call takes the store's lock (callers are the event loop and worker
 threads).
 """
@@ -20,6 +21,7 @@ from urllib.parse import unquote, urlparse
 import platformdirs
 
 from ..models import APP_NAME
+from ..private_files import private_dir, private_sqlite
 from .records import Reference
 
 SCHEMA = """
@@ -109,12 +111,20 @@ def _references(raw: str | None) -> list[Reference]:
 
 
 class AssistStore:
-    """Conversations, response cache and metrics in one SQLite file (WAL). Thread-safe."""
+    """Conversations, response cache and metrics in one SQLite file (WAL). Thread-safe.
+
+    Args:
+        path: the database file (default: ``assistant.sqlite`` in :func:`data_dir`); its folder
+            is created if needed and made 0700, the file 0600.
+
+    Raises:
+        OSError: the folder cannot be created.
+    """
 
     def __init__(self, path: Path | None = None):
         self.path = path or data_dir() / "assistant.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, check_same_thread=False)
+        private_dir(self.path.parent)
+        self.db = sqlite3.connect(private_sqlite(self.path), check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
         self.lock = threading.Lock()

@@ -96,13 +96,16 @@ export interface RamStatus {
   limitSource: 'available memory' | 'resources.ramLimitMb' | null;
 }
 
-/** `indexing` until every file is searchable by full text, then `ready`; `unavailable` without a workspace folder. */
-export type IndexState = 'indexing' | 'ready' | 'unavailable';
+/** `indexing` until every file is searchable by full text, then `ready`; `unavailable` without a workspace
+ * folder; `error` when indexing failed (`error` says why). */
+export type IndexState = 'indexing' | 'ready' | 'unavailable' | 'error';
 
 export interface IndexStatus {
   state: IndexState;
   files: number;
   chunks: number;
+  /** Why indexing failed (only in the `error` state). */
+  error?: string;
   /** Chunks with an embedding (semantic search covers those); absent while `unavailable`. */
   embedded?: number;
   /** Why semantic search is off, with the fix. */
