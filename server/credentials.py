@@ -22,10 +22,11 @@ is a call or a subscript (``password = get_password()``, ``os.environ["PASSWORD"
 Rules of this module on top (detect-secrets has no rule for them): OpenAI-style keys
 (``sk-`` and 8+ characters), HTTP ``Bearer`` tokens, Google API keys (``AIza`` and 35
 characters), and a value given to ``token``, ``authorization``, ``api_key``, ``secret``,
-``password``, ``passwd`` or ``pwd`` unquoted in any text (``password=hunter2x7``, a line of
-a shell script or of a chat answer) when it looks like a credential rather than code: 8 or
-more characters, a letter and a digit or a symbol, no brackets, braces or ``$``
-(``token = self.token``, ``token: str``, ``token = next(tokens)`` are code).
+``password``, ``passwd`` or ``pwd`` unquoted in any text (``password=hunter2x7`` in a shell
+script, ``the password is hunter2x7`` in a chat answer) when it looks like a credential
+rather than code: 8 or more characters, a letter and a digit or a symbol, no brackets, braces
+or ``$`` (``token = self.token``, ``token: str``, ``token = next(tokens)``, ``password is
+not_set`` are code).
 
 Not flagged on purpose: random-looking strings with neither a known shape nor a credential
 name (detect-secrets' entropy plugins): in code they are mostly hashes, test vectors and
@@ -62,8 +63,8 @@ _SHAPES = (
     re.compile(r"aiza[0-9a-z_-]{35}"),                   # Google API keys
 )
 # ... and a value after a credential's name, kept when it looks like a credential (group 1).
-_NAMED_VALUE = re.compile(r"""(?:api[_-]?key|apikey|token|secret|password|passwd|pwd|authorization)["'\]]{0,2}\s*"""
-                          r"""[=:]\s*["'`]?(?:bearer\s+)?([^\s"'`,;}]+)""")
+_NAMED_VALUE = re.compile(r"""(?:api[_-]?key|apikey|token|secret|password|passwd|pwd|authorization)["'\]]{0,2}"""
+                          r"""(?:\s*[=:]\s*|\s+is\s+)["'`]?(?:bearer\s+)?([^\s"'`,;}]+)""")
 _QUOTES = re.compile(r"[\"'`]")
 _CODE_CHARS = re.compile(r"[()\[\]{}<>$]")
 _DELIMITERS = " \t\"'=:`"   # trimmed from a whole match (Artifactory's patterns include them)
@@ -352,7 +353,7 @@ def _extra_spans(t: _Text, every: range | None) -> Iterator[tuple[int, int]]:
         found = (_NAMED_VALUE.finditer(low) if len(low) == len(line)
                  else re.compile(_NAMED_VALUE.pattern, re.IGNORECASE).finditer(line))
         for m in found:
-            value = line[m.start(1):m.end(1)].rstrip(".")
+            value = line[m.start(1):m.end(1)].rstrip(".:")  # the end of a sentence or of a condition
             if _looks_like_credential(value) and not _dropped(value, line, by_name=True):
                 yield offset + m.start(1), offset + m.start(1) + len(value)
 

@@ -102,6 +102,8 @@ def test_ordinary_code_is_not_taken_for_a_credential(text):
 
 def test_masking_keeps_the_names_and_the_rest_of_the_text():
     assert redact("password = hunter2hunter2xyz") == "password = <redacted>"
+    assert redact("The password is `hunter2hunter2xyz`.") == "The password is `<redacted>`."  # an answer's prose
+    assert redact("if token is None or password is not_set:") == "if token is None or password is not_set:"
     assert redact(f"key: {OPENAI} (rotate monthly)") == "key: <redacted> (rotate monthly)"
     masked = redact(f"keys:\n{PEM}\nthat was all")
     assert masked.endswith("that was all") and not any(line in masked for line in PEM_BODY)
