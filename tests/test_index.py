@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from index.chunking import MAX_LINES, OVERLAP_LINES, chunk_file
-from index.store import Hit, words
+from index.lexical import words
+from index.store import Hit
 from index.workspace import IndexOptions, WorkspaceIndex, discover, rrf, store_dir
 
 from .helpers import CONFIG_PY, GEOMETRY_JS

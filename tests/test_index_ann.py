@@ -22,7 +22,9 @@ import numpy as np
 import pytest
 
 from index.chunking import chunk_file
-from index.store import ANN_RECHECK_S, DIM, SCHEMA_VERSION, IndexStore
+from index.ann import ANN_RECHECK_S, DIM
+from index.database import SCHEMA_VERSION
+from index.store import IndexStore
 from index.workspace import IndexOptions, WorkspaceIndex, store_dir
 
 from .helpers import CONFIG_PY, GEOMETRY_JS

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from index.chunking import chunk_file
-from index.store import DIM, IndexStore, is_corruption
+from index.ann import DIM
+from index.database import is_corruption
+from index.store import IndexStore
 from index.workspace import IndexOptions, WorkspaceIndex, store_dir
 
 from .helpers import CONFIG_PY, GEOMETRY_JS

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from index.chunking import chunk_file
-from index.store import words
+from index.lexical import words
 from index.syntax import parseable_prefix, syntax_errors
 
 from ..engine import Engine, LoadedModel
