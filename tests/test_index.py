@@ -13,8 +13,10 @@ import pytest
 
 from index.chunking import MAX_LINES, OVERLAP_LINES, chunk_file
 from index.lexical import words
+from index.retrieval import rrf
+from index.rules import discover
 from index.store import Hit
-from index.workspace import IndexOptions, WorkspaceIndex, discover, rrf, store_dir
+from index.workspace import IndexOptions, WorkspaceIndex, store_dir
 
 from .helpers import CONFIG_PY, GEOMETRY_JS
 
@@ -87,7 +89,7 @@ def test_discovery_respects_gitignore_defaults_secrets_size_and_settings(tmp_pat
                   "certs/server.pem", "conf/app.key", "logo.png", "huge.py", "docs/skip.md", "sub/local.py"):
         assert never not in found, never
     # A binary file that got through the name checks is still never indexed.
-    from index.workspace import read_text
+    from index.rules import read_text
     assert read_text(root / "blob.dat") is None
 
 

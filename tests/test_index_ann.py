@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.chunking import chunk_file
 from index.ann import ANN_RECHECK_S, DIM
+from index.chunking import chunk_file
 from index.database import SCHEMA_VERSION
 from index.store import IndexStore
 from index.workspace import IndexOptions, WorkspaceIndex, store_dir

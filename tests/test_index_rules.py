@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from index.workspace import IndexOptions, WorkspaceIndex, discover, is_secret
+from index.rules import discover, is_secret
+from index.workspace import IndexOptions, WorkspaceIndex
 
 from .helpers import CONFIG_PY
 

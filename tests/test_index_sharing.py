@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.chunking import chunk_file
 from index.ann import DIM
+from index.chunking import chunk_file
 from index.database import is_corruption
 from index.store import IndexStore
 from index.workspace import IndexOptions, WorkspaceIndex, store_dir
