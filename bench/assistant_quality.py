@@ -50,7 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from server.assist.verify import mutants, workspace_tests  # noqa: E402
+from server.assist.mutants import mutants  # noqa: E402
+from server.assist.verify import workspace_tests  # noqa: E402
 
 MODULES = {"itertoolz.py": "test_itertoolz.py", "dicttoolz.py": "test_dicttoolz.py", "recipes.py": "test_recipes.py"}
 DEFAULT_MODELS = "qwen2.5-coder-0.5b-instruct-q4_k_m,qwen2.5-coder-1.5b-instruct-q4_k_m"

@@ -12,17 +12,12 @@ from pathlib import Path
 import pytest
 
 from server.assist import CodeSpan
+from server.assist.checks import derived_checks
+from server.assist.mutants import mutants
 from server.assist.sandbox import available
+from server.assist.targets import target
 from server.assist.tasks import drop_tests, enough_tests, without_extra_tests
-from server.assist.verify import (
-    derived_checks,
-    mutants,
-    mutation_score,
-    rewrite_patches,
-    target,
-    verify_rewrite,
-    workspace_tests,
-)
+from server.assist.verify import mutation_score, rewrite_patches, verify_rewrite, workspace_tests
 
 from .prereqs import APT_INSTALL
 
@@ -218,7 +213,7 @@ def pick(predicate, d, factory=dict):
 
 
 def test_generated_calls_give_parameters_values_of_the_kind_the_body_uses(ws):
-    from server.assist.verify import _param_kinds
+    from server.assist.checks import _param_kinds
     fn = ast.parse(PICK).body[0]
     assert _param_kinds(fn) == {"predicate": "callable", "d": "mapping", "factory": "callable"}
     (ws / "pick.py").write_text(PICK)

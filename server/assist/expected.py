@@ -23,8 +23,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checks import is_literal
 from .testrun import run_variants
-from .verify import is_literal
 
 OBSERVED_FILE = "deepseek_observed.jsonl"   # written by the instrumented module next to itself, in the scratch folder
 MAX_REPR = 300                                # longer observed values are not written into a test
