@@ -16,7 +16,8 @@ from server.assist import (
     python_tests,
     run_pytest,
 )
-from server.assist.tasks import _drop_redefinitions, _relevant_turns
+from server.assist.chat import _relevant_turns
+from server.assist.refactor import _drop_redefinitions
 
 
 def test_prompt_packs_are_versioned_files():

@@ -16,8 +16,8 @@ from server.assist.checks import derived_checks
 from server.assist.mutants import mutants
 from server.assist.sandbox import available
 from server.assist.targets import target
-from server.assist.tasks import drop_tests, enough_tests, without_extra_tests
 from server.assist.verify import mutation_score, rewrite_patches, verify_rewrite, workspace_tests
+from server.assist.write_tests import drop_tests, enough_tests, without_extra_tests
 
 from .prereqs import APT_INSTALL
 

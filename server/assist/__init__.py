@@ -3,14 +3,22 @@
 - :mod:`.records`: what tasks take and return (dataclasses).
 - :mod:`.packs`: the versioned prompt packs (``server/prompts/<task>@v<N>.md``).
 - :mod:`.store`: conversations, the response cache and local metrics (SQLite).
-- :mod:`.tasks`: the tasks themselves, on a chat model's engine or a remote server.
-- :mod:`.testrun`: running tests with pytest against variants of the code, in the sandbox.
-- :mod:`.verify`: mutants, verification of rewrites by running code (``driver.py`` runs inside the sandbox).
+- :mod:`.tasks`: :class:`Assistant`, the tasks on a chat model's engine or a remote server:
+  :mod:`.generation` (the core: generation, cache, metrics), :mod:`.chat`, :mod:`.explain`
+  (explain and hover), :mod:`.refactor`, :mod:`.write_tests`.
+- :mod:`.host`: the chat model, the assistant and the threads tasks run on.
+- :mod:`.testrun`: running tests with pytest against variants of the code, in the sandbox
+  (:mod:`.sandbox`; ``driver.py`` runs inside it).
+- :mod:`.verify`: verification by running code: a rewrite against the original, tests
+  against :mod:`.mutants`, with :mod:`.checks` derived from the code; :mod:`.targets`
+  finds where a span's function lives; :mod:`.expected` takes expected values from it.
 
 Tree-sitter helpers (definitions, syntax checks) are shared with the index in
 :mod:`index.syntax`. Nothing here imports pygls or lsprotocol.
 """
 
+from .explain import docstring_and_signature
+from .generation import code_block
 from .packs import PromptPack, load_pack
 from .records import (
     AssistError,
@@ -26,8 +34,9 @@ from .records import (
     Verification,
 )
 from .store import AssistStore, LatencyRow, MetricRow, SessionRow, StoredMessage, data_dir
-from .tasks import Assistant, code_block, docstring_and_signature, python_tests
+from .tasks import Assistant
 from .testrun import run_pytest
+from .write_tests import python_tests
 
 __all__ = ["Assistant", "AssistError", "AssistStore", "CodeSpan", "ContextItem", "LatencyRow", "MetricRow", "Mutant",
            "MutationScore", "PromptPack", "RefactorResult", "Reference", "Reply", "SessionRow", "StoredMessage",

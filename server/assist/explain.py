@@ -1,0 +1,69 @@
+"""Explain and hover: what a piece of code does, at length in the panel or in one line.
+
+Threads: both block for a generation: call them from a worker thread (hover with its own
+short time cap). This module imports nothing from pygls or lsprotocol.
+"""
+
+from __future__ import annotations
+
+import ast
+import threading
+
+from ..text import split_lines
+from .generation import AssistantCore, OnDelta
+from .packs import load_pack
+from .records import AssistError, CodeSpan, Reference, Reply
+
+
+def docstring_and_signature(language: str, code: str) -> tuple[str, str]:
+    """The definition's first line(s) up to its body, and its docstring / leading comment."""
+    lines = split_lines(code)
+    sig = []
+    for line in lines:
+        sig.append(line)
+        if line.rstrip().endswith((":", "{")) or ")" in line and language != "python":
+            break
+    doc = ""
+    if language == "python":
+        try:
+            node = ast.parse(code.lstrip() if not code.startswith((" ", "\t")) else "if 1:\n" + code).body[0]
+            if isinstance(node, ast.If):
+                node = node.body[0]
+            doc = ast.get_docstring(node) or ""
+        except (SyntaxError, IndexError):
+            doc = ""
+    return "\n".join(sig).strip(), doc
+
+
+class ExplainTasks(AssistantCore):
+    """Explain (a session in the store, streamed) and hover (one line, cached, or None when late)."""
+
+    def explain(self, span: CodeSpan, on_delta: OnDelta | None = None, cancel: threading.Event | None = None) -> Reply:
+        pack = load_pack("explain")
+        sid = self.store.new_session(f"Explain {span.symbol or span.path.name}")
+        where = f"{span.path.name}:{span.start_line + 1}-{span.end_line + 1}"
+        question = f"Explain `{span.symbol or span.path.name}` ({where})"
+        self.store.add_message(sid, "user", question)
+        messages = pack.render(symbol=span.symbol or "this code", path=span.path.name,
+                               start_line=str(span.start_line + 1),
+                               end_line=str(span.end_line + 1), language=span.language, code=span.code)
+        reply = self._generate("explain", messages, pack, sid, on_delta, cancel=cancel)
+        # The answer always names the code it is about, whatever the model wrote.
+        heading = f"**`{span.symbol}`** in `{span.path.name}`, lines {span.start_line + 1}-{span.end_line + 1}\n\n" \
+            if span.symbol else f"`{span.path.name}`, lines {span.start_line + 1}-{span.end_line + 1}\n\n"
+        reply.text = heading + reply.text
+        reply.references = [Reference(span.path, span.start_line, span.end_line)]
+        self.store.add_message(sid, "assistant", reply.text, self.model_name, pack.version, reply.references)
+        return reply
+
+    def hover(self, symbol: str, language: str, code: str, time_cap_s: float,
+              cancel: threading.Event | None = None) -> str | None:
+        """A one-line explanation, from the cache or the model within ``time_cap_s``; None if late."""
+        pack = load_pack("hover")
+        messages = pack.render(symbol=symbol, language=language, code=code[:4000])
+        try:
+            reply = self._generate("hover", messages, pack, None, None, max_tokens=60, time_cap_s=time_cap_s,
+                                   cancel=cancel)
+        except AssistError:
+            return None
+        return reply.text or None

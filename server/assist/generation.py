@@ -1,0 +1,162 @@
+"""The assistant's core: one chat completion, with the response cache and the metrics.
+
+The model answers through its own chat template (read from the GGUF, rendered by
+llama-cpp-python's Jinja2 formatter) on a chat model of its own (``chatModel``, or a
+second instance of the completion model: the weights are memory-mapped and shared, and
+the completion model's KV cache is left alone), or on an OpenAI-compatible server.
+Replies stream through a callback. The tasks (:mod:`.chat`, :mod:`.explain`,
+:mod:`.refactor`, :mod:`.write_tests`) are built on :class:`AssistantCore`.
+
+Threads: a generation blocks its caller, a worker thread, never the event loop; the
+model runs on its engine's owner thread, which calls the ``on_delta`` callbacks.
+This module imports nothing from pygls or lsprotocol.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import threading
+import time
+from typing import Callable
+
+from ..engine import Engine, LoadedModel
+from .packs import PromptPack
+from .records import AssistError, Reply
+from .store import AssistStore
+
+OnDelta = Callable[[str, str], None]  # (session id, text delta); called from the engine thread
+OnProgress = Callable[[str], None]    # a step of a long task ("round 2 of 3: running the tests"); worker thread
+FENCE = re.compile(r"```[\w+#.-]*\n(.*?)```", re.S)
+
+
+def code_block(reply: str) -> str | None:
+    """The (longest) fenced code block of a model reply, or None.
+
+    An answer cut off by the token limit has an opening fence and no closing one: then
+    everything after the opening fence counts (see :func:`index.syntax.parseable_prefix`).
+    """
+    blocks = FENCE.findall(reply)
+    if blocks:
+        return max(blocks, key=len)
+    opening = list(re.finditer(r"```[\w+#.-]*\n", reply))
+    return reply[opening[-1].end():] if opening else None
+
+
+class AssistantCore:
+    """Generation for the tasks, on top of a chat model's :class:`Engine` (or a remote server).
+
+    Args:
+        engine: owner thread of the chat model (loaded), or None with ``remote``.
+        model_name: stored with each answer and in the cache key.
+        store: conversations, cache, metrics.
+        max_tokens: longest reply.
+        context_tokens: budget for everything sent with a chat message (file, selection,
+            retrieved chunks, past turns), in tokens.
+        time_cap_s: longest a generation may take, in seconds.
+        remote: an OpenAI-compatible backend (``OpenAIBackend``): chat goes to its
+            ``/v1/chat/completions`` instead of ``engine``.
+    """
+
+    def __init__(self, engine: Engine | None, model_name: str, store: AssistStore, max_tokens: int = 512,
+                 context_tokens: int = 2048, time_cap_s: float = 120.0, remote=None):
+        self.engine, self.model_name, self.store = engine, model_name, store
+        self.max_tokens, self.context_tokens, self.time_cap_s = max_tokens, context_tokens, time_cap_s
+        self.remote = remote  # an OpenAIBackend: chat goes to /v1/chat/completions instead of `engine`
+        self.sandbox = "bubblewrap"  # tests.sandbox: how generated tests are run (server.assist.testrun)
+
+    def _counter(self) -> Callable[[str], int]:
+        """Counts tokens with the chat model's own tokenizer, on its owner thread (never another model's,
+        which a settings change may unload meanwhile); characters / 4 without a local model."""
+        engine = self.engine
+        if engine is None:
+            return lambda text: len(text) // 4 + 1
+
+        @functools.lru_cache(maxsize=1024)
+        def count(text: str) -> int:
+            return engine.submit(lambda model: len(model.tokenize(text))).result()
+        return count
+
+    # -- generation ------------------------------------------------------------------------
+    def _format(self, model: LoadedModel, messages: list[dict[str, str]]) -> list[int]:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = model.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise AssistError(f"{self.model_name} has no chat template; set chatModel to an instruct model")
+        llm = model.llm
+        eos = llm._model.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
+        bos = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
+        prompt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)(messages=messages).prompt
+        return model.tokenize(prompt, add_special=False, parse_special=True)
+
+    def _generate(self, task: str, messages: list[dict[str, str]], pack: PromptPack, session_id: str | None,
+                  on_delta: OnDelta | None, max_tokens: int | None = None, time_cap_s: float | None = None,
+                  cancel: threading.Event | None = None, use_cache: bool = True,
+                  stop: Callable[[str], bool] | None = None) -> Reply:
+        """Run one chat completion (blocking, call from a worker thread), with cache and metrics.
+
+        ``stop`` is called with the text so far after each token; True ends the answer there.
+        """
+        key = hashlib.sha256(json.dumps([task, self.model_name, pack.version, messages]).encode()).hexdigest()
+        t0 = time.monotonic()
+        if use_cache and (hit := self.store.cached(key)) is not None:
+            if on_delta:
+                on_delta(session_id or "", hit)
+            self.store.metric(task, self.model_name, (time.monotonic() - t0) * 1000, 0, 0, True)
+            return Reply(hit, session_id, True, pack.version, finish="cache")
+        cancel = cancel or threading.Event()
+        sent = [0]
+
+        def stream(text: str) -> bool:
+            if on_delta and len(text) > sent[0]:
+                on_delta(session_id or "", text[sent[0]:])
+                sent[0] = len(text)
+            return stop is not None and stop(text)
+
+        def job(model: LoadedModel):
+            tokens = self._format(model, messages)
+            budget = max_tokens or self.max_tokens
+            if len(tokens) + budget > model.n_ctx:
+                raise AssistError(f"the request is {len(tokens):,} tokens; with {budget} for the answer it does "
+                                  "not fit "
+                                  f"the model's context of {model.n_ctx:,}. Select less code or raise model.nCtx.")
+            return len(tokens), model.generate(tokens, max_tokens=budget, cancel=cancel,
+                                               deadline=time.monotonic() + (time_cap_s or self.time_cap_s),
+                                               judge=stream)
+        if self.remote is not None:
+            from ..remote import BackendUnavailable
+            try:
+                result = self.remote.chat(messages, max_tokens=max_tokens or self.max_tokens, cancel=cancel,
+                                          cap_s=time_cap_s or self.time_cap_s, on_text=stream)
+            except BackendUnavailable as e:
+                raise AssistError(str(e)) from None
+            text, finish, n_prompt, n_out = result.text.strip(), result.finish, 0, 0
+        else:
+            n_prompt, gen = self.engine.submit(job).result()
+            text, finish, n_out = gen.text.strip(), gen.finish, gen.generated_tokens
+        if finish not in ("cancelled", "timeout") and text:
+            self.store.cache(key, text)
+        self.store.metric(task, self.model_name, (time.monotonic() - t0) * 1000, n_prompt, n_out, False)
+        return Reply(text, session_id, False, pack.version, prompt_tokens=n_prompt, output_tokens=n_out,
+                     finish=finish)
+
+    def answer(self, task: str, messages: list[dict[str, str]], pack: PromptPack, on_text: Callable[[str], None],
+               max_tokens: int | None = None, cancel: threading.Event | None = None) -> Reply:
+        """Answer a conversation a client built itself (the OpenAI-compatible endpoint). Blocks.
+
+        Args:
+            task: the task it is recorded under in the metrics (``chat``, ``explain``...).
+            messages: ``[{"role", "content"}]``, the pack's system message already first.
+            pack: the prompt pack whose version is recorded and cached with the answer.
+            on_text: called with each piece of the answer as it is generated (engine thread).
+            max_tokens: longest answer (default ``chat.maxTokens``).
+
+        Raises:
+            AssistError: the conversation does not fit the model's context, or the model has no
+                chat template, or the remote server is unavailable.
+        """
+        return self._generate(task, messages, pack, None, lambda _sid, delta: on_text(delta), max_tokens=max_tokens,
+                              cancel=cancel)
