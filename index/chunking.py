@@ -71,12 +71,14 @@ def _windows(path: str, lines: list[str], start: int, end: int, symbol: str, kin
     return out
 
 
-def chunk_file(path: str, text: str) -> list[Chunk]:
+def chunk_file(path: str, text: str, tree=None) -> list[Chunk]:
     """Chunks of one file, in line order.
 
     Args:
         path: the file's workspace-relative path (its extension picks the grammar).
         text: its content.
+        tree: the tree :func:`index.syntax.parse` made of ``text``, when the caller has it
+            (not parsed again).
     """
     lines = split_lines(text, keepends=True)
     if not lines:
@@ -85,7 +87,7 @@ def chunk_file(path: str, text: str) -> list[Chunk]:
     if grammar is None:
         return _windows(path, lines, 0, len(lines) - 1, "", "lines")
     kinds = DEFINITIONS[grammar]
-    tree = parse(grammar, text)
+    tree = tree if tree is not None else parse(grammar, text)
     definitions: list[tuple[int, int, str, str]] = []
 
     def visit(node, depth: int) -> None:

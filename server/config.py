@@ -130,7 +130,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Budget for the code after the cursor (FIM suffix), counted with the model's tokenizer.",
             minimum=0, maximum=65536),
     Setting("completion.maxFileSizeKb", 1024, int, "KiB",
-            "Files larger than this get no suggestions (minified bundles, generated code).", minimum=1),
+            "Files larger than this get no suggestions, code actions or hover (minified bundles, generated "
+            "code): nothing in them is parsed.", minimum=1),
     Setting("completion.contextTokens", 256, int, "tokens",
             "Budget for code from other files of the workspace (the index's best chunks for the code "
             "around the cursor), placed first in the prompt. 0 turns it off.", minimum=0, maximum=8192),

@@ -5,7 +5,10 @@ assistant) and adds the handlers. Handlers take the document, build a
 :class:`server.assist.CodeSpan`, run the task on the host's ``assist-*`` threads (model
 work itself runs on the chat engine's owner thread, ``engine-chat``), stream replies as
 ``deepseek/chatDelta`` notifications and convert results with :mod:`server.lsp_convert`.
-The contract is in docs/PROTOCOL.md.
+Code actions, hover and the definition around a cursor take the document's tree-sitter parse
+from a :class:`server.parse_cache.ParseCache` (made on a worker thread, once per version);
+a document over ``completion.maxFileSizeKb`` (completion's rule) gets no code actions and no
+hover. The contract is in docs/PROTOCOL.md.
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ from typing import Any, Callable, TypeVar
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 
-from index.chunking import chunk_file
-from index.syntax import enclosing_definition, grammar_for
+from index.syntax import grammar_for
 
 from .assist import Assistant, AssistError, CodeSpan, ContextItem, Reference, docstring_and_signature
 from .assist.host import AssistHost, ModelUnavailable, retrieved_context
+from .completion import Unsuitable, check_document
 from .languages import names_with_grammar
 from .lsp_convert import (
     InvalidPosition,
@@ -45,6 +48,7 @@ from .lsp_convert import (
 )
 from .lsp_state import DeepseekLanguageServer
 from .manager import ModelState
+from .parse_cache import ParseCache
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -108,13 +112,26 @@ def _arg(args: tuple) -> dict[str, Any]:
     return arg
 
 
-def _span(ls: DeepseekLanguageServer, arg: dict[str, Any]) -> CodeSpan:
+def _unsuitable(ls: DeepseekLanguageServer, text: str) -> str | None:
+    """Why ``text`` gets no code actions, hover or definition lookup (completion's rule:
+    over ``completion.maxFileSizeKb`` or binary), or None when it may be parsed."""
+    try:
+        check_document(text, ls.settings.completion_max_file_size_kb)
+    except Unsuitable as e:
+        return str(e)
+    return None
+
+
+async def _span(ls: DeepseekLanguageServer, parses: ParseCache, arg: dict[str, Any]) -> CodeSpan:
     """The code a command is about: its range (whole lines), or the definition around an empty one.
 
-    The text and version are those of the document when the request arrived.
+    The text and version are those of the document when the request arrived. The definition is
+    found in its parse (:class:`ParseCache`, on a worker thread); a document over
+    ``completion.maxFileSizeKb`` is not parsed: a selection names no symbol, an empty range is refused.
 
     Raises:
-        JsonRpcInvalidParams: unknown document, range outside it, not code, nothing selected.
+        JsonRpcInvalidParams: unknown document, range outside it, not code, nothing selected,
+            an empty range in a document too big to parse.
     """
     uri, rng = arg.get("uri"), arg.get("range")
     if not isinstance(uri, str) or not isinstance(rng, dict):
@@ -145,13 +162,18 @@ def _span(ls: DeepseekLanguageServer, arg: dict[str, Any]) -> CodeSpan:
         end -= 1  # a selection ending at the start of a line does not include that line
     end = min(end, n_lines - 1)
     symbol = ""
+    too_big = _unsuitable(ls, text)
+    parsed = await parses.get(arg["uri"], version, path.name, text) if too_big is None else None
     if start == end and start_char == end_char:  # nothing selected: the definition around the cursor
-        found = enclosing_definition(path.name, text, start)
+        if too_big is not None:
+            raise JsonRpcInvalidParams(f"{too_big}: select the code (the definition around the cursor is "
+                                       "not looked for in a file this big)")
+        found = parsed.definition_at(start) if parsed is not None else None
         if found is None:
             raise JsonRpcInvalidParams("select some code, or put the cursor inside a function or class")
         start, end, symbol = found.start_line, found.end_line, found.name
     else:
-        inner = enclosing_definition(path.name, text, start)
+        inner = parsed.definition_at(start) if parsed is not None else None
         symbol = inner.name if inner and inner.start_line == start else ""
     span = CodeSpan(path, text, start, end, grammar, symbol, version)
     if not span.code.strip():
@@ -199,29 +221,37 @@ def _test_path(root: Path, span: CodeSpan) -> Path:
 def register(server: DeepseekLanguageServer) -> None:
     """Add code actions, hover and the assistant commands to ``server``."""
     host = AssistHost()
+    parses = ParseCache()
     server.on_shutdown(host.shutdown)
     server.chat_status = lambda: host.status(server.settings)
 
     @server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
         code_action_kinds=[types.CodeActionKind.Empty, types.CodeActionKind.RefactorRewrite,
                            types.CodeActionKind.Source]))
-    def code_action(ls: DeepseekLanguageServer, params: types.CodeActionParams) -> list[types.CodeAction] | None:
+    async def code_action(ls: DeepseekLanguageServer,
+                          params: types.CodeActionParams) -> list[types.CodeAction] | None:
         """Explain, Refactor and Write tests for the selection or the definition around the cursor.
 
-        Instant: nothing runs until one is chosen."""
+        Nothing runs until one is chosen; the definition is looked up in the document's parse
+        (made on a worker thread once per version). None for a document over completion.maxFileSizeKb."""
         uri = params.text_document.uri
         doc, path = ls.document(uri), uri_to_path(uri)
-        if doc is not None and params.range.start == params.range.end \
-                and (service := ls.backend.active()) is not None:
+        if doc is None:
+            return None
+        if (why := _unsuitable(ls, doc.source)) is not None:
+            log.debug("no code actions for %s: %s", uri, why)
+            return None
+        if params.range.start == params.range.end and (service := ls.backend.active()) is not None:
             try:  # the editor asks at every cursor move: the user went there, read the prompt while they look
                 service.prefill_at(snapshot(doc, params.range.start), ls.settings)
             except InvalidPosition:
                 pass
-        if doc is None or path is None or grammar_for(path.name) is None:
+        if path is None or grammar_for(path.name) is None:
             return None
         rng = params.range
         if rng.start == rng.end:
-            found = enclosing_definition(path.name, doc.source, rng.start.line)
+            parsed = await parses.get(uri, doc.version, path.name, doc.source)
+            found = parsed.definition_at(rng.start.line) if parsed is not None else None
             if found is None:
                 return None
             rng = lines_range(found.start_line, found.end_line)
@@ -231,14 +261,14 @@ def register(server: DeepseekLanguageServer) -> None:
 
     @server.command(CMD_EXPLAIN)
     async def explain(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
-        span = _span(ls, _arg(args))
+        span = await _span(ls, parses, _arg(args))
         assistant = await _assistant(host, ls)
         return lsp_reply(await _run(host, assistant.explain, span, _streamer(ls)), "markdown")
 
     @server.command(CMD_REFACTOR)
     async def refactor(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
         arg = _arg(args)
-        span = _span(ls, arg)
+        span = await _span(ls, parses, arg)
         assistant = await _assistant(host, ls)
         root = _root(ls, span)
         result = await _run_with_progress(host, ls, "deepseek: Refactor", assistant.refactor, span,
@@ -260,7 +290,7 @@ def register(server: DeepseekLanguageServer) -> None:
             raise JsonRpcInvalidParams("this workspace is not trusted, and Write tests runs code from it: trust the "
                                        "workspace (VS Code: Manage Workspace Trust; Neovim: :DeepSeekTrust; another "
                                        "client: initializationOptions.workspaceTrusted) and run it again")
-        span = _span(ls, _arg(args))
+        span = await _span(ls, parses, _arg(args))
         if not span.path.is_file():
             raise JsonRpcInvalidParams(f"{span.path.name} is not saved on disk: save it first (the tests import it "
                                        "from the file and run against it)")
@@ -303,7 +333,7 @@ def register(server: DeepseekLanguageServer) -> None:
                 log.info("chat: %s is not readable by the rule of the index; not sent", path.name)
                 text = ""
             if isinstance(arg.get("range"), dict) and text:
-                span = _span(ls, {"uri": arg["uri"], "range": arg["range"]})
+                span = await _span(ls, parses, {"uri": arg["uri"], "range": arg["range"]})
                 context.append(ContextItem(
                     f"Selected code from {span.path.name} (lines {span.start_line + 1}-{span.end_line + 1})",
                     span.code, Reference(span.path, span.start_line, span.end_line)))
@@ -335,10 +365,14 @@ def register(server: DeepseekLanguageServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     async def hover(ls: DeepseekLanguageServer, params: types.HoverParams) -> types.Hover | None:
         """The definition's signature and docstring at once, plus a short model explanation
-        (cached by content, capped at hover.timeMs)."""
+        (cached by content, capped at hover.timeMs). The file's definitions come from its parse
+        (a worker thread, once per version); None for a document over completion.maxFileSizeKb."""
         uri = params.text_document.uri
         doc, path = ls.document(uri), uri_to_path(uri)
         if doc is None or path is None or grammar_for(path.name) is None:
+            return None
+        if (why := _unsuitable(ls, doc.source)) is not None:
+            log.debug("no hover for %s: %s", uri, why)
             return None
         try:
             word = doc.word_at_position(params.position)
@@ -347,7 +381,9 @@ def register(server: DeepseekLanguageServer) -> None:
         if not word or not (word[0].isalpha() or word[0] == "_"):
             return None
         language = grammar_for(path.name) or "text"
-        found = next((c for c in chunk_file(path.name, doc.source) if c.symbol == word and c.kind != "lines"), None)
+        parsed = await parses.get(uri, doc.version, path.name, doc.source)
+        chunks = await asyncio.get_running_loop().run_in_executor(None, parsed.chunks) if parsed is not None else []
+        found = next((c for c in chunks if c.symbol == word and c.kind != "lines"), None)
         where = path.name
         if found is None and ls.index.ready:
             hit = next((h for h in await ls.index.search(word, HOVER_SEARCH_RESULTS, "lexical") if h.symbol == word),
