@@ -386,8 +386,7 @@ class PlainFim:
 
     def _model(self):
         if self._llm is None:
-            from server.engine import default_threads
-            from server.loading import choose_config, open_llama
+            from server.engine import choose_config, default_threads, open_llama
             threads = default_threads()
             config = choose_config(self.model_path, "generate", threads).config or "minimal"
             self._llm = open_llama(self.model_path, config, n_ctx=4096, n_threads=threads)

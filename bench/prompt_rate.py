@@ -17,7 +17,7 @@ import time
 
 import click.core
 
-from server.loading import choose_config, open_llama
+from server.engine import choose_config, open_llama
 from server.models import ensure_model_file, resolve_model
 
 

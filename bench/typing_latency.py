@@ -193,7 +193,7 @@ async def run_server(holes: list[Hole], cps: float, think: float, settings: dict
 
 def run_naive(holes: list[Hole], model_path: str, threads: int) -> list[Outcome]:
     """One naive FIM request per hole through plain llama-cpp-python."""
-    from server.loading import choose_config, open_llama
+    from server.engine import choose_config, open_llama
 
     # Plain llama-cpp-python, loaded the way this machine allows (the probe's verdict; see server.loading).
     config = choose_config(model_path, "generate", threads).config or "minimal"

@@ -172,7 +172,7 @@ class Embedder:
         """
         from llama_cpp import LLAMA_POOLING_TYPE_MEAN
 
-        from server.loading import ModelCrashes, load_llama
+        from server.engine import ModelCrashes, load_llama
 
         try:
             self.llm, self._guard, self.verdict = load_llama(

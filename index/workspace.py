@@ -27,6 +27,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
+from urllib.parse import unquote, urlparse
 
 from server.models import cache_dir
 from server.private_files import private_dir
@@ -214,3 +215,18 @@ class WorkspaceIndex:
         if read_only:
             out["readOnly"] = True
         return out
+
+
+def context_provider(current: Callable[[], WorkspaceIndex | None]) -> Callable[[str, str, int], list[tuple[str, str]]]:
+    """The completion generator's cross-file context, straight from the index: ``(document URI,
+    query, budget in characters) -> [(path, code)]`` from whatever index ``current()`` returns
+    (none, or one not ready yet: nothing). Runs on the completion engine's owner thread; used
+    by the language server and ``serve`` alike (:data:`server.completion.ContextProvider`).
+    """
+    def context(uri: str, query: str, budget_chars: int) -> list[tuple[str, str]]:
+        index = current()
+        if index is None or index.state != "ready":
+            return []
+        here = Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else None
+        return index.completion_context(here, query, budget_chars)
+    return context

@@ -16,8 +16,8 @@ VS Code's Alt+] / Alt+[, Neovim's ``<Plug>(deepseek-next)``), this module adds u
    (the part before it is common to all), best first; a branch whose trimmed text equals
    a better one's is dropped, as is an empty one.
 
-Each branch rewinds the KV cache to the branch point (llama.cpp drops what lies beyond
-``n_tokens``), so only the branch's own tokens are evaluated. All branches share one
+Each branch rewinds the KV cache to the branch point (``LoadedModel.rewind``), so only the
+branch's own tokens are evaluated. All branches share one
 deadline (``completion.manualMaxTimeMs`` from the request's arrival) and stop within one
 token when cancelled. Runs on the engine's owner thread; the remote backend has no
 alternatives (its server does not expose the logits).
@@ -36,11 +36,10 @@ from typing import Callable
 
 import numpy as np
 
-from .completion import MAX_HEALED_TOKENS, SINGLE_LINE_MAX_TOKENS, CompletionService, Snapshot, healing_tokens
+from .completion import CompletionRequest, CompletionService, LocalGenerator, Snapshot, heal
 from .config import Settings
 from .engine import LoadedModel
-from .length import LengthPolicy, Mode, decide, trim
-from .prompting import CursorText
+from .length import trim
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +89,14 @@ def branch_decode(model: LoadedModel, prompt: list[int], *, forced: bytes, n: in
         Distinct non-empty suggestions ranked by summed log-probability; fewer than ``n``
         when the deadline came first or the branches agreed.
     """
-    llm = model.llm
-    n_vocab = llm.n_vocab()
+    n_vocab = model.llm.n_vocab()
 
     def stopped() -> bool:
         return cancel.is_set() or time.monotonic() > deadline
 
     def step(tokens: list[int]) -> np.ndarray:
         """Evaluate ``tokens`` after what the KV cache holds; the next token's log-probabilities."""
-        llm.eval(tokens)
-        return _log_softmax(np.array(np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))))
+        return _log_softmax(model.evaluate(tokens))
 
     if len(prompt) + max_tokens > model.n_ctx or not model.prefill(prompt, cancel).done:
         return []
@@ -128,7 +125,7 @@ def branch_decode(model: LoadedModel, prompt: list[int], *, forced: bytes, n: in
     for first in firsts.tolist():
         if len(found) >= n or stopped():
             break
-        llm.n_tokens = base  # rewind: the next eval drops this branch's predecessor from the KV cache
+        model.rewind(base)  # drop the previous branch's tokens from the KV cache
         raw, out, score, complete = spelled, [first], float(branch_logp[first]), False
         token = first
         while True:
@@ -159,24 +156,18 @@ def branch_decode(model: LoadedModel, prompt: list[int], *, forced: bytes, n: in
     return found[:n]
 
 
-def _job(service: CompletionService, model: LoadedModel, snap: Snapshot, cursor: CursorText, policy: LengthPolicy,
-         settings: Settings, n: int, deadline: float, cancel: threading.Event) -> tuple[list[Alternative], bool]:
-    """The alternatives for ``snap`` on the engine thread: the pipeline's prompt, then :func:`branch_decode`;
-    and whether the search ran to its end (not stopped by the deadline or a cancel)."""
-    fim = service.fim
-    max_tokens = settings.completion_max_tokens if policy.mode is Mode.MULTI_LINE \
-        else min(settings.completion_max_tokens, SINGLE_LINE_MAX_TOKENS)
-    fim_prompt = service.fim_prompt(model, snap.uri, cursor, settings, max_tokens)  # _generate's prompt: KV reuse
-    prompt, forced = fim_prompt.tokens, b""
-    n_heal = healing_tokens([model.piece(t) for t in fim_prompt.typed[-MAX_HEALED_TOKENS:]])
-    if n_heal:
-        forced = b"".join(model.piece(t) for t in prompt[-n_heal:])
-        prompt = prompt[:-n_heal]
-    max_tokens = min(max_tokens, model.n_ctx - len(prompt))
+def _job(local: LocalGenerator, model: LoadedModel, req: CompletionRequest, settings: Settings, n: int,
+         deadline: float, cancel: threading.Event) -> tuple[list[Alternative], bool]:
+    """The alternatives for ``req`` on the engine thread: the pipeline's prompt and healing (the local
+    generator's, so the KV cache is reused), then :func:`branch_decode`; and whether the search ran
+    to its end (not stopped by the deadline or a cancel)."""
+    policy = req.policy
+    prompt, forced = heal(model, local.fim_prompt(model, req.uri, req.cursor, settings, req.max_tokens))
+    max_tokens = min(req.max_tokens, model.n_ctx - len(prompt))
     if max_tokens <= 0:
         return [], True
     t0 = time.monotonic()
-    found = branch_decode(model, prompt, forced=forced, n=n, max_tokens=max_tokens, stop_ids=fim.stop_ids,
+    found = branch_decode(model, prompt, forced=forced, n=n, max_tokens=max_tokens, stop_ids=local.fim.stop_ids,
                           judge=lambda text: trim(text, policy)[1],
                           finish=lambda text, complete: trim(text, policy, final=complete)[0],
                           deadline=deadline, cancel=cancel)
@@ -207,13 +198,13 @@ async def alternatives(service: CompletionService, snap: Snapshot, settings: Set
         searches again, from the prompt cached by then.
     """
     n = settings.completion_alternatives
-    if n <= 1 or service.engine is None or service.fim is None:
+    local = service.local
+    if n <= 1 or local is None:
         return [], True
-    cursor = CursorText.at(snap.text, snap.offset)
-    policy = decide(snap.text[: snap.offset], cursor.below, snap.language_id, settings.completion_max_lines)
+    req = CompletionRequest.of(snap, settings, manual=True, check=False)
     deadline = started + settings.completion_manual_max_time_ms / 1000
     cancel = cancel or threading.Event()
-    job = service.engine.submit(lambda model: _job(service, model, snap, cursor, policy, settings, n, deadline, cancel))
+    job = local.submit(lambda model: _job(local, model, req, settings, n, deadline, cancel))
     try:
         return await asyncio.wrap_future(job)
     except asyncio.CancelledError:

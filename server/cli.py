@@ -58,15 +58,15 @@ def _progress_bar():
 
 def _terminated(signum, frame) -> None:
     """Being stopped (an editor, Ctrl-C, kill) is not a crash: no crash marker may stay (server.loading)."""
-    from .loading import disarm_all
+    from .engine import disarm_all
     disarm_all()
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 
 
 def cmd_http(args: argparse.Namespace) -> int:
-    """``serve``: the web page and the OpenAI-compatible endpoint (server.http_app)."""
-    from .http_app import serve
+    """``serve``: the web page and the OpenAI-compatible endpoint (server.http.app)."""
+    from .http.app import serve
     from .logs import enable_crash_log, setup_logging
 
     settings = _settings(args)
@@ -87,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     C code) can corrupt the protocol stream.
     """
     from .logs import enable_crash_log, setup_logging
-    from .lsp_app import create_server
+    from .lsp.app import create_server
 
     rpc_out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
@@ -224,7 +224,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     """``models list|pull|use|remove``: the catalog, installed models, the default."""
     from .doctor import model_rows
-    from .models import ModelError, is_installed, load_catalog, pull, remove, set_user_default_model
+    from .hub import pull, remove
+    from .models import ModelError, is_installed, load_catalog, set_user_default_model
 
     _, entries = load_catalog()
     if args.action == "list":

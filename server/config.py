@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .loading import CONFIG_NAMES
+from .engine import CONFIG_NAMES
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,7 @@ from enum import Enum
 from typing import Callable
 
 from .config import Settings
-from .engine import Engine, LoadedModel, default_threads
-from .loading import ModelCrashes, Verdict, choose_config
+from .engine import Engine, LoadedModel, ModelCrashes, Verdict, choose_config, default_threads
 from .models import ModelError, ProgressCallback, ResolvedModel, ensure_model_file, needs_assembly, resolve_model
 from .prompting import FimFormat, TokenCounter, detect_fim_format
 from .resources import MemoryCheck, ModelShape, check_memory

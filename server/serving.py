@@ -5,7 +5,7 @@ same settings: the completion model (:class:`server.manager.ModelManager`) and i
 pipeline (:class:`server.completion.CompletionService`, or the remote one for
 ``backend.kind openai``), the assistant's host (:class:`server.assist.host.AssistHost`:
 chat model, prompt packs, the SQLite store), and the workspace index
-(:class:`index.workspace.WorkspaceIndex`). The HTTP layer (:mod:`server.http_app`) only
+(:class:`index.workspace.WorkspaceIndex`). The HTTP layer (:mod:`server.http.app`) only
 converts requests to calls on it. :class:`Metrics` keeps the Prometheus figures.
 
 Everything here runs on the asyncio event loop unless a docstring says otherwise.
@@ -22,11 +22,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import unquote, urlparse
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from index.workspace import IndexOptions, IndexRules, SearchResult, WorkspaceIndex
+from index.workspace import IndexOptions, IndexRules, SearchResult, WorkspaceIndex, context_provider
 
 from .assist import Assistant, ContextItem
 from .assist.host import AssistHost, retrieved_context
@@ -150,12 +149,12 @@ class Workbench:
             if s.backend_url:
                 family = next(f for f in FAMILIES if f.name == s.backend_family)
                 self.service = RemoteCompletionService(OpenAIBackend(s.backend_url, s.backend_api_key, s.backend_model),
-                                                       family, self._context)
+                                                       family, context_provider(lambda: self.index))
             return None
         status = await asyncio.get_running_loop().run_in_executor(None, self.completion.load, s)
         if status.loaded and self.completion.fim is not None and self.completion.counter is not None:
             self.service = CompletionService(self.completion.engine, self.completion.fim, self.completion.counter,
-                                             self._context)
+                                             context_provider(lambda: self.index))
         log.info("completion model %s: %s", status.name, status.state.value)
         return status
 
@@ -237,14 +236,6 @@ class Workbench:
         if self.index is not None:
             return self.index.indexable(path)
         return self._rules.indexable(path)
-
-    def _context(self, uri: str, query: str, budget_chars: int) -> list[tuple[str, str]]:
-        """Cross-file context for a FIM prompt (engine thread; lexical search only)."""
-        index = self.index
-        if index is None or index.state != "ready":
-            return []
-        here = Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else None
-        return index.completion_context(here, query, budget_chars)
 
     async def search(self, query: str, k: int, mode: str = "hybrid") -> list[SearchResult]:
         """The index's search off the event loop; [] while there is no index."""

@@ -12,7 +12,7 @@ import sys
 
 from llama_cpp.server.__main__ import main as serve
 
-from server.loading import choose_config, model_defaults
+from server.engine import choose_config, model_defaults
 
 
 def main() -> None:

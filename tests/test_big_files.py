@@ -66,7 +66,7 @@ C = "struct p { int x; };\n\nint add(int a, int b) {\n    return a + b;\n}\n"
 
 
 @pytest.mark.parametrize("name,text", [("config.py", CONFIG_PY), ("geometry.js", GEOMETRY_JS),
-                                       ("lsp_assist.py", (ROOT / "server" / "lsp_assist.py").read_text()),
+                                       ("lsp_assist.py", (ROOT / "server" / "lsp" / "assist.py").read_text()),
                                        ("m.go", GO), ("m.rs", RUST), ("m.c", C)])
 def test_definition_at_agrees_with_a_walk_over_every_child(name, text):
     grammar = {"py": "python", "js": "javascript", "go": "go", "rs": "rust", "c": "c"}[name.rsplit(".", 1)[1]]

@@ -126,7 +126,7 @@ def test_chat_counts_its_budget_in_its_own_model_s_tokens_on_that_model_s_thread
     from server.assist import AssistStore
     from server.assist.tasks import Assistant
 
-    engine = service.engine
+    engine = service.local.engine
     assistant = Assistant(engine, "qwen", AssistStore(tmp_path / "a.sqlite"))
     count = assistant._counter()
     text = "def read_config(path):\n    return json.load(open(path))\n"

@@ -16,7 +16,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from server.loading import ENV_PROBE_CRASH
+from server.engine.load_configs import ENV_PROBE_CRASH
 
 from .helpers import inline, open_doc, wait_for_code, wait_until_settled
 

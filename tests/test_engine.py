@@ -130,13 +130,13 @@ def forced_text_ok(text: str) -> bool:
 def test_a_rejected_candidate_branches_where_the_model_was_least_sure(engine):
     """Margins come one per token; the next candidate keeps the rejected one's text up to its
     least sure token of the first line and takes another token there."""
-    from server.completion import _least_sure
+    from server.completion import least_sure
 
     def run(model):
         forced, gen = _empty_line(model)
         gen = functools.partial(gen, text_first=True)
         first = gen(forced=forced, record_margins=True)
-        at, token = _least_sure(model, first, len(forced))
+        at, token = least_sure(model, first, len(forced))
         second = gen(forced=at, banned_first=frozenset({token}))
         return model, forced, first, at, token, second
     model, forced, first, at, token, second = engine.submit(run).result()

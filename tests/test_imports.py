@@ -18,7 +18,7 @@ def test_no_import_cycles_and_no_private_names_across_packages():
 
 def test_the_domain_never_imports_the_lsp_layer():
     mods = load(ROOT)
-    lsp = {name for name in mods if name.startswith("server.lsp_")}
+    lsp = {name for name in mods if name.startswith("server.lsp.")}
     for name, mod in mods.items():
         if name in lsp or name in ("server.cli", "server.__main__"):
             continue

@@ -1,6 +1,6 @@
 """KV-cache reuse with the real default model: shifted runs, gaps, saved states, work ahead.
 
-What the engine promises (server/engine.py): a prompt served from a rearranged cache
+What the engine promises (server/engine/kv_cache.py): a prompt served from a rearranged cache
 gives what the same prompt evaluated from scratch gives: exactly for a pure shift (RoPE
 attention depends on relative positions only) and for a restored state; the greedy
 continuation for the moves an editor makes (the window slid, lines inserted above the
@@ -106,10 +106,10 @@ def test_a_shifted_cache_gives_the_logits_of_the_same_prompt_evaluated_from_scra
         fresh = _next_logits(model, prompt)
         # The same tokens evaluated 300 positions further on, nothing before them, then shifted home.
         model.clear_cache()
-        model._cells = [HOLE] * 300
+        model.kv.cells = [HOLE] * 300
         for start in range(0, len(prompt) - 1, 64):
-            model._decode_at(prompt[start:min(start + 64, len(prompt) - 1)], 300 + start)
-            model._cells += prompt[start:min(start + 64, len(prompt) - 1)]
+            model.kv.decode_at(prompt[start:min(start + 64, len(prompt) - 1)], 300 + start)
+            model.kv.cells += prompt[start:min(start + 64, len(prompt) - 1)]
         prep = model.prefill(prompt, threading.Event())
         shifted = _next_logits(model, prompt)
         return fresh, shifted, prep
@@ -263,11 +263,11 @@ async def test_a_place_the_cache_has_not_seen_gets_a_shorter_window_first_and_th
     try:
         model.prompt_rate = 100.0  # tokens/s: 2 s read 200 tokens, far less than the whole prompt
         first = await service.suggest(snap, settings, manual=False)
-        assert first is not None and first.generation is not None and uri in service._cut
+        assert first is not None and first.generation is not None and uri in service.local.cut
         assert service.stats().short_windows == 1
         cursor = CursorText.at(snap.text, snap.offset)
-        whole = engine.submit(lambda m: service.fim_prompt(m, uri, cursor, settings, settings.completion_max_tokens,
-                                                           whole=True)).result()
+        whole = engine.submit(lambda m: service.local.fim_prompt(m, uri, cursor, settings,
+                                                                 settings.completion_max_tokens, whole=True)).result()
         assert 128 <= first.generation.prompt_tokens <= 200 + 32 + 16 < len(whole.tokens) - 400
 
         # The user pauses on the suggestion: after the one that follows an accept is prepared,
@@ -280,15 +280,15 @@ async def test_a_place_the_cache_has_not_seen_gets_a_shorter_window_first_and_th
         model.prompt_rate = 100.0
         service._cache.clear()  # (the suggestion cache would answer the same place without the model)
         again = await service.suggest(dataclasses.replace(snap, version=2), settings, manual=False)
-        assert again is not None and again.source == "model" and uri not in service._cut
+        assert again is not None and again.source == "model" and uri not in service.local.cut
         assert again.generation.prompt_tokens >= len(whole.tokens) - 8 and again.generation.evaluated_tokens <= 8
 
         # A request the user makes and waits for always reads the whole prompt; 0 turns the
         # shorter window off.
         manual = await service.suggest(_typing_at(uri, 3, lines[10], 5), settings, manual=True)
-        assert manual is not None and manual.generation.prompt_tokens > 400 and uri not in service._cut
+        assert manual is not None and manual.generation.prompt_tokens > 400 and uri not in service.local.cut
         off = parse_settings({"completion": {"coldPromptMs": 0}})[0]
         auto = await service.suggest(_typing_at(uri, 4, lines[40], 5), off, manual=False)
-        assert auto is not None and auto.generation.prompt_tokens > 400 and uri not in service._cut
+        assert auto is not None and auto.generation.prompt_tokens > 400 and uri not in service.local.cut
     finally:
         engine.shutdown()

@@ -1,6 +1,6 @@
 """Loading a model without trusting it: real probe children that really die, with the real default model.
 
-The test switches of :mod:`server.loading` make the probe child kill itself with a real
+The test switches of :mod:`server.engine.load_configs` make the probe child kill itself with a real
 SIGSEGV (an invalid memory read) after loading, where llama.cpp's AMX fault strikes.
 Nothing about the probe's outcome is mocked: the parent sees a child die by a signal.
 Every test keeps its verdicts and markers in its own cache directory (XDG_CACHE_HOME).
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from server import loading
-from server.loading import ENV_CRASH_IN_LOAD, ENV_PROBE_CRASH, ENV_PROBE_TIMEOUT, ModelCrashes
+from server import engine
+from server.engine import crash_guard
+from server.engine.load_configs import ENV_CRASH_IN_LOAD, ENV_PROBE_CRASH, ENV_PROBE_TIMEOUT, ModelCrashes
 
 pytestmark = pytest.mark.model
 
@@ -58,9 +59,9 @@ def test_the_first_configuration_that_works_here_is_chosen_and_decodes(default_m
     # configurations are tried in order, the first that loads and decodes in a child is used.
     if cpu != "this CPU":
         monkeypatch.setenv(ENV_PROBE_CRASH, "first")  # the child really dies by SIGSEGV in "default"
-    verdict = loading.choose_config(default_model_path, "generate", 2)
+    verdict = engine.choose_config(default_model_path, "generate", 2)
     assert verdict.config is not None and verdict.source == "probe", verdict
-    assert [r.config for r in verdict.tried] == list(loading.CONFIG_NAMES[:len(verdict.tried)])
+    assert [r.config for r in verdict.tried] == list(engine.CONFIG_NAMES[:len(verdict.tried)])
     *failed, chosen = verdict.tried
     assert chosen.config == verdict.config and chosen.ok and chosen.outcome == "ok", chosen
     assert chosen.prompt_tokens_per_s and chosen.prompt_tokens_per_s > 10
@@ -72,22 +73,22 @@ def test_the_first_configuration_that_works_here_is_chosen_and_decodes(default_m
 def test_a_probe_child_that_dies_is_survived_and_the_next_configuration_used(default_model_path, own_cache,
                                                                               monkeypatch):
     monkeypatch.setenv(ENV_PROBE_CRASH, "first")
-    verdict = loading.choose_config(default_model_path, "generate", 2)
+    verdict = engine.choose_config(default_model_path, "generate", 2)
     assert [r.config for r in verdict.tried] == ["default", "no-repack"]
     assert verdict.tried[0].outcome == "crashed (SIGSEGV)" and not verdict.tried[0].ok
     assert verdict.config == "no-repack" and verdict.source == "probe"
     # Remembered: the next start reads the verdict and starts no child.
     t0 = time.monotonic()
-    again = loading.choose_config(default_model_path, "generate", 2)
+    again = engine.choose_config(default_model_path, "generate", 2)
     assert again.source == "cache" and again.config == "no-repack"
     assert time.monotonic() - t0 < 0.5
     # And the model loads in this process with that configuration and really decodes.
-    llm, guard, used = loading.load_llama(default_model_path, kind="generate", n_threads=2, n_ctx=512)
+    llm, guard, used = engine.load_llama(default_model_path, kind="generate", n_threads=2, n_ctx=512)
     try:
         assert used.config == "no-repack" and guard.armed and guard.path.exists()
         llm.eval(llm.tokenize(b"def add(a, b):\n    return"))
         assert llm.detokenize([llm.sample(temp=0.0)]).strip()
-        for _ in range(loading.GUARDED_DECODES):
+        for _ in range(engine.GUARDED_DECODES):
             guard.decoded()
         assert not guard.path.exists()  # trusted after its first decodes
     finally:
@@ -98,22 +99,22 @@ def test_a_probe_child_that_dies_is_survived_and_the_next_configuration_used(def
 def test_when_every_configuration_dies_loading_says_so(default_model_path, own_cache, monkeypatch):
     monkeypatch.setenv(ENV_PROBE_CRASH, "all")
     with pytest.raises(ModelCrashes) as caught:
-        loading.load_llama(default_model_path, kind="generate", n_threads=2, n_ctx=512)
+        engine.load_llama(default_model_path, kind="generate", n_threads=2, n_ctx=512)
     verdict = caught.value.verdict
     assert verdict.config is None
     assert [(r.config, r.outcome) for r in verdict.tried] == [
-        (name, "crashed (SIGSEGV)") for name in loading.CONFIG_NAMES]
+        (name, "crashed (SIGSEGV)") for name in engine.CONFIG_NAMES]
     message = str(caught.value)
     assert "every load configuration" in message and "Fix:" in message and "GGML_NATIVE=OFF" in message
     # Not probed again at the next start (each probe would crash again): the verdict is cached.
-    assert loading.choose_config(default_model_path, "generate", 2).source == "cache"
+    assert engine.choose_config(default_model_path, "generate", 2).source == "cache"
 
 
 def test_a_hung_probe_is_stopped_at_its_time_limit(default_model_path, own_cache, monkeypatch):
     monkeypatch.setenv(ENV_PROBE_CRASH, "hang-first")
     monkeypatch.setenv(ENV_PROBE_TIMEOUT, "8")
     t0 = time.monotonic()
-    verdict = loading.choose_config(default_model_path, "generate", 2)
+    verdict = engine.choose_config(default_model_path, "generate", 2)
     assert verdict.tried[0].outcome == "timed out after 8 s"
     assert verdict.config == "no-repack"
     assert time.monotonic() - t0 < 40
@@ -121,7 +122,7 @@ def test_a_hung_probe_is_stopped_at_its_time_limit(default_model_path, own_cache
 
 def test_a_forced_configuration_is_used_without_a_probe(default_model_path, own_cache, monkeypatch):
     monkeypatch.setenv(ENV_PROBE_CRASH, "all")  # a probe would fail everything
-    verdict = loading.choose_config(default_model_path, "generate", 2, "no-repack")
+    verdict = engine.choose_config(default_model_path, "generate", 2, "no-repack")
     assert verdict.config == "no-repack" and verdict.source == "setting" and not verdict.tried
 
 
@@ -178,20 +179,20 @@ def test_a_start_after_a_crash_during_load_probes_again_instead_of_crashing(defa
 def test_a_process_killed_while_its_marker_is_armed_keeps_the_configuration_a_crash_does_not(own_cache):
     # A real process arms a crash marker, as a server does before its first decodes, then is
     # killed (SIGKILL: the editor giving up on it, the out-of-memory killer, a test's teardown).
-    arm = ("import os, signal\nfrom server import loading\n"
-           "loading.CrashGuard('k', 'default').arm('running its first decodes')\n")
+    arm = ("import os, signal\nfrom server.engine import crash_guard\n"
+           "crash_guard.CrashGuard('k', 'default').arm('running its first decodes')\n")
     killed = subprocess.run([sys.executable, "-c", arm + "os.kill(os.getpid(), signal.SIGKILL)\n"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert len(list((own_cache / "markers").glob("k-*.json"))) == 1
-    assert loading._dead_markers("k") == {}  # no crash report: not the configuration's fault
+    assert crash_guard.dead_markers("k") == {}  # no crash report: not the configuration's fault
     assert not list((own_cache / "markers").iterdir())
     # The same, but the process dies in native code (a real SIGSEGV): faulthandler's report is
     # in the fault file, and the configuration is not trusted again.
-    crashed = subprocess.run([sys.executable, "-c", arm + "loading._segfault()\n"], cwd=ROOT,
+    crashed = subprocess.run([sys.executable, "-c", arm + "crash_guard.segfault()\n"], cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
     assert crashed.returncode == -signal.SIGSEGV, crashed.stderr
-    died = loading._dead_markers("k")
+    died = crash_guard.dead_markers("k")
     assert list(died) == ["default"] and "died while running its first decodes" in died["default"]
     assert not list((own_cache / "markers").iterdir())
 

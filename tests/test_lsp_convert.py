@@ -6,7 +6,7 @@ from pygls.workspace import TextDocument
 
 from server.completion import Suggestion
 from server.length import decide
-from server.lsp_convert import lsp_completion, snapshot, word_before
+from server.lsp.convert import lsp_completion, snapshot, word_before
 
 
 def test_snapshot_offsets_agree_with_pygls_for_utf16_positions():

@@ -25,10 +25,10 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from server.http_app import HEADER_TIMEOUT_S, MAX_CONNECTIONS, TOKEN_ENV
-from server.http_openai import MAX_BODY_BYTES, text_deltas
-from server.http_page import MAX_FORM_BYTES
-from server.http_security import Guard
+from server.http.app import HEADER_TIMEOUT_S, MAX_CONNECTIONS, TOKEN_ENV
+from server.http.openai import MAX_BODY_BYTES, text_deltas
+from server.http.page import MAX_FORM_BYTES
+from server.http.security import Guard
 
 from .helpers import ServeProcess
 

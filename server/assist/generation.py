@@ -87,8 +87,8 @@ class AssistantCore:
         if not template:
             raise AssistError(f"{self.model_name} has no chat template; set chatModel to an instruct model")
         llm = model.llm
-        eos = llm._model.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
-        bos = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
+        eos = model.vocab.token_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
+        bos = model.vocab.token_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
         prompt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)(messages=messages).prompt
         return model.tokenize(prompt, add_special=False, parse_special=True)
 

@@ -1,6 +1,6 @@
 """The assistant's host: the chat model, the :class:`~.tasks.Assistant` and the threads tasks run on.
 
-Shared by the language server (:mod:`server.lsp_assist`) and ``deepseek-lsp serve``
+Shared by the language server (:mod:`server.lsp.assist`) and ``deepseek-lsp serve``
 (:mod:`server.serving`): both get the assistant for their settings with :meth:`AssistHost.get`
 and run its blocking tasks with :meth:`AssistHost.run`. Also here: turning index search
 results into chat context under the index's rule for what may go into a prompt.

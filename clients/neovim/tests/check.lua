@@ -30,7 +30,7 @@ end
 if trusted() ~= false then fail('a project nobody trusted counts as trusted') end
 vim.cmd('DeepSeekTrust')
 if not vim.wait(5000, trusted, 100) then fail(':DeepSeekTrust did not reach the server') end
-if not require('deepseek.trust').is_trusted(client.root_dir) then fail('the trust list does not hold the root') end
+if not require('deepseek.trust').is_trusted(client.root_dir or vim.fn.getcwd()) then fail('the trust list does not hold the root') end
 vim.cmd('DeepSeekTrust!')
 if not vim.wait(5000, function() return trusted() == false end, 100) then fail(':DeepSeekTrust! did not reach the server') end
 print('trust: untrusted at start, trusted after :DeepSeekTrust, untrusted after :DeepSeekTrust!')

@@ -51,7 +51,7 @@ function M.set(trusted)
   if trusted then table.insert(list, root) end
   save(list)
   for _, c in ipairs(vim.lsp.get_clients({ name = 'deepseek' })) do
-    if c.root_dir and normalize(c.root_dir) == root then
+    if c == client or (c.root_dir and normalize(c.root_dir) == root) then
       c:notify('deepseek/workspaceTrust', { trusted = trusted })
     end
   end

@@ -4,7 +4,7 @@
 assistant) and adds the handlers. Handlers take the document, build a
 :class:`server.assist.CodeSpan`, run the task on the host's ``assist-*`` threads (model
 work itself runs on the chat engine's owner thread, ``engine-chat``), stream replies as
-``deepseek/chatDelta`` notifications and convert results with :mod:`server.lsp_convert`.
+``deepseek/chatDelta`` notifications and convert results with :mod:`server.lsp.convert`.
 Code actions, hover and the definition around a cursor take the document's tree-sitter parse
 from a :class:`server.parse_cache.ParseCache` (made on a worker thread, once per version);
 a document over ``completion.maxFileSizeKb`` (completion's rule) gets no code actions and no
@@ -24,11 +24,13 @@ from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 
 from index.syntax import grammar_for
 
-from .assist import Assistant, AssistError, CodeSpan, ContextItem, Reference, docstring_and_signature
-from .assist.host import AssistHost, ModelUnavailable, retrieved_context
-from .completion import Unsuitable, check_document
-from .languages import names_with_grammar
-from .lsp_convert import (
+from ..assist import Assistant, AssistError, CodeSpan, ContextItem, Reference, docstring_and_signature
+from ..assist.host import AssistHost, ModelUnavailable, retrieved_context
+from ..completion import Unsuitable, check_document
+from ..languages import names_with_grammar
+from ..manager import ModelState
+from ..parse_cache import ParseCache
+from .convert import (
     InvalidPosition,
     lines_range,
     lsp_append_or_create,
@@ -46,9 +48,7 @@ from .lsp_convert import (
     to_json,
     uri_to_path,
 )
-from .lsp_state import DeepseekLanguageServer
-from .manager import ModelState
-from .parse_cache import ParseCache
+from .state import DeepseekLanguageServer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

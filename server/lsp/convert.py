@@ -14,12 +14,12 @@ from typing import Any
 from lsprotocol import types
 from lsprotocol.converters import get_converter
 
-from .assist import MutationScore, Reference, Reply, StoredMessage, TestRun, Verification
-from .completion import CompletionStats, Snapshot, Suggestion
-from .config import Settings
-from .languages import language_id
-from .manager import ModelStatus
-from .text import split_lines
+from ..assist import MutationScore, Reference, Reply, StoredMessage, TestRun, Verification
+from ..completion import CompletionStats, Snapshot, Suggestion
+from ..config import Settings
+from ..languages import language_id
+from ..manager import ModelStatus
+from ..text import split_lines
 
 SOURCE = "deepseek"
 _CONVERTER = get_converter()

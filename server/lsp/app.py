@@ -4,16 +4,16 @@
     server.start_io()
 
 Nothing registers as a side effect of an import: :func:`create_server` builds a
-:class:`server.lsp_state.DeepseekLanguageServer` and calls each feature module's
+:class:`server.lsp.state.DeepseekLanguageServer` and calls each feature module's
 ``register(server)``. The LSP contract is documented in docs/PROTOCOL.md.
 """
 
 from __future__ import annotations
 
-from . import lsp_assist, lsp_completion, lsp_workspace
-from .lsp_state import DeepseekLanguageServer
+from . import assist, completion, workspace
+from .state import DeepseekLanguageServer
 
-FEATURES = (lsp_workspace, lsp_completion, lsp_assist)
+FEATURES = (workspace, completion, assist)
 
 
 def create_server() -> DeepseekLanguageServer:

@@ -33,12 +33,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .assist import AssistError, ContextItem, PromptPack, Reference, load_pack
-from .assist.host import ModelUnavailable
-from .completion import Snapshot, Unsuitable
-from .languages import language_id
-from .logs import redact
-from .serving import Unavailable, Workbench
+from ..assist import AssistError, ContextItem, PromptPack, Reference, load_pack
+from ..assist.host import ModelUnavailable
+from ..completion import Snapshot, Unsuitable
+from ..languages import language_id
+from ..logs import redact
+from ..serving import Unavailable, Workbench
 
 log = logging.getLogger(__name__)
 

@@ -4,12 +4,12 @@
 
 - ``settings``: the parsed settings (:mod:`server.config`), re-read on
   ``workspace/didChangeConfiguration``;
-- ``notices``: diagnostics and messages (:class:`server.lsp_notices.Notices`);
+- ``notices``: diagnostics and messages (:class:`server.lsp.notices.Notices`);
 - ``backend``: the source of suggestions, local model or remote server
-  (:class:`server.lsp_backend.CompletionBackend`);
-- ``index``: the workspace index (:class:`server.lsp_index.IndexController`).
+  (:class:`server.lsp.backend.CompletionBackend`);
+- ``index``: the workspace index (:class:`server.lsp.index.IndexController`).
 
-Handlers are registered by :func:`server.lsp_app.create_server`. Everything here runs on
+Handlers are registered by :func:`server.lsp.app.create_server`. Everything here runs on
 the event loop.
 """
 
@@ -25,14 +25,16 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 from pygls.workspace import TextDocument
 
-from . import __version__
-from .config import Settings, parse_settings
-from .logs import set_level
-from .lsp_backend import CompletionBackend
-from .lsp_convert import plain
-from .lsp_index import IndexController
-from .lsp_notices import Notices
-from .lsp_protocol import DeepseekProtocol
+from index.workspace import context_provider
+
+from .. import __version__
+from ..config import Settings, parse_settings
+from ..logs import set_level
+from .backend import CompletionBackend
+from .convert import plain
+from .index import IndexController
+from .notices import Notices
+from .protocol import DeepseekProtocol
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +55,13 @@ class DeepseekLanguageServer(LanguageServer):
         self.trusted = False
         self.notices = Notices(self, self.document)
         self.index = IndexController(self, self.document_text, self.begin_progress)
-        self.backend = CompletionBackend(self, self.notices, self.index.completion_context, self.begin_progress)
+        # Cross-file context goes from the completion generator to the index directly (engine thread).
+        self.backend = CompletionBackend(self, self.notices, context_provider(lambda: self.index.index),
+                                         self.begin_progress)
         self._shutdown: list[Callable[[], None]] = []
         # How much of its file the last suggestion's prompt left out (deepseek.status's completion.context).
         self.last_context: dict[str, Any] | None = None
-        # deepseek.status's chat section (set by lsp_assist.register: the assistant's host owns it).
+        # deepseek.status's chat section (set by server.lsp.assist.register: the assistant's host owns it).
         self.chat_status: Callable[[], dict[str, Any]] | None = None
         self._refreshing: asyncio.Future | None = None  # a settings re-read under way
 

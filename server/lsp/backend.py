@@ -18,9 +18,12 @@ from typing import Awaitable, Callable
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
-from .completion import CompletionService, ContextProvider, RemoteCompletionService
-from .config import Settings
-from .lsp_notices import (
+from ..completion import CompletionService, ContextProvider, RemoteCompletionService
+from ..config import Settings
+from ..manager import ModelManager, ModelState, ModelStatus
+from ..prompting import FAMILIES
+from ..remote import OpenAIBackend
+from .notices import (
     CODE_BACKEND_UNREACHABLE,
     CODE_MODEL_CRASHED,
     CODE_MODEL_NO_FIM,
@@ -30,9 +33,6 @@ from .lsp_notices import (
     MODEL_CODES,
     Notices,
 )
-from .manager import ModelManager, ModelState, ModelStatus
-from .prompting import FAMILIES
-from .remote import OpenAIBackend
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``deepseek-lsp serve``: the web page and the OpenAI-compatible endpoint in one process.
 
-:func:`create_app` puts the routes (:mod:`server.http_openai`, :mod:`server.http_page`,
-``/metrics``) behind the :class:`server.http_security.Guard`; :func:`serve` checks the
+:func:`create_app` puts the routes (:mod:`server.http.openai`, :mod:`server.http.page`,
+``/metrics``) behind the :class:`server.http.security.Guard`; :func:`serve` checks the
 workspace and the token, binds the socket (127.0.0.1 unless ``--allow-remote``), prints
 the URL and runs uvicorn with limits on connections and on the time a request's headers
 may take (:class:`HeaderDeadline`, the one place that reaches into uvicorn's protocol
@@ -32,13 +32,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .config import Settings
-from .http_openai import ROUTES as API_ROUTES
-from .http_openai import ApiError, ClientGone, error_response
-from .http_page import ROUTES as PAGE_ROUTES
-from .http_page import STATIC
-from .http_security import Guard, host_names
-from .serving import Workbench
+from ..config import Settings
+from ..serving import Workbench
+from .openai import ROUTES as API_ROUTES
+from .openai import ApiError, ClientGone, error_response
+from .page import ROUTES as PAGE_ROUTES
+from .page import STATIC
+from .security import Guard, host_names
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class HeaderDeadline(H11Protocol):
     ``limit_concurrency``) for ever. Here the headers of each request must be in whole within
     :data:`HEADER_TIMEOUT_S` of the connection's start or of the previous response's end;
     otherwise the connection is closed. The request body has its own limit
-    (:data:`server.http_openai.BODY_TIMEOUT_S`).
+    (:data:`server.http.openai.BODY_TIMEOUT_S`).
     """
 
     _deadline: asyncio.TimerHandle | None = None
@@ -214,7 +214,7 @@ def serve(settings: Settings, host: str, port: int, workspace: list[str] | None,
         workspace: ``--workspace`` folders (indexed, retrieved from); None: the current folder,
             unless it is the home folder or ``/`` (see :func:`workspace_roots`).
         allowed_hosts: ``--allowed-host`` names accepted in the Host header besides the loopback
-            ones (see :func:`server.http_security.host_names`).
+            ones (see :func:`server.http.security.host_names`).
 
     Returns:
         The exit code: 0 after a clean stop, 2 when the arguments, the token or the address

@@ -1,7 +1,7 @@
 """LSP life cycle, settings, documents and files, and the ``deepseek.status`` / ``deepseek.search`` commands.
 
 ``register(server)`` adds the handlers; each is thin: read params, call the state's
-collaborators, convert with :mod:`server.lsp_convert`. All run on the event loop.
+collaborators, convert with :mod:`server.lsp.convert`. All run on the event loop.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from typing import Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from .config import parse_settings
-from .lsp_convert import lsp_search_result, lsp_status, plain
-from .lsp_notices import CODE_BACKEND_UNREACHABLE
-from .lsp_protocol import use_lsp_lines
-from .lsp_state import DeepseekLanguageServer
-from .resources import available_mb
+from ..config import parse_settings
+from ..resources import available_mb
+from .convert import lsp_search_result, lsp_status, plain
+from .notices import CODE_BACKEND_UNREACHABLE
+from .protocol import use_lsp_lines
+from .state import DeepseekLanguageServer
 
 CMD_STATUS = "deepseek.status"
 CMD_SEARCH = "deepseek.search"

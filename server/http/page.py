@@ -26,19 +26,20 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from .assist import AssistError, Reference
-from .assist.host import ModelUnavailable
-from .assist.store import data_dir
-from .doctor import machine_report, model_rows, plain_words
-from .http_charts import bar_chart, line_chart
-from .http_openai import read_body, text_deltas
-from .logs import redact
-from .models import ModelError, load_catalog, pull, set_user_default_model
-from .serving import PullJob, Workbench
+from ..assist import AssistError, Reference
+from ..assist.host import ModelUnavailable
+from ..assist.store import data_dir
+from ..doctor import machine_report, model_rows, plain_words
+from ..hub import pull
+from ..logs import redact
+from ..models import ModelError, load_catalog, set_user_default_model
+from ..serving import PullJob, Workbench
+from .charts import bar_chart, line_chart
+from .openai import read_body, text_deltas
 
 log = logging.getLogger(__name__)
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent.parent  # server/: templates/ and static/
 STATIC = HERE / "static"
 TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
 SEARCH_RESULTS = 10      # index search results shown
@@ -67,7 +68,7 @@ async def _form(request: Request) -> dict[str, str]:
     """An urlencoded form body (what htmx and the page's script send) as its first values.
 
     Raises:
-        server.http_openai.ApiError: a body over :data:`MAX_FORM_BYTES` (413) or too slow (408).
+        server.http.openai.ApiError: a body over :data:`MAX_FORM_BYTES` (413) or too slow (408).
     """
     raw = (await read_body(request, MAX_FORM_BYTES)).decode("utf-8", "replace")
     return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}

@@ -20,8 +20,8 @@ from pygls.lsp.server import LanguageServer
 
 from index.workspace import IndexOptions, IndexRules, SearchResult, WorkspaceIndex
 
-from .config import Settings
-from .lsp_convert import uri_to_path
+from ..config import Settings
+from .convert import uri_to_path
 
 log = logging.getLogger(__name__)
 
@@ -113,17 +113,6 @@ class IndexController:
                         watchers=[types.FileSystemWatcher(glob_pattern="**/*")]))])), timeout=5)
         except Exception as e:
             log.warning("could not register file watching: %s", e)
-
-    def completion_context(self, uri: str, query: str, budget_chars: int) -> list[tuple[str, str]]:
-        """Best chunks of *other* files for ``query``, as (path, text), within ``budget_chars``.
-
-        Runs on the completion engine's owner thread (``engine-completion``); see
-        :meth:`index.workspace.WorkspaceIndex.completion_context`.
-        """
-        index = self.index
-        if index is None or index.state != "ready":
-            return []
-        return index.completion_context(uri_to_path(uri), query, budget_chars)
 
     def readable(self, path: Path, text: str | None = None) -> bool:
         """May this file's code go into a prompt? The index's one rule (:class:`index.workspace.IndexRules`):

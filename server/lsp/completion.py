@@ -17,12 +17,12 @@ import time
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from .alternatives import alternatives
-from .completion import Suggestion, Unsuitable, check_document
-from .config import Settings
-from .lsp_convert import InvalidPosition, lsp_completion, lsp_inline_completion, snapshot, word_before
-from .lsp_state import DeepseekLanguageServer
-from .remote import BackendUnavailable
+from ..alternatives import alternatives
+from ..completion import Suggestion, Unsuitable, check_document
+from ..config import Settings
+from ..remote import BackendUnavailable
+from .convert import InvalidPosition, lsp_completion, lsp_inline_completion, snapshot, word_before
+from .state import DeepseekLanguageServer
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from lsprotocol import types
 from pygls.protocol import LanguageServerProtocol
 from pygls.workspace import TextDocument, Workspace
 
-from .text import split_lines
+from ..text import split_lines
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Callable
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
-from .lsp_convert import lsp_diagnostic
+from .convert import lsp_diagnostic
 
 log = logging.getLogger(__name__)
 

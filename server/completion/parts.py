@@ -1,0 +1,234 @@
+"""The completion pipeline's parts: what a request, a suggestion and a cached answer are.
+
+Plain data and pure functions, shared by the service (event loop), the cache (event loop)
+and the generators (the engine's thread or the remote pool). No pygls, no lsprotocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+
+from ..engine import Generation, LoadedModel
+from ..languages import BY_ID
+from ..length import LengthPolicy, Mode, trim
+
+SINGLE_LINE_MAX_TOKENS = 64  # a line of code is rarely longer; caps a model that will not stop
+CACHE_ENTRIES = 256          # anchors remembered by the type-through cache (LRU)
+TYPING_GAP_MS = 1500         # a pause longer than this is not "typing" for the debounce
+EMA_WEIGHT = 0.3             # weight of the newest sample in the moving averages
+MAX_HEALED_TOKENS = 4        # token healing takes back at most this many typed tokens
+REJECTED_CANDIDATES = 2      # a manual request on an empty line tries this many more first tokens
+IDLE_MS = 250                # no request for this long after a suggestion was shown: the user is not typing
+READ_AHEAD_MS = 50           # the cursor came to a place: its prompt is read after this long without a request
+COLD_MIN_PREFIX = 128        # the shorter window at a place the cache has not seen keeps at least this many
+COLD_MIN_SUFFIX = 32         # ... tokens before and after the cursor (see LocalGenerator.fim_prompt)
+COLD_GRID_LINES = 8          # its start line is a multiple of this (a 32-line grid would leave it half empty)
+
+
+class Unsuitable(Exception):
+    """The document or position gets no suggestion; ``str(e)`` says why (for logs)."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable view of one document at one cursor position.
+
+    Attributes:
+        uri: the document's URI.
+        version: the document version the snapshot was taken from.
+        text: the whole document.
+        offset: the cursor as an index into ``text`` (code points).
+        language_id: LSP language id (``python``, ``rust``, ...).
+    """
+
+    uri: str
+    version: int | None
+    text: str
+    offset: int
+    language_id: str
+
+
+@dataclass(frozen=True)
+class CompletionStats:
+    """Figures for ``deepseek.status``.
+
+    Attributes:
+        model_answers: suggestions that needed the model; cache_answers: from the caches.
+        avg_latency_ms: moving average latency of model answers (ms), None before the first.
+        prompt_tokens / reused_tokens: over all generations, prompt tokens and those the KV cache held.
+        shifted_tokens: of the reused tokens, those shifted from another position.
+        restored_states: prompts that started from a saved KV state (another file or place).
+        kv_states / kv_states_mb / kv_budget_mb: saved KV states kept now, their size and budget (MiB).
+        prepared_ahead: suggestions prepared while the user was idle (after a shown one).
+        read_ahead: prompts read into the KV cache at a place the cursor went to (code actions asked).
+        short_windows: suggestions made from the shorter window of a place the cache had not
+            seen (``completion.coldPromptMs``).
+        prompt_rate: prompt tokens read per second on this machine (moving average), None before any.
+    """
+
+    model_answers: int
+    cache_answers: int
+    avg_latency_ms: float | None
+    prompt_tokens: int
+    reused_tokens: int
+    shifted_tokens: int = 0
+    restored_states: int = 0
+    kv_states: int = 0
+    kv_states_mb: float = 0.0
+    kv_budget_mb: int = 0
+    prepared_ahead: int = 0
+    read_ahead: int = 0
+    short_windows: int = 0
+    prompt_rate: float | None = None
+
+
+@dataclass
+class Suggestion:
+    """The completion and how it was made.
+
+    Attributes:
+        text: what to insert at the cursor ("" for no suggestion).
+        policy: the length policy that shaped it.
+        source: ``model`` (generated for this request), ``continued`` (a time-capped
+            answer continued), ``joined`` (a running generation this request agreed
+            with), or ``cache`` (type-through or exact hit, no model call).
+        generation: figures of the generation that produced it (None for cache hits).
+        prefix_dropped_tokens, suffix_dropped_tokens: context left out by the budget.
+        latency_ms: from the request's arrival to the answer.
+        through: the rest of a suggestion offered with alternatives (an explicit request) that
+            the user typed or accepted part of; an explicit request then wants this rest alone.
+    """
+
+    text: str
+    policy: LengthPolicy
+    source: str
+    generation: Generation | None
+    prefix_dropped_tokens: int
+    suffix_dropped_tokens: int
+    latency_ms: float
+    through: bool = False
+
+
+@dataclass
+class Entry:
+    """What the model wrote after ``typed`` for one anchor."""
+
+    typed: str
+    text: str              # raw generated text after ``typed`` (not trimmed)
+    tokens: list[int]      # prompt + generated tokens: exactly what the KV cache holds after it
+    complete: bool         # ended by itself (stop token, policy, max tokens), not by a cap
+    mode: Mode
+    prefix_dropped: int
+    suffix_dropped: int
+    generated: int = 0     # tokens generated so far, over all continuations
+    generation: Generation | None = None
+    insisted: bool = False  # made for a manual request: a line was required, rejected candidates skipped
+    unindented: bool = False  # the model wrote the line's indentation too; ``text`` has it removed
+    policy: LengthPolicy | None = None  # the policy it was shown under (set when cached)
+
+    def rest_after(self, typed: str) -> str | None:
+        """The part of the suggestion still to come once ``typed`` is typed, or None."""
+        full = self.typed + self.text
+        if typed.startswith(self.typed) and full.startswith(typed):
+            return full[len(typed):]
+        return None
+
+    def shown(self) -> str | None:
+        """The suggestion as it was shown at ``typed`` (trimmed), or None before it was cached."""
+        if self.policy is None:
+            return None
+        return trim(self.text, self.policy, final=self.complete)[0]
+
+
+@dataclass
+class Flight:
+    """A generation running for one document."""
+
+    key: tuple
+    typed: str
+    mode: Mode
+    cancel: threading.Event = field(default_factory=threading.Event)
+    future: asyncio.Future | None = None
+    partial: str = ""      # generated so far (written by the engine thread)
+    waiters: int = 0
+    idle: bool = False     # work ahead (see CompletionService.prefetch_after): any request stops it
+
+    def agrees(self, typed: str) -> bool:
+        """True when ``typed`` is consistent with this generation's typed text and output so far."""
+        full = self.typed + self.partial
+        return typed.startswith(self.typed) and (full.startswith(typed) or typed.startswith(full))
+
+
+def check_document(text: str, max_file_size_kb: int) -> None:
+    """Refuse documents no suggestion should be made for.
+
+    Raises:
+        Unsuitable: the text is larger than ``completion.maxFileSizeKb`` or looks binary (NUL bytes).
+    """
+    if len(text) > max_file_size_kb * 256:  # cheap pre-check: a code point is at most 4 bytes
+        size_kb = len(text.encode("utf-8", "replace")) / 1024
+        if size_kb > max_file_size_kb:
+            raise Unsuitable(f"document is {size_kb:,.0f} KiB, over completion.maxFileSizeKb ({max_file_size_kb})")
+    if "\x00" in text:
+        raise Unsuitable("document looks binary (it contains NUL characters)")
+
+
+def healing_tokens(pieces: list[bytes]) -> int:
+    """How many of the typed text's last tokens to take back for token healing.
+
+    All tokens of the partial word at the end (a token that starts the word, possibly
+    with its leading space, ends the run), at least the last token, at most all given.
+
+    Args:
+        pieces: the bytes of the typed text's last few tokens, in order.
+    """
+    n = 0
+    for piece in reversed(pieces):
+        word = piece.lstrip(b" ")
+        if n and not (word and (word.replace(b"_", b"").isalnum())):
+            break
+        n += 1
+        if piece != word or not word.replace(b"_", b"").isalnum():
+            break  # a leading space starts the word; punctuation is a word of its own
+    return n
+
+
+def least_sure(model: LoadedModel, gen: Generation, n_forced: int) -> tuple[bytes, int]:
+    """Where to branch from a rejected candidate: the token of its first line, from its first
+    text on and past the ``n_forced`` bytes it had to begin with, where the model's two best
+    choices were closest (``gen.margins``).
+
+    Returns:
+        ``(bytes before that token, counted from the output's start and beyond the healed
+        text, the token)``: the next candidate is forced to begin with those bytes and may not
+        take that token there. Without margins, the first text token.
+    """
+    seen, best = b"", None
+    for i, t in enumerate(gen.tokens):
+        before, seen = seen, seen + model.piece(t)
+        if len(before) < n_forced or not seen[n_forced:].strip():
+            continue  # forced, or indentation before the first text
+        if b"\n" in seen[n_forced:].lstrip():
+            break  # the first line is over: a branch changes what the line says, not where it ends
+        try:
+            before.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # inside a character: not a place to branch
+        margin = gen.margins[i] if i < len(gen.margins) else float("inf")
+        if best is None or margin < best[0]:
+            best = (margin, before, t)
+    if best is None:
+        return b"", gen.tokens[0]
+    return best[1], best[2]
+
+
+def language_grammar(language_id: str) -> str | None:
+    """The tree-sitter grammar of an LSP language id, or None."""
+    lang = BY_ID.get(language_id)
+    return lang.grammar if lang else None
+
+
+def ema(old: float | None, sample: float) -> float:
+    return sample if old is None else (1 - EMA_WEIGHT) * old + EMA_WEIGHT * sample

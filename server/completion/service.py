@@ -1,0 +1,284 @@
+"""The completion service: suggestions for one model, fast while typing (event loop only).
+
+For each request (one keystroke), with its :class:`CompletionRequest` worked out once:
+
+1. **Gate.** Refuse binary and huge documents; an automatic request with more than
+   ``completion.maxRightChars`` non-blank characters right of the cursor gets nothing.
+2. **Type-through cache** (:mod:`.cache`): when the user has typed the start of a suggestion
+   made before, the rest is served with no model call.
+3. **In-flight join.** When a generation for the same anchor is running and what the user
+   typed agrees with what it has produced so far, the request waits for it instead of
+   cancelling it. Otherwise the running generation is cancelled (within one token).
+4. **Generate** on the generator's thread (:mod:`.local`, :mod:`.remote`) after the adaptive
+   debounce, under the time cap; a time-capped answer is cached as incomplete and the next
+   agreeing request continues it from its exact cached tokens.
+
+Work ahead (the local model only): the prompt at a place the cursor went to is read into the
+KV cache (:meth:`CompletionService.prefill_at`), and the suggestion after accepting one and
+pressing Enter is prepared while the user pauses (:meth:`CompletionService.prefetch_after`).
+Any request stops that work within one chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ..config import Settings
+from ..engine import Engine
+from ..length import cut_to_parse, trim
+from ..prompting import FimFormat, TokenCounter
+from .ahead import WorkAhead
+from .cache import SuggestionCache
+from .local import ContextProvider, LocalGenerator
+from .parts import (
+    TYPING_GAP_MS,
+    CompletionStats,
+    Entry,
+    Flight,
+    Snapshot,
+    Suggestion,
+    ema,
+)
+from .request import CompletionRequest
+
+if TYPE_CHECKING:
+    from ..remote import OpenAIBackend
+    from .remote import RemoteGenerator
+
+log = logging.getLogger("server.completion")
+
+
+class CompletionService:
+    """Suggestions for one model: caches, coalescing, debounce, time caps, work ahead.
+
+    Use from one asyncio event loop; the model work runs on the generator's thread.
+
+    Attributes:
+        local: the local generator (None for a remote model, or for no model at all).
+        latency_ms: moving average of the latency of answers that needed the model (ms).
+        generation_ms: moving average of generation time (first token to last, ms).
+    """
+
+    def __init__(self, engine: Engine | None, fim: FimFormat | None, counter: TokenCounter | None,
+                 context: ContextProvider | None = None, *, generator: RemoteGenerator | None = None):
+        """Args:
+            engine, fim, counter: the local model's owner thread, FIM format and token counter
+                (None: no local model; ``generator`` then generates, or nothing does).
+            context: other files' best chunks for the code around the cursor (see
+                :data:`ContextProvider`), or None for no cross-file context.
+            generator: a remote generator instead of the local one.
+        """
+        self.local = LocalGenerator(engine, fim, counter, context) if engine is not None else None
+        self.generator = generator or self.local
+        self._cache = SuggestionCache()
+        self._flights: dict[str, Flight] = {}
+        self._last_request: dict[str, float] = {}
+        self._typing_ms: dict[str, float] = {}
+        self.latency_ms: float | None = None
+        self.generation_ms: float | None = None
+        self.model_answers = 0
+        self.cache_answers = 0
+        self.prefetched = 0      # suggestions prepared ahead, while the user was idle
+        self._idle_tasks: dict[str, asyncio.Task] = {}  # each document's pending work ahead
+        self._closed = False  # shut down: no work ahead is started
+        self._ahead = WorkAhead(self)
+
+    def stats(self) -> CompletionStats:
+        """Figures for ``deepseek.status``: answers, latency, KV-cache reuse."""
+        g = self.local
+        n, nbytes, budget = g.kv if g else (0, 0, 0)
+        return CompletionStats(self.model_answers, self.cache_answers,
+                               round(self.latency_ms, 1) if self.latency_ms is not None else None,
+                               g.prompt_tokens if g else 0, g.reused_tokens if g else 0,
+                               g.shifted_tokens if g else 0, g.restored_states if g else 0,
+                               n, round(nbytes / 2**20, 1), budget, self.prefetched, g.read_ahead if g else 0,
+                               g.short_windows if g else 0, round(g.rate, 1) if g and g.rate else None)
+
+    def forget(self, uri: str) -> None:
+        """The document closed: stop its generation and drop its typing history."""
+        if (flight := self._flights.pop(uri, None)) is not None:
+            flight.cancel.set()
+        if (task := self._idle_tasks.pop(uri, None)) is not None:
+            task.cancel()
+        self._last_request.pop(uri, None)
+        self._typing_ms.pop(uri, None)
+
+    def cancel_all(self) -> None:
+        """Shutdown: stop the generations in flight and the pending work ahead; start no more."""
+        self._closed = True
+        for flight in self._flights.values():
+            flight.cancel.set()
+        for task in list(self._idle_tasks.values()):
+            task.cancel()
+        self._idle_tasks.clear()
+
+    def shutdown(self) -> None:
+        """:meth:`cancel_all`, then close a remote generator's connections."""
+        self.cancel_all()
+        if self.generator is not None and self.generator is not self.local:
+            self.generator.close()
+
+    # -- debounce ------------------------------------------------------------------------
+    def _note_keystroke(self, uri: str, now: float) -> None:
+        last = self._last_request.get(uri)
+        self._last_request[uri] = now
+        if last is not None and (gap := (now - last) * 1000) < TYPING_GAP_MS:
+            self._typing_ms[uri] = ema(self._typing_ms.get(uri), gap)
+
+    def debounce_ms(self, uri: str, settings: Settings) -> float:
+        """How long an automatic request waits before generating.
+
+        While the user types faster than the model generates, a generation started now
+        would likely be overtaken by the next keystroke: wait about one typing interval
+        (clamped to the floor and ceiling settings). When the model is faster than the
+        typing, waiting gains nothing: use the floor.
+        """
+        floor, ceiling = settings.completion_debounce_min_ms, settings.completion_debounce_max_ms
+        interval = self._typing_ms.get(uri)
+        if interval is None or self.generation_ms is None or 1.1 * interval >= self.generation_ms:
+            return float(floor)
+        return float(min(max(1.1 * interval, floor), ceiling))
+
+    # -- work ahead (see :class:`.ahead.WorkAhead`) ------------------------------------------
+    def prefetch_after(self, snap: Snapshot, text: str, settings: Settings) -> None:
+        """Prepare the suggestion after accepting ``text`` and pressing Enter (:meth:`WorkAhead.prefetch_after`)."""
+        self._ahead.prefetch_after(snap, text, settings)
+
+    def prefill_at(self, snap: Snapshot, settings: Settings) -> None:
+        """Read the prompt at a place the cursor went to (:meth:`WorkAhead.prefill_at`)."""
+        self._ahead.prefill_at(snap, settings)
+
+    # -- the request ---------------------------------------------------------------------
+    async def suggest(self, snap: Snapshot, settings: Settings, manual: bool, idle: bool = False) -> Suggestion | None:
+        """The suggestion for ``snap``; None when there is none (gated, cancelled, superseded).
+
+        Args:
+            snap: the document at the cursor.
+            settings: ``completion.*`` budgets, caps and debounce bounds.
+            manual: the user asked (no debounce, no right-of-cursor gate, longer time cap).
+            idle: work ahead (:meth:`prefetch_after`): not a keystroke, no debounce, the manual
+                time cap, stopped by any request.
+
+        Raises:
+            Unsuitable: see :func:`check_document`.
+            asyncio.CancelledError: the request was cancelled; its generation stops unless
+                another request is waiting for it.
+        """
+        t0 = time.monotonic()
+        if not idle:
+            self._note_keystroke(snap.uri, t0)
+            for uri, flight in self._flights.items():  # a request: work ahead elsewhere gives way
+                if flight.idle and uri != snap.uri:
+                    flight.cancel.set()
+        req = CompletionRequest.of(snap, settings, manual)
+        if not manual and req.busy_right(settings):
+            return None
+        key, typed = req.key, req.cursor.typed
+        ahead = self._flights.get(snap.uri)
+        if ahead is not None and ahead.idle and not idle and not (
+                ahead.key == key and ahead.mode is req.policy.mode and ahead.agrees(typed)):
+            ahead.cancel.set()  # work ahead for something else than what the user did
+
+        entry = self._cache.get(key)
+        resume = None
+        if entry is not None and entry.mode is req.policy.mode and entry.rest_after(typed) is not None \
+                and not (manual and not entry.insisted and not trim(entry.rest_after(typed), req.policy,
+                                                                     final=entry.complete)[0]):
+            if entry.complete:
+                self.cache_answers += 1
+                return self._answer(req, entry, "cache", t0)
+            resume = entry  # time-capped earlier: continue it from its cached tokens
+        elif (through := self._cache.typed_through(key, req.cursor)) is not None:
+            k, entry, rest = through
+            self.cache_answers += 1
+            return Suggestion(rest, entry.policy or req.policy, "cache", None, entry.prefix_dropped,
+                              entry.suffix_dropped, (time.monotonic() - t0) * 1000,
+                              through=self._cache.offered(k, entry))
+
+        flight = self._flights.get(snap.uri)
+        if flight is not None and flight.key == key and flight.mode is req.policy.mode \
+                and not flight.cancel.is_set() and flight.agrees(typed):
+            joined = await self._wait(snap.uri, flight)
+            if joined is not None and (s := self._answer(req, joined, "joined", t0)) is not None:
+                return self._record(s)
+        elif flight is not None:
+            flight.cancel.set()  # superseded: stops within one token or one prefill chunk
+        if self.generator is None:
+            return None
+
+        flight = self._flights[snap.uri] = Flight(key, resume.typed if resume else typed, req.policy.mode,
+                                                  partial=resume.text if resume else "", idle=idle)
+        not_before = t0 + (0 if manual or idle else self.debounce_ms(snap.uri, settings) / 1000)
+        cap_ms = settings.completion_manual_max_time_ms if manual or idle \
+            else settings.completion_auto_max_time_ms
+        generator = self.generator
+        flight.future = asyncio.wrap_future(generator.submit(
+            lambda model: generator.generate(model, req, settings, flight, not_before, cap_ms, resume)))
+        entry = await self._wait(snap.uri, flight)
+        if entry is None:
+            return None
+        entry.policy = req.policy
+        self._cache.put(key, entry)
+        s = self._answer(req, entry, "continued" if resume else "model", t0)
+        return self._record(s) if s is not None and not idle else s
+
+    def _answer(self, req: CompletionRequest, entry: Entry, source: str, t0: float) -> Suggestion | None:
+        """What ``entry`` suggests at ``req``'s cursor (trimmed to the policy, a block cut to parse)."""
+        rest = entry.rest_after(req.cursor.typed)
+        if rest is None:
+            return None
+        text = trim(rest, req.policy, final=entry.complete)[0]
+        snap = req.snap
+        if "\n" in text and entry.complete:
+            text = cut_to_parse(req.grammar, snap.text[: snap.offset], snap.text[snap.offset:], text)
+        return Suggestion(text, req.policy, source, entry.generation if source != "cache" else None,
+                          entry.prefix_dropped, entry.suffix_dropped, (time.monotonic() - t0) * 1000,
+                          through=req.cursor.typed != entry.typed and self._cache.offered(req.key, entry))
+
+    def remember(self, snap: Snapshot, settings: Settings, texts: list[str], complete: bool = True) -> None:
+        """Keep other suggestions shown at ``snap`` (alternatives) for the type-through cache.
+
+        ``texts`` are final (trimmed) suggestions; accepting part of one is then answered
+        with its rest, like the pipeline's own suggestion. ``complete``: the search for them
+        ran to its end; only then does :meth:`remembered` give them again for this place.
+        """
+        self._cache.remember(CompletionRequest.of(snap, settings, check=False), texts, complete)
+
+    def remembered(self, snap: Snapshot, settings: Settings) -> list[str] | None:
+        """The complete suggestions :meth:`remember` kept for exactly this cursor position, or None."""
+        return self._cache.remembered(CompletionRequest.of(snap, settings, check=False))
+
+    def _record(self, s: Suggestion) -> Suggestion:
+        self.model_answers += 1
+        self.latency_ms = ema(self.latency_ms, s.latency_ms)
+        if s.generation is not None and s.generation.generated_tokens:
+            self.generation_ms = ema(self.generation_ms, s.generation.total_ms - s.generation.prompt_ms)
+        return s
+
+    async def _wait(self, uri: str, flight: Flight) -> Entry | bool | None:
+        """Await ``flight``'s result; cancelling the last waiter cancels the generation.
+
+        A finished flight is unregistered: its result lives on in the cache.
+        """
+        flight.waiters += 1
+        try:
+            return await asyncio.shield(flight.future)
+        except asyncio.CancelledError:
+            if flight.waiters == 1:
+                flight.cancel.set()
+            raise
+        finally:
+            flight.waiters -= 1
+            if flight.future.done() and self._flights.get(uri) is flight:
+                del self._flights[uri]
+
+
+def RemoteCompletionService(backend: OpenAIBackend, family: FimFormat,  # noqa: N802 (kept name: a factory)
+                            context: ContextProvider | None = None, workers: int = 4) -> CompletionService:
+    """The service with the remote generator (:class:`.remote.RemoteGenerator`): the same caches,
+    joining, debounce, gates and length control, generation on an OpenAI-compatible server."""
+    from .remote import RemoteGenerator
+    return CompletionService(None, None, None, context, generator=RemoteGenerator(backend, family, workers))

@@ -1,0 +1,78 @@
+"""The owner thread: one thread owns each llama.cpp model; everything else sends it jobs.
+
+``llama_cpp.Llama`` is not thread-safe, so an :class:`Engine` keeps one worker thread
+(``ThreadPoolExecutor(max_workers=1)``) and runs every job that touches the model
+there: tokenizing, building a prompt, generating. Async callers ``await`` the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, TypeVar
+
+from .model import LoadedModel
+
+log = logging.getLogger("server.engine")
+T = TypeVar("T")
+
+
+class Engine:
+    """Owns one model and the one thread allowed to touch it.
+
+    Jobs are callables ``job(model) -> T`` run on the owner thread in submission order.
+    """
+
+    def __init__(self, name: str = "llm"):
+        self.name = name
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{name}")
+        self.model: LoadedModel | None = None
+
+    def _load(self, path: str, n_ctx: int, n_threads: int, load_config: str) -> LoadedModel:
+        if self.model is not None:
+            self.model.close()
+            self.model = None
+        t0 = time.monotonic()
+        self.model = LoadedModel(path, n_ctx=n_ctx, n_threads=n_threads, load_config=load_config)
+        log.info("loaded %s (n_ctx %d, %d threads, %s) in %.2f s", path, n_ctx, n_threads,
+                 self.model.verdict.explain() if self.model.verdict else "", time.monotonic() - t0)
+        return self.model
+
+    def load(self, path: str, *, n_ctx: int, n_threads: int, load_config: str = "auto") -> Future[LoadedModel]:
+        """Load (or replace) the model on the owner thread, probed first (see :mod:`server.engine.loading`).
+
+        Raises (through the future): ModelCrashes, ValueError, RuntimeError as :class:`LoadedModel`.
+        """
+        return self._executor.submit(self._load, path, n_ctx, n_threads, load_config)
+
+    def unload(self) -> Future[None]:
+        def _unload() -> None:
+            if self.model is not None:
+                self.model.close()
+                self.model = None
+        return self._executor.submit(_unload)
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run ``fn()`` on the owner thread, loaded model or not (e.g. a vocab-only probe)."""
+        return self._executor.submit(fn)
+
+    def submit(self, job: Callable[[LoadedModel], T]) -> Future[T]:
+        """Run ``job(model)`` on the owner thread.
+
+        Raises (through the future):
+            RuntimeError: no model is loaded.
+        """
+        def run() -> T:
+            if self.model is None:
+                raise RuntimeError("no model is loaded")
+            return job(self.model)
+        return self._executor.submit(run)
+
+    async def run(self, job: Callable[[LoadedModel], T]) -> T:
+        """``await`` form of :meth:`submit`."""
+        return await asyncio.wrap_future(self.submit(job))
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
