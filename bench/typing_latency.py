@@ -195,7 +195,7 @@ def run_naive(holes: list[Hole], model_path: str, threads: int) -> list[Outcome]
     """One naive FIM request per hole through plain llama-cpp-python."""
     from server.engine import choose_config, open_llama
 
-    # Plain llama-cpp-python, loaded the way this machine allows (the probe's verdict; see server.loading).
+    # Plain llama-cpp-python, loaded the way this machine allows (the probe's verdict; see server.engine.loading).
     config = choose_config(model_path, "generate", threads).config or "minimal"
     llm = open_llama(model_path, config, n_ctx=4096, n_threads=threads)
     out = []

@@ -165,7 +165,7 @@ class Embedder:
     """
 
     def __init__(self, path: Path, n_threads: int = 1, batch_tokens: int = 512, load_config: str = "auto"):
-        """Load the embedding model, probed first like every model (:mod:`server.loading`).
+        """Load the embedding model, probed first like every model (:mod:`server.engine.loading`).
 
         Raises:
             EmbeddingUnavailable: llama.cpp crashes with it on this machine, or cannot load it.

@@ -2,7 +2,7 @@
 
 ``python -m tests.llama_server --model PATH --n_threads N ...`` takes the arguments of
 ``python -m llama_cpp.server``. That server has no option for llama.cpp's weight
-repacking, which crashes on some CPUs (server.loading); this runs it with the load
+repacking, which crashes on some CPUs (server.engine.loading); this runs it with the load
 configuration deepseek-lsp's probe chose for the model on this machine.
 """
 
