@@ -53,7 +53,7 @@ class IndexOptions:
     exclude: tuple[str, ...] = ()       # extra glob patterns never indexed
     max_file_size_kb: int = 512
     embeddings: bool = True
-    load_config: str = "auto"           # model.loadConfig for the embedding model (server.loading)
+    load_config: str = "auto"           # model.loadConfig for the embedding model (server.engine.load_configs)
 
 
 def is_secret(name: str) -> bool:

@@ -57,7 +57,7 @@ def _progress_bar():
 
 
 def _terminated(signum, frame) -> None:
-    """Being stopped (an editor, Ctrl-C, kill) is not a crash: no crash marker may stay (server.loading)."""
+    """Being stopped (an editor, Ctrl-C, kill) is not a crash: no crash marker may stay (server.engine.crash_guard)."""
     from .engine import disarm_all
     disarm_all()
     signal.signal(signum, signal.SIG_DFL)

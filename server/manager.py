@@ -48,7 +48,7 @@ class ModelStatus:
     n_ctx: int | None = None
     n_threads: int | None = None
     error: str | None = None           # user-facing text with the fix, for TOO_LARGE, CRASHED and ERROR
-    load_config: str | None = None     # the llama.cpp load configuration in use (server.loading)
+    load_config: str | None = None     # the llama.cpp load configuration in use (server.engine.load_configs)
     verdict: Verdict | None = field(default=None, compare=False, repr=False)  # how it was chosen
     metadata: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 

@@ -213,7 +213,7 @@ def window(cursor: CursorText, budget: Budget, counter: TokenCounter,
     ``keep_start`` (the start the last prompt for this document used), that start is kept
     while the lines from it to the cursor fit the budget and fill at least half of it:
     after a move within that span the prompt then begins exactly as before, and the KV
-    cache holds it (see server/engine.py). The suffix keeps the rest of the cursor's line
+    cache holds it (see server/engine/kv_cache.py). The suffix keeps the rest of the cursor's line
     and whole lines below while they fit.
 
     Returns:

@@ -1,6 +1,6 @@
 """End to end, over stdio with the real default model: a jump, a switch and back, an accept.
 
-Each move is answered with the KV-cache reuse of server/engine.py visible in the figures
+Each move is answered with the KV-cache reuse of server/engine/ (kv_cache.py) visible in the figures
 the server reports (``deepseek.status``, the same counters it logs per request): a jump
 within a file keeps runs of the old prompt beyond the common prefix (shifted into
 place); coming back from another file restores the state saved when leaving; after a
