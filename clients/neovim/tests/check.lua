@@ -143,13 +143,16 @@ print('accepted: ' .. accepted_body)
 
 -- Work ahead: the cursor comes to rest at another method in Normal mode; the plugin asks for code
 -- actions there and the server reads the prompt there into its KV cache.
+local answers_after_accept = inline.answers
 vim.cmd('stopinsert')
-vim.wait(2000, function() return false end)  -- the request after the accept comes and is answered
+-- The request after the accept comes and is answered (seconds on a slow CPU), then the user moves.
+vim.wait(60000, function() return inline.answers > answers_after_accept end, 50)
+vim.wait(500, function() return false end)
 local ahead_before = status().readAhead
 vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes('gg', true, false, true), 'x', false)
 vim.fn.search('def user_log_dir', 'w')
 vim.api.nvim_exec_autocmds('CursorMoved', { buffer = 0, modeline = false })
-if not vim.wait(60000, function() return status().readAhead > ahead_before end, 200) then
+if not vim.wait(180000, function() return status().readAhead > ahead_before end, 200) then
   fail(('no read-ahead where the cursor came to rest (readAhead %d)'):format(ahead_before))
 end
 print(('read ahead at a new place: readAhead %d -> %d'):format(ahead_before, status().readAhead))
