@@ -261,7 +261,9 @@ class CompletionService:
     async def _wait(self, uri: str, flight: Flight) -> Entry | bool | None:
         """Await ``flight``'s result; cancelling the last waiter cancels the generation.
 
-        A finished flight is unregistered: its result lives on in the cache.
+        A finished flight is unregistered: its result lives on in the cache. One whose last
+        waiter was cancelled is unregistered when it has stopped (within a token or a chunk),
+        so work ahead that waits for no flight to be running is not held up by it forever.
         """
         flight.waiters += 1
         try:
@@ -272,8 +274,12 @@ class CompletionService:
             raise
         finally:
             flight.waiters -= 1
-            if flight.future.done() and self._flights.get(uri) is flight:
-                del self._flights[uri]
+            if self._flights.get(uri) is flight:
+                if flight.future.done():
+                    del self._flights[uri]
+                elif flight.waiters == 0:  # cancelled, still stopping: unregistered once it has stopped
+                    flight.future.add_done_callback(
+                        lambda _: self._flights.get(uri) is flight and self._flights.pop(uri))
 
 
 def RemoteCompletionService(backend: OpenAIBackend, family: FimFormat,  # noqa: N802 (kept name: a factory)
