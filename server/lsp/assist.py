@@ -1,12 +1,13 @@
 """LSP wiring of the assistant: code actions, hover, and the deepseek.* commands of the panel.
 
-``register(server)`` creates the :class:`server.assist.host.AssistHost` (the chat model and the
-assistant) and adds the handlers. Handlers take the document, build a
-:class:`server.assist.CodeSpan`, run the task on the host's ``assist-*`` threads (model
+Module-level handlers, registered from :data:`server.lsp.routes.ROUTES`. They take the
+document, build a :class:`server.assist.CodeSpan`, run the task on the ``assist-*`` threads of
+the server's :class:`server.assist.host.AssistHost` (``ls.assist``; model
 work itself runs on the chat engine's owner thread, ``engine-chat``), stream replies as
 ``deepseek/chatDelta`` notifications and convert results with :mod:`server.lsp.convert`.
 Code actions, hover and the definition around a cursor take the document's tree-sitter parse
-from a :class:`server.parse_cache.ParseCache` (made on a worker thread, once per version);
+from the server's :class:`server.parse_cache.ParseCache` (``ls.parses``; made on a worker
+thread, once per version);
 a document over ``completion.maxFileSizeKb`` (completion's rule) gets no code actions and no
 hover. The contract is in docs/PROTOCOL.md.
 """
@@ -25,11 +26,10 @@ from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from index.syntax import grammar_for
 
 from ..assist import Assistant, AssistError, CodeSpan, ContextItem, Reference, docstring_and_signature
-from ..assist.host import AssistHost, ModelUnavailable, retrieved_context
+from ..assist.host import ModelUnavailable, retrieved_context
 from ..completion import Unsuitable, check_document
 from ..languages import names_with_grammar
 from ..manager import ModelState
-from ..parse_cache import ParseCache
 from .convert import (
     InvalidPosition,
     lines_range,
@@ -60,22 +60,21 @@ CHAT_SEARCH_RESULTS = 5   # retrieved chunks offered with a chat message
 HOVER_SEARCH_RESULTS = 10
 
 
-async def _assistant(host: AssistHost, ls: DeepseekLanguageServer) -> Assistant:
+async def _assistant(ls: DeepseekLanguageServer) -> Assistant:
     """The assistant for the server's settings.
 
     Raises:
         JsonRpcInternalError: the chat model cannot be used (the message says why).
     """
     try:
-        return await host.get(ls.settings)
+        return await ls.assist.get(ls.settings)
     except ModelUnavailable as e:
         if e.status is not None and e.status.state is ModelState.CRASHED:
             ls.backend.crashed(f"chat model {e.status.error}")
         raise JsonRpcInternalError(str(e)) from None
 
 
-async def _run_with_progress(host: AssistHost, ls: DeepseekLanguageServer, title: str, fn: Callable[..., T],
-                             *args: Any) -> T:
+async def _run_with_progress(ls: DeepseekLanguageServer, title: str, fn: Callable[..., T], *args: Any) -> T:
     """:func:`_run` with work-done progress: each step the task reports (``on_progress``) is shown,
     and the progress's cancel button stops the task like ``$/cancelRequest`` does."""
     loop = asyncio.get_running_loop()
@@ -89,7 +88,7 @@ async def _run_with_progress(host: AssistHost, ls: DeepseekLanguageServer, title
         if token is not None:
             loop.call_soon_threadsafe(lambda: progress.report(token, types.WorkDoneProgressReport(message=message)))
     try:
-        return await host.run(fn, *args, cancel=cancel, on_progress=on_progress)
+        return await ls.assist.run(fn, *args, cancel=cancel, on_progress=on_progress)
     except AssistError as e:
         raise JsonRpcInvalidParams(str(e)) from None
     finally:
@@ -97,10 +96,10 @@ async def _run_with_progress(host: AssistHost, ls: DeepseekLanguageServer, title
             progress.end(token, types.WorkDoneProgressEnd(message="cancelled" if cancel.is_set() else "done"))
 
 
-async def _run(host: AssistHost, fn: Callable[..., T], *args: Any) -> T:
+async def _run(ls: DeepseekLanguageServer, fn: Callable[..., T], *args: Any) -> T:
     """:meth:`AssistHost.run`, with an AssistError as InvalidParams (its message for the user)."""
     try:
-        return await host.run(fn, *args)
+        return await ls.assist.run(fn, *args)
     except AssistError as e:
         raise JsonRpcInvalidParams(str(e)) from None
 
@@ -122,7 +121,7 @@ def _unsuitable(ls: DeepseekLanguageServer, text: str) -> str | None:
     return None
 
 
-async def _span(ls: DeepseekLanguageServer, parses: ParseCache, arg: dict[str, Any]) -> CodeSpan:
+async def _span(ls: DeepseekLanguageServer, arg: dict[str, Any]) -> CodeSpan:
     """The code a command is about: its range (whole lines), or the definition around an empty one.
 
     The text and version are those of the document when the request arrived. The definition is
@@ -163,7 +162,7 @@ async def _span(ls: DeepseekLanguageServer, parses: ParseCache, arg: dict[str, A
     end = min(end, n_lines - 1)
     symbol = ""
     too_big = _unsuitable(ls, text)
-    parsed = await parses.get(arg["uri"], version, path.name, text) if too_big is None else None
+    parsed = await ls.parses.get(arg["uri"], version, path.name, text) if too_big is None else None
     if start == end and start_char == end_char:  # nothing selected: the definition around the cursor
         if too_big is not None:
             raise JsonRpcInvalidParams(f"{too_big}: select the code (the definition around the cursor is "
@@ -218,192 +217,182 @@ def _test_path(root: Path, span: CodeSpan) -> Path:
     return span.path.with_name(f"test_{span.path.name}")
 
 
-def register(server: DeepseekLanguageServer) -> None:
-    """Add code actions, hover and the assistant commands to ``server``."""
-    host = AssistHost()
-    parses = ParseCache()
-    server.on_shutdown(host.shutdown)
-    server.chat_status = lambda: host.status(server.settings)
+async def code_action(ls: DeepseekLanguageServer,
+                      params: types.CodeActionParams) -> list[types.CodeAction] | None:
+    """Explain, Refactor and Write tests for the selection or the definition around the cursor.
 
-    @server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
-        code_action_kinds=[types.CodeActionKind.Empty, types.CodeActionKind.RefactorRewrite,
-                           types.CodeActionKind.Source]))
-    async def code_action(ls: DeepseekLanguageServer,
-                          params: types.CodeActionParams) -> list[types.CodeAction] | None:
-        """Explain, Refactor and Write tests for the selection or the definition around the cursor.
-
-        Nothing runs until one is chosen; the definition is looked up in the document's parse
-        (made on a worker thread once per version). None for a document over completion.maxFileSizeKb."""
-        uri = params.text_document.uri
-        doc, path = ls.document(uri), uri_to_path(uri)
-        if doc is None:
-            return None
-        if (why := _unsuitable(ls, doc.source)) is not None:
-            log.debug("no code actions for %s: %s", uri, why)
-            return None
-        if params.range.start == params.range.end and (service := ls.backend.active()) is not None:
-            try:  # the editor asks at every cursor move: the user went there, read the prompt while they look
-                service.prefill_at(snapshot(doc, params.range.start), ls.settings)
-            except InvalidPosition:
-                pass
-        if path is None or grammar_for(path.name) is None:
-            return None
-        rng = params.range
-        if rng.start == rng.end:
-            parsed = await parses.get(uri, doc.version, path.name, doc.source)
-            found = parsed.definition_at(rng.start.line) if parsed is not None else None
-            if found is None:
-                return None
-            rng = lines_range(found.start_line, found.end_line)
-        return lsp_code_actions(uri, rng, [("Explain", CMD_EXPLAIN, types.CodeActionKind.Empty),
-                                           ("Refactor", CMD_REFACTOR, types.CodeActionKind.RefactorRewrite),
-                                           ("Write tests", CMD_WRITE_TESTS, types.CodeActionKind.Source)])
-
-    @server.command(CMD_EXPLAIN)
-    async def explain(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
-        span = await _span(ls, parses, _arg(args))
-        assistant = await _assistant(host, ls)
-        return lsp_reply(await _run(host, assistant.explain, span, _streamer(ls)), "markdown")
-
-    @server.command(CMD_REFACTOR)
-    async def refactor(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
-        arg = _arg(args)
-        span = await _span(ls, parses, arg)
-        assistant = await _assistant(host, ls)
-        root = _root(ls, span)
-        result = await _run_with_progress(host, ls, "deepseek: Refactor", assistant.refactor, span,
-                                          str(arg.get("instruction") or ""), root, ls.trusted)
-        verification = lsp_verification(result.verification)
-        if _moved_on(ls, span):  # first: whatever the rewrite was, it was written for text that is gone
-            return {"applied": False, "edit": None, "verification": verification, "reason": "the document changed "
-                    "while the rewrite was being written; nothing was changed (run Refactor again)"}
-        if result.code is None:
-            return {"applied": False, "reason": result.reason, "edit": None, "verification": verification}
-        edit = lsp_replace_lines(span.path.as_uri(), span.version, span.start_line, span.end_line, result.code)
-        applied, reason = await ls.apply_edit(edit, "deepseek: refactor")
-        return {"applied": applied, "reason": reason, "edit": to_json(edit), "cacheHit": result.reply.cache_hit,
-                "verification": verification}
-
-    @server.command(CMD_WRITE_TESTS)
-    async def write_tests(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
-        if not ls.trusted:
-            raise JsonRpcInvalidParams("this workspace is not trusted, and Write tests runs code from it: trust the "
-                                       "workspace (VS Code: Manage Workspace Trust; Neovim: :DeepSeekTrust; another "
-                                       "client: initializationOptions.workspaceTrusted) and run it again")
-        span = await _span(ls, parses, _arg(args))
-        if not span.path.is_file():
-            raise JsonRpcInvalidParams(f"{span.path.name} is not saved on disk: save it first (the tests import it "
-                                       "from the file and run against it)")
-        root = _root(ls, span)
-        target = _test_path(root, span)
-        if not target.resolve().is_relative_to(root.resolve()):
-            raise JsonRpcInvalidParams(f"{target.relative_to(root)} leads outside the workspace (a symbolic link "
-                                       f"to {target.resolve().parent}): Write tests writes only inside {root}")
-        assistant = await _assistant(host, ls)
-        result = await _run_with_progress(host, ls, "deepseek: Write tests", assistant.write_tests, span, root,
-                                          target)
-        if result.code is None:
-            return {"applied": False, "reason": result.reason, "rounds": result.rounds,
-                    **(lsp_test_run(result.run) if result.run is not None else {}),
-                    "mutants": lsp_mutants(result.score)}
-        uri = target.as_uri()
-        doc = ls.document(uri)
-        existing = doc.source if doc is not None else (
-            target.read_text(encoding="utf-8", errors="replace") if target.exists() else None)
-        edit = lsp_append_or_create(uri, existing, result.code, doc.version if doc is not None else None)
-        applied, reason = await ls.apply_edit(edit, "deepseek: write tests")
-        return {"applied": applied, "uri": uri, "rounds": result.rounds, **lsp_test_run(result.run),
-                "mutants": lsp_mutants(result.score), "expectedFromCode": result.corrected, "reason": reason}
-
-    @server.command(CMD_CHAT)
-    async def chat(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
-        arg = _arg(args)
-        message, session_id = arg.get("message"), arg.get("sessionId")
-        if not isinstance(message, str) or not message.strip():
-            raise JsonRpcInvalidParams("deepseek.chat needs {message: string, sessionId?, uri?, range?}")
-        if session_id is not None and not isinstance(session_id, str):
-            raise JsonRpcInvalidParams("deepseek.chat: sessionId must be a string")
-        context: list[ContextItem] = []
-        if isinstance(arg.get("uri"), str):
-            path = uri_to_path(arg["uri"])
-            doc = ls.document(arg["uri"])
-            text = doc.source if doc else (path.read_text(errors="replace") if path and path.is_file() else "")
-            if path is not None and text and not ls.index.readable(path, text):
-                # A secret, git-ignored or excluded file never goes into a prompt (the index's rule).
-                log.info("chat: %s is not readable by the rule of the index; not sent", path.name)
-                text = ""
-            if isinstance(arg.get("range"), dict) and text:
-                span = await _span(ls, parses, {"uri": arg["uri"], "range": arg["range"]})
-                context.append(ContextItem(
-                    f"Selected code from {span.path.name} (lines {span.start_line + 1}-{span.end_line + 1})",
-                    span.code, Reference(span.path, span.start_line, span.end_line)))
-            if text and path is not None:
-                n = len(split_lines(text))
-                context.append(ContextItem(f"The current file, {path.name}", text, Reference(path, 0, max(0, n - 1))))
-        if ls.index.ready:
-            context += retrieved_context(await ls.index.search(message, CHAT_SEARCH_RESULTS), ls.index.readable)
-        assistant = await _assistant(host, ls)
-        reply = await _run(host, assistant.chat, session_id, message, context, _streamer(ls))
-        return lsp_reply(reply, "reply")
-
-    @server.command(CMD_CHAT_HISTORY)
-    async def chat_history(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
-        arg = _arg(args) if args else {}
-        sid = arg.get("sessionId") or host.store.latest_session()
-        if not isinstance(sid, (str, type(None))):
-            raise JsonRpcInvalidParams("deepseek.chatHistory: sessionId must be a string")
-        return {"sessionId": sid, "messages": lsp_messages(host.store.messages(sid)) if sid else []}
-
-    @server.command(CMD_CHAT_RESET)
-    async def chat_reset(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
-        sid = _arg(args).get("sessionId")
-        if not isinstance(sid, str) or not host.store.has_session(sid):
-            raise JsonRpcInvalidParams("deepseek.chatReset needs the {sessionId} of an existing session")
-        host.store.reset(sid)
-        return {"sessionId": sid, "reset": True}
-
-    @server.feature(types.TEXT_DOCUMENT_HOVER)
-    async def hover(ls: DeepseekLanguageServer, params: types.HoverParams) -> types.Hover | None:
-        """The definition's signature and docstring at once, plus a short model explanation
-        (cached by content, capped at hover.timeMs). The file's definitions come from its parse
-        (a worker thread, once per version); None for a document over completion.maxFileSizeKb."""
-        uri = params.text_document.uri
-        doc, path = ls.document(uri), uri_to_path(uri)
-        if doc is None or path is None or grammar_for(path.name) is None:
-            return None
-        if (why := _unsuitable(ls, doc.source)) is not None:
-            log.debug("no hover for %s: %s", uri, why)
-            return None
-        try:
-            word = doc.word_at_position(params.position)
-        except (IndexError, ValueError):
-            return None
-        if not word or not (word[0].isalpha() or word[0] == "_"):
-            return None
-        language = grammar_for(path.name) or "text"
-        parsed = await parses.get(uri, doc.version, path.name, doc.source)
-        chunks = await asyncio.get_running_loop().run_in_executor(None, parsed.chunks) if parsed is not None else []
-        found = next((c for c in chunks if c.symbol == word and c.kind != "lines"), None)
-        where = path.name
-        if found is None and ls.index.ready:
-            hit = next((h for h in await ls.index.search(word, HOVER_SEARCH_RESULTS, "lexical") if h.symbol == word),
-                       None)
-            if hit is not None:
-                found, where, language = hit, hit.path, grammar_for(hit.path) or language
+    Nothing runs until one is chosen; the definition is looked up in the document's parse
+    (made on a worker thread once per version). None for a document over completion.maxFileSizeKb."""
+    uri = params.text_document.uri
+    doc, path = ls.document(uri), uri_to_path(uri)
+    if doc is None:
+        return None
+    if (why := _unsuitable(ls, doc.source)) is not None:
+        log.debug("no code actions for %s: %s", uri, why)
+        return None
+    if params.range.start == params.range.end and (service := ls.backend.active()) is not None:
+        try:  # the editor asks at every cursor move: the user went there, read the prompt while they look
+            service.prefill_at(snapshot(doc, params.range.start), ls.settings)
+        except InvalidPosition:
+            pass
+    if path is None or grammar_for(path.name) is None:
+        return None
+    rng = params.range
+    if rng.start == rng.end:
+        parsed = await ls.parses.get(uri, doc.version, path.name, doc.source)
+        found = parsed.definition_at(rng.start.line) if parsed is not None else None
         if found is None:
             return None
-        signature, docstring = docstring_and_signature(language, found.text)
-        parts = [f"```{language}\n{signature}\n```", f"*{where}, line {found.start_line + 1}*"]
-        if docstring:
-            parts.append(docstring)
-        cap_s = ls.settings.hover_time_ms / 1000
-        if cap_s > 0 and not host.busy:  # never queue behind a chat or a test run
-            try:
-                assistant = await asyncio.wait_for(_assistant(host, ls), timeout=cap_s)
-                note = await asyncio.wait_for(_run(host, assistant.hover, word, language, found.text, cap_s),
-                                              timeout=cap_s + 0.5)
-                if note:
-                    parts.append(f"---\n{note}")
-            except (asyncio.TimeoutError, JsonRpcInternalError, JsonRpcInvalidParams) as e:
-                log.info("hover without explanation: %s", e or "time cap")
-        return lsp_hover(parts)
+        rng = lines_range(found.start_line, found.end_line)
+    return lsp_code_actions(uri, rng, [("Explain", CMD_EXPLAIN, types.CodeActionKind.Empty),
+                                       ("Refactor", CMD_REFACTOR, types.CodeActionKind.RefactorRewrite),
+                                       ("Write tests", CMD_WRITE_TESTS, types.CodeActionKind.Source)])
+
+
+async def explain(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
+    span = await _span(ls, _arg(args))
+    assistant = await _assistant(ls)
+    return lsp_reply(await _run(ls, assistant.explain, span, _streamer(ls)), "markdown")
+
+
+async def refactor(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
+    arg = _arg(args)
+    span = await _span(ls, arg)
+    assistant = await _assistant(ls)
+    root = _root(ls, span)
+    result = await _run_with_progress(ls, "deepseek: Refactor", assistant.refactor, span,
+                                      str(arg.get("instruction") or ""), root, ls.trusted)
+    verification = lsp_verification(result.verification)
+    if _moved_on(ls, span):  # first: whatever the rewrite was, it was written for text that is gone
+        return {"applied": False, "edit": None, "verification": verification, "reason": "the document changed "
+                "while the rewrite was being written; nothing was changed (run Refactor again)"}
+    if result.code is None:
+        return {"applied": False, "reason": result.reason, "edit": None, "verification": verification}
+    edit = lsp_replace_lines(span.path.as_uri(), span.version, span.start_line, span.end_line, result.code)
+    applied, reason = await ls.apply_edit(edit, "deepseek: refactor")
+    return {"applied": applied, "reason": reason, "edit": to_json(edit), "cacheHit": result.reply.cache_hit,
+            "verification": verification}
+
+
+async def write_tests(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
+    if not ls.trusted:
+        raise JsonRpcInvalidParams("this workspace is not trusted, and Write tests runs code from it: trust the "
+                                   "workspace (VS Code: Manage Workspace Trust; Neovim: :DeepSeekTrust; another "
+                                   "client: initializationOptions.workspaceTrusted) and run it again")
+    span = await _span(ls, _arg(args))
+    if not span.path.is_file():
+        raise JsonRpcInvalidParams(f"{span.path.name} is not saved on disk: save it first (the tests import it "
+                                   "from the file and run against it)")
+    root = _root(ls, span)
+    target = _test_path(root, span)
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise JsonRpcInvalidParams(f"{target.relative_to(root)} leads outside the workspace (a symbolic link "
+                                   f"to {target.resolve().parent}): Write tests writes only inside {root}")
+    assistant = await _assistant(ls)
+    result = await _run_with_progress(ls, "deepseek: Write tests", assistant.write_tests, span, root,
+                                      target)
+    if result.code is None:
+        return {"applied": False, "reason": result.reason, "rounds": result.rounds,
+                **(lsp_test_run(result.run) if result.run is not None else {}),
+                "mutants": lsp_mutants(result.score)}
+    uri = target.as_uri()
+    doc = ls.document(uri)
+    existing = doc.source if doc is not None else (
+        target.read_text(encoding="utf-8", errors="replace") if target.exists() else None)
+    edit = lsp_append_or_create(uri, existing, result.code, doc.version if doc is not None else None)
+    applied, reason = await ls.apply_edit(edit, "deepseek: write tests")
+    return {"applied": applied, "uri": uri, "rounds": result.rounds, **lsp_test_run(result.run),
+            "mutants": lsp_mutants(result.score), "expectedFromCode": result.corrected, "reason": reason}
+
+
+async def chat(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
+    arg = _arg(args)
+    message, session_id = arg.get("message"), arg.get("sessionId")
+    if not isinstance(message, str) or not message.strip():
+        raise JsonRpcInvalidParams("deepseek.chat needs {message: string, sessionId?, uri?, range?}")
+    if session_id is not None and not isinstance(session_id, str):
+        raise JsonRpcInvalidParams("deepseek.chat: sessionId must be a string")
+    context: list[ContextItem] = []
+    if isinstance(arg.get("uri"), str):
+        path = uri_to_path(arg["uri"])
+        doc = ls.document(arg["uri"])
+        text = doc.source if doc else (path.read_text(errors="replace") if path and path.is_file() else "")
+        if path is not None and text and not ls.index.readable(path, text):
+            # A secret, git-ignored or excluded file never goes into a prompt (the index's rule).
+            log.info("chat: %s is not readable by the rule of the index; not sent", path.name)
+            text = ""
+        if isinstance(arg.get("range"), dict) and text:
+            span = await _span(ls, {"uri": arg["uri"], "range": arg["range"]})
+            context.append(ContextItem(
+                f"Selected code from {span.path.name} (lines {span.start_line + 1}-{span.end_line + 1})",
+                span.code, Reference(span.path, span.start_line, span.end_line)))
+        if text and path is not None:
+            n = len(split_lines(text))
+            context.append(ContextItem(f"The current file, {path.name}", text, Reference(path, 0, max(0, n - 1))))
+    if ls.index.ready:
+        context += retrieved_context(await ls.index.search(message, CHAT_SEARCH_RESULTS), ls.index.readable)
+    assistant = await _assistant(ls)
+    reply = await _run(ls, assistant.chat, session_id, message, context, _streamer(ls))
+    return lsp_reply(reply, "reply")
+
+
+async def chat_history(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
+    arg = _arg(args) if args else {}
+    sid = arg.get("sessionId") or ls.assist.store.latest_session()
+    if not isinstance(sid, (str, type(None))):
+        raise JsonRpcInvalidParams("deepseek.chatHistory: sessionId must be a string")
+    return {"sessionId": sid, "messages": lsp_messages(ls.assist.store.messages(sid)) if sid else []}
+
+
+async def chat_reset(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
+    sid = _arg(args).get("sessionId")
+    if not isinstance(sid, str) or not ls.assist.store.has_session(sid):
+        raise JsonRpcInvalidParams("deepseek.chatReset needs the {sessionId} of an existing session")
+    ls.assist.store.reset(sid)
+    return {"sessionId": sid, "reset": True}
+
+
+async def hover(ls: DeepseekLanguageServer, params: types.HoverParams) -> types.Hover | None:
+    """The definition's signature and docstring at once, plus a short model explanation
+    (cached by content, capped at hover.timeMs). The file's definitions come from its parse
+    (a worker thread, once per version); None for a document over completion.maxFileSizeKb."""
+    uri = params.text_document.uri
+    doc, path = ls.document(uri), uri_to_path(uri)
+    if doc is None or path is None or grammar_for(path.name) is None:
+        return None
+    if (why := _unsuitable(ls, doc.source)) is not None:
+        log.debug("no hover for %s: %s", uri, why)
+        return None
+    try:
+        word = doc.word_at_position(params.position)
+    except (IndexError, ValueError):
+        return None
+    if not word or not (word[0].isalpha() or word[0] == "_"):
+        return None
+    language = grammar_for(path.name) or "text"
+    parsed = await ls.parses.get(uri, doc.version, path.name, doc.source)
+    chunks = await asyncio.get_running_loop().run_in_executor(None, parsed.chunks) if parsed is not None else []
+    found = next((c for c in chunks if c.symbol == word and c.kind != "lines"), None)
+    where = path.name
+    if found is None and ls.index.ready:
+        hit = next((h for h in await ls.index.search(word, HOVER_SEARCH_RESULTS, "lexical") if h.symbol == word),
+                   None)
+        if hit is not None:
+            found, where, language = hit, hit.path, grammar_for(hit.path) or language
+    if found is None:
+        return None
+    signature, docstring = docstring_and_signature(language, found.text)
+    parts = [f"```{language}\n{signature}\n```", f"*{where}, line {found.start_line + 1}*"]
+    if docstring:
+        parts.append(docstring)
+    cap_s = ls.settings.hover_time_ms / 1000
+    if cap_s > 0 and not ls.assist.busy:  # never queue behind a chat or a test run
+        try:
+            assistant = await asyncio.wait_for(_assistant(ls), timeout=cap_s)
+            note = await asyncio.wait_for(_run(ls, assistant.hover, word, language, found.text, cap_s),
+                                          timeout=cap_s + 0.5)
+            if note:
+                parts.append(f"---\n{note}")
+        except (asyncio.TimeoutError, JsonRpcInternalError, JsonRpcInvalidParams) as e:
+            log.info("hover without explanation: %s", e or "time cap")
+    return lsp_hover(parts)

@@ -1,6 +1,6 @@
 """Suggestions: ``textDocument/inlineCompletion`` and ``textDocument/completion``.
 
-``register(server)`` adds the two handlers. A request takes a snapshot of the document
+Two module-level handlers, registered from :data:`server.lsp.routes.ROUTES`. A request takes a snapshot of the document
 on the event loop, awaits the backend's :class:`server.completion.CompletionService`
 (which runs the model on its engine's owner thread) and converts the answer. An inline
 request the user made (Invoked) also gets the alternatives of :mod:`server.alternatives`. The path
@@ -96,48 +96,43 @@ def ranked_texts(shown: str, found: list[str], n: int) -> list[str]:
     return ([shown] if shown else []) + [t for t in found if t != shown][: n - (1 if shown else 0)]
 
 
-def register(server: DeepseekLanguageServer) -> None:
-    """Add the inline and plain completion handlers to ``server``."""
-    running: dict[str, threading.Event] = {}  # document URI -> the cancel event of its alternatives
+async def inline_completion(ls: DeepseekLanguageServer,
+                            params: types.InlineCompletionParams) -> types.InlineCompletionList:
+    started = time.monotonic()
+    uri = params.text_document.uri
+    if (older := ls.running_alternatives.pop(uri, None)) is not None:
+        older.set()  # a newer request for the document: the older one's alternatives stop
+    manual = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+    doc = ls.document(uri)
+    version = doc.version if doc is not None else None
+    suggestion = await suggest(ls, uri, params.position, manual)
+    texts = [suggestion.text] if suggestion is not None and suggestion.text else []
+    service = ls.backend.active()
+    doc = ls.document(uri)
+    # The alternatives, when the user asks at a new place: not for the rest of a suggestion partly
+    # accepted (VS Code asks again, Invoked, after each partial accept of one it was asked for).
+    if manual and texts and not suggestion.through and ls.settings.completion_alternatives > 1 \
+            and service is not None and doc is not None and doc.version == version:
+        snap = snapshot(doc, params.position)
+        if (kept := service.remembered(snap, ls.settings)) is not None:
+            return lsp_inline_completion(ranked_texts(texts[0], kept, ls.settings.completion_alternatives),
+                                         params.position)
+        cancel = ls.running_alternatives[uri] = threading.Event()
+        try:
+            found, complete = await alternatives(service, snap, ls.settings, started, cancel)
+        finally:
+            if ls.running_alternatives.get(uri) is cancel:
+                del ls.running_alternatives[uri]
+        texts = ranked_texts(texts[0], [a.text for a in found], ls.settings.completion_alternatives)
+        # A part of any of them accepted: the rest is cached; asked again here: only a complete list is reused.
+        service.remember(snap, ls.settings, texts, complete=complete)
+    return lsp_inline_completion(texts, params.position)
 
-    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
-    async def inline_completion(ls: DeepseekLanguageServer,
-                                params: types.InlineCompletionParams) -> types.InlineCompletionList:
-        started = time.monotonic()
-        uri = params.text_document.uri
-        if (older := running.pop(uri, None)) is not None:
-            older.set()  # a newer request for the document: the older one's alternatives stop
-        manual = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-        doc = ls.document(uri)
-        version = doc.version if doc is not None else None
-        suggestion = await suggest(ls, uri, params.position, manual)
-        texts = [suggestion.text] if suggestion is not None and suggestion.text else []
-        service = ls.backend.active()
-        doc = ls.document(uri)
-        # The alternatives, when the user asks at a new place: not for the rest of a suggestion partly
-        # accepted (VS Code asks again, Invoked, after each partial accept of one it was asked for).
-        if manual and texts and not suggestion.through and ls.settings.completion_alternatives > 1 \
-                and service is not None and doc is not None and doc.version == version:
-            snap = snapshot(doc, params.position)
-            if (kept := service.remembered(snap, ls.settings)) is not None:
-                return lsp_inline_completion(ranked_texts(texts[0], kept, ls.settings.completion_alternatives),
-                                             params.position)
-            cancel = running[uri] = threading.Event()
-            try:
-                found, complete = await alternatives(service, snap, ls.settings, started, cancel)
-            finally:
-                if running.get(uri) is cancel:
-                    del running[uri]
-            texts = ranked_texts(texts[0], [a.text for a in found], ls.settings.completion_alternatives)
-            # A part of any of them accepted: the rest is cached; asked again here: only a complete list is reused.
-            service.remember(snap, ls.settings, texts, complete=complete)
-        return lsp_inline_completion(texts, params.position)
 
-    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
-    async def completion(ls: DeepseekLanguageServer, params: types.CompletionParams) -> types.CompletionList:
-        manual = params.context is not None and params.context.trigger_kind == types.CompletionTriggerKind.Invoked
-        doc = ls.document(params.text_document.uri)
-        # The word before the cursor now, as the client sees it: the item replaces it (clients filter by it).
-        word, start = word_before(doc, params.position) if doc is not None else ("", params.position)
-        suggestion = await suggest(ls, params.text_document.uri, params.position, manual)
-        return lsp_completion(suggestion, params.position, word, start)
+async def completion(ls: DeepseekLanguageServer, params: types.CompletionParams) -> types.CompletionList:
+    manual = params.context is not None and params.context.trigger_kind == types.CompletionTriggerKind.Invoked
+    doc = ls.document(params.text_document.uri)
+    # The word before the cursor now, as the client sees it: the item replaces it (clients filter by it).
+    word, start = word_before(doc, params.position) if doc is not None else ("", params.position)
+    suggestion = await suggest(ls, params.text_document.uri, params.position, manual)
+    return lsp_completion(suggestion, params.position, word, start)

@@ -7,9 +7,13 @@
 - ``notices``: diagnostics and messages (:class:`server.lsp.notices.Notices`);
 - ``backend``: the source of suggestions, local model or remote server
   (:class:`server.lsp.backend.CompletionBackend`);
-- ``index``: the workspace index (:class:`server.lsp.index.IndexController`).
+- ``index``: the workspace index (:class:`server.lsp.index.IndexController`);
+- ``assist``: the assistant's host, its chat model and threads (:class:`server.assist.host.AssistHost`);
+- ``parses``: each open document's tree-sitter parse, once per version (:class:`server.parse_cache.ParseCache`);
+- ``running_alternatives``: the cancel event of each document's alternatives under way.
 
-Handlers are registered by :func:`server.lsp.app.create_server`. Everything here runs on
+Handlers are module-level functions in the feature modules, registered from the one table
+:data:`server.lsp.routes.ROUTES`; everything they share is here. Everything here runs on
 the event loop.
 """
 
@@ -17,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote
 
 from lsprotocol import types
@@ -28,8 +33,10 @@ from pygls.workspace import TextDocument
 from index.workspace import context_provider
 
 from .. import __version__
+from ..assist.host import AssistHost
 from ..config import Settings, parse_settings
 from ..logs import set_level
+from ..parse_cache import ParseCache
 from .backend import CompletionBackend
 from .convert import plain
 from .index import IndexController
@@ -58,11 +65,11 @@ class DeepseekLanguageServer(LanguageServer):
         # Cross-file context goes from the completion generator to the index directly (engine thread).
         self.backend = CompletionBackend(self, self.notices, context_provider(lambda: self.index.index),
                                          self.begin_progress)
-        self._shutdown: list[Callable[[], None]] = []
+        self.assist = AssistHost()  # the chat model and the assist-* threads, loaded on first use
+        self.parses = ParseCache()  # code actions, hover and the assistant commands read the parse
+        self.running_alternatives: dict[str, threading.Event] = {}  # document URI -> its alternatives' cancel event
         # How much of its file the last suggestion's prompt left out (deepseek.status's completion.context).
         self.last_context: dict[str, Any] | None = None
-        # deepseek.status's chat section (set by server.lsp.assist.register: the assistant's host owns it).
-        self.chat_status: Callable[[], dict[str, Any]] | None = None
         self._refreshing: asyncio.Future | None = None  # a settings re-read under way
 
     # -- documents -------------------------------------------------------------------------
@@ -145,13 +152,8 @@ class DeepseekLanguageServer(LanguageServer):
         return bool(result.applied), result.failure_reason or ""
 
     # -- shutdown --------------------------------------------------------------------------
-    def on_shutdown(self, hook: Callable[[], None]) -> None:
-        """Call ``hook`` at ``shutdown`` (a feature module's resources)."""
-        self._shutdown.append(hook)
-
     def close(self) -> None:
         """Stop generations, the index and every model (the ``shutdown`` request)."""
         self.backend.shutdown()
         self.index.close()
-        for hook in self._shutdown:
-            hook()
+        self.assist.shutdown()
