@@ -5,7 +5,8 @@ One :class:`EmbeddingLoop` per workspace index. Its thread loads the embedding m
 chunks that have no vector yet, EMBED_BATCH at a time, one chunk per model call, and hands
 the vectors to the index-writer thread, which stores them (the stores are the writer's).
 It rests PAUSE_AFTER_COMPLETION_S after each completion request, so that typing never
-waits on it, and sleeps when there is nothing to embed until woken.
+waits on it, never embeds while the completion model works (:mod:`server.engine.schedule`:
+it looks before each chunk), and sleeps when there is nothing to embed until woken.
 
 Threads: the loop runs on its own thread, ``index-embedder``; :meth:`EmbeddingLoop.start`,
 :meth:`~EmbeddingLoop.wake`, :meth:`~EmbeddingLoop.pause` and
@@ -23,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from server.engine.schedule import SCHEDULE
 
 from .embedding import Embedder, EmbeddingUnavailable, ensure_embedding_model
 from .store import IndexStore
@@ -116,7 +119,11 @@ class EmbeddingLoop:
                         worked = True
                     continue
                 cursors[root] = todo[-1][0]
-                vectors = [self._embed([text])[0] for _, _, text in todo]  # one at a time: queries interleave
+                vectors = []
+                for _, _, text in todo:  # one at a time: queries interleave, a suggestion waits at most one
+                    while not SCHEDULE.wait_quiet(0.5) and not self._closed.is_set():
+                        pass
+                    vectors.append(self._embed([text])[0])
                 self._writer.submit(store.add_vectors, [(h, v) for (_, h, _), v in zip(todo, vectors)]).result()
                 n_embedded += len(todo)
                 worked = True

@@ -75,6 +75,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("chat.contextTokens", 2048, int, "tokens",
             "Budget for what goes with a chat message: selection, current file, retrieved code, past turns.",
             minimum=128, maximum=65536),
+    Setting("chat.readAhead", True, bool, "on/off",
+            "Read the assistant's next prompt while you select code, type a question or look at the code "
+            "action menu (the part known by then: the selection, the file, the conversation; the whole Explain "
+            "or hover prompt), so the answer starts sooner. It gives way to every suggestion. Off saves battery."),
+    Setting("chat.kvSnapshotsMb", 128, int, "MiB",
+            "Memory for the assistant model's saved KV-cache states (prompts read ahead, the prompt packs' "
+            "system texts, conversations left): a request that starts like one of them reads only the rest. "
+            "0 turns it off.", minimum=0, maximum=16384),
     Setting("tests.sandbox", "bubblewrap", str, "choice",
             "How Write tests runs the tests it wrote. bubblewrap: in a sandbox (no network, only the workspace "
             "read-only and a private temporary folder, a clean environment, limits on CPU, memory, processes); "
@@ -196,6 +204,8 @@ class Settings:
     chat_model: str | None = None
     chat_max_tokens: int = 512
     chat_context_tokens: int = 2048
+    chat_read_ahead: bool = True
+    chat_kv_snapshots_mb: int = 128
     tests_sandbox: str = "bubblewrap"
     hover_time_ms: int = 1500
     model_n_ctx: int = 4096

@@ -80,7 +80,8 @@ class ModelManager:
     """
 
     def __init__(self, name: str = "completion") -> None:
-        self.engine = Engine(name)
+        # The completion model's jobs come first on the CPU; any other model yields to them.
+        self.engine = Engine(name, foreground=name == "completion")
         self.status = ModelStatus()
         self.fim: FimFormat | None = None
         self.counter: TokenCounter | None = None

@@ -1,9 +1,19 @@
-"""Chat: a conversation in a session, with context chosen to fit the chat budget.
+"""Chat: a conversation in a session, its prompt laid out so that all but the question can be read ahead.
 
-The pieces a client sends (the selection, the current file, retrieved chunks) and the
-past turns worth bringing back (the latest ones, then the older ones that share the most
-words with the new message) are kept within ``chat.contextTokens``, counted in the chat
-model's own tokens.
+The prompt, in this order (``chat@v2``):
+
+1. the pack's system text, then what the editor shows, known before the question: the
+   selection and the current file's part around it (within :data:`KNOWN_SHARE` of
+   ``chat.contextTokens``);
+2. the conversation so far, in order: its latest whole turns within :data:`HISTORY_SHARE`
+   (a follow-up only appends to it);
+3. the question's message: the chunks retrieved for it (what is left of the budget), then the
+   question.
+
+Parts 1 and 2 depend neither on the question nor on each other's size, so the prompt up to
+the question's message is the same whether it is built while the user types
+(:meth:`ChatTask.chat_ahead`, read into the KV cache by :mod:`.ahead`) or when the question
+arrives; only part 3 is read after it. Tokens are counted in the chat model's own tokens.
 
 Threads: a worker thread (it blocks for the generation; the token counts run on the chat
 model's owner thread). This module imports nothing from pygls or lsprotocol.
@@ -12,16 +22,17 @@ model's owner thread). This module imports nothing from pygls or lsprotocol.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
+from typing import Callable
 
-from index.lexical import words
-
+from ..text import split_lines
 from .generation import AssistantCore, OnDelta
 from .packs import load_pack
-from .records import AssistError, ContextItem, Reply
+from .records import AssistError, ContextItem, Reference, Reply
 from .store import StoredMessage
 
-RECENT_TURNS = 2           # chat: the last exchanges always come back ...
-RELEVANT_TURNS = 2         # ... plus this many older ones most related to the new message
+KNOWN_SHARE = 0.5     # of chat.contextTokens: the selection and the current file's part
+HISTORY_SHARE = 0.25  # of chat.contextTokens: the conversation so far (its latest whole turns)
 
 
 class ChatTask(AssistantCore):
@@ -32,9 +43,11 @@ class ChatTask(AssistantCore):
         """Answer ``message`` in a session (a new one when None or unknown).
 
         Args:
-            context: pieces most important first (the selection, the current file, retrieved
-                chunks); kept within the ``context_tokens`` budget in that order, counted in
-                the chat model's own tokens (characters / 4 for a remote model).
+            context: pieces most important first: what the editor shows (the selection, the
+                current file: ``retrieved`` False) and the chunks found for the question
+                (``retrieved`` True); each kind kept within its share of ``context_tokens``
+                (see the module's layout), counted in the chat model's own tokens (characters
+                / 4 for a remote model).
 
         Raises:
             AssistError: the message alone is over the budget.
@@ -43,53 +56,109 @@ class ChatTask(AssistantCore):
         if count(message) > self.context_tokens:
             raise AssistError(f"the message is about {count(message):,} tokens, over the chat budget of "
                               f"{self.context_tokens:,} (chat.contextTokens). Shorten it or select less.")
-        pack = load_pack("chat")
         if not session_id or not self.store.has_session(session_id):
             session_id = self.store.new_session(message)
-        history = self.store.messages(session_id)
-        budget = self.context_tokens - count(message)
-        chosen_turns = []
-        for turn in _relevant_turns(history, message):
-            n = sum(count(m.text) for m in turn)
-            if n <= budget:
-                chosen_turns.append(turn)
-                budget -= n
-        parts, refs = [], []
-        for item in context:
-            block = f"{item.label}:\n```\n{item.text.rstrip()}\n```\n"
-            n = count(block)
-            if n > budget:
-                continue
-            budget -= n
-            parts.append(block)
-            if item.reference is not None:
-                refs.append(item.reference)
-        system, user = pack.render(context="\n".join(parts), message=message)
-        past = [{"role": m.role, "content": m.text} for turn in sorted(chosen_turns, key=lambda t: t[0].timestamp)
-                for m in turn]
+        messages, refs, left = self._known_part(self.store.messages(session_id), context, count)
+        left -= count(message)
+        found = []
+        for item in (c for c in context if c.retrieved):
+            block = _block(item)
+            if (n := count(block)) <= left:
+                left -= n
+                found.append(block)
+                if item.reference is not None:
+                    refs.append(item.reference)
+        pack = load_pack("chat")
+        messages.append(pack.render(retrieved="\n".join(found), message=message)[1])
         self.store.add_message(session_id, "user", message)
-        reply = self._generate("chat", [system, *past, user], pack, session_id, on_delta, cancel=cancel)
+        reply = self._generate("chat", messages, pack, session_id, on_delta, cancel=cancel)
         reply.references = refs
         self.store.add_message(session_id, "assistant", reply.text, self.model_name, pack.version, refs)
         return reply
 
+    def chat_ahead(self, session_id: str | None, context: list[ContextItem]) -> list[dict[str, str]]:
+        """The next question's prompt up to its message (system, what the editor shows, the
+        conversation so far): what :meth:`chat` will put before the question, for reading ahead.
+        Items with ``retrieved`` are ignored."""
+        history = self.store.messages(session_id) if session_id and self.store.has_session(session_id) else []
+        return self._known_part(history, [c for c in context if not c.retrieved], self._counter())[0]
 
-def _relevant_turns(history: list[StoredMessage], message: str) -> list[list[StoredMessage]]:
-    """Past exchanges to bring back: the most recent ones, then the older ones sharing the most
-    words with the new message. Never the whole history of a long conversation."""
-    turns, current = [], []
+    def _known_part(self, history: list[StoredMessage], context: list[ContextItem],
+                    count: Callable[[str], int]) -> tuple[list[dict[str, str]], list[Reference], int]:
+        """The system message (with what the editor shows) and the past turns, the references
+        they carry, and the tokens left of the budget for the question's message."""
+        known_budget = int(self.context_tokens * KNOWN_SHARE)
+        blocks, refs = [], []
+        shown = [c for c in context if not c.retrieved]
+        for item in shown:  # the first (the selection) is the center of the others (the file's part around it)
+            center = shown[0].reference if item is not shown[0] else None
+            fitted = _fit(item, known_budget, count, center)
+            if fitted is None:
+                continue
+            block = _block(fitted)
+            known_budget -= count(block)
+            blocks.append(block)
+            if fitted.reference is not None:
+                refs.append(fitted.reference)
+        pack = load_pack("chat")
+        system = pack.render(context="\n" + "\n".join(blocks) if blocks else "")[0]
+        turns = _turns(history)
+        history_budget, kept = int(self.context_tokens * HISTORY_SHARE), []
+        for turn in reversed(turns):  # the latest whole turns that fit, in order
+            n = sum(count(m.text) for m in turn)
+            if n > history_budget:
+                break
+            history_budget -= n
+            kept.insert(0, turn)
+        past = [{"role": m.role, "content": m.text} for turn in kept for m in turn]
+        used = count(system["content"]) + sum(count(m["content"]) for m in past)
+        return [system, *past], refs, self.context_tokens - used
+
+
+def _block(item: ContextItem) -> str:
+    return f"{item.label}:\n```\n{item.text.rstrip()}\n```\n"
+
+
+def _fit(item: ContextItem, budget: int, count: Callable[[str], int],
+         center: Reference | None) -> ContextItem | None:
+    """``item`` within ``budget`` tokens: whole, or (a file's text) its lines around ``center``
+    (the selection) or from its start, the label and reference saying which lines; None when
+    not even a few lines fit."""
+    if count(_block(item)) <= budget:
+        return item
+    lines = split_lines(item.text)
+    ref = item.reference
+    if ref is None or len(lines) < 2 or budget < 64:
+        return None
+    base = ref.start_line
+    mid = (center.start_line + center.end_line) // 2 - base if center is not None and center.path == ref.path else 0
+    mid = min(max(mid, 0), len(lines) - 1)
+    ratio = max(len(item.text), 1) / max(count(item.text), 1)  # characters per token in this text
+    chars = int(budget * ratio * 0.9)
+    for _ in range(6):
+        lo = hi = mid
+        size = len(lines[mid]) + 1
+        while size < chars and (lo > 0 or hi < len(lines) - 1):
+            if hi < len(lines) - 1:
+                hi += 1
+                size += len(lines[hi]) + 1
+            if lo > 0 and size < chars:
+                lo -= 1
+                size += len(lines[lo]) + 1
+        label = item.label.split(" (lines ")[0] + f" (lines {base + lo + 1}-{base + hi + 1})"
+        part = replace(item, label=label, text="\n".join(lines[lo:hi + 1]),
+                       reference=Reference(ref.path, base + lo, base + hi))
+        if count(_block(part)) <= budget:
+            return part
+        chars = int(chars * 0.8)
+    return None
+
+
+def _turns(history: list[StoredMessage]) -> list[list[StoredMessage]]:
+    """The conversation as turns: a user message and the answers after it."""
+    turns: list[list[StoredMessage]] = []
     for m in history:
-        if m.role == "user" and current:
-            turns.append(current)
-            current = []
-        current.append(m)
-    if current:
-        turns.append(current)
-    recent, older = turns[-RECENT_TURNS:], turns[:-RECENT_TURNS]
-    want = set(words(message).split())
-
-    def overlap(turn: list[StoredMessage]) -> float:
-        have = set(words(" ".join(m.text for m in turn)).split())
-        return len(want & have) / (1 + len(have)) ** 0.5
-    ranked = sorted((t for t in older if overlap(t) > 0), key=overlap, reverse=True)[:RELEVANT_TURNS]
-    return recent[::-1] + ranked
+        if m.role == "user" or not turns:
+            turns.append([])
+        turns[-1].append(m)
+    return turns

@@ -39,31 +39,43 @@ class ExplainTasks(AssistantCore):
     """Explain (a session in the store, streamed) and hover (one line, cached, or None when late)."""
 
     def explain(self, span: CodeSpan, on_delta: OnDelta | None = None, cancel: threading.Event | None = None) -> Reply:
+        """Explain ``span``, streamed: its heading (``**`name`** in `file`, lines a-b``) first, then
+        the model's text. The whole prompt is known from the span (:meth:`explain_messages`), so it
+        can be read ahead while the code-action menu is open."""
         pack = load_pack("explain")
         sid = self.store.new_session(f"Explain {span.symbol or span.path.name}")
         where = f"{span.path.name}:{span.start_line + 1}-{span.end_line + 1}"
         question = f"Explain `{span.symbol or span.path.name}` ({where})"
         self.store.add_message(sid, "user", question)
-        messages = pack.render(symbol=span.symbol or "this code", path=span.path.name,
-                               start_line=str(span.start_line + 1),
-                               end_line=str(span.end_line + 1), language=span.language, code=span.code)
-        reply = self._generate("explain", messages, pack, sid, on_delta, cancel=cancel)
-        # The answer always names the code it is about, whatever the model wrote.
+        # The answer always names the code it is about, whatever the model writes; shown at once.
         heading = f"**`{span.symbol}`** in `{span.path.name}`, lines {span.start_line + 1}-{span.end_line + 1}\n\n" \
             if span.symbol else f"`{span.path.name}`, lines {span.start_line + 1}-{span.end_line + 1}\n\n"
+        if on_delta is not None:
+            on_delta(sid, heading)
+        reply = self._generate("explain", self.explain_messages(span), pack, sid, on_delta, cancel=cancel)
         reply.text = heading + reply.text
         reply.references = [Reference(span.path, span.start_line, span.end_line)]
         self.store.add_message(sid, "assistant", reply.text, self.model_name, pack.version, reply.references)
         return reply
 
+    def explain_messages(self, span: CodeSpan) -> list[dict[str, str]]:
+        """Explain's prompt for ``span`` (the pack's system text, then the code)."""
+        return load_pack("explain").render(symbol=span.symbol or "this code", path=span.path.name,
+                                           start_line=str(span.start_line + 1), end_line=str(span.end_line + 1),
+                                           language=span.language, code=span.code)
+
     def hover(self, symbol: str, language: str, code: str, time_cap_s: float,
               cancel: threading.Event | None = None) -> str | None:
         """A one-line explanation, from the cache or the model within ``time_cap_s``; None if late."""
         pack = load_pack("hover")
-        messages = pack.render(symbol=symbol, language=language, code=code[:4000])
         try:
-            reply = self._generate("hover", messages, pack, None, None, max_tokens=60, time_cap_s=time_cap_s,
-                                   cancel=cancel)
+            reply = self._generate("hover", self.hover_messages(symbol, language, code), pack, None, None,
+                                   max_tokens=60, time_cap_s=time_cap_s, cancel=cancel)
         except AssistError:
             return None
         return reply.text or None
+
+    @staticmethod
+    def hover_messages(symbol: str, language: str, code: str) -> list[dict[str, str]]:
+        """Hover's prompt: the pack's system text, then the definition of ``symbol`` (its first 4,000 characters)."""
+        return load_pack("hover").render(symbol=symbol, language=language, code=code[:4000])

@@ -20,15 +20,18 @@ import json
 import re
 import threading
 import time
-from typing import Callable
+from concurrent.futures import Future
+from typing import Callable, TypeVar
 
 from ..engine import Engine, LoadedModel
 from .packs import PromptPack
 from .records import AssistError, Reply
 from .store import AssistStore
 
+OPEN_END = "\ue000"  # a message's content cut here: the prompt before it is read ahead (see :mod:`.ahead`)
 OnDelta = Callable[[str, str], None]  # (session id, text delta); called from the engine thread
 OnProgress = Callable[[str], None]    # a step of a long task ("round 2 of 3: running the tests"); worker thread
+T = TypeVar("T")
 FENCE = re.compile(r"```[\w+#.-]*\n(.*?)```", re.S)
 
 
@@ -66,6 +69,24 @@ class AssistantCore:
         self.max_tokens, self.context_tokens, self.time_cap_s = max_tokens, context_tokens, time_cap_s
         self.remote = remote  # an OpenAIBackend: chat goes to /v1/chat/completions instead of `engine`
         self.sandbox = "bubblewrap"  # tests.sandbox: how generated tests are run (server.assist.testrun)
+        self._asked = 0  # jobs of a request submitted to the engine and not started (reading ahead gives way)
+        self._asked_lock = threading.Lock()
+
+    @property
+    def asked(self) -> bool:
+        """A request's job waits for the chat engine (reading ahead stops at its next chunk)."""
+        return self._asked > 0
+
+    def _submit(self, job: Callable[[LoadedModel], T]) -> Future[T]:
+        """Run a request's ``job(model)`` on the chat engine, ahead of any reading ahead."""
+        with self._asked_lock:
+            self._asked += 1
+
+        def run(model: LoadedModel) -> T:
+            with self._asked_lock:
+                self._asked -= 1
+            return job(model)
+        return self.engine.submit(run)
 
     def _counter(self) -> Callable[[str], int]:
         """Counts tokens with the chat model's own tokenizer, on its owner thread (never another model's,
@@ -76,11 +97,17 @@ class AssistantCore:
 
         @functools.lru_cache(maxsize=1024)
         def count(text: str) -> int:
-            return engine.submit(lambda model: len(model.tokenize(text))).result()
+            return self._submit(lambda model: len(model.tokenize(text))).result()
         return count
 
     # -- generation ------------------------------------------------------------------------
     def _format(self, model: LoadedModel, messages: list[dict[str, str]]) -> list[int]:
+        """The prompt's tokens: ``messages`` in the model's chat template, ready for an answer; cut
+        before :data:`OPEN_END` when a message holds it (the part known before the question).
+
+        Raises:
+            AssistError: the model has no chat template.
+        """
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         template = model.metadata.get("tokenizer.chat_template")
@@ -90,6 +117,7 @@ class AssistantCore:
         eos = model.vocab.token_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
         bos = model.vocab.token_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
         prompt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)(messages=messages).prompt
+        prompt = prompt.split(OPEN_END, 1)[0]
         return model.tokenize(prompt, add_special=False, parse_special=True)
 
     def _generate(self, task: str, messages: list[dict[str, str]], pack: PromptPack, session_id: str | None,
@@ -133,15 +161,16 @@ class AssistantCore:
                                           cap_s=time_cap_s or self.time_cap_s, on_text=stream)
             except BackendUnavailable as e:
                 raise AssistError(str(e)) from None
-            text, finish, n_prompt, n_out = result.text.strip(), result.finish, 0, 0
+            text, finish, n_prompt, n_out, n_read, first_ms = result.text.strip(), result.finish, 0, 0, 0, 0.0
         else:
-            n_prompt, gen = self.engine.submit(job).result()
-            text, finish, n_out = gen.text.strip(), gen.finish, gen.generated_tokens
+            n_prompt, gen = self._submit(job).result()
+            text, finish, n_out, n_read = gen.text.strip(), gen.finish, gen.generated_tokens, gen.evaluated_tokens
+            first_ms = (time.monotonic() - t0) * 1000 - (gen.total_ms - gen.prompt_ms)
         if finish not in ("cancelled", "timeout") and text:
             self.store.cache(key, text)
         self.store.metric(task, self.model_name, (time.monotonic() - t0) * 1000, n_prompt, n_out, False)
         return Reply(text, session_id, False, pack.version, prompt_tokens=n_prompt, output_tokens=n_out,
-                     finish=finish)
+                     finish=finish, read_tokens=n_read, first_token_ms=first_ms)
 
     def answer(self, task: str, messages: list[dict[str, str]], pack: PromptPack, on_text: Callable[[str], None],
                max_tokens: int | None = None, cancel: threading.Event | None = None) -> Reply:

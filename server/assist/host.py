@@ -21,8 +21,9 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from ..config import Settings
 from ..manager import ModelManager, ModelStatus
-from ..models import AssistantChoice, ModelError, choose_assistant_model, user_default_model
+from ..models import AssistantChoice, ModelError, cache_dir, choose_assistant_model, user_default_model
 from ..remote import OpenAIBackend
+from .ahead import PromptReader, SystemStates
 from .records import AssistError, ContextItem, Reference
 from .store import AssistStore
 from .tasks import Assistant
@@ -51,6 +52,7 @@ class AssistHost:
     def __init__(self, store: AssistStore | None = None) -> None:
         self.models = ModelManager("chat")
         self.assistant: Assistant | None = None
+        self.reader: PromptReader | None = None  # reads the local assistant's prompts ahead
         self._key: tuple | None = None
         self._choice: tuple[tuple, AssistantChoice] | None = None
         self._lock = asyncio.Lock()
@@ -158,11 +160,24 @@ class AssistHost:
                 key = ("local", status.name)
                 if self.assistant is None or self._key != key:
                     self.assistant = Assistant(self.models.engine, status.name or "model", self.store)
+                    self.reader = PromptReader(self.assistant, SystemStates(cache_dir() / "kv-states"))
                     self._key = key
+                budget = s.chat_kv_snapshots_mb * 2**20
+                self.models.engine.submit(lambda model: model.snapshots.resize(budget))
+                if s.chat_read_ahead and self.reader is not None:
+                    self.reader.warm()
             self.assistant.max_tokens = s.chat_max_tokens
             self.assistant.context_tokens = s.chat_context_tokens
             self.assistant.sandbox = s.tests_sandbox
             return self.assistant
+
+    def ahead(self, s: Settings) -> PromptReader | None:
+        """The reader of the local assistant when it is loaded and ``chat.readAhead`` is on, else
+        None. Never loads a model (reading ahead at every cursor move must not load one)."""
+        if not s.chat_read_ahead or self.reader is None or self.assistant is None or \
+                self.assistant.engine is None or not self.models.status.loaded:
+            return None
+        return self.reader
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -212,7 +227,7 @@ def retrieved_context(results: Iterable[Any], readable: Callable[[Path], bool]) 
             log.info("retrieved %s:%d-%d not sent: secret or not readable", r.path, r.start_line + 1, r.end_line + 1)
             continue
         out.append(ContextItem(f"From {r.path} (lines {r.start_line + 1}-{r.end_line + 1})", r.text,
-                               Reference(r.file, r.start_line, r.end_line)))
+                               Reference(r.file, r.start_line, r.end_line), retrieved=True))
     return out
 
 

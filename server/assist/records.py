@@ -48,11 +48,18 @@ class CodeSpan:
 
 @dataclass(frozen=True)
 class ContextItem:
-    """A piece of context sent with a chat message: a label, the text, and where it is from."""
+    """A piece of context sent with a chat message: a label, the text, and where it is from.
+
+    Attributes:
+        retrieved: found for the question (a search result), so not known before it is asked;
+            False for what the editor shows (the selection, the current file), which a chat
+            prompt puts before the conversation so that it can be read ahead.
+    """
 
     label: str
     text: str
     reference: Reference | None = None
+    retrieved: bool = False
 
 
 @dataclass
@@ -60,8 +67,11 @@ class Reply:
     """A model answer and the code it used.
 
     ``prompt_tokens`` and ``output_tokens`` count the model's tokens (0 for a cache hit or a
-    remote server that did not say); ``finish`` is the generation's reason to stop
-    (``stop``, ``max_tokens``, ``cancelled``, ``timeout``; ``cache`` for a cache hit).
+    remote server that did not say); ``read_tokens`` are the prompt tokens read after the
+    request came (the rest were in the KV cache: read ahead, or shared with an earlier
+    prompt); ``first_token_ms`` is the time from the request to the model's first token;
+    ``finish`` is the generation's reason to stop (``stop``, ``max_tokens``, ``cancelled``,
+    ``timeout``; ``cache`` for a cache hit).
     """
 
     text: str
@@ -72,6 +82,8 @@ class Reply:
     prompt_tokens: int = 0
     output_tokens: int = 0
     finish: str = "stop"
+    read_tokens: int = 0
+    first_token_ms: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,8 @@ class KvCache:
         return plan_reuse(cells, target, self.min_reuse if self._can_shift and not exact else 0, self.reuse_markers)
 
     def prefill(self, prompt: list[int], cancel: threading.Event | None = None,
-                stopped: Callable[[], str] | None = None, exact: bool = False) -> Prefill:
+                stopped: Callable[[], str] | None = None, exact: bool = False,
+                chunk: int = PREFILL_CHUNK) -> Prefill:
         """Make the KV cache hold all of ``prompt`` but its last token, reusing what it can.
 
         The live cache or a saved state (whichever holds more of the prompt) is arranged
@@ -173,7 +174,9 @@ class KvCache:
         in chunks of PREFILL_CHUNK tokens, ``stopped``/``cancel`` looked at between chunks.
         A state about to lose most of its tokens is saved first. ``exact``: reuse only a
         common prefix (no run shifted from another place), so the cache then holds what
-        reading the prompt afresh gives.
+        reading the prompt afresh gives. ``chunk``: tokens evaluated between two looks at
+        ``stopped`` (at most :data:`PREFILL_CHUNK`; smaller for reading ahead, which must give
+        way quickly); a saved state is restored when it holds at least this many more tokens.
 
         Returns:
             The figures; ``done`` is False when stopped early (what was done stays cached,
@@ -186,8 +189,9 @@ class KvCache:
         runs = self._plan(cells, target, exact)
         live = sum(m for _, _, m in runs)
         best, best_n = None, live
-        for snap in self.snapshots if len(target) - live > PREFILL_CHUNK else ():
-            if (n := sum(m for _, _, m in self._plan(snap.cells, target, exact))) > best_n + PREFILL_CHUNK:
+        chunk = max(1, min(chunk, PREFILL_CHUNK))
+        for snap in self.snapshots if len(target) - live > chunk else ():
+            if (n := sum(m for _, _, m in self._plan(snap.cells, target, exact))) > best_n + chunk:
                 best, best_n = snap, n
         filled = len(cells) - cells.count(HOLE)
         if best is not None or 2 * live < filled:
@@ -203,7 +207,7 @@ class KvCache:
         if best is not None or self.cells is not cells:  # another state, or the save trimmed a hole
             runs = self._plan(self.live_cells(), target, exact)
         t1 = time.monotonic()
-        reused, shifted, evaluated, done = self._arrange(target, runs, stopped)
+        reused, shifted, evaluated, done = self._arrange(target, runs, stopped, chunk)
         if evaluated >= PREFILL_CHUNK:
             rate = evaluated / max(time.monotonic() - t1, 1e-3)
             self.prompt_rate = 0.7 * self.prompt_rate + 0.3 * rate if self._rate_seen else rate
@@ -220,7 +224,7 @@ class KvCache:
         return best
 
     def _arrange(self, target: list[int], runs: list[tuple[int, int, int]],
-                 stopped: Callable[[], str]) -> tuple[int, int, int, bool]:
+                 stopped: Callable[[], str], chunk: int = PREFILL_CHUNK) -> tuple[int, int, int, bool]:
         """Turn the live cache into ``target`` by ``runs`` (:func:`plan_reuse` of the live cells; see
         :meth:`prefill`): (reused, shifted, evaluated, done)."""
         native = self.native
@@ -248,7 +252,7 @@ class KvCache:
                 pos += 1
                 continue
             end = pos
-            while end < len(target) and new[end] == HOLE and end - pos < PREFILL_CHUNK:
+            while end < len(target) and new[end] == HOLE and end - pos < chunk:
                 end += 1
             if stopped():
                 done = False

@@ -20,7 +20,7 @@ import psutil
 
 from . import sampling
 from .crash_guard import CrashGuard
-from .kv_cache import KvCache, Prefill
+from .kv_cache import PREFILL_CHUNK, KvCache, Prefill
 from .kv_plan import KvSnapshot, KvSnapshots
 from .llama_api import Native
 from .load_configs import Verdict
@@ -77,6 +77,11 @@ class LoadedModel:
         kv: the record of its KV cache (prefill, evaluate, rewind, saved states).
         guard: the crash marker of its first decodes (None for a vocab-only load).
         verdict: how its load configuration was chosen (None for a vocab-only load).
+        prefill_chunk: prompt tokens :meth:`generate` reads between two looks at ``cancel`` and
+            ``yield_to`` (and the least gain for which a saved state is restored).
+        yield_to: called between two prompt chunks and two tokens of :meth:`generate` (a
+            background model waits there while a suggestion is made, see
+            :mod:`server.engine.schedule`); None: never pauses.
     """
 
     def __init__(self, path: str, *, n_ctx: int, n_threads: int, vocab_only: bool = False,
@@ -96,6 +101,8 @@ class LoadedModel:
         # writes it to a duplicate of fd 1 (see server.cli.cmd_serve).
         self.guard: CrashGuard | None = None
         self.verdict: Verdict | None = None
+        self.yield_to: Callable[[], None] | None = None
+        self.prefill_chunk = PREFILL_CHUNK
         if vocab_only:  # no weights, no decode: nothing to probe
             llama_log = logging.getLogger("llama.cpp")
             saved = llama_log.level
@@ -151,9 +158,9 @@ class LoadedModel:
 
     # -- the KV cache (see KvCache) ----------------------------------------------------------
     def prefill(self, prompt: list[int], cancel: threading.Event | None = None,
-                stopped: Callable[[], str] | None = None, exact: bool = False) -> Prefill:
+                stopped: Callable[[], str] | None = None, exact: bool = False, chunk: int = PREFILL_CHUNK) -> Prefill:
         """Make the KV cache hold all of ``prompt`` but its last token, reusing what it can (see :class:`KvCache`)."""
-        return self.kv.prefill(prompt, cancel, stopped, exact)
+        return self.kv.prefill(prompt, cancel, stopped, exact, chunk)
 
     def cached_tokens(self, prompt: list[int]) -> int:
         """How many tokens of ``prompt`` :meth:`prefill` would reuse (:meth:`KvCache.cached_tokens`)."""
@@ -247,10 +254,12 @@ class LoadedModel:
         t0 = time.monotonic()
 
         def stopped() -> str:
+            if self.yield_to is not None:
+                self.yield_to()
             return "cancelled" if cancel.is_set() else "timeout" if time.monotonic() > deadline else ""
 
         # Read the prompt into the KV cache, all but its last token, reusing what the cache holds.
-        prep = self.kv.prefill(prompt, stopped=stopped)
+        prep = self.kv.prefill(prompt, stopped=stopped, chunk=self.prefill_chunk)
         if not prep.done:
             ms = (time.monotonic() - t0) * 1000
             return Generation("", stopped(), [], len(prompt), prep.reused, 0, ms, ms)

@@ -14,19 +14,28 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, TypeVar
 
 from .model import LoadedModel
+from .schedule import SCHEDULE
 
 log = logging.getLogger("server.engine")
 T = TypeVar("T")
+BACKGROUND_CHUNK = 32  # prompt tokens a background model reads between two looks at the schedule
 
 
 class Engine:
     """Owns one model and the one thread allowed to touch it.
 
     Jobs are callables ``job(model) -> T`` run on the owner thread in submission order.
+
+    Args:
+        name: names the thread (``engine-<name>``).
+        foreground: its jobs come first on the CPU (the completion model: a suggestion the user
+            waits for). Otherwise (the assistant's model) its model pauses between prompt chunks
+            and tokens while foreground work runs (:mod:`server.engine.schedule`).
     """
 
-    def __init__(self, name: str = "llm"):
+    def __init__(self, name: str = "llm", foreground: bool = True):
         self.name = name
+        self.foreground = foreground
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{name}")
         self.model: LoadedModel | None = None
 
@@ -36,6 +45,9 @@ class Engine:
             self.model = None
         t0 = time.monotonic()
         self.model = LoadedModel(path, n_ctx=n_ctx, n_threads=n_threads, load_config=load_config)
+        if not self.foreground:  # gives way to suggestions, within a chunk of half the usual size
+            self.model.yield_to = _yield_to_foreground
+            self.model.prefill_chunk = BACKGROUND_CHUNK
         log.info("loaded %s (n_ctx %d, %d threads, %s) in %.2f s", path, n_ctx, n_threads,
                  self.model.verdict.explain() if self.model.verdict else "", time.monotonic() - t0)
         return self.model
@@ -67,7 +79,10 @@ class Engine:
         def run() -> T:
             if self.model is None:
                 raise RuntimeError("no model is loaded")
-            return job(self.model)
+            if not self.foreground:
+                return job(self.model)
+            with SCHEDULE.foreground():
+                return job(self.model)
         return self._executor.submit(run)
 
     async def run(self, job: Callable[[LoadedModel], T]) -> T:
@@ -76,3 +91,9 @@ class Engine:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _yield_to_foreground() -> None:
+    """A background model's pause between two pieces of work: wait while a suggestion is made
+    (at most 30 s at a time, so a stuck foreground job never holds the assistant for good)."""
+    SCHEDULE.wait_quiet(30.0)

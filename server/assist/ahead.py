@@ -1,0 +1,206 @@
+"""Reading the assistant's next prompt ahead, while the user selects, types a question or looks at a menu.
+
+A person gives the machine time: they select code, open the chat panel and type a question,
+or open the code-action menu, 2-20 s during which the CPU is idle. :class:`PromptReader`
+reads the part of the next prompt known by then into the chat model's KV cache (the whole
+Explain or hover prompt; a chat prompt up to the question's message, see :mod:`.chat`), so
+that when the request comes only what is new is read. It also keeps the KV state of each
+prompt pack's system text (the start of every prompt of that task): computed once per model
+and saved on disk (:class:`SystemStates`), so a restart does not pay again.
+
+Reading ahead is background work (:mod:`server.engine.schedule`): it reads in chunks of
+:data:`AHEAD_CHUNK` tokens and, between two, gives way for good to a request of the
+assistant (:attr:`AssistantCore.asked`) or to a newer reading ahead, and pauses while the
+completion model works. What it read stays in the KV cache (or in a saved state when another
+prompt replaces it), so reading ahead again later continues where it stopped.
+
+Threads: :meth:`PromptReader.read` and :meth:`PromptReader.warm` may be called from any
+thread; the work runs on the chat engine's owner thread. No pygls or lsprotocol here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..engine import KvSnapshot, LoadedModel
+from ..engine.schedule import SCHEDULE
+from .generation import OPEN_END, AssistantCore
+from .packs import load_pack
+
+log = logging.getLogger(__name__)
+
+# Prompt tokens read between two looks at the schedule: a request waits at most this many
+# (~0.2 s with the 1.5B on 2 cores at ~80 tokens/s).
+AHEAD_CHUNK = 16
+SYSTEM_PACKS = ("chat", "explain", "hover", "refactor", "tests")  # tasks whose system text is kept
+
+
+@dataclass
+class AheadResult:
+    """What one reading ahead did.
+
+    Attributes:
+        tokens: the prompt's tokens (the part known before the request).
+        reused: tokens the KV cache (or a saved state) held already.
+        evaluated: tokens read now.
+        done: the whole part is in the KV cache.
+        why: why it stopped early or did nothing (``superseded``, ``too long``, ``no model``), else "".
+        ms: wall time, ms (pauses for suggestions included).
+    """
+
+    tokens: int
+    reused: int
+    evaluated: int
+    done: bool
+    why: str
+    ms: float
+
+
+class PromptReader:
+    """Reads prompts into the chat model's KV cache ahead of the requests that will use them.
+
+    Args:
+        core: the assistant whose engine and chat template are used (a remote assistant has
+            no engine: nothing is read).
+        states: where the system texts' KV states are kept on disk (None: in memory only).
+
+    Attributes (read for ``deepseek.status``): ``reads`` (prompts read ahead), ``evaluated``
+    (tokens read ahead), ``last`` (the latest :class:`AheadResult`).
+    """
+
+    def __init__(self, core: AssistantCore, states: SystemStates | None = None):
+        self.core, self.states = core, states
+        self._latest = 0
+        self._lock = threading.Lock()
+        self.reads = self.evaluated = 0
+        self.last: AheadResult | None = None
+
+    def read(self, messages: list[dict[str, str]]) -> Future[AheadResult] | None:
+        """Read ``messages`` (in the chat template; cut at :data:`OPEN_END` when a message holds
+        it) into the KV cache, in the background. A newer call supersedes this one.
+
+        Returns:
+            The future of the result, or None for a remote assistant.
+        """
+        if self.core.engine is None:
+            return None
+        with self._lock:
+            self._latest += 1
+            mine = self._latest
+
+        def stopped() -> str:
+            if self.core.asked or self._latest != mine:
+                return "superseded"
+            return "yield" if SCHEDULE.busy() else ""
+
+        def job(model: LoadedModel) -> AheadResult:
+            t0 = time.monotonic()
+            if stopped() == "superseded":
+                return AheadResult(0, 0, 0, False, "superseded", 0.0)
+            if self.states is not None:
+                self.states.ensure(self.core, model)
+            tokens = self.core._format(model, messages)
+            if any(OPEN_END in m["content"] for m in messages):
+                tokens = tokens + tokens[-1:]  # prefill reads all but the last token: here, all of it
+            if len(tokens) + self.core.max_tokens > model.n_ctx:
+                return AheadResult(len(tokens), 0, 0, False, "too long", 0.0)
+            reused, evaluated = -1, 0
+            while True:
+                prep = model.prefill(tokens, stopped=stopped, chunk=AHEAD_CHUNK)
+                reused = prep.reused if reused < 0 else reused
+                evaluated += prep.evaluated
+                if prep.done or stopped() == "superseded":
+                    break
+                while SCHEDULE.busy() and not self.core.asked and self._latest == mine:
+                    SCHEDULE.wait_quiet(0.1)
+            result = AheadResult(len(tokens) - 1, reused, evaluated, prep.done, "" if prep.done else "superseded",
+                                 (time.monotonic() - t0) * 1000)
+            self.reads += 1
+            self.evaluated += evaluated
+            self.last = result
+            log.debug("read ahead: %d tokens, %d reused, %d evaluated in %.0f ms%s", result.tokens, reused,
+                      evaluated, result.ms, "" if prep.done else " (stopped)")
+            return result
+        return self.core.engine.submit(job)
+
+    def warm(self) -> Future | None:
+        """Make the KV states of the packs' system texts ready (from disk, or computed and
+        saved), in the background. None for a remote assistant or without ``states``."""
+        if self.core.engine is None or self.states is None:
+            return None
+        return self.core.engine.submit(lambda model: self.states.ensure(self.core, model))
+
+
+class SystemStates:
+    """The KV states of the prompt packs' system texts, per model, in memory and on disk.
+
+    A state is kept in the model's saved states (:class:`server.engine.KvSnapshots`, where
+    a prompt that starts with it finds it) and in ``folder`` as a file named by a hash of the
+    model file (path, size, modification time), its load configuration, llama-cpp-python's
+    version and the tokens; a file llama.cpp refuses (another build) is computed again.
+
+    Args:
+        folder: where the files go (created 0700 on first write).
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._done: set[int] = set()  # id() of the models already seen to
+
+    def ensure(self, core: AssistantCore, model: LoadedModel) -> None:
+        """On the chat engine's thread: each pack's system state in ``model``'s saved states."""
+        if id(model) in self._done or model.snapshots.budget_bytes <= 0:
+            return
+        for task in SYSTEM_PACKS:
+            try:
+                system = load_pack(task).render()[0]["content"]
+                tokens = core._format(model, [{"role": "system", "content": system + OPEN_END}])
+                if not self._restore_or_compute(core, model, tokens):
+                    return  # a request came first: the rest another time
+            except Exception as e:  # a pack without system text, a refused state: nothing kept
+                log.info("system state of %s not kept: %s", task, e)
+        self._done.add(id(model))
+
+    def _restore_or_compute(self, core: AssistantCore, model: LoadedModel, tokens: list[int]) -> bool:
+        """The state of ``tokens`` in the saved states; False when a request stopped the work."""
+        import llama_cpp
+
+        path = self.folder / (hashlib.sha256(repr((
+            model.path, _stat(model.path), model.load_config, llama_cpp.__version__, tokens)).encode()).hexdigest()
+            + ".kv")
+        if any(snap.cells == tokens for snap in model.snapshots):
+            return True
+        if path.is_file():
+            model.snapshots.add(KvSnapshot(list(tokens), path.read_bytes()))
+            return True
+        def stop() -> str:
+            return "asked" if core.asked else "yield" if SCHEDULE.busy() else ""
+        while not model.prefill(tokens + tokens[-1:], chunk=AHEAD_CHUNK, stopped=stop).done:
+            if core.asked:
+                return False
+            SCHEDULE.wait_quiet(0.1)
+        snap = model.save_state()
+        model.snapshots.add(snap)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(snap.data)
+            tmp.replace(path)
+        except OSError as e:  # a full disk or a read-only cache: kept in memory only
+            log.info("system state not saved to %s: %s", path, e)
+        return True
+
+
+def _stat(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return 0, 0

@@ -1,0 +1,150 @@
+"""The assistant's prompts laid out stable first and read ahead, with the real model (the default 0.5B
+as the chat model: the layout and the KV cache work the same with the 1.5B)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from server.assist import AssistStore, CodeSpan, ContextItem, Reference
+from server.assist.ahead import PromptReader, SystemStates
+from server.assist.tasks import Assistant
+from server.engine import Engine
+from server.engine.schedule import SCHEDULE
+
+from .helpers import CONFIG_PY
+
+CODE = CONFIG_PY
+
+
+@pytest.fixture(scope="module")
+def engine(default_model_path):
+    engine = Engine("chat", foreground=False)
+    engine.load(str(default_model_path), n_ctx=4096, n_threads=2).result()
+    engine.submit(lambda m: m.snapshots.resize(64 * 2**20)).result()
+    yield engine
+    engine.shutdown()
+
+
+@pytest.fixture
+def assistant(engine, tmp_path):
+    a = Assistant(engine, "qwen", AssistStore(tmp_path / "a.sqlite"), max_tokens=8)
+    engine.submit(lambda m: m.clear_cache()).result()
+    return a
+
+
+def shown(path: Path) -> list[ContextItem]:
+    """What the editor shows: a selection and the current file, as the LSP handler sends them."""
+    lines = CODE.splitlines()
+    return [ContextItem(f"Selected code from {path.name} (lines 1-6)", "\n".join(lines[:6]), Reference(path, 0, 5)),
+            ContextItem(f"The current file, {path.name}", CODE, Reference(path, 0, len(lines) - 1))]
+
+
+def test_a_question_read_ahead_reads_only_its_own_message(assistant, tmp_path):
+    context = shown(tmp_path / "config.py")
+    reader = PromptReader(assistant)
+    ahead = reader.read(assistant.chat_ahead(None, context)).result()
+    assert ahead.done and ahead.evaluated > 100
+    reply = assistant.chat(None, "What does read_config return?", context)
+    question = len(assistant.engine.submit(lambda m: m.tokenize("What does read_config return?")).result())
+    assert 0 < reply.read_tokens <= question + 12  # the question and the template's few tokens around it
+    assert reply.prompt_tokens > ahead.tokens
+
+    # A follow-up appends to the conversation: read ahead again (as the panel does after an answer).
+    ahead = reader.read(assistant.chat_ahead(reply.session_id, context)).result()
+    assert ahead.done and ahead.reused >= reply.prompt_tokens - 2  # the first exchange stays in the cache
+    follow = assistant.chat(reply.session_id, "And when the file is missing?", context)
+    assert follow.read_tokens <= 20 and follow.prompt_tokens > reply.prompt_tokens
+
+
+def test_without_reading_ahead_the_whole_prompt_is_read_after_the_question(assistant, tmp_path):
+    reply = assistant.chat(None, "What does read_config return?", shown(tmp_path / "config.py"))
+    assert reply.read_tokens >= reply.prompt_tokens - 1 > 100
+
+
+def test_the_retrieved_chunks_come_after_what_the_editor_shows(assistant, tmp_path):
+    context = shown(tmp_path / "config.py")
+    found = ContextItem("From src/other.py (lines 1-2)", "def other():\n    return 42\n",
+                        Reference(tmp_path / "other.py", 0, 1), retrieved=True)
+    before = assistant.chat_ahead(None, [*context, found])
+    assert before == assistant.chat_ahead(None, context)  # the question's chunks are not known before it
+    assert "read_config" in before[0]["content"] and "other()" not in before[0]["content"]
+    reply = assistant.chat(None, "What does other return?", [found, *context])
+    assert Reference(tmp_path / "other.py", 0, 1) in reply.references
+
+
+def test_a_file_too_big_for_the_budget_sends_its_part_around_the_selection(assistant, tmp_path):
+    big = "\n".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(400))
+    path = tmp_path / "big.py"
+    sel = ContextItem("Selected code from big.py (lines 601-602)", "def f200(x):\n    return x + 200",
+                      Reference(path, 600, 601))
+    file = ContextItem("The current file, big.py", big, Reference(path, 0, big.count("\n")))
+    system = assistant.chat_ahead(None, [sel, file])[0]["content"]
+    assert "def f200(" in system and "def f0(" not in system and "def f399(" not in system
+    assert "The current file, big.py (lines " in system
+
+
+def test_explain_read_ahead_leaves_one_token_to_read_and_its_heading_streams_first(assistant, tmp_path):
+    (tmp_path / "config.py").write_text(CODE)
+    span = CodeSpan(tmp_path / "config.py", CODE, 0, 5, "python", "read_config", 1)
+    ahead = PromptReader(assistant).read(assistant.explain_messages(span)).result()
+    assert ahead.done
+    deltas = []
+    reply = assistant.explain(span, lambda sid, d: deltas.append(d))
+    assert reply.read_tokens <= 2
+    assert deltas[0] == "**`read_config`** in `config.py`, lines 1-6\n\n"
+
+
+def test_a_request_stops_reading_ahead_within_a_chunk(assistant, tmp_path):
+    context = shown(tmp_path / "config.py")
+    long_context = [ContextItem("The current file, long.py", "\n".join(f"x{i} = {i}" for i in range(300)),
+                                Reference(tmp_path / "long.py", 0, 299))]
+    reader = PromptReader(assistant)
+    pending = reader.read(assistant.chat_ahead(None, long_context))
+    time.sleep(0.3)  # it is reading
+    reply = assistant.chat(None, "What does read_config return?", context)
+    ahead = pending.result()
+    assert not ahead.done and ahead.why == "superseded"
+    assert reply.text
+
+
+def test_reading_ahead_waits_while_a_suggestion_is_made(assistant, tmp_path):
+    reader = PromptReader(assistant)
+    hold, started = threading.Event(), threading.Event()
+
+    def suggestion():  # a completion model's job, as the completion engine marks it
+        with SCHEDULE.foreground():
+            started.set()
+            hold.wait(10)
+    t = threading.Thread(target=suggestion)
+    t.start()
+    started.wait(5)
+    pending = reader.read(assistant.chat_ahead(None, shown(tmp_path / "config.py")))
+    time.sleep(1.0)
+    assert reader.evaluated == 0 and not pending.done()  # nothing read while the suggestion is made
+    released = time.monotonic()
+    hold.set()
+    t.join()
+    ahead = pending.result()
+    assert ahead.done and ahead.evaluated > 100 and time.monotonic() >= released
+
+
+def test_system_texts_states_are_saved_on_disk_and_restored_without_reading(engine, tmp_path):
+    folder = tmp_path / "states"
+    first = Assistant(engine, "qwen", AssistStore(tmp_path / "a.sqlite"), max_tokens=8)
+    engine.submit(lambda m: m.snapshots.resize(0)).result()  # forget what other tests kept
+    engine.submit(lambda m: m.snapshots.resize(64 * 2**20)).result()
+    PromptReader(first, SystemStates(folder)).warm().result()
+    files = sorted(folder.glob("*.kv"))
+    assert len(files) == 5 and all(f.stat().st_size > 1000 for f in files)
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    engine.submit(lambda m: (m.snapshots.resize(0), m.snapshots.resize(64 * 2**20), m.clear_cache())).result()
+    before = {f: f.stat().st_mtime_ns for f in files}
+    PromptReader(first, SystemStates(folder)).warm().result()  # a restart: read from disk
+    assert {f: f.stat().st_mtime_ns for f in files} == before
+    assert engine.submit(lambda m: len(m.snapshots)).result() == 5
+    reply = first.hover("read_config", "python", CODE, 60.0)
+    assert reply
