@@ -16,7 +16,6 @@ from server.assist import (
     python_tests,
     run_pytest,
 )
-from server.assist.chat import _relevant_turns
 from server.assist.refactor import _drop_redefinitions
 
 
@@ -67,18 +66,23 @@ def test_conversations_cache_and_metrics_persist(tmp_path):
     assert again.messages(sid) == []
 
 
-def test_long_conversations_bring_back_recent_and_relevant_turns_only():
-    history = []
+def test_long_conversations_bring_back_their_latest_whole_turns_in_order(tmp_path):
+    # In order, so that a follow-up only appends to the prompt (its start stays in the KV cache).
+    from server.assist.tasks import Assistant
+
+    store = AssistStore(tmp_path / "a.sqlite")
+    sid = store.new_session("dates")
     topics = ["parse dates with strptime", "sort a list of tuples", "read a csv file", "write unit tests",
               "format money values", "merge two dicts", "timezone aware dates"]
-    for i, topic in enumerate(topics):
-        history.append(StoredMessage("user", topic, i))
-        history.append(StoredMessage("assistant", f"answer about {topic}", i + 0.5))
-    turns = _relevant_turns(history, "how do dates and timezones work")
-    firsts = [t[0].text for t in turns]
-    assert firsts[:2] == ["timezone aware dates", "merge two dicts"]  # the two most recent
-    assert "parse dates with strptime" in firsts and len(turns) <= 4   # plus related older ones, not all
-    assert "read a csv file" not in firsts
+    for topic in topics:
+        store.add_message(sid, "user", topic + " " + "please " * 40)
+        store.add_message(sid, "assistant", f"answer about {topic} " + "word " * 60)
+    assistant = Assistant(None, "remote", store, context_tokens=1024)  # counts characters / 4
+    messages = assistant.chat_ahead(sid, [])
+    past = [m["content"].split(" please")[0] for m in messages[1:] if m["role"] == "user"]
+    assert 1 <= len(past) < len(topics) and past == topics[-len(past):]  # the latest, oldest first
+    assert [m["role"] for m in messages[1:]] == ["user", "assistant"] * len(past)
+    assert sum(len(m["content"]) // 4 + 1 for m in messages[1:]) <= 1024 * 0.25
 
 
 def test_generated_tests_run_without_network(tmp_path):
