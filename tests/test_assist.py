@@ -10,7 +10,6 @@ from server.assist import (
     AssistStore,
     CodeSpan,
     Reference,
-    StoredMessage,
     code_block,
     load_pack,
     python_tests,
