@@ -11,7 +11,9 @@
   (:mod:`.sandbox`; ``driver.py`` runs inside it).
 - :mod:`.verify`: verification by running code: a rewrite against the original, tests
   against :mod:`.mutants`, with :mod:`.checks` derived from the code; :mod:`.targets`
-  finds where a span's function lives; :mod:`.expected` takes expected values from it.
+  finds where a span's function lives (and where its tests go); :mod:`.expected` takes
+  expected values from it.
+- :mod:`.symbols`: what hover shows about a symbol (its definition, signature, docstring).
 
 Tree-sitter helpers (definitions, syntax checks) are shared with the index in
 :mod:`index.syntax`. Nothing here imports pygls or lsprotocol.

@@ -1,8 +1,10 @@
-"""Where a span's code lives at run time: its module and the class owning it.
+"""Where a span's code lives at run time (its module and the class owning it), and where its tests go.
 
 Verification runs a function by importing its module from the workspace root, so a
 span is runnable only when it is a function (or a method of a top-level class) of an
-importable module. Python only.
+importable module (:func:`target`, Python only). Write tests puts its tests in the
+language's conventional test file inside the span's workspace folder (:func:`workspace_root`,
+:func:`where_tests_go`).
 
 Threads: pure functions, any thread. Nothing here imports pygls or lsprotocol.
 """
@@ -13,6 +15,9 @@ import ast
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
+
+from .records import AssistError, CodeSpan
 
 
 @dataclass(frozen=True)
@@ -72,3 +77,39 @@ def target(root: Path, path: Path, text: str, start_line: int, end_line: int) ->
                 lines = text.splitlines(keepends=True)[first:fn.end_lineno]
                 return Target(module, owner, fn.name, textwrap.dedent("".join(lines)), first)
     return "the selection is not a function (or a method of a top-level class)"
+
+
+def workspace_root(roots: Iterable[Path], path: Path) -> Path:
+    """The first of the workspace folders ``roots`` that holds ``path`` (symbolic links resolved),
+    or the file's own folder when none does."""
+    return next((r for r in roots if path.resolve().is_relative_to(r.resolve())), path.parent)
+
+
+def conventional_test_path(root: Path, span: CodeSpan) -> Path:
+    """The conventional test file: tests/test_<module>.py under the workspace ``root`` (Python), or
+    next to the file in the language's convention (``x.test.ts``, ``x_test.go``, ``test_x.rb``)."""
+    stem = span.path.stem
+    if span.language == "python":
+        return root / "tests" / f"test_{stem}.py"
+    if span.language in ("javascript", "typescript", "tsx"):
+        return span.path.with_name(f"{stem}.test{span.path.suffix}")
+    if span.language == "go":
+        return span.path.with_name(f"{stem}_test.go")
+    return span.path.with_name(f"test_{span.path.name}")
+
+
+def where_tests_go(root: Path, span: CodeSpan) -> Path:
+    """Where Write tests writes the tests of ``span``: :func:`conventional_test_path`, checked.
+
+    Raises:
+        AssistError: the span's file is not saved on disk (the tests import it), or the test
+            file leads outside ``root`` (a symbolic link out of the workspace).
+    """
+    if not span.path.is_file():
+        raise AssistError(f"{span.path.name} is not saved on disk: save it first (the tests import it "
+                          "from the file and run against it)")
+    path = conventional_test_path(root, span)
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise AssistError(f"{path.relative_to(root)} leads outside the workspace (a symbolic link "
+                          f"to {path.resolve().parent}): Write tests writes only inside {root}")
+    return path

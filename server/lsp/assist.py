@@ -15,9 +15,9 @@ hover. The contract is in docs/PROTOCOL.md.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
-from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from lsprotocol import types
@@ -25,8 +25,10 @@ from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 
 from index.syntax import grammar_for
 
-from ..assist import Assistant, AssistError, CodeSpan, ContextItem, Reference, docstring_and_signature
+from ..assist import Assistant, AssistError, CodeSpan, ContextItem, Reference
 from ..assist.host import ModelUnavailable, retrieved_context
+from ..assist.symbols import HoverCard, definition_of, hover_card, is_symbol
+from ..assist.targets import where_tests_go, workspace_root
 from ..completion import Unsuitable, check_document
 from ..languages import names_with_grammar
 from ..manager import ModelState
@@ -34,14 +36,14 @@ from .convert import (
     InvalidPosition,
     lines_range,
     lsp_append_or_create,
+    lsp_chat_history,
+    lsp_chat_reset,
     lsp_code_actions,
     lsp_hover,
-    lsp_messages,
-    lsp_mutants,
+    lsp_refactor,
     lsp_replace_lines,
     lsp_reply,
-    lsp_test_run,
-    lsp_verification,
+    lsp_write_tests,
     plain,
     snapshot,
     split_lines,
@@ -58,6 +60,7 @@ CMD_CHAT, CMD_CHAT_HISTORY, CMD_CHAT_RESET = "deepseek.chat", "deepseek.chatHist
 CHAT_DELTA = "deepseek/chatDelta"
 CHAT_SEARCH_RESULTS = 5   # retrieved chunks offered with a chat message
 HOVER_SEARCH_RESULTS = 10
+MOVED_ON = "the document changed while the rewrite was being written; nothing was changed (run Refactor again)"
 
 
 async def _assistant(ls: DeepseekLanguageServer) -> Assistant:
@@ -199,24 +202,6 @@ def _streamer(ls: DeepseekLanguageServer) -> Callable[[str, str], None]:
     return on_delta
 
 
-def _root(ls: DeepseekLanguageServer, span: CodeSpan) -> Path:
-    """The workspace folder holding the span's file (its own folder when it is in none)."""
-    return next((r for r in ls.index.roots() if span.path.resolve().is_relative_to(r.resolve())), span.path.parent)
-
-
-def _test_path(root: Path, span: CodeSpan) -> Path:
-    """The conventional test file: tests/test_<module>.py under the workspace (Python), or next to
-    the file in the language's convention."""
-    stem = span.path.stem
-    if span.language == "python":
-        return root / "tests" / f"test_{stem}.py"
-    if span.language in ("javascript", "typescript", "tsx"):
-        return span.path.with_name(f"{stem}.test{span.path.suffix}")
-    if span.language == "go":
-        return span.path.with_name(f"{stem}_test.go")
-    return span.path.with_name(f"test_{span.path.name}")
-
-
 async def code_action(ls: DeepseekLanguageServer,
                       params: types.CodeActionParams) -> list[types.CodeAction] | None:
     """Explain, Refactor and Write tests for the selection or the definition around the cursor.
@@ -259,19 +244,16 @@ async def refactor(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
     arg = _arg(args)
     span = await _span(ls, arg)
     assistant = await _assistant(ls)
-    root = _root(ls, span)
+    root = workspace_root(ls.index.roots(), span.path)
     result = await _run_with_progress(ls, "deepseek: Refactor", assistant.refactor, span,
                                       str(arg.get("instruction") or ""), root, ls.trusted)
-    verification = lsp_verification(result.verification)
     if _moved_on(ls, span):  # first: whatever the rewrite was, it was written for text that is gone
-        return {"applied": False, "edit": None, "verification": verification, "reason": "the document changed "
-                "while the rewrite was being written; nothing was changed (run Refactor again)"}
+        return lsp_refactor(result, reason=MOVED_ON)
     if result.code is None:
-        return {"applied": False, "reason": result.reason, "edit": None, "verification": verification}
+        return lsp_refactor(result)
     edit = lsp_replace_lines(span.path.as_uri(), span.version, span.start_line, span.end_line, result.code)
     applied, reason = await ls.apply_edit(edit, "deepseek: refactor")
-    return {"applied": applied, "reason": reason, "edit": to_json(edit), "cacheHit": result.reply.cache_hit,
-            "verification": verification}
+    return lsp_refactor(result, edit, applied, reason)
 
 
 async def write_tests(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
@@ -280,29 +262,23 @@ async def write_tests(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
                                    "workspace (VS Code: Manage Workspace Trust; Neovim: :DeepSeekTrust; another "
                                    "client: initializationOptions.workspaceTrusted) and run it again")
     span = await _span(ls, _arg(args))
-    if not span.path.is_file():
-        raise JsonRpcInvalidParams(f"{span.path.name} is not saved on disk: save it first (the tests import it "
-                                   "from the file and run against it)")
-    root = _root(ls, span)
-    target = _test_path(root, span)
-    if not target.resolve().is_relative_to(root.resolve()):
-        raise JsonRpcInvalidParams(f"{target.relative_to(root)} leads outside the workspace (a symbolic link "
-                                   f"to {target.resolve().parent}): Write tests writes only inside {root}")
+    root = workspace_root(ls.index.roots(), span.path)
+    try:
+        target = where_tests_go(root, span)
+    except AssistError as e:
+        raise JsonRpcInvalidParams(str(e)) from None
     assistant = await _assistant(ls)
     result = await _run_with_progress(ls, "deepseek: Write tests", assistant.write_tests, span, root,
                                       target)
     if result.code is None:
-        return {"applied": False, "reason": result.reason, "rounds": result.rounds,
-                **(lsp_test_run(result.run) if result.run is not None else {}),
-                "mutants": lsp_mutants(result.score)}
+        return lsp_write_tests(result)
     uri = target.as_uri()
     doc = ls.document(uri)
     existing = doc.source if doc is not None else (
         target.read_text(encoding="utf-8", errors="replace") if target.exists() else None)
     edit = lsp_append_or_create(uri, existing, result.code, doc.version if doc is not None else None)
     applied, reason = await ls.apply_edit(edit, "deepseek: write tests")
-    return {"applied": applied, "uri": uri, "rounds": result.rounds, **lsp_test_run(result.run),
-            "mutants": lsp_mutants(result.score), "expectedFromCode": result.corrected, "reason": reason}
+    return lsp_write_tests(result, uri, applied, reason)
 
 
 async def chat(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
@@ -312,6 +288,83 @@ async def chat(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
         raise JsonRpcInvalidParams("deepseek.chat needs {message: string, sessionId?, uri?, range?}")
     if session_id is not None and not isinstance(session_id, str):
         raise JsonRpcInvalidParams("deepseek.chat: sessionId must be a string")
+    context = await shown_context(ls, arg)
+    if ls.index.ready:
+        context += retrieved_context(await ls.index.search(message, CHAT_SEARCH_RESULTS), ls.index.readable)
+    assistant = await _assistant(ls)
+    reply = await _run(ls, assistant.chat, session_id, message, context, _streamer(ls))
+    return lsp_reply(reply, "reply")
+
+
+async def chat_history(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
+    arg = _arg(args) if args else {}
+    sid = arg.get("sessionId") or ls.assist.store.latest_session()
+    if not isinstance(sid, (str, type(None))):
+        raise JsonRpcInvalidParams("deepseek.chatHistory: sessionId must be a string")
+    return lsp_chat_history(sid, ls.assist.store.messages(sid) if sid else [])
+
+
+async def chat_reset(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
+    sid = _arg(args).get("sessionId")
+    if not isinstance(sid, str) or not ls.assist.store.has_session(sid):
+        raise JsonRpcInvalidParams("deepseek.chatReset needs the {sessionId} of an existing session")
+    ls.assist.store.reset(sid)
+    return lsp_chat_reset(sid)
+
+
+async def hover(ls: DeepseekLanguageServer, params: types.HoverParams) -> types.Hover | None:
+    """The definition's signature and docstring at once, plus a short model explanation
+    (cached by content, capped at hover.timeMs). The file's definitions come from its parse
+    (a worker thread, once per version); None for a document over completion.maxFileSizeKb."""
+    card = await hover_target(ls, params.text_document.uri, to_json(params.position))
+    if card is None:
+        return None
+    cap_s = ls.settings.hover_time_ms / 1000
+    if cap_s > 0 and not ls.assist.busy:  # never queue behind a chat or a test run
+        try:
+            assistant = await asyncio.wait_for(_assistant(ls), timeout=cap_s)
+            note = await asyncio.wait_for(_run(ls, assistant.hover, card.symbol, card.language, card.code, cap_s),
+                                          timeout=cap_s + 0.5)
+            card = dataclasses.replace(card, note=note or None)
+        except (asyncio.TimeoutError, JsonRpcInternalError, JsonRpcInvalidParams) as e:
+            log.info("hover without explanation: %s", e or "time cap")
+    return lsp_hover(card)
+
+
+async def hover_target(ls: DeepseekLanguageServer, uri: str, position: Any) -> HoverCard | None:
+    """What hover shows for the name at ``position`` (``{line, character}``) of ``uri``, without
+    the model's note: its definition in the document's parse, else in the index; None for no
+    name, no definition found, or a document over completion.maxFileSizeKb."""
+    doc, path = ls.document(uri), uri_to_path(uri)
+    if doc is None or path is None or grammar_for(path.name) is None or not isinstance(position, dict):
+        return None
+    if (why := _unsuitable(ls, doc.source)) is not None:
+        log.debug("no hover for %s: %s", uri, why)
+        return None
+    try:
+        word = doc.word_at_position(types.Position(line=int(position["line"]), character=int(position["character"])))
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
+    if not is_symbol(word):
+        return None
+    language = grammar_for(path.name) or "text"
+    parsed = await ls.parses.get(uri, doc.version, path.name, doc.source)
+    chunks = await asyncio.get_running_loop().run_in_executor(None, parsed.chunks) if parsed is not None else []
+    card = hover_card(word, language, path.name, found) if (found := definition_of(word, chunks)) else None
+    if card is None and ls.index.ready:
+        hit = definition_of(word, await ls.index.search(word, HOVER_SEARCH_RESULTS, "lexical"))
+        if hit is not None:
+            card = hover_card(word, grammar_for(hit.path) or language, hit.path, hit)
+    return card
+
+
+async def shown_context(ls: DeepseekLanguageServer, arg: dict[str, Any]) -> list[ContextItem]:
+    """What the editor shows with a chat message (``{uri?, range?}``): the selection, then the
+    current file (a file the index's rule keeps out of prompts gives nothing).
+
+    Raises:
+        JsonRpcInvalidParams: the range is outside the document or names no code (see :func:`_span`).
+    """
     context: list[ContextItem] = []
     if isinstance(arg.get("uri"), str):
         path = uri_to_path(arg["uri"])
@@ -329,70 +382,4 @@ async def chat(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
         if text and path is not None:
             n = len(split_lines(text))
             context.append(ContextItem(f"The current file, {path.name}", text, Reference(path, 0, max(0, n - 1))))
-    if ls.index.ready:
-        context += retrieved_context(await ls.index.search(message, CHAT_SEARCH_RESULTS), ls.index.readable)
-    assistant = await _assistant(ls)
-    reply = await _run(ls, assistant.chat, session_id, message, context, _streamer(ls))
-    return lsp_reply(reply, "reply")
-
-
-async def chat_history(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
-    arg = _arg(args) if args else {}
-    sid = arg.get("sessionId") or ls.assist.store.latest_session()
-    if not isinstance(sid, (str, type(None))):
-        raise JsonRpcInvalidParams("deepseek.chatHistory: sessionId must be a string")
-    return {"sessionId": sid, "messages": lsp_messages(ls.assist.store.messages(sid)) if sid else []}
-
-
-async def chat_reset(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
-    sid = _arg(args).get("sessionId")
-    if not isinstance(sid, str) or not ls.assist.store.has_session(sid):
-        raise JsonRpcInvalidParams("deepseek.chatReset needs the {sessionId} of an existing session")
-    ls.assist.store.reset(sid)
-    return {"sessionId": sid, "reset": True}
-
-
-async def hover(ls: DeepseekLanguageServer, params: types.HoverParams) -> types.Hover | None:
-    """The definition's signature and docstring at once, plus a short model explanation
-    (cached by content, capped at hover.timeMs). The file's definitions come from its parse
-    (a worker thread, once per version); None for a document over completion.maxFileSizeKb."""
-    uri = params.text_document.uri
-    doc, path = ls.document(uri), uri_to_path(uri)
-    if doc is None or path is None or grammar_for(path.name) is None:
-        return None
-    if (why := _unsuitable(ls, doc.source)) is not None:
-        log.debug("no hover for %s: %s", uri, why)
-        return None
-    try:
-        word = doc.word_at_position(params.position)
-    except (IndexError, ValueError):
-        return None
-    if not word or not (word[0].isalpha() or word[0] == "_"):
-        return None
-    language = grammar_for(path.name) or "text"
-    parsed = await ls.parses.get(uri, doc.version, path.name, doc.source)
-    chunks = await asyncio.get_running_loop().run_in_executor(None, parsed.chunks) if parsed is not None else []
-    found = next((c for c in chunks if c.symbol == word and c.kind != "lines"), None)
-    where = path.name
-    if found is None and ls.index.ready:
-        hit = next((h for h in await ls.index.search(word, HOVER_SEARCH_RESULTS, "lexical") if h.symbol == word),
-                   None)
-        if hit is not None:
-            found, where, language = hit, hit.path, grammar_for(hit.path) or language
-    if found is None:
-        return None
-    signature, docstring = docstring_and_signature(language, found.text)
-    parts = [f"```{language}\n{signature}\n```", f"*{where}, line {found.start_line + 1}*"]
-    if docstring:
-        parts.append(docstring)
-    cap_s = ls.settings.hover_time_ms / 1000
-    if cap_s > 0 and not ls.assist.busy:  # never queue behind a chat or a test run
-        try:
-            assistant = await asyncio.wait_for(_assistant(ls), timeout=cap_s)
-            note = await asyncio.wait_for(_run(ls, assistant.hover, word, language, found.text, cap_s),
-                                          timeout=cap_s + 0.5)
-            if note:
-                parts.append(f"---\n{note}")
-        except (asyncio.TimeoutError, JsonRpcInternalError, JsonRpcInvalidParams) as e:
-            log.info("hover without explanation: %s", e or "time cap")
-    return lsp_hover(parts)
+    return context

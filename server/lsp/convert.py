@@ -1,6 +1,6 @@
 """All conversion between deepseek-lsp's domain objects and LSP types (or JSON replies) lives here.
 
-Handlers (``server/lsp_*.py``) get LSP params, call these helpers to build domain
+Handlers (``server/lsp/*.py``) get LSP params, call these helpers to build domain
 objects, call domain code, and convert the result back with the ``lsp_*`` functions
 below. The domain never sees an LSP type; the wire never sees a domain object.
 """
@@ -14,7 +14,17 @@ from typing import Any
 from lsprotocol import types
 from lsprotocol.converters import get_converter
 
-from ..assist import MutationScore, Reference, Reply, StoredMessage, TestRun, Verification
+from ..assist import (
+    MutationScore,
+    RefactorResult,
+    Reference,
+    Reply,
+    StoredMessage,
+    TestRun,
+    TestsResult,
+    Verification,
+)
+from ..assist.symbols import HoverCard
 from ..completion import CompletionStats, Snapshot, Suggestion
 from ..config import Settings
 from ..languages import language_id
@@ -260,7 +270,9 @@ def lsp_code_actions(uri: str, rng: types.Range, actions: list[tuple[str, str, t
 def lsp_reply(reply: Reply, text_key: str) -> dict[str, Any]:
     """An explain (``markdown``) or chat (``reply``) result."""
     return {text_key: reply.text, "sessionId": reply.session_id, "cacheHit": reply.cache_hit,
-            "promptVersion": reply.prompt_version, "references": lsp_references(reply.references)}
+            "promptVersion": reply.prompt_version, "references": lsp_references(reply.references),
+            "promptTokens": reply.prompt_tokens, "promptTokensRead": reply.read_tokens,
+            "firstTokenMs": round(reply.first_token_ms)}
 
 
 def lsp_replace_lines(uri: str, version: int | None, start_line: int, end_line: int, text: str) -> types.WorkspaceEdit:
@@ -316,5 +328,55 @@ def lsp_messages(messages: list[StoredMessage]) -> list[dict[str, Any]]:
              "promptVersion": m.prompt_version, "references": lsp_references(m.references)} for m in messages]
 
 
-def lsp_hover(parts: list[str]) -> types.Hover:
+def lsp_chat_history(session_id: str | None, messages: list[StoredMessage]) -> dict[str, Any]:
+    """``deepseek.chatHistory``'s result: ``{sessionId, messages}`` (no session: ``null`` and ``[]``)."""
+    return {"sessionId": session_id, "messages": lsp_messages(messages)}
+
+
+def lsp_chat_reset(session_id: str) -> dict[str, Any]:
+    """``deepseek.chatReset``'s result."""
+    return {"sessionId": session_id, "reset": True}
+
+
+def lsp_refactor(result: RefactorResult, edit: types.WorkspaceEdit | None = None, applied: bool = False,
+                 reason: str | None = None) -> dict[str, Any]:
+    """``deepseek.refactor``'s result: ``{applied, reason, edit, verification}``, and ``cacheHit`` when
+    an ``edit`` was offered to the editor.
+
+    Args:
+        result: the refactor task's result (its ``reason`` is the reply's unless ``reason`` is given).
+        edit: the edit offered to the editor, or None (no rewrite, or the document moved on).
+        applied: whether the editor applied ``edit``.
+        reason: why nothing was applied (the editor's reason, or why no edit was offered).
+    """
+    if edit is None:
+        return {"applied": False, "reason": result.reason if reason is None else reason, "edit": None,
+                "verification": lsp_verification(result.verification)}
+    return {"applied": applied, "reason": reason or "", "edit": to_json(edit), "cacheHit": result.reply.cache_hit,
+            "verification": lsp_verification(result.verification)}
+
+
+def lsp_write_tests(result: TestsResult, uri: str | None = None, applied: bool = False,
+                    reason: str = "") -> dict[str, Any]:
+    """``deepseek.writeTests``'s result (docs/PROTOCOL.md).
+
+    Args:
+        result: the task's result; without code, the reply says why (``result.reason``) and what ran.
+        uri: the test file the edit was offered for, or None when no tests were written.
+        applied, reason: whether the editor applied the edit, and its reason when not.
+    """
+    if uri is None:
+        return {"applied": False, "reason": result.reason, "rounds": result.rounds,
+                **(lsp_test_run(result.run) if result.run is not None else {}), "mutants": lsp_mutants(result.score)}
+    return {"applied": applied, "uri": uri, "rounds": result.rounds, **lsp_test_run(result.run),
+            "mutants": lsp_mutants(result.score), "expectedFromCode": result.corrected, "reason": reason}
+
+
+def lsp_hover(card: HoverCard) -> types.Hover:
+    """Markdown: the signature in a code block, the place, the docstring, and the note after a rule."""
+    parts = [f"```{card.language}\n{card.signature}\n```", f"*{card.where}, line {card.line + 1}*"]
+    if card.docstring:
+        parts.append(card.docstring)
+    if card.note:
+        parts.append(f"---\n{card.note}")
     return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value="\n\n".join(parts)))
