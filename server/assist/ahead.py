@@ -72,14 +72,15 @@ class PromptReader:
         states: where the system texts' KV states are kept on disk (None: in memory only).
 
     Attributes (read for ``deepseek.status``): ``reads`` (prompts read ahead), ``evaluated``
-    (tokens read ahead), ``last`` (the latest :class:`AheadResult`).
+    (tokens read ahead), ``answers`` (short answers written ahead by the caller: hovers),
+    ``last`` (the latest :class:`AheadResult`).
     """
 
     def __init__(self, core: AssistantCore, states: SystemStates | None = None):
         self.core, self.states = core, states
         self._latest = 0
         self._lock = threading.Lock()
-        self.reads = self.evaluated = 0
+        self.reads = self.evaluated = self.answers = 0
         self.last: AheadResult | None = None
 
     def read(self, messages: list[dict[str, str]]) -> Future[AheadResult] | None:

@@ -65,12 +65,15 @@ class ExplainTasks(AssistantCore):
                                            language=span.language, code=span.code)
 
     def hover(self, symbol: str, language: str, code: str, time_cap_s: float,
-              cancel: threading.Event | None = None) -> str | None:
-        """A one-line explanation, from the cache or the model within ``time_cap_s``; None if late."""
+              cancel: threading.Event | None = None, background: bool = False) -> str | None:
+        """A one-line explanation, from the cache or the model within ``time_cap_s``; None if late.
+
+        ``background``: written ahead where the cursor rests, into the response cache, so the
+        hover that follows shows it at once; any request stops it (see ``_generate``)."""
         pack = load_pack("hover")
         try:
             reply = self._generate("hover", self.hover_messages(symbol, language, code), pack, None, None,
-                                   max_tokens=60, time_cap_s=time_cap_s, cancel=cancel)
+                                   max_tokens=60, time_cap_s=time_cap_s, cancel=cancel, background=background)
         except AssistError:
             return None
         return reply.text or None

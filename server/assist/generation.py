@@ -71,16 +71,23 @@ class AssistantCore:
         self.sandbox = "bubblewrap"  # tests.sandbox: how generated tests are run (server.assist.testrun)
         self._asked = 0  # jobs of a request submitted to the engine and not started (reading ahead gives way)
         self._asked_lock = threading.Lock()
+        self._background: set[threading.Event] = set()  # cancel events of answers written ahead
 
     @property
     def asked(self) -> bool:
         """A request's job waits for the chat engine (reading ahead stops at its next chunk)."""
         return self._asked > 0
 
-    def _submit(self, job: Callable[[LoadedModel], T]) -> Future[T]:
-        """Run a request's ``job(model)`` on the chat engine, ahead of any reading ahead."""
+    def _submit(self, job: Callable[[LoadedModel], T], background: bool = False) -> Future[T]:
+        """Run a request's ``job(model)`` on the chat engine, ahead of any reading ahead; a request
+        (not ``background``) also stops every answer being written ahead (within one token)."""
+        if background:
+            return self.engine.submit(job)
         with self._asked_lock:
             self._asked += 1
+            ahead = list(self._background)
+        for event in ahead:
+            event.set()
 
         def run(model: LoadedModel) -> T:
             with self._asked_lock:
@@ -123,10 +130,12 @@ class AssistantCore:
     def _generate(self, task: str, messages: list[dict[str, str]], pack: PromptPack, session_id: str | None,
                   on_delta: OnDelta | None, max_tokens: int | None = None, time_cap_s: float | None = None,
                   cancel: threading.Event | None = None, use_cache: bool = True,
-                  stop: Callable[[str], bool] | None = None) -> Reply:
+                  stop: Callable[[str], bool] | None = None, background: bool = False) -> Reply:
         """Run one chat completion (blocking, call from a worker thread), with cache and metrics.
 
         ``stop`` is called with the text so far after each token; True ends the answer there.
+        ``background``: an answer written ahead, for the response cache (a hover where the
+        cursor rests): any request stops it within one token.
         """
         key = hashlib.sha256(json.dumps([task, self.model_name, pack.version, messages]).encode()).hexdigest()
         t0 = time.monotonic()
@@ -136,6 +145,11 @@ class AssistantCore:
             self.store.metric(task, self.model_name, (time.monotonic() - t0) * 1000, 0, 0, True)
             return Reply(hit, session_id, True, pack.version, finish="cache")
         cancel = cancel or threading.Event()
+        if background:
+            with self._asked_lock:
+                if self._asked:  # a request is waiting: it comes first
+                    return Reply("", session_id, False, pack.version, finish="cancelled")
+                self._background.add(cancel)
         sent = [0]
 
         def stream(text: str) -> bool:
@@ -144,6 +158,8 @@ class AssistantCore:
                 sent[0] = len(text)
             return stop is not None and stop(text)
 
+        cap_s = time_cap_s or self.time_cap_s
+
         def job(model: LoadedModel):
             tokens = self._format(model, messages)
             budget = max_tokens or self.max_tokens
@@ -151,24 +167,34 @@ class AssistantCore:
                 raise AssistError(f"the request is {len(tokens):,} tokens; with {budget} for the answer it does "
                                   "not fit "
                                   f"the model's context of {model.n_ctx:,}. Select less code or raise model.nCtx.")
+            new, rate = len(tokens) - model.cached_tokens(tokens), model.prompt_rate
+            if rate and new / rate > cap_s and not background:
+                raise AssistError(_too_slow(len(tokens), new, rate, cap_s))
             return len(tokens), model.generate(tokens, max_tokens=budget, cancel=cancel,
-                                               deadline=time.monotonic() + (time_cap_s or self.time_cap_s),
-                                               judge=stream)
+                                               deadline=time.monotonic() + cap_s, judge=stream), new, rate
         if self.remote is not None:
             from ..remote import BackendUnavailable
             try:
                 result = self.remote.chat(messages, max_tokens=max_tokens or self.max_tokens, cancel=cancel,
-                                          cap_s=time_cap_s or self.time_cap_s, on_text=stream)
+                                          cap_s=cap_s, on_text=stream)
             except BackendUnavailable as e:
                 raise AssistError(str(e)) from None
             text, finish, n_prompt, n_out, n_read, first_ms = result.text.strip(), result.finish, 0, 0, 0, 0.0
         else:
-            n_prompt, gen = self._submit(job).result()
+            try:
+                n_prompt, gen, new, rate = self._submit(job, background).result()
+            finally:
+                self._background.discard(cancel)
+            if gen.finish == "timeout" and not gen.text.strip() and not background:
+                raise AssistError(_too_slow(n_prompt, new, gen.evaluated_tokens / max(gen.prompt_ms / 1000, 1e-3)
+                                            if gen.evaluated_tokens else rate or 0.0, cap_s, late=True))
             text, finish, n_out, n_read = gen.text.strip(), gen.finish, gen.generated_tokens, gen.evaluated_tokens
             first_ms = (time.monotonic() - t0) * 1000 - (gen.total_ms - gen.prompt_ms)
+        self._background.discard(cancel)
         if finish not in ("cancelled", "timeout") and text:
             self.store.cache(key, text)
-        self.store.metric(task, self.model_name, (time.monotonic() - t0) * 1000, n_prompt, n_out, False)
+        if not background:  # the metrics are the user's requests
+            self.store.metric(task, self.model_name, (time.monotonic() - t0) * 1000, n_prompt, n_out, False)
         return Reply(text, session_id, False, pack.version, prompt_tokens=n_prompt, output_tokens=n_out,
                      finish=finish, read_tokens=n_read, first_token_ms=first_ms)
 
@@ -189,3 +215,12 @@ class AssistantCore:
         """
         return self._generate(task, messages, pack, None, lambda _sid, delta: on_text(delta), max_tokens=max_tokens,
                               cancel=cancel)
+
+
+def _too_slow(prompt: int, new: int, rate: float, cap_s: float, late: bool = False) -> str:
+    """Why a request gets no answer in time: how long its prompt takes to read here, and what to do."""
+    took = f"about {new / rate:,.0f} s" if rate > 0 else "longer than that"
+    head = f"no answer within {cap_s:,.0f} s" if late else f"this request cannot be answered within {cap_s:,.0f} s"
+    return (f"{head}: its prompt is {prompt:,} tokens, {new:,} of them new, and reading them takes {took} on this "
+            f"machine ({rate:,.0f} tokens/s). Ask about less code (a smaller selection, fewer past turns: "
+            "chat.contextTokens), or use a faster machine or a smaller chatModel.")

@@ -123,7 +123,7 @@ class AssistHost:
         return status
 
     def status(self, s: Settings) -> dict[str, Any]:
-        """``deepseek.status``'s ``chat``: ``{model, reason, loaded, error}`` (see docs/PROTOCOL.md)."""
+        """``deepseek.status``'s ``chat``: ``{model, reason, loaded, error, readAhead}`` (see docs/PROTOCOL.md)."""
         if (s.backend_kind if s.chat_backend == "same" else s.chat_backend) == "openai":
             return {"model": s.backend_model or "remote", "reason": "an OpenAI-compatible server (backend.url)",
                     "loaded": None, "error": None}
@@ -133,8 +133,11 @@ class AssistHost:
             name = Path(choice.name).name
         st = self.models.status  # the model loaded last: this one only if the names agree
         mine = st.name == name if choice.name else st.name is not None
+        reader = self.reader
+        ahead = {"on": s.chat_read_ahead, "reads": reader.reads if reader else 0,
+                 "tokens": reader.evaluated if reader else 0, "answers": reader.answers if reader else 0}
         return {"model": name, "reason": choice.reason, "loaded": bool(st.loaded and mine),
-                "error": st.error if mine else None}
+                "error": st.error if mine else None, "readAhead": ahead}
 
     async def get(self, s: Settings) -> Assistant:
         """The assistant for the settings ``s``: the chat model loaded (or a remote server).

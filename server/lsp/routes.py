@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from lsprotocol import types
 
-from . import assist, completion, workspace
+from . import ahead, assist, completion, workspace
 from .state import DeepseekLanguageServer
 
 LOOP = "event loop"
@@ -78,9 +78,9 @@ ROUTES: tuple[Route, ...] = (
     feature(types.TEXT_DOCUMENT_COMPLETION, completion.completion, ENGINE,
             types.CompletionOptions(resolve_provider=False)),
     # the assistant (server/lsp/assist.py)
-    feature(types.TEXT_DOCUMENT_CODE_ACTION, assist.code_action, EXECUTOR, types.CodeActionOptions(
+    feature(types.TEXT_DOCUMENT_CODE_ACTION, ahead.code_action, EXECUTOR, types.CodeActionOptions(
         code_action_kinds=[types.CodeActionKind.Empty, types.CodeActionKind.RefactorRewrite,
-                           types.CodeActionKind.Source])),  # also reads the prompt ahead on ENGINE
+                           types.CodeActionKind.Source])),  # also reads ahead: the FIM prompt (ENGINE), Explain's
     feature(types.TEXT_DOCUMENT_HOVER, assist.hover, ASSIST),  # signature at once; the note capped
     command(assist.CMD_EXPLAIN, assist.explain, ASSIST),
     command(assist.CMD_REFACTOR, assist.refactor, ASSIST),
@@ -88,6 +88,7 @@ ROUTES: tuple[Route, ...] = (
     command(assist.CMD_CHAT, assist.chat, ASSIST),
     command(assist.CMD_CHAT_HISTORY, assist.chat_history, LOOP),
     command(assist.CMD_CHAT_RESET, assist.chat_reset, LOOP),
+    feature(ahead.ASSIST_AHEAD, ahead.assist_ahead, ASSIST),  # reads the next prompt ahead on engine-chat
 )
 
 

@@ -67,6 +67,8 @@ class DeepseekLanguageServer(LanguageServer):
                                          self.begin_progress)
         self.assist = AssistHost()  # the chat model and the assist-* threads, loaded on first use
         self.parses = ParseCache()  # code actions, hover and the assistant commands read the parse
+        self.ahead_task: asyncio.Task | None = None  # the assistant's reading ahead, waiting for a rest
+        self.ahead_cancel = threading.Event()  # stops the answer written ahead for the latest signal
         self.running_alternatives: dict[str, threading.Event] = {}  # document URI -> its alternatives' cancel event
         # How much of its file the last suggestion's prompt left out (deepseek.status's completion.context).
         self.last_context: dict[str, Any] | None = None
