@@ -1,12 +1,13 @@
-"""What one ``deepseek-lsp serve`` process runs: the language server's engine, assistant, store and index.
+"""What one ``deepseek-lsp serve`` process runs: the language server's runtime, with metrics and the page's jobs.
 
-:class:`Workbench` holds the same classes the language server uses, configured from the
-same settings: the completion model (:class:`server.manager.ModelManager`) and its
-pipeline (:class:`server.completion.CompletionService`, or the remote one for
-``backend.kind openai``), the assistant's host (:class:`server.assist.host.AssistHost`:
-chat model, prompt packs, the SQLite store), and the workspace index
-(:class:`index.workspace.WorkspaceIndex`). The HTTP layer (:mod:`server.http.app`) only
-converts requests to calls on it. :class:`Metrics` keeps the Prometheus figures.
+:class:`Workbench` holds the :class:`server.runtime.Runtime` the language server holds too,
+configured from the same settings: the completion model and its pipeline (local, or remote
+for ``backend.kind openai``), the assistant's host (chat model, prompt packs, the SQLite
+store), the workspace index with its rule for prompts and its search. It adds what only
+``serve`` needs: which model answers a request, retrieval by task (:data:`RETRIEVAL`), the
+documents of requests without a path, the page's jobs. The HTTP layer
+(:mod:`server.http.app`) only converts requests to calls on it. :class:`Metrics` keeps the
+Prometheus figures.
 
 Everything here runs on the asyncio event loop unless a docstring says otherwise.
 This module imports nothing from pygls or lsprotocol.
@@ -25,17 +26,14 @@ from typing import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from index.workspace import IndexOptions, IndexRules, SearchResult, WorkspaceIndex, context_provider
-
 from .assist import Assistant, ContextItem
-from .assist.host import AssistHost, retrieved_context
-from .completion import CompletionService, RemoteCompletionService
+from .assist.host import AssistHost
+from .completion import CompletionService
 from .config import Settings
 from .doctor import MachineReport
-from .manager import ModelManager, ModelStatus
+from .manager import ModelStatus
 from .models import ModelError, resolve_model
-from .prompting import FAMILIES
-from .remote import OpenAIBackend
+from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +101,7 @@ class MachineCheck:
 
 
 class Workbench:
-    """The engine, assistant, store and index of one serve process.
+    """The runtime of one serve process, with its metrics and the page's jobs.
 
     Args:
         settings: as ``--set`` gives them (the keys of the editor's settings).
@@ -114,57 +112,39 @@ class Workbench:
     def __init__(self, settings: Settings, roots: list[Path], store_host: AssistHost | None = None):
         self.settings = settings
         self.roots = [r.resolve() for r in roots]
-        self.host = store_host or AssistHost()
-        self.completion = ModelManager("completion")
-        self.service: CompletionService | None = None
-        self.index: WorkspaceIndex | None = None
+        # The language server's runtime; files outside the roots never go into a prompt.
+        self.runtime = Runtime(self.roots, settings, store_host)
+        self.host = self.runtime.assist  # the assistant's host: chat model, threads, store
+        self.completion = self.runtime.models  # the completion model's manager
         self.metrics = Metrics()
         self.pulls: dict[str, PullJob] = {}
         self.machine = MachineCheck()
         self._load: asyncio.Task | None = None
-        self._rules = IndexRules(self.roots, self._options())
         self.index_error: str | None = None
         self._untitled: set[int] = set()  # numbers of the untitled documents of requests under way
-
-    def _options(self) -> IndexOptions:
-        s = self.settings
-        return IndexOptions(include=s.index_include, exclude=s.index_exclude, max_file_size_kb=s.index_max_file_size_kb,
-                            embeddings=s.index_embeddings, load_config=s.model_load_config)
 
     # -- start and stop ------------------------------------------------------------------
     def start(self) -> None:
         """Load the completion model and index the workspace, both in the background."""
         self._load = asyncio.ensure_future(self._load_completion())
-        if self.settings.index_enabled and self.roots:
-            try:
-                self.index = WorkspaceIndex(self.roots, self._options())
-                self.index.start(None, threading.Event())
-            except Exception as e:  # an unreadable folder must not stop the endpoint
-                log.exception("the workspace index did not start")
-                self.index_error = str(e)
+        try:
+            index = self.runtime.open_index(self.roots, self.settings)
+            if index is not None:
+                index.start(None, threading.Event())
+        except Exception as e:  # an unreadable folder must not stop the endpoint
+            log.exception("the workspace index did not start")
+            self.index_error = str(e)
 
     async def _load_completion(self) -> ModelStatus | None:
-        s = self.settings
-        if s.backend_kind == "openai":
-            if s.backend_url:
-                family = next(f for f in FAMILIES if f.name == s.backend_family)
-                self.service = RemoteCompletionService(OpenAIBackend(s.backend_url, s.backend_api_key, s.backend_model),
-                                                       family, context_provider(lambda: self.index))
+        if self.settings.backend_kind == "openai":
+            self.runtime.use_remote(self.settings)
             return None
-        status = await asyncio.get_running_loop().run_in_executor(None, self.completion.load, s)
-        if status.loaded and self.completion.fim is not None and self.completion.counter is not None:
-            self.service = CompletionService(self.completion.engine, self.completion.fim, self.completion.counter,
-                                             context_provider(lambda: self.index))
+        status = await self.runtime.load_completion(self.settings)
         log.info("completion model %s: %s", status.name, status.state.value)
         return status
 
     def close(self) -> None:
-        if self.service is not None:
-            self.service.cancel_all()
-        if self.index is not None:
-            self.index.close()
-        self.host.shutdown()
-        self.completion.shutdown()
+        self.runtime.close()
 
     # -- models ----------------------------------------------------------------------------
     def model_names(self) -> tuple[str, str]:
@@ -197,13 +177,14 @@ class Workbench:
         """
         if self._load is not None and not self._load.done():
             await asyncio.shield(self._load)
-        if self.service is None:
+        service = self.runtime.service
+        if service is None:
             status = self.completion.status
             if status.loaded:
                 raise Unavailable(f"{status.name} has no fill-in-the-middle tokens, so it cannot complete code. Fix: "
                                   "choose a code model such as Qwen2.5-Coder or DeepSeek-Coder (--set model.name=...).")
             raise Unavailable(f"the completion model is not available: {status.error or status.state.value}")
-        return self.service
+        return service
 
     async def assistant(self) -> Assistant:
         """The assistant on the chat model (loaded on first use).
@@ -231,28 +212,14 @@ class Workbench:
             self._untitled.discard(n)
 
     # -- the workspace -------------------------------------------------------------------
-    def readable(self, path: Path) -> bool:
-        """The index's rule: may this file's code go into a prompt? Any thread."""
-        if self.index is not None:
-            return self.index.indexable(path)
-        return self._rules.indexable(path)
-
-    async def search(self, query: str, k: int, mode: str = "hybrid") -> list[SearchResult]:
-        """The index's search off the event loop; [] while there is no index."""
-        if self.index is None or not query.strip():
-            return []
-        return await asyncio.get_running_loop().run_in_executor(None, self.index.search, query, k, mode)
-
     async def retrieve(self, task: str, query: str) -> list[ContextItem]:
         """Workspace code for a request of ``task`` (RETRIEVAL chunks), never secrets (see
-        :func:`server.assist.host.retrieved_context`); [] until the index is ready."""
-        k = RETRIEVAL.get(task, 0)
-        if not k or self.index is None or self.index.state != "ready":
-            return []
-        return retrieved_context(await self.search(query, k), self.readable)
+        :meth:`server.runtime.Runtime.retrieve`); [] until the index is ready."""
+        return await self.runtime.retrieve(query, RETRIEVAL.get(task, 0))
 
     def index_status(self) -> dict:
-        if self.index is None:
+        index = self.runtime.index
+        if index is None:
             return {"state": "off" if not self.settings.index_enabled else "unavailable", "files": 0, "chunks": 0,
                     **({"error": self.index_error} if self.index_error else {})}
-        return self.index.status()
+        return index.status()

@@ -263,7 +263,7 @@ async def test_a_second_server_process_returns_the_earlier_conversation(client: 
         assert texts[0].startswith("What does intranges_contain return")
         assert [m["role"] for m in history["messages"]][:2] == ["user", "assistant"]
         assert history["messages"][1]["model"] == ASSISTANT_MODEL
-        assert history["messages"][1]["promptVersion"] == "chat@v1"
+        assert history["messages"][1]["promptVersion"] == "chat@v2"
         assert await command(second, "deepseek.chatReset", {"sessionId": client.first_session}) == {
             "sessionId": client.first_session, "reset": True}
         assert (await command(second, "deepseek.chatHistory", {"sessionId": client.first_session}))["messages"] == []

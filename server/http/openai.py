@@ -207,7 +207,7 @@ def build_prompt(pack: PromptPack, messages: list[dict[str, str]], context: list
     Returns:
         (messages, the references of the code that went in).
     """
-    system = "\n\n".join([pack.system.strip()] + [m["content"] for m in messages if m["role"] == "system"])
+    system = "\n\n".join([pack.render()[0]["content"]] + [m["content"] for m in messages if m["role"] == "system"])
     turns = [dict(m) for m in messages if m["role"] != "system"]
     blocks, refs, used = [], [], 0
     for item in context:
@@ -220,7 +220,8 @@ def build_prompt(pack: PromptPack, messages: list[dict[str, str]], context: list
             refs.append(item.reference)
     last = max(i for i, m in enumerate(turns) if m["role"] == "user")
     if "{message}" in pack.user:
-        turns[last]["content"] = pack.render(context="\n".join(blocks), message=turns[last]["content"])[1]["content"]
+        found = "\n".join(blocks)  # chat@v2 puts the retrieved code in the question's message
+        turns[last]["content"] = pack.render(context=found, retrieved=found, message=turns[last]["content"])[1]["content"]
     elif blocks:
         turns[last]["content"] = "Code from the workspace:\n\n" + "\n".join(blocks) + "\n" + turns[last]["content"]
     return [{"role": "system", "content": system}, *turns], refs

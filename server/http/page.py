@@ -167,9 +167,9 @@ async def workspace_status(request: Request) -> Response:
 async def workspace_search(request: Request) -> Response:
     wb: Workbench = request.app.state.wb
     q = request.query_params.get("q", "").strip()
-    results = await wb.search(q, SEARCH_RESULTS) if q else []
+    results = await wb.runtime.search(q, SEARCH_RESULTS) if q else []
     rows = [{**link(Reference(r.file, r.start_line, r.end_line)), "rel": r.path, "symbol": r.symbol,
-             "text": redact(r.text)[:1200], "score": r.score} for r in results if wb.readable(r.file)]
+             "text": redact(r.text)[:1200], "score": r.score} for r in results if wb.runtime.readable(r.file)]
     return _page(request, "_search.html", q=q, results=rows, ready=wb.index_status().get("state") == "ready")
 
 

@@ -26,8 +26,8 @@ from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from index.syntax import grammar_for
 
 from ..assist import Assistant, AssistError, CodeSpan, ContextItem, Reference
-from ..assist.host import ModelUnavailable, retrieved_context
-from ..assist.symbols import HoverCard, definition_of, hover_card, is_symbol
+from ..assist.host import ModelUnavailable
+from ..assist.symbols import definition_of, hover_card, is_symbol
 from ..assist.targets import where_tests_go, workspace_root
 from ..completion import Unsuitable, check_document
 from ..languages import names_with_grammar
@@ -47,7 +47,6 @@ from .convert import (
     plain,
     snapshot,
     split_lines,
-    to_json,
     uri_to_path,
 )
 from .state import DeepseekLanguageServer
@@ -288,9 +287,24 @@ async def chat(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
         raise JsonRpcInvalidParams("deepseek.chat needs {message: string, sessionId?, uri?, range?}")
     if session_id is not None and not isinstance(session_id, str):
         raise JsonRpcInvalidParams("deepseek.chat: sessionId must be a string")
-    context = await shown_context(ls, arg)
-    if ls.index.ready:
-        context += retrieved_context(await ls.index.search(message, CHAT_SEARCH_RESULTS), ls.index.readable)
+    context: list[ContextItem] = []
+    if isinstance(arg.get("uri"), str):
+        path = uri_to_path(arg["uri"])
+        doc = ls.document(arg["uri"])
+        text = doc.source if doc else (path.read_text(errors="replace") if path and path.is_file() else "")
+        if path is not None and text and not ls.runtime.readable(path, text):
+            # A secret, git-ignored or excluded file never goes into a prompt (the index's rule).
+            log.info("chat: %s is not readable by the rule of the index; not sent", path.name)
+            text = ""
+        if isinstance(arg.get("range"), dict) and text:
+            span = await _span(ls, {"uri": arg["uri"], "range": arg["range"]})
+            context.append(ContextItem(
+                f"Selected code from {span.path.name} (lines {span.start_line + 1}-{span.end_line + 1})",
+                span.code, Reference(span.path, span.start_line, span.end_line)))
+        if text and path is not None:
+            n = len(split_lines(text))
+            context.append(ContextItem(f"The current file, {path.name}", text, Reference(path, 0, max(0, n - 1))))
+    context += await ls.runtime.retrieve(message, CHAT_SEARCH_RESULTS)
     assistant = await _assistant(ls)
     reply = await _run(ls, assistant.chat, session_id, message, context, _streamer(ls))
     return lsp_reply(reply, "reply")
@@ -316,34 +330,16 @@ async def hover(ls: DeepseekLanguageServer, params: types.HoverParams) -> types.
     """The definition's signature and docstring at once, plus a short model explanation
     (cached by content, capped at hover.timeMs). The file's definitions come from its parse
     (a worker thread, once per version); None for a document over completion.maxFileSizeKb."""
-    card = await hover_target(ls, params.text_document.uri, to_json(params.position))
-    if card is None:
-        return None
-    cap_s = ls.settings.hover_time_ms / 1000
-    if cap_s > 0 and not ls.assist.busy:  # never queue behind a chat or a test run
-        try:
-            assistant = await asyncio.wait_for(_assistant(ls), timeout=cap_s)
-            note = await asyncio.wait_for(_run(ls, assistant.hover, card.symbol, card.language, card.code, cap_s),
-                                          timeout=cap_s + 0.5)
-            card = dataclasses.replace(card, note=note or None)
-        except (asyncio.TimeoutError, JsonRpcInternalError, JsonRpcInvalidParams) as e:
-            log.info("hover without explanation: %s", e or "time cap")
-    return lsp_hover(card)
-
-
-async def hover_target(ls: DeepseekLanguageServer, uri: str, position: Any) -> HoverCard | None:
-    """What hover shows for the name at ``position`` (``{line, character}``) of ``uri``, without
-    the model's note: its definition in the document's parse, else in the index; None for no
-    name, no definition found, or a document over completion.maxFileSizeKb."""
+    uri = params.text_document.uri
     doc, path = ls.document(uri), uri_to_path(uri)
-    if doc is None or path is None or grammar_for(path.name) is None or not isinstance(position, dict):
+    if doc is None or path is None or grammar_for(path.name) is None:
         return None
     if (why := _unsuitable(ls, doc.source)) is not None:
         log.debug("no hover for %s: %s", uri, why)
         return None
     try:
-        word = doc.word_at_position(types.Position(line=int(position["line"]), character=int(position["character"])))
-    except (IndexError, ValueError, KeyError, TypeError):
+        word = doc.word_at_position(params.position)
+    except (IndexError, ValueError):
         return None
     if not is_symbol(word):
         return None
@@ -351,35 +347,19 @@ async def hover_target(ls: DeepseekLanguageServer, uri: str, position: Any) -> H
     parsed = await ls.parses.get(uri, doc.version, path.name, doc.source)
     chunks = await asyncio.get_running_loop().run_in_executor(None, parsed.chunks) if parsed is not None else []
     card = hover_card(word, language, path.name, found) if (found := definition_of(word, chunks)) else None
-    if card is None and ls.index.ready:
-        hit = definition_of(word, await ls.index.search(word, HOVER_SEARCH_RESULTS, "lexical"))
+    if card is None and ls.runtime.index_ready:
+        hit = definition_of(word, await ls.runtime.search(word, HOVER_SEARCH_RESULTS, "lexical"))
         if hit is not None:
             card = hover_card(word, grammar_for(hit.path) or language, hit.path, hit)
-    return card
-
-
-async def shown_context(ls: DeepseekLanguageServer, arg: dict[str, Any]) -> list[ContextItem]:
-    """What the editor shows with a chat message (``{uri?, range?}``): the selection, then the
-    current file (a file the index's rule keeps out of prompts gives nothing).
-
-    Raises:
-        JsonRpcInvalidParams: the range is outside the document or names no code (see :func:`_span`).
-    """
-    context: list[ContextItem] = []
-    if isinstance(arg.get("uri"), str):
-        path = uri_to_path(arg["uri"])
-        doc = ls.document(arg["uri"])
-        text = doc.source if doc else (path.read_text(errors="replace") if path and path.is_file() else "")
-        if path is not None and text and not ls.index.readable(path, text):
-            # A secret, git-ignored or excluded file never goes into a prompt (the index's rule).
-            log.info("chat: %s is not readable by the rule of the index; not sent", path.name)
-            text = ""
-        if isinstance(arg.get("range"), dict) and text:
-            span = await _span(ls, {"uri": arg["uri"], "range": arg["range"]})
-            context.append(ContextItem(
-                f"Selected code from {span.path.name} (lines {span.start_line + 1}-{span.end_line + 1})",
-                span.code, Reference(span.path, span.start_line, span.end_line)))
-        if text and path is not None:
-            n = len(split_lines(text))
-            context.append(ContextItem(f"The current file, {path.name}", text, Reference(path, 0, max(0, n - 1))))
-    return context
+    if card is None:
+        return None
+    cap_s = ls.settings.hover_time_ms / 1000
+    if cap_s > 0 and not ls.assist.busy:  # never queue behind a chat or a test run
+        try:
+            assistant = await asyncio.wait_for(_assistant(ls), timeout=cap_s)
+            note = await asyncio.wait_for(_run(ls, assistant.hover, word, card.language, card.code, cap_s),
+                                          timeout=cap_s + 0.5)
+            card = dataclasses.replace(card, note=note or None)
+        except (asyncio.TimeoutError, JsonRpcInternalError, JsonRpcInvalidParams) as e:
+            log.info("hover without explanation: %s", e or "time cap")
+    return lsp_hover(card)

@@ -1,9 +1,9 @@
-"""The completion backend: the local model or an OpenAI-compatible server, behind one interface.
+"""The completion backend in the editor: the runtime's choice, with progress and notices.
 
-:class:`CompletionBackend` chooses what the settings ask for, loads the local model
-(off the event loop, with work-done progress), builds the :class:`CompletionService`
-(local) or :class:`RemoteCompletionService` (remote), and turns their state into
-notices: a model that does not fit or crashes, a backend that is down, slow answers.
+:class:`CompletionBackend` asks the :class:`server.runtime.Runtime` for what the settings
+name (the local model, loaded off the event loop with work-done progress, or an
+OpenAI-compatible server) and turns their state into notices: a model that does not fit
+or crashes, a backend that is down, slow answers.
 Its methods run on the event loop; the model loads on a default-executor thread and
 runs on its engine's owner thread (``engine-completion``).
 """
@@ -18,11 +18,10 @@ from typing import Awaitable, Callable
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
-from ..completion import CompletionService, ContextProvider, RemoteCompletionService
+from ..completion import CompletionService
 from ..config import Settings
-from ..manager import ModelManager, ModelState, ModelStatus
-from ..prompting import FAMILIES
-from ..remote import OpenAIBackend
+from ..manager import ModelState, ModelStatus
+from ..runtime import Runtime
 from .notices import (
     CODE_BACKEND_UNREACHABLE,
     CODE_MODEL_CRASHED,
@@ -48,47 +47,35 @@ class CompletionBackend:
     Args:
         server: for work-done progress.
         notices: where model and backend problems are shown.
-        context: cross-file context for prompts (the index's lexical search).
+        runtime: holds the models and the services (shared with ``serve``'s code).
         begin_progress: starts work-done progress; returns its token or None.
     """
 
-    def __init__(self, server: LanguageServer, notices: Notices, context: ContextProvider, begin_progress: Progress):
-        self._server, self._notices, self._context, self._begin_progress = server, notices, context, begin_progress
-        self.models = ModelManager("completion")
-        self.remote: RemoteCompletionService | None = None
-        self.local: CompletionService | None = None
+    def __init__(self, server: LanguageServer, notices: Notices, runtime: Runtime, begin_progress: Progress):
+        self._server, self._notices, self._runtime, self._begin_progress = server, notices, runtime, begin_progress
         self.started = asyncio.Event()  # set once `initialized` has chosen the backend
         self._load_task: asyncio.Task | None = None
 
     @property
     def is_remote(self) -> bool:
-        return self.remote is not None
+        return self._runtime.remote is not None
 
     def active(self) -> CompletionService | None:
         """The service answering now (no waiting), or None."""
-        return self.remote or self.local
+        return self._runtime.service
 
     def start(self, settings: Settings) -> None:
         """Use the backend ``settings`` name: the local model (loaded in the background) or a remote server."""
-        self._stop_remote()
+        self._runtime.stop_remote()
         if settings.backend_kind == "openai":
             self._notices.clear(CODE_BACKEND_UNREACHABLE)
-            if not settings.backend_url:
+            if self._runtime.use_remote(settings) is None:
                 self.unreachable("backend.kind is openai but backend.url is not set. Fix: set backend.url "
                                  "(e.g. http://gpu-box:8000) or backend.kind local.")
                 return
-            family = next(f for f in FAMILIES if f.name == settings.backend_family)
-            backend = OpenAIBackend(settings.backend_url, settings.backend_api_key, settings.backend_model)
-            self.remote = RemoteCompletionService(backend, family, self._context)
-            log.info("completions from %s (%s)", backend.base, family.name)
             self._notices.publish_all()
             return
         self._load_task = asyncio.ensure_future(self._load(settings))
-
-    def _stop_remote(self) -> None:
-        if self.remote is not None:
-            self.remote.shutdown()
-            self.remote = None
 
     async def service(self) -> CompletionService | None:
         """The service that makes suggestions, waiting for a model load in progress; None when none."""
@@ -96,11 +83,11 @@ class CompletionBackend:
             await asyncio.wait_for(self.started.wait(), timeout=START_TIMEOUT_S)
         except asyncio.TimeoutError:
             return None
-        if self.remote is not None:
-            return self.remote
+        if self._runtime.remote is not None:
+            return self._runtime.remote
         if self._load_task is not None and not self._load_task.done():
             await asyncio.shield(self._load_task)
-        return self.local if self.models.status.loaded else None
+        return self._runtime.local if self._runtime.models.status.loaded else None
 
     async def _load(self, settings: Settings) -> ModelStatus:
         loop = asyncio.get_running_loop()
@@ -123,10 +110,7 @@ class CompletionBackend:
         def on_state(status: ModelStatus) -> None:  # loader thread -> loop
             loop.call_soon_threadsafe(report, f"{status.state.value} {status.name or ''}".strip())
 
-        self.local = None
-        status = await loop.run_in_executor(None, self.models.load, settings, on_bytes, on_state)
-        if status.loaded and self.models.fim is not None and self.models.counter is not None:
-            self.local = CompletionService(self.models.engine, self.models.fim, self.models.counter, self._context)
+        status = await self._runtime.load_completion(settings, on_bytes, on_state)
         if token is not None:
             progress.end(token, types.WorkDoneProgressEnd(message=f"{status.name}: {status.state.value}"))
         self._model_notices(status)
@@ -143,7 +127,7 @@ class CompletionBackend:
         elif status.state is ModelState.ERROR:
             self._notices.set(CODE_MODEL_UNAVAILABLE, status.error or "model unavailable",
                               types.DiagnosticSeverity.Error)
-        elif status.loaded and self.models.fim is None:
+        elif status.loaded and self._runtime.models.fim is None:
             self._notices.set(CODE_MODEL_NO_FIM, (
                 f"{status.name} has no fill-in-the-middle tokens, so it cannot complete code. Fix: choose a code "
                 "model such as Qwen2.5-Coder or DeepSeek-Coder (setting model.name or model.path)."),
@@ -181,14 +165,3 @@ class CompletionBackend:
                 "or more threads (threads)."), types.DiagnosticSeverity.Warning)
         elif avg < 0.8 * limit:
             self._notices.clear(CODE_SLOW_RESPONSE)
-
-    def forget(self, uri: str) -> None:
-        for service in (self.local, self.remote):
-            if service is not None:
-                service.forget(uri)
-
-    def shutdown(self) -> None:
-        if self.local is not None:
-            self.local.cancel_all()
-        self._stop_remote()
-        self.models.shutdown()

@@ -1,9 +1,10 @@
 """The workspace index as the language server runs it: start, progress, file watching, re-indexing.
 
-:class:`IndexController` owns the :class:`index.workspace.WorkspaceIndex` of the
-workspace folders. Its methods run on the event loop unless their docstring says
-otherwise; the index itself works on its own threads (``index-writer``,
-``index-embedder``) and answers searches from any thread.
+:class:`IndexController` starts the :class:`index.workspace.WorkspaceIndex` of the
+workspace folders, which the :class:`server.runtime.Runtime` holds (its rule for prompts
+and its search are the runtime's, shared with ``serve``). Its methods run on the event loop;
+the index itself works on its own threads (``index-writer``, ``index-embedder``) and answers
+searches from any thread.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any, Awaitable, Callable
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
-from index.workspace import IndexOptions, IndexRules, SearchResult, WorkspaceIndex
+from index.workspace import WorkspaceIndex
 
 from ..config import Settings
+from ..runtime import Runtime
 from .convert import uri_to_path
 
 log = logging.getLogger(__name__)
@@ -35,21 +37,22 @@ class IndexController:
 
     Args:
         server: for file-watch registration and work-done progress.
+        runtime: holds the index.
         document_text: the open document's text for a URI, or None.
         begin_progress: starts work-done progress; returns its token or None.
     """
 
-    def __init__(self, server: LanguageServer, document_text: Callable[[str], str | None], begin_progress: Progress):
+    def __init__(self, server: LanguageServer, runtime: Runtime, document_text: Callable[[str], str | None],
+                 begin_progress: Progress):
         self._server = server
+        self._runtime = runtime
         self._document_text = document_text
         self._begin_progress = begin_progress
-        self.index: WorkspaceIndex | None = None
-        self._options = IndexOptions()
         self._reindex: dict[str, asyncio.TimerHandle] = {}
 
     @property
-    def ready(self) -> bool:
-        return self.index is not None and self.index.state == "ready"
+    def index(self) -> WorkspaceIndex | None:
+        return self._runtime.index
 
     def roots(self) -> list[Path]:
         """The workspace folders (or the root URI) that exist on disk."""
@@ -64,13 +67,9 @@ class IndexController:
         shows why), ends the progress with ``failed: <reason>`` and shows a warning.
         """
         roots = self.roots()
-        self._options = IndexOptions(
-            include=settings.index_include, exclude=settings.index_exclude,
-            max_file_size_kb=settings.index_max_file_size_kb, embeddings=settings.index_embeddings,
-            load_config=settings.model_load_config)
-        if not settings.index_enabled or not roots:
+        index = self._runtime.open_index(roots, settings)
+        if index is None:
             return
-        self.index = index = WorkspaceIndex(roots, self._options)
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         token = await self._begin_progress("index", "deepseek: indexing workspace", ", ".join(r.name for r in roots),
@@ -114,17 +113,6 @@ class IndexController:
         except Exception as e:
             log.warning("could not register file watching: %s", e)
 
-    def readable(self, path: Path, text: str | None = None) -> bool:
-        """May this file's code go into a prompt? The index's one rule (:class:`index.workspace.IndexRules`):
-        inside a workspace folder, not git-ignored or excluded, not a secret, not binary, not too big.
-
-        Without an index (no workspace folder, ``index.enabled`` off) the same rule is applied
-        with the file's own folder as the root. Any thread (a few ``stat`` calls).
-        """
-        if self.index is not None:
-            return self.index.indexable(path, text)
-        return IndexRules([path.parent], self._options).indexable(path, text)
-
     def typing(self) -> None:
         """A suggestion is being asked for: the embedder rests for a moment (CPU for typing)."""
         if self.index is not None:
@@ -153,17 +141,10 @@ class IndexController:
             handle.cancel()
         self.index.update_file(path)
 
-    async def search(self, query: str, k: int, mode: str = "hybrid") -> list[SearchResult]:
-        """Search off the event loop (the default executor): [] without an index."""
-        if self.index is None:
-            return []
-        return await asyncio.get_running_loop().run_in_executor(None, self.index.search, query, k, mode)
-
     def status(self) -> dict[str, Any]:
         return self.index.status() if self.index is not None else {"state": "unavailable", "files": 0, "chunks": 0}
 
     def close(self) -> None:
+        """Stop re-indexing timers (the runtime closes the index)."""
         for handle in self._reindex.values():
             handle.cancel()
-        if self.index is not None:
-            self.index.close()

@@ -5,10 +5,13 @@
 - ``settings``: the parsed settings (:mod:`server.config`), re-read on
   ``workspace/didChangeConfiguration``;
 - ``notices``: diagnostics and messages (:class:`server.lsp.notices.Notices`);
-- ``backend``: the source of suggestions, local model or remote server
+- ``runtime``: what ``deepseek-lsp serve`` holds too (:class:`server.runtime.Runtime`): the
+  completion model and service, the workspace index with its rule for prompts and its
+  search, the assistant's host (also ``assist``: chat model, threads, store);
+- ``backend``: the choice of the source of suggestions, its loading progress and notices
   (:class:`server.lsp.backend.CompletionBackend`);
-- ``index``: the workspace index (:class:`server.lsp.index.IndexController`);
-- ``assist``: the assistant's host, its chat model and threads (:class:`server.assist.host.AssistHost`);
+- ``index``: the workspace index's life cycle in the editor: progress, file watching,
+  re-indexing (:class:`server.lsp.index.IndexController`);
 - ``parses``: each open document's tree-sitter parse, once per version (:class:`server.parse_cache.ParseCache`);
 - ``running_alternatives``: the cancel event of each document's alternatives under way.
 
@@ -30,13 +33,11 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 from pygls.workspace import TextDocument
 
-from index.workspace import context_provider
-
 from .. import __version__
-from ..assist.host import AssistHost
 from ..config import Settings, parse_settings
 from ..logs import set_level
 from ..parse_cache import ParseCache
+from ..runtime import Runtime
 from .backend import CompletionBackend
 from .convert import plain
 from .index import IndexController
@@ -60,12 +61,11 @@ class DeepseekLanguageServer(LanguageServer):
         # Whether the user trusts the workspace (initializationOptions.workspaceTrusted, then the
         # deepseek/workspaceTrust notification). A client that says nothing is not trusted to run code.
         self.trusted = False
+        self.runtime = Runtime()  # models, completion service, index, assistant: the same as serve's
+        self.assist = self.runtime.assist  # the chat model and the assist-* threads, loaded on first use
         self.notices = Notices(self, self.document)
-        self.index = IndexController(self, self.document_text, self.begin_progress)
-        # Cross-file context goes from the completion generator to the index directly (engine thread).
-        self.backend = CompletionBackend(self, self.notices, context_provider(lambda: self.index.index),
-                                         self.begin_progress)
-        self.assist = AssistHost()  # the chat model and the assist-* threads, loaded on first use
+        self.index = IndexController(self, self.runtime, self.document_text, self.begin_progress)
+        self.backend = CompletionBackend(self, self.notices, self.runtime, self.begin_progress)
         self.parses = ParseCache()  # code actions, hover and the assistant commands read the parse
         self.ahead_task: asyncio.Task | None = None  # the assistant's reading ahead, waiting for a rest
         self.ahead_cancel = threading.Event()  # stops the answer written ahead for the latest signal
@@ -156,6 +156,5 @@ class DeepseekLanguageServer(LanguageServer):
     # -- shutdown --------------------------------------------------------------------------
     def close(self) -> None:
         """Stop generations, the index and every model (the ``shutdown`` request)."""
-        self.backend.shutdown()
         self.index.close()
-        self.assist.shutdown()
+        self.runtime.close()

@@ -78,7 +78,7 @@ def workspace_did_change_watched_files(ls: DeepseekLanguageServer,
 
 def text_document_did_close(ls: DeepseekLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
-    ls.backend.forget(uri)
+    ls.runtime.forget(uri)
     ls.notices.forget(uri)
 
 
@@ -87,7 +87,7 @@ async def status(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
     s = ls.settings
     service = ls.backend.active()
     limit = s.resources_ram_limit_mb
-    return lsp_status(ls.backend.models.status, s, ls.index.status(),
+    return lsp_status(ls.runtime.models.status, s, ls.index.status(),
                       service.stats() if service is not None else None,
                       reachable=CODE_BACKEND_UNREACHABLE not in ls.notices,
                       available_mb=limit if limit is not None else available_mb(), context=ls.last_context,
@@ -103,7 +103,7 @@ async def search(ls: DeepseekLanguageServer, *args: Any) -> list[dict[str, Any]]
         raise JsonRpcInvalidParams("deepseek.search needs {query: string, k?: number}")
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= SEARCH_MAX_K:
         raise JsonRpcInvalidParams(f"deepseek.search: k must be an integer from 1 to {SEARCH_MAX_K}")
-    return [lsp_search_result(r) for r in await ls.index.search(query, k)]
+    return [lsp_search_result(r) for r in await ls.runtime.search(query, k)]
 
 
 def shutdown(ls: DeepseekLanguageServer, params: Any) -> None:
