@@ -36,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 
-from .completion import CompletionRequest, CompletionService, LocalGenerator, Snapshot, heal
+from .completion import CompletionRequest, CompletionService, LocalGenerator, heal
 from .config import Settings
 from .engine import LoadedModel
 from .length import trim
@@ -178,13 +178,13 @@ def _job(local: LocalGenerator, model: LoadedModel, req: CompletionRequest, sett
     return found, complete
 
 
-async def alternatives(service: CompletionService, snap: Snapshot, settings: Settings, started: float,
+async def alternatives(service: CompletionService, req: CompletionRequest, settings: Settings, started: float,
                        cancel: threading.Event | None = None) -> tuple[list[Alternative], bool]:
-    """Up to ``completion.alternatives`` distinct suggestions for ``snap``, best first.
+    """Up to ``completion.alternatives`` distinct suggestions for ``req``, best first.
 
     Args:
         service: the local completion service (a remote one, without an engine, gets none).
-        snap: the document at the cursor.
+        req: the explicit request (``Suggestion.request`` of the first suggestion).
         settings: budgets, ``completion.alternatives``, ``completion.manualMaxTimeMs``.
         started: ``time.monotonic()`` at the request's arrival; the deadline is the manual
             time cap from then.
@@ -201,7 +201,6 @@ async def alternatives(service: CompletionService, snap: Snapshot, settings: Set
     local = service.local
     if n <= 1 or local is None:
         return [], True
-    req = CompletionRequest.of(snap, settings, manual=True, check=False)
     deadline = started + settings.completion_manual_max_time_ms / 1000
     cancel = cancel or threading.Event()
     job = local.submit(lambda model: _job(local, model, req, settings, n, deadline, cancel))

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from server.completion import CompletionService, Snapshot
+from server.completion import CompletionRequest, CompletionService, Snapshot
 from server.config import parse_settings
 from server.engine import Engine
 from server.prompting import TokenCounter, detect_fim_format
@@ -113,13 +113,13 @@ def test_only_alternatives_found_to_the_end_are_reused_at_their_place():
     # Asking again there must search again (the prompt is cached by then), not repeat the stub.
     svc = CompletionService(None, None, None)  # what is remembered needs no model
     s = settings()
-    snap = snap_typing(INDENT + "result[")
-    svc.remember(snap, s, ["key.strip()] = value.strip()"], complete=False)
-    assert svc.remembered(snap, s) is None
-    svc.remember(snap, s, ["key.strip()] = value.strip()", "key] = value"], complete=True)
-    assert svc.remembered(snap, s) == ["key.strip()] = value.strip()", "key] = value"]
-    other = snap_typing(INDENT + "result[k")
-    assert svc.remembered(other, s) is None  # another place
+    req = CompletionRequest.of(snap_typing(INDENT + "result["), s, manual=True, check=False)
+    svc.remember(req, ["key.strip()] = value.strip()"], complete=False)
+    assert svc.remembered(req) is None
+    svc.remember(req, ["key.strip()] = value.strip()", "key] = value"], complete=True)
+    assert svc.remembered(req) == ["key.strip()] = value.strip()", "key] = value"]
+    other = CompletionRequest.of(snap_typing(INDENT + "result[k"), s, manual=True, check=False)
+    assert svc.remembered(other) is None  # another place
 
 
 def test_chat_counts_its_budget_in_its_own_model_s_tokens_on_that_model_s_thread(service, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..engine import Generation, LoadedModel
 from ..languages import BY_ID
@@ -99,6 +100,8 @@ class Suggestion:
         latency_ms: from the request's arrival to the answer.
         through: the rest of a suggestion offered with alternatives (an explicit request) that
             the user typed or accepted part of; an explicit request then wants this rest alone.
+        request: the request it answers (cursor text, policy, cache key, budget), worked out
+            once: the alternatives and the type-through cache take it from here.
     """
 
     text: str
@@ -109,6 +112,7 @@ class Suggestion:
     suffix_dropped_tokens: int
     latency_ms: float
     through: bool = False
+    request: Any = None  # CompletionRequest (server.completion.request imports this module)
 
 
 @dataclass

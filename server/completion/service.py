@@ -196,7 +196,7 @@ class CompletionService:
             self.cache_answers += 1
             return Suggestion(rest, entry.policy or req.policy, "cache", None, entry.prefix_dropped,
                               entry.suffix_dropped, (time.monotonic() - t0) * 1000,
-                              through=self._cache.offered(k, entry))
+                              through=self._cache.offered(k, entry), request=req)
 
         flight = self._flights.get(snap.uri)
         if flight is not None and flight.key == key and flight.mode is req.policy.mode \
@@ -236,20 +236,21 @@ class CompletionService:
             text = cut_to_parse(req.grammar, snap.text[: snap.offset], snap.text[snap.offset:], text)
         return Suggestion(text, req.policy, source, entry.generation if source != "cache" else None,
                           entry.prefix_dropped, entry.suffix_dropped, (time.monotonic() - t0) * 1000,
-                          through=req.cursor.typed != entry.typed and self._cache.offered(req.key, entry))
+                          through=req.cursor.typed != entry.typed and self._cache.offered(req.key, entry),
+                          request=req)
 
-    def remember(self, snap: Snapshot, settings: Settings, texts: list[str], complete: bool = True) -> None:
-        """Keep other suggestions shown at ``snap`` (alternatives) for the type-through cache.
+    def remember(self, req: CompletionRequest, texts: list[str], complete: bool = True) -> None:
+        """Keep other suggestions shown for ``req`` (alternatives) for the type-through cache.
 
         ``texts`` are final (trimmed) suggestions; accepting part of one is then answered
         with its rest, like the pipeline's own suggestion. ``complete``: the search for them
         ran to its end; only then does :meth:`remembered` give them again for this place.
         """
-        self._cache.remember(CompletionRequest.of(snap, settings, check=False), texts, complete)
+        self._cache.remember(req, texts, complete)
 
-    def remembered(self, snap: Snapshot, settings: Settings) -> list[str] | None:
+    def remembered(self, req: CompletionRequest) -> list[str] | None:
         """The complete suggestions :meth:`remember` kept for exactly this cursor position, or None."""
-        return self._cache.remembered(CompletionRequest.of(snap, settings, check=False))
+        return self._cache.remembered(req)
 
     def _record(self, s: Suggestion) -> Suggestion:
         self.model_answers += 1

@@ -221,7 +221,8 @@ def build_prompt(pack: PromptPack, messages: list[dict[str, str]], context: list
     last = max(i for i, m in enumerate(turns) if m["role"] == "user")
     if "{message}" in pack.user:
         found = "\n".join(blocks)  # chat@v2 puts the retrieved code in the question's message
-        turns[last]["content"] = pack.render(context=found, retrieved=found, message=turns[last]["content"])[1]["content"]
+        turns[last]["content"] = pack.render(context=found, retrieved=found,
+                                             message=turns[last]["content"])[1]["content"]
     elif blocks:
         turns[last]["content"] = "Code from the workspace:\n\n" + "\n".join(blocks) + "\n" + turns[last]["content"]
     return [{"role": "system", "content": system}, *turns], refs

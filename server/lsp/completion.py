@@ -18,7 +18,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from ..alternatives import alternatives
-from ..completion import Suggestion, Unsuitable, check_document
+from ..completion import CompletionRequest, Suggestion, Unsuitable, check_document
 from ..config import Settings
 from ..remote import BackendUnavailable
 from .convert import InvalidPosition, lsp_completion, lsp_inline_completion, snapshot, word_before
@@ -113,19 +113,21 @@ async def inline_completion(ls: DeepseekLanguageServer,
     # accepted (VS Code asks again, Invoked, after each partial accept of one it was asked for).
     if manual and texts and not suggestion.through and ls.settings.completion_alternatives > 1 \
             and service is not None and doc is not None and doc.version == version:
-        snap = snapshot(doc, params.position)
-        if (kept := service.remembered(snap, ls.settings)) is not None:
+        # The request the suggestion answered, worked out once (cursor text, policy, cache key).
+        req = suggestion.request or CompletionRequest.of(snapshot(doc, params.position), ls.settings, manual=True,
+                                                         check=False)
+        if (kept := service.remembered(req)) is not None:
             return lsp_inline_completion(ranked_texts(texts[0], kept, ls.settings.completion_alternatives),
                                          params.position)
         cancel = ls.running_alternatives[uri] = threading.Event()
         try:
-            found, complete = await alternatives(service, snap, ls.settings, started, cancel)
+            found, complete = await alternatives(service, req, ls.settings, started, cancel)
         finally:
             if ls.running_alternatives.get(uri) is cancel:
                 del ls.running_alternatives[uri]
         texts = ranked_texts(texts[0], [a.text for a in found], ls.settings.completion_alternatives)
         # A part of any of them accepted: the rest is cached; asked again here: only a complete list is reused.
-        service.remember(snap, ls.settings, texts, complete=complete)
+        service.remember(req, texts, complete=complete)
     return lsp_inline_completion(texts, params.position)
 
 
