@@ -148,3 +148,19 @@ def test_system_texts_states_are_saved_on_disk_and_restored_without_reading(engi
     assert engine.submit(lambda m: len(m.snapshots)).result() == 5
     reply = first.hover("read_config", "python", CODE, 60.0)
     assert reply
+
+
+def test_a_draft_question_reads_the_chunks_retrieved_for_it_too(assistant, tmp_path):
+    # A workspace question: the chunks found for the draft are read while the user types;
+    # when the question finds the same ones, only the question is left to read.
+    context = shown(tmp_path / "config.py")
+    found = [ContextItem(f"From src/m{i}.py (lines 1-3)", f"def helper_{i}(x):\n    'Scale x.'\n    return x * {i}\n",
+                         Reference(tmp_path / f"m{i}.py", 0, 2), retrieved=True) for i in range(4)]
+    messages = assistant.chat_ahead(None, [*context, *found], draft="which helper scales")
+    assert "helper_3" in messages[-1]["content"] and messages[-1]["role"] == "user"
+    ahead = PromptReader(assistant).read(messages).result()
+    assert ahead.done
+    question = "which helper scales by three?"
+    reply = assistant.chat(None, question, [*context, *found])
+    n = len(assistant.engine.submit(lambda m: m.tokenize(question)).result())
+    assert 0 < reply.read_tokens <= n + 6, (reply.read_tokens, n)

@@ -13,7 +13,9 @@ The prompt, in this order (``chat@v2``):
 Parts 1 and 2 depend neither on the question nor on each other's size, so the prompt up to
 the question's message is the same whether it is built while the user types
 (:meth:`ChatTask.chat_ahead`, read into the KV cache by :mod:`.ahead`) or when the question
-arrives; only part 3 is read after it. Tokens are counted in the chat model's own tokens.
+arrives; only part 3 is read after it. With the question as typed so far (a draft), the chunks
+retrieved for it are read ahead too: the question usually finds the same ones. Tokens are
+counted in the chat model's own tokens.
 
 Threads: a worker thread (it blocks for the generation; the token counts run on the chat
 model's owner thread). This module imports nothing from pygls or lsprotocol.
@@ -26,7 +28,7 @@ from dataclasses import replace
 from typing import Callable
 
 from ..text import split_lines
-from .generation import AssistantCore, OnDelta
+from .generation import OPEN_END, AssistantCore, OnDelta
 from .packs import load_pack
 from .records import AssistError, ContextItem, Reference, Reply
 from .store import StoredMessage
@@ -59,29 +61,35 @@ class ChatTask(AssistantCore):
         if not session_id or not self.store.has_session(session_id):
             session_id = self.store.new_session(message)
         messages, refs, left = self._known_part(self.store.messages(session_id), context, count)
-        left -= count(message)
-        found = []
-        for item in (c for c in context if c.retrieved):
-            block = _block(item)
-            if (n := count(block)) <= left:
-                left -= n
-                found.append(block)
-                if item.reference is not None:
-                    refs.append(item.reference)
+        question, found_refs = _question(context, message, message, left, count)
+        messages.append(question)
+        refs += found_refs
         pack = load_pack("chat")
-        messages.append(pack.render(retrieved="\n".join(found), message=message)[1])
         self.store.add_message(session_id, "user", message)
         reply = self._generate("chat", messages, pack, session_id, on_delta, cancel=cancel)
         reply.references = refs
         self.store.add_message(session_id, "assistant", reply.text, self.model_name, pack.version, refs)
         return reply
 
-    def chat_ahead(self, session_id: str | None, context: list[ContextItem]) -> list[dict[str, str]]:
-        """The next question's prompt up to its message (system, what the editor shows, the
-        conversation so far): what :meth:`chat` will put before the question, for reading ahead.
-        Items with ``retrieved`` are ignored."""
+    def chat_ahead(self, session_id: str | None, context: list[ContextItem],
+                   draft: str | None = None) -> list[dict[str, str]]:
+        """The next question's prompt up to the question (system, what the editor shows, the
+        conversation so far), for reading ahead: what :meth:`chat` will put before it.
+
+        Args:
+            context: as for :meth:`chat`; items with ``retrieved`` count only with ``draft``.
+            draft: the question as typed so far, when the chunks in ``context`` were retrieved
+                for it: they are laid out as :meth:`chat` will lay out the chunks retrieved for
+                the question (the same, when the draft finds what the question finds), and the
+                prompt goes up to where the question starts. Without it, the prompt ends
+                before the question's message.
+        """
         history = self.store.messages(session_id) if session_id and self.store.has_session(session_id) else []
-        return self._known_part(history, [c for c in context if not c.retrieved], self._counter())[0]
+        count = self._counter()
+        messages, _, left = self._known_part(history, [c for c in context if not c.retrieved], count)
+        if draft:
+            messages.append(_question(context, draft, OPEN_END, left, count)[0])
+        return messages
 
     def _known_part(self, history: list[StoredMessage], context: list[ContextItem],
                     count: Callable[[str], int]) -> tuple[list[dict[str, str]], list[Reference], int]:
@@ -113,6 +121,22 @@ class ChatTask(AssistantCore):
         past = [{"role": m.role, "content": m.text} for turn in kept for m in turn]
         used = count(system["content"]) + sum(count(m["content"]) for m in past)
         return [system, *past], refs, self.context_tokens - used
+
+
+def _question(context: list[ContextItem], asked: str, message: str, left: int,
+              count: Callable[[str], int]) -> tuple[dict[str, str], list[Reference]]:
+    """The question's message: the retrieved chunks of ``context`` that fit in ``left`` tokens
+    besides ``asked`` (in their order), then ``message``; and their references."""
+    left -= count(asked)
+    found, refs = [], []
+    for item in (c for c in context if c.retrieved):
+        block = _block(item)
+        if (n := count(block)) <= left:
+            left -= n
+            found.append(block)
+            if item.reference is not None:
+                refs.append(item.reference)
+    return load_pack("chat").render(retrieved="\n".join(found), message=message)[1], refs
 
 
 def _block(item: ContextItem) -> str:

@@ -2,10 +2,12 @@
 
 Signals (docs/PROTOCOL.md, "Reading ahead"):
 
-- ``deepseek/assistAhead {task, uri, range?, position?, sessionId?}``, a notification: ``chat``
-  when the chat panel opens or gets focus and whenever the selection changes while it is open
-  (the next question's prompt up to the question); ``explain`` for a range or the definition
-  around a position; ``hover`` for the name at a position (Neovim sends it where the cursor rests).
+- ``deepseek/assistAhead {task, uri, range?, position?, sessionId?, draft?}``, a notification:
+  ``chat`` when the chat panel opens or gets focus, whenever the selection changes while it is
+  open, and when the user pauses while typing the question (``draft``: the text so far; the
+  chunks retrieved for it are read too): the next question's prompt up to the question;
+  ``explain`` for a range or the definition around a position; ``hover`` for the name at a
+  position (Neovim sends it where the cursor rests).
 - ``textDocument/codeAction`` at a cursor or a selection (VS Code asks at every cursor move):
   Explain's prompt for the code the menu's actions are about.
 
@@ -30,6 +32,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from ..assist import AssistError
+from ..assist.host import retrieved_context
 from .convert import plain
 from .state import DeepseekLanguageServer
 
@@ -45,7 +48,8 @@ def assist_ahead(ls: DeepseekLanguageServer, params: Any) -> None:
     """``deepseek/assistAhead``: read the prompt of the request the user is about to make."""
     p = plain(params)
     if not isinstance(p, dict) or p.get("task") not in TASKS or not isinstance(p.get("uri"), str):
-        log.debug("assistAhead ignored: expected {task: chat|explain|hover, uri, range?, position?}, got %r", p)
+        log.debug("assistAhead ignored: expected {task: chat|explain|hover, uri, range?, position?, draft?}, got %r",
+                  p)
         return
     soon(ls, p)
 
@@ -107,7 +111,10 @@ async def read(ls: DeepseekLanguageServer, p: dict[str, Any], cancel: threading.
     if task == "chat":
         sid = p.get("sessionId") if isinstance(p.get("sessionId"), str) else None
         context = await assist.shown_context(ls, p)
-        messages = await loop.run_in_executor(None, assistant.chat_ahead, sid, context)  # counts on engine-chat
+        draft = p.get("draft").strip() if isinstance(p.get("draft"), str) else ""
+        if draft and ls.index.ready:  # the chunks the question will likely find
+            context += retrieved_context(await ls.index.search(draft, assist.CHAT_SEARCH_RESULTS), ls.index.readable)
+        messages = await loop.run_in_executor(None, assistant.chat_ahead, sid, context, draft or None)
     elif task == "explain":
         if not isinstance(p.get("range"), dict):
             position = p.get("position") or {}
