@@ -64,6 +64,7 @@ from index.workspace import store_dir  # noqa: E402
 from server.assist.store import AssistStore, data_dir  # noqa: E402
 
 CPS = 6.0            # characters a second the person types into the chat panel
+DRAFT_EVERY_S = 2.0  # the panel sends the question typed so far at a pause between words, this often at most
 MENU_S = 2.0         # seconds the code action menu is open before Explain is chosen
 HOVER_REST_S = 2.0   # seconds the pointer rests on a name before the hover is asked for
 KINDS = ("chat", "follow-up", "workspace", "explain", "hover")
@@ -231,6 +232,16 @@ async def run_config(label: str, read_ahead: bool, targets: list[Target], worksp
               file=sys.stderr, flush=True)
         return result
 
+    async def typing(question: str, **params) -> None:
+        """Type ``question`` at CPS; at a pause between words, every DRAFT_EVERY_S or so, the panel
+        says what is typed so far (``draft``), as the clients do."""
+        last = time.monotonic()
+        for i, ch in enumerate(question):
+            await asyncio.sleep(1 / CPS)
+            if ch == " " and time.monotonic() - last >= DRAFT_EVERY_S:
+                ahead(task="chat", draft=question[:i], **params)
+                last = time.monotonic()
+
     opened: set[str] = set()
     for n, t in enumerate(targets, 1):
         print(f"[{label}] {n}/{len(targets)}: {t.file} {t.function} (lines {t.start + 1}-{t.end + 1})",
@@ -249,18 +260,18 @@ async def run_config(label: str, read_ahead: bool, targets: list[Target], worksp
         await code_actions(uri, types.Range(start=types.Position(line=t.start, character=0),
                                             end=types.Position(line=t.end + 1, character=0)))
         ahead(task="chat", uri=uri, range=selection)
-        await asyncio.sleep(len(t.question) / CPS)
+        await typing(t.question, uri=uri, range=selection)
         reply = await ask("chat", t, "deepseek.chat", {"message": t.question, "uri": uri, "range": selection})
         # 2. a follow-up in the same session.
         session = reply.get("sessionId") if isinstance(reply, dict) else None
         ahead(task="chat", uri=uri, range=selection, sessionId=session)
-        await asyncio.sleep(len(t.follow_up) / CPS)
+        await typing(t.follow_up, uri=uri, range=selection, sessionId=session)
         await ask("follow-up", t, "deepseek.chat", {"message": t.follow_up, "uri": uri, "range": selection,
                                                     **({"sessionId": session} if session else {})})
         # 3. a new chat about the workspace, no selection.
         await asyncio.sleep(think)
         ahead(task="chat", uri=uri)
-        await asyncio.sleep(len(t.workspace_question) / CPS)
+        await typing(t.workspace_question, uri=uri)
         await ask("workspace", t, "deepseek.chat", {"message": t.workspace_question, "uri": uri})
         # 4. Explain from the code action menu at the cursor.
         await asyncio.sleep(think)
