@@ -32,6 +32,9 @@ OPEN_END = "\ue000"  # a message's content cut here: the prompt before it is rea
 OnDelta = Callable[[str, str], None]  # (session id, text delta); called from the engine thread
 OnProgress = Callable[[str], None]    # a step of a long task ("round 2 of 3: running the tests"); worker thread
 T = TypeVar("T")
+# A request is refused before it starts when reading its new prompt tokens at the measured rate
+# would take this many times its time cap (the rate is a moving average: it can be off).
+TOO_SLOW_MARGIN = 1.5
 FENCE = re.compile(r"```[\w+#.-]*\n(.*?)```", re.S)
 
 
@@ -168,7 +171,7 @@ class AssistantCore:
                                   "not fit "
                                   f"the model's context of {model.n_ctx:,}. Select less code or raise model.nCtx.")
             new, rate = len(tokens) - model.cached_tokens(tokens), model.prompt_rate
-            if rate and new / rate > cap_s and not background:
+            if rate and new / rate > TOO_SLOW_MARGIN * cap_s and not background:
                 raise AssistError(_too_slow(len(tokens), new, rate, cap_s))
             return len(tokens), model.generate(tokens, max_tokens=budget, cancel=cancel,
                                                deadline=time.monotonic() + cap_s, judge=stream), new, rate

@@ -83,6 +83,7 @@ class KvCache:
         self.prompt_rate = prompt_rate
         self._rate_seen = False
         self._shift_pending = False  # shifted cells whose keys llama.cpp rotates at the next decode
+        self._decode_s = 0.0  # time spent decoding in the current prefill (its pauses left out)
         self._can_shift = can_shift
 
     # -- the record --------------------------------------------------------------------------
@@ -206,10 +207,10 @@ class KvCache:
                 log.warning("%s; evaluating the prompt", e)
         if best is not None or self.cells is not cells:  # another state, or the save trimmed a hole
             runs = self._plan(self.live_cells(), target, exact)
-        t1 = time.monotonic()
+        self._decode_s = 0.0
         reused, shifted, evaluated, done = self._arrange(target, runs, stopped, chunk)
         if evaluated >= PREFILL_CHUNK:
-            rate = evaluated / max(time.monotonic() - t1, 1e-3)
+            rate = evaluated / max(self._decode_s, 1e-3)  # decoding only: not the pauses for others
             self.prompt_rate = 0.7 * self.prompt_rate + 0.3 * rate if self._rate_seen else rate
             self._rate_seen = True
         return Prefill(done, reused, shifted, evaluated, restored, (time.monotonic() - t0) * 1000)
@@ -257,7 +258,9 @@ class KvCache:
             if stopped():
                 done = False
                 break
+            t1 = time.monotonic()
             self.decode_at(target[pos:end], pos)
+            self._decode_s += time.monotonic() - t1
             new[pos:end] = target[pos:end]
             evaluated += end - pos
             pos = end
