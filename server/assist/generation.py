@@ -171,7 +171,7 @@ class AssistantCore:
                                   "not fit "
                                   f"the model's context of {model.n_ctx:,}. Select less code or raise model.nCtx.")
             new, rate = len(tokens) - model.cached_tokens(tokens), model.prompt_rate
-            if rate and new / rate > TOO_SLOW_MARGIN * cap_s and not background:
+            if rate and model.prompt_rate_measured and new / rate > TOO_SLOW_MARGIN * cap_s and not background:
                 raise AssistError(_too_slow(len(tokens), new, rate, cap_s))
             return len(tokens), model.generate(tokens, max_tokens=budget, cancel=cancel,
                                                deadline=time.monotonic() + cap_s, judge=stream), new, rate

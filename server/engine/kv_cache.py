@@ -86,6 +86,11 @@ class KvCache:
         self._decode_s = 0.0  # time spent decoding in the current prefill (its pauses left out)
         self._can_shift = can_shift
 
+    @property
+    def rate_measured(self) -> bool:
+        """:attr:`prompt_rate` was measured on a real prompt (not the load probe's figure)."""
+        return self._rate_seen
+
     # -- the record --------------------------------------------------------------------------
     def live_cells(self) -> list[int]:
         """The token at each KV position, re-read from ``Llama`` when something evaluated through it."""

@@ -212,6 +212,11 @@ class LoadedModel:
         """Prompt tokens evaluated per second on this machine (moving average), None before any."""
         return self.kv.prompt_rate
 
+    @property
+    def prompt_rate_measured(self) -> bool:
+        """:attr:`prompt_rate` comes from a real prompt read here (not from the load probe's short one)."""
+        return self.kv.rate_measured
+
     @prompt_rate.setter
     def prompt_rate(self, tokens_per_s: float | None) -> None:
         self.kv.prompt_rate = tokens_per_s
