@@ -13,9 +13,7 @@ cmd('DeepSeekChat', function(o)
   local range = o.range > 0 and { start = { line = o.line1 - 1, character = 0 },
                                   ['end'] = { line = o.line2, character = 0 } } or nil
   if o.args ~= '' then return chat.send(o.args, range) end
-  vim.ui.input({ prompt = 'deepseek> ' }, function(message)
-    if message and message ~= '' then chat.send(message, range) end
-  end)
+  chat.ask(range)  -- the chat split opens and the server reads ahead while the message is typed
 end, { nargs = '?' })
 -- Trust the current project (its code may run in the sandbox: Write tests), or with ! stop trusting it.
 cmd('DeepSeekTrust', function(o) require('deepseek.trust').set(not o.bang) end, { range = false, bang = true })

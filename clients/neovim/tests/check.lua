@@ -157,16 +157,74 @@ if not vim.wait(180000, function() return status().readAhead > ahead_before end,
 end
 print(('read ahead at a new place: readAhead %d -> %d'):format(ahead_before, status().readAhead))
 
+-- Reading ahead for the assistant: the deepseek/assistAhead notifications the plugin sends, recorded
+-- on their way to the server.
+local sent = {}
+local notify = client.notify
+client.notify = function(self, method, params)
+  if method == 'deepseek/assistAhead' then sent[#sent + 1] = params end
+  return notify(self, method, params)
+end
+local function last_sent(task)  -- the latest signal of `task` (a CursorHold of Neovim's own may add a hover)
+  for i = #sent, 1, -1 do if sent[i].task == task then return sent[i] end end
+end
+local function expect_sent(task, want, what)
+  if not vim.deep_equal(last_sent(task), want) then
+    fail(what .. ': expected ' .. vim.inspect(want) .. ', sent ' .. vim.inspect(sent))
+  end
+  sent = {}
+end
+local function assist_reads()
+  return client:request_sync('workspace/executeCommand', { command = 'deepseek.status' }, 5000, 0).result.chat.readAhead.reads
+end
+
 -- A chat reply streams into the chat buffer.
 local chat = require('deepseek.chat')
 chat.send('In one sentence: what does user_music_dir return?')
 if not vim.wait(180000, function() return chat.session ~= nil end, 100) then fail('no chat reply') end
+local reads = assist_reads()
 vim.wait(500, function() return false end)  -- let the last streamed pieces land
 local lines = vim.api.nvim_buf_get_lines(chat.bufnr, 0, -1, false)
 local body = table.concat(lines, '\n')
 local reply = body:match('## You: [^\n]*\n\n(.+)')
 if not reply or #vim.trim(reply) < 10 then fail('the chat buffer holds no reply: ' .. body) end
 print('chat: ' .. vim.trim(reply):gsub('\n', ' '):sub(1, 120))
+
+-- After the answer: the follow-up's prompt (this file, the conversation so far) is read while it is typed.
+local uri = vim.uri_from_bufnr(0)
+expect_sent('chat', { task = 'chat', uri = uri, sessionId = chat.session }, 'after an answer')
+if not vim.wait(120000, function() return assist_reads() > reads end, 200) then fail('the server read nothing ahead') end
+-- :DeepSeekChat without a message: the split is open and the signal carries the range while the message is typed.
+local input, prompted = vim.ui.input, nil
+vim.ui.input = function(opts, on_confirm) prompted = opts.prompt; on_confirm(nil) end
+vim.cmd('2,4DeepSeekChat')
+vim.ui.input = input
+if prompted ~= 'deepseek> ' then fail(':DeepSeekChat did not ask for a message') end
+expect_sent('chat', { task = 'chat', uri = uri, sessionId = chat.session,
+  range = { start = { line = 1, character = 0 }, ['end'] = { line = 4, character = 0 } } }, ':DeepSeekChat')
+chat.ahead(nil, nil, '  where is the music ')  -- what a pause in typing the message sends
+expect_sent('chat', { task = 'chat', uri = uri, sessionId = chat.session, draft = 'where is the music' }, 'a draft')
+-- The cursor rests (CursorHold) on a name: hover; on a blank: nothing.
+local music = vim.fn.search('def user_music_dir', 'w')
+local name_col = vim.api.nvim_buf_get_lines(0, music - 1, music, false)[1]:find('user_music_dir', 1, true) + 2
+vim.api.nvim_win_set_cursor(0, { music, name_col })
+vim.api.nvim_exec_autocmds('CursorHold', { buffer = 0, modeline = false })
+expect_sent('hover', { task = 'hover', uri = uri, position = { line = music - 1, character = name_col } }, 'CursorHold on a name')
+vim.api.nvim_win_set_cursor(0, { music, 0 })  -- the indentation before `def`
+vim.api.nvim_exec_autocmds('CursorHold', { buffer = 0, modeline = false })
+if #sent > 0 then fail('CursorHold on a blank sent ' .. vim.inspect(sent)) end
+-- Off: the setup option read_ahead = false, or the server setting chat.readAhead = false.
+vim.api.nvim_win_set_cursor(0, { music, name_col })
+ds.config.read_ahead = false
+vim.api.nvim_exec_autocmds('CursorHold', { buffer = 0, modeline = false })
+ds.config.read_ahead = true
+ds.set_settings({ chat = { readAhead = false } })
+vim.api.nvim_exec_autocmds('CursorHold', { buffer = 0, modeline = false })
+chat.ahead(nil)
+ds.set_settings({ chat = { readAhead = true } })
+if #sent > 0 then fail('read ahead while it was off: ' .. vim.inspect(sent)) end
+print(('read ahead for the assistant: chat after an answer and at :DeepSeekChat, hover on CursorHold; reads %d -> %d')
+  :format(reads, assist_reads()))
 
 -- A question about a selection; its code block: :DeepSeekApply previews the diff, `a` applies it.
 local code_win = vim.api.nvim_get_current_win()

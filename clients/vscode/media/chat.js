@@ -136,20 +136,31 @@
     }
   });
 
+  let draftTimer;  // typing paused: see the input listener below
+
   function send() {
     const text = input.value.trim();
     if (text) {
+      clearTimeout(draftTimer);
       vscode.postMessage({ type: 'send', text: text });
       input.value = '';
     }
   }
   sendButton.addEventListener('click', send);
   stopButton.addEventListener('click', function () { vscode.postMessage({ type: 'stop' }); });
+  // Typing paused for 500 ms: the question so far goes to the extension, which has the server read
+  // the workspace code it will likely find (deepseek/assistAhead's draft).
+  input.addEventListener('input', function () {
+    clearTimeout(draftTimer);
+    draftTimer = setTimeout(function () { vscode.postMessage({ type: 'draft', text: input.value }); }, 500);
+  });
   input.addEventListener('keydown', function (ev) {
     if (ev.key === 'Enter' && !ev.shiftKey) {
       ev.preventDefault();
       send();
     }
   });
+  // The panel got the focus: the user is about to ask, so the extension has the server read ahead.
+  window.addEventListener('focus', function () { vscode.postMessage({ type: 'focus' }); });
   vscode.postMessage({ type: 'ready' });
 })();

@@ -5,11 +5,17 @@
  *
  * Panel -> controller (`FromPanel`): `ready` (the webview (re)loaded: it gets the whole
  * transcript), `send` {text}, `new` (forget the session: the next message starts one),
- * `stop` (cancel the running request), `open` {uri, range} (a reference was clicked).
+ * `stop` (cancel the running request), `open` {uri, range} (a reference was clicked),
+ * `focus` (the webview got the focus), `draft` {text} (typing paused: the question so far).
+ * When the panel loads, gets the focus, starts a new conversation or typing in it pauses, and
+ * after each answer, the controller says what the next question will be about
+ * (`deepseek/assistAhead`, task `chat`: the document, the selection, the session, the draft) so
+ * the server reads its prompt meanwhile.
  * Controller -> panel (`ToPanel`): `entries` {entries, busy}, `entry` {entry}, `delta`
  * {id, text} (appended to the reply being written), `done` {entry} (the final form of the
  * entry with that id), `busy` {busy}.
  */
+import { chatAhead } from './ahead';
 import type * as lsp from './lsp_ext';
 import type { Range } from './lsp_ext';
 
@@ -27,6 +33,8 @@ export interface Entry {
 
 export type FromPanel =
   | { type: 'ready' }
+  | { type: 'focus' }
+  | { type: 'draft'; text: string }
   | { type: 'send'; text: string }
   | { type: 'new' }
   | { type: 'stop' }
@@ -63,6 +71,8 @@ export interface ChatHost {
   apply(target: Target, code: string): void;
   /** A short label for a reference, e.g. `src/config.py:7-13`. */
   label(uri: string, range: Range): string;
+  /** Send `deepseek/assistAhead` (dropped when `deepseek.chat.readAhead` is off or the server is not running). */
+  readAhead(params: lsp.AssistAheadParams): void;
 }
 
 /** The indentation of the least indented non-blank line. */
@@ -107,10 +117,12 @@ export function parseFromPanel(raw: unknown): FromPanel | undefined {
     return undefined;
   }
   switch (m.type) {
-    case 'ready': case 'new': case 'stop':
+    case 'ready': case 'focus': case 'new': case 'stop':
       return { type: m.type };
     case 'send':
       return typeof m.text === 'string' && m.text.trim() ? { type: 'send', text: m.text.trim() } : undefined;
+    case 'draft':
+      return typeof m.text === 'string' ? { type: 'draft', text: m.text } : undefined;
     case 'open':
       return typeof m.uri === 'string' && isRange(m.range) ? { type: 'open', uri: m.uri, range: m.range } : undefined;
     case 'insert': case 'copy':
@@ -131,6 +143,8 @@ export class ChatController {
   private nextId = 1;
   private running: AbortController | undefined;
   private restored = false;
+  /** The question being typed in the panel, as of its last pause (sent with the read-ahead signal). */
+  private draft = '';
 
   constructor(private readonly server: ChatServer, private readonly host: ChatHost) {}
 
@@ -148,6 +162,14 @@ export class ChatController {
       case 'ready':
         await this.restore();
         this.host.post({ type: 'entries', entries: this.entries, busy: this.busy });
+        this.readAhead();
+        return;
+      case 'focus':
+        this.readAhead();
+        return;
+      case 'draft':
+        this.draft = msg.text;
+        this.readAhead();
         return;
       case 'send':
         await this.send(msg.text);
@@ -157,6 +179,7 @@ export class ChatController {
         this.sessionId = undefined;
         this.entries.length = 0;
         this.host.post({ type: 'entries', entries: [], busy: this.busy });
+        this.readAhead();
         return;
       case 'stop':
         this.running?.abort();
@@ -180,6 +203,23 @@ export class ChatController {
     }
   }
 
+  /**
+   * The `deepseek/assistAhead` signal for the next question: the active document, its selection,
+   * the session and the question typed so far; undefined while a request runs (its answer is not in
+   * the conversation yet) or without a document.
+   */
+  aheadParams(): lsp.AssistAheadParams | undefined {
+    return this.busy ? undefined : chatAhead(this.host.context(), this.sessionId, this.draft);
+  }
+
+  /** Tell the server what the next question will be about (the panel was shown, got focus, an answer came). */
+  readAhead(): void {
+    const params = this.aheadParams();
+    if (params) {
+      this.host.readAhead(params);
+    }
+  }
+
   /** A `deepseek/chatDelta` notification: appended to the reply being written, if it is ours. */
   onDelta(params: lsp.ChatDelta): void {
     const p: Partial<lsp.ChatDelta> | undefined = params;
@@ -198,6 +238,7 @@ export class ChatController {
 
   /** Ask in the current session; the reply streams into the panel. */
   async send(text: string): Promise<void> {
+    this.draft = '';  // the panel cleared its input
     const ctx = this.host.context();
     const arg: lsp.ChatParams = { message: text };
     if (this.sessionId) {
@@ -232,8 +273,9 @@ export class ChatController {
     const reply = this.push({ id: this.nextId++, role: 'assistant', text: '' });
     this.stream = { session: newSession ? undefined : this.sessionId, reply };
     this.host.post({ type: 'busy', busy: true });
+    let result: lsp.CommandResult<C>;
     try {
-      const result = await this.server.execute(command, arg, abort.signal);
+      result = await this.server.execute(command, arg, abort.signal);
       const [text, refs] = answer(result);
       reply.text = typeof text === 'string' ? text : reply.text;
       reply.references = (refs ?? []).filter((r) => isRange(r.range))
@@ -244,7 +286,6 @@ export class ChatController {
       if (target) {
         reply.target = target;
       }
-      return result;
     } catch (err) {
       reply.role = 'error';
       reply.text = abort.signal.aborted ? 'Stopped.' : `deepseek: ${(err as Error | null | undefined)?.message ?? String(err)}`;
@@ -257,6 +298,8 @@ export class ChatController {
         this.host.post({ type: 'busy', busy: false });
       }
     }
+    this.readAhead();  // the answer is in the conversation now: a follow-up's prompt is known up to the question
+    return result;
   }
 
   private push(entry: Entry): Entry {

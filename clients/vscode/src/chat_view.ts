@@ -1,15 +1,18 @@
 /**
  * The chat panel in VS Code: the webview view `deepseek.chatView` (media/chat.js, chat.css)
  * and the editor side of its controller (chat.ts): requests through the Ctx's client,
- * `deepseek/chatDelta` streamed in, references opened in the editor, and a code block's
+ * `deepseek/chatDelta` streamed in, references opened in the editor, a code block's
  * Insert at cursor / Copy / Apply (a workspace edit previewed as a diff by VS Code's
- * refactor preview before it is applied).
+ * refactor preview before it is applied), and reading ahead (read_ahead.ts): the panel's
+ * `deepseek/assistAhead` when it is shown or focused, after each answer and when the
+ * selection changes while it is visible.
  */
 import * as vscode from 'vscode';
 
 import { applyText, ChatController, ChatServer, Range, Target } from './chat';
 import { Ctx, errorMessage } from './ctx';
 import * as lsp from './lsp_ext';
+import { ReadAhead } from './read_ahead';
 
 /** `a-b`, 1-based, as editors number lines; a range ending at character 0 of a line stops before it. */
 export function lineSpan(r: Range): string {
@@ -45,6 +48,8 @@ async function applyCode(target: Target, code: string): Promise<void> {
 
 export class ChatView {
   readonly controller: ChatController;
+  /** Sends `deepseek/assistAhead`: the panel's signal, and hover where the cursor rests. */
+  readonly ahead: ReadAhead;
   private view: vscode.WebviewView | undefined;
   /** The text editor the user was last in (a webview panel takes the focus, not the editor). */
   private lastEditor: vscode.TextEditor | undefined = vscode.window.activeTextEditor;
@@ -107,7 +112,10 @@ export class ChatView {
       apply: (target, code) => {
         applyCode(target, code).catch((err) => vscode.window.showWarningMessage(`deepseek: nothing applied: ${errorMessage(err)}`));
       },
+      readAhead: (params) => this.ahead.send(params),
     });
+    this.ahead = new ReadAhead(ctx, () => (this.view?.visible ? this.controller.aheadParams() : undefined));
+    ctx.pushCleanup(this.ahead);
     ctx.onNotification(lsp.CHAT_DELTA, (params) => this.controller.onDelta(params));
     ctx.pushCleanup(vscode.window.registerWebviewViewProvider('deepseek.chatView', {
       resolveWebviewView: (webviewView) => {
@@ -116,6 +124,12 @@ export class ChatView {
         webviewView.webview.options = { enableScripts: true, localResourceRoots: [media] };
         webviewView.webview.html = chatHtml(webviewView.webview, media);
         webviewView.webview.onDidReceiveMessage((m) => this.controller.handle(m));
+        // Shown again (its webview kept): the next question's prompt is read while it is typed.
+        webviewView.onDidChangeVisibility(() => {
+          if (webviewView.visible) {
+            this.controller.readAhead();
+          }
+        });
         webviewView.onDidDispose(() => {
           if (this.view === webviewView) {
             this.view = undefined;

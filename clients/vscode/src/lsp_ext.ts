@@ -1,11 +1,13 @@
 /**
  * deepseek-lsp's extensions to LSP, as docs/PROTOCOL.md documents them: the `deepseek.*`
  * commands of `workspace/executeCommand` with the type of their one argument and of their
- * result, the `deepseek/chatDelta` notification and the diagnostic codes, and one typed
- * `executeCommand` for them all. Change them only together with docs/PROTOCOL.md.
+ * result, the `deepseek/chatDelta` and `deepseek/assistAhead` notifications and the diagnostic
+ * codes, and one typed `executeCommand` for them all. Change them only together with
+ * docs/PROTOCOL.md.
  *
- * chat.ts and status.ts import only the types (`import type`): they stay free of `vscode`
- * and vscode-languageclient, which this module loads, so `npm test` runs them in plain Node.
+ * chat.ts, ahead.ts and status.ts import only the types (`import type`): they stay free of
+ * `vscode` and vscode-languageclient, which this module loads, so `npm test` runs them in plain
+ * Node.
  */
 import type { CancellationToken } from 'vscode';
 import * as lc from 'vscode-languageclient';
@@ -335,6 +337,37 @@ export interface ChatDelta {
 }
 
 export const CHAT_DELTA = new lc.NotificationType<ChatDelta>('deepseek/chatDelta');
+
+/** What the user is about to ask the assistant for. */
+export type AssistAheadTask = 'chat' | 'explain' | 'hover';
+
+/**
+ * Client -> server: the user is about to ask the assistant (docs/PROTOCOL.md, "Reading ahead"), so
+ * the server reads that request's prompt, as far as it is known, into the chat model's KV cache
+ * and the answer starts sooner. Each one replaces the previous one; the server acts on it after
+ * 0.4 s without a newer one and ignores malformed ones. Only `chat` may load the chat model.
+ *
+ * The extension sends `chat` when the chat panel is shown or gets focus, when the selection
+ * changes while it is visible (after 300 ms still), when typing in it pauses (500 ms) and after
+ * each answer; `hover` when the cursor rests 500 ms on a name; none with
+ * `deepseek.chat.readAhead` off. `explain` it need not send: the server reads Explain's prompt
+ * on the code-action requests VS Code makes at each cursor move.
+ */
+export interface AssistAheadParams {
+  task: AssistAheadTask;
+  /** The document the request will be about. */
+  uri: string;
+  /** `chat`: the selection (absent when nothing is selected); `explain`: the code to explain. */
+  range?: Range;
+  /** `hover`: the cursor, on a name; `explain` without `range`: the definition around it. */
+  position?: Position;
+  /** `chat`: the panel's conversation, which the next question continues (absent: a new one). */
+  sessionId?: string;
+  /** `chat`: the question as typed so far (absent when none): the server also reads the workspace chunks it finds. */
+  draft?: string;
+}
+
+export const ASSIST_AHEAD = new lc.NotificationType<AssistAheadParams>('deepseek/assistAhead');
 
 /** `source` of every diagnostic of the server. */
 export const DIAGNOSTIC_SOURCE = 'deepseek';

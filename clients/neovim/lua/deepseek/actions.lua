@@ -25,9 +25,11 @@ function M.explain(opts)
   chat.open()
   chat.heading('Explain')
   chat.begin(nil)  -- an explanation is a session of its own: its pieces are shown
+  local source = vim.api.nvim_get_current_buf()
   run('deepseek.explain', { uri = vim.uri_from_bufnr(0), range = range_of(opts) }, function(result)
     chat.session = result.sessionId or chat.session
     chat.begin(false)  -- done: later pieces of other sessions are not this one's
+    chat.ahead(nil, source)  -- a follow-up question continues the explanation's session
   end)
 end
 

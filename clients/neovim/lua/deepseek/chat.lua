@@ -1,5 +1,6 @@
 -- The chat buffer: a split that shows replies as they stream (deepseek/chatDelta, only those of the
 -- session being written), and the code blocks of the replies: insert, copy, apply (previewed as a diff).
+-- While a question is typed and after each answer the server reads the next prompt ahead (ahead.lua).
 local M = { bufnr = nil, session = nil }
 local streaming = nil   -- the request being answered: { session = id or nil (a new one) }
 local targets = {}      -- chat buffer line of a question's heading -> the selection it was about
@@ -50,6 +51,35 @@ function M.heading(text)
   return vim.api.nvim_buf_line_count(buffer()) - 3  -- 0-based line of the heading
 end
 
+--- Tell the server what the next question will be about (deepseek/assistAhead, :help deepseek-read-ahead):
+--- `bufnr` (default: the current buffer) and `range` in it (nil: no selection), in the current session,
+--- starting as `draft` (optional). True when it was sent.
+function M.ahead(range, bufnr, draft)
+  return require('deepseek.ahead').chat(bufnr or vim.api.nvim_get_current_buf(), range, M.session, draft)
+end
+
+--- :DeepSeekChat without a message: open the chat split, have the server read the question's prompt
+--- (up to the question) while it is typed, and the message so far at each pause of 500 ms (Neovim's
+--- own input() prompt: |CmdlineChanged|), then send it.
+function M.ask(range)
+  local source = vim.api.nvim_get_current_buf()
+  M.open()
+  M.ahead(range, source)
+  local pause = vim.uv.new_timer()
+  local group = vim.api.nvim_create_augroup('deepseek.chat.draft', { clear = true })
+  vim.api.nvim_create_autocmd('CmdlineChanged', { group = group, pattern = '@', callback = function()
+    local draft = vim.fn.getcmdline()
+    pause:stop()
+    pause:start(500, 0, vim.schedule_wrap(function() M.ahead(range, source, draft) end))
+  end })
+  vim.ui.input({ prompt = 'deepseek> ' }, function(message)
+    pause:stop()
+    pause:close()
+    pcall(vim.api.nvim_del_augroup_by_id, group)
+    if message and message ~= '' then M.send(message, range) end
+  end)
+end
+
 --- Send a message (with the current selection when `range` is given) and keep the session.
 --- `on_done(result)` runs when the reply is complete (tests).
 function M.send(message, range, on_done)
@@ -73,6 +103,7 @@ function M.send(message, range, on_done)
       refs[#refs + 1] = string.format('%s:%d', vim.uri_to_fname(r.uri), r.range.start.line + 1)
     end
     if #refs > 0 then append('\n\nReferences: ' .. table.concat(refs, ', ') .. '\n') end
+    M.ahead(nil, source)  -- a follow-up (asked without a range) continues this session
     if on_done then on_done(result) end
   end, source)
 end

@@ -8,6 +8,7 @@ M.config = {
   root_markers = { '.git', 'pyproject.toml', 'package.json', 'go.mod', 'Cargo.toml' },
   settings = {},                           -- the server's `deepseek` settings (README.md, "Settings")
   auto = true,                             -- ask for a suggestion as you type
+  read_ahead = true,                       -- tell the server what you are about to ask (:help deepseek-read-ahead)
   trusted = {},                            -- folders whose code may run (Write tests), beside :DeepSeekTrust's list
   -- Insert-mode keys, buffer-local in buffers the server attaches to (:help deepseek-keys). false: no keys
   -- at all (bind the <Plug> mappings yourself); a key set to false: not that one.
@@ -41,6 +42,7 @@ function M.setup(opts)
   })
   vim.lsp.enable('deepseek')
   require('deepseek.inline').attach(cfg)
+  require('deepseek.ahead').attach()
 end
 
 --- Merge `settings` into the server's settings and tell the running server (workspace/didChangeConfiguration):

@@ -1,7 +1,8 @@
 // The real deepseek-lsp server with its real default model, spoken to over stdio the way
 // vscode-languageclient does: package.json's settings are accepted as they are, a suggestion
 // arrives through textDocument/inlineCompletion, and the chat panel's controller streams
-// deepseek/chatDelta, keeps its session, shows Explain results and restores the session.
+// deepseek/chatDelta, keeps its session, has the server read ahead after an answer
+// (deepseek/assistAhead), shows Explain results and restores the session.
 import * as assert from 'node:assert/strict';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -9,7 +10,7 @@ import { after, before, test } from 'node:test';
 import { InlineCompletionRequest, InlineCompletionTriggerKind } from 'vscode-languageserver-protocol/node';
 
 import { ChatController, ChatServer, Range, ToPanel } from '../chat';
-import type { StatusResult } from '../lsp_ext';
+import type { AssistAheadParams, StatusResult } from '../lsp_ext';
 import { statusView } from '../status';
 import { defaultSettings, Hole, holeWorkspace, Server, startServer, waitForModel } from './server';
 
@@ -60,8 +61,9 @@ function panelRange(): Range {
   return { start: { line: hole.line - 3, character: 0 }, end: { line: hole.line + 1, character: 0 } };
 }
 
-function panel(): { chat: ChatController; posts: ToPanel[]; server: ChatServer } {
+function panel(): { chat: ChatController; posts: ToPanel[]; ahead: AssistAheadParams[]; server: ChatServer } {
   const posts: ToPanel[] = [];
+  const ahead: AssistAheadParams[] = [];
   const chatServer: ChatServer = { execute: (command, arg) => server.execute(command, arg) };
   const range = panelRange();
   const chat = new ChatController(chatServer, {
@@ -72,13 +74,23 @@ function panel(): { chat: ChatController; posts: ToPanel[]; server: ChatServer }
     insert: () => undefined,
     copy: () => undefined,
     apply: () => undefined,
+    readAhead: (p) => {  // as chat_view.ts does (read_ahead.ts), recorded
+      ahead.push(p);
+      void server.connection.sendNotification('deepseek/assistAhead', p);
+    },
   });
   server.connection.onNotification('deepseek/chatDelta', (p) => chat.onDelta(p));
-  return { chat, posts, server: chatServer };
+  return { chat, posts, ahead, server: chatServer };
+}
+
+/** How many prompts the server read ahead for the assistant (deepseek.status's chat.readAhead). */
+async function assistReads(): Promise<number> {
+  const status: any = await server.execute('deepseek.status');
+  return status?.chat?.readAhead?.reads ?? 0;
 }
 
 test('the chat panel: a reply streams in, keeps its session, and Explain lands in the panel', async () => {
-  const { chat, posts } = panel();
+  const { chat, posts, ahead } = panel();
   await chat.handle({ type: 'send', text: 'In one sentence: what does user_music_dir return?' });
   const deltas = posts.filter((p): p is Extract<ToPanel, { type: 'delta' }> => p.type === 'delta');
   assert.ok(deltas.length >= 2, `streamed in ${deltas.length} pieces`);
@@ -90,6 +102,14 @@ test('the chat panel: a reply streams in, keeps its session, and Explain lands i
   assert.ok(first);
   // A question about a selection: its reply's code blocks may replace that selection (Apply).
   assert.deepEqual(done.entry.target, { uri: hole.uri, range: panelRange(), version: 1 });
+  // The answer is in: the follow-up's prompt up to the question is read while it is typed.
+  assert.deepEqual(ahead, [{ task: 'chat', uri: hole.uri, range: panelRange(), sessionId: first }]);
+  const reads = await assistReads();
+  const until = Date.now() + 120000;
+  while (await assistReads() === reads && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  assert.ok(await assistReads() > reads, 'the server read the follow-up\'s prompt ahead');
 
   await chat.handle({ type: 'send', text: 'And user_videos_dir?' });
   assert.equal(chat.sessionId, first, 'the second message continues the session');

@@ -1,12 +1,15 @@
 // Fast tests with no server: settings, the executable lookup, the panel's message parsing and
-// handling, the status text, the webview's Markdown rendering.
+// handling, reading ahead's signals, the status text, the webview's Markdown rendering.
 import * as assert from 'node:assert/strict';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { test } from 'node:test';
 
+import { chatAhead, CHAT_REST_MS, EditorMoment, HOVER_REST_MS, hoverAhead, nextSignal, onName } from '../ahead';
 import { applyText, ChatController, parseFromPanel, Range, ToPanel } from '../chat';
+import { LANGUAGES } from '../languages';
+import type { AssistAheadParams } from '../lsp_ext';
 import { CLIENT_KEYS, INSTALL_HINT, parseServerLog, resolveServer, serverKeys, serverSettings } from '../settings';
 import { PartialStatus, statusView } from '../status';
 import { PACKAGE_JSON } from './server';
@@ -45,31 +48,35 @@ test('resolveServer finds an executable on PATH, expands paths, and says how to 
   fs.rmSync(dir, { recursive: true });
 });
 
-test('parseFromPanel accepts the eight panel messages and rejects malformed ones', () => {
+test('parseFromPanel accepts the ten panel messages and rejects malformed ones', () => {
   const range: Range = { start: { line: 1, character: 0 }, end: { line: 3, character: 0 } };
   assert.deepEqual(parseFromPanel({ type: 'send', text: '  why?  ' }), { type: 'send', text: 'why?' });
   assert.deepEqual(parseFromPanel({ type: 'copy', id: 4, code: 'x = 1\n' }), { type: 'copy', code: 'x = 1\n' });
   assert.deepEqual(parseFromPanel({ type: 'apply', id: 4, code: 'x' }), { type: 'apply', id: 4, code: 'x' });
   assert.deepEqual(parseFromPanel({ type: 'open', uri: 'file:///a.py', range }), { type: 'open', uri: 'file:///a.py', range });
   assert.deepEqual(parseFromPanel({ type: 'ready', extra: 1 }), { type: 'ready' });
+  assert.deepEqual(parseFromPanel({ type: 'focus' }), { type: 'focus' });
+  assert.deepEqual(parseFromPanel({ type: 'draft', text: 'what does ' }), { type: 'draft', text: 'what does ' });
   for (const bad of [null, 'send', {}, { type: 'send', text: '   ' }, { type: 'send', text: 3 }, { type: 'open', uri: 'x' },
     { type: 'open', uri: 'x', range: { start: { line: -1, character: 0 }, end: { line: 0, character: 0 } } }, { type: 'eval' },
-    { type: 'insert', code: '' }, { type: 'copy' }, { type: 'apply', id: 1.5, code: 'x' }, { type: 'apply', code: 'x' }]) {
+    { type: 'insert', code: '' }, { type: 'copy' }, { type: 'draft' }, { type: 'draft', text: 7 }, { type: 'apply', id: 1.5, code: 'x' }, { type: 'apply', code: 'x' }]) {
     assert.equal(parseFromPanel(bad), undefined, JSON.stringify(bad));
   }
 });
 
 /** A panel host that records what the controller does; the server is never reached in these tests. */
-function recordingHost() {
+function recordingHost(context: { uri: string; range?: Range; version?: number } | undefined = undefined) {
   const posts: ToPanel[] = [];
   const opened: [string, Range][] = [];
   const code: [string, string][] = [];
+  const ahead: AssistAheadParams[] = [];
   return {
-    posts, opened, code,
+    posts, opened, code, ahead,
     host: {
       post: (m: ToPanel) => posts.push(m),
       open: (uri: string, range: Range) => opened.push([uri, range]),
-      context: () => undefined,
+      context: () => context,
+      readAhead: (p: AssistAheadParams) => { ahead.push(p); },
       label: (uri: string, range: Range) => `${path.basename(uri)}:${range.start.line + 1}`,
       insert: (c: string) => { code.push(['insert', c]); },
       copy: (c: string) => { code.push(['copy', c]); },
@@ -139,6 +146,94 @@ test('the panel: stop cancels the running request', async () => {
   await pending;
   assert.equal(seen?.aborted, true);
   assert.deepEqual(chat.entries.map((e) => [e.role, e.text]), [['user', 'a long question'], ['error', 'Stopped.']]);
+});
+
+test('reading ahead: the chat signal carries the document, the selection when there is one, and the session', () => {
+  const range: Range = { start: { line: 4, character: 2 }, end: { line: 9, character: 0 } };
+  const empty: Range = { start: { line: 4, character: 2 }, end: { line: 4, character: 2 } };
+  assert.deepEqual(chatAhead({ uri: 'file:///w/a.py', range }, 's1'), { task: 'chat', uri: 'file:///w/a.py', range, sessionId: 's1' });
+  assert.deepEqual(chatAhead({ uri: 'file:///w/a.py', range: empty }, 's1'), { task: 'chat', uri: 'file:///w/a.py', sessionId: 's1' });
+  assert.deepEqual(chatAhead({ uri: 'file:///w/a.py' }, undefined), { task: 'chat', uri: 'file:///w/a.py' });
+  assert.deepEqual(chatAhead({ uri: 'file:///w/a.py' }, 's1', '  where is the config read '),
+    { task: 'chat', uri: 'file:///w/a.py', sessionId: 's1', draft: 'where is the config read' });
+  assert.deepEqual(chatAhead({ uri: 'file:///w/a.py' }, undefined, '   '), { task: 'chat', uri: 'file:///w/a.py' });
+  assert.equal(chatAhead(undefined, 's1'), undefined);
+});
+
+test('reading ahead: a name is under the cursor or just before it; blanks, numbers and punctuation are not names', () => {
+  const line = '    total = _sum(items, 42) + ü';
+  assert.ok(onName(line, 4) && onName(line, 9) && onName(line, 12) && onName(line, 13));  // start, end of `total`, `_sum`
+  assert.ok(onName(line, line.length));  // `ü` before the cursor
+  assert.ok(!onName(line, 0) && !onName(line, 11) && !onName(line, 25) && !onName(line, 27) && !onName('', 0));
+  assert.deepEqual(hoverAhead('file:///w/a.py', line, { line: 3, character: 13 }),
+    { task: 'hover', uri: 'file:///w/a.py', position: { line: 3, character: 13 } });
+  assert.equal(hoverAhead('file:///w/a.py', line, { line: 3, character: 25 }), undefined);
+});
+
+test('reading ahead: one signal per selection change: the visible panel\'s when it changed, else a hover on a name', () => {
+  const at = (selection: Range & { active: { line: number; character: number } }, languageId = 'python'): EditorMoment =>
+    ({ uri: 'file:///w/a.py', languageId, selection, lineText: 'def total(items):' });
+  const cursor = (character: number) => ({ start: { line: 0, character }, end: { line: 0, character }, active: { line: 0, character } });
+  const selected = { start: { line: 0, character: 0 }, end: { line: 2, character: 0 }, active: { line: 2, character: 0 } };
+  const chatSel: AssistAheadParams = { task: 'chat', uri: 'file:///w/a.py', range: { start: selected.start, end: selected.end }, sessionId: 's' };
+  const chatNone: AssistAheadParams = { task: 'chat', uri: 'file:///w/a.py', sessionId: 's' };
+  // The panel is visible and the selection changed what the next question carries: the panel's signal.
+  assert.deepEqual(nextSignal(at(selected), chatSel, chatNone, LANGUAGES), { params: chatSel, delayMs: CHAT_REST_MS });
+  assert.deepEqual(nextSignal(at(cursor(6)), chatNone, chatSel, LANGUAGES), { params: chatNone, delayMs: CHAT_REST_MS });
+  // Unchanged for the panel: the cursor on a name gets a hover signal; a selection gets nothing.
+  const hover = { params: { task: 'hover', uri: 'file:///w/a.py', position: { line: 0, character: 6 } }, delayMs: HOVER_REST_MS };
+  assert.deepEqual(nextSignal(at(cursor(6)), { ...chatNone }, chatNone, LANGUAGES), hover);
+  assert.equal(nextSignal(at(selected), chatSel, chatSel, LANGUAGES), undefined);
+  // The panel hidden (or busy): hover only, on a name, in a language the extension serves.
+  assert.deepEqual(nextSignal(at(cursor(6)), undefined, undefined, LANGUAGES), hover);
+  assert.equal(nextSignal(at(cursor(16)), undefined, undefined, LANGUAGES), undefined);  // between `)` and `:`
+  assert.equal(nextSignal(at(selected), undefined, undefined, LANGUAGES), undefined);
+  assert.equal(nextSignal(at(cursor(6), 'markdown'), undefined, undefined, LANGUAGES), undefined);
+  assert.equal(nextSignal(at(cursor(6), 'plaintext'), undefined, chatNone, LANGUAGES), undefined);
+});
+
+test('the panel reads ahead when it loads, gets the focus, starts over or typing pauses, with the selection, session and draft', async () => {
+  const range: Range = { start: { line: 6, character: 0 }, end: { line: 14, character: 0 } };
+  const { host, ahead } = recordingHost({ uri: 'file:///w/config.py', range, version: 3 });
+  const chat = new ChatController(unreachable, host);
+  await chat.handle({ type: 'ready' });  // no history (the server is unreachable): a new conversation
+  chat.sessionId = 'abc';
+  await chat.handle({ type: 'focus' });
+  await chat.handle({ type: 'new' });
+  await chat.handle({ type: 'draft', text: 'where is the ' });
+  await chat.handle({ type: 'focus' });  // the draft stays until it is sent
+  assert.deepEqual(ahead, [
+    { task: 'chat', uri: 'file:///w/config.py', range },
+    { task: 'chat', uri: 'file:///w/config.py', range, sessionId: 'abc' },
+    { task: 'chat', uri: 'file:///w/config.py', range },
+    { task: 'chat', uri: 'file:///w/config.py', range, draft: 'where is the' },
+    { task: 'chat', uri: 'file:///w/config.py', range, draft: 'where is the' },
+  ]);
+  // No document, nothing to read; a failed question is no answer: nothing is sent after it.
+  const none = recordingHost();
+  const bare = new ChatController(unreachable, none.host);
+  await bare.handle({ type: 'focus' });
+  await bare.handle({ type: 'send', text: 'hello' });
+  assert.deepEqual(none.ahead, []);
+});
+
+test('the panel reads ahead after an answer, with the answer\'s session, and not while a question runs', async () => {
+  const { host, ahead } = recordingHost({ uri: 'file:///w/config.py', version: 1 });
+  let release: (() => void) | undefined;
+  const answering = {
+    execute: (command: string) => new Promise<never>((resolve) => {
+      release = () => resolve({ sessionId: 'new-session', reply: 'It returns 1.', references: [] } as never);
+    }).then((r) => { assert.equal(command, 'deepseek.chat'); return r; }),
+  };
+  const chat = new ChatController(answering, host);
+  await chat.handle({ type: 'draft', text: 'what does it' });
+  ahead.length = 0;
+  const pending = chat.handle({ type: 'send', text: 'what does it return?' });
+  await chat.handle({ type: 'focus' });  // the question is running: its answer is not in the conversation yet
+  assert.deepEqual(ahead, []);
+  release!();
+  await pending;
+  assert.deepEqual(ahead, [{ task: 'chat', uri: 'file:///w/config.py', sessionId: 'new-session' }]);  // the draft was sent
 });
 
 test('the status text: loading, loaded with index, a resource warning, a remote backend', () => {
