@@ -32,7 +32,6 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from ..assist import AssistError
-from ..assist.host import retrieved_context
 from .convert import plain
 from .state import DeepseekLanguageServer
 
@@ -112,8 +111,8 @@ async def read(ls: DeepseekLanguageServer, p: dict[str, Any], cancel: threading.
         sid = p.get("sessionId") if isinstance(p.get("sessionId"), str) else None
         context = await assist.shown_context(ls, p)
         draft = p.get("draft").strip() if isinstance(p.get("draft"), str) else ""
-        if draft and ls.index.ready:  # the chunks the question will likely find
-            context += retrieved_context(await ls.index.search(draft, assist.CHAT_SEARCH_RESULTS), ls.index.readable)
+        if draft:  # the chunks the question will likely find
+            context += await ls.runtime.retrieve(draft, assist.CHAT_SEARCH_RESULTS)
         messages = await loop.run_in_executor(None, assistant.chat_ahead, sid, context, draft or None)
     elif task == "explain":
         if not isinstance(p.get("range"), dict):

@@ -27,7 +27,7 @@ from index.syntax import grammar_for
 
 from ..assist import Assistant, AssistError, CodeSpan, ContextItem, Reference
 from ..assist.host import ModelUnavailable
-from ..assist.symbols import definition_of, hover_card, is_symbol
+from ..assist.symbols import HoverCard, definition_of, hover_card, is_symbol
 from ..assist.targets import where_tests_go, workspace_root
 from ..completion import Unsuitable, check_document
 from ..languages import names_with_grammar
@@ -47,6 +47,7 @@ from .convert import (
     plain,
     snapshot,
     split_lines,
+    to_json,
     uri_to_path,
 )
 from .state import DeepseekLanguageServer
@@ -287,23 +288,7 @@ async def chat(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
         raise JsonRpcInvalidParams("deepseek.chat needs {message: string, sessionId?, uri?, range?}")
     if session_id is not None and not isinstance(session_id, str):
         raise JsonRpcInvalidParams("deepseek.chat: sessionId must be a string")
-    context: list[ContextItem] = []
-    if isinstance(arg.get("uri"), str):
-        path = uri_to_path(arg["uri"])
-        doc = ls.document(arg["uri"])
-        text = doc.source if doc else (path.read_text(errors="replace") if path and path.is_file() else "")
-        if path is not None and text and not ls.runtime.readable(path, text):
-            # A secret, git-ignored or excluded file never goes into a prompt (the index's rule).
-            log.info("chat: %s is not readable by the rule of the index; not sent", path.name)
-            text = ""
-        if isinstance(arg.get("range"), dict) and text:
-            span = await _span(ls, {"uri": arg["uri"], "range": arg["range"]})
-            context.append(ContextItem(
-                f"Selected code from {span.path.name} (lines {span.start_line + 1}-{span.end_line + 1})",
-                span.code, Reference(span.path, span.start_line, span.end_line)))
-        if text and path is not None:
-            n = len(split_lines(text))
-            context.append(ContextItem(f"The current file, {path.name}", text, Reference(path, 0, max(0, n - 1))))
+    context = await shown_context(ls, arg)
     context += await ls.runtime.retrieve(message, CHAT_SEARCH_RESULTS)
     assistant = await _assistant(ls)
     reply = await _run(ls, assistant.chat, session_id, message, context, _streamer(ls))
@@ -330,16 +315,34 @@ async def hover(ls: DeepseekLanguageServer, params: types.HoverParams) -> types.
     """The definition's signature and docstring at once, plus a short model explanation
     (cached by content, capped at hover.timeMs). The file's definitions come from its parse
     (a worker thread, once per version); None for a document over completion.maxFileSizeKb."""
-    uri = params.text_document.uri
+    card = await hover_target(ls, params.text_document.uri, to_json(params.position))
+    if card is None:
+        return None
+    cap_s = ls.settings.hover_time_ms / 1000
+    if cap_s > 0 and not ls.assist.busy:  # never queue behind a chat or a test run
+        try:
+            assistant = await asyncio.wait_for(_assistant(ls), timeout=cap_s)
+            note = await asyncio.wait_for(_run(ls, assistant.hover, card.symbol, card.language, card.code, cap_s),
+                                          timeout=cap_s + 0.5)
+            card = dataclasses.replace(card, note=note or None)
+        except (asyncio.TimeoutError, JsonRpcInternalError, JsonRpcInvalidParams) as e:
+            log.info("hover without explanation: %s", e or "time cap")
+    return lsp_hover(card)
+
+
+async def hover_target(ls: DeepseekLanguageServer, uri: str, position: Any) -> HoverCard | None:
+    """What hover shows for the name at ``position`` (``{line, character}``) of ``uri``, without
+    the model's note: its definition in the document's parse, else in the index; None for no
+    name, no definition found, or a document over completion.maxFileSizeKb."""
     doc, path = ls.document(uri), uri_to_path(uri)
-    if doc is None or path is None or grammar_for(path.name) is None:
+    if doc is None or path is None or grammar_for(path.name) is None or not isinstance(position, dict):
         return None
     if (why := _unsuitable(ls, doc.source)) is not None:
         log.debug("no hover for %s: %s", uri, why)
         return None
     try:
-        word = doc.word_at_position(params.position)
-    except (IndexError, ValueError):
+        word = doc.word_at_position(types.Position(line=int(position["line"]), character=int(position["character"])))
+    except (IndexError, ValueError, KeyError, TypeError):
         return None
     if not is_symbol(word):
         return None
@@ -351,15 +354,31 @@ async def hover(ls: DeepseekLanguageServer, params: types.HoverParams) -> types.
         hit = definition_of(word, await ls.runtime.search(word, HOVER_SEARCH_RESULTS, "lexical"))
         if hit is not None:
             card = hover_card(word, grammar_for(hit.path) or language, hit.path, hit)
-    if card is None:
-        return None
-    cap_s = ls.settings.hover_time_ms / 1000
-    if cap_s > 0 and not ls.assist.busy:  # never queue behind a chat or a test run
-        try:
-            assistant = await asyncio.wait_for(_assistant(ls), timeout=cap_s)
-            note = await asyncio.wait_for(_run(ls, assistant.hover, word, card.language, card.code, cap_s),
-                                          timeout=cap_s + 0.5)
-            card = dataclasses.replace(card, note=note or None)
-        except (asyncio.TimeoutError, JsonRpcInternalError, JsonRpcInvalidParams) as e:
-            log.info("hover without explanation: %s", e or "time cap")
-    return lsp_hover(card)
+    return card
+
+
+async def shown_context(ls: DeepseekLanguageServer, arg: dict[str, Any]) -> list[ContextItem]:
+    """What the editor shows with a chat message (``{uri?, range?}``): the selection, then the
+    current file (a file the index's rule keeps out of prompts gives nothing).
+
+    Raises:
+        JsonRpcInvalidParams: the range is outside the document or names no code (see :func:`_span`).
+    """
+    context: list[ContextItem] = []
+    if isinstance(arg.get("uri"), str):
+        path = uri_to_path(arg["uri"])
+        doc = ls.document(arg["uri"])
+        text = doc.source if doc else (path.read_text(errors="replace") if path and path.is_file() else "")
+        if path is not None and text and not ls.runtime.readable(path, text):
+            # A secret, git-ignored or excluded file never goes into a prompt (the index's rule).
+            log.info("chat: %s is not readable by the rule of the index; not sent", path.name)
+            text = ""
+        if isinstance(arg.get("range"), dict) and text:
+            span = await _span(ls, {"uri": arg["uri"], "range": arg["range"]})
+            context.append(ContextItem(
+                f"Selected code from {span.path.name} (lines {span.start_line + 1}-{span.end_line + 1})",
+                span.code, Reference(span.path, span.start_line, span.end_line)))
+        if text and path is not None:
+            n = len(split_lines(text))
+            context.append(ContextItem(f"The current file, {path.name}", text, Reference(path, 0, max(0, n - 1))))
+    return context
