@@ -132,3 +132,16 @@ def test_references_stored_by_older_versions_still_read(tmp_path):
                (sid, "assistant", "x", 1.0, json.dumps([{"uri": "file:///a%20b/m.py", "range": {
                    "start": {"line": 2, "character": 0}, "end": {"line": 5, "character": 0}}}])))
     assert store.messages(sid)[0].references == [Reference(Path("/a b/m.py"), 2, 4)]
+
+
+def test_a_database_placed_in_a_shared_folder_leaves_the_folder_as_it_is(tmp_path):
+    # AssistStore(Path("/tmp/x.sqlite")) made /tmp 0700: every other user of the machine lost /tmp.
+    import stat
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    store = AssistStore(shared / "assistant.sqlite")
+    store.new_session("hello")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert stat.S_IMODE((shared / "assistant.sqlite").stat().st_mode) == 0o600

@@ -123,7 +123,10 @@ class AssistStore:
 
     def __init__(self, path: Path | None = None):
         self.path = path or data_dir() / "assistant.sqlite"
-        private_dir(self.path.parent)
+        if path is None:  # our own folder: 0700, tightened when an older version left it wider
+            private_dir(self.path.parent)
+        else:  # a folder the caller chose (/tmp, a project folder): created if missing, never changed
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.db = sqlite3.connect(private_sqlite(self.path), check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
