@@ -127,7 +127,7 @@ async def test_explain_from_the_menu_reads_one_token_and_names_the_code_first(cl
     client.deltas.clear()
     result = await command(client, "deepseek.explain", explain["arguments"][0])
     assert result["promptTokensRead"] <= 2, result
-    assert client.deltas[0]["delta"].startswith("**`_encode_range`** in `intranges.py`")
+    assert client.deltas[0].delta.startswith("**`_encode_range`** in `intranges.py`")
 
 
 async def test_a_hover_where_the_cursor_rested_shows_its_explanation_at_once(client: LanguageClient):
