@@ -75,6 +75,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("chat.contextTokens", 2048, int, "tokens",
             "Budget for what goes with a chat message: selection, current file, retrieved code, past turns.",
             minimum=128, maximum=65536),
+    Setting("chat.nCtx", 0, int, "tokens",
+            "Context window of the chat model: the longest prompt plus answer it takes (a tool on serve may "
+            "send a whole file). 0: as large as the model was trained for, at most 32,768, halved until its KV "
+            "cache fits the memory available with 1,024 MB to spare (at least 4,096). doctor and GET /v1/models "
+            "say what it is.", minimum=0, maximum=131072),
     Setting("chat.readAhead", True, bool, "on/off",
             "Read the assistant's next prompt while you select code, type a question or look at the code "
             "action menu (the part known by then: the selection, the file, the conversation; the whole Explain "
@@ -204,6 +209,7 @@ class Settings:
     chat_model: str | None = None
     chat_max_tokens: int = 512
     chat_context_tokens: int = 2048
+    chat_n_ctx: int = 0
     chat_read_ahead: bool = True
     chat_kv_snapshots_mb: int = 128
     tests_sandbox: str = "bubblewrap"

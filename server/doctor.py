@@ -80,6 +80,8 @@ def machine_report(settings: Settings, progress: ProgressCallback | None = None,
                           f"for n_ctx {m.n_ctx} + overhead {m.overhead_mb:,.0f}); {m.limit_source}: "
                           f"{m.available_mb:,.0f} MB"))
     lines.append(("Chat", _assistant_line(settings)))
+    if (chat := _assistant_context(settings)) is not None:
+        lines.append(("", chat))
     rate = None
     v = status.verdict
     if v is not None:
@@ -109,6 +111,27 @@ def _assistant_line(s: Settings) -> str:
     if (s.backend_kind if s.chat_backend == "same" else s.chat_backend) == "openai":
         return f"{s.backend_model or 'the model'} at backend.url"
     return f"{s.chat_model} (chatModel)" if s.chat_model else assistant_choice(s).reason
+
+
+def _assistant_context(s: Settings) -> str | None:
+    """The local chat model's context window and memory (``chat.nCtx``; read from its file's
+    header, nothing loaded), or None for a remote chat model or one that cannot be inspected."""
+    from .assist.host import assistant_choice, chat_settings
+    from .manager import ModelManager
+
+    if (s.backend_kind if s.chat_backend == "same" else s.chat_backend) == "openai":
+        return None
+    manager = ModelManager("chat")
+    try:
+        status = manager.inspect(chat_settings(s, assistant_choice(s)))
+    finally:
+        manager.shutdown()
+    m = status.memory
+    if m is None or status.n_ctx is None:
+        return None
+    how = "chat.nCtx" if s.chat_n_ctx else "chat.nCtx 0: as large as the model and memory allow"
+    return (f"context {status.n_ctx:,} tokens ({how}); needs ~{m.needed_mb:,.0f} MB (file {m.file_mb:,.0f} + "
+            f"KV cache {m.kv_cache_mb:,.0f} + overhead {m.overhead_mb:,.0f})")
 
 
 def plain_words(report: MachineReport) -> str:

@@ -20,7 +20,7 @@ from .config import Settings
 from .engine import Engine, LoadedModel, ModelCrashes, Verdict, choose_config, default_threads
 from .models import ModelError, ProgressCallback, ResolvedModel, ensure_model_file, needs_assembly, resolve_model
 from .prompting import FimFormat, TokenCounter, detect_fim_format
-from .resources import MemoryCheck, ModelShape, check_memory
+from .resources import MemoryCheck, ModelShape, check_memory, fitted_n_ctx
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class ModelStatus:
     family: str | None = None          # FIM family, None when unknown or not a FIM model
     size_mb: float | None = None
     memory: MemoryCheck | None = None
-    n_ctx: int | None = None
+    n_ctx: int | None = None           # the context window, tokens (chosen at load when the settings say 0)
     n_threads: int | None = None
     error: str | None = None           # user-facing text with the fix, for TOO_LARGE, CRASHED and ERROR
     load_config: str | None = None     # the llama.cpp load configuration in use (server.engine.load_configs)
@@ -93,7 +93,9 @@ class ModelManager:
         """Make the model the settings ask for ready, blocking (seconds). Never raises.
 
         Args:
-            settings: decides the model (``model.*``, ``threads``, ``resources.ramLimitMb``).
+            settings: decides the model (``model.*``, ``threads``, ``resources.ramLimitMb``);
+                ``model_n_ctx`` 0 means as large as the model and memory allow
+                (:func:`server.resources.fitted_n_ctx`, the chat model's ``chat.nCtx`` 0).
             progress: (done, total) bytes while the GGUF file is assembled.
             on_state: called with each intermediate :class:`ModelStatus` (for progress UIs).
 
@@ -153,14 +155,15 @@ class ModelManager:
             family = info.fim.family.name if info.fim else None
             status = replace(status, family=family, metadata=info.metadata)
             shape = ModelShape.from_metadata(info.metadata)
-            memory = check_memory(size, shape, settings.model_n_ctx, settings.resources_ram_limit_mb)
-            status = replace(status, memory=memory)
+            n_ctx = settings.model_n_ctx or fitted_n_ctx(size, shape, settings.resources_ram_limit_mb)
+            memory = check_memory(size, shape, n_ctx, settings.resources_ram_limit_mb)
+            status = replace(status, memory=memory, n_ctx=n_ctx)
             if not memory.fits:
                 return replace(status, state=ModelState.TOO_LARGE, error=memory.explain(resolved.name))
             if not load:
                 return status
             self._set(replace(status, state=ModelState.LOADING), on_state)
-            model = self.engine.load(str(path), n_ctx=settings.model_n_ctx, n_threads=n_threads,
+            model = self.engine.load(str(path), n_ctx=n_ctx, n_threads=n_threads,
                                      load_config=settings.model_load_config).result()
             self.fim = detect_fim_format(model) if info.fim else None
             self.counter = TokenCounter(model)

@@ -23,6 +23,9 @@ MB = 1024 * 1024
 # completion, minus file size and KV cache): 160-182 MB at n_ctx 512-8192; rounded up.
 OVERHEAD_MB = 256
 KV_BYTES_PER_ELEMENT = 2  # llama.cpp's default KV cache type is f16
+AUTO_MAX_CTX = 32768      # the largest context a model gets when its size is chosen here (fitted_n_ctx)
+AUTO_MIN_CTX = 4096       # ... and the smallest
+AUTO_SPARE_MB = 1024      # memory left to the rest of the machine when the context is chosen here
 
 
 @dataclass(frozen=True)
@@ -120,3 +123,24 @@ def check_memory(file_bytes: int, shape: ModelShape, n_ctx: int, ram_limit_mb: i
     else:
         avail, source = available_mb(), "available memory"
     return MemoryCheck(file_mb, kv, OVERHEAD_MB, file_mb + kv + OVERHEAD_MB, avail, source, n_ctx)
+
+
+def fitted_n_ctx(file_bytes: int, shape: ModelShape, ram_limit_mb: int | None) -> int:
+    """The context window to give a model when the user did not choose one (``chat.nCtx`` 0).
+
+    The model's trained context (GGUF ``context_length``; AUTO_MIN_CTX when unknown), at most
+    AUTO_MAX_CTX, halved until the estimate of :func:`check_memory` fits with AUTO_SPARE_MB
+    to spare (within ``resources.ramLimitMb`` when it is set, then with nothing to spare); never
+    below AUTO_MIN_CTX (a model that does not fit even then is refused by the memory check).
+
+    Returns:
+        Tokens.
+    """
+    n_ctx = min(shape.n_ctx_train or AUTO_MIN_CTX, AUTO_MAX_CTX)
+    spare = 0 if ram_limit_mb is not None else AUTO_SPARE_MB
+    while n_ctx > AUTO_MIN_CTX:
+        memory = check_memory(file_bytes, shape, n_ctx, ram_limit_mb)
+        if memory.needed_mb + spare <= memory.available_mb:
+            break
+        n_ctx //= 2
+    return max(n_ctx, min(AUTO_MIN_CTX, shape.n_ctx_train or AUTO_MIN_CTX))

@@ -169,6 +169,18 @@ class Workbench:
                 chat = s.model_path or s.model_name or "unavailable"
         return completion, chat or completion
 
+    def context_windows(self) -> tuple[int | None, int | None]:
+        """(completion, chat) models' context windows in tokens: the loaded model's, else the
+        setting (``model.nCtx``, ``chat.nCtx``); None for a remote model, or for a chat model with
+        ``chat.nCtx`` 0 (sized to the model and memory when it loads) that is not loaded yet."""
+        s, local = self.settings, "local"
+        completion = (self.completion.status.n_ctx if self.completion.status.loaded else s.model_n_ctx) \
+            if s.backend_kind == local else None
+        if (s.backend_kind if s.chat_backend == "same" else s.chat_backend) != local:
+            return completion, None
+        chat = self.host.models.status
+        return completion, chat.n_ctx if chat.loaded else (s.chat_n_ctx or None)
+
     async def completion_service(self) -> CompletionService:
         """The FIM pipeline, waiting for the model load under way.
 

@@ -35,3 +35,37 @@ def test_ram_limit_decides_and_the_message_has_figures_and_fix():
     assert "resources.ramLimitMb is 100 MB" in text and "KV cache 48 MB for n_ctx 4096" in text
     assert "Fix: choose a smaller model" in text and "lower model.nCtx" in text
     assert check_memory(491_400_064, shape, 4096, ram_limit_mb=100_000).fits
+
+
+def test_a_context_sized_here_is_the_trained_one_at_most_32k_halved_until_it_fits():
+    from server.resources import AUTO_MAX_CTX, AUTO_MIN_CTX, fitted_n_ctx
+
+    shape, size = ModelShape.from_metadata(QWEN_05B), 491_400_064
+    file_mb = size / 2**20
+    # 12,288 bytes of KV cache per token: 384 MB at 32k, 192 MB at 16k, 96 MB at 8k.
+    assert fitted_n_ctx(size, shape, ram_limit_mb=100_000) == AUTO_MAX_CTX == 32768
+    assert fitted_n_ctx(size, shape, ram_limit_mb=int(file_mb + OVERHEAD_MB + 200)) == 16384
+    assert fitted_n_ctx(size, shape, ram_limit_mb=int(file_mb + OVERHEAD_MB + 100)) == 8192
+    # Never below the floor: a model that does not fit even then is refused by the memory check.
+    assert fitted_n_ctx(size, shape, ram_limit_mb=100) == AUTO_MIN_CTX
+    assert not check_memory(size, shape, AUTO_MIN_CTX, ram_limit_mb=100).fits
+    # A model trained on less gets what it was trained on.
+    short = ModelShape.from_metadata(dict(QWEN_05B, **{"qwen2.context_length": "2048"}))
+    assert fitted_n_ctx(size, short, ram_limit_mb=100_000) == 2048
+    medium = ModelShape.from_metadata(dict(QWEN_05B, **{"qwen2.context_length": "16384"}))
+    assert fitted_n_ctx(size, medium, ram_limit_mb=100_000) == 16384
+
+
+@pytest.mark.model
+def test_doctor_says_the_chat_models_context_and_its_memory():
+    from server.config import parse_settings
+    from server.doctor import machine_report
+
+    lines = machine_report(parse_settings({})[0], probe=False).lines
+    chat = lines[[label for label, _ in lines].index("Chat") + 1][1]
+    # The catalog's assistant model (32k trained), on a machine with the memory for all of it.
+    assert chat.startswith("context 32,768 tokens (chat.nCtx 0: as large as the model and memory allow); needs ~"), chat
+    assert "KV cache 896 + overhead" in chat, chat  # 28 layers x 2 KV heads x (128 + 128) x 2 bytes x 32,768
+    lines = machine_report(parse_settings({"chat": {"nCtx": 8192}})[0], probe=False).lines
+    chat = lines[[label for label, _ in lines].index("Chat") + 1][1]
+    assert chat.startswith("context 8,192 tokens (chat.nCtx); ") and "KV cache 224 + " in chat, chat

@@ -75,6 +75,36 @@ def test_models_list_names_the_task_aliases_and_the_default_model(client):
     assert "qwen2.5-coder-0.5b-instruct-q4_k_m" in models
     # chatModel is not set: the catalog's assistant model (the test extra installs it; this machine has the memory)
     assert models["deepseek-chat"].model_extra["model"] == ASSISTANT_MODEL
+    # Context windows: the completion model's model.nCtx; the chat model's is sized when it loads (chat.nCtx 0).
+    assert models["deepseek-completion"].model_extra["context_length"] == 4096
+    assert models["deepseek-chat"].model_extra["context_length"] in (None, 32768)
+
+
+def test_a_long_prompt_reports_its_reading_and_the_chat_context_is_sized_to_the_model(client, served):
+    server, _, _ = served
+    # ~1,500 tokens of code to read: over a thousand, so the stream reports its progress as
+    # server-sent comments (which OpenAI clients skip), then the answer comes as usual.
+    code = "\n\n".join(f"def step_{i}(value):\n    return value * {i} + {i * 7} - step_{i - 1}(value // 2)"
+                        for i in range(1, 61))
+    body = {"model": "deepseek-chat", "max_tokens": 8, "stream": True, "messages": [
+        {"role": "user", "content": f"{code}\n\nWhich function is defined last above? Answer with its name."}]}
+    comments, data = [], []
+    with httpx.stream("POST", server.base + "/v1/chat/completions", json=body, headers=_auth(server),
+                      timeout=600) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith(":"):
+                comments.append(line)
+            elif line.startswith("data: "):
+                data.append(line[6:])
+    assert comments and all(c.startswith(": reading the prompt: ") and c.endswith(" tokens") for c in comments), comments
+    read, total = map(int, comments[-1].removeprefix(": reading the prompt: ").removesuffix(" tokens").split(" of "))
+    assert 1024 <= total <= 2500 and 0 < read <= total
+    assert data[-1] == "[DONE]" and json.loads(data[-2])["usage"]["prompt_tokens"] >= total
+    # The chat model is loaded now: its context is what it was trained for (32k), the memory allowing.
+    models = {m.id: m for m in client.models.list()}
+    assert models["deepseek-chat"].model_extra["context_length"] == 32768
+    assert models[ASSISTANT_MODEL].model_extra["context_length"] == 32768
 
 
 def test_fim_completion_with_suffix_fills_the_hole(client):

@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Callable
 
 from ..text import split_lines
-from .generation import OPEN_END, AssistantCore, OnDelta
+from .generation import OPEN_END, AssistantCore, OnDelta, OnPromptRead
 from .packs import load_pack
 from .records import AssistError, ContextItem, Reference, Reply
 from .store import StoredMessage
@@ -41,7 +41,8 @@ class ChatTask(AssistantCore):
     """Chat, on top of the core's generation."""
 
     def chat(self, session_id: str | None, message: str, context: list[ContextItem],
-             on_delta: OnDelta | None = None, cancel: threading.Event | None = None) -> Reply:
+             on_delta: OnDelta | None = None, cancel: threading.Event | None = None,
+             on_prompt: OnPromptRead | None = None) -> Reply:
         """Answer ``message`` in a session (a new one when None or unknown).
 
         Args:
@@ -50,6 +51,7 @@ class ChatTask(AssistantCore):
                 (``retrieved`` True); each kind kept within its share of ``context_tokens``
                 (see the module's layout), counted in the chat model's own tokens (characters
                 / 4 for a remote model).
+            on_prompt: the progress of reading a long prompt (see :meth:`_generate`).
 
         Raises:
             AssistError: the message alone is over the budget.
@@ -66,7 +68,7 @@ class ChatTask(AssistantCore):
         refs += found_refs
         pack = load_pack("chat")
         self.store.add_message(session_id, "user", message)
-        reply = self._generate("chat", messages, pack, session_id, on_delta, cancel=cancel)
+        reply = self._generate("chat", messages, pack, session_id, on_delta, cancel=cancel, on_prompt=on_prompt)
         reply.references = refs
         self.store.add_message(session_id, "assistant", reply.text, self.model_name, pack.version, refs)
         return reply
@@ -85,7 +87,7 @@ class ChatTask(AssistantCore):
                 before the question's message.
         """
         history = self.store.messages(session_id) if session_id and self.store.has_session(session_id) else []
-        count = self._counter()
+        count = self._counter(background=True)
         messages, _, left = self._known_part(history, [c for c in context if not c.retrieved], count)
         if draft:
             messages.append(_question(context, draft, OPEN_END, left, count)[0])

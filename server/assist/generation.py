@@ -14,9 +14,9 @@ This module imports nothing from pygls or lsprotocol.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
@@ -28,13 +28,19 @@ from .packs import PromptPack
 from .records import AssistError, Reply
 from .store import AssistStore
 
+log = logging.getLogger(__name__)
+
 OPEN_END = "\ue000"  # a message's content cut here: the prompt before it is read ahead (see :mod:`.ahead`)
 OnDelta = Callable[[str, str], None]  # (session id, text delta); called from the engine thread
 OnProgress = Callable[[str], None]    # a step of a long task ("round 2 of 3: running the tests"); worker thread
+OnPromptRead = Callable[[int, int], None]  # (tokens read, tokens to read) of a long prompt; engine thread
 T = TypeVar("T")
 # A request is refused before it starts when reading its new prompt tokens at the measured rate
 # would take this many times its time cap (the rate is a moving average: it can be off).
 TOO_SLOW_MARGIN = 1.5
+COUNT_CACHE = 1024  # texts whose token count an assistant keeps
+LONG_PROMPT = 1024  # new prompt tokens from which reading the prompt is reported (OnPromptRead, the log)
+LONG_PROMPT_LOG_S = 10.0  # seconds between two log lines about one long prompt
 FENCE = re.compile(r"```[\w+#.-]*\n(.*?)```", re.S)
 
 
@@ -75,6 +81,8 @@ class AssistantCore:
         self._asked = 0  # jobs of a request submitted to the engine and not started (reading ahead gives way)
         self._asked_lock = threading.Lock()
         self._background: set[threading.Event] = set()  # cancel events of answers written ahead
+        self._counts: dict[str, int] = {}  # text -> its length in the chat model's tokens (see _counter)
+        self._counts_lock = threading.Lock()
 
     @property
     def asked(self) -> bool:
@@ -98,16 +106,28 @@ class AssistantCore:
             return job(model)
         return self.engine.submit(run)
 
-    def _counter(self) -> Callable[[str], int]:
+    def _counter(self, background: bool = False) -> Callable[[str], int]:
         """Counts tokens with the chat model's own tokenizer, on its owner thread (never another model's,
-        which a settings change may unload meanwhile); characters / 4 without a local model."""
-        engine = self.engine
-        if engine is None:
+        which a settings change may unload meanwhile); characters / 4 without a local model.
+        One cache per assistant (COUNT_CACHE texts), shared by every request and reading ahead.
+
+        Args:
+            background: counting for reading ahead: it waits its turn and stops no answer
+                written ahead (a request's counting stops them, like its generation).
+        """
+        if self.engine is None:
             return lambda text: len(text) // 4 + 1
 
-        @functools.lru_cache(maxsize=1024)
         def count(text: str) -> int:
-            return self._submit(lambda model: len(model.tokenize(text))).result()
+            with self._counts_lock:
+                n = self._counts.get(text)
+            if n is None:
+                n = self._submit(lambda model: len(model.tokenize(text)), background).result()
+                with self._counts_lock:
+                    if len(self._counts) >= COUNT_CACHE:
+                        del self._counts[next(iter(self._counts))]  # the oldest
+                    self._counts[text] = n
+            return n
         return count
 
     # -- generation ------------------------------------------------------------------------
@@ -133,12 +153,15 @@ class AssistantCore:
     def _generate(self, task: str, messages: list[dict[str, str]], pack: PromptPack, session_id: str | None,
                   on_delta: OnDelta | None, max_tokens: int | None = None, time_cap_s: float | None = None,
                   cancel: threading.Event | None = None, use_cache: bool = True,
-                  stop: Callable[[str], bool] | None = None, background: bool = False) -> Reply:
+                  stop: Callable[[str], bool] | None = None, background: bool = False,
+                  on_prompt: OnPromptRead | None = None) -> Reply:
         """Run one chat completion (blocking, call from a worker thread), with cache and metrics.
 
         ``stop`` is called with the text so far after each token; True ends the answer there.
         ``background``: an answer written ahead, for the response cache (a hover where the
-        cursor rests): any request stops it within one token.
+        cursor rests): any request stops it within one token. ``on_prompt``: while a prompt
+        with at least LONG_PROMPT new tokens is read, (tokens read, tokens to read) about once
+        a second; such a prompt is also logged every LONG_PROMPT_LOG_S seconds.
         """
         key = hashlib.sha256(json.dumps([task, self.model_name, pack.version, messages]).encode()).hexdigest()
         t0 = time.monotonic()
@@ -168,13 +191,14 @@ class AssistantCore:
             budget = max_tokens or self.max_tokens
             if len(tokens) + budget > model.n_ctx:
                 raise AssistError(f"the request is {len(tokens):,} tokens; with {budget} for the answer it does "
-                                  "not fit "
-                                  f"the model's context of {model.n_ctx:,}. Select less code or raise model.nCtx.")
+                                  f"not fit the chat model's context of {model.n_ctx:,} tokens. Send less, or "
+                                  "raise chat.nCtx.")
             new, rate = len(tokens) - model.cached_tokens(tokens), model.prompt_rate
             if rate and model.prompt_rate_measured and new / rate > TOO_SLOW_MARGIN * cap_s and not background:
                 raise AssistError(_too_slow(len(tokens), new, rate, cap_s))
             return len(tokens), model.generate(tokens, max_tokens=budget, cancel=cancel,
-                                               deadline=time.monotonic() + cap_s, judge=stream), new, rate
+                                               deadline=time.monotonic() + cap_s, judge=stream,
+                                               on_prompt=_reading(task, on_prompt)), new, rate
         if self.remote is not None:
             from ..remote import BackendUnavailable
             try:
@@ -202,7 +226,8 @@ class AssistantCore:
                      finish=finish, read_tokens=n_read, first_token_ms=first_ms)
 
     def answer(self, task: str, messages: list[dict[str, str]], pack: PromptPack, on_text: Callable[[str], None],
-               max_tokens: int | None = None, cancel: threading.Event | None = None) -> Reply:
+               max_tokens: int | None = None, cancel: threading.Event | None = None,
+               on_prompt: OnPromptRead | None = None) -> Reply:
         """Answer a conversation a client built itself (the OpenAI-compatible endpoint). Blocks.
 
         Args:
@@ -211,13 +236,37 @@ class AssistantCore:
             pack: the prompt pack whose version is recorded and cached with the answer.
             on_text: called with each piece of the answer as it is generated (engine thread).
             max_tokens: longest answer (default ``chat.maxTokens``).
+            on_prompt: the progress of reading a long prompt (see :meth:`_generate`).
 
         Raises:
             AssistError: the conversation does not fit the model's context, or the model has no
                 chat template, or the remote server is unavailable.
         """
         return self._generate(task, messages, pack, None, lambda _sid, delta: on_text(delta), max_tokens=max_tokens,
-                              cancel=cancel)
+                              cancel=cancel, on_prompt=on_prompt)
+
+
+def _reading(task: str, on_prompt: OnPromptRead | None) -> OnPromptRead:
+    """The progress of reading one prompt: nothing below LONG_PROMPT new tokens; above, to
+    ``on_prompt`` about once a second and to the log every LONG_PROMPT_LOG_S seconds, with the
+    time left at the rate so far."""
+    t0 = time.monotonic()
+    sent = logged = t0
+
+    def reading(done: int, total: int) -> None:
+        nonlocal sent, logged
+        if total < LONG_PROMPT:
+            return
+        now = time.monotonic()
+        if on_prompt is not None and (now - sent >= 1.0 or done >= total):
+            sent = now
+            on_prompt(done, total)
+        if now - logged >= LONG_PROMPT_LOG_S:
+            logged = now
+            left = (total - done) * (now - t0) / max(done, 1)
+            log.info("reading a long %s prompt: %d of %d tokens (%.0f%%), about %.0f s left",
+                     task, done, total, 100 * done / total, left)
+    return reading
 
 
 def _too_slow(prompt: int, new: int, rate: float, cap_s: float, late: bool = False) -> str:

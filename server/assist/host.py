@@ -54,6 +54,7 @@ class AssistHost:
         self.assistant: Assistant | None = None
         self.reader: PromptReader | None = None  # reads the local assistant's prompts ahead
         self._key: tuple | None = None
+        self._ready: tuple | None = None  # what the chat engine was last set up for (see get)
         self._choice: tuple[tuple, AssistantChoice] | None = None
         self._lock = asyncio.Lock()
         self._store = store
@@ -165,10 +166,14 @@ class AssistHost:
                     self.assistant = Assistant(self.models.engine, status.name or "model", self.store)
                     self.reader = PromptReader(self.assistant, SystemStates(cache_dir() / "kv-states"))
                     self._key = key
-                budget = s.chat_kv_snapshots_mb * 2**20
-                self.models.engine.submit(lambda model: model.snapshots.resize(budget))
-                if s.chat_read_ahead and self.reader is not None:
-                    self.reader.warm()
+                # Once per model and settings: the saved states' budget, and the packs' system states.
+                ready = (key, id(self.models.engine.model), s.chat_kv_snapshots_mb, s.chat_read_ahead)
+                if self._ready != ready:
+                    self._ready = ready
+                    budget = s.chat_kv_snapshots_mb * 2**20
+                    self.models.engine.submit(lambda model: model.snapshots.resize(budget))
+                    if s.chat_read_ahead and self.reader is not None:
+                        self.reader.warm()
             self.assistant.max_tokens = s.chat_max_tokens
             self.assistant.context_tokens = s.chat_context_tokens
             self.assistant.sandbox = s.tests_sandbox
@@ -200,8 +205,10 @@ def assistant_choice(s: Settings) -> AssistantChoice:
 
 def chat_settings(s: Settings, choice: AssistantChoice | None = None) -> Settings:
     """The settings with the chat model as the model to load: ``chatModel`` (a catalog name or a
-    GGUF path), else ``choice`` (:meth:`AssistHost.choice`), else the completion model."""
+    GGUF path), else ``choice`` (:meth:`AssistHost.choice`), else the completion model; with the
+    chat model's context window (``chat.nCtx``) as ``model.nCtx``."""
     chat = s.chat_model or (choice.name if choice is not None else None)
+    s = dataclasses.replace(s, model_n_ctx=s.chat_n_ctx)  # 0: as large as the model and memory allow
     if not chat:
         return s
     if chat.endswith(".gguf") or "/" in chat:

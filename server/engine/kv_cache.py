@@ -172,7 +172,7 @@ class KvCache:
 
     def prefill(self, prompt: list[int], cancel: threading.Event | None = None,
                 stopped: Callable[[], str] | None = None, exact: bool = False,
-                chunk: int = PREFILL_CHUNK) -> Prefill:
+                chunk: int = PREFILL_CHUNK, progress: Callable[[int, int], None] | None = None) -> Prefill:
         """Make the KV cache hold all of ``prompt`` but its last token, reusing what it can.
 
         The live cache or a saved state (whichever holds more of the prompt) is arranged
@@ -183,6 +183,7 @@ class KvCache:
         reading the prompt afresh gives. ``chunk``: tokens evaluated between two looks at
         ``stopped`` (at most :data:`PREFILL_CHUNK`; smaller for reading ahead, which must give
         way quickly); a saved state is restored when it holds at least this many more tokens.
+        ``progress``: called after each chunk with (tokens evaluated so far, tokens to evaluate).
 
         Returns:
             The figures; ``done`` is False when stopped early (what was done stays cached,
@@ -213,7 +214,7 @@ class KvCache:
         if best is not None or self.cells is not cells:  # another state, or the save trimmed a hole
             runs = self._plan(self.live_cells(), target, exact)
         self._decode_s = 0.0
-        reused, shifted, evaluated, done = self._arrange(target, runs, stopped, chunk)
+        reused, shifted, evaluated, done = self._arrange(target, runs, stopped, chunk, progress)
         if evaluated >= PREFILL_CHUNK:
             rate = evaluated / max(self._decode_s, 1e-3)  # decoding only: not the pauses for others
             self.prompt_rate = 0.7 * self.prompt_rate + 0.3 * rate if self._rate_seen else rate
@@ -230,7 +231,8 @@ class KvCache:
         return best
 
     def _arrange(self, target: list[int], runs: list[tuple[int, int, int]],
-                 stopped: Callable[[], str], chunk: int = PREFILL_CHUNK) -> tuple[int, int, int, bool]:
+                 stopped: Callable[[], str], chunk: int = PREFILL_CHUNK,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[int, int, int, bool]:
         """Turn the live cache into ``target`` by ``runs`` (:func:`plan_reuse` of the live cells; see
         :meth:`prefill`): (reused, shifted, evaluated, done)."""
         native = self.native
@@ -252,6 +254,7 @@ class KvCache:
         reused = sum(m for _, _, m in runs)
         shifted = sum(m for d, s, m in runs if (d, s) != (0, 0))
         evaluated, done = 0, True
+        to_evaluate = len(target) - reused
         pos = 0
         while pos < len(target):
             if new[pos] != HOLE:
@@ -269,6 +272,8 @@ class KvCache:
             new[pos:end] = target[pos:end]
             evaluated += end - pos
             pos = end
+            if progress is not None:
+                progress(evaluated, to_evaluate)
         self._sync()
         if reused or evaluated:
             log.debug("KV cache: %d reused (%d shifted), %d evaluated%s", reused, shifted, evaluated,

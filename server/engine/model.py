@@ -226,7 +226,8 @@ class LoadedModel:
                  stop_ids: frozenset[int] = frozenset(),
                  judge: Callable[[str], bool] | None = None, forced: bytes = b"",
                  text_first: bool = False, banned_first: frozenset[int] = frozenset(),
-                 record_margins: bool = False, breaks_first: bool = False) -> Generation:
+                 record_margins: bool = False, breaks_first: bool = False,
+                 on_prompt: Callable[[int, int], None] | None = None) -> Generation:
         """Greedy generation from ``prompt`` (token ids) until a stop condition.
 
         Args:
@@ -248,6 +249,8 @@ class LoadedModel:
                 a block opener whose body is empty: the body is known to be missing).
             record_margins: keep, for every sampled token, the gap between the model's two
                 best logits there (``Generation.margins``; about 0.5 ms a token).
+            on_prompt: called while the prompt is read, after each chunk, with (tokens read
+                so far, tokens to read): progress for a long prompt.
 
         Raises:
             ValueError: the prompt does not fit the context window.
@@ -264,7 +267,7 @@ class LoadedModel:
             return "cancelled" if cancel.is_set() else "timeout" if time.monotonic() > deadline else ""
 
         # Read the prompt into the KV cache, all but its last token, reusing what the cache holds.
-        prep = self.kv.prefill(prompt, stopped=stopped, chunk=self.prefill_chunk)
+        prep = self.kv.prefill(prompt, stopped=stopped, chunk=self.prefill_chunk, progress=on_prompt)
         if not prep.done:
             ms = (time.monotonic() - t0) * 1000
             return Generation("", stopped(), [], len(prompt), prep.reused, 0, ms, ms)

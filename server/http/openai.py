@@ -234,6 +234,18 @@ def references_json(refs: list[Reference]) -> list[dict[str, Any]]:
              "uri": Path(r.path).as_uri() if Path(r.path).is_absolute() else str(r.path)} for r in refs]
 
 
+@dataclasses.dataclass(frozen=True)
+class PromptRead:
+    """Progress of reading a long prompt, between the text pieces of a stream (tokens)."""
+
+    done: int
+    total: int
+
+    def comment(self) -> dict[str, str]:
+        """As a server-sent comment, which OpenAI clients skip (and which keeps proxies from timing out)."""
+        return {"comment": f"reading the prompt: {self.done} of {self.total} tokens"}
+
+
 class MaskedStream:
     """Text deltas from the engine thread, released to the client with secrets masked.
 
@@ -247,6 +259,9 @@ class MaskedStream:
     def on_text(self, delta: str) -> None:  # engine thread
         self.loop.call_soon_threadsafe(self.queue.put_nowait, delta)
 
+    def on_prompt(self, done: int, total: int) -> None:  # engine thread: a long prompt being read
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, PromptRead(done, total))
+
     def release(self, final: bool = False) -> str:
         cut = len(self.text) if final else max(self.text.rfind(c) for c in " \n\t") + 1
         masked = redact(self.text[:cut])
@@ -256,8 +271,9 @@ class MaskedStream:
         return delta
 
 
-async def text_deltas(queue: asyncio.Queue, job: asyncio.Future) -> AsyncIterator[str]:
-    """The pieces of text put on ``queue`` (from the engine thread) while ``job`` runs, then those left.
+async def text_deltas(queue: asyncio.Queue, job: asyncio.Future) -> AsyncIterator[str | PromptRead]:
+    """The pieces of text (and :class:`PromptRead` progress) put on ``queue`` (from the engine
+    thread) while ``job`` runs, then those left.
 
     Ends when ``job`` is done and ``queue`` is empty. Closed or cancelled early (the client
     went away), it leaves no task waiting on the queue behind (asyncio would log each one
@@ -313,12 +329,14 @@ async def list_models(request: Request) -> Response:
     """``GET /v1/models``: the task aliases and the models behind them."""
     wb: Workbench = request.app.state.wb
     completion, chat = wb.model_names()
+    windows = dict(zip(("completion", "chat"), wb.context_windows()))
     data = [{"id": ALIAS_PREFIX + t, "object": "model", "created": STARTED, "owned_by": "deepseek-lsp",
-             "task": t, "model": completion if t == "completion" else chat} for t in TASKS]
+             "task": t, "model": completion if t == "completion" else chat,
+             "context_length": windows["completion" if t == "completion" else "chat"]} for t in TASKS]
     for name, task in ((completion, "completion"), (chat, "chat")):
         if not any(d["id"] == name for d in data):
             data.append({"id": name, "object": "model", "created": STARTED, "owned_by": "deepseek-lsp", "task": task,
-                         "model": name})
+                         "model": name, "context_length": windows[task]})
     return JSONResponse({"object": "list", "data": data})
 
 
@@ -420,7 +438,7 @@ async def chat_completions(request: Request) -> Response:
     cancel = threading.Event()
     t0 = time.monotonic()
     job = asyncio.ensure_future(wb.host.run(assistant.answer, task, prompt, pack, stream.on_text, max_tokens,
-                                            cancel=cancel))
+                                            on_prompt=stream.on_prompt, cancel=cancel))
     base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model,
             "system_fingerprint": version}
 
@@ -452,6 +470,9 @@ async def chat_completions(request: Request) -> Response:
         try:
             yield chunk({"role": "assistant", "content": ""})
             async for piece in text_deltas(stream.queue, job):
+                if isinstance(piece, PromptRead):
+                    yield piece.comment()
+                    continue
                 stream.text += piece
                 if delta := stream.release():
                     yield chunk({"content": delta})

@@ -35,7 +35,7 @@ from ..logs import redact
 from ..models import ModelError, load_catalog, set_user_default_model
 from ..serving import PullJob, Workbench
 from .charts import bar_chart, line_chart
-from .openai import read_body, text_deltas
+from .openai import PromptRead, read_body, text_deltas
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ async def chat_page(request: Request) -> Response:
 
 async def chat_send(request: Request) -> Response:
     """``POST /ui/chat`` (form: message, session): the answer as server-sent events
-    ``session`` (id), ``delta`` (JSON text), ``done`` (JSON: references, model, promptVersion), ``error``."""
+    ``session`` (id), ``progress`` (JSON ``{read, total}``: a long prompt being read, tokens),
+    ``delta`` (JSON text), ``done`` (JSON: references, model, promptVersion), ``error``."""
     wb: Workbench = request.app.state.wb
     form = await _form(request)
     message, sid = form.get("message", "").strip(), form.get("session") or None
@@ -108,10 +109,14 @@ async def chat_send(request: Request) -> Response:
         t0 = time.monotonic()
         job = asyncio.ensure_future(wb.host.run(
             assistant.chat, sid, message, context,
-            lambda s, delta: loop.call_soon_threadsafe(queue.put_nowait, delta), cancel=cancel))
+            lambda s, delta: loop.call_soon_threadsafe(queue.put_nowait, delta), cancel=cancel,
+            on_prompt=lambda done, total: loop.call_soon_threadsafe(queue.put_nowait, PromptRead(done, total))))
         text, sent = "", ""
         try:
             async for piece in text_deltas(queue, job):
+                if isinstance(piece, PromptRead):
+                    yield {"event": "progress", "data": json.dumps({"read": piece.done, "total": piece.total})}
+                    continue
                 text += piece
                 cut = max(text.rfind(c) for c in " \n\t") + 1  # release whole words: secrets are masked whole
                 masked = redact(text[:cut])

@@ -68,7 +68,9 @@
           }
           if (!payload) continue;
           const value = JSON.parse(payload);
-          if (kind === "delta") { text.textContent += value; status.textContent = "writing…"; }
+          if (kind === "progress") {
+            status.textContent = `reading the question and its context: ${Math.round(100 * value.read / value.total)}% of ${value.total} tokens…`;
+          } else if (kind === "delta") { text.textContent += value; status.textContent = "writing…"; }
           else if (kind === "done") {
             text.textContent = value.text;
             references(answer, value.references);
