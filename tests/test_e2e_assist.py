@@ -224,7 +224,12 @@ async def test_chat_replies_with_references_and_repeats_from_the_cache(client: L
     first = await command(client, "deepseek.chat", arg)
     assert first["reply"] and first["sessionId"] and not first["cacheHit"]
     assert any(r["uri"] == uri for r in first["references"])
-    assert any(d.sessionId == first["sessionId"] for d in client.deltas)
+    # The references come first, before the model reads the prompt; then the text, which adds up to the reply.
+    mine = [d for d in client.deltas if d.sessionId == first["sessionId"]]
+    assert mine[0].delta == "" and [(r.uri, r.range.start.line) for r in mine[0].references] == \
+        [(r["uri"], r["range"]["start"]["line"]) for r in first["references"]]
+    streamed = "".join(d.delta for d in mine).strip()
+    assert streamed and streamed in first["reply"]
     follow = await command(client, "deepseek.chat", {"sessionId": first["sessionId"], "message": "And for [(1, 5)]?"})
     assert follow["sessionId"] == first["sessionId"]
     again = await command(client, "deepseek.chat", arg)  # a new session, the same request

@@ -42,7 +42,8 @@ class ChatTask(AssistantCore):
 
     def chat(self, session_id: str | None, message: str, context: list[ContextItem],
              on_delta: OnDelta | None = None, cancel: threading.Event | None = None,
-             on_prompt: OnPromptRead | None = None) -> Reply:
+             on_prompt: OnPromptRead | None = None,
+             on_references: Callable[[str, list[Reference]], None] | None = None) -> Reply:
         """Answer ``message`` in a session (a new one when None or unknown).
 
         Args:
@@ -52,6 +53,8 @@ class ChatTask(AssistantCore):
                 (see the module's layout), counted in the chat model's own tokens (characters
                 / 4 for a remote model).
             on_prompt: the progress of reading a long prompt (see :meth:`_generate`).
+            on_references: called once the prompt is laid out, before the model reads it, with
+                (session id, the references of the code the answer is given): shown at once.
 
         Raises:
             AssistError: the message alone is over the budget.
@@ -68,6 +71,8 @@ class ChatTask(AssistantCore):
         refs += found_refs
         pack = load_pack("chat")
         self.store.add_message(session_id, "user", message)
+        if on_references is not None:
+            on_references(session_id, refs)
         reply = self._generate("chat", messages, pack, session_id, on_delta, cancel=cancel, on_prompt=on_prompt)
         reply.references = refs
         self.store.add_message(session_id, "assistant", reply.text, self.model_name, pack.version, refs)

@@ -41,6 +41,7 @@ from .convert import (
     lsp_code_actions,
     lsp_hover,
     lsp_refactor,
+    lsp_references,
     lsp_replace_lines,
     lsp_reply,
     lsp_write_tests,
@@ -99,10 +100,10 @@ async def _run_with_progress(ls: DeepseekLanguageServer, title: str, fn: Callabl
             progress.end(token, types.WorkDoneProgressEnd(message="cancelled" if cancel.is_set() else "done"))
 
 
-async def _run(ls: DeepseekLanguageServer, fn: Callable[..., T], *args: Any) -> T:
+async def _run(ls: DeepseekLanguageServer, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """:meth:`AssistHost.run`, with an AssistError as InvalidParams (its message for the user)."""
     try:
-        return await ls.assist.run(fn, *args)
+        return await ls.assist.run(fn, *args, **kwargs)
     except AssistError as e:
         raise JsonRpcInvalidParams(str(e)) from None
 
@@ -202,6 +203,25 @@ def _streamer(ls: DeepseekLanguageServer) -> Callable[[str, str], None]:
     return on_delta
 
 
+def _chat_stream(ls: DeepseekLanguageServer) -> dict[str, Callable]:
+    """A chat's callbacks, each a ``deepseek/chatDelta``: the text (``on_delta``), the references
+    first, before the model reads its prompt (``on_references``), and the progress of reading a
+    long prompt (``on_prompt``)."""
+    loop = asyncio.get_running_loop()
+    session = [""]
+
+    def notify(params: dict[str, Any]) -> None:  # assist or engine thread -> loop
+        loop.call_soon_threadsafe(ls.protocol.notify, CHAT_DELTA, params)
+
+    def on_references(session_id: str, refs: list) -> None:
+        session[0] = session_id
+        notify({"sessionId": session_id, "delta": "", "references": lsp_references(refs)})
+
+    def on_prompt(read: int, total: int) -> None:
+        notify({"sessionId": session[0], "delta": "", "prompt": {"read": read, "total": total}})
+    return {"on_delta": _streamer(ls), "on_references": on_references, "on_prompt": on_prompt}
+
+
 async def code_action(ls: DeepseekLanguageServer,
                       params: types.CodeActionParams) -> list[types.CodeAction] | None:
     """Explain, Refactor and Write tests for the selection or the definition around the cursor.
@@ -291,7 +311,7 @@ async def chat(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
     context = await shown_context(ls, arg)
     context += await ls.runtime.retrieve(message, CHAT_SEARCH_RESULTS)
     assistant = await _assistant(ls)
-    reply = await _run(ls, assistant.chat, session_id, message, context, _streamer(ls))
+    reply = await _run(ls, assistant.chat, session_id, message, context, **_chat_stream(ls))
     return lsp_reply(reply, "reply")
 
 

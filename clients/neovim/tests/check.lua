@@ -188,6 +188,7 @@ local lines = vim.api.nvim_buf_get_lines(chat.bufnr, 0, -1, false)
 local body = table.concat(lines, '\n')
 local reply = body:match('## You: [^\n]*\n\n(.+)')
 if not reply or #vim.trim(reply) < 10 then fail('the chat buffer holds no reply: ' .. body) end
+if not reply:match('^Using: [^\n]*unix_hole%.py:%d') then fail('the references did not come before the answer: ' .. reply) end
 print('chat: ' .. vim.trim(reply):gsub('\n', ' '):sub(1, 120))
 
 -- After the answer: the follow-up's prompt (this file, the conversation so far) is read while it is typed.

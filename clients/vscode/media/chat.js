@@ -61,7 +61,7 @@
     item.entry = entry;
     item.div.className = 'entry ' + entry.role;
     item.body.innerHTML = entry.role === 'user' ? '<p>' + escapeHtml(entry.text) + '</p>' :
-      (entry.text ? renderMarkdown(entry.text) : '<p class="waiting">…</p>');
+      (entry.text ? renderMarkdown(entry.text) : '<p class="waiting">' + escapeHtml(entry.note || '…') + '</p>');
     // A code block of a reply: Insert at cursor, Copy, and Apply when the question was about a selection.
     if (entry.role === 'assistant') {
       item.body.querySelectorAll('pre').forEach(function (pre) {

@@ -29,6 +29,8 @@ export interface Entry {
   id: number; role: 'user' | 'assistant' | 'error'; text: string; references?: Reference[];
   /** On a reply to a question about a selection: its code blocks can replace that selection. */
   target?: Target;
+  /** Shown in place of a reply that has no text yet: how far reading a long prompt got. */
+  note?: string;
 }
 
 export type FromPanel =
@@ -232,8 +234,25 @@ export class ChatController {
     if (p.sessionId !== this.stream.session) {
       return;
     }
-    this.stream.reply.text += p.delta;
-    this.host.post({ type: 'delta', id: this.stream.reply.id, text: p.delta });
+    const reply = this.stream.reply;
+    if (Array.isArray(p.references)) {  // before the model reads its prompt: the code the answer is given
+      reply.references = p.references.filter(isReference)
+        .map((r) => ({ uri: r.uri, range: r.range, label: this.host.label(r.uri, r.range) }));
+      this.host.post({ type: 'entry', entry: reply });
+    }
+    const read = p.prompt;
+    if (read && Number.isInteger(read.read) && Number.isInteger(read.total) && read.total > 0 && !reply.text) {
+      reply.note = `reading the question and its context: ${Math.round((100 * read.read) / read.total)}% of ${read.total} tokens…`;
+      this.host.post({ type: 'entry', entry: reply });
+    }
+    if (p.delta) {
+      if (reply.note !== undefined) {
+        reply.note = undefined;
+        this.host.post({ type: 'entry', entry: reply });
+      }
+      reply.text += p.delta;
+      this.host.post({ type: 'delta', id: reply.id, text: p.delta });
+    }
   }
 
   /** Ask in the current session; the reply streams into the panel. */

@@ -334,6 +334,10 @@ export type CodeActionCommandId = typeof COMMANDS.explain | typeof COMMANDS.refa
 export interface ChatDelta {
   sessionId: string;
   delta: string;
+  /** A chat's first notification, before the model reads its prompt: the code the answer is given. */
+  references?: Reference[];
+  /** While a long prompt is read (1,024 or more new tokens): how far, in tokens. */
+  prompt?: { read: number; total: number };
 }
 
 export const CHAT_DELTA = new lc.NotificationType<ChatDelta>('deepseek/chatDelta');

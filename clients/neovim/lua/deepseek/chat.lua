@@ -34,13 +34,38 @@ local function append(text)
   vim.api.nvim_buf_set_lines(bufnr, last - 1, last, false, lines)
 end
 
+--- `path:line` of each reference ({uri, range}), comma-separated.
+local function reference_list(references)
+  local refs = {}
+  for _, r in ipairs(references) do
+    if type(r) == 'table' and type(r.uri) == 'string' and type(r.range) == 'table' then
+      refs[#refs + 1] = string.format('%s:%d', vim.uri_to_fname(r.uri), r.range.start.line + 1)
+    end
+  end
+  return table.concat(refs, ', ')
+end
+
 --- A streamed piece of a reply (the server's deepseek/chatDelta notification): appended when it
 --- belongs to the session being answered (a new session's id is learnt from its first piece).
+--- A chat's first piece carries the references (the code the answer is given, shown before the model
+--- reads its prompt); a long prompt's reading is echoed (`prompt = {read, total}`).
 function M.on_delta(params)
   if type(params) ~= 'table' or type(params.delta) ~= 'string' or not streaming then return end
   if streaming.session == nil then streaming.session = params.sessionId end
   if params.sessionId ~= streaming.session then return end
-  vim.schedule(function() append(params.delta) end)
+  if type(params.references) == 'table' and #params.references > 0 then
+    streaming.references = true
+    local refs = reference_list(params.references)
+    vim.schedule(function() append('Using: ' .. refs .. '\n\n') end)
+  end
+  local read = params.prompt
+  if type(read) == 'table' and type(read.read) == 'number' and type(read.total) == 'number' and read.total > 0 then
+    vim.schedule(function()
+      vim.api.nvim_echo({ { string.format('deepseek: reading the question and its context, %d%% of %d tokens',
+        math.floor(100 * read.read / read.total), read.total) } }, false, {})
+    end)
+  end
+  if params.delta ~= '' then vim.schedule(function() append(params.delta) end) end
 end
 
 --- Start showing a reply: its deltas are appended; `session` nil for a new session (Explain), false: stop.
@@ -94,15 +119,13 @@ function M.send(message, range, on_done)
   M.begin(M.session)
   local arg = { message = message, sessionId = M.session, uri = vim.uri_from_bufnr(source), range = range }
   client:request('workspace/executeCommand', { command = 'deepseek.chat', arguments = { arg } }, function(err, result)
+    local shown = streaming and streaming.references  -- listed before the answer already
     streaming = nil
     if err then return append('\n(error: ' .. (err.message or tostring(err)) .. ')\n') end
     if type(result) ~= 'table' then return append('\n(no answer)\n') end
     M.session = result.sessionId or M.session
-    local refs = {}
-    for _, r in ipairs(result.references or {}) do
-      refs[#refs + 1] = string.format('%s:%d', vim.uri_to_fname(r.uri), r.range.start.line + 1)
-    end
-    if #refs > 0 then append('\n\nReferences: ' .. table.concat(refs, ', ') .. '\n') end
+    local refs = reference_list(result.references or {})
+    if refs ~= '' and not shown then append('\n\nReferences: ' .. refs .. '\n') end
     M.ahead(nil, source)  -- a follow-up (asked without a range) continues this session
     if on_done then on_done(result) end
   end, source)

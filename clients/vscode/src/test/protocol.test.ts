@@ -67,7 +67,7 @@ function panel(): { chat: ChatController; posts: ToPanel[]; ahead: AssistAheadPa
   const chatServer: ChatServer = { execute: (command, arg) => server.execute(command, arg) };
   const range = panelRange();
   const chat = new ChatController(chatServer, {
-    post: (m) => posts.push(m),
+    post: (m) => posts.push(JSON.parse(JSON.stringify(m)) as ToPanel),  // a copy, as a webview receives it
     open: () => undefined,
     context: () => ({ uri: hole.uri, range, version: 1 }),
     label: (uri, r) => `${path.basename(uri)}:${r.start.line + 1}-${r.end.line}`,
@@ -98,6 +98,11 @@ test('the chat panel: a reply streams in, keeps its session, and Explain lands i
   assert.ok(done && done.entry.role === 'assistant' && done.entry.text.trim().length > 10, JSON.stringify(done));
   assert.equal(deltas.map((d) => d.text).join(''), done.entry.text, 'the streamed pieces add up to the reply');
   assert.ok(deltas.every((d) => d.id === done.entry.id));
+  // The code the answer is given is shown before the model writes: the reply's entry with its references first.
+  const firstText = posts.findIndex((p) => p.type === 'delta');
+  const early = posts.slice(0, firstText).find((p): p is Extract<ToPanel, { type: 'entry' }> =>
+    p.type === 'entry' && p.entry.id === done.entry.id && (p.entry.references?.length ?? 0) > 0);
+  assert.ok(early, `no references before the first piece of text: ${JSON.stringify(posts.slice(0, firstText))}`);
   const first = chat.sessionId;
   assert.ok(first);
   // A question about a selection: its reply's code blocks may replace that selection (Apply).
