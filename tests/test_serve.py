@@ -97,7 +97,8 @@ def test_a_long_prompt_reports_its_reading_and_the_chat_context_is_sized_to_the_
                 comments.append(line)
             elif line.startswith("data: "):
                 data.append(line[6:])
-    assert comments and all(c.startswith(": reading the prompt: ") and c.endswith(" tokens") for c in comments), comments
+    assert comments, "no progress while the prompt was read"
+    assert all(c.startswith(": reading the prompt: ") and c.endswith(" tokens") for c in comments), comments
     read, total = map(int, comments[-1].removeprefix(": reading the prompt: ").removesuffix(" tokens").split(" of "))
     assert 1024 <= total <= 2500 and 0 < read <= total
     assert data[-1] == "[DONE]" and json.loads(data[-2])["usage"]["prompt_tokens"] >= total
