@@ -39,6 +39,9 @@ T = TypeVar("T")
 # would take this many times its time cap (the rate is a moving average: it can be off).
 TOO_SLOW_MARGIN = 1.5
 COUNT_CACHE = 1024  # texts whose token count an assistant keeps
+# Tasks whose answers repeat their prompt, written with prompt-lookup drafting (server.engine.lookup):
+# the same greedy answer, sooner (measured per task: bench/lookup_drafting.py).
+LOOKUP_TASKS = frozenset({"refactor", "tests"})
 LONG_PROMPT = 1024  # new prompt tokens from which reading the prompt is reported (OnPromptRead, the log)
 LONG_PROMPT_LOG_S = 10.0  # seconds between two log lines about one long prompt
 FENCE = re.compile(r"```[\w+#.-]*\n(.*?)```", re.S)
@@ -198,7 +201,8 @@ class AssistantCore:
                 raise AssistError(_too_slow(len(tokens), new, rate, cap_s))
             return len(tokens), model.generate(tokens, max_tokens=budget, cancel=cancel,
                                                deadline=time.monotonic() + cap_s, judge=stream,
-                                               on_prompt=_reading(task, on_prompt)), new, rate
+                                               on_prompt=_reading(task, on_prompt),
+                                               lookup=task in LOOKUP_TASKS), new, rate
         if self.remote is not None:
             from ..remote import BackendUnavailable
             try:

@@ -127,6 +127,23 @@ class KvCache:
         self._shift_pending = False
         return self.native.last_logits()
 
+    def evaluate_each(self, tokens: Sequence[int]) -> list:
+        """Evaluate ``tokens`` (at most :data:`PREFILL_CHUNK`) after the contiguous start of the
+        cache (cells beyond it go), in one batch.
+
+        Returns:
+            The logits after each of ``tokens`` (float32 numpy arrays of n_vocab, copies).
+        """
+        cells = self.live_cells()
+        start = _contiguous(cells)
+        self.native.seq_rm(-1, start, -1)
+        del cells[start:]
+        self.native.decode_at(tokens, start, 0, PREFILL_CHUNK, every=True)
+        cells.extend(tokens)
+        self._sync()
+        self._shift_pending = False
+        return [self.native.logits_at(i) for i in range(len(tokens))]
+
     def rewind(self, n: int) -> None:
         """Keep the first ``n`` positions of the cache, drop the rest (what :meth:`evaluate` added after them)."""
         cells = self.live_cells()

@@ -88,8 +88,9 @@ class Native:
         """Make ``dst`` share the cells of ``src`` at ``[p0, p1)`` (nothing is copied)."""
         _ll().llama_memory_seq_cp(self._memory(), src, dst, p0, p1)
 
-    def decode_at(self, tokens: Sequence[int], pos: int, seq: int, capacity: int) -> None:
-        """Evaluate ``tokens`` at positions ``pos..`` of ``seq``, logits of the last only.
+    def decode_at(self, tokens: Sequence[int], pos: int, seq: int, capacity: int, every: bool = False) -> None:
+        """Evaluate ``tokens`` at positions ``pos..`` of ``seq``, logits of the last only
+        (``every``: of each, read with :meth:`logits_at`).
 
         Args:
             capacity: the most tokens one call will pass (the batch is made once, this size).
@@ -100,7 +101,7 @@ class Native:
         b = self._batch.batch
         b.n_tokens = len(tokens)
         for i, t in enumerate(tokens):
-            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = t, pos + i, 1, False
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = t, pos + i, 1, every
             b.seq_id[i][0] = seq
         b.logits[len(tokens) - 1] = True
         self.llm._ctx.decode(self._batch)
@@ -111,6 +112,14 @@ class Native:
         import numpy as np
 
         view = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),))
+        return np.array(view)
+
+    def logits_at(self, i: int):
+        """The logits after the ``i``-th token of the last decode (one made with ``every``): a
+        float32 numpy array (a copy)."""
+        import numpy as np
+
+        view = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(i), shape=(self.llm.n_vocab(),))
         return np.array(view)
 
     def set_evaluated(self, tokens: Sequence[int]) -> None:

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import psutil
 
@@ -25,6 +25,7 @@ from .kv_plan import KvSnapshot, KvSnapshots
 from .llama_api import Native
 from .load_configs import Verdict
 from .loading import load_llama, open_llama
+from .lookup import NgramIndex
 from .vocabulary import ModelVocabulary
 
 
@@ -49,6 +50,7 @@ class Generation:
         total_ms: whole generation, ms.
         margins: with ``record_margins``, for each of ``tokens``, how sure the model was there:
             its best logit minus its second best (before any constraint), in nats; else empty.
+        drafted_tokens, accepted_tokens: prompt-lookup drafting's figures (``lookup``).
     """
 
     text: str
@@ -60,6 +62,8 @@ class Generation:
     prompt_ms: float
     total_ms: float
     margins: tuple[float, ...] = ()
+    drafted_tokens: int = 0   # with ``lookup``: tokens drafted from earlier text and checked in a batch
+    accepted_tokens: int = 0  # ... of which the model would have written (the output has them)
 
     @property
     def evaluated_tokens(self) -> int:
@@ -227,7 +231,7 @@ class LoadedModel:
                  judge: Callable[[str], bool] | None = None, forced: bytes = b"",
                  text_first: bool = False, banned_first: frozenset[int] = frozenset(),
                  record_margins: bool = False, breaks_first: bool = False,
-                 on_prompt: Callable[[int, int], None] | None = None) -> Generation:
+                 on_prompt: Callable[[int, int], None] | None = None, lookup: bool = False) -> Generation:
         """Greedy generation from ``prompt`` (token ids) until a stop condition.
 
         Args:
@@ -251,6 +255,9 @@ class LoadedModel:
                 best logits there (``Generation.margins``; about 0.5 ms a token).
             on_prompt: called while the prompt is read, after each chunk, with (tokens read
                 so far, tokens to read): progress for a long prompt.
+            lookup: draft the next tokens from earlier text (:mod:`server.engine.lookup`) and
+                check them in one batch: the same output (greedy), sooner where the answer
+                repeats its prompt (a rewrite, tests).
 
         Raises:
             ValueError: the prompt does not fit the context window.
@@ -278,6 +285,9 @@ class LoadedModel:
         out: list[int] = []
         text = sampling.HealedText(forced)
         finish, first_at = "", 0.0
+        index = NgramIndex(prompt) if lookup else None
+        drafts: list[tuple[int, Any]] = []  # drafted tokens in the cache after the last one taken, with their logits
+        drafted = accepted = 0
         # The last prompt token is always evaluated again: its logits are the first token's.
         logits = self.kv.evaluate(prompt[-1:])
         while True:
@@ -303,10 +313,30 @@ class LoadedModel:
             if len(out) >= max_tokens:
                 finish = "max_tokens"
                 break
-            # Evaluate it: the logits of the next token.
-            logits = self.kv.evaluate([token])
+            if index is not None:
+                index.add(token)
+            # A drafted token the model wrote as well is in the cache already, with its logits.
+            if drafts:
+                drafted_token, after = drafts.pop(0)
+                if drafted_token == token:
+                    accepted += 1
+                    logits = after
+                    continue
+                self.kv.rewind(len(prompt) + len(out) - 1)  # the draft from here on was wrong
+                drafts = []
+            # Evaluate it: the logits of the next token (with a draft: of each drafted one too).
+            draft = index.draft() if index is not None else []
+            if draft:
+                drafted += len(draft)
+                logits, *rest = self.kv.evaluate_each([token, *draft])
+                drafts = list(zip(draft, rest))
+            else:
+                logits = self.kv.evaluate([token])
+        if drafts:  # drafted tokens left unused leave the cache (the last one taken may be among them)
+            self.kv.rewind(len(prompt) + max(len(out) - 1, 0))
         if self.guard is not None:
             self.guard.decoded()
         now = time.monotonic()
         return Generation(text.final(), finish, out, len(prompt), prep.reused, len(out),
-                          ((first_at or now) - t0) * 1000, (now - t0) * 1000, tuple(margins[:len(out)]))
+                          ((first_at or now) - t0) * 1000, (now - t0) * 1000, tuple(margins[:len(out)]),
+                          drafted, accepted)

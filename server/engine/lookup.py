@@ -1,0 +1,58 @@
+"""Prompt-lookup drafting: guess the next tokens of an answer from the text it came from.
+
+A rewrite, a test file or an answer quoting code repeats long runs of its prompt. When the
+last few tokens written also occur earlier (in the prompt or the answer so far), the tokens
+that followed them there are a likely continuation. The model checks such a draft in one
+batch (:meth:`server.engine.model.LoadedModel.generate` with ``lookup``): on a CPU a batch
+of k tokens costs about k prompt tokens, far less than k tokens written one at a time, and
+greedy decoding keeps only the drafted tokens it would have written anyway, so the answer is
+the same, sooner. (Prompt lookup decoding, Saxena 2023; llama.cpp's ``lookup`` example.)
+
+Pure Python, no llama.cpp: any thread.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+NGRAM_MAX = 3   # the longest run of last tokens looked up
+NGRAM_MIN = 2   # ... and the shortest (a single token matches too often to be worth a batch)
+DRAFT_MAX = 8   # tokens drafted at most
+
+
+class NgramIndex:
+    """Where each run of NGRAM_MIN..NGRAM_MAX tokens last occurred in a growing token sequence.
+
+    Args:
+        tokens: the sequence so far (the prompt).
+    """
+
+    def __init__(self, tokens: Iterable[int]):
+        self.tokens: list[int] = []
+        self._last: dict[tuple[int, ...], int] = {}  # n-gram -> the position just after its latest occurrence
+        for t in tokens:
+            self.add(t)
+
+    def add(self, token: int) -> None:
+        """Append ``token``; the runs it ends are recorded (after :meth:`draft` can see them)."""
+        seq = self.tokens
+        seq.append(token)
+        end = len(seq)
+        for n in range(NGRAM_MIN, NGRAM_MAX + 1):
+            if end > n:  # the run ending just before this token: its continuation now exists
+                self._last[tuple(seq[end - 1 - n:end - 1])] = end - 1
+
+    def draft(self, k: int = DRAFT_MAX) -> list[int]:
+        """Up to ``k`` tokens that followed the latest earlier occurrence of the sequence's last
+        NGRAM_MAX (else fewer, down to NGRAM_MIN) tokens; empty when none occurred before."""
+        seq = self.tokens
+        for n in range(NGRAM_MAX, NGRAM_MIN - 1, -1):
+            if len(seq) <= n:
+                continue
+            at = self._last.get(tuple(seq[-n:]))
+            if at is not None:
+                return seq[at:at + k]
+        return []
+
+
+__all__ = ["DRAFT_MAX", "NGRAM_MAX", "NGRAM_MIN", "NgramIndex"]
