@@ -61,9 +61,10 @@ async def code_action(ls: DeepseekLanguageServer,
     from . import assist
 
     actions = await assist.code_action(ls, params)
-    if actions and actions[0].command is not None and actions[0].command.arguments \
-            and ls.assist.ahead(ls.settings) is not None:
-        arg = plain(actions[0].command.arguments[0])  # {uri, range}: what Explain will be asked for
+    explain = next((a.command for a in actions or () if a.command is not None
+                    and a.command.command == "deepseek.explain" and a.command.arguments), None)
+    if explain is not None and ls.assist.ahead(ls.settings) is not None:
+        arg = plain(explain.arguments[0])  # {uri, range}: exactly what Explain will be asked for
         soon(ls, {"task": "explain", "uri": arg["uri"], "range": arg["range"]})
     return actions
 
