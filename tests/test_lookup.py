@@ -40,9 +40,12 @@ def test_drafting_writes_the_same_rewrite_in_fewer_steps(default_model_path):
     code = ("def total_price(items, tax_rate):\n    total = 0\n    for item in items:\n"
             "        total = total + item.price * item.quantity\n    total = total + total * tax_rate\n"
             "    return total\n")
-    prompt = model.tokenize(f"<|im_start|>user\nRename `total` to `amount` in this function and change nothing "
-                            f"else:\n```python\n{code}```<|im_end|>\n<|im_start|>assistant\n```python\n",
-                            add_special=False, parse_special=True)
+    # (Greedy with and without drafting agree but where two tokens are nearly tied: a batch is
+    # evaluated with other kernels, which round differently. "Rename `total` to `amount`" alone
+    # leaves the function's own name at a tie of 0.06 between ` amount` and ` total`.)
+    prompt = model.tokenize(f"<|im_start|>user\nIn this function, rename the local variable `total` to `amount`; "
+                            f"keep the function's name:\n```python\n{code}```<|im_end|>\n<|im_start|>assistant\n"
+                            "```python\n", add_special=False, parse_special=True)
     try:
         def write(lookup: bool):
             return engine.submit(lambda m: m.generate(prompt, max_tokens=80, cancel=threading.Event(),

@@ -114,6 +114,10 @@ class Native:
         view = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),))
         return np.array(view)
 
+    def set_threads(self, n: int) -> None:
+        """Use ``n`` threads for the next decodes, single tokens and batches (``llama_set_n_threads``)."""
+        _ll().llama_set_n_threads(self.llm._ctx.ctx, n, n)
+
     def logits_at(self, i: int):
         """The logits after the ``i``-th token of the last decode (one made with ``every``): a
         float32 numpy array (a copy)."""

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import psutil
 
 from . import sampling
+from .cpu_load import CPU_LOAD
 from .crash_guard import CrashGuard
 from .kv_cache import PREFILL_CHUNK, KvCache, Prefill
 from .kv_plan import KvSnapshot, KvSnapshots
@@ -27,6 +28,8 @@ from .load_configs import Verdict
 from .loading import load_llama, open_llama
 from .lookup import NgramIndex
 from .vocabulary import ModelVocabulary
+
+log = logging.getLogger(__name__)
 
 
 def default_threads() -> int:
@@ -105,6 +108,7 @@ class LoadedModel:
         # writes it to a duplicate of fd 1 (see server.cli.cmd_serve).
         self.guard: CrashGuard | None = None
         self.verdict: Verdict | None = None
+        self.vocab_only = vocab_only
         self.yield_to: Callable[[], None] | None = None
         self.prefill_chunk = PREFILL_CHUNK
         if vocab_only:  # no weights, no decode: nothing to probe
@@ -121,7 +125,9 @@ class LoadedModel:
                                                             forced=load_config, n_ctx=n_ctx, seed=0)
         self.path = path
         self.metadata: dict[str, str] = dict(self.llm.metadata)
-        native = Native(self.llm)
+        native = self.native = Native(self.llm)
+        self.max_threads = int(self.llm.context_params.n_threads)  # as loaded (the configuration may force 1)
+        self.threads = self.max_threads
         self.vocab = ModelVocabulary(self.llm, native)
         # The load probe's prompt rate (a short prompt) until the first real prefill measures one.
         rate = next((r.prompt_tokens_per_s for r in self.verdict.tried if r.ok and r.config == self.verdict.config),
@@ -159,6 +165,17 @@ class LoadedModel:
     def tokens_consistent_with(self, head: bytes) -> list[int]:
         """Tokens an output that must begin with ``head`` may start with (see :class:`ModelVocabulary`)."""
         return self.vocab.tokens_consistent_with(head)
+
+    def fit_threads(self) -> int:
+        """Use as many threads as the cores other programs leave free (:mod:`server.engine.cpu_load`),
+        at most those it was loaded with. Owner thread. Returns the number in use."""
+        n = CPU_LOAD.free_threads(self.max_threads)
+        if n != self.threads:
+            log.info("%s: %d threads (other programs keep %.1f cores busy)", self.path.rsplit("/", 1)[-1], n,
+                     CPU_LOAD.others())
+            self.native.set_threads(n)
+            self.threads = n
+        return n
 
     # -- the KV cache (see KvCache) ----------------------------------------------------------
     def prefill(self, prompt: list[int], cancel: threading.Event | None = None,
@@ -268,9 +285,15 @@ class LoadedModel:
             raise ValueError(f"prompt of {len(prompt)} tokens + {max_tokens} to generate exceeds n_ctx {self.n_ctx}")
         t0 = time.monotonic()
 
+        steps = 0
+
         def stopped() -> str:
+            nonlocal steps
             if self.yield_to is not None:
                 self.yield_to()
+            steps += 1
+            if steps % 16 == 0:  # a long answer follows the machine's load as it goes
+                self.fit_threads()
             return "cancelled" if cancel.is_set() else "timeout" if time.monotonic() > deadline else ""
 
         # Read the prompt into the KV cache, all but its last token, reusing what the cache holds.

@@ -79,6 +79,8 @@ class Engine:
         def run() -> T:
             if self.model is None:
                 raise RuntimeError("no model is loaded")
+            if not self.model.vocab_only:
+                self.model.fit_threads()  # the cores other programs leave free
             if not self.foreground:
                 return job(self.model)
             with SCHEDULE.foreground():
