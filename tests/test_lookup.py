@@ -17,18 +17,21 @@ def test_the_draft_is_what_followed_the_latest_earlier_occurrence_of_the_last_to
     index.add(2)
     index.add(3)                               # ... 1, 2, 3: occurred at the start
     assert index.draft() == [4, 5, 6, 9, 2, 3, 7, 8][:DRAFT_MAX]
+    assert index.draft(8) == [4, 5, 6, 9, 2, 3, 7, 8]
     index.add(7)                               # 2, 3, 7 occurred later than 2, 3, 4: the latest wins
     assert index.draft(3) == [8, 1, 2]
     index.add(5)                               # 3, 7, 5 never; 7, 5 never; nothing to draft
     assert index.draft() == []
 
 
-def test_a_pair_is_looked_up_when_no_triple_matches():
+def test_only_runs_of_three_are_looked_up():
     index = NgramIndex([10, 11, 12, 13])
     index.add(99)
     index.add(11)
-    index.add(12)                              # 99, 11, 12 never occurred; 11, 12 did
-    assert index.draft(2) == [13, 99]
+    index.add(12)                              # 99, 11, 12 never occurred; a pair matches too often to pay
+    assert index.draft(2) == []
+    index.add(13)                              # 11, 12, 13 did: 99 followed it
+    assert index.draft(2) == [99, 11]
 
 
 @pytest.mark.model

@@ -16,8 +16,12 @@ from __future__ import annotations
 from typing import Iterable
 
 NGRAM_MAX = 3   # the longest run of last tokens looked up
-NGRAM_MIN = 2   # ... and the shortest (a single token matches too often to be worth a batch)
-DRAFT_MAX = 8   # tokens drafted at most
+NGRAM_MIN = 3   # ... and the shortest: a pair matches too often for its draft to pay (measured below)
+# Tokens drafted at most. On a 2-core CPU a batched token costs about half a written one (not a
+# tenth, as on a GPU), so a wrong draft is dear: with pairs and 8 tokens, Refactor wrote 0.93x
+# and Write tests 0.78x as fast; with runs of 3 and 4 tokens, 1.32x and 1.11x
+# (python bench/lookup_drafting.py --functions 3 --max-tokens 150, the 1.5B model).
+DRAFT_MAX = 4
 
 
 class NgramIndex:
