@@ -26,9 +26,10 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from server.http.app import HEADER_TIMEOUT_S, MAX_CONNECTIONS, TOKEN_ENV
-from server.http.openai import MAX_BODY_BYTES, text_deltas
+from server.http.openai import MAX_BODY_BYTES
 from server.http.page import MAX_FORM_BYTES
 from server.http.security import Guard
+from server.http.streams import text_deltas
 
 from .helpers import ServeProcess
 

@@ -112,36 +112,26 @@ class KvCache:
         self._shift_pending = False
         self._sync()
 
-    def evaluate(self, tokens: Sequence[int]):
+    def evaluate(self, tokens: Sequence[int], each: bool = False):
         """Evaluate ``tokens`` after the contiguous start of the cache (cells beyond it go).
 
         Returns:
-            The logits after the last of ``tokens`` (float32 numpy array of n_vocab, a copy).
+            The logits after the last of ``tokens`` (float32 numpy array of n_vocab, a copy);
+            ``each``: a list, the logits after each (one batch: at most :data:`PREFILL_CHUNK`).
         """
         if len(self.cells) != self.llm.n_tokens:  # holes after a stopped prefill, or evaluated through Llama
             cells = self.live_cells()
             del cells[_contiguous(cells):]
             self._sync()
-        self.llm.eval(list(tokens))
+        self._shift_pending = False
+        if not each:
+            self.llm.eval(list(tokens))
+            self.cells.extend(tokens)
+            return self.native.last_logits()
+        self.native.seq_rm(-1, len(self.cells), -1)
+        self.native.decode_at(tokens, len(self.cells), 0, PREFILL_CHUNK, every=True)
         self.cells.extend(tokens)
-        self._shift_pending = False
-        return self.native.last_logits()
-
-    def evaluate_each(self, tokens: Sequence[int]) -> list:
-        """Evaluate ``tokens`` (at most :data:`PREFILL_CHUNK`) after the contiguous start of the
-        cache (cells beyond it go), in one batch.
-
-        Returns:
-            The logits after each of ``tokens`` (float32 numpy arrays of n_vocab, copies).
-        """
-        cells = self.live_cells()
-        start = _contiguous(cells)
-        self.native.seq_rm(-1, start, -1)
-        del cells[start:]
-        self.native.decode_at(tokens, start, 0, PREFILL_CHUNK, every=True)
-        cells.extend(tokens)
         self._sync()
-        self._shift_pending = False
         return [self.native.logits_at(i) for i in range(len(tokens))]
 
     def rewind(self, n: int) -> None:

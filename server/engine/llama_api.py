@@ -33,7 +33,7 @@ PRIVATE_API: dict[str, tuple[str, ...]] = {
     "llama_cpp.llama_cpp": (
         "llama_model_default_params", "llama_context_default_params",  # patched while loading
         "llama_get_memory", "llama_memory_can_shift", "llama_memory_clear", "llama_memory_seq_rm",
-        "llama_memory_seq_add", "llama_memory_seq_cp", "llama_state_seq_get_size",
+        "llama_memory_seq_add", "llama_memory_seq_cp", "llama_set_n_threads", "llama_state_seq_get_size",
         "llama_state_seq_get_data", "llama_state_seq_set_data", "llama_vocab_is_eog",
         "llama_vocab_get_attr", "LLAMA_TOKEN_ATTR_CONTROL", "LLAMA_TOKEN_ATTR_USER_DEFINED",
         "llama_log_callback", "llama_log_set"),

@@ -13,7 +13,7 @@ Pure Python, no llama.cpp: any thread.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 NGRAM_MAX = 3   # the longest run of last tokens looked up
 NGRAM_MIN = 3   # ... and the shortest: a pair matches too often for its draft to pay (measured below)
@@ -59,4 +59,46 @@ class NgramIndex:
         return []
 
 
-__all__ = ["DRAFT_MAX", "NGRAM_MAX", "NGRAM_MIN", "NgramIndex"]
+class Drafter:
+    """Drafting in one generation: the tokens drafted and evaluated after the last one taken.
+
+    Args:
+        kv: the model's :class:`server.engine.kv_cache.KvCache`, holding ``prompt`` (all of it).
+        prompt: the prompt's tokens, where drafts are first looked up.
+
+    Attributes:
+        drafted, accepted: tokens drafted, and of those the ones the model wrote as well.
+    """
+
+    def __init__(self, kv: Any, prompt: Sequence[int]):
+        self.kv, self.index, self.base = kv, NgramIndex(prompt), len(prompt)
+        self._pending: list[tuple[int, Any]] = []  # drafted tokens in the cache, with the logits after each
+        self.drafted = self.accepted = 0
+
+    def next(self, token: int):
+        """The logits after ``token``, just taken (not in the cache unless it was drafted): those
+        of the draft when it was drafted; else evaluated, with a new draft when there is one."""
+        self.index.add(token)
+        written = len(self.index.tokens) - self.base  # output tokens so far, ``token`` included
+        if self._pending:
+            drafted, after = self._pending.pop(0)
+            if drafted == token:
+                self.accepted += 1
+                return after
+            self.kv.rewind(self.base + written - 1)  # the draft from here on was wrong
+            self._pending = []
+        draft = self.index.draft()
+        if not draft:
+            return self.kv.evaluate([token])
+        self.drafted += len(draft)
+        logits, *rest = self.kv.evaluate([token, *draft], each=True)
+        self._pending = list(zip(draft, rest))
+        return logits
+
+    def close(self) -> None:
+        """Drafted tokens left unused leave the cache (so may the last token taken)."""
+        if self._pending:
+            self.kv.rewind(self.base + max(len(self.index.tokens) - self.base - 1, 0))
+
+
+__all__ = ["DRAFT_MAX", "NGRAM_MAX", "NGRAM_MIN", "Drafter", "NgramIndex"]

@@ -2,9 +2,8 @@
 
 :class:`LoadedModel` holds one ``llama_cpp.Llama`` and the parts built on it: the vocabulary
 (:mod:`server.engine.vocabulary`), the record of its KV cache (:mod:`server.engine.kv_cache`)
-and llama.cpp's handles (:mod:`server.engine.llama_api`). :meth:`LoadedModel.generate` is the
-decode loop: read the prompt into the cache, then evaluate, constrain (:mod:`server.engine.sampling`),
-pick, stop or append, one token at a time. Use a LoadedModel only on its engine's thread
+and llama.cpp's handles (:mod:`server.engine.llama_api`). :meth:`LoadedModel.generate` runs the
+decode loop of :mod:`server.engine.writing`. Use a LoadedModel only on its engine's thread
 (:class:`server.engine.Engine`).
 """
 
@@ -12,13 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import psutil
 
-from . import sampling
+from . import writing
 from .cpu_load import CPU_LOAD
 from .crash_guard import CrashGuard
 from .kv_cache import PREFILL_CHUNK, KvCache, Prefill
@@ -26,8 +23,8 @@ from .kv_plan import KvSnapshot, KvSnapshots
 from .llama_api import Native
 from .load_configs import Verdict
 from .loading import load_llama, open_llama
-from .lookup import NgramIndex
 from .vocabulary import ModelVocabulary
+from .writing import Generation
 
 log = logging.getLogger(__name__)
 
@@ -35,42 +32,6 @@ log = logging.getLogger(__name__)
 def default_threads() -> int:
     """Physical cores (llama.cpp is slower on hyper-threads), at least 1."""
     return max(1, psutil.cpu_count(logical=False) or psutil.cpu_count() or 1)
-
-
-@dataclass
-class Generation:
-    """What one generation produced and what it cost.
-
-    Attributes:
-        text: the raw generated text (before length control's final trim).
-        finish: why it ended: ``stop`` (end-of-text or a stop token), ``complete``
-            (the judge saw the end), ``max_tokens``, ``cancelled`` or ``timeout``.
-        tokens: the generated token ids.
-        prompt_tokens: tokens in the prompt.
-        reused_tokens: prompt tokens found in the KV cache (no evaluation needed).
-        generated_tokens: tokens sampled.
-        prompt_ms: time to the first sampled token (prompt processing), ms.
-        total_ms: whole generation, ms.
-        margins: with ``record_margins``, for each of ``tokens``, how sure the model was there:
-            its best logit minus its second best (before any constraint), in nats; else empty.
-        drafted_tokens, accepted_tokens: prompt-lookup drafting's figures (``lookup``).
-    """
-
-    text: str
-    finish: str
-    tokens: list[int]
-    prompt_tokens: int
-    reused_tokens: int
-    generated_tokens: int
-    prompt_ms: float
-    total_ms: float
-    margins: tuple[float, ...] = ()
-    drafted_tokens: int = 0   # with ``lookup``: tokens drafted from earlier text and checked in a batch
-    accepted_tokens: int = 0  # ... of which the model would have written (the output has them)
-
-    @property
-    def evaluated_tokens(self) -> int:
-        return self.prompt_tokens - self.reused_tokens
 
 
 class LoadedModel:
@@ -243,123 +204,6 @@ class LoadedModel:
         self.kv.prompt_rate = tokens_per_s
 
     # -- generation --------------------------------------------------------------------------
-    def generate(self, prompt: list[int], *, max_tokens: int, cancel: threading.Event, deadline: float,
-                 stop_ids: frozenset[int] = frozenset(),
-                 judge: Callable[[str], bool] | None = None, forced: bytes = b"",
-                 text_first: bool = False, banned_first: frozenset[int] = frozenset(),
-                 record_margins: bool = False, breaks_first: bool = False,
-                 on_prompt: Callable[[int, int], None] | None = None, lookup: bool = False) -> Generation:
-        """Greedy generation from ``prompt`` (token ids) until a stop condition.
-
-        Args:
-            prompt: the prompt's token ids; must be shorter than ``n_ctx - max_tokens``.
-            max_tokens: most tokens to sample.
-            cancel: set from any thread to stop within one token.
-            deadline: ``time.monotonic()`` value after which generation stops (finish ``timeout``).
-            stop_ids: tokens that end the output besides the model's end-of-generation tokens.
-            judge: called with the text so far (after ``forced``) after each token; True means complete.
-            forced: bytes the output must begin with (token healing: the text of prompt tokens
-                taken back so the model can re-spell them its own way). They are not part of
-                the returned text.
-            text_first: the output's first line must hold text (a line is known to be missing:
-                no end of text or line break before a non-blank character).
-            banned_first: tokens that may not bring the output's first text (after ``forced``
-                and any indentation): the first content tokens of candidates already rejected,
-                so the next best one comes out.
-            breaks_first: with ``text_first``, the text may begin after line breaks (the end of
-                a block opener whose body is empty: the body is known to be missing).
-            record_margins: keep, for every sampled token, the gap between the model's two
-                best logits there (``Generation.margins``; about 0.5 ms a token).
-            on_prompt: called while the prompt is read, after each chunk, with (tokens read
-                so far, tokens to read): progress for a long prompt.
-            lookup: draft the next tokens from earlier text (:mod:`server.engine.lookup`) and
-                check them in one batch: the same output (greedy), sooner where the answer
-                repeats its prompt (a rewrite, tests).
-
-        Raises:
-            ValueError: the prompt does not fit the context window.
-        """
-        import numpy as np
-
-        if len(prompt) + max_tokens > self.n_ctx:
-            raise ValueError(f"prompt of {len(prompt)} tokens + {max_tokens} to generate exceeds n_ctx {self.n_ctx}")
-        t0 = time.monotonic()
-
-        steps = 0
-
-        def stopped() -> str:
-            nonlocal steps
-            if self.yield_to is not None:
-                self.yield_to()
-            steps += 1
-            if steps % 16 == 0:  # a long answer follows the machine's load as it goes
-                self.fit_threads()
-            return "cancelled" if cancel.is_set() else "timeout" if time.monotonic() > deadline else ""
-
-        # Read the prompt into the KV cache, all but its last token, reusing what the cache holds.
-        prep = self.kv.prefill(prompt, stopped=stopped, chunk=self.prefill_chunk, progress=on_prompt)
-        if not prep.done:
-            ms = (time.monotonic() - t0) * 1000
-            return Generation("", stopped(), [], len(prompt), prep.reused, 0, ms, ms)
-        margins: list[float] = []
-        constrain = sampling.constraints(self.vocab, forced=forced, first_line_text=text_first,
-                                         banned_first=banned_first, breaks_first=breaks_first,
-                                         record=margins if record_margins else None)
-        out: list[int] = []
-        text = sampling.HealedText(forced)
-        finish, first_at = "", 0.0
-        index = NgramIndex(prompt) if lookup else None
-        drafts: list[tuple[int, Any]] = []  # drafted tokens in the cache after the last one taken, with their logits
-        drafted = accepted = 0
-        # The last prompt token is always evaluated again: its logits are the first token's.
-        logits = self.kv.evaluate(prompt[-1:])
-        while True:
-            # Constrain the logits: token healing, text on the first line (margins noted before).
-            logits = constrain(out, logits)
-            # Pick the most likely token (greedy).
-            token = int(np.argmax(logits))
-            # Cancelled or out of time: stop without it.
-            if finish := stopped():
-                break
-            first_at = first_at or time.monotonic()
-            # The end of text or a stop token ends the output; it is not part of it.
-            if token in stop_ids or self.vocab.is_eog(token):
-                finish = "stop"
-                break
-            # Append it; the text grows by its piece (the healed bytes left out).
-            out.append(token)
-            text.add(self.vocab.piece(token))
-            # The judge (the length policy) or the token budget may end the output here.
-            if judge is not None and judge(text.text):
-                finish = "complete"
-                break
-            if len(out) >= max_tokens:
-                finish = "max_tokens"
-                break
-            if index is not None:
-                index.add(token)
-            # A drafted token the model wrote as well is in the cache already, with its logits.
-            if drafts:
-                drafted_token, after = drafts.pop(0)
-                if drafted_token == token:
-                    accepted += 1
-                    logits = after
-                    continue
-                self.kv.rewind(len(prompt) + len(out) - 1)  # the draft from here on was wrong
-                drafts = []
-            # Evaluate it: the logits of the next token (with a draft: of each drafted one too).
-            draft = index.draft() if index is not None else []
-            if draft:
-                drafted += len(draft)
-                logits, *rest = self.kv.evaluate_each([token, *draft])
-                drafts = list(zip(draft, rest))
-            else:
-                logits = self.kv.evaluate([token])
-        if drafts:  # drafted tokens left unused leave the cache (the last one taken may be among them)
-            self.kv.rewind(len(prompt) + max(len(out) - 1, 0))
-        if self.guard is not None:
-            self.guard.decoded()
-        now = time.monotonic()
-        return Generation(text.final(), finish, out, len(prompt), prep.reused, len(out),
-                          ((first_at or now) - t0) * 1000, (now - t0) * 1000, tuple(margins[:len(out)]),
-                          drafted, accepted)
+    def generate(self, prompt: list[int], **kwargs) -> Generation:
+        """Greedy generation from ``prompt`` (token ids): :func:`server.engine.writing.generate`."""
+        return writing.generate(self, prompt, **kwargs)

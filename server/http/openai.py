@@ -39,6 +39,7 @@ from ..completion import Snapshot, Unsuitable
 from ..languages import language_id
 from ..logs import redact
 from ..serving import Unavailable, Workbench
+from .streams import MaskedStream, PromptRead, text_deltas
 
 log = logging.getLogger(__name__)
 
@@ -232,65 +233,6 @@ def references_json(refs: list[Reference]) -> list[dict[str, Any]]:
     """References as JSON: path, 1-based inclusive lines, and a file URI."""
     return [{"path": str(r.path), "start_line": r.start_line + 1, "end_line": r.end_line + 1,
              "uri": Path(r.path).as_uri() if Path(r.path).is_absolute() else str(r.path)} for r in refs]
-
-
-@dataclasses.dataclass(frozen=True)
-class PromptRead:
-    """Progress of reading a long prompt, between the text pieces of a stream (tokens)."""
-
-    done: int
-    total: int
-
-    def comment(self) -> dict[str, str]:
-        """As a server-sent comment, which OpenAI clients skip (and which keeps proxies from timing out)."""
-        return {"comment": f"reading the prompt: {self.done} of {self.total} tokens"}
-
-
-class MaskedStream:
-    """Text deltas from the engine thread, released to the client with secrets masked.
-
-    Text is released up to its last blank, so a credential is masked whole before any of it
-    leaves (:func:`server.logs.redact` on everything so far; what was released is never changed).
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop, self.queue, self.text, self.sent = loop, asyncio.Queue(), "", ""
-
-    def on_text(self, delta: str) -> None:  # engine thread
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, delta)
-
-    def on_prompt(self, done: int, total: int) -> None:  # engine thread: a long prompt being read
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, PromptRead(done, total))
-
-    def release(self, final: bool = False) -> str:
-        cut = len(self.text) if final else max(self.text.rfind(c) for c in " \n\t") + 1
-        masked = redact(self.text[:cut])
-        if not masked.startswith(self.sent):
-            return ""
-        delta, self.sent = masked[len(self.sent):], masked
-        return delta
-
-
-async def text_deltas(queue: asyncio.Queue, job: asyncio.Future) -> AsyncIterator[str | PromptRead]:
-    """The pieces of text (and :class:`PromptRead` progress) put on ``queue`` (from the engine
-    thread) while ``job`` runs, then those left.
-
-    Ends when ``job`` is done and ``queue`` is empty. Closed or cancelled early (the client
-    went away), it leaves no task waiting on the queue behind (asyncio would log each one
-    as an error when it is garbage-collected).
-    """
-    get: asyncio.Future | None = None
-    try:
-        while not job.done() or not queue.empty():
-            get = asyncio.ensure_future(queue.get())
-            await asyncio.wait({get, job}, return_when=asyncio.FIRST_COMPLETED)
-            if get.done():
-                yield get.result()
-            else:
-                get.cancel()  # the job ended first: what it put on the queue comes on the next turns
-    finally:
-        if get is not None and not get.done():
-            get.cancel()
 
 
 class ClientGone(Exception):

@@ -35,7 +35,8 @@ from ..logs import redact
 from ..models import ModelError, load_catalog, set_user_default_model
 from ..serving import PullJob, Workbench
 from .charts import bar_chart, line_chart
-from .openai import PromptRead, read_body, text_deltas
+from .openai import read_body
+from .streams import PromptRead, text_deltas
 
 log = logging.getLogger(__name__)
 
