@@ -106,7 +106,9 @@ SETTINGS: tuple[Setting, ...] = (
             "weights as stored (avoids the AMX crash of some Xeons). minimal: no repacking, no memory map, "
             "one thread. A forced choice is not probed.", choices=("auto",) + CONFIG_NAMES),
     Setting("threads", None, int, "threads",
-            "CPU threads for prompt processing and generation. Default: the number of physical cores.",
+            "CPU threads for prompt processing and generation. Default: the number of physical cores. Fewer are "
+            "used while other programs keep cores busy (llama.cpp's threads wait for each other, so one that "
+            "waits for a core slows them all).",
             nullable=True, minimum=1, maximum=256),
     Setting("resources.ramLimitMb", None, int, "MB",
             "Memory the model may use. Default: the memory available now (psutil).",
