@@ -36,17 +36,24 @@ def rate(path: str, config: str, tokens: list[int], chunk: int, repeat: int, **k
         llm.close()
 
 
+def default_model_tokens(n: int) -> tuple[str, str, list[int]]:
+    """The default model's file, the load configuration the probe chose, and the first ``n``
+    tokens of real third-party code (click's core.py) in its vocabulary."""
+    path = str(ensure_model_file(resolve_model(None, None)))
+    config = choose_config(path, "generate", 2).config or "minimal"
+    probe = open_llama(path, config, n_ctx=4096, vocab_only=True)
+    tokens = probe.tokenize(inspect.getsource(click.core).encode(), add_bos=False)[:n]
+    probe.close()
+    return path, config, tokens
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=1024)
     ap.add_argument("--chunk", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
-    path = str(ensure_model_file(resolve_model(None, None)))
-    config = choose_config(path, "generate", 2).config or "minimal"
-    probe = open_llama(path, config, n_ctx=4096, vocab_only=True)
-    tokens = probe.tokenize(inspect.getsource(click.core).encode(), add_bos=False)[: args.tokens]
-    probe.close()
+    path, config, tokens = default_model_tokens(args.tokens)
     print(f"default model, load configuration {config}, {len(tokens)} prompt tokens in chunks of {args.chunk}\n")
     print("| threads | n_batch / n_ubatch | flash attention | tokens/s |")
     print("|---|---|---|---|")

@@ -15,14 +15,12 @@ Prints a table; run it on an otherwise quiet machine.
 from __future__ import annotations
 
 import argparse
-import inspect
 import multiprocessing
 import time
 
-import click.core
+from prompt_rate import default_model_tokens
 
-from server.engine import choose_config, open_llama
-from server.models import ensure_model_file, resolve_model
+from server.engine import open_llama
 
 
 def _spin(stop) -> None:
@@ -54,11 +52,7 @@ def main() -> None:
     ap.add_argument("--busy", default="0,1,2", help="numbers of busy processes, comma-separated")
     ap.add_argument("--threads", default="1,2", help="model thread counts, comma-separated")
     args = ap.parse_args()
-    path = str(ensure_model_file(resolve_model(None, None)))
-    config = choose_config(path, "generate", 2).config or "minimal"
-    probe = open_llama(path, config, n_ctx=4096, vocab_only=True)
-    tokens = probe.tokenize(inspect.getsource(click.core).encode(), add_bos=False)[: args.tokens]
-    probe.close()
+    path, config, tokens = default_model_tokens(args.tokens)
     print(f"default model, load configuration {config}, {multiprocessing.cpu_count()} logical CPUs; "
           f"{len(tokens)} prompt tokens, {args.generate} generated\n")
     print("| busy processes | model threads | prompt tokens/s | generated tokens/s |")
