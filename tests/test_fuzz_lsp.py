@@ -141,7 +141,12 @@ def test_ten_thousand_hostile_messages(default_model_path, tmp_path):
     proc = psutil.Process(client.proc.pid)
     try:
         client.request(0, "initialize", {"processId": None, "rootUri": ws.as_uri(), "capabilities": {},
-                                         "initializationOptions": {"workspaceTrusted": True, "chat": {"maxTokens": 16},
+                                         "initializationOptions": {"workspaceTrusted": True,
+                                                                   # hostile input, not the assistant's
+                                                                   # quality: its small model, small prompts
+                                                                   "chatModel": "qwen2.5-coder-0.5b-instruct-q4_k_m",
+                                                                   "chat": {"maxTokens": 16, "contextTokens": 512,
+                                                                            "nCtx": 4096},
                                                                    "hover": {"timeMs": 0},
                                                                    "index": {"embeddings": False}}})
         assert client.wait_for([0], 60) == []
