@@ -21,7 +21,7 @@ let status: StatusResult;
 before(async () => {
   hole = holeWorkspace();
   // What a fresh VS Code sends (package.json's defaults), with short replies so the test is quick.
-  server = await startServer(hole.dir, defaultSettings({ 'chat.maxTokens': 48, 'completion.manualMaxTimeMs': 60000, 'completion.alternatives': 1 }));
+  server = await startServer(hole.dir, defaultSettings({ 'chat.maxTokens': 48, 'chat.contextTokens': 1024, 'completion.manualMaxTimeMs': 60000, 'completion.alternatives': 1 }));
   await server.connection.sendNotification('textDocument/didOpen', {
     textDocument: { uri: hole.uri, languageId: 'python', version: 1, text: hole.text },
   });
