@@ -169,3 +169,23 @@ def test_at_the_end_of_an_opener_the_text_may_start_on_the_next_line_but_must_co
                               text_first=True, breaks_first=True)
     gen = engine.submit(run).result()
     assert gen.finish != "stop" or gen.text.strip(), gen.text  # no end of text before some text
+
+
+def test_a_shutdown_stops_the_running_prompt_read_at_its_next_chunk(default_model_path):
+    """Shutting an engine down while a job reads a long prompt (the assistant's warm-up, a read
+    ahead) ends that job at its next chunk: no thread keeps a core busy after the server has gone."""
+    eng = Engine("shutdown-test")
+    eng.load(str(default_model_path), n_ctx=2048, n_threads=2).result()
+    code = "".join(f"def handler_{i}(request):\n    return respond(request, {i})\n\n" for i in range(120))
+    started = threading.Event()
+
+    def run(model):
+        _, tokens = _prompt(model, code, "", "")
+        started.set()
+        return model.prefill(tokens, stopped=lambda: "")  # nothing of its own stops it
+    job = eng.submit(run)
+    assert started.wait(60)
+    time.sleep(0.3)
+    eng.shutdown()
+    prep = job.result(timeout=30)  # a whole read is ~25 s on a slow 2-core machine; a chunk well under 1 s
+    assert not prep.done and prep.evaluated < 1000

@@ -117,7 +117,7 @@ class PromptReader:
                 prep = model.prefill(tokens, stopped=stopped, chunk=AHEAD_CHUNK)
                 reused = prep.reused if reused < 0 else reused
                 evaluated += prep.evaluated
-                if prep.done or stopped() == "superseded":
+                if prep.done or model.kv.closing or stopped() == "superseded":
                     break
                 while SCHEDULE.busy() and not self.core.asked and self._latest == mine:
                     SCHEDULE.wait_quiet(0.1)
@@ -184,7 +184,7 @@ class SystemStates:
         def stop() -> str:
             return "asked" if core.asked else "yield" if SCHEDULE.busy() else ""
         while not model.prefill(tokens + tokens[-1:], chunk=AHEAD_CHUNK, stopped=stop).done:
-            if core.asked:
+            if core.asked or model.kv.closing:
                 return False
             SCHEDULE.wait_quiet(0.1)
         snap = model.save_state()

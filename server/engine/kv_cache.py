@@ -76,6 +76,7 @@ class KvCache:
     def __init__(self, native: Native, *, can_shift: bool, prompt_rate: float | None):
         self.native = native
         self.llm = native.llm
+        self.closing = False  # set from any thread when the engine shuts down: every prompt read stops
         self.cells: list[int] = []
         self.min_reuse = MIN_REUSE_TOKENS
         self.reuse_markers: frozenset[int] = frozenset()
@@ -270,7 +271,7 @@ class KvCache:
             end = pos
             while end < len(target) and new[end] == HOLE and end - pos < chunk:
                 end += 1
-            if stopped():
+            if self.closing or stopped():
                 done = False
                 break
             t1 = time.monotonic()

@@ -92,6 +92,10 @@ class Engine:
         return await asyncio.wrap_future(self.submit(job))
 
     def shutdown(self) -> None:
+        """Cancel the queued jobs and stop the running one at its next chunk or token (its
+        prompt read or answer ends unfinished); returns at once."""
+        if self.model is not None:
+            self.model.kv.closing = True
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

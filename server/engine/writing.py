@@ -104,7 +104,7 @@ def generate(model: Any, prompt: list[int], *, max_tokens: int, cancel: threadin
         steps += 1
         if steps % 16 == 0:  # a long answer follows the machine's load as it goes
             model.fit_threads()
-        return "cancelled" if cancel.is_set() else "timeout" if time.monotonic() > deadline else ""
+        return "cancelled" if cancel.is_set() or model.kv.closing else "timeout" if time.monotonic() > deadline else ""
 
     # Read the prompt into the KV cache, all but its last token, reusing what the cache holds.
     prep = model.kv.prefill(prompt, stopped=stopped, chunk=model.prefill_chunk, progress=on_prompt)

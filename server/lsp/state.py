@@ -73,6 +73,7 @@ class DeepseekLanguageServer(LanguageServer):
         # How much of its file the last suggestion's prompt left out (deepseek.status's completion.context).
         self.last_context: dict[str, Any] | None = None
         self._refreshing: asyncio.Future | None = None  # a settings re-read under way
+        self._closed = False
 
     # -- documents -------------------------------------------------------------------------
     def document(self, uri: str) -> TextDocument | None:
@@ -155,6 +156,17 @@ class DeepseekLanguageServer(LanguageServer):
 
     # -- shutdown --------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop generations, the index and every model (the ``shutdown`` request)."""
+        """Stop generations, the index and every model (the ``shutdown`` request). Once: later
+        calls do nothing."""
+        if self._closed:
+            return
+        self._closed = True
         self.index.close()
         self.runtime.close()
+
+    def shutdown(self) -> None:
+        """pygls's end of the server, after ``exit`` or when the editor closed the pipe without
+        them (an editor that quits at once): the models stop first, so no engine thread keeps
+        a core busy, or the process alive, with an answer nobody will read."""
+        self.close()
+        super().shutdown()
