@@ -15,8 +15,11 @@ by the real server (``python -m server``) with the default models: completion 0.
    reply's ``sessionId``); the person types a second question in that session;
 3. **workspace**: a new chat without a selection (``deepseek.chat {message, uri}``) about a
    name defined in another file of the package;
-4. **explain**: a code action request with an empty range inside the function, 2 s with the
-   menu open, then the menu's Explain (``deepseek.explain`` with the action's arguments);
+4. **explain**: a code action request with an empty range inside the function (the cursor
+   goes there: ``triggerKind`` Automatic), then the user opens the menu (the same request,
+   ``triggerKind`` Invoked, as VS Code's Ctrl+. and Neovim's ``vim.lsp.buf.code_action()`` send
+   it), 2 s with the menu open, then the menu's Explain (``deepseek.explain`` with the action's
+   arguments);
 5. **hover**: ``deepseek/assistAhead {task: "hover", uri, position}`` on a name defined in the
    file (a use of it where there is one), 2 s at rest, then ``textDocument/hover`` there.
 
@@ -208,10 +211,13 @@ async def run_config(label: str, read_ahead: bool, targets: list[Target], worksp
     def ahead(**params) -> None:
         client.protocol.notify("deepseek/assistAhead", {k: v for k, v in params.items() if v is not None})
 
-    async def code_actions(uri: str, rng: types.Range) -> list:
+    async def code_actions(uri: str, rng: types.Range, invoked: bool = False) -> list:
+        """As the editor asks: automatically at a cursor move or selection, or ``invoked`` when
+        the user opens the menu (VS Code's Ctrl+., Neovim's ``vim.lsp.buf.code_action()``)."""
+        kind = types.CodeActionTriggerKind.Invoked if invoked else types.CodeActionTriggerKind.Automatic
         return await client.text_document_code_action_async(types.CodeActionParams(
             text_document=types.TextDocumentIdentifier(uri=uri), range=rng,
-            context=types.CodeActionContext(diagnostics=[]))) or []
+            context=types.CodeActionContext(diagnostics=[], trigger_kind=kind))) or []
 
     async def ask(kind: str, target: Target, command: str, arg: dict) -> dict:
         rec = Record(label, kind, f"{target.file}:{target.function}", sent_at=time.time())
@@ -276,9 +282,11 @@ async def run_config(label: str, read_ahead: bool, targets: list[Target], worksp
         ahead(task="chat", uri=uri)
         await typing(t.workspace_question, uri=uri)
         await ask("workspace", t, "deepseek.chat", {"message": t.workspace_question, "uri": uri})
-        # 4. Explain from the code action menu at the cursor.
+        # 4. Explain from the code action menu at the cursor: the cursor goes there, the menu opens.
         await asyncio.sleep(think)
-        actions = await code_actions(uri, types.Range(start=cursor, end=cursor))
+        await code_actions(uri, types.Range(start=cursor, end=cursor))
+        await asyncio.sleep(think)
+        actions = await code_actions(uri, types.Range(start=cursor, end=cursor), invoked=True)
         await asyncio.sleep(MENU_S)
         await ask("explain", t, "deepseek.explain", explain_arg(actions, uri, cursor))
         # 5. rest on a name, then hover.

@@ -121,7 +121,7 @@ class EmbeddingLoop:
                 cursors[root] = todo[-1][0]
                 vectors = []
                 for _, _, text in todo:  # one at a time: queries interleave, a suggestion waits at most one
-                    while not SCHEDULE.wait_quiet(0.5) and not self._closed.is_set():
+                    while not SCHEDULE.pause(SCHEDULE.completion_working, 0.5) and not self._closed.is_set():
                         pass
                     vectors.append(self._embed([text])[0])
                 self._writer.submit(store.add_vectors, [(h, v) for (_, h, _), v in zip(todo, vectors)]).result()

@@ -13,7 +13,7 @@ from server.assist import AssistStore, CodeSpan, ContextItem, Reference
 from server.assist.ahead import PromptReader, SystemStates
 from server.assist.tasks import Assistant
 from server.engine import Engine
-from server.engine.schedule import SCHEDULE
+from server.engine.schedule import ASSISTANT, EDITOR, SCHEDULE
 
 from .helpers import CONFIG_PY
 
@@ -130,6 +130,52 @@ def test_reading_ahead_waits_while_a_suggestion_is_made(assistant, tmp_path):
     t.join()
     ahead = pending.result()
     assert ahead.done and ahead.evaluated > 100 and time.monotonic() >= released
+
+
+def _editor_work_ahead(cancel: threading.Event, started: threading.Event) -> threading.Thread:
+    """The completion model's reading ahead at a cursor, as its engine marks it: it runs until
+    its cancel event is set (as a prefill looks at it between chunks)."""
+    def work():
+        with SCHEDULE.ahead(cancel):
+            started.set()
+            cancel.wait(20)
+    t = threading.Thread(target=work)
+    t.start()
+    assert started.wait(5)
+    return t
+
+
+def test_the_editors_work_ahead_holds_reading_ahead_back_until_the_user_turns_to_the_assistant(assistant, tmp_path):
+    SCHEDULE.want(EDITOR)  # a cursor move
+    cancel, started = threading.Event(), threading.Event()
+    t = _editor_work_ahead(cancel, started)
+    try:
+        reader = PromptReader(assistant)
+        pending = reader.read(assistant.chat_ahead(None, shown(tmp_path / "config.py")))
+        time.sleep(1.0)
+        assert reader.evaluated == 0 and not pending.done() and not cancel.is_set()  # one prompt read at a time
+        SCHEDULE.want(ASSISTANT)  # the chat panel opened
+        assert cancel.is_set()  # the editor's work ahead stops (within a chunk)
+        ahead = pending.result(timeout=120)
+        assert ahead.done and ahead.evaluated > 100
+    finally:
+        cancel.set()
+        t.join()
+        SCHEDULE.want(EDITOR)
+
+
+def test_a_request_of_the_assistant_stops_the_editors_work_ahead(assistant, tmp_path):
+    SCHEDULE.want(EDITOR)
+    cancel, started = threading.Event(), threading.Event()
+    t = _editor_work_ahead(cancel, started)
+    try:
+        reply = assistant.chat(None, "What does read_config return?", shown(tmp_path / "config.py"))
+        assert cancel.is_set() and reply.text  # the request did not wait for speculative work
+        assert SCHEDULE.wanted() == ASSISTANT
+    finally:
+        cancel.set()
+        t.join()
+        SCHEDULE.want(EDITOR)
 
 
 def test_system_texts_states_are_saved_on_disk_and_restored_without_reading(engine, tmp_path):

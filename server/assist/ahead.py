@@ -99,7 +99,7 @@ class PromptReader:
         def stopped() -> str:
             if self.core.asked or self._latest != mine:
                 return "superseded"
-            return "yield" if SCHEDULE.busy() else ""
+            return "yield" if SCHEDULE.reading_ahead_waits() else ""
 
         def job(model: LoadedModel) -> AheadResult:
             t0 = time.monotonic()
@@ -119,8 +119,8 @@ class PromptReader:
                 evaluated += prep.evaluated
                 if prep.done or model.kv.closing or stopped() == "superseded":
                     break
-                while SCHEDULE.busy() and not self.core.asked and self._latest == mine:
-                    SCHEDULE.wait_quiet(0.1)
+                SCHEDULE.pause(lambda: SCHEDULE.reading_ahead_waits() and not self.core.asked
+                               and self._latest == mine and not model.kv.closing, 3600)
             result = AheadResult(len(tokens) - 1, reused, evaluated, prep.done, "" if prep.done else "superseded",
                                  (time.monotonic() - t0) * 1000)
             self.reads += 1
@@ -182,11 +182,11 @@ class SystemStates:
             model.snapshots.add(KvSnapshot(list(tokens), path.read_bytes()))
             return True
         def stop() -> str:
-            return "asked" if core.asked else "yield" if SCHEDULE.busy() else ""
+            return "asked" if core.asked else "yield" if SCHEDULE.reading_ahead_waits() else ""
         while not model.prefill(tokens + tokens[-1:], chunk=AHEAD_CHUNK, stopped=stop).done:
             if core.asked or model.kv.closing:
                 return False
-            SCHEDULE.wait_quiet(0.1)
+            SCHEDULE.pause(SCHEDULE.reading_ahead_waits, 0.1)
         snap = model.save_state()
         model.snapshots.add(snap)
         try:

@@ -24,6 +24,7 @@ from concurrent.futures import Future
 from typing import Callable, TypeVar
 
 from ..engine import Engine, LoadedModel
+from ..engine.schedule import ASSISTANT, SCHEDULE
 from .packs import PromptPack
 from .records import AssistError, Reply
 from .store import AssistStore
@@ -97,6 +98,7 @@ class AssistantCore:
         (not ``background``) also stops every answer being written ahead (within one token)."""
         if background:
             return self.engine.submit(job)
+        SCHEDULE.want(ASSISTANT)  # the user waits for the assistant: the editor's work ahead stops
         with self._asked_lock:
             self._asked += 1
             ahead = list(self._background)

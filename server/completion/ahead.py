@@ -13,6 +13,7 @@ import logging
 import re
 
 from ..config import Settings
+from ..engine.schedule import EDITOR, SCHEDULE
 from ..length import Mode
 from .parts import IDLE_MS, READ_AHEAD_MS, Flight, Snapshot, Unsuitable
 from .request import CompletionRequest
@@ -74,6 +75,7 @@ class WorkAhead:
         whole one. Any request stops it within one 64-token chunk; nothing is generated.
         """
         svc = self.service
+        SCHEDULE.want(EDITOR)  # the cursor moved: the user is in the editor
         if svc.local is None or not settings.completion_work_ahead or svc._closed:
             return
         since = dict(svc._last_request)
@@ -112,7 +114,7 @@ class WorkAhead:
         local = svc.local
         try:
             flight.future = asyncio.wrap_future(local.submit(
-                lambda model: local.read_ahead_job(model, req, settings, flight, whole)))
+                lambda model: local.read_ahead_job(model, req, settings, flight, whole), ahead=flight.cancel))
             return bool(await svc._wait(snap.uri, flight))
         except Exception as e:  # idle work must never surface
             if not svc._closed:  # at shutdown the engine refuses new work: nothing to say

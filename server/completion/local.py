@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future
@@ -84,9 +85,10 @@ class LocalGenerator:
         self.rate: float | None = None
         self.kv = (0, 0, 0)
 
-    def submit(self, job: Callable[[LoadedModel], Entry | bool | None]) -> Future:
-        """Run ``job(model)`` on the engine's owner thread."""
-        return self.engine.submit(job)
+    def submit(self, job: Callable[[LoadedModel], Entry | bool | None], ahead: threading.Event | None = None) -> Future:
+        """Run ``job(model)`` on the engine's owner thread; ``ahead``: as work ahead, stopped by this
+        event (:meth:`server.engine.Engine.submit`)."""
+        return self.engine.submit(job, ahead)
 
     def configure_kv(self, model: LoadedModel, settings: Settings) -> None:
         """Apply ``completion.kvShiftMinTokens`` and ``completion.kvSnapshotsMb`` to ``model``."""
@@ -170,7 +172,8 @@ class LocalGenerator:
         self.read_ahead += prep.evaluated > 0
         log.info("prepared ahead: the %s prompt at line %d of %s: %d tokens read, %d reused%s in %.0f ms",
                  "whole" if whole else "first", cursor.above.count("\n") + 1, req.uri, prep.evaluated,
-                 prep.reused, "" if prep.done else " (stopped by a request)", prep.ms)
+                 prep.reused, "" if prep.done else " (stopped: a request came, or the user turned to the assistant)",
+                 prep.ms)
         return prep.done
 
     def generate(self, model: LoadedModel, req: CompletionRequest, settings: Settings, flight: Flight,

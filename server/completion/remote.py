@@ -43,8 +43,9 @@ class RemoteGenerator:
         self.counter = TokenCounter(ApproxVocabulary())
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="remote")
 
-    def submit(self, job: Callable[[None], Entry | None]) -> Future:
-        """Run a request on the pool (there is no local model: the job gets None)."""
+    def submit(self, job: Callable[[None], Entry | None], ahead=None) -> Future:
+        """Run a request on the pool (there is no local model: the job gets None; ``ahead`` is
+        for a local model's schedule, unused here)."""
         return self._pool.submit(job, None)
 
     def close(self) -> None:

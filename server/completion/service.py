@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..engine import Engine
+from ..engine.schedule import EDITOR, SCHEDULE
 from ..length import cut_to_parse, trim
 from ..prompting import FimFormat, TokenCounter
 from .ahead import WorkAhead
@@ -169,6 +170,7 @@ class CompletionService:
         """
         t0 = time.monotonic()
         if not idle:
+            SCHEDULE.want(EDITOR)  # a keystroke or an explicit request: the user is in the editor
             self._note_keystroke(snap.uri, t0)
             for uri, flight in self._flights.items():  # a request: work ahead elsewhere gives way
                 if flight.idle and uri != snap.uri:
@@ -216,7 +218,8 @@ class CompletionService:
             else settings.completion_auto_max_time_ms
         generator = self.generator
         flight.future = asyncio.wrap_future(generator.submit(
-            lambda model: generator.generate(model, req, settings, flight, not_before, cap_ms, resume)))
+            lambda model: generator.generate(model, req, settings, flight, not_before, cap_ms, resume),
+            ahead=flight.cancel if idle else None))
         entry = await self._wait(snap.uri, flight)
         if entry is None:
             return None

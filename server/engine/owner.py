@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, TypeVar
@@ -70,8 +71,10 @@ class Engine:
         """Run ``fn()`` on the owner thread, loaded model or not (e.g. a vocab-only probe)."""
         return self._executor.submit(fn)
 
-    def submit(self, job: Callable[[LoadedModel], T]) -> Future[T]:
-        """Run ``job(model)`` on the owner thread.
+    def submit(self, job: Callable[[LoadedModel], T], ahead: threading.Event | None = None) -> Future[T]:
+        """Run ``job(model)`` on the owner thread. ``ahead``: the job is the editor's work ahead,
+        not foreground (:meth:`CpuSchedule.ahead`); this event stops it when the user turns to the
+        assistant (the job must look at it, as a prefill looks at its cancel event).
 
         Raises (through the future):
             RuntimeError: no model is loaded.
@@ -81,6 +84,9 @@ class Engine:
                 raise RuntimeError("no model is loaded")
             if not self.model.vocab_only:
                 self.model.fit_threads()  # the cores other programs leave free
+            if ahead is not None:
+                with SCHEDULE.ahead(ahead):
+                    return job(self.model)
             if not self.foreground:
                 return job(self.model)
             with SCHEDULE.foreground():

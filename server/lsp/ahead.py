@@ -32,6 +32,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from ..assist import AssistError
+from ..engine.schedule import ASSISTANT, SCHEDULE
 from .convert import plain
 from .state import DeepseekLanguageServer
 
@@ -50,6 +51,8 @@ def assist_ahead(ls: DeepseekLanguageServer, params: Any) -> None:
         log.debug("assistAhead ignored: expected {task: chat|explain|hover, uri, range?, position?, draft?}, got %r",
                   p)
         return
+    if p["task"] != "hover":  # the chat panel, the menu: the user turned to the assistant (a resting cursor did not)
+        SCHEDULE.want(ASSISTANT)
     soon(ls, p)
 
 

@@ -30,6 +30,7 @@ from ..assist.host import ModelUnavailable
 from ..assist.symbols import HoverCard, definition_of, hover_card, is_symbol
 from ..assist.targets import where_tests_go, workspace_root
 from ..completion import Unsuitable, check_document
+from ..engine.schedule import ASSISTANT, SCHEDULE
 from ..languages import names_with_grammar
 from ..manager import ModelState
 from .convert import (
@@ -235,7 +236,9 @@ async def code_action(ls: DeepseekLanguageServer,
     if (why := _unsuitable(ls, doc.source)) is not None:
         log.debug("no code actions for %s: %s", uri, why)
         return None
-    if params.range.start == params.range.end and (service := ls.backend.active()) is not None:
+    if params.context.trigger_kind == types.CodeActionTriggerKind.Invoked:
+        SCHEDULE.want(ASSISTANT)  # the user opened the menu (not the editor's automatic ask)
+    elif params.range.start == params.range.end and (service := ls.backend.active()) is not None:
         try:  # the editor asks at every cursor move: the user went there, read the prompt while they look
             service.prefill_at(snapshot(doc, params.range.start), ls.settings)
         except InvalidPosition:
