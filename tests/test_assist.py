@@ -5,8 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from index.syntax import Definition, enclosing_definition, parseable_prefix, syntax_errors
 from server.assist import (
+    AssistError,
     AssistStore,
     CodeSpan,
     Reference,
@@ -20,7 +23,10 @@ from server.assist.refactor import _drop_redefinitions
 
 def test_prompt_packs_are_versioned_files():
     pack = load_pack("explain")
-    assert pack.version == "explain@v1"
+    assert pack.version == "explain@v2"
+    assert load_pack("explain", 1).version == "explain@v1"  # an earlier version, for benchmarks
+    with pytest.raises(AssistError, match="at version 99"):
+        load_pack("explain", 99)
     messages = pack.render(symbol="f", path="a.py", start_line="1", end_line="3", language="python", code="x = 1")
     assert messages[0]["role"] == "system" and "`f` from `a.py` (lines 1-3, python)" in messages[1]["content"]
 

@@ -103,7 +103,7 @@ async def test_explain_streams_and_names_the_code(client: LanguageClient):
     uri = open_doc(client, WORKSPACE / "intranges.py", text)
     result = await command(client, "deepseek.explain", {"uri": uri, "range": function_range(text, "intranges_contain")})
     assert "intranges_contain" in result["markdown"] and len(result["markdown"]) > 80
-    assert result["promptVersion"] == "explain@v1"
+    assert result["promptVersion"] == "explain@v2"
     # An empty range inside the function: the reference is the whole definition that was explained.
     [ref] = result["references"]
     assert ref["uri"] == uri

@@ -178,7 +178,7 @@ def test_streaming_explain_routed_by_header(client):
     deltas = [c for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(deltas) > 3, "the answer came in one piece, not streamed"
     assert "area" in text.lower() or "circle" in text.lower(), text
-    assert {c.system_fingerprint for c in chunks} == {"explain@v1"}
+    assert {c.system_fingerprint for c in chunks} == {"explain@v2"}
     last = chunks[-1]
     assert last.choices[0].finish_reason in ("stop", "length")
     assert last.usage is not None and last.usage.completion_tokens > 0

@@ -100,7 +100,7 @@ async def test_the_installed_wheel_explains_code_over_stdio(installed, tmp_path)
         rng = {"start": {"line": 0, "character": 0}, "end": {"line": 6, "character": 0}}
         result = await asyncio.wait_for(client.workspace_execute_command_async(types.ExecuteCommandParams(
             command="deepseek.explain", arguments=[{"uri": file.as_uri(), "range": rng}])), timeout=300)
-        assert result["promptVersion"] == "explain@v1"  # the prompt pack came from the wheel
+        assert result["promptVersion"] == "explain@v2"  # the prompt pack came from the wheel
         assert len(result["markdown"]) > 40 and deltas
         await client.shutdown_async(None)
         client.exit(None)

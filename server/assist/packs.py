@@ -29,13 +29,20 @@ class PromptPack:
                 {"role": "user", "content": self.user.format_map(Blank(values)).strip()}]
 
 
-def load_pack(task: str) -> PromptPack:
-    """The newest version of the prompt pack for ``task``, read now (packs are files)."""
+def load_pack(task: str, version: int | None = None) -> PromptPack:
+    """The prompt pack for ``task``, read now (packs are files): its newest version, or ``version``
+    (an earlier one, for benchmarks that compare them).
+
+    Raises:
+        AssistError: no such pack.
+    """
     folder = resources.files("server").joinpath("prompts")
     versions = sorted((int(m.group(1)), f.name) for f in folder.iterdir()
                       if (m := re.fullmatch(re.escape(task) + r"@v(\d+)\.md", f.name)))
+    if version is not None:
+        versions = [v for v in versions if v[0] == version]
     if not versions:
-        raise AssistError(f"no prompt pack for {task!r}")
+        raise AssistError(f"no prompt pack for {task!r}" + (f" at version {version}" if version is not None else ""))
     name = versions[-1][1]
     system, _, user = folder.joinpath(name).read_text("utf-8").partition("=== user ===")
     return PromptPack(task, name[:-3], system, user)
