@@ -107,10 +107,18 @@ def _leaves_nothing_running(request):
             and t.user_time + t.system_time - cpu0.get(t.id, 0.0) > 0.1]
     names = {t.native_id: t.name for t in threading.enumerate()}
     busy = [names.get(tid, f"native thread {tid}") for tid in busy]
+    working = []
     for p, cpu in strays.items():
         try:
             if sum(p.cpu_times()[:2]) - cpu > 0.1:
-                left.append(f"{' '.join(p.cmdline()[:3]) or p.name()} (pid {p.pid}, not ours to kill)")
+                working.append(p)
+        except psutil.Error:
+            pass
+    # A process on its way out (a server whose editor just quit, closing its models) is not left
+    # running: it gets 2 s to end.
+    for p in psutil.wait_procs(working, timeout=2)[1] if working else ():
+        try:
+            left.append(f"{' '.join(p.cmdline()[:3]) or p.name()} (pid {p.pid}, not ours to kill)")
         except psutil.Error:
             pass
     if left or busy:
