@@ -16,7 +16,7 @@ import sys
 CHILD = r"""
 import json, os, sys, threading, psutil
 from server.engine import LoadedModel
-from server.prompting import Budget, build_fim_prompt, detect_fim_format
+from server.prompting import Budget, CursorText, build_fim_prompt, detect_fim_format
 from server.resources import ModelShape
 path, n_ctx = sys.argv[1], int(sys.argv[2])
 proc = psutil.Process()
@@ -25,7 +25,7 @@ m = LoadedModel(path, n_ctx=n_ctx, n_threads=os.cpu_count(), vocab_only=False)
 loaded = proc.memory_info().rss
 fim = detect_fim_format(m)
 code = open(psutil.__file__.replace("__init__.py", "_common.py")).read()
-p = build_fim_prompt(m, fim, code[:20000], code[20000:24000], Budget(min(900, n_ctx - 300), 200))
+p = build_fim_prompt(m, fim, CursorText(code[:20000], "", code[20000:24000]), Budget(min(900, n_ctx - 300), 200))
 m.generate(p.tokens, max_tokens=32, cancel=threading.Event(), deadline=1e18, stop_ids=fim.stop_ids)
 after = proc.memory_info().rss
 kv = ModelShape.from_metadata(m.metadata).kv_cache_bytes(n_ctx)
