@@ -98,7 +98,6 @@ class AssistantCore:
         (not ``background``) also stops every answer being written ahead (within one token)."""
         if background:
             return self.engine.submit(job)
-        SCHEDULE.want(ASSISTANT)  # the user waits for the assistant: the editor's work ahead stops
         with self._asked_lock:
             self._asked += 1
             ahead = list(self._background)
@@ -215,6 +214,8 @@ class AssistantCore:
             text, finish, n_prompt, n_out, n_read, first_ms = result.text.strip(), result.finish, 0, 0, 0, 0.0
         else:
             try:
+                if not background and task != "hover":  # a hover asks from where the cursor rests
+                    SCHEDULE.want(ASSISTANT)  # the user waits for the assistant: the editor's work ahead stops
                 n_prompt, gen, new, rate = self._submit(job, background).result()
             finally:
                 self._background.discard(cancel)

@@ -25,7 +25,8 @@ the assistant's reading ahead back for the whole time the person typed their que
 Work that yields looks at the schedule between two pieces of work (a prompt chunk, a token, a
 chunk embedded), so the work it yields to waits for at most one piece.
 
-Threads: any; the state is one counter under a lock and an Event.
+Threads: any; the state (a counter, where the user turned, the editor's work ahead) is under one
+lock, with an Event for quiet.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ ASSISTANT = "assistant"
 
 
 class CpuSchedule:
-    """Counts foreground jobs in progress; background work asks :meth:`busy` or waits with :meth:`wait_quiet`."""
+    """Foreground jobs in progress, the editor's work ahead and where the user turned last; work that
+    yields asks :meth:`busy` / :meth:`reading_ahead_waits` or waits with :meth:`wait_quiet` / :meth:`pause`."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
