@@ -7,6 +7,7 @@
     deepseek-lsp models list|pull|use|remove the model catalog
     deepseek-lsp stats                       latency per task type (local metrics)
     deepseek-lsp export --format jsonl       conversations as chat fine-tuning data
+    deepseek-lsp export --format trajectories   agent runs with reason/action/observation spans
 
 ``--set key=value`` (repeatable) gives any setting, with the same keys as the editor
 (``--set model.nCtx=2048``). Lines and columns are 1-based, as editors show them.
@@ -203,7 +204,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Conversations as chat fine-tuning data: one {"messages": [...]} object per line."""
+    """Conversations as chat fine-tuning data: one {"messages": [...]} object per line; with
+    ``--format trajectories`` the agent's runs (:mod:`server.agent.trajectories`)."""
+    if args.format == "trajectories":
+        return _export_trajectories(args)
     from .assist import AssistStore
     store = AssistStore()
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
@@ -218,6 +222,29 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.output:
             out.close()
     print(f"exported {n} conversations", file=sys.stderr)
+    return 0
+
+
+def _export_trajectories(args: argparse.Namespace) -> int:
+    from .agent.trajectories import SpanTokenizer, TrajectoryStore, export_trajectories, find_tokenizer
+    from .models import ModelError
+    try:
+        path, note = find_tokenizer(args.tokenizer)
+        tokenizer = SpanTokenizer(path) if path is not None else None  # loaded before anything is written
+    except (ModelError, ValueError) as e:
+        print(f"deepseek-lsp: {e}", file=sys.stderr)
+        return 1
+    print(f"deepseek-lsp: {note}", file=sys.stderr)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        n = export_trajectories(TrajectoryStore(), out, tokenizer, only_verified=args.verified_only)
+    except ValueError as e:
+        print(f"deepseek-lsp: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if args.output:
+            out.close()
+    print(f"exported {n} agent runs", file=sys.stderr)
     return 0
 
 
@@ -301,9 +328,16 @@ def build_parser() -> argparse.ArgumentParser:
                          ("use", "make a model the default (user config file)"), ("remove", "delete a model's file")):
         models_sub.add_parser(action, help=text).add_argument("name")
     sub.add_parser("stats", help="p50/p95 latency per task type from the local metrics (nothing leaves the machine)")
-    export = sub.add_parser("export", help="write conversations as chat fine-tuning data")
-    export.add_argument("--format", choices=["jsonl"], default="jsonl", help="one {\"messages\": [...]} per line")
+    export = sub.add_parser("export", help="write conversations (or the agent's runs) as fine-tuning data")
+    export.add_argument("--format", choices=["jsonl", "trajectories"], default="jsonl",
+                        help="jsonl: one {\"messages\": [...]} per line; trajectories: one agent run per line, "
+                             "each step with its reason/action/observation spans")
     export.add_argument("--output", "-o", help="file to write (default: stdout)")
+    export.add_argument("--tokenizer", metavar="GGUF|MODEL",
+                        help="trajectories: the tokenizer of the token offsets, a GGUF file or an installed catalog "
+                             "model (default: the smallest installed one; none installed: no token offsets)")
+    export.add_argument("--verified-only", action="store_true",
+                        help="trajectories: only runs whose edits passed their tests (the training examples)")
     return parser
 
 

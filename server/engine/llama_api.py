@@ -35,7 +35,7 @@ PRIVATE_API: dict[str, tuple[str, ...]] = {
         "llama_get_memory", "llama_memory_can_shift", "llama_memory_clear", "llama_memory_seq_rm",
         "llama_memory_seq_add", "llama_memory_seq_cp", "llama_set_n_threads", "llama_state_seq_get_size",
         "llama_state_seq_get_data", "llama_state_seq_set_data", "llama_vocab_is_eog",
-        "llama_vocab_get_attr", "LLAMA_TOKEN_ATTR_CONTROL", "LLAMA_TOKEN_ATTR_USER_DEFINED",
+        "llama_vocab_get_attr", "LLAMA_TOKEN_ATTR_CONTROL", "LLAMA_TOKEN_ATTR_USER_DEFINED", "llama_token_to_piece",
         "llama_log_callback", "llama_log_set"),
 }
 
@@ -162,6 +162,17 @@ class Native:
     def token_text(self, token: int) -> str:
         """The vocabulary's text of ``token`` (special tokens as their name, e.g. ``<|endoftext|>``)."""
         return self.llm._model.token_get_text(token)
+
+    def piece(self, token: int) -> bytes:
+        """The bytes ``token`` stands for in text, whole (``Llama.detokenize`` silently gives b"" for a
+        piece over 32 bytes, such as DeepSeek-Coder's 64 spaces); control tokens give b""."""
+        size = 64
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = _ll().llama_token_to_piece(self.vocab, token, buf, size, 0, False)
+            if n >= 0:
+                return buf.raw[:n]
+            size = -n  # too small: llama.cpp says how many bytes it needs
 
 
 # -- loading ---------------------------------------------------------------------------------
