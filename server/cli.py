@@ -77,7 +77,8 @@ def cmd_http(args: argparse.Namespace) -> int:
     # this one, so the crash markers of the models go before the process does.
     signal.signal(signal.SIGTERM, _terminated)
     signal.signal(signal.SIGINT, _terminated)
-    return serve(settings, args.host, args.port, args.workspace, args.allow_remote, args.allowed_host)
+    return serve(settings, args.host, args.port, args.workspace, args.allow_remote, args.allowed_host,
+                 args.trust_workspace)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -309,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-host", action="append", metavar="NAME",
                        help="a host name (or NAME:PORT) other machines or a proxy use to reach it, accepted in the "
                             "Host header (repeatable; default: only 127.0.0.1, localhost, [::1] and --host)")
+    serve.add_argument("--trust-workspace", action="store_true",
+                       help="let the agent (task agent) run the workspace's code, in the sandbox: its tests and "
+                            "scripts (default: refused)")
     serve.add_argument("--workspace", action="append", metavar="DIR",
                        help="a workspace folder to index and answer from (repeatable; default: the current folder, "
                             "unless it is your home folder or /)")

@@ -112,6 +112,7 @@ class Workbench:
     def __init__(self, settings: Settings, roots: list[Path], store_host: AssistHost | None = None):
         self.settings = settings
         self.roots = [r.resolve() for r in roots]
+        self.trusted = False  # serve --trust-workspace: the agent may run the workspace's code (in the sandbox)
         # The language server's runtime; files outside the roots never go into a prompt.
         self.runtime = Runtime(self.roots, settings, store_host)
         self.host = self.runtime.assist  # the assistant's host: chat model, threads, store

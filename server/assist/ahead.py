@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # Prompt tokens read between two looks at the schedule: a request waits at most this many
 # (~0.2 s with the 1.5B on 2 cores at ~80 tokens/s).
 AHEAD_CHUNK = 16
-SYSTEM_PACKS = ("chat", "explain", "hover", "refactor", "tests")  # tasks whose system text is kept
+SYSTEM_PACKS = ("chat", "explain", "hover", "refactor", "tests", "agent")  # tasks whose system text is kept
 
 
 @dataclass
@@ -149,10 +149,11 @@ class SystemStates:
 
     Args:
         folder: where the files go (created 0700 on first write).
+        values: a pack's placeholders in its system text, by task (the agent's ``tools``).
     """
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path, values: dict[str, dict[str, str]] | None = None):
+        self.folder, self.values = folder, values or {}
         self._done: set[int] = set()  # id() of the models already seen to
 
     def ensure(self, core: AssistantCore, model: LoadedModel) -> None:
@@ -161,7 +162,7 @@ class SystemStates:
             return
         for task in SYSTEM_PACKS:
             try:
-                system = load_pack(task).render()[0]["content"]
+                system = load_pack(task).render(**self.values.get(task, {}))[0]["content"]
                 tokens = core._format(model, [{"role": "system", "content": system + OPEN_END}])
                 if not self._restore_or_compute(core, model, tokens):
                     return  # a request came first: the rest another time

@@ -234,7 +234,8 @@ class AssistantCore:
 
     def answer(self, task: str, messages: list[dict[str, str]], pack: PromptPack, on_text: Callable[[str], None],
                max_tokens: int | None = None, cancel: threading.Event | None = None,
-               on_prompt: OnPromptRead | None = None) -> Reply:
+               on_prompt: OnPromptRead | None = None, stop: Callable[[str], bool] | None = None,
+               time_cap_s: float | None = None) -> Reply:
         """Answer a conversation a client built itself (the OpenAI-compatible endpoint). Blocks.
 
         Args:
@@ -244,13 +245,16 @@ class AssistantCore:
             on_text: called with each piece of the answer as it is generated (engine thread).
             max_tokens: longest answer (default ``chat.maxTokens``).
             on_prompt: the progress of reading a long prompt (see :meth:`_generate`).
+            stop: called with the answer so far after each token; True ends it there (the agent's
+                turn ends after its tool call).
+            time_cap_s: longest the answer may take, in seconds (default: the assistant's cap).
 
         Raises:
             AssistError: the conversation does not fit the model's context, or the model has no
                 chat template, or the remote server is unavailable.
         """
         return self._generate(task, messages, pack, None, lambda _sid, delta: on_text(delta), max_tokens=max_tokens,
-                              cancel=cancel, on_prompt=on_prompt)
+                              cancel=cancel, on_prompt=on_prompt, stop=stop, time_cap_s=time_cap_s)
 
 
 def _reading(task: str, on_prompt: OnPromptRead | None) -> OnPromptRead:

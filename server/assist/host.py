@@ -58,6 +58,7 @@ class AssistHost:
         self._choice: tuple[tuple, AssistantChoice] | None = None
         self._lock = asyncio.Lock()
         self._store = store
+        self._trajectories = None
         self._pool = ThreadPoolExecutor(max_workers=ASSIST_THREADS, thread_name_prefix="assist")
         self._running = 0
 
@@ -66,6 +67,14 @@ class AssistHost:
         if self._store is None:
             self._store = AssistStore()
         return self._store
+
+    @property
+    def trajectories(self):
+        """The agent's runs (:class:`server.agent.trajectories.TrajectoryStore`), in the store's SQLite file."""
+        if self._trajectories is None:
+            from ..agent.trajectories import TrajectoryStore
+            self._trajectories = TrajectoryStore(self.store.path)
+        return self._trajectories
 
     @property
     def busy(self) -> bool:
@@ -164,7 +173,9 @@ class AssistHost:
                 key = ("local", status.name)
                 if self.assistant is None or self._key != key:
                     self.assistant = Assistant(self.models.engine, status.name or "model", self.store)
-                    self.reader = PromptReader(self.assistant, SystemStates(cache_dir() / "kv-states"))
+                    from ..agent.tools import tool_list  # the agent's system text lists its tools
+                    self.reader = PromptReader(self.assistant, SystemStates(cache_dir() / "kv-states",
+                                                                            {"agent": {"tools": tool_list()}}))
                     self._key = key
                 # Once per model and settings: the saved states' budget, and the packs' system states.
                 ready = (key, id(self.models.engine.model), s.chat_kv_snapshots_mb, s.chat_read_ahead)

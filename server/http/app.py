@@ -205,7 +205,7 @@ def check_token(token: str) -> str | None:
 
 
 def serve(settings: Settings, host: str, port: int, workspace: list[str] | None, allow_remote: bool,
-          allowed_hosts: list[str] | None = None) -> int:
+          allowed_hosts: list[str] | None = None, trusted: bool = False) -> int:
     """Run the page and the endpoint until interrupted (Ctrl-C, SIGTERM). Prints the URL with the token.
 
     Args:
@@ -215,6 +215,7 @@ def serve(settings: Settings, host: str, port: int, workspace: list[str] | None,
             unless it is the home folder or ``/`` (see :func:`workspace_roots`).
         allowed_hosts: ``--allowed-host`` names accepted in the Host header besides the loopback
             ones (see :func:`server.http.security.host_names`).
+        trusted: ``--trust-workspace``: the agent (task ``agent``) may run the workspace's code in the sandbox.
 
     Returns:
         The exit code: 0 after a clean stop, 2 when the arguments, the token or the address
@@ -265,6 +266,7 @@ def serve(settings: Settings, host: str, port: int, workspace: list[str] | None,
                   f"are refused (403 forbidden_host) until you add --allowed-host NAME for each (e.g. the machine's "
                   f"name {socket.gethostname()!r}).", file=sys.stderr)
     wb = Workbench(settings, roots)
+    wb.trusted = trusted
     app = create_app(wb, token, hosts, port)
     print(f"deepseek-lsp serve: http://127.0.0.1:{port}/?token={quote(token, safe='')}", flush=True)
     print(f"  OpenAI-compatible endpoint: http://127.0.0.1:{port}/v1 (api key: the token); "

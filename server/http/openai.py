@@ -1,7 +1,7 @@
 """The OpenAI-compatible endpoint: ``/v1/models``, ``/v1/completions`` (FIM), ``/v1/chat/completions``.
 
 Each request is routed by task: the header ``X-Task-Type`` (``completion``, ``chat``,
-``explain``, ``refactor``, ``tests``, ``rag-code``), else a model alias
+``explain``, ``refactor``, ``tests``, ``rag-code``, ``agent``: :mod:`.agent`), else a model alias
 (``deepseek-<task>``), else the endpoint (``/v1/completions`` is ``completion``,
 ``/v1/chat/completions`` is ``chat``). The task picks the model (the completion model
 and its FIM pipeline, or the chat model), the versioned prompt pack (its system message
@@ -39,16 +39,15 @@ from ..completion import Snapshot, Unsuitable
 from ..languages import language_id
 from ..logs import redact
 from ..serving import Unavailable, Workbench
-from .streams import MaskedStream, PromptRead, text_deltas
+from .streams import ClientGone, MaskedStream, PromptRead, answer_unless_gone, text_deltas
 
 log = logging.getLogger(__name__)
 
-TASKS = ("completion", "chat", "explain", "refactor", "tests", "rag-code")
+TASKS = ("completion", "chat", "explain", "refactor", "tests", "rag-code", "agent")
 ALIAS_PREFIX = "deepseek-"
 MAX_BODY_BYTES = 8 * 2**20       # a request body larger than this is refused (413); reading stops there
 BODY_TIMEOUT_S = 60              # a request body not in whole after this many seconds is refused (408)
 MAX_TOKENS_LIMIT = 8192          # the largest max_tokens accepted
-DISCONNECT_POLL_S = 0.25         # how often a non-streaming request looks for a client that went away
 CONTEXT_CHARS_PER_TOKEN = 4      # retrieved code is budgeted at chat.contextTokens x this many characters
 STARTED = int(time.time())
 CLOSE = {"Connection": "close"}  # on a refusal that leaves the request body unread
@@ -235,26 +234,6 @@ def references_json(refs: list[Reference]) -> list[dict[str, Any]]:
              "uri": Path(r.path).as_uri() if Path(r.path).is_absolute() else str(r.path)} for r in refs]
 
 
-class ClientGone(Exception):
-    """The client disconnected before the answer was ready."""
-
-
-async def answer_unless_gone(request: Request, job: asyncio.Future, cancel: threading.Event) -> Any:
-    """``await job``, cancelling it (and its generation) when the client disconnects.
-
-    Raises:
-        ClientGone: the client went away; the job was cancelled.
-    """
-    while True:
-        done, _ = await asyncio.wait({job}, timeout=DISCONNECT_POLL_S)
-        if done:
-            return job.result()
-        if await request.is_disconnected():
-            cancel.set()
-            job.cancel()
-            raise ClientGone()
-
-
 def _finish(reason: str) -> str:
     return "length" if reason in ("max_tokens", "timeout") else "stop"
 
@@ -365,6 +344,9 @@ async def chat_completions(request: Request) -> Response:
     max_tokens = _int_field(body, "max_completion_tokens", "max_tokens", low=1, high=MAX_TOKENS_LIMIT)
     if body.get("n", 1) != 1:
         raise ApiError(400, "n must be 1: one answer per request", param="n")
+    if task == "agent":
+        from .agent import agent_completion
+        return await agent_completion(request, wb, body, messages, ApiError)
     try:
         assistant = await wb.assistant()
     except ModelUnavailable as e:

@@ -1,15 +1,21 @@
 """Streams of text from the engine thread to an HTTP client: pieces released with secrets
 masked (:class:`MaskedStream`), with the progress of reading a long prompt between them
-(:class:`PromptRead`), read off their queue by :func:`text_deltas`.
+(:class:`PromptRead`), read off their queue by :func:`text_deltas`; a job awaited unless its
+client goes away (:func:`answer_unless_gone`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import AsyncIterator
+import threading
+from typing import Any, AsyncIterator
+
+from starlette.requests import Request
 
 from ..logs import redact
+
+DISCONNECT_POLL_S = 0.25         # how often a non-streaming request looks for a client that went away
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,3 +75,23 @@ async def text_deltas(queue: asyncio.Queue, job: asyncio.Future) -> AsyncIterato
     finally:
         if get is not None and not get.done():
             get.cancel()
+
+
+class ClientGone(Exception):
+    """The client disconnected before the answer was ready."""
+
+
+async def answer_unless_gone(request: Request, job: asyncio.Future, cancel: threading.Event) -> Any:
+    """``await job``, cancelling it (and its generation) when the client disconnects.
+
+    Raises:
+        ClientGone: the client went away; the job was cancelled.
+    """
+    while True:
+        done, _ = await asyncio.wait({job}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return job.result()
+        if await request.is_disconnected():
+            cancel.set()
+            job.cancel()
+            raise ClientGone()

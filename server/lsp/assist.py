@@ -34,6 +34,7 @@ from ..engine.schedule import ASSISTANT, SCHEDULE
 from ..languages import names_with_grammar
 from ..manager import ModelState
 from .convert import (
+    SOURCE,
     InvalidPosition,
     lines_range,
     lsp_append_or_create,
@@ -254,7 +255,23 @@ async def code_action(ls: DeepseekLanguageServer,
         rng = lines_range(found.start_line, found.end_line)
     return lsp_code_actions(uri, rng, [("Explain", CMD_EXPLAIN, types.CodeActionKind.Empty),
                                        ("Refactor", CMD_REFACTOR, types.CodeActionKind.RefactorRewrite),
-                                       ("Write tests", CMD_WRITE_TESTS, types.CodeActionKind.Source)])
+                                       ("Write tests", CMD_WRITE_TESTS, types.CodeActionKind.Source)]) + \
+        _fixes(uri, params.context.diagnostics)
+
+
+def _fixes(uri: str, diagnostics: list[types.Diagnostic]) -> list[types.CodeAction]:
+    """"deepseek: Fix" for each problem the editor shows here (not this server's own resource notes):
+    the agent with the diagnostic as its task (docs/PROTOCOL.md ``deepseek.agent``)."""
+    out = []
+    for d in diagnostics[:3]:
+        if d.source == SOURCE:
+            continue
+        where = f"line {d.range.start.line + 1}"
+        message = f"Fix this problem reported{f' by {d.source}' if d.source else ''} at {where}: {d.message}"
+        arg = {"message": message, "uri": uri, "range": to_json(lines_range(d.range.start.line, d.range.end.line))}
+        out.append(types.CodeAction(title="deepseek: Fix", kind=types.CodeActionKind.QuickFix, diagnostics=[d],
+                                    command=types.Command(title="Fix", command="deepseek.agent", arguments=[arg])))
+    return out
 
 
 async def explain(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from lsprotocol import types
 
-from . import ahead, assist, completion, workspace
+from . import agent, ahead, assist, completion, workspace
 from .state import DeepseekLanguageServer
 
 LOOP = "event loop"
@@ -89,6 +89,9 @@ ROUTES: tuple[Route, ...] = (
     command(assist.CMD_CHAT_HISTORY, assist.chat_history, LOOP),
     command(assist.CMD_CHAT_RESET, assist.chat_reset, LOOP),
     feature(ahead.ASSIST_AHEAD, ahead.assist_ahead, ASSIST),  # reads the next prompt ahead on engine-chat
+    # the agent (server/lsp/agent.py)
+    command(agent.CMD_AGENT, agent.agent, ASSIST),  # tools in the sandbox on assist-*; streams deepseek/agentStep
+    command(agent.CMD_AGENT_APPLY, agent.agent_apply, LOOP),
 )
 
 

@@ -23,6 +23,7 @@ the event loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 import uuid
@@ -67,6 +68,7 @@ class DeepseekLanguageServer(LanguageServer):
         self.index = IndexController(self, self.runtime, self.document_text, self.begin_progress)
         self.backend = CompletionBackend(self, self.notices, self.runtime, self.begin_progress)
         self.parses = ParseCache()  # code actions, hover and the assistant commands read the parse
+        self.agent_runs: collections.OrderedDict = collections.OrderedDict()  # server.lsp.agent's latest runs
         self.ahead_task: asyncio.Task | None = None  # the assistant's reading ahead, waiting for a rest
         self.ahead_cancel = threading.Event()  # stops the answer written ahead for the latest signal
         self.running_alternatives: dict[str, threading.Event] = {}  # document URI -> its alternatives' cancel event

@@ -1,0 +1,215 @@
+"""The agent's loop: Thought -> Action -> Observation, until ``finish``, a budget, or cancel.
+
+Each turn the chat model writes a thought and one tool call, in the format Qwen2.5's
+instruct models are trained on (``<tool_call>{"name", "arguments"}</tool_call>``), told in
+the pack's system text (``agent@v<N>``); generation stops as soon as the call is closed. The
+call is parsed strictly (one JSON object, a known tool, the schema's arguments): anything
+else becomes an observation that says what was wrong, and the model tries again. The turn
+and its observation are appended to the conversation, so each turn reads only the new
+text (the chat model's KV cache holds the rest). The run ends at ``finish``, after
+``max_steps`` turns or ``time_budget_s`` seconds, or when ``cancel`` is set (within one
+token of the model or one tool run). Proposed edits are then run against the workspace's
+tests that cover them (:meth:`.tools.Toolbox.verify`); nothing is ever written here.
+
+Threads: blocks; call from a worker thread. Nothing here imports pygls or lsprotocol.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from typing import Callable
+
+from ..assist.generation import OPEN_END, AssistantCore
+from ..assist.packs import load_pack
+from ..assist.records import AssistError
+from .records import AgentRun, Observation, Step, ToolCall
+from .tools import TOOLS_BY_NAME, Toolbox, tool_list
+
+log = logging.getLogger(__name__)
+
+MAX_STEPS = 8            # turns before the run ends with outcome "budget"
+TIME_BUDGET_S = 600.0    # seconds before the run ends with outcome "budget"
+TURN_TOKENS = 768        # longest tool call (a propose_edit carries code)
+THOUGHT_TOKENS = 160     # longest thought before the call is asked for
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
+OnStep = Callable[[Step], None]       # a finished step (worker thread)
+OnText = Callable[[str], None]        # a piece of the current turn as the model writes it (engine thread)
+OnProgress = Callable[[str], None]    # what the run is doing, in words ("step 2: run_tests"); worker thread
+
+
+def parse_call(turn: str) -> tuple[str, ToolCall | None, str]:
+    """A turn's thought, its tool call, and what was wrong with it ("" when the call is valid).
+
+    The thought is the text before ``<tool_call>`` (a leading ``Thought:`` removed); the call is
+    the JSON object between the tags (a missing closing tag is tolerated at the turn's end).
+    """
+    cut = turn.find(OPEN)
+    thought = (turn[:cut] if cut >= 0 else turn).strip()
+    if thought.lower().startswith("thought:"):
+        thought = thought[len("thought:"):].strip()
+    if cut < 0:
+        return thought, None, "the turn has no <tool_call>"
+    body = turn[cut + len(OPEN):]
+    end = body.find(CLOSE)
+    body = (body[:end] if end >= 0 else body).strip()
+    if body.startswith("```"):
+        body = body.strip("`").removeprefix("json").strip()
+    try:
+        call = json.loads(body)
+    except ValueError as e:
+        return thought, None, f"the tool call is not valid JSON ({e})"
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+        return thought, None, 'the tool call must be an object {"name": ..., "arguments": {...}}'
+    args = call.get("arguments", {})
+    if isinstance(args, str):  # some models send the arguments as a JSON string
+        try:
+            args = json.loads(args)
+        except ValueError:
+            pass
+    if not isinstance(args, dict):
+        return thought, None, "the tool call's arguments must be a JSON object"
+    if call["name"] not in TOOLS_BY_NAME:
+        return thought, None, f"there is no tool {call['name']!r}; the tools are {', '.join(TOOLS_BY_NAME)}"
+    return thought, ToolCall(call["name"], args), ""
+
+
+def _closed(text: str) -> bool:
+    """The turn's tool call is complete."""
+    return CLOSE in text[text.find(OPEN):] if OPEN in text else False
+
+
+def _thought_done(text: str) -> bool:
+    """The first part of a turn stops at a complete tool call, at an observation the model starts to
+    invent, or at the end of its first paragraph when no call has begun."""
+    if OPEN in text:
+        return _closed(text)
+    return "Observation" in text or "\nAction" in text or ("\n\n" in text.strip())
+
+
+def _call_done(text: str) -> bool:
+    return CLOSE in text or "Observation" in text
+
+
+def _thought(text: str) -> str:
+    """The reasoning of a turn's first part, without what followed it (a call begun, an invented observation)."""
+    cut = min((i for i in (text.find(OPEN), text.find("Observation"), text.find("\nAction"), text.find("\n\n"))
+               if i >= 0), default=len(text))
+    return " ".join(text[:cut].split()) or "I will use a tool."
+
+
+def _cut(turn: str) -> str:
+    """A turn up to the end of its tool call (or up to an observation the model started to invent)."""
+    if OPEN in turn and _closed(turn):
+        return turn[: turn.index(CLOSE, turn.index(OPEN)) + len(CLOSE)]
+    cut = turn.find("Observation")
+    return (turn[:cut] if cut >= 0 else turn).rstrip()
+
+
+class Agent:
+    """Runs the loop on an assistant's chat model (local or remote) with a :class:`~.tools.Toolbox`.
+
+    Args:
+        assistant: the assistant whose model writes the turns (:class:`server.assist.Assistant`).
+        max_steps, time_budget_s: the run's budgets (turns; seconds of wall time).
+    """
+
+    def __init__(self, assistant: AssistantCore, max_steps: int = MAX_STEPS, time_budget_s: float = TIME_BUDGET_S):
+        self.assistant, self.max_steps, self.time_budget_s = assistant, max_steps, time_budget_s
+
+    def _turn(self, messages: list[dict[str, str]], pack, cancel: threading.Event, left: float,
+              on_text: OnText | None) -> tuple[str, int, str]:
+        """One turn: (its text, tokens written, the generation's finish reason).
+
+        The answer is started with ``Thought:`` (the model continues its own message). When the
+        model goes on to a complete tool call, that is the turn. Otherwise (it wrote a paragraph,
+        an invented observation, or ran long) its thought is kept and the answer is continued
+        from ``<tool_call>{"name": "``: the model then writes a tool's name and arguments. Both
+        parts share the prompt, which the KV cache holds, so the second reads only the thought.
+        """
+        write = on_text or (lambda _t: None)
+        head = "Thought: "
+        first = self.assistant.answer("agent", messages + [{"role": "assistant", "content": head + OPEN_END}], pack,
+                                      write, max_tokens=THOUGHT_TOKENS, cancel=cancel, stop=_thought_done,
+                                      time_cap_s=left)
+        text = head + first.text.lstrip()
+        if first.finish == "cancelled" or _closed(text):
+            return _cut(text), first.output_tokens, first.finish
+        thought = _thought(first.text)
+        call = f"{head}{thought}\n{OPEN}\n{{\"name\": \""
+        write(call[len(head) + len(thought):])  # the part the model did not write
+        second = self.assistant.answer("agent", messages + [{"role": "assistant", "content": call + OPEN_END}], pack,
+                                       write, max_tokens=TURN_TOKENS, cancel=cancel, stop=_call_done,
+                                       time_cap_s=left)
+        return _cut(call + second.text), first.output_tokens + second.output_tokens, second.finish
+
+    def run(self, problem: str, box: Toolbox, tests: list[str] = (), on_step: OnStep | None = None,
+            on_text: OnText | None = None, cancel: threading.Event | None = None,
+            on_progress: OnProgress | None = None, run_id: str | None = None) -> AgentRun:
+        """Work on ``problem`` until finish, a budget or cancel. Blocks. Never raises for what the
+        model or a tool does; a model that cannot answer at all ends the run with outcome ``error``.
+
+        Args:
+            problem: the task in words (a failing test's name and output, a diagnostic, a request).
+            box: the tools' workspace and state; its ``cancel`` is tied to ``cancel``.
+            tests: test node ids the problem is about; the final verification runs them too.
+            on_step: called after each step.
+            on_text: each piece of a turn as it is written.
+            cancel: set to stop (within one token or one tool run).
+            on_progress: what the run does now, in words (for a progress bar).
+            run_id: the run's id (a new one when None).
+        """
+        say = on_progress or (lambda _m: None)
+        cancel = cancel or threading.Event()
+        box.cancel = cancel
+        pack = load_pack("agent")
+        messages = pack.render(tools=tool_list(), problem=problem.strip())
+        run = AgentRun(run_id or uuid.uuid4().hex[:16], problem, self.assistant.model_name, pack.version)
+        t0 = time.monotonic()
+        while True:
+            left = self.time_budget_s - (time.monotonic() - t0)
+            if cancel.is_set():
+                run.outcome, run.answer = "cancelled", "cancelled"
+                break
+            if len(run.steps) >= self.max_steps or left <= 0:
+                run.outcome = "budget"
+                run.answer = (f"stopped after {len(run.steps)} steps" if left > 0 else
+                              f"stopped after {self.time_budget_s:.0f} s") + " without finishing"
+                break
+            t_step = time.monotonic()
+            say(f"step {len(run.steps) + 1}: thinking")
+            try:
+                turn, tokens, finish = self._turn(messages, pack, cancel, left, on_text)
+            except AssistError as e:
+                run.outcome, run.answer = "error", str(e)
+                break
+            if finish == "cancelled" or cancel.is_set():
+                run.outcome, run.answer = "cancelled", "cancelled"
+                break
+            thought, call, wrong = parse_call(turn)
+            if call is None:
+                obs = Observation(f"error: {wrong}. Write one thought, then exactly one "
+                                  f'{OPEN}{{"name": ..., "arguments": {{...}}}}{CLOSE}', False)
+            else:
+                say(f"step {len(run.steps) + 1}: {call.name}")
+                obs = box.call(call.name, call.args)
+            step = Step(len(run.steps) + 1, turn, thought, call, obs, time.monotonic() - t_step, tokens)
+            run.steps.append(step)
+            log.info("agent step %d: %s (%s) %.1f s", step.index, step.tool, "ok" if obs.ok else "failed",
+                     step.seconds)
+            if on_step is not None:
+                on_step(step)
+            if call is not None and call.name == "finish" and obs.ok:
+                run.outcome, run.answer = "finished", box.answer or ""
+                break
+            messages = messages + [{"role": "assistant", "content": turn},
+                                   {"role": "user", "content": f"Observation: {obs.text}"}]
+        run.edits = list(box.edits)
+        if run.edits and run.outcome != "cancelled":
+            say("running the tests that cover the proposed edit")
+            run.check = box.verify(list(tests))
+        run.seconds = time.monotonic() - t0
+        return run

@@ -1,0 +1,371 @@
+"""The agent's tools, as one table: name, JSON schema, description, handler.
+
+:data:`TOOLS` is what the model is shown (the schemas, in :func:`tool_list`) and what a call
+runs (:meth:`Toolbox.call`). Every tool returns an :class:`~.records.Observation`, bounded to
+:data:`OBSERVATION_CHARS`; no tool raises for what the model asked: a bad argument, a file
+outside the workspace, a run that failed or timed out is an observation the model reads.
+
+- ``execute_python(code)``: a script in the sandbox of Write tests (workspace read-only, no
+  network, a clean environment, limits; :mod:`server.assist.sandbox`), run against the
+  workspace as it is on disk; refused in an untrusted workspace or with ``tests.sandbox`` off.
+- ``retrieve_knowledge(query)``: the workspace index's hybrid search, under the index's rule
+  (no secret, ignored or excluded file).
+- ``read_file(path, start_line?, end_line?)``: a file inside the workspace, with line numbers,
+  as it is with the edits proposed so far; the index's rule applies.
+- ``run_tests(selector)``: pytest node ids or test files of the workspace, in the sandbox, with the
+  proposed edits applied (patched into the module, as a verified refactor is run).
+- ``propose_edit(path, old, new)``: records an edit (``old`` must occur exactly once); never
+  writes the file. A Python file must still parse.
+- ``finish(answer)``: ends the run.
+
+Threads: a worker thread (tools block on the sandbox). Nothing here imports pygls or lsprotocol.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..assist import sandbox
+from ..assist.records import ContextItem
+from ..assist.targets import module_name
+from ..assist.testrun import find_python, run_variants
+from ..assist.verify import rewrite_patches, workspace_tests
+from .records import EditCheck, Observation, ProposedEdit
+
+OBSERVATION_CHARS = 2400     # an observation longer than this keeps its head and tail
+EXECUTE_TIMEOUT_S = 30       # execute_python's wall-clock limit
+TESTS_TIMEOUT_S = 90         # run_tests' and the final verification's wall-clock limit
+READ_LINES = 120             # read_file shows at most this many lines per call
+FILE_CHARS = 400_000         # a file larger than this is not read or edited
+SEARCH_RESULTS = 4           # chunks retrieve_knowledge returns
+
+
+def bounded(text: str, limit: int = OBSERVATION_CHARS) -> str:
+    """``text`` cut to ``limit`` characters: its head and tail, with how much was left out."""
+    if len(text) <= limit:
+        return text
+    head, tail = text[: limit * 2 // 3], text[-(limit // 3):]
+    return f"{head}\n[... {len(text) - len(head) - len(tail):,} characters left out ...]\n{tail}"
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One tool: its name, JSON schema of its arguments, what the model is told, and its handler
+    (``handler(toolbox, **arguments) -> Observation``)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    handler: Callable[..., Observation]
+
+    def schema(self) -> dict[str, Any]:
+        """The tool as the model sees it (OpenAI's function shape)."""
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+
+def _params(required: list[str], **props: tuple[str, str]) -> dict[str, Any]:
+    return {"type": "object", "properties": {k: {"type": t, "description": d} for k, (t, d) in props.items()},
+            "required": required}
+
+
+class Refused(Exception):
+    """A tool call that cannot run (its message is the observation)."""
+
+
+@dataclass
+class Toolbox:
+    """The tools' shared state for one run: the workspace, its trust, the sandbox, the search, the edits.
+
+    Args:
+        root: the workspace folder (absolute).
+        trusted: the user trusts the workspace (code from it may run, in the sandbox).
+        sandbox_mode: ``tests.sandbox`` (``bubblewrap``, ``none``, ``off``).
+        search: the index's search as prompt context (``query -> [ContextItem]``), or None without an index.
+        readable: the index's rule for a file (``(path, text) -> bool``); None: every file inside ``root``.
+        cancel: set to stop a running tool (its process tree is killed).
+    """
+
+    root: Path
+    trusted: bool = False
+    sandbox_mode: str = "bubblewrap"
+    search: Callable[[str], list[ContextItem]] | None = None
+    readable: Callable[[Path, str], bool] | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    edits: list[ProposedEdit] = field(default_factory=list)
+    answer: str | None = None
+    _originals: dict[Path, str] = field(default_factory=dict)
+
+    def call(self, name: str, args: dict[str, Any]) -> Observation:
+        """Run tool ``name`` with ``args``; an unknown tool, a missing or wrong argument, a refusal or a
+        tool's own error is an observation with ``ok`` False."""
+        tool = TOOLS_BY_NAME.get(name)
+        if tool is None:
+            return Observation(f"error: there is no tool {name!r}; the tools are {', '.join(TOOLS_BY_NAME)}", False)
+        missing = [k for k in tool.parameters["required"] if k not in args]
+        unknown = [k for k in args if k not in tool.parameters["properties"]]
+        if missing or unknown:
+            what = (f"missing {', '.join(missing)}" if missing else "") + ("; " if missing and unknown else "") + \
+                (f"unknown {', '.join(unknown)}" if unknown else "")
+            return Observation(f"error: {name} takes {', '.join(tool.parameters['properties'])} ({what})", False)
+        for k, v in args.items():
+            want = tool.parameters["properties"][k]["type"]
+            if (want == "string" and not isinstance(v, str)) or \
+                    (want == "integer" and (not isinstance(v, int) or isinstance(v, bool))):
+                return Observation(f"error: {name}'s {k} must be a {want}", False)
+        try:
+            obs = tool.handler(self, **args)
+        except Refused as e:
+            return Observation(f"error: {e}", False)
+        except Exception as e:  # a tool's own fault must not end the run: the model reads it
+            return Observation(f"error: {name} failed: {type(e).__name__}: {e}", False)
+        return Observation(bounded(obs.text), obs.ok)
+
+    # -- files -----------------------------------------------------------------------------
+    def path(self, rel: str) -> Path:
+        """A workspace path from the model (relative to the root, or absolute inside it).
+
+        Raises:
+            Refused: outside the workspace (after resolving links), or not a readable file by the index's rule.
+        """
+        p = Path(rel)
+        p = (p if p.is_absolute() else self.root / p).resolve()
+        try:
+            p.relative_to(self.root.resolve())
+        except ValueError:
+            raise Refused(f"{rel} is outside the workspace ({self.root})") from None
+        return p
+
+    def text(self, p: Path) -> str:
+        """A file's text with the edits proposed so far.
+
+        Raises:
+            Refused: missing, not a regular file, too large, binary, or kept out by the index's rule.
+        """
+        if p not in self._originals:
+            if not p.is_file():
+                raise Refused(f"{p.relative_to(self.root.resolve())} is not a file")
+            if p.stat().st_size > FILE_CHARS:
+                raise Refused(f"{p.name} is larger than {FILE_CHARS:,} bytes")
+            raw = p.read_bytes()
+            if b"\x00" in raw[:8192]:
+                raise Refused(f"{p.name} is a binary file")
+            text = raw.decode("utf-8", "replace")
+            if self.readable is not None and not self.readable(p, text):
+                raise Refused(f"{p.name} is kept out of prompts (a secret, ignored or excluded file)")
+            self._originals[p] = text
+        text = self._originals[p]
+        for e in self.edits:
+            if e.path == p:
+                text = text.replace(e.old, e.new, 1)
+        return text
+
+    def original(self, p: Path) -> str:
+        """A file's text as the agent first read it (before any proposed edit)."""
+        return self._originals[p]
+
+    def relative(self, p: Path) -> str:
+        return str(p.relative_to(self.root.resolve()))
+
+    # -- running code ------------------------------------------------------------------------
+    def _may_run(self) -> None:
+        if not self.trusted:
+            raise Refused("this workspace is not trusted: no code from it is run")
+        if self.sandbox_mode == "off":
+            raise Refused("tests.sandbox is off: no code is run")
+
+    def patches(self) -> tuple[str | None, list[dict]]:
+        """The proposed edits as driver patches of one module: (module, patches); (None, []) without edits.
+
+        Raises:
+            Refused: the edits touch more than one file, a file that is not an importable module,
+                or change something that cannot be patched in (see :func:`rewrite_patches`).
+        """
+        files = list(dict.fromkeys(e.path for e in self.edits))
+        if not files:
+            return None, []
+        if len(files) > 1:
+            raise Refused("edits to more than one file cannot be run yet: keep the fix in one file")
+        p = files[0]
+        module = module_name(self.root, p) if p.suffix == ".py" else None
+        if module is None:
+            raise Refused(f"{self.relative(p)} is not an importable Python module of the workspace")
+        patches = rewrite_patches(self._originals[p], self.text(p))
+        if isinstance(patches, str):
+            raise Refused(patches)
+        return module, patches
+
+    def run_tests(self, selectors: list[str], timeout_s: float = TESTS_TIMEOUT_S):
+        """pytest on ``selectors`` (node ids inside the workspace) with the edits patched in: the driver's run."""
+        module, patches = self.patches()
+        return run_variants(self.root, [{"label": "edited", "patches": patches}], module=module,
+                            test_files=selectors, cancel=self.cancel, mode=self.sandbox_mode, timeout_s=timeout_s)
+
+    def covering_tests(self) -> list[str]:
+        """The workspace's tests that exercise a function the edits changed (the refactor verification's rule)."""
+        module, patches = self.patches()
+        names: list[str] = []
+        for patch in patches:
+            for node in ast.parse(patch["source"]).body:
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    names.append(node.name)
+        found: list[str] = []
+        for name in dict.fromkeys(names):
+            found += [t for t in workspace_tests(self.root, module, name) if t not in found]
+        return found
+
+    def verify(self, also: list[str] = ()) -> EditCheck:
+        """Run the tests that cover the edits (and ``also``: the tests the problem named) with the edits
+        applied, in the sandbox. Never raises."""
+        try:
+            self._may_run()
+            tests = list(dict.fromkeys([*self.covering_tests(), *also]))
+            if not tests:
+                return EditCheck("unverified", "no test of the workspace covers the edited code")
+            result = self.run_tests(tests)
+        except Refused as e:
+            return EditCheck("unverified", str(e))
+        if not result.ran or not result.runs:
+            return EditCheck("unverified", result.reason or "the tests did not run", tests)
+        run = result.runs[0]
+        if run.error:
+            return EditCheck("failed", f"the edited code does not run: {run.error}", tests, tests)
+        failed = run.failed
+        if not failed and not run.passed:
+            return EditCheck("failed", "no covering test ran: " + bounded(run.output, 400), tests)
+        if failed:
+            return EditCheck("failed", f"{len(failed)} of the covering tests fail with the edits", tests, failed)
+        return EditCheck("passed", f"{len(run.passed)} covering test(s) pass with the edits", tests)
+
+
+# -- handlers -------------------------------------------------------------------------------------
+def _execute_python(box: Toolbox, code: str) -> Observation:
+    box._may_run()
+    python, _ = find_python(box.root)
+    import sys
+    python = python or sys.executable
+    if box.sandbox_mode == "bubblewrap" and not (ok := sandbox.available())[0]:
+        raise Refused(f"{ok[1]}; {sandbox.INSTALL_HINT}")
+    scratch = Path(tempfile.mkdtemp(prefix="deepseek-agent-"))
+    try:
+        (scratch / "snippet.py").write_text(code, encoding="utf-8")
+        cmd = [python, str(scratch / "snippet.py")]
+        env = {"PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": str(box.root),
+               "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1"}
+        if box.sandbox_mode == "none":
+            run = sandbox.run_unsandboxed(cmd, scratch=scratch, env=env, timeout_s=EXECUTE_TIMEOUT_S,
+                                          cancel=box.cancel)
+        else:
+            run = sandbox.run(cmd, workspace=box.root.resolve(), scratch=scratch,
+                              python_paths=sandbox.interpreter_paths(python), env=env, timeout_s=EXECUTE_TIMEOUT_S,
+                              cancel=box.cancel)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if not run.started:
+        raise Refused(f"the sandbox did not start: {run.output[-300:]}")
+    if run.stopped:
+        return Observation(f"stopped ({run.stopped} after {EXECUTE_TIMEOUT_S} s)\n{run.output}", False)
+    note = "" if not box.edits else "\n(note: the proposed edits are not applied here; run_tests applies them)"
+    return Observation(f"exit code {run.returncode}\n{run.output or '(no output)'}{note}", run.returncode == 0)
+
+
+def _retrieve_knowledge(box: Toolbox, query: str) -> Observation:
+    if box.search is None:
+        raise Refused("the workspace index is not available (index.enabled off, or no workspace folder)")
+    items = box.search(query)[:SEARCH_RESULTS]
+    if not items:
+        return Observation("nothing found (the index may still be building)")
+    return Observation("\n\n".join(f"{i.label}:\n{i.text.strip()}" for i in items))
+
+
+def _read_file(box: Toolbox, path: str, start_line: int = 1, end_line: int = 0) -> Observation:
+    p = box.path(path)
+    lines = box.text(p).splitlines()
+    start = max(1, start_line)
+    end = min(len(lines), end_line if end_line >= start else start + READ_LINES - 1, start + READ_LINES - 1)
+    if start > len(lines):
+        return Observation(f"{box.relative(p)} has {len(lines)} lines", False)
+    shown = "\n".join(f"{n:>5} {lines[n - 1]}" for n in range(start, end + 1))
+    more = f"\n({len(lines)} lines in all; read more with start_line={end + 1})" if end < len(lines) else ""
+    return Observation(f"{box.relative(p)}, lines {start}-{end}:\n{shown}{more}")
+
+
+def _run_tests(box: Toolbox, selector: str) -> Observation:
+    box._may_run()
+    selectors = selector.split()
+    result = box.run_tests([str(box.path(file)) + rest for file, rest in (_split_node(s) for s in selectors)])
+    if not result.ran:
+        raise Refused(result.reason)
+    if not result.runs:
+        return Observation(f"the tests did not finish ({result.reason})\n{result.output}", False)
+    run = result.runs[0]
+    if run.error:
+        return Observation(f"the edited code does not run: {run.error}\n{run.output}", False)
+    head = f"{len(run.passed)} passed, {len(run.failed)} failed" + \
+        (" (with the proposed edits applied)" if box.edits else "")
+    return Observation(f"{head}\n{run.output.strip()}", not run.failed and bool(run.passed))
+
+
+def _split_node(selector: str) -> tuple[str, str]:
+    """A pytest node id as (file, the rest: ``::Class::test`` or "")."""
+    file, sep, rest = selector.partition("::")
+    return file, sep + rest
+
+
+def _propose_edit(box: Toolbox, path: str, old: str, new: str) -> Observation:
+    p = box.path(path)
+    text = box.text(p)
+    if not old:
+        raise Refused("old must be the exact text to replace, copied from the file")
+    count = text.count(old)
+    if count != 1:
+        raise Refused(f"old occurs {count} times in {box.relative(p)}; it must occur exactly once (copy it from "
+                      "read_file, without the line numbers, with enough lines to be unique)")
+    after = text.replace(old, new, 1)
+    if p.suffix == ".py":
+        try:
+            ast.parse(after)
+        except SyntaxError as e:
+            raise Refused(f"with this edit {box.relative(p)} no longer parses ({e.msg}, line {e.lineno})") from None
+    box.edits.append(ProposedEdit(p, old, new))
+    return Observation(f"edit {len(box.edits)} recorded in {box.relative(p)} (not written; the user applies it "
+                       "once the tests pass)")
+
+
+def _finish(box: Toolbox, answer: str) -> Observation:
+    box.answer = answer
+    return Observation("finished")
+
+
+TOOLS: tuple[Tool, ...] = (
+    Tool("read_file", "Read a file of the workspace, with line numbers (as it is with your proposed edits).",
+         _params(["path"], path=("string", "path relative to the workspace root"),
+                 start_line=("integer", "first line, 1-based (default 1)"),
+                 end_line=("integer", f"last line (default: {READ_LINES} lines)")), _read_file),
+    Tool("retrieve_knowledge", "Search the workspace's code by words or meaning; returns the best matching pieces.",
+         _params(["query"], query=("string", "what to look for")), _retrieve_knowledge),
+    Tool("run_tests", "Run pytest tests of the workspace with your proposed edits applied.",
+         _params(["selector"], selector=("string", "test node ids or test files, separated by spaces, e.g. "
+                                                   "tests/test_x.py::test_y")), _run_tests),
+    Tool("execute_python", "Run a Python script in a sandbox (the workspace importable, read-only, no network); "
+                           "returns its output.",
+         _params(["code"], code=("string", "the script")), _execute_python),
+    Tool("propose_edit", "Propose replacing the exact text `old` of a file by `new` (nothing is written yet).",
+         _params(["path", "old", "new"], path=("string", "path relative to the workspace root"),
+                 old=("string", "the exact text to replace, copied from the file, occurring once"),
+                 new=("string", "the replacement")), _propose_edit),
+    Tool("finish", "End the task with your answer: what was wrong and what you changed.",
+         _params(["answer"], answer=("string", "the answer for the user")), _finish),
+)
+TOOLS_BY_NAME = {t.name: t for t in TOOLS}
+
+
+def tool_list() -> str:
+    """The tools as the model reads them: one JSON schema per line."""
+    import json
+    return "\n".join(json.dumps(t.schema()) for t in TOOLS)
