@@ -189,3 +189,16 @@ def test_a_shutdown_stops_the_running_prompt_read_at_its_next_chunk(default_mode
     eng.shutdown()
     prep = job.result(timeout=30)  # a whole read is ~25 s on a slow 2-core machine; a chunk well under 1 s
     assert not prep.done and prep.evaluated < 1000
+
+
+def test_token_pieces_are_whole_however_long(engine):
+    # Llama.detokenize gives b"" for a piece over 32 bytes: generated text lost deep indentation
+    # and separator lines. Every piece of a tokenized text must give the text back.
+    text = "x = 1\n" + " " * 40 + "# " + "-" * 70 + "\n" + " " * 64 + "return x\n"
+
+    def pieces(model):
+        tokens = model.tokenize(text, add_special=False)
+        return tokens, b"".join(model.piece(t) for t in tokens)
+    tokens, joined = engine.submit(pieces).result()
+    assert joined.decode() == text
+    assert any(len(engine.submit(lambda m, t=t: m.piece(t)).result()) > 32 for t in tokens)

@@ -36,8 +36,10 @@ class ModelVocabulary:
         return self.llm.detokenize(list(tokens), special=True).decode("utf-8", "replace")
 
     def piece(self, token: int) -> bytes:
-        """The bytes a token stands for (empty for control tokens)."""
-        return self.llm.detokenize([token], special=False)
+        """The bytes a token stands for, whole (empty for control tokens). Not ``Llama.detokenize``,
+        which gives b"" for a piece over 32 bytes (Qwen2.5 has 240 such tokens: runs of spaces,
+        separator lines), so a suggestion would silently lose them."""
+        return self._native.piece(token)
 
     def is_special(self, token: int) -> bool:
         """True for control and user-defined (added) tokens, False for ordinary text pieces."""
