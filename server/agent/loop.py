@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -26,6 +27,7 @@ from typing import Callable
 from ..assist.generation import OPEN_END, AssistantCore
 from ..assist.packs import load_pack
 from ..assist.records import AssistError
+from .context import context_for_tests
 from .records import AgentRun, Observation, Step, ToolCall
 from .tools import TOOLS_BY_NAME, Toolbox, tool_list
 
@@ -36,9 +38,22 @@ TIME_BUDGET_S = 600.0    # seconds before the run ends with outcome "budget"
 TURN_TOKENS = 768        # longest tool call (a propose_edit carries code)
 THOUGHT_TOKENS = 160     # longest thought before the call is asked for
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
+NODE_ID = re.compile(r"[\w./-]+\.py::[\w:\[\]-]+")  # a pytest node id named in the task
+THOUGHT_SENTENCES = 3    # a thought is kept to its first sentences (a small model can repeat itself)
 OnStep = Callable[[Step], None]       # a finished step (worker thread)
 OnText = Callable[[str], None]        # a piece of the current turn as the model writes it (engine thread)
 OnProgress = Callable[[str], None]    # what the run is doing, in words ("step 2: run_tests"); worker thread
+
+
+def _node_ids(root, node_ids: list[str]) -> list[str]:
+    """Node ids made absolute (relative ones are under ``root``), each once, in order."""
+    out: list[str] = []
+    for n in node_ids:
+        file, sep, rest = n.partition("::")
+        path = file if file.startswith("/") else str(root / file)
+        if path + sep + rest not in out:
+            out.append(path + sep + rest)
+    return out
 
 
 def parse_call(turn: str) -> tuple[str, ToolCall | None, str]:
@@ -53,15 +68,9 @@ def parse_call(turn: str) -> tuple[str, ToolCall | None, str]:
         thought = thought[len("thought:"):].strip()
     if cut < 0:
         return thought, None, "the turn has no <tool_call>"
-    body = turn[cut + len(OPEN):]
-    end = body.find(CLOSE)
-    body = (body[:end] if end >= 0 else body).strip()
-    if body.startswith("```"):
-        body = body.strip("`").removeprefix("json").strip()
-    try:
-        call = json.loads(body)
-    except ValueError as e:
-        return thought, None, f"the tool call is not valid JSON ({e})"
+    call = _first_object(turn[cut + len(OPEN):])
+    if isinstance(call, str):
+        return thought, None, f"the tool call is not valid JSON ({call})"
     if not isinstance(call, dict) or not isinstance(call.get("name"), str):
         return thought, None, 'the tool call must be an object {"name": ..., "arguments": {...}}'
     args = call.get("arguments", {})
@@ -77,9 +86,26 @@ def parse_call(turn: str) -> tuple[str, ToolCall | None, str]:
     return thought, ToolCall(call["name"], args), ""
 
 
+def _first_object(body: str) -> object:
+    """The first JSON value after ``<tool_call>`` (a fence or blanks before it skipped; anything after it,
+    such as a second call the model went on to write, ignored), or why there is none (a str)."""
+    body = body.split(CLOSE, 1)[0].strip()
+    if body.startswith("```"):
+        body = body.strip("`").removeprefix("json").strip()
+    try:
+        value, _ = json.JSONDecoder().raw_decode(body)
+    except ValueError as e:
+        return str(e)
+    return value if not isinstance(value, str) else f"a string, not an object: {value[:40]!r}"
+
+
 def _closed(text: str) -> bool:
-    """The turn's tool call is complete."""
-    return CLOSE in text[text.find(OPEN):] if OPEN in text else False
+    """The turn's tool call is complete: its closing tag, or a whole JSON object after ``<tool_call>``
+    (a model that goes on to a second call inside the same tags is stopped there)."""
+    if OPEN not in text:
+        return False
+    body = text[text.find(OPEN) + len(OPEN):]
+    return CLOSE in body or (body.rstrip().endswith("}") and isinstance(_first_object(body), dict))
 
 
 def _thought_done(text: str) -> bool:
@@ -87,24 +113,36 @@ def _thought_done(text: str) -> bool:
     invent, or at the end of its first paragraph when no call has begun."""
     if OPEN in text:
         return _closed(text)
-    return "Observation" in text or "\nAction" in text or ("\n\n" in text.strip())
+    return "Observation" in text or "\nAction" in text or ("\n\n" in text.strip()) or \
+        len(re.findall(r"[.!?](\s|$)", text)) > THOUGHT_SENTENCES
 
 
-def _call_done(text: str) -> bool:
-    return CLOSE in text or "Observation" in text
+def _call_done(call_head: str) -> Callable[[str], bool]:
+    """The second part of a turn stops once the call begun in ``call_head`` is complete."""
+    return lambda text: _closed(call_head + text) or "Observation" in text
 
 
 def _thought(text: str) -> str:
     """The reasoning of a turn's first part, without what followed it (a call begun, an invented observation)."""
     cut = min((i for i in (text.find(OPEN), text.find("Observation"), text.find("\nAction"), text.find("\n\n"))
                if i >= 0), default=len(text))
-    return " ".join(text[:cut].split()) or "I will use a tool."
+    sentences = re.split(r"(?<=[.!?])\s+", " ".join(text[:cut].split()))
+    kept: list[str] = []
+    for sentence in sentences[:THOUGHT_SENTENCES]:
+        if sentence in kept:  # the model began to repeat itself
+            break
+        kept.append(sentence)
+    return " ".join(kept) or "I will use a tool."
 
 
 def _cut(turn: str) -> str:
-    """A turn up to the end of its tool call (or up to an observation the model started to invent)."""
-    if OPEN in turn and _closed(turn):
-        return turn[: turn.index(CLOSE, turn.index(OPEN)) + len(CLOSE)]
+    """A turn up to the end of its tool call, written as ``<tool_call>\n{json}\n</tool_call>`` (or up to
+    an observation the model started to invent)."""
+    if OPEN in turn:
+        head = turn[:turn.index(OPEN)]
+        call = _first_object(turn[turn.index(OPEN) + len(OPEN):])
+        if isinstance(call, dict):
+            return f"{head.rstrip()}\n{OPEN}\n{json.dumps(call)}\n{CLOSE}"
     cut = turn.find("Observation")
     return (turn[:cut] if cut >= 0 else turn).rstrip()
 
@@ -142,7 +180,7 @@ class Agent:
         call = f"{head}{thought}\n{OPEN}\n{{\"name\": \""
         write(call[len(head) + len(thought):])  # the part the model did not write
         second = self.assistant.answer("agent", messages + [{"role": "assistant", "content": call + OPEN_END}], pack,
-                                       write, max_tokens=TURN_TOKENS, cancel=cancel, stop=_call_done,
+                                       write, max_tokens=TURN_TOKENS, cancel=cancel, stop=_call_done(call),
                                        time_cap_s=left)
         return _cut(call + second.text), first.output_tokens + second.output_tokens, second.finish
 
@@ -155,7 +193,9 @@ class Agent:
         Args:
             problem: the task in words (a failing test's name and output, a diagnostic, a request).
             box: the tools' workspace and state; its ``cancel`` is tied to ``cancel``.
-            tests: test node ids the problem is about; the final verification runs them too.
+            tests: test node ids the problem is about (and any ``path.py::name`` the problem names):
+                their code and the workspace code they call are added to the task
+                (:func:`.context.context_for_tests`); the final verification runs them too.
             on_step: called after each step.
             on_text: each piece of a turn as it is written.
             cancel: set to stop (within one token or one tool run).
@@ -166,7 +206,9 @@ class Agent:
         cancel = cancel or threading.Event()
         box.cancel = cancel
         pack = load_pack("agent")
-        messages = pack.render(tools=tool_list(), problem=problem.strip())
+        tests = _node_ids(box.root, [*tests, *NODE_ID.findall(problem)])
+        known = context_for_tests(box.root, tests, box.readable) if tests else ""
+        messages = pack.render(tools=tool_list(), problem=problem.strip() + (f"\n\n{known}" if known else ""))
         run = AgentRun(run_id or uuid.uuid4().hex[:16], problem, self.assistant.model_name, pack.version)
         t0 = time.monotonic()
         while True:

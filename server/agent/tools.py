@@ -15,7 +15,7 @@ outside the workspace, a run that failed or timed out is an observation the mode
 - ``run_tests(selector)``: pytest node ids or test files of the workspace, in the sandbox, with the
   proposed edits applied (patched into the module, as a verified refactor is run).
 - ``propose_edit(path, old, new)``: records an edit (``old`` must occur exactly once); never
-  writes the file. A Python file must still parse.
+  writes the file. A Python file must still parse; a test file is refused (the tests judge the fix).
 - ``finish(answer)``: ends the run.
 
 Threads: a worker thread (tools block on the sandbox). Nothing here imports pygls or lsprotocol.
@@ -36,6 +36,7 @@ from ..assist.records import ContextItem
 from ..assist.targets import module_name
 from ..assist.testrun import find_python, run_variants
 from ..assist.verify import rewrite_patches, workspace_tests
+from .context import is_test_file
 from .records import EditCheck, Observation, ProposedEdit
 
 OBSERVATION_CHARS = 2400     # an observation longer than this keeps its head and tail
@@ -322,6 +323,10 @@ def _propose_edit(box: Toolbox, path: str, old: str, new: str) -> Observation:
     text = box.text(p)
     if not old:
         raise Refused("old must be the exact text to replace, copied from the file")
+    if old == new:
+        raise Refused("new is the same as old: nothing would change")
+    if is_test_file(p.relative_to(box.root.resolve())):
+        raise Refused(f"{box.relative(p)} is a test: the agent fixes the code, not the tests that judge the fix")
     count = text.count(old)
     if count != 1:
         raise Refused(f"old occurs {count} times in {box.relative(p)}; it must occur exactly once (copy it from "

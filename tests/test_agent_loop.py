@@ -1,0 +1,79 @@
+"""The agent loop's parsing and the context it reads before the first turn (no model)."""
+
+from __future__ import annotations
+
+import json
+
+from server.agent.context import is_test_file, context_for_tests
+from server.agent.loop import _closed, _cut, _node_ids, _thought, _thought_done, parse_call
+from server.agent.records import Observation, Step, ToolCall
+
+
+def _workspace(root):
+    (root / "calc").mkdir(parents=True)
+    (root / "calc" / "__init__.py").write_text("from .ops import add\n")
+    (root / "calc" / "ops.py").write_text("def add(a, b):\n    \"\"\"Sum.\"\"\"\n    return a - b\n\n\n"
+                                          "def unused():\n    return 0\n")
+    (root / "tests").mkdir()
+    (root / "tests" / "test_ops.py").write_text("from calc.ops import add\n\n\ndef test_add():\n"
+                                                "    assert add(2, 3) == 5\n    assert ''.join(['a']) == 'a'\n")
+    (root / "secret.py").write_text("def add():\n    pass\n")
+
+
+def test_the_failing_tests_code_and_the_workspace_code_it_calls_come_first(tmp_path):
+    _workspace(tmp_path)
+    text = context_for_tests(tmp_path, ["tests/test_ops.py::test_add"])
+    assert "tests/test_ops.py, lines 4-6:" in text and "    5     assert add(2, 3) == 5" in text
+    assert "calc/ops.py, lines 1-3:" in text and "    3     return a - b" in text
+    assert "unused" not in text  # not called by the test
+    assert "secret.py" not in text  # not in a package the test imports
+    # A file the index's rule keeps out of prompts is not shown.
+    hidden = context_for_tests(tmp_path, ["tests/test_ops.py::test_add"], readable=lambda p, t: p.name != "ops.py")
+    assert "return a - b" not in hidden and "test_add" in hidden
+    assert context_for_tests(tmp_path, ["tests/test_ops.py::test_missing", "nowhere.py::test_x"]) == ""
+
+
+def test_node_ids_named_in_the_task_are_made_absolute_once(tmp_path):
+    ids = _node_ids(tmp_path, ["tests/t.py::test_a", f"{tmp_path}/tests/t.py::test_a", "tests/t.py::C::test_b"])
+    assert ids == [f"{tmp_path}/tests/t.py::test_a", f"{tmp_path}/tests/t.py::C::test_b"]
+    assert is_test_file(tmp_path.relative_to(tmp_path) / "tests" / "x.py") and not is_test_file(
+        (tmp_path / "calc" / "ops.py").relative_to(tmp_path))
+
+
+def test_a_turn_is_cut_after_its_first_whole_call():
+    two = ('Thought: fix it\n<tool_call>\n{"name": "propose_edit", "arguments": {"path": "a.py", "old": "-", '
+           '"new": "+"}}\n{"name": "finish", "arguments": {"answer": "done"}}')
+    assert _closed(two)
+    turn = _cut(two)
+    assert turn.endswith("</tool_call>") and "finish" not in turn
+    thought, call, wrong = parse_call(turn)
+    assert (thought, call, wrong) == ("fix it", ToolCall("propose_edit", {"path": "a.py", "old": "-", "new": "+"}), "")
+    assert not _closed('Thought: x\n<tool_call>\n{"name": "read_file", "arguments": {"path": "}')
+
+
+def test_malformed_calls_say_what_is_wrong():
+    assert parse_call("Thought: I am done.")[2] == "the turn has no <tool_call>"
+    assert "not valid JSON" in parse_call('Thought: x\n<tool_call>\n{"name": "finish", "arguments": {')[2]
+    assert "no tool 'rm'" in parse_call('<tool_call>{"name": "rm", "arguments": {}}</tool_call>')[2]
+    assert "must be a JSON object" in parse_call('<tool_call>{"name": "finish", "arguments": [1]}</tool_call>')[2]
+    # Arguments sent as a JSON string are read.
+    args = json.dumps({"answer": "ok"})
+    assert parse_call(f'<tool_call>{{"name": "finish", "arguments": {json.dumps(args)}}}</tool_call>')[1] == \
+        ToolCall("finish", {"answer": "ok"})
+
+
+def test_a_thought_stops_at_its_paragraph_an_invented_observation_or_a_repetition():
+    assert _thought_done("The test fails.\n\nNext") and _thought_done("It fails. Observation: fixed")
+    assert not _thought_done("The test fails because")
+    assert _thought("It is wrong. It is wrong. It is wrong.") == "It is wrong."
+    assert _thought("Check add.\n<tool_call>") == "Check add."
+
+
+def test_a_steps_spans_cover_its_thought_call_and_observation():
+    turn = 'Thought: read it\n<tool_call>\n{"name": "read_file", "arguments": {"path": "a.py"}}\n</tool_call>'
+    step = Step(1, turn, "read it", ToolCall("read_file", {"path": "a.py"}), Observation("a.py, lines 1-1: x"))
+    text, spans = step.spans()
+    got = {kind: text[a:b] for kind, a, b in spans}
+    assert got["reason"] == "Thought: read it"
+    assert got["action"].startswith("<tool_call>") and got["action"].endswith("</tool_call>")
+    assert got["observation"] == "Observation: a.py, lines 1-1: x"
