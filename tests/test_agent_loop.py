@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from server.agent.context import is_test_file, context_for_tests
+from server.agent.context import context_for_tests, is_test_file
 from server.agent.loop import _closed, _cut, _node_ids, _thought, _thought_done, parse_call
 from server.agent.records import Observation, Step, ToolCall
 
