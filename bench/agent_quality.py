@@ -200,6 +200,18 @@ def main() -> None:
                 continue
             core = AssistantCore(manager.engine, status.name or model_name, AssistStore(Path(tmp) / "s.sqlite"),
                                  time_cap_s=300)
+            # As the server does once the chat model is loaded: the packs' system texts (the agent's, with
+            # its tools' schemas) read once and kept as saved KV states, so no run pays for them.
+            from server.agent import tool_list
+            from server.assist.ahead import SystemStates
+            from server.models import cache_dir
+            states = SystemStates(cache_dir() / "kv-states", {"agent": {"tools": tool_list()}})
+            budget = settings.chat_kv_snapshots_mb * 2**20
+            manager.engine.submit(lambda model: model.snapshots.resize(budget)).result()
+            t_warm = time.monotonic()
+            manager.engine.submit(lambda model: states.ensure(core, model)).result()
+            print(f"system texts read in {time.monotonic() - t_warm:.0f} s (once per model, as the server does)",
+                  flush=True)
             agent = Agent(core, max_steps=args.max_steps)
             rows = collections.defaultdict(list)
             tools: collections.Counter = collections.Counter()

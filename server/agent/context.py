@@ -37,8 +37,10 @@ def _read(path: Path, readable: Callable[[Path, str], bool] | None) -> str | Non
     return text if readable is None or readable(path, text) else None
 
 
-def _numbered(rel: str, text: str, start: int, end: int) -> str:
+def _numbered(rel: str, text: str, start: int, end: int, shown: list | None = None) -> str:
     lines = text.splitlines()[start - 1:min(end, start + MAX_LINES - 1)]
+    if shown is not None:
+        shown.append((rel, start, start + len(lines) - 1))
     cut = "" if end - start + 1 <= MAX_LINES else f"\n      ... ({end - start + 1 - MAX_LINES} more lines)"
     body = "\n".join(f"{n:>5} {line}" for n, line in enumerate(lines, start))
     return f"{rel}, lines {start}-{start + len(lines) - 1}:\n{body}{cut}"
@@ -50,13 +52,15 @@ def is_test_file(path: Path) -> bool:
         "tests" in path.parts or "test" in path.parts
 
 
-def context_for_tests(root: Path, node_ids: list[str], readable: Callable[[Path, str], bool] | None = None) -> str:
+def context_for_tests(root: Path, node_ids: list[str], readable: Callable[[Path, str], bool] | None = None,
+                      shown: list[tuple[str, int, int]] | None = None) -> str:
     """The tests' code and the workspace definitions they call, as text for the task; "" when none is found.
 
     Args:
         root: the workspace folder.
         node_ids: pytest node ids (absolute or relative to ``root``).
         readable: the index's rule for a file (None: every file inside ``root``).
+        shown: when given, each (path relative to ``root``, first line, last line) shown is appended.
     """
     root = root.resolve()
     parts: list[str] = []
@@ -85,7 +89,7 @@ def context_for_tests(root: Path, node_ids: list[str], readable: Callable[[Path,
         if fn is None:
             continue
         rel = str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else path.name
-        parts.append("The test " + node_id.split("/")[-1] + ", " + _numbered(rel, text, fn.lineno, fn.end_lineno))
+        parts.append("The test " + node_id.split("/")[-1] + ", " + _numbered(rel, text, fn.lineno, fn.end_lineno, shown))
         for n in ast.walk(fn):
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id not in called:
                 called.append(n.func.id)  # a name the test file imported (a method call is not followed)
@@ -95,14 +99,14 @@ def context_for_tests(root: Path, node_ids: list[str], readable: Callable[[Path,
             elif isinstance(n, ast.Import):
                 packages.update(a.name.split(".")[0] for a in n.names)
     if called and packages:
-        found = _definitions(root, called, packages, readable)
+        found = _definitions(root, called, packages, readable, shown)
         if found:
             parts.append("Code of the workspace that the test calls:\n\n" + "\n\n".join(found))
     return "\n\n".join(parts)
 
 
 def _definitions(root: Path, names: list[str], packages: set[str],
-                 readable: Callable[[Path, str], bool] | None) -> list[str]:
+                 readable: Callable[[Path, str], bool] | None, shown: list | None = None) -> list[str]:
     """Top-level definitions of ``names`` (in the order the test calls them) in the packages' non-test modules."""
     wanted = {n: i for i, n in enumerate(names)}
     hits: list[tuple[int, str]] = []
@@ -131,7 +135,6 @@ def _definitions(root: Path, names: list[str], packages: set[str],
             for node in tree.body:
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in wanted:
                     first = min([d.lineno for d in node.decorator_list] + [node.lineno])
-                    hits.append((wanted[node.name], _numbered(str(path.relative_to(root)), text, first,
-                                                              node.end_lineno)))
+                    hits.append((wanted[node.name], (str(path.relative_to(root)), text, first, node.end_lineno)))
     hits.sort(key=lambda h: h[0])
-    return [h for _, h in hits[:MAX_DEFINITIONS]]
+    return [_numbered(*h, shown) for _, h in hits[:MAX_DEFINITIONS]]

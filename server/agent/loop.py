@@ -86,6 +86,14 @@ def parse_call(turn: str) -> tuple[str, ToolCall | None, str]:
     return thought, ToolCall(call["name"], args), ""
 
 
+def _same_read(steps: list[Step], call: ToolCall) -> int | None:
+    """The step that already made this read-only call (read_file, retrieve_knowledge), or None: a small
+    model given the same observation again tends to loop."""
+    if call.name not in ("read_file", "retrieve_knowledge"):
+        return None
+    return next((s.index for s in steps if s.call == call), None)
+
+
 def _first_object(body: str) -> object:
     """The first JSON value after ``<tool_call>`` (a fence or blanks before it skipped; anything after it,
     such as a second call the model went on to write, ignored), or why there is none (a str)."""
@@ -207,7 +215,7 @@ class Agent:
         box.cancel = cancel
         pack = load_pack("agent")
         tests = _node_ids(box.root, [*tests, *NODE_ID.findall(problem)])
-        known = context_for_tests(box.root, tests, box.readable) if tests else ""
+        known = context_for_tests(box.root, tests, box.readable, box.shown) if tests else ""
         messages = pack.render(tools=tool_list(), problem=problem.strip() + (f"\n\n{known}" if known else ""))
         run = AgentRun(run_id or uuid.uuid4().hex[:16], problem, self.assistant.model_name, pack.version)
         t0 = time.monotonic()
@@ -235,6 +243,9 @@ class Agent:
             if call is None:
                 obs = Observation(f"error: {wrong}. Write one thought, then exactly one "
                                   f'{OPEN}{{"name": ..., "arguments": {{...}}}}{CLOSE}', False)
+            elif (earlier := _same_read(run.steps, call)) is not None:
+                obs = Observation(f"error: you already called {call.name} with these arguments in step {earlier}; "
+                                  "its observation is above. Do something else.", False)
             else:
                 say(f"step {len(run.steps) + 1}: {call.name}")
                 obs = box.call(call.name, call.args)

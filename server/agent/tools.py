@@ -100,6 +100,7 @@ class Toolbox:
     cancel: threading.Event = field(default_factory=threading.Event)
     edits: list[ProposedEdit] = field(default_factory=list)
     answer: str | None = None
+    shown: list[tuple[str, int, int]] = field(default_factory=list)  # (path, first, last line) the task showed
     _originals: dict[Path, str] = field(default_factory=dict)
 
     def call(self, name: str, args: dict[str, Any]) -> Observation:
@@ -291,6 +292,11 @@ def _read_file(box: Toolbox, path: str, start_line: int = 1, end_line: int = 0) 
     end = min(len(lines), end_line if end_line >= start else start + READ_LINES - 1, start + READ_LINES - 1)
     if start > len(lines):
         return Observation(f"{box.relative(p)} has {len(lines)} lines", False)
+    rel = box.relative(p)
+    if not any(e.path == p for e in box.edits) and any(
+            f == rel and a <= start and end <= b for f, a, b in box.shown):
+        raise Refused(f"{rel} lines {start}-{end} are already shown above (in the task); read other lines, or "
+                      "act on what you have read")
     shown = "\n".join(f"{n:>5} {lines[n - 1]}" for n in range(start, end + 1))
     more = f"\n({len(lines)} lines in all; read more with start_line={end + 1})" if end < len(lines) else ""
     return Observation(f"{box.relative(p)}, lines {start}-{end}:\n{shown}{more}")

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from ..agent import Agent, AgentRun, Step, Toolbox
 from ..agent.loop import MAX_STEPS
 from ..agent.records import run_dict, step_dict
+from ..assist.packs import load_pack
 from ..logs import redact
 from ..serving import Workbench
 
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 MAX_STEPS_LIMIT = 30
 SEARCH_RESULTS = 4
 SEARCH_TIMEOUT_S = 30
+AGENT_PACK = load_pack("agent").version  # the pack the loop uses (its newest)
 
 
 def step_markdown(step: Step) -> str:
@@ -95,9 +97,9 @@ async def agent_completion(request: Request, wb: Workbench, body: dict[str, Any]
     job = asyncio.ensure_future(wb.host.run(work, cancel=cancel))
     job.add_done_callback(lambda _f: steps.put_nowait(None))
     base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": assistant.model_name,
-            "system_fingerprint": "agent@v1"}
+            "system_fingerprint": AGENT_PACK}
     headers = {"X-Deepseek-Task": "agent", "X-Deepseek-Model": assistant.model_name,
-               "X-Deepseek-Prompt-Version": "agent@v1"}
+               "X-Deepseek-Prompt-Version": AGENT_PACK}
 
     async def finished() -> tuple[AgentRun, dict[str, Any]]:
         run = await job
