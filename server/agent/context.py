@@ -89,7 +89,8 @@ def context_for_tests(root: Path, node_ids: list[str], readable: Callable[[Path,
         if fn is None:
             continue
         rel = str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else path.name
-        parts.append("The test " + node_id.split("/")[-1] + ", " + _numbered(rel, text, fn.lineno, fn.end_lineno, shown))
+        shown_test = _numbered(rel, text, fn.lineno, fn.end_lineno, shown)
+        parts.append("The test " + node_id.split("/")[-1] + ", " + shown_test)
         for n in ast.walk(fn):
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id not in called:
                 called.append(n.func.id)  # a name the test file imported (a method call is not followed)
