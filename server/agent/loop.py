@@ -86,6 +86,11 @@ def parse_call(turn: str) -> tuple[str, ToolCall | None, str]:
     return thought, ToolCall(call["name"], args), ""
 
 
+def _refused_finish(steps: list[Step]) -> bool:
+    """A finish was already refused in this run (the second one ends it: the model gives up)."""
+    return any(s.call is not None and s.call.name == "finish" and not s.observation.ok for s in steps)
+
+
 def _same_read(steps: list[Step], call: ToolCall) -> int | None:
     """The step that already made this read-only call (read_file, retrieve_knowledge), or None: a small
     model given the same observation again tends to loop."""
@@ -243,6 +248,9 @@ class Agent:
             if call is None:
                 obs = Observation(f"error: {wrong}. Write one thought, then exactly one "
                                   f'{OPEN}{{"name": ..., "arguments": {{...}}}}{CLOSE}', False)
+            elif call.name == "finish" and tests and not box.edits and not _refused_finish(run.steps):
+                obs = Observation("error: the failing test still fails and no fix was proposed. Propose one with "
+                                  "propose_edit (finish again to give up).", False)
             elif (earlier := _same_read(run.steps, call)) is not None:
                 obs = Observation(f"error: you already called {call.name} with these arguments in step {earlier}; "
                                   "its observation is above. Do something else.", False)
