@@ -3,7 +3,10 @@
 Runs clients/neovim/tests/run.sh (see it and check.lua for what is checked): a suggestion
 appears as virtual text in a real buffer and is accepted; buffer-local keys; alternatives;
 word and line accepts served from the cache; a chat reply lands in the chat buffer and its
-code block is copied, applied after a diff preview and inserted; a live setting change.
+code block is copied, applied after a diff preview and inserted; a live setting change; the
+agent's steps streamed into the chat buffer through the plugin's handler, its refusal in an
+untrusted project, :DeepSeekAgentStop, the code action deepseek: Fix run by the plugin, Apply
+asked first.
 """
 
 import os
@@ -30,3 +33,4 @@ def test_neovim_client_end_to_end():
     assert "chat: " in output and "health: ok" in output
     assert "keys: buffer-local" in output and "alternatives: " in output and "partial accepts: " in output
     assert "apply: " in output and "sessions filtered: ok" in output and "live settings: " in output
+    assert "agent: steps streamed into the chat buffer" in output

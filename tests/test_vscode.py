@@ -72,6 +72,8 @@ def test_vscode_extension_in_a_real_vscode():
     # The untrusted workspace: its settings could not send anything away nor run its tests.
     assert "untrusted requests to the workspace's server: 0" in out.stdout
     assert "untrusted write tests: deepseek: this workspace is not trusted" in out.stdout
+    # The palette's agent command opens the chat panel in agent mode, which shows the server's refusal.
+    assert "untrusted agent (panel in agent mode): deepseek: this workspace is not trusted" in out.stdout
 
 
 def test_settings_that_send_code_load_files_or_run_code_are_restricted_in_untrusted_workspaces():

@@ -15,6 +15,15 @@ cmd('DeepSeekChat', function(o)
   if o.args ~= '' then return chat.send(o.args, range) end
   chat.ask(range)  -- the chat split opens and the server reads ahead while the message is typed
 end, { nargs = '?' })
+-- The agent on a task (with a range: about those lines); its steps stream into the chat split (:help deepseek-agent).
+cmd('DeepSeekAgent', function(o)
+  local range = o.range > 0 and { start = { line = o.line1 - 1, character = 0 },
+                                  ['end'] = { line = o.line2, character = 0 } } or nil
+  local function go(task) if task and vim.trim(task) ~= '' then require('deepseek.agent').run(vim.trim(task), range) end end
+  if o.args ~= '' then return go(o.args) end
+  vim.ui.input({ prompt = 'deepseek agent> ' }, go)
+end, { nargs = '?' })
+cmd('DeepSeekAgentStop', function() require('deepseek.agent').stop() end, { range = false })
 -- Trust the current project (its code may run in the sandbox: Write tests), or with ! stop trusting it.
 cmd('DeepSeekTrust', function(o) require('deepseek.trust').set(not o.bang) end, { range = false, bang = true })
 cmd('DeepSeekSuggest', function() require('deepseek.inline').request(true) end, { range = false })

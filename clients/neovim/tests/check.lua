@@ -35,6 +35,78 @@ vim.cmd('DeepSeekTrust!')
 if not vim.wait(5000, function() return trusted() == false end, 100) then fail(':DeepSeekTrust! did not reach the server') end
 print('trust: untrusted at start, trusted after :DeepSeekTrust, untrusted after :DeepSeekTrust!')
 
+-- The agent (:DeepSeekAgent): its steps (deepseek/agentStep, through the plugin's handler) stream into the
+-- chat buffer; in this untrusted project the server refuses the run, and the buffer says why.
+local agent = require('deepseek.agent')
+local chat = require('deepseek.chat')
+if vim.fn.exists(':DeepSeekAgent') ~= 2 or vim.fn.exists(':DeepSeekAgentStop') ~= 2 then fail('no :DeepSeekAgent') end
+if type(client.commands['deepseek.agent']) ~= 'function' then fail('the Fix code action\'s deepseek.agent is not the plugin\'s') end
+local function chat_text() return table.concat(vim.api.nvim_buf_get_lines(chat.bufnr, 0, -1, false), '\n') end
+local on_step = client.handlers['deepseek/agentStep']
+local function fake_step(run_id, index, ok)
+  on_step(nil, { runId = run_id, step = { index = index, thought = 'Run the failing test first.', tool = 'run_tests',
+    arguments = { selector = 'tests/test_unix.py' }, observation = 'FAILED tests/test_unix.py::test_music\nassert None == "~/Music"\n1 failed',
+    ok = ok, seconds = 1.44, tokens = 30 } }, { method = 'deepseek/agentStep', client_id = client.id })
+end
+vim.cmd('DeepSeekAgent make user_music_dir return the music folder')
+fake_step('run-1', 1, false)  -- before the server's answer: the run's first step
+fake_step('run-1', 1, false)  -- the same step again
+fake_step('run-2', 2, true)   -- another run's
+if not vim.wait(30000, function() return chat_text():find('(error: this workspace is not trusted', 1, true) ~= nil end, 50) then
+  fail('the untrusted run was not refused in the chat buffer:\n' .. chat_text())
+end
+fake_step('run-1', 2, true)   -- after the end: no run is shown
+vim.wait(100, function() return false end)
+local shown = chat_text()
+local _, n_steps = shown:gsub('%[step %d%]', '')
+if not shown:find('## Agent: make user_music_dir return the music folder\n\n[step 1] run_tests FAILED (1.4 s)\n'
+    .. '    Thought: Run the failing test first.\n    Call: run_tests {"selector":"tests/test_unix.py"}\n'
+    .. '    | FAILED tests/test_unix.py::test_music\n', 1, true) or n_steps ~= 1 then
+  fail('the step is not shown once, in its place:\n' .. shown)
+end
+local folded = vim.api.nvim_win_call(vim.fn.bufwinid(chat.bufnr), function()
+  return vim.fn.foldclosed(vim.fn.search('^    | FAILED tests/test_unix', 'nw'))
+end)
+if folded == -1 then fail('the step\'s observation is not folded') end
+-- :DeepSeekAgentStop cancels the request: the buffer says so and the server's late answer is not shown.
+vim.cmd('DeepSeekAgent stop me')
+vim.cmd('DeepSeekAgentStop')
+vim.wait(1000, function() return false end)
+if not vim.endswith(chat_text(), '## Agent: stop me\n\nStopped.\n') then fail(':DeepSeekAgentStop: ' .. chat_text()) end
+-- The code action deepseek: Fix on a problem the editor shows: the plugin runs it in the chat buffer.
+local diag = { range = { start = { line = 2, character = 0 }, ['end'] = { line = 2, character = 4 } }, message = 'F821 undefined name',
+  source = 'ruff', severity = 1 }
+local actions = client:request_sync('textDocument/codeAction', { textDocument = { uri = vim.uri_from_bufnr(0) },
+  range = diag.range, context = { diagnostics = { diag }, triggerKind = 1 } }, 10000, 0).result or {}
+local fix
+for _, a in ipairs(actions) do if a.title == 'deepseek: Fix' then fix = a end end
+if not fix then fail('no deepseek: Fix action: ' .. vim.inspect(actions)) end
+client:exec_cmd(fix.command, { bufnr = 0 })
+if not vim.wait(30000, function()
+  return chat_text():find('## Agent: Fix this problem reported by ruff at line 3: F821 undefined name\n\n(error: this workspace', 1, true) ~= nil
+end, 50) then fail('deepseek: Fix did not run in the chat buffer:\n' .. chat_text()) end
+-- A verified run's end: the answer, the edit as a diff, the check; the fix is applied only after a yes.
+local ended = table.concat(agent.result_lines({ runId = 'r', outcome = 'finished', answer = 'The return was missing.',
+  steps = { {}, {}, {} }, edits = { { uri = vim.uri_from_bufnr(0), old = 'def f():\n    pass\n', new = 'def f():\n    return 1\n' } },
+  check = { verdict = 'passed', summary = '2 tests pass with the edit', tests = { 'a', 'b' }, failed = {} }, verified = true,
+  seconds = 41.4, malformed = 0 }), '\n')
+if not ended:find('Finished after 3 steps (41 s).\n\nThe return was missing.\n', 1, true)
+  or not ended:find('```diff\n', 1, true) or not ended:find('\n-    pass\n+    return 1\n```', 1, true)
+  or not ended:find('Check: passed, 2 tests pass with the edit', 1, true) or ended:find('not applicable', 1, true) then
+  fail('the end of a verified run: ' .. ended)
+end
+local asked, answer
+local ui_input = vim.ui.input
+vim.ui.input = function(opts, on_confirm) asked = opts.prompt; on_confirm('y') end
+agent.offer_apply(client, 'no-such-run', 0, function(r) answer = r end)
+vim.ui.input = ui_input
+if not vim.wait(10000, function() return answer ~= nil end, 50) then fail('deepseek.agentApply gave no answer') end
+if asked ~= 'deepseek: Apply the fix? [y/N] ' or answer.applied ~= false
+  or not chat_text():find('Not applied: deepseek.agentApply needs the {runId}', 1, true) then
+  fail('apply: asked ' .. tostring(asked) .. ', answer ' .. vim.inspect(answer) .. '\n' .. chat_text())
+end
+print('agent: steps streamed into the chat buffer (observation folded), refused in an untrusted project, stopped, deepseek: Fix runs there, apply asks first')
+
 -- A suggestion at the hole, shown as virtual text.
 local inline = require('deepseek.inline')
 vim.api.nvim_win_set_cursor(0, { line, col })

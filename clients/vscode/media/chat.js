@@ -1,6 +1,7 @@
 // The chat panel's webview script. It only renders what the extension posts (src/chat.ts,
 // ToPanel) and posts the user's actions back (FromPanel); all state lives in the extension.
-// renderMarkdown is also loaded by the tests under Node (module.exports at the end).
+// renderMarkdown and renderAgent (an agent run's steps, answer, edits, check and Apply fix) are
+// also loaded by the tests under Node (module.exports).
 (function () {
   'use strict';
 
@@ -35,8 +36,80 @@
     return out.join('');
   }
 
+  /** A step's tool call as one line: `run_tests {"selector": "tests/test_a.py"}`. */
+  function callText(step) {
+    return step.tool + (step.arguments ? ' ' + JSON.stringify(step.arguments) : '');
+  }
+
+  /**
+   * An agent step as a collapsible block: `[step 2] run_tests ok · 1.4 s` (failed ones marked), then
+   * the thought, the call and the observation. `open`: shown unfolded.
+   */
+  function renderStep(step, open) {
+    const status = step.ok ? 'ok' : 'failed';
+    return '<details class="step ' + status + '" data-index="' + Number(step.index) + '"' + (open ? ' open' : '') + '>' +
+      '<summary>[step ' + Number(step.index) + '] ' + escapeHtml(step.tool) + ' <span class="status">' + status + '</span>' +
+      ' · ' + Number(step.seconds).toFixed(1) + ' s</summary>' +
+      (step.thought ? '<p class="thought">' + escapeHtml(step.thought).replace(/\n/g, '<br>') + '</p>' : '') +
+      '<pre class="call"><code>' + escapeHtml(callText(step)) + '</code></pre>' +
+      '<pre class="observation">' + escapeHtml(step.observation) + '</pre></details>';
+  }
+
+  /** An edit's diff lines ([' ' | '-' | '+', text]) as a small unified diff. */
+  function renderDiff(diff) {
+    const kinds = { ' ': 'same', '-': 'del', '+': 'add' };
+    return '<pre class="diff">' + diff.map(function (d) {
+      return '<span class="' + kinds[d[0]] + '">' + escapeHtml(d[0] + ' ' + d[1]) + '</span>';
+    }).join('\n') + '</pre>';
+  }
+
+  /**
+   * An agent entry (src/chat.ts, Entry with `agent`): its steps, then, once it ended, how, the answer,
+   * each edit as a diff, the check, and Apply fix (a verified run) or why it cannot be applied, then
+   * what Apply did. `openSteps`: the indexes of the steps the user unfolded.
+   */
+  function renderAgent(entry, openSteps) {
+    const run = entry.agent;
+    const open = openSteps || [];
+    const out = run.steps.map(function (step) { return renderStep(step, open.indexOf(step.index) >= 0); });
+    const end = run.end;
+    if (entry.role === 'error') {
+      out.push('<p class="agent-error">' + escapeHtml(entry.text) + '</p>');
+    } else if (!end) {
+      out.push('<p class="waiting">step ' + (run.steps.length + 1) + ': working…</p>');
+    } else {
+      out.push('<p class="outcome">' + escapeHtml(end.outcome) + '</p>');
+      out.push('<div class="answer">' + renderMarkdown(end.answer) + '</div>');
+      end.edits.forEach(function (e) {
+        out.push('<div class="edit"><div class="file" title="' + escapeHtml(e.uri) + '">' + escapeHtml(e.label) + '</div>' +
+          renderDiff(e.diff) + '</div>');
+      });
+      if (end.check) {
+        const failed = end.check.failed && end.check.failed.length ? ' (failed: ' + end.check.failed.join(', ') + ')' : '';
+        out.push('<p class="check ' + escapeHtml(end.check.verdict) + '">Check: ' + escapeHtml(end.check.verdict) + ', ' +
+          escapeHtml(end.check.summary + failed) + '</p>');
+      }
+      const apply = run.apply;
+      if (end.verified) {
+        if (!apply || (apply.state === 'done' && !apply.applied)) {
+          out.push('<button class="agent-apply" data-id="' + Number(entry.id) + '" title="Apply the verified fix as one workspace edit">' +
+            'Apply fix</button>');
+        }
+      } else if (end.why) {
+        out.push('<p class="why">' + escapeHtml(end.why) + '</p>');
+      }
+      if (apply && apply.state === 'applying') {
+        out.push('<p class="waiting">applying…</p>');
+      } else if (apply) {
+        out.push(apply.applied ? '<p class="applied">Applied.' + (apply.reason ? ' ' + escapeHtml(apply.reason) : '') + '</p>'
+          : '<p class="not-applied">Not applied: ' + escapeHtml(apply.reason || 'the editor refused the edit') + '</p>');
+      }
+    }
+    return '<div class="agent">' + out.join('') + '</div>';
+  }
+
   if (typeof module !== 'undefined' && module.exports) {
-    module.exports = { renderMarkdown: renderMarkdown, escapeHtml: escapeHtml };
+    module.exports = { renderMarkdown: renderMarkdown, escapeHtml: escapeHtml, renderAgent: renderAgent, renderStep: renderStep };
     return;
   }
 
@@ -45,7 +118,18 @@
   const input = document.getElementById('input');
   const sendButton = document.getElementById('send');
   const stopButton = document.getElementById('stop');
+  const modeSelect = document.getElementById('mode');
   const nodes = new Map();  // entry id -> {entry, body}
+  const placeholders = {
+    chat: 'Ask about your code (Enter sends; the selection goes with it)',
+    agent: 'Describe the problem to fix (Enter starts the agent; the file and the selection go with it)',
+  };
+
+  function setMode(mode) {
+    modeSelect.value = mode;
+    input.placeholder = placeholders[mode];
+    stopButton.textContent = mode === 'agent' ? 'Cancel' : 'Stop';
+  }
 
   function renderEntry(entry) {
     let item = nodes.get(entry.id);
@@ -60,6 +144,20 @@
     }
     item.entry = entry;
     item.div.className = 'entry ' + entry.role;
+    if (entry.agent) {
+      // The steps the user unfolded stay unfolded when the entry is drawn again (a new step came).
+      const open = [];
+      item.body.querySelectorAll('details.step[open]').forEach(function (d) { open.push(Number(d.dataset.index)); });
+      item.body.innerHTML = renderAgent(entry, open);
+      item.body.querySelectorAll('.agent-apply').forEach(function (b) {
+        b.addEventListener('click', function () {
+          b.disabled = true;
+          vscode.postMessage({ type: 'agentApply', id: entry.id });
+        });
+      });
+      log.scrollTop = log.scrollHeight;
+      return;
+    }
     item.body.innerHTML = entry.role === 'user' ? '<p>' + escapeHtml(entry.text) + '</p>' :
       (entry.text ? renderMarkdown(entry.text) : '<p class="waiting">' + escapeHtml(entry.note || '…') + '</p>');
     // A code block of a reply: Insert at cursor, Copy, and Apply when the question was about a selection.
@@ -123,6 +221,7 @@
       nodes.clear();
       msg.entries.forEach(renderEntry);
       setBusy(msg.busy);
+      setMode(msg.mode || 'chat');
     } else if (msg.type === 'entry' || msg.type === 'done') {
       renderEntry(msg.entry);
     } else if (msg.type === 'delta') {
@@ -133,6 +232,8 @@
       }
     } else if (msg.type === 'busy') {
       setBusy(msg.busy);
+    } else if (msg.type === 'mode') {
+      setMode(msg.mode);
     }
   });
 
@@ -148,6 +249,10 @@
   }
   sendButton.addEventListener('click', send);
   stopButton.addEventListener('click', function () { vscode.postMessage({ type: 'stop' }); });
+  modeSelect.addEventListener('change', function () {
+    setMode(modeSelect.value);
+    vscode.postMessage({ type: 'mode', mode: modeSelect.value });
+  });
   // Typing paused for 500 ms: the question so far goes to the extension, which has the server read
   // the workspace code it will likely find (deepseek/assistAhead's draft).
   input.addEventListener('input', function () {

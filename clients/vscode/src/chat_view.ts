@@ -5,7 +5,8 @@
  * Insert at cursor / Copy / Apply (a workspace edit previewed as a diff by VS Code's
  * refactor preview before it is applied), and reading ahead (read_ahead.ts): the panel's
  * `deepseek/assistAhead` when it is shown or focused, after each answer and when the
- * selection changes while it is visible.
+ * selection changes while it is visible. In agent mode (the panel's Chat / Agent selector, the
+ * `deepseek.agent` command) the agent's steps (`deepseek/agentStep`) stream into the panel.
  */
 import * as vscode from 'vscode';
 
@@ -96,7 +97,10 @@ export class ChatView {
           },
         };
       },
-      label: (uri, range) => `${vscode.workspace.asRelativePath(vscode.Uri.parse(uri))}:${lineSpan(range)}`,
+      label: (uri, range) => {
+        const file = vscode.workspace.asRelativePath(vscode.Uri.parse(uri));
+        return range ? `${file}:${lineSpan(range)}` : file;
+      },
       insert: (code) => {
         const editor = this.lastEditor;
         if (!editor || editor.document.isClosed) {
@@ -117,6 +121,7 @@ export class ChatView {
     this.ahead = new ReadAhead(ctx, () => (this.view?.visible ? this.controller.aheadParams() : undefined));
     ctx.pushCleanup(this.ahead);
     ctx.onNotification(lsp.CHAT_DELTA, (params) => this.controller.onDelta(params));
+    ctx.onNotification(lsp.AGENT_STEP, (params) => this.controller.onAgentStep(params));
     ctx.pushCleanup(vscode.window.registerWebviewViewProvider('deepseek.chatView', {
       resolveWebviewView: (webviewView) => {
         this.view = webviewView;
@@ -155,7 +160,9 @@ function chatHtml(webview: vscode.Webview, media: vscode.Uri): string {
 <meta name="viewport" content="width=device-width, initial-scale=1.0">
 <link rel="stylesheet" href="${style}"><title>deepseek chat</title></head>
 <body><div id="log"></div>
-<div id="composer"><textarea id="input" rows="2" placeholder="Ask about your code (Enter sends; the selection goes with it)"></textarea>
+<div id="composer"><select id="mode" title="Chat: ask about your code. Agent: give it a problem to fix; it works in steps, runs the tests in the sandbox and proposes a verified fix.">
+<option value="chat">Chat</option><option value="agent">Agent</option></select>
+<textarea id="input" rows="2" placeholder="Ask about your code (Enter sends; the selection goes with it)"></textarea>
 <button id="send">Send</button><button id="stop" hidden>Stop</button></div>
 <script nonce="${nonce}" src="${script}"></script></body></html>`;
 }

@@ -6,6 +6,7 @@
 import * as path from 'path';
 import * as vscode from 'vscode';
 
+import { parseAgentArg } from './chat';
 import { ChatView, lineSpan } from './chat_view';
 import { Ctx, errorMessage } from './ctx';
 import * as lsp from './lsp_ext';
@@ -71,6 +72,30 @@ export function writeTests(ctx: Ctx): (arg: lsp.WriteTestsParams) => Promise<lsp
       vscode.window.showWarningMessage(`deepseek: no tests written: ${result.reason}`);
     }
     return result;
+  };
+}
+
+/**
+ * `deepseek.agent`: the code action `deepseek: Fix` (its `{message, uri, range}`), another caller's
+ * argument, or the palette's "Agent (fix a problem)" (no argument: the task is asked for and the
+ * active editor's file and selection go with it). The run is shown in the chat panel, in agent mode.
+ */
+export function agent(chat: ChatView): (arg: unknown) => Promise<lsp.AgentResult | undefined> {
+  return async (raw) => {
+    let arg = parseAgentArg(raw);
+    if (!arg) {
+      const message = await vscode.window.showInputBox({
+        title: 'deepseek: Agent', ignoreFocusOut: true,
+        prompt: 'What should the agent fix? It works in steps, runs the tests in the sandbox and proposes a fix you apply (the file and the selection go with it).',
+        placeHolder: 'e.g. test_parse_date fails with KeyError: \'tz\'',
+      });
+      if (!message?.trim()) {
+        return undefined;
+      }
+      arg = chat.controller.agentArg(message.trim());
+    }
+    await chat.focus();
+    return chat.controller.agent(arg);
   };
 }
 

@@ -32,6 +32,7 @@ export class Ctx {
   /** Run on every client that started: the notification handlers. */
   private readonly onStart: ((client: LanguageClient) => void)[] = [];
   private readonly codeActions = new Map<string, CodeActionHandler>();
+  private readonly serverCommands = new Map<string, (arg: unknown) => Thenable<unknown>>();
   private settingsTimer: NodeJS.Timeout | undefined;
 
   /** Fires when the client's state changes, when the server cannot be found, and after every start. */
@@ -112,6 +113,15 @@ export class Ctx {
     this.codeActions.set(command, handler);
   }
 
+  /**
+   * The server's command `command` runs `handler` here with its argument, whatever it is (a code
+   * action's, or none from the command palette, where package.json lists it); vscode-languageclient
+   * registers the server's commands as VS Code commands, so the extension cannot register them itself.
+   */
+  onServerCommand(command: lsp.CommandId, handler: (arg: unknown) => Thenable<unknown>): void {
+    this.serverCommands.set(command, handler);
+  }
+
   /** Start the server, or say why it cannot be started. */
   async start(): Promise<void> {
     const config = vscode.workspace.getConfiguration('deepseek');
@@ -189,6 +199,10 @@ export class Ctx {
         // Code actions chosen from the light bulb run here so their results reach the chat panel and notifications.
         executeCommand: (command, args, next) => {
           const arg: unknown = args?.[0];
+          const own = this.serverCommands.get(command);
+          if (own) {
+            return own(arg);
+          }
           const handler = this.codeActions.get(command);
           if (!handler || !isCodeParams(arg)) {
             return next(command, args);

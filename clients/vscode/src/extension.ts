@@ -1,7 +1,7 @@
 /**
  * deepseek-lsp for VS Code: starts the `deepseek-lsp` language server over stdio and wires
  * inline completions (LSP 3.18 `textDocument/inlineCompletion`, through vscode-languageclient),
- * the Explain / Refactor / Write tests commands, the chat panel and the status-bar item.
+ * the Explain / Refactor / Write tests commands, the chat panel (and its agent mode) and the status-bar item.
  * Everything smart lives in the server; the contract is docs/PROTOCOL.md (lsp_ext.ts).
  *
  * The layout follows rust-analyzer's editors/code: ctx.ts owns the language client,
@@ -27,6 +27,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   ctx.onCodeAction(COMMANDS.explain, commands.explain(chat));
   ctx.onCodeAction(COMMANDS.refactor, commands.refactor(ctx));
   ctx.onCodeAction(COMMANDS.writeTests, commands.writeTests(ctx));
+  // deepseek: Fix (a code action) and the palette's Agent: the run streams into the chat panel in agent mode.
+  ctx.onServerCommand(COMMANDS.agent, commands.agent(chat));
 
   ctx.registerCommand('deepseek.explainSelection', commands.explainSelection(chat));
   ctx.registerCommand('deepseek.refactorSelection', commands.refactorSelection(ctx));

@@ -1,7 +1,7 @@
 /**
  * deepseek-lsp's extensions to LSP, as docs/PROTOCOL.md documents them: the `deepseek.*`
  * commands of `workspace/executeCommand` with the type of their one argument and of their
- * result, the `deepseek/chatDelta` and `deepseek/assistAhead` notifications and the diagnostic
+ * result, the `deepseek/chatDelta`, `deepseek/agentStep` and `deepseek/assistAhead` notifications and the diagnostic
  * codes, and one typed `executeCommand` for them all. Change them only together with
  * docs/PROTOCOL.md.
  *
@@ -295,6 +295,92 @@ export interface ChatResetResult {
   reset: true;
 }
 
+// -- the agent: deepseek.agent, deepseek.agentApply, deepseek/agentStep -------------------------
+
+/** The task in words; the file and lines it is about (their code is added to the task). */
+export interface AgentParams {
+  message: string;
+  uri?: string;
+  range?: Range;
+  /** pytest node ids the task is about (relative to the workspace folder); run in the verification too. */
+  tests?: string[];
+  /** 1-30, default 8. */
+  maxSteps?: number;
+}
+
+/** One Thought -> Action -> Observation turn, sent as `deepseek/agentStep` when its tool has answered. */
+export interface AgentStep {
+  /** 1-based. */
+  index: number;
+  thought: string;
+  /** The tool called; `malformed` for a turn without a valid call. */
+  tool: string;
+  /** Null for a malformed turn. */
+  arguments: Record<string, unknown> | null;
+  /** What the tool answered (at most 2,400 characters). */
+  observation: string;
+  /** False for a malformed call, a refusal, a tool's error or a failing run. */
+  ok: boolean;
+  seconds: number;
+  tokens: number;
+}
+
+export interface AgentStepParams {
+  runId: string;
+  step: AgentStep;
+}
+
+export const AGENT_STEP = new lc.NotificationType<AgentStepParams>('deepseek/agentStep');
+
+/** A proposed edit: in `uri`, `old` (found exactly once) replaced by `new`; nothing is written by the run. */
+export interface AgentEdit {
+  uri: string;
+  old: string;
+  new: string;
+}
+
+/** How the proposed edits fared against the workspace's tests that cover them, in the sandbox. */
+export interface AgentCheck {
+  /** `unverified`: nothing could be run (`summary` says why). */
+  verdict: 'passed' | 'failed' | 'unverified';
+  summary: string;
+  /** The tests run. */
+  tests: string[];
+  /** The tests that failed. */
+  failed: string[];
+}
+
+export type AgentOutcome = 'finished' | 'budget' | 'cancelled' | 'error';
+
+export interface AgentResult {
+  runId: string;
+  /** `error`: `answer` says why. */
+  outcome: AgentOutcome;
+  answer: string;
+  model: string;
+  promptVersion: string;
+  steps: AgentStep[];
+  edits: AgentEdit[];
+  /** Null without edits. */
+  check: AgentCheck | null;
+  /** Finished with edits whose check passed: only then can `deepseek.agentApply` apply them. */
+  verified: boolean;
+  seconds: number;
+  /** Steps without a valid tool call. */
+  malformed: number;
+}
+
+/** One of the server's 16 latest runs. */
+export interface AgentApplyParams {
+  runId: string;
+}
+
+/** The run's edits as one versioned `workspace/applyEdit`, only when verified and the files are as the agent read them. */
+export interface AgentApplyResult {
+  applied: boolean;
+  reason: string;
+}
+
 // -- the commands, by id ----------------------------------------------------------------------
 
 /** Every command of `executeCommandProvider.commands`: its one argument and its result. */
@@ -307,6 +393,8 @@ export interface CommandTypes {
   'deepseek.chat': { arg: ChatParams; result: ChatResult };
   'deepseek.chatHistory': { arg: ChatHistoryParams; result: ChatHistoryResult };
   'deepseek.chatReset': { arg: ChatResetParams; result: ChatResetResult };
+  'deepseek.agent': { arg: AgentParams; result: AgentResult };
+  'deepseek.agentApply': { arg: AgentApplyParams; result: AgentApplyResult };
 }
 
 export type CommandId = keyof CommandTypes;
@@ -323,6 +411,8 @@ export const COMMANDS = {
   chat: 'deepseek.chat',
   chatHistory: 'deepseek.chatHistory',
   chatReset: 'deepseek.chatReset',
+  agent: 'deepseek.agent',
+  agentApply: 'deepseek.agentApply',
 } as const satisfies Record<string, CommandId>;
 
 /** The commands a code action runs (`textDocument/codeAction`), each with `{uri, range}`. */

@@ -3,7 +3,8 @@
 // file of its choosing and run generated tests without a sandbox. The user answers VS Code's
 // trust prompt "No". Checked: the server still starts with the user's own settings (the
 // local default model loads), nothing reaches the workspace's server, and Write tests is
-// refused. A screenshot of the refusal is saved.
+// refused, as is the agent of the palette's "deepseek: Agent (fix a problem)" (the chat panel
+// opens in agent mode and shows why). A screenshot of the Write tests refusal is saved.
 //   node tests/untrusted-vscode.mjs --code-server BIN --vsix FILE --server DEEPSEEK_LSP --screenshot OUT.png
 import fs from 'node:fs';
 import http from 'node:http';
@@ -80,6 +81,18 @@ try {
   await page.screenshot({ path: args.screenshot });
   step(`screenshot: ${args.screenshot}`);
 
+  step('the agent from the palette: the task is asked for, the chat panel opens in agent mode and shows the refusal');
+  await palette(page, 'deepseek: Agent (fix a problem)');
+  await page.locator('.quick-input-widget', { hasText: /What should the agent fix/ }).waitFor({ timeout: 20000 });
+  await page.locator('.quick-input-widget input').fill('area() must reject negative sizes');
+  await page.keyboard.press('Enter');
+  const webview = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
+  const agentRefusal = webview.locator('.entry.error .agent-error', { hasText: /not trusted/ });
+  await agentRefusal.waitFor({ timeout: 60000 });
+  const agentMode = await webview.locator('#mode').inputValue();
+  if (agentMode !== 'agent') throw new Error(`the panel is in ${agentMode} mode after the agent command`);
+  const agentText = (await agentRefusal.innerText()).trim();
+
   step('a suggestion is asked for: it is answered by the local model, nothing goes to the workspace\'s server');
   await palette(page, 'deepseek: Suggest here');
   await page.waitForTimeout(3000);
@@ -87,6 +100,7 @@ try {
   if (fs.readdirSync(workspace).some((f) => f.startsWith('test_') || f === 'tests')) throw new Error('tests were written');
   console.log(`untrusted status bar: ${statusText}`);
   console.log(`untrusted write tests: ${refusalText}`);
+  console.log(`untrusted agent (panel in ${agentMode} mode): ${agentText}`);
   console.log(`untrusted requests to the workspace's server: ${received.length}`);
 } catch (err) {
   failed = true;

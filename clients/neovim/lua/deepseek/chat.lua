@@ -34,6 +34,9 @@ local function append(text)
   vim.api.nvim_buf_set_lines(bufnr, last - 1, last, false, lines)
 end
 
+--- Append `text` to the chat buffer (its last line continues; a line break starts a new one).
+M.append = append
+
 --- `path:line` of each reference ({uri, range}), comma-separated.
 local function reference_list(references)
   local refs = {}

@@ -38,7 +38,12 @@ function M.setup(opts)
       params.initializationOptions = vim.tbl_extend('force', {}, settings,
         { workspaceTrusted = require('deepseek.trust').is_trusted(config.root_dir) })
     end,
-    handlers = { ['deepseek/chatDelta'] = function(_, result) require('deepseek.chat').on_delta(result) end },
+    handlers = {
+      ['deepseek/chatDelta'] = function(_, result) require('deepseek.chat').on_delta(result) end,
+      ['deepseek/agentStep'] = function(_, result) require('deepseek.agent').on_step(result) end,
+    },
+    -- The code action `deepseek: Fix` runs the agent here, so its steps and fix show in the chat buffer.
+    commands = { ['deepseek.agent'] = function(command, ctx) require('deepseek.agent').command(command, ctx) end },
   })
   vim.lsp.enable('deepseek')
   require('deepseek.inline').attach(cfg)

@@ -2,14 +2,15 @@
 // vscode-languageclient does: package.json's settings are accepted as they are, a suggestion
 // arrives through textDocument/inlineCompletion, and the chat panel's controller streams
 // deepseek/chatDelta, keeps its session, has the server read ahead after an answer
-// (deepseek/assistAhead), shows Explain results and restores the session.
+// (deepseek/assistAhead), shows Explain results and restores the session; the agent mode runs the
+// server's deepseek: Fix argument and shows the server's refusal in an untrusted workspace.
 import * as assert from 'node:assert/strict';
 import * as fs from 'fs';
 import * as path from 'path';
 import { after, before, test } from 'node:test';
 import { InlineCompletionRequest, InlineCompletionTriggerKind } from 'vscode-languageserver-protocol/node';
 
-import { ChatController, ChatServer, Range, ToPanel } from '../chat';
+import { ChatController, ChatServer, parseAgentArg, Range, ToPanel } from '../chat';
 import type { AssistAheadParams, StatusResult } from '../lsp_ext';
 import { statusView } from '../status';
 import { defaultSettings, Hole, holeWorkspace, Server, startServer, waitForModel } from './server';
@@ -70,7 +71,7 @@ function panel(): { chat: ChatController; posts: ToPanel[]; ahead: AssistAheadPa
     post: (m) => posts.push(JSON.parse(JSON.stringify(m)) as ToPanel),  // a copy, as a webview receives it
     open: () => undefined,
     context: () => ({ uri: hole.uri, range, version: 1 }),
-    label: (uri, r) => `${path.basename(uri)}:${r.start.line + 1}-${r.end.line}`,
+    label: (uri, r) => (r ? `${path.basename(uri)}:${r.start.line + 1}-${r.end.line}` : path.basename(uri)),
     insert: () => undefined,
     copy: () => undefined,
     apply: () => undefined,
@@ -138,4 +139,32 @@ test('a reopened panel restores the latest session from the server', async () =>
   assert.ok(shown && shown.entries.length >= 2, JSON.stringify(posts));
   assert.equal(shown.entries[0].role, 'user');
   assert.ok(chat.sessionId);
+});
+
+test('agent mode against the server: deepseek: Fix carries the run\'s argument; an untrusted workspace is refused in the panel', async () => {
+  // The code action the server offers for a problem the editor shows: the panel runs its argument as it is.
+  const line = hole.line - 1;
+  const diagnostic = { range: { start: { line, character: 8 }, end: { line, character: 12 } }, message: 'F821 undefined name',
+    source: 'ruff', severity: 1 };
+  const actions: any[] = await server.connection.sendRequest('textDocument/codeAction', {
+    textDocument: { uri: hole.uri }, range: diagnostic.range, context: { diagnostics: [diagnostic], triggerKind: 1 },
+  }) as any[];
+  const fix = actions.find((a) => a.title === 'deepseek: Fix');
+  assert.ok(fix, JSON.stringify(actions.map((a) => a.title)));
+  assert.equal(fix.command.command, 'deepseek.agent');
+  const arg = parseAgentArg(fix.command.arguments[0]);
+  assert.deepEqual(arg, { message: `Fix this problem reported by ruff at line ${line + 1}: F821 undefined name`, uri: hole.uri,
+    range: { start: { line, character: 0 }, end: { line: line + 1, character: 0 } } });
+  // This workspace was not trusted (no workspaceTrusted at initialize): the agent would run its code.
+  const { chat, posts } = panel();
+  const steps: unknown[] = [];
+  server.connection.onNotification('deepseek/agentStep', (p: any) => { steps.push(p); chat.onAgentStep(p); });
+  assert.equal(await chat.agent(arg!), undefined);
+  const entry = chat.entries[1];
+  assert.equal(entry.role, 'error');
+  assert.match(entry.text, /^deepseek: this workspace is not trusted.*trust the workspace/);
+  assert.deepEqual(steps, []);
+  assert.deepEqual(posts.filter((p) => p.type === 'busy'), [{ type: 'busy', busy: true }, { type: 'busy', busy: false }]);
+  // Apply fix of a run the server does not have: its sentence, not a crash.
+  await assert.rejects(server.execute('deepseek.agentApply', { runId: 'no-such-run' }), /latest agent runs/);
 });

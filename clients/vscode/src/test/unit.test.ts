@@ -7,15 +7,15 @@ import * as path from 'path';
 import { test } from 'node:test';
 
 import { chatAhead, CHAT_REST_MS, EditorMoment, HOVER_REST_MS, hoverAhead, nextSignal, onName } from '../ahead';
-import { applyText, ChatController, parseFromPanel, Range, ToPanel } from '../chat';
+import { applyText, ChatController, editDiff, Entry, parseAgentArg, parseFromPanel, Range, ToPanel } from '../chat';
 import { LANGUAGES } from '../languages';
-import type { AssistAheadParams } from '../lsp_ext';
+import type { AgentResult, AgentStep, AssistAheadParams } from '../lsp_ext';
 import { CLIENT_KEYS, INSTALL_HINT, parseServerLog, resolveServer, serverKeys, serverSettings } from '../settings';
 import { PartialStatus, statusView } from '../status';
 import { PACKAGE_JSON } from './server';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
-const { renderMarkdown } = require('../../media/chat.js');
+const { renderMarkdown, renderAgent } = require('../../media/chat.js');
 
 test('package.json declares every server setting under deepseek.* beside the client keys', () => {
   const keys = serverKeys(PACKAGE_JSON);
@@ -48,7 +48,7 @@ test('resolveServer finds an executable on PATH, expands paths, and says how to 
   fs.rmSync(dir, { recursive: true });
 });
 
-test('parseFromPanel accepts the ten panel messages and rejects malformed ones', () => {
+test('parseFromPanel accepts the twelve panel messages and rejects malformed ones', () => {
   const range: Range = { start: { line: 1, character: 0 }, end: { line: 3, character: 0 } };
   assert.deepEqual(parseFromPanel({ type: 'send', text: '  why?  ' }), { type: 'send', text: 'why?' });
   assert.deepEqual(parseFromPanel({ type: 'copy', id: 4, code: 'x = 1\n' }), { type: 'copy', code: 'x = 1\n' });
@@ -57,7 +57,10 @@ test('parseFromPanel accepts the ten panel messages and rejects malformed ones',
   assert.deepEqual(parseFromPanel({ type: 'ready', extra: 1 }), { type: 'ready' });
   assert.deepEqual(parseFromPanel({ type: 'focus' }), { type: 'focus' });
   assert.deepEqual(parseFromPanel({ type: 'draft', text: 'what does ' }), { type: 'draft', text: 'what does ' });
-  for (const bad of [null, 'send', {}, { type: 'send', text: '   ' }, { type: 'send', text: 3 }, { type: 'open', uri: 'x' },
+  assert.deepEqual(parseFromPanel({ type: 'mode', mode: 'agent' }), { type: 'mode', mode: 'agent' });
+  assert.deepEqual(parseFromPanel({ type: 'agentApply', id: 7 }), { type: 'agentApply', id: 7 });
+  for (const bad of [null, 'send', {}, { type: 'mode', mode: 'auto' }, { type: 'mode' }, { type: 'agentApply', id: '7' },
+    { type: 'agentApply' }, { type: 'send', text: '   ' }, { type: 'send', text: 3 }, { type: 'open', uri: 'x' },
     { type: 'open', uri: 'x', range: { start: { line: -1, character: 0 }, end: { line: 0, character: 0 } } }, { type: 'eval' },
     { type: 'insert', code: '' }, { type: 'copy' }, { type: 'draft' }, { type: 'draft', text: 7 }, { type: 'apply', id: 1.5, code: 'x' }, { type: 'apply', code: 'x' }]) {
     assert.equal(parseFromPanel(bad), undefined, JSON.stringify(bad));
@@ -77,7 +80,7 @@ function recordingHost(context: { uri: string; range?: Range; version?: number }
       open: (uri: string, range: Range) => opened.push([uri, range]),
       context: () => context,
       readAhead: (p: AssistAheadParams) => { ahead.push(p); },
-      label: (uri: string, range: Range) => `${path.basename(uri)}:${range.start.line + 1}`,
+      label: (uri: string, range?: Range) => (range ? `${path.basename(uri)}:${range.start.line + 1}` : path.basename(uri)),
       insert: (c: string) => { code.push(['insert', c]); },
       copy: (c: string) => { code.push(['copy', c]); },
       apply: (t: { uri: string }, c: string) => { code.push(['apply ' + t.uri, c]); },
@@ -126,7 +129,7 @@ test('the panel: a failed request becomes an error entry and the panel is not le
   assert.deepEqual(posts[posts.length - 1], { type: 'busy', busy: false });
   assert.equal(chat.busy, false);
   await chat.handle({ type: 'new' });
-  assert.deepEqual(posts[posts.length - 1], { type: 'entries', entries: [], busy: false });
+  assert.deepEqual(posts[posts.length - 1], { type: 'entries', entries: [], busy: false, mode: 'chat' });
   assert.equal(chat.sessionId, undefined);
 });
 
@@ -234,6 +237,192 @@ test('the panel reads ahead after an answer, with the answer\'s session, and not
   release!();
   await pending;
   assert.deepEqual(ahead, [{ task: 'chat', uri: 'file:///w/config.py', sessionId: 'new-session' }]);  // the draft was sent
+});
+
+// -- the agent mode ---------------------------------------------------------------------------
+
+test('package.json lists deepseek.agent for the palette ("deepseek: Agent (fix a problem)"), the server command the extension handles', () => {
+  // (lsp_ext.ts's COMMANDS cannot be loaded here: it needs vscode; its ids are checked against the server in protocol.test.ts.)
+  const cmd = PACKAGE_JSON.contributes.commands.find((c: { command: string }) => c.command === 'deepseek.agent');
+  assert.ok(cmd, 'deepseek.agent is contributed');
+  assert.equal(`${cmd.category}: ${cmd.title}`, 'deepseek: Agent (fix a problem)');
+  // Not contributed: it needs a run's id, which only the panel's Apply fix has.
+  assert.ok(!PACKAGE_JSON.contributes.commands.some((c: { command: string }) => c.command === 'deepseek.agentApply'));
+});
+
+test('parseAgentArg: the Fix code action\'s {message, uri, range} is run as it is; no message (the palette) asks for one', () => {
+  const range: Range = { start: { line: 4, character: 0 }, end: { line: 5, character: 0 } };
+  const fix = { message: 'Fix this problem reported by ruff at line 5: F821 undefined name', uri: 'file:///w/a.py', range };
+  assert.deepEqual(parseAgentArg(fix), fix);
+  assert.deepEqual(parseAgentArg({ ...fix, tests: ['tests/test_a.py::test_x'], maxSteps: 4, extra: 1 }),
+    { ...fix, tests: ['tests/test_a.py::test_x'], maxSteps: 4 });
+  assert.deepEqual(parseAgentArg({ message: '  fix it ', uri: 'file:///w/a.py', range: { start: { line: -1 } } }),
+    { message: 'fix it', uri: 'file:///w/a.py' });
+  for (const none of [undefined, null, {}, { message: '   ' }, { uri: 'file:///w/a.py', range }, 'fix it']) {
+    assert.equal(parseAgentArg(none), undefined, JSON.stringify(none));
+  }
+});
+
+test('editDiff: an edit as a small diff, the lines old and new share kept as context (2 at most)', () => {
+  const old = 'def f(x):\n    a = 1\n    b = 2\n    return x + 1\n';
+  const now = 'def f(x):\n    a = 1\n    b = 2\n    return x - 1\n';
+  assert.deepEqual(editDiff(old, now), [[' ', '    a = 1'], [' ', '    b = 2'], ['-', '    return x + 1'], ['+', '    return x - 1']]);
+  assert.deepEqual(editDiff('x = 1', 'x = 1\ny = 2'), [[' ', 'x = 1'], ['+', 'y = 2']]);
+  assert.deepEqual(editDiff('a\nb\nc', 'a\nc'), [[' ', 'a'], ['-', 'b'], [' ', 'c']]);
+});
+
+function step(index: number, tool: string, ok = true, observation = 'fine'): AgentStep {
+  return { index, thought: `thinking ${index}`, tool, arguments: tool === 'malformed' ? null : { path: 'a.py' }, observation, ok,
+    seconds: 1.25, tokens: 30 };
+}
+
+function agentResult(over: Partial<AgentResult> = {}): AgentResult {
+  return {
+    runId: 'run1', outcome: 'finished', answer: 'Fixed the **off-by-one**.', model: 'm', promptVersion: 'agent@v1',
+    steps: [step(1, 'read_file'), step(2, 'propose_edit'), step(3, 'finish')],
+    edits: [{ uri: 'file:///w/a.py', old: 'return x + 1\n', new: 'return x - 1\n' }],
+    check: { verdict: 'passed', summary: '2 tests pass with the edit', tests: ['t1', 't2'], failed: [] },
+    verified: true, seconds: 41.4, malformed: 0, ...over,
+  };
+}
+
+/** A server that answers deepseek.agent when `finish` is called, and records every request. */
+function agentServer(result: AgentResult, applyAnswer = { applied: true, reason: '' }) {
+  const calls: [string, unknown][] = [];
+  let finish: (() => void) | undefined;
+  const server = {
+    execute: (command: string, arg: unknown, signal?: AbortSignal) => {
+      calls.push([command, arg]);
+      if (command === 'deepseek.agentApply') {
+        return Promise.resolve(applyAnswer as never);
+      }
+      return new Promise<never>((resolve, reject) => {
+        finish = () => resolve(result as never);
+        signal?.addEventListener('abort', () => reject(new Error('cancelled')));
+      });
+    },
+  };
+  return { server, calls, finish: () => finish!() };
+}
+
+test('agent mode: a message runs deepseek.agent with the file and selection; steps stream in; a verified fix can be applied', async () => {
+  const range: Range = { start: { line: 2, character: 0 }, end: { line: 4, character: 0 } };
+  const { host, posts, ahead } = recordingHost({ uri: 'file:///w/a.py', range, version: 3 });
+  const { server, calls, finish } = agentServer(agentResult());
+  const chat = new ChatController(server, host);
+  await chat.handle({ type: 'mode', mode: 'agent' });
+  assert.deepEqual(posts, [{ type: 'mode', mode: 'agent' }]);
+  assert.deepEqual(ahead, [], 'no chat prompt is read ahead in agent mode');
+  const pending = chat.handle({ type: 'send', text: 'test_f fails: f(2) is 3' });
+  assert.deepEqual(calls, [['deepseek.agent', { message: 'test_f fails: f(2) is 3', uri: 'file:///w/a.py', range }]]);
+  const entry = chat.entries[1];
+  assert.equal(entry.role, 'agent');
+  chat.onAgentStep({ runId: 'run1', step: step(1, 'read_file') });
+  chat.onAgentStep({ runId: 'run1', step: step(1, 'read_file') });  // the same step again: once
+  chat.onAgentStep({ runId: 'other', step: step(2, 'run_tests') });  // another run's: not ours
+  chat.onAgentStep({ runId: 'run1', step: { index: 'x' } } as never);
+  chat.onAgentStep(null as never);
+  const streamed = posts.filter((p): p is Extract<ToPanel, { type: 'entry' }> => p.type === 'entry' && p.entry.id === entry.id);
+  assert.equal(streamed.length, 2, 'the entry, then once with its first step');
+  assert.deepEqual(entry.agent?.steps.map((s) => s.index), [1]);
+  assert.equal(chat.busy, true);
+  finish();
+  await pending;
+  assert.equal(chat.busy, false);
+  assert.deepEqual(entry.agent?.steps.map((s) => s.tool), ['read_file', 'propose_edit', 'finish']);
+  assert.deepEqual(entry.agent?.end, {
+    outcome: 'Finished after 3 steps (41 s).', answer: 'Fixed the **off-by-one**.',
+    edits: [{ uri: 'file:///w/a.py', label: 'a.py', diff: [['-', 'return x + 1'], ['+', 'return x - 1']] }],
+    check: { verdict: 'passed', summary: '2 tests pass with the edit', tests: ['t1', 't2'], failed: [] }, verified: true, why: undefined,
+  });
+  await chat.handle({ type: 'agentApply', id: entry.id });
+  assert.deepEqual(calls[1], ['deepseek.agentApply', { runId: 'run1' }]);
+  assert.deepEqual(entry.agent?.apply, { state: 'done', applied: true, reason: '' });
+  await chat.handle({ type: 'agentApply', id: entry.id });  // applied: not again
+  assert.equal(calls.length, 2);
+  // Back to chat: the next message is a chat question again.
+  await chat.handle({ type: 'mode', mode: 'chat' });
+  assert.equal(chat.mode, 'chat');
+});
+
+test('agent mode: an unverified fix offers no Apply and says why; Cancel stops the request and keeps the steps seen', async () => {
+  const failed = agentResult({ verified: false, check: { verdict: 'failed', summary: '1 of 2 tests fails with the edit: t2', tests: ['t1', 't2'], failed: ['t2'] } });
+  const { host } = recordingHost({ uri: 'file:///w/a.py', version: 1 });
+  const first = agentServer(failed);
+  const chat = new ChatController(first.server, host);
+  const pending = chat.agent({ message: 'fix f', uri: 'file:///w/a.py' });
+  first.finish();
+  assert.equal((await pending)?.runId, 'run1');
+  const entry = chat.entries[1];
+  assert.equal(entry.agent?.end?.why, 'Not verified, so not applicable: 1 of 2 tests fails with the edit: t2');
+  await chat.handle({ type: 'agentApply', id: entry.id });
+  assert.deepEqual(first.calls.map((c) => c[0]), ['deepseek.agent'], 'no apply for an unverified run');
+  assert.equal(chat.mode, 'agent', 'a run from the command (deepseek: Fix) puts the panel in agent mode');
+  assert.equal(chat.aheadParams(), undefined);
+  // A run without edits, and one that ran out of steps.
+  assert.equal((await agentEnd(agentResult({ verified: false, edits: [], check: null })))?.why, 'No edit was proposed: nothing to apply.');
+  const budget = await agentEnd(agentResult({ verified: false, outcome: 'budget', malformed: 2 }));
+  assert.equal(budget?.why, 'Not applicable: the run did not finish (budget).');
+  assert.equal(budget?.outcome, 'Stopped at the step or time budget after 3 steps (41 s); 2 without a valid tool call.');
+
+  const slow = agentServer(failed);
+  const stopped = new ChatController(slow.server, host);
+  const running = stopped.agent({ message: 'fix f' });
+  stopped.onAgentStep({ runId: 'run9', step: step(1, 'run_tests', false, 'FAILED t2') });
+  await stopped.handle({ type: 'stop' });
+  assert.equal(await running, undefined);
+  const cancelled = stopped.entries[1];
+  assert.equal(cancelled.role, 'error');
+  assert.equal(cancelled.text, 'Stopped.');
+  assert.deepEqual(cancelled.agent?.steps.map((s) => [s.tool, s.ok]), [['run_tests', false]]);
+  // A late step of the stopped run is not taken for the next run's first.
+  const next = stopped.agent({ message: 'again' });
+  stopped.onAgentStep({ runId: 'run9', step: step(2, 'finish') });
+  assert.deepEqual(stopped.entries[3].agent?.steps, []);
+  await stopped.handle({ type: 'stop' });
+  await next;
+});
+
+/** The panel's end of a run that answers `result` at once. */
+async function agentEnd(result: AgentResult) {
+  const { server, finish } = agentServer(result);
+  const chat = new ChatController(server, recordingHost().host);
+  const pending = chat.agent({ message: 'x' });
+  finish();
+  await pending;
+  return chat.entries[1].agent?.end;
+}
+
+test('the webview renders an agent run: steps as collapsible blocks (failed ones marked), then the diff, the check and Apply fix', () => {
+  const entry: Entry = { id: 5, role: 'agent', text: '', agent: { runId: 'r', steps: [step(1, 'read_file'), step(2, 'malformed', false, 'no <tool_call>')] } };
+  const running = renderAgent(entry, [2]);
+  assert.match(running, /<details class="step ok" data-index="1"><summary>\[step 1\] read_file <span class="status">ok<\/span> · 1\.3 s<\/summary>/);
+  assert.match(running, /<details class="step failed" data-index="2" open><summary>\[step 2\] malformed <span class="status">failed<\/span>/);
+  assert.match(running, /<pre class="call"><code>read_file \{&quot;path&quot;:&quot;a\.py&quot;\}<\/code><\/pre>/);
+  assert.match(running, /<pre class="observation">no &lt;tool_call&gt;<\/pre>/);
+  assert.match(running, /step 3: working…/);
+  const end = {
+    outcome: 'Finished after 2 steps (9 s).', answer: 'Use `-`.', verified: true, why: undefined,
+    edits: [{ uri: 'file:///w/a.py', label: 'a.py', diff: [[' ', 'def f(x):'], ['-', '  return x + 1'], ['+', '  return x - 1']] }],
+    check: { verdict: 'passed', summary: '2 tests pass', tests: ['t1', 't2'], failed: [] },
+  } as const;
+  const done = renderAgent({ ...entry, agent: { ...entry.agent, end } });
+  assert.ok(done.includes('<pre class="diff"><span class="same">  def f(x):</span>\n<span class="del">-   return x + 1</span>\n' +
+    '<span class="add">+   return x - 1</span></pre>'), done);
+  assert.ok(done.includes('<p class="check passed">Check: passed, 2 tests pass</p>'));
+  assert.ok(done.includes('<button class="agent-apply" data-id="5"'));
+  assert.ok(done.includes('<div class="answer"><p>Use <code>-</code>.</p></div>') && !done.includes('working'));
+  const applied = renderAgent({ ...entry, agent: { ...entry.agent, end, apply: { state: 'done', applied: true, reason: '' } } });
+  assert.ok(applied.includes('<p class="applied">Applied.</p>') && !applied.includes('agent-apply'));
+  const refused = renderAgent({ ...entry, agent: { ...entry.agent, end, apply: { state: 'done', applied: false, reason: 'a.py changed since' } } });
+  assert.ok(refused.includes('Not applied: a.py changed since') && refused.includes('agent-apply'));
+  const unverified = renderAgent({ ...entry, agent: { ...entry.agent, end: { ...end, verified: false, why: 'Not verified, so not applicable: <t2> fails',
+    check: { verdict: 'failed', summary: '1 fails', tests: ['t2'], failed: ['t2'] } } } });
+  assert.ok(!unverified.includes('agent-apply'));
+  assert.ok(unverified.includes('<p class="why">Not verified, so not applicable: &lt;t2&gt; fails</p>'));
+  assert.ok(unverified.includes('<p class="check failed">Check: failed, 1 fails (failed: t2)</p>'));
+  const stopped = renderAgent({ ...entry, role: 'error', text: 'Stopped.' });
+  assert.ok(stopped.includes('data-index="2"') && stopped.includes('<p class="agent-error">Stopped.</p>') && !stopped.includes('working'));
 });
 
 test('the status text: loading, loaded with index, a resource warning, a remote backend', () => {
