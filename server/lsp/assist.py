@@ -244,19 +244,19 @@ async def code_action(ls: DeepseekLanguageServer,
             service.prefill_at(snapshot(doc, params.range.start), ls.settings)
         except InvalidPosition:
             pass
+    fixes = _fixes(uri, params.context.diagnostics)  # a problem anywhere, also outside a definition
     if path is None or grammar_for(path.name) is None:
-        return None
+        return fixes or None
     rng = params.range
     if rng.start == rng.end:
         parsed = await ls.parses.get(uri, doc.version, path.name, doc.source)
         found = parsed.definition_at(rng.start.line) if parsed is not None else None
         if found is None:
-            return None
+            return fixes or None
         rng = lines_range(found.start_line, found.end_line)
     return lsp_code_actions(uri, rng, [("Explain", CMD_EXPLAIN, types.CodeActionKind.Empty),
                                        ("Refactor", CMD_REFACTOR, types.CodeActionKind.RefactorRewrite),
-                                       ("Write tests", CMD_WRITE_TESTS, types.CodeActionKind.Source)]) + \
-        _fixes(uri, params.context.diagnostics)
+                                       ("Write tests", CMD_WRITE_TESTS, types.CodeActionKind.Source)]) + fixes
 
 
 def _fixes(uri: str, diagnostics: list[types.Diagnostic]) -> list[types.CodeAction]:
