@@ -77,12 +77,19 @@ class Step:
 
 @dataclass(frozen=True)
 class ProposedEdit:
-    """An edit the agent proposed (``propose_edit``): in ``path`` (absolute), ``old`` replaced by ``new``.
+    """An edit the agent proposed (``propose_edit``): in ``path`` (absolute), ``old`` replaced by ``new``
+    at character ``at`` of the file as it was with the earlier edits (-1: its only occurrence).
     Recorded, never written: the user applies it after it is verified."""
 
     path: Path
     old: str
     new: str
+    at: int = -1
+
+    def apply(self, text: str) -> str:
+        """``text`` with this edit made."""
+        at = text.find(self.old) if self.at < 0 else self.at
+        return text[:at] + self.new + text[at + len(self.old):] if at >= 0 else text
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,7 @@ class Toolbox:
         text = self._originals[p]
         for e in self.edits:
             if e.path == p:
-                text = text.replace(e.old, e.new, 1)
+                text = e.apply(text)
         return text
 
     def original(self, p: Path) -> str:
@@ -298,6 +298,8 @@ def _read_file(box: Toolbox, path: str, start_line: int = 1, end_line: int = 0) 
         raise Refused(f"{rel} lines {start}-{end} are already shown above (in the task); read other lines, or "
                       "act on what you have read")
     shown = "\n".join(f"{n:>5} {lines[n - 1]}" for n in range(start, end + 1))
+    if not any(e.path == p for e in box.edits):  # line numbers of the file as it is: the model has seen them
+        box.shown.append((rel, start, end))
     more = f"\n({len(lines)} lines in all; read more with start_line={end + 1})" if end < len(lines) else ""
     return Observation(f"{box.relative(p)}, lines {start}-{end}:\n{shown}{more}")
 
@@ -333,19 +335,41 @@ def _propose_edit(box: Toolbox, path: str, old: str, new: str) -> Observation:
         raise Refused("new is the same as old: nothing would change")
     if is_test_file(p.relative_to(box.root.resolve())):
         raise Refused(f"{box.relative(p)} is a test: the agent fixes the code, not the tests that judge the fix")
-    count = text.count(old)
-    if count != 1:
-        raise Refused(f"old occurs {count} times in {box.relative(p)}; it must occur exactly once (copy it from "
-                      "read_file, without the line numbers, with enough lines to be unique)")
-    after = text.replace(old, new, 1)
+    at = _the_occurrence(box, p, text, old)
+    after = text[:at] + new + text[at + len(old):]
     if p.suffix == ".py":
         try:
             ast.parse(after)
         except SyntaxError as e:
             raise Refused(f"with this edit {box.relative(p)} no longer parses ({e.msg}, line {e.lineno})") from None
-    box.edits.append(ProposedEdit(p, old, new))
+    box.edits.append(ProposedEdit(p, old, new, at))
     return Observation(f"edit {len(box.edits)} recorded in {box.relative(p)} (not written; the user applies it "
                        "once the tests pass)")
+
+
+def _the_occurrence(box: Toolbox, p: Path, text: str, old: str) -> int:
+    """Where ``old`` is in ``text``: its only occurrence, or the only one inside the lines the model has been
+    shown (the task's code, its reads), since that is the code it is editing.
+
+    Raises:
+        Refused: not found, or several candidates (the lines of each are named).
+    """
+    starts, i = [], text.find(old)
+    while i >= 0:
+        starts.append(i)
+        i = text.find(old, i + 1)
+    if len(starts) == 1:
+        return starts[0]
+    rel = box.relative(p)
+    if not starts:
+        raise Refused(f"old does not occur in {rel}; copy it exactly from the code shown (without the line numbers, "
+                      "with the same indentation)")
+    lines = [text.count("\n", 0, s) + 1 for s in starts]
+    seen = [s for s, n in zip(starts, lines) if any(f == rel and a <= n <= b for f, a, b in box.shown)]
+    if len(seen) == 1:
+        return seen[0]
+    raise Refused(f"old occurs {len(starts)} times in {rel} (lines {', '.join(map(str, lines[:8]))}); include the "
+                  "lines around it so that it occurs once")
 
 
 def _finish(box: Toolbox, answer: str) -> Observation:
