@@ -86,6 +86,15 @@ def parse_call(turn: str) -> tuple[str, ToolCall | None, str]:
     return thought, ToolCall(call["name"], args), ""
 
 
+def _head(steps: list[Step]) -> str:
+    """How the next turn starts: ``Thought: ``; after a failed call, the failure named and a change of course
+    begun, so that the model does not write the same call again."""
+    if not steps or steps[-1].observation.ok:
+        return "Thought: "
+    why = steps[-1].observation.text.removeprefix("error: ").split(";")[0].split("\n")[0][:120]
+    return f"Thought: The last {steps[-1].tool} did not work ({why}), so this time I will"
+
+
 def _refused_finish(steps: list[Step]) -> bool:
     """A finish was already refused in this run (the second one ends it: the model gives up)."""
     return any(s.call is not None and s.call.name == "finish" and not s.observation.ok for s in steps)
@@ -172,26 +181,27 @@ class Agent:
         self.assistant, self.max_steps, self.time_budget_s = assistant, max_steps, time_budget_s
 
     def _turn(self, messages: list[dict[str, str]], pack, cancel: threading.Event, left: float,
-              on_text: OnText | None) -> tuple[str, int, str]:
+              on_text: OnText | None, head: str = "Thought: ") -> tuple[str, int, str]:
         """One turn: (its text, tokens written, the generation's finish reason).
 
-        The answer is started with ``Thought:`` (the model continues its own message). When the
+        The answer is started with ``head`` (``Thought:``, or after a failed call a sentence that
+        says so: greedy decoding would otherwise repeat the same call word for word; the model
+        continues its own message). When the
         model goes on to a complete tool call, that is the turn. Otherwise (it wrote a paragraph,
         an invented observation, or ran long) its thought is kept and the answer is continued
         from ``<tool_call>{"name": "``: the model then writes a tool's name and arguments. Both
         parts share the prompt, which the KV cache holds, so the second reads only the thought.
         """
         write = on_text or (lambda _t: None)
-        head = "Thought: "
         first = self.assistant.answer("agent", messages + [{"role": "assistant", "content": head + OPEN_END}], pack,
                                       write, max_tokens=THOUGHT_TOKENS, cancel=cancel, stop=_thought_done,
                                       time_cap_s=left)
-        text = head + first.text.lstrip()
+        text = head + (first.text.lstrip() if head.endswith(" ") else first.text)
         if first.finish == "cancelled" or _closed(text):
             return _cut(text), first.output_tokens, first.finish
-        thought = _thought(first.text)
-        call = f"{head}{thought}\n{OPEN}\n{{\"name\": \""
-        write(call[len(head) + len(thought):])  # the part the model did not write
+        thought = _thought(text.removeprefix("Thought:"))
+        call = f"Thought: {thought}\n{OPEN}\n{{\"name\": \""
+        write(f"\n{OPEN}\n{{\"name\": \"")  # the part the model did not write
         second = self.assistant.answer("agent", messages + [{"role": "assistant", "content": call + OPEN_END}], pack,
                                        write, max_tokens=TURN_TOKENS, cancel=cancel, stop=_call_done(call),
                                        time_cap_s=left)
@@ -237,7 +247,7 @@ class Agent:
             t_step = time.monotonic()
             say(f"step {len(run.steps) + 1}: thinking")
             try:
-                turn, tokens, finish = self._turn(messages, pack, cancel, left, on_text)
+                turn, tokens, finish = self._turn(messages, pack, cancel, left, on_text, _head(run.steps))
             except AssistError as e:
                 run.outcome, run.answer = "error", str(e)
                 break
