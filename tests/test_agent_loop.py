@@ -77,3 +77,23 @@ def test_a_steps_spans_cover_its_thought_call_and_observation():
     assert got["reason"] == "Thought: read it"
     assert got["action"].startswith("<tool_call>") and got["action"].endswith("</tool_call>")
     assert got["observation"] == "Observation: a.py, lines 1-1: x"
+
+
+def test_a_new_proposal_replaces_the_earlier_one_it_touches_instead_of_stacking_on_it(tmp_path):
+    from server.agent import Toolbox
+
+    _workspace(tmp_path)
+    box = Toolbox(tmp_path, trusted=True)
+    ops = (tmp_path / "calc" / "ops.py").resolve()
+    assert box.call("propose_edit", {"path": "calc/ops.py", "old": "return a - b", "new": "return a - b - 1"}).ok
+    # The same line of the code as shown, proposed again: in place of the first proposal, not on top of it.
+    assert box.call("propose_edit", {"path": "calc/ops.py", "old": "return a - b", "new": "return a + b"}).ok
+    assert "return a + b\n" in box.text(ops) and len(box.edits) == 1
+    # Text of the proposal itself: one edit of the original covering it.
+    assert box.call("propose_edit", {"path": "calc/ops.py", "old": "a + b", "new": "b + a"}).ok
+    assert "    return b + a\n" in box.text(ops) and len(box.edits) == 1
+    assert box.edits[0].old == "return a - b" and box.edits[0].new == "return b + a"
+    # An edit elsewhere in the file is kept beside it.
+    assert box.call("propose_edit", {"path": "calc/ops.py", "old": "return 0", "new": "return 1"}).ok
+    assert len(box.edits) == 2 and "return 1" in box.text(ops) and "return b + a" in box.text(ops)
+    assert box.original(ops) == (tmp_path / "calc" / "ops.py").read_text()  # nothing written

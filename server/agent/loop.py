@@ -92,7 +92,7 @@ def _head(steps: list[Step]) -> str:
     if not steps or steps[-1].observation.ok:
         return "Thought: "
     why = steps[-1].observation.text.removeprefix("error: ").split(";")[0].split("\n")[0][:120]
-    return f"Thought: The last {steps[-1].tool} did not work ({why}), so this time I will"
+    return f"Thought: The last {steps[-1].tool} did not work ({why}), so this time I will "
 
 
 def _refused_finish(steps: list[Step]) -> bool:

@@ -77,19 +77,23 @@ class Step:
 
 @dataclass(frozen=True)
 class ProposedEdit:
-    """An edit the agent proposed (``propose_edit``): in ``path`` (absolute), ``old`` replaced by ``new``
-    at character ``at`` of the file as it was with the earlier edits (-1: its only occurrence).
-    Recorded, never written: the user applies it after it is verified."""
+    """An edit the agent proposed: in ``path`` (absolute), the original file's text ``old``, at character
+    ``at`` of the original, replaced by ``new``. A run's edits of one file never overlap (a later
+    proposal that touches an earlier one replaces it) and all apply to the file as the agent first read
+    it. Recorded, never written: the user applies them after they are verified."""
 
     path: Path
     old: str
     new: str
-    at: int = -1
+    at: int = 0
 
-    def apply(self, text: str) -> str:
-        """``text`` with this edit made."""
-        at = text.find(self.old) if self.at < 0 else self.at
-        return text[:at] + self.new + text[at + len(self.old):] if at >= 0 else text
+
+def apply_edits(original: str, edits: list[ProposedEdit]) -> str:
+    """``original`` with ``edits`` (of that file, non-overlapping, positions in ``original``) made."""
+    text = original
+    for e in sorted(edits, key=lambda e: e.at, reverse=True):
+        text = text[:e.at] + e.new + text[e.at + len(e.old):]
+    return text
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from ..assist.targets import module_name
 from ..assist.testrun import find_python, run_variants
 from ..assist.verify import rewrite_patches, workspace_tests
 from .context import is_test_file
-from .records import EditCheck, Observation, ProposedEdit
+from .records import EditCheck, Observation, ProposedEdit, apply_edits
 
 OBSERVATION_CHARS = 2400     # an observation longer than this keeps its head and tail
 EXECUTE_TIMEOUT_S = 30       # execute_python's wall-clock limit
@@ -161,11 +161,7 @@ class Toolbox:
             if self.readable is not None and not self.readable(p, text):
                 raise Refused(f"{p.name} is kept out of prompts (a secret, ignored or excluded file)")
             self._originals[p] = text
-        text = self._originals[p]
-        for e in self.edits:
-            if e.path == p:
-                text = e.apply(text)
-        return text
+        return apply_edits(self._originals[p], [e for e in self.edits if e.path == p])
 
     def original(self, p: Path) -> str:
         """A file's text as the agent first read it (before any proposed edit)."""
@@ -335,19 +331,57 @@ def _propose_edit(box: Toolbox, path: str, old: str, new: str) -> Observation:
         raise Refused("new is the same as old: nothing would change")
     if is_test_file(p.relative_to(box.root.resolve())):
         raise Refused(f"{box.relative(p)} is a test: the agent fixes the code, not the tests that judge the fix")
-    at = _the_occurrence(box, p, text, old)
-    after = text[:at] + new + text[at + len(old):]
+    original = box.original(p)
+    mine = [e for e in box.edits if e.path == p]
+    if original.count(old) >= 1 and _the_occurrence(box, p, original, old, quiet=True) is not None:
+        at = _the_occurrence(box, p, original, old)  # the code as shown: this proposal replaces what it overlaps
+        edit = ProposedEdit(p, old, new, at)
+    else:  # text of an earlier proposal: widened to cover the proposals it touches, in the original's terms
+        edit = _over_earlier(p, original, mine, _the_occurrence(box, p, text, old), old, new)
+    kept = [e for e in mine if e.at + len(e.old) <= edit.at or e.at >= edit.at + len(edit.old)]
+    after = apply_edits(original, kept + [edit])
     if p.suffix == ".py":
         try:
             ast.parse(after)
         except SyntaxError as e:
             raise Refused(f"with this edit {box.relative(p)} no longer parses ({e.msg}, line {e.lineno})") from None
-    box.edits.append(ProposedEdit(p, old, new, at))
+    replaced = len(mine) - len(kept)
+    box.edits[:] = [e for e in box.edits if e.path != p] + kept + [edit]
+    if replaced:
+        return Observation(f"edit recorded in {box.relative(p)}, in place of {replaced} earlier edit(s) there (not "
+                           "written; the user applies it once the tests pass)")
     return Observation(f"edit {len(box.edits)} recorded in {box.relative(p)} (not written; the user applies it "
                        "once the tests pass)")
 
 
-def _the_occurrence(box: Toolbox, p: Path, text: str, old: str) -> int:
+def _over_earlier(p: Path, original: str, mine: list[ProposedEdit], start: int, old: str,
+                  new: str) -> ProposedEdit:
+    """``old`` found at ``start`` of the edited text, replaced by ``new``, as one edit of the original that
+    covers every earlier edit the match touches."""
+    segments = []  # (start, end) in the edited text -> (start, end) in the original, per earlier edit
+    shift = 0
+    for e in sorted(mine, key=lambda e: e.at):
+        segments.append((e.at + shift, e.at + shift + len(e.new), e.at, e.at + len(e.old)))
+        shift += len(e.new) - len(e.old)
+    end = start + len(old)
+
+    def to_original(pos: int, is_end: bool) -> tuple[int, int]:
+        """(edited, original) positions of a boundary, pushed out of any earlier edit it falls in."""
+        shift = 0
+        for a, b, oa, ob in segments:
+            if a < pos < b or (pos == a == b):
+                return (b, ob) if is_end else (a, oa)
+            if b <= pos:
+                shift = ob - b
+        return pos, pos + shift
+    (es, os_), (ee, oe) = to_original(start, False), to_original(end, True)
+    edited = apply_edits(original, mine)
+    region = edited[es:ee]
+    inner = start - es
+    return ProposedEdit(p, original[os_:oe], region[:inner] + new + region[inner + len(old):], os_)
+
+
+def _the_occurrence(box: Toolbox, p: Path, text: str, old: str, quiet: bool = False) -> int | None:
     """Where ``old`` is in ``text``: its only occurrence, or the only one inside the lines the model has been
     shown (the task's code, its reads), since that is the code it is editing.
 
@@ -361,13 +395,15 @@ def _the_occurrence(box: Toolbox, p: Path, text: str, old: str) -> int:
     if len(starts) == 1:
         return starts[0]
     rel = box.relative(p)
-    if not starts:
-        raise Refused(f"old does not occur in {rel}; copy it exactly from the code shown (without the line numbers, "
-                      "with the same indentation)")
     lines = [text.count("\n", 0, s) + 1 for s in starts]
     seen = [s for s, n in zip(starts, lines) if any(f == rel and a <= n <= b for f, a, b in box.shown)]
     if len(seen) == 1:
         return seen[0]
+    if quiet:
+        return None
+    if not starts:
+        raise Refused(f"old does not occur in {rel}; copy it exactly from the code shown (without the line numbers, "
+                      "with the same indentation)")
     raise Refused(f"old occurs {len(starts)} times in {rel} (lines {', '.join(map(str, lines[:8]))}); include the "
                   "lines around it so that it occurs once")
 
