@@ -159,12 +159,19 @@ class Outcomes:
     """A pytest plugin: each test's outcome by node id, and a time limit on each test call."""
 
     def __init__(self, timeout_s: float):
-        self.timeout_s, self.tests = timeout_s, {}
+        self.timeout_s, self.tests, self.ids = timeout_s, {}, {}
+
+    def pytest_itemcollected(self, item):
+        # pytest names a test in a file outside its rootdir (the workspace's, seen from the private
+        # folder) "::test_x": the outcome is keyed by the file's path and the test's name instead.
+        self.ids[item.nodeid] = str(item.path) + "::" + item.nodeid.split("::", 1)[-1] \
+            if item.nodeid.startswith("::") else item.nodeid
 
     def pytest_runtest_logreport(self, report):
         if report.when == "call" or report.outcome != "passed":
-            if report.nodeid not in self.tests or report.outcome != "passed":
-                self.tests[report.nodeid] = report.outcome
+            nodeid = self.ids.get(report.nodeid, report.nodeid)
+            if nodeid not in self.tests or report.outcome != "passed":
+                self.tests[nodeid] = report.outcome
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item):
