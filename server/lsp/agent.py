@@ -86,7 +86,6 @@ async def agent(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
     box = Toolbox(Path(root), trusted=True, sandbox_mode=ls.settings.tests_sandbox, search=search,
                   readable=ls.runtime.readable)
     run = await _agent_run(ls, assistant, max_steps, problem, box, tests, root, on_step, run_id)
-    await loop.run_in_executor(None, _store, ls, run)
     kept = _kept(ls)
     kept[run.id] = (run, box, versions)
     while len(kept) > KEPT_RUNS:
@@ -103,8 +102,10 @@ async def _agent_run(ls: DeepseekLanguageServer, assistant: Any, max_steps: int,
     named = [t if Path(t.split("::")[0]).is_absolute() else str(Path(root) / t) for t in tests]
 
     def work(cancel=None, on_progress=None) -> AgentRun:
-        return Agent(assistant, max_steps=max_steps).run(problem, box, named, on_step=on_step, cancel=cancel,
-                                                          on_progress=on_progress, run_id=run_id)
+        run = Agent(assistant, max_steps=max_steps).run(problem, box, named, on_step=on_step, cancel=cancel,
+                                                       on_progress=on_progress, run_id=run_id)
+        _store(ls, run)  # here, not after the await: a run $/cancelRequest stopped is stored too
+        return run
     return await _run_with_progress(ls, "deepseek: Agent", work)
 
 
@@ -132,6 +133,9 @@ async def agent_apply(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
     if not run.edits:
         return {"applied": False, "reason": "the run proposed no edit"}
     if not run.verified:
+        if run.check is not None and run.check.verdict == "passed":  # the tests pass, but the model did not finish
+            return {"applied": False, "reason": f"not applied: the run did not finish ({run.answer}); its edit "
+                                                f"passes the tests ({run.check.summary}): run the agent again"}
         why = run.check.summary if run.check is not None else run.answer
         return {"applied": False, "reason": f"not applied: the edit is not verified ({why})"}
     changes = []
