@@ -31,6 +31,7 @@ from ..agent.records import run_dict, step_dict
 from ..assist.packs import load_pack
 from ..logs import redact
 from ..serving import Workbench
+from .streams import chat_chunk, stop_if_gone
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,10 @@ async def agent_completion(request: Request, wb: Workbench, body: dict[str, Any]
     cancel = threading.Event()
 
     def work(cancel: threading.Event) -> AgentRun:
-        return Agent(assistant, max_steps=max_steps).run(
+        run = Agent(assistant, max_steps=max_steps).run(
             problem, box, named, cancel=cancel, on_step=lambda s: loop.call_soon_threadsafe(steps.put_nowait, s))
+        _store(wb, run)  # here, not after the await: a run whose client went away is stored too
+        return run
     job = asyncio.ensure_future(wb.host.run(work, cancel=cancel))
     job.add_done_callback(lambda _f: steps.put_nowait(None))
     base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": assistant.model_name,
@@ -103,7 +106,6 @@ async def agent_completion(request: Request, wb: Workbench, body: dict[str, Any]
 
     async def finished() -> tuple[AgentRun, dict[str, Any]]:
         run = await job
-        await loop.run_in_executor(None, _store, wb, run)
         wb.metrics.answered("agent", assistant.model_name, run.seconds, 0, sum(s.tokens for s in run.steps), False)
         return run, {"agent": run_dict(run), "usage": None}
 
@@ -120,8 +122,11 @@ async def agent_completion(request: Request, wb: Workbench, body: dict[str, Any]
             "finish_reason": "stop" if run.outcome == "finished" else "length"}], **extra}, headers=headers)
 
     def chunk(delta: dict[str, str], finish: str | None = None, **extra: Any) -> dict[str, str]:
-        return {"data": json.dumps({**base, "object": "chat.completion.chunk", "choices": [
-            {"index": 0, "delta": delta, "finish_reason": finish}], **extra})}
+        return chat_chunk(base, delta, finish, **extra)
+
+    def cancelled() -> None:
+        wb.metrics.failed("agent", "cancelled")
+        log.info("agent run cancelled: the client disconnected")
 
     async def events() -> AsyncIterator[dict[str, str]]:
         try:
@@ -133,11 +138,7 @@ async def agent_completion(request: Request, wb: Workbench, body: dict[str, Any]
             yield chunk({}, "stop" if run.outcome == "finished" else "length", **extra)
             yield {"data": "[DONE]"}
         finally:
-            if not job.done():  # the client went away: stop the run
-                cancel.set()
-                job.cancel()
-                wb.metrics.failed("agent", "cancelled")
-                log.info("agent run cancelled: the client disconnected")
+            stop_if_gone(job, cancel, cancelled)
     return EventSourceResponse(events(), headers=headers)
 
 

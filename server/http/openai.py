@@ -39,7 +39,7 @@ from ..completion import Snapshot, Unsuitable
 from ..languages import language_id
 from ..logs import redact
 from ..serving import Unavailable, Workbench
-from .streams import ClientGone, MaskedStream, PromptRead, answer_unless_gone, text_deltas
+from .streams import ClientGone, MaskedStream, PromptRead, answer_unless_gone, chat_chunk, stop_if_gone, text_deltas
 
 log = logging.getLogger(__name__)
 
@@ -387,8 +387,11 @@ async def chat_completions(request: Request) -> Response:
             "finish_reason": _finish(reply.finish)}], **done(reply)}, headers=headers)
 
     def chunk(delta: dict[str, str], finish: str | None = None, **extra: Any) -> dict[str, str]:
-        return {"data": json.dumps({**base, "object": "chat.completion.chunk", "choices": [
-            {"index": 0, "delta": delta, "finish_reason": finish}], **extra})}
+        return chat_chunk(base, delta, finish, **extra)
+
+    def cancelled() -> None:
+        wb.metrics.failed(task, "cancelled")
+        log.info("%s request cancelled: the client disconnected", task)
 
     async def events() -> AsyncIterator[dict[str, str]]:
         try:
@@ -412,11 +415,7 @@ async def chat_completions(request: Request) -> Response:
             yield chunk({}, _finish(reply.finish), **done(reply))
             yield {"data": "[DONE]"}
         finally:
-            if not job.done():  # the client went away: stop the generation
-                cancel.set()
-                job.cancel()
-                wb.metrics.failed(task, "cancelled")
-                log.info("%s request cancelled: the client disconnected", task)
+            stop_if_gone(job, cancel, cancelled)
     return EventSourceResponse(events(), headers=headers)
 
 

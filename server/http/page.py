@@ -36,7 +36,7 @@ from ..models import ModelError, load_catalog, set_user_default_model
 from ..serving import PullJob, Workbench
 from .charts import bar_chart, line_chart
 from .openai import read_body
-from .streams import PromptRead, text_deltas
+from .streams import PromptRead, stop_if_gone, text_deltas
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +135,8 @@ async def chat_send(request: Request) -> Response:
                 "session": reply.session_id, "text": redact(reply.text), "model": assistant.model_name,
                 "promptVersion": reply.prompt_version, "references": [link(r) for r in reply.references]})}
         finally:
-            if not job.done():  # the client went away: stop the generation
-                cancel.set()
-                job.cancel()
-                wb.metrics.failed("chat", "cancelled")
-                log.info("page chat cancelled: the client disconnected")
+            stop_if_gone(job, cancel, lambda: (wb.metrics.failed("chat", "cancelled"),
+                                               log.info("page chat cancelled: the client disconnected")))
     return EventSourceResponse(events(), sep="\n")
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import threading
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from starlette.requests import Request
 
@@ -95,3 +96,20 @@ async def answer_unless_gone(request: Request, job: asyncio.Future, cancel: thre
             cancel.set()
             job.cancel()
             raise ClientGone()
+
+
+def chat_chunk(base: dict[str, Any], delta: dict[str, str], finish: str | None = None,
+               **extra: Any) -> dict[str, str]:
+    """One server-sent ``chat.completion.chunk`` event: ``base`` (id, created, model, fingerprint), the
+    delta, the finish reason (None until the last), and any extra top-level fields."""
+    return {"data": json.dumps({**base, "object": "chat.completion.chunk", "choices": [
+        {"index": 0, "delta": delta, "finish_reason": finish}], **extra})}
+
+
+def stop_if_gone(job: asyncio.Future, cancel: threading.Event, on_cancelled: Callable[[], None]) -> None:
+    """At the end of a stream: a job not done means the client went away; stop it (its generation
+    within one token) and call ``on_cancelled`` (metrics, the log)."""
+    if not job.done():
+        cancel.set()
+        job.cancel()
+        on_cancelled()
