@@ -97,3 +97,13 @@ def test_a_new_proposal_replaces_the_earlier_one_it_touches_instead_of_stacking_
     assert box.call("propose_edit", {"path": "calc/ops.py", "old": "return 0", "new": "return 1"}).ok
     assert len(box.edits) == 2 and "return 1" in box.text(ops) and "return b + a" in box.text(ops)
     assert box.original(ops) == (tmp_path / "calc" / "ops.py").read_text()  # nothing written
+
+
+def test_a_call_written_without_its_tags_is_read_and_a_numbered_thought_is_cleaned():
+    from server.agent.loop import OPEN, _bare_call
+
+    turn = 'Thought: The test passes now. {"name": "finish", "arguments": {"answer": "fixed"}}'
+    assert _thought_done(turn.removeprefix("Thought: "))
+    at = _bare_call(turn)
+    assert parse_call(_cut(f"{turn[:at]}{OPEN}\n{turn[at:]}"))[1] == ToolCall("finish", {"answer": "fixed"})
+    assert _thought("1. The test expects 4. Thought: 2.") == "The test expects 4."

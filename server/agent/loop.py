@@ -130,11 +130,19 @@ def _closed(text: str) -> bool:
     return CLOSE in body or (body.rstrip().endswith("}") and isinstance(_first_object(body), dict))
 
 
+def _bare_call(text: str) -> int | None:
+    """Where a tool call written without ``<tool_call>`` starts (a whole ``{"name": ...}`` object), or None."""
+    at = text.find('{"name"')
+    return at if at >= 0 and isinstance(_first_object(text[at:]), dict) else None
+
+
 def _thought_done(text: str) -> bool:
-    """The first part of a turn stops at a complete tool call, at an observation the model starts to
-    invent, or at the end of its first paragraph when no call has begun."""
+    """The first part of a turn stops at a complete tool call (with or without its tags), at an observation
+    the model starts to invent, or at the end of its first paragraph when no call has begun."""
     if OPEN in text:
         return _closed(text)
+    if '{"name"' in text:
+        return _bare_call(text) is not None
     return "Observation" in text or "\nAction" in text or ("\n\n" in text.strip()) or \
         len(re.findall(r"[.!?](\s|$)", text)) > THOUGHT_SENTENCES
 
@@ -148,7 +156,11 @@ def _thought(text: str) -> str:
     """The reasoning of a turn's first part, without what followed it (a call begun, an invented observation)."""
     cut = min((i for i in (text.find(OPEN), text.find("Observation"), text.find("\nAction"), text.find("\n\n"))
                if i >= 0), default=len(text))
-    sentences = re.split(r"(?<=[.!?])\s+", " ".join(text[:cut].split()))
+    bare = text.find('{"name"')
+    cut = min(cut, bare) if bare >= 0 else cut
+    plain = re.sub(r"\bThought:\s*", "", " ".join(text[:cut].split()))
+    plain = re.sub(r"(^|(?<=[.!?] ))\d+\.\s*", "", plain)  # a numbered list's "1. ", "2. "
+    sentences = [x for x in re.split(r"(?<=[.!?])\s+", plain) if x.strip()]
     kept: list[str] = []
     for sentence in sentences[:THOUGHT_SENTENCES]:
         if sentence in kept:  # the model began to repeat itself
@@ -199,6 +211,8 @@ class Agent:
         text = head + (first.text.lstrip() if head.endswith(" ") else first.text)
         if first.finish == "cancelled" or _closed(text):
             return _cut(text), first.output_tokens, first.finish
+        if (bare := _bare_call(text)) is not None:  # the call written without its tags
+            return _cut(f"{text[:bare]}{OPEN}\n{text[bare:]}"), first.output_tokens, first.finish
         thought = _thought(text.removeprefix("Thought:"))
         call = f"Thought: {thought}\n{OPEN}\n{{\"name\": \""
         write(f"\n{OPEN}\n{{\"name\": \"")  # the part the model did not write
