@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # (~0.2 s with the 1.5B on 2 cores at ~80 tokens/s).
 AHEAD_CHUNK = 16
 SYSTEM_PACKS = ("chat", "explain", "hover", "refactor", "tests", "agent")  # tasks whose system text is kept
+NEEDS_VALUES = frozenset({"agent"})  # packs whose system text needs values (the agent's tools' schemas)
 
 
 @dataclass
@@ -162,7 +163,10 @@ class SystemStates:
             return
         for task in SYSTEM_PACKS:
             try:
-                system = load_pack(task).render(**self.values.get(task, {}))[0]["content"]
+                pack = load_pack(task)
+                if task in NEEDS_VALUES and task not in self.values:
+                    continue  # its system text is only right with values this reader was not given
+                system = pack.render(**self.values.get(task, {}))[0]["content"]
                 tokens = core._format(model, [{"role": "system", "content": system + OPEN_END}])
                 if not self._restore_or_compute(core, model, tokens):
                     return  # a request came first: the rest another time
