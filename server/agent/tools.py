@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import shutil
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -245,7 +246,6 @@ class Toolbox:
 def _execute_python(box: Toolbox, code: str) -> Observation:
     box._may_run()
     python, _ = find_python(box.root)
-    import sys
     python = python or sys.executable
     if box.sandbox_mode == "bubblewrap" and not (ok := sandbox.available())[0]:
         raise Refused(f"{ok[1]}; {sandbox.INSTALL_HINT}")

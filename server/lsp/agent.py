@@ -27,7 +27,7 @@ from ..agent.loop import MAX_STEPS
 from ..agent.records import run_dict, step_dict
 from ..assist.targets import workspace_root
 from .assist import _arg, _assistant, _run_with_progress, _span
-from .convert import uri_to_path
+from .convert import lsp_file_edit, uri_to_path
 from .state import DeepseekLanguageServer
 
 log = logging.getLogger(__name__)
@@ -146,28 +146,8 @@ async def agent_apply(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
         if now != box.original(path) or (doc is not None and versions.get(uri, doc.version) != doc.version):
             return {"applied": False, "reason": f"{path.name} changed since the agent read it; nothing was changed "
                                                 "(run the agent again)"}
-        changes.append(_file_edit(uri, doc.version if doc is not None else None, now, box.text(path)))
+        changes.append(lsp_file_edit(uri, doc.version if doc is not None else None, now, box.text(path)))
     applied, reason = await ls.apply_edit(types.WorkspaceEdit(document_changes=changes), "deepseek: agent fix")
     if applied:
         kept.pop(run_id, None)
     return {"applied": applied, "reason": reason}
-
-
-def _file_edit(uri: str, version: int | None, before: str, after: str) -> types.TextDocumentEdit:
-    """The smallest whole-line replacement turning ``before`` into ``after``, at ``version``."""
-    old, new = before.splitlines(keepends=True), after.splitlines(keepends=True)
-    head = 0
-    while head < min(len(old), len(new)) and old[head] == new[head]:
-        head += 1
-    tail = 0
-    while tail < min(len(old), len(new)) - head and old[-1 - tail] == new[-1 - tail]:
-        tail += 1
-    stop = len(old) - tail
-    if stop < len(old) or not old or old[-1].endswith(("\n", "\r")):
-        end = types.Position(line=stop, character=0)
-    else:  # to the end of a last line without a line break
-        end = types.Position(line=len(old) - 1, character=len(old[-1].encode("utf-16-le")) // 2)
-    return types.TextDocumentEdit(
-        text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
-        edits=[types.TextEdit(range=types.Range(start=types.Position(line=head, character=0), end=end),
-                              new_text="".join(new[head:len(new) - tail]))])

@@ -282,6 +282,26 @@ def lsp_replace_lines(uri: str, version: int | None, start_line: int, end_line: 
         edits=[types.TextEdit(range=lines_range(start_line, end_line), new_text=text)])])
 
 
+def lsp_file_edit(uri: str, version: int | None, before: str, after: str) -> types.TextDocumentEdit:
+    """The smallest whole-line replacement turning ``before`` into ``after``, at ``version``."""
+    old, new = before.splitlines(keepends=True), after.splitlines(keepends=True)
+    head = 0
+    while head < min(len(old), len(new)) and old[head] == new[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(old), len(new)) - head and old[-1 - tail] == new[-1 - tail]:
+        tail += 1
+    stop = len(old) - tail
+    if stop < len(old) or not old or old[-1].endswith(("\n", "\r")):
+        end = types.Position(line=stop, character=0)
+    else:  # to the end of a last line without a line break
+        end = types.Position(line=len(old) - 1, character=len(old[-1].encode("utf-16-le")) // 2)
+    return types.TextDocumentEdit(
+        text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
+        edits=[types.TextEdit(range=types.Range(start=types.Position(line=head, character=0), end=end),
+                              new_text="".join(new[head:len(new) - tail]))])
+
+
 def lsp_append_or_create(uri: str, existing: str | None, code: str, version: int | None) -> types.WorkspaceEdit:
     """Append ``code`` to a file (at its end, after a blank line), or create it with ``code``."""
     at = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0))
