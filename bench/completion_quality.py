@@ -62,6 +62,7 @@ sys.path.insert(0, str(ROOT))
 
 from index.syntax import parse  # noqa: E402
 
+READ_FIRST_S = 300  # --read-first: the longest wait for the server to read a place ahead
 KINDS = ("blank-line", "block-opener", "mid-line", "empty-body", "call-argument")
 SINGLE_LINE_KINDS = {"blank-line", "mid-line", "call-argument"}
 PY_PACKAGES = ["toolz", "click", "jinja2", "packaging", "h11", "pathspec", "platformdirs", "attr"]
@@ -101,6 +102,7 @@ class Outcome:
     exact: bool = False
     similarity: float = 0.0
     tests: bool | None = None   # None: not a tested hole
+    model: str = "-"            # which model answered: small, large (deepseek.status lastModel)
 
 
 @dataclass
@@ -337,7 +339,32 @@ class TestRunner:
 
 
 # -- the pipeline, over stdio ----------------------------------------------------------------
-async def run_pipeline(holes: list[Hole], settings: dict) -> list[Outcome]:
+async def _status(client) -> dict:
+    from lsprotocol import types
+    return (await client.workspace_execute_command_async(types.ExecuteCommandParams(command="deepseek.status")))
+
+
+async def read_first(client, uri: str, pos) -> float:
+    """As an editor does where the cursor rests (VS Code asks for code actions at every move): ask
+    for code actions at ``pos`` and wait until the server has read the place ahead (the larger
+    model's cache when it is attached for explicit requests, else the completion model's), at
+    most READ_FIRST_S. Returns the seconds waited."""
+    from lsprotocol import types
+
+    before = (await _status(client))["completion"]
+    key = "largeReadAhead" if before.get("largeModel") else "readAhead"
+    t0 = time.monotonic()
+    await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), range=types.Range(start=pos, end=pos),
+        context=types.CodeActionContext(diagnostics=[])))
+    while time.monotonic() - t0 < READ_FIRST_S:
+        await asyncio.sleep(0.5)
+        if (await _status(client))["completion"][key] > before[key]:
+            break
+    return time.monotonic() - t0
+
+
+async def run_pipeline(holes: list[Hole], settings: dict, warm: bool = False) -> list[Outcome]:
     from lsp_server import start_server, stop_server
     from lsprotocol import types
 
@@ -355,6 +382,8 @@ async def run_pipeline(holes: list[Hole], settings: dict) -> list[Outcome]:
             client.text_document_did_change(types.DidChangeTextDocumentParams(
                 text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=versions[uri]),
                 content_changes=[types.TextDocumentContentChangeWholeDocument(text=hole.doc)]))
+        pos = types.Position(line=hole.line, character=hole.col)
+        waited = await read_first(client, uri, pos) if warm else 0.0
         t0 = time.monotonic()
         result = await client.text_document_inline_completion_async(types.InlineCompletionParams(
             text_document=types.TextDocumentIdentifier(uri=uri),
@@ -365,8 +394,10 @@ async def run_pipeline(holes: list[Hole], settings: dict) -> list[Outcome]:
         text = items[0].insert_text if items else ""
         text = text if isinstance(text, str) else text.value
         outcomes.append(score(hole, text, latency))
-        print(f"  pipeline [{n:>3}/{len(holes)}] {latency:6.0f} ms {hole.kind:<13} "
-              f"{'EXACT' if outcomes[-1].exact else f'{outcomes[-1].similarity:5.2f}'}", file=sys.stderr)
+        outcomes[-1].model = (await _status(client))["completion"].get("lastModel") or "-"
+        print(f"  pipeline [{n:>3}/{len(holes)}] {latency:6.0f} ms {hole.kind:<13} {outcomes[-1].model:<5} "
+              f"{'EXACT' if outcomes[-1].exact else f'{outcomes[-1].similarity:5.2f}'}"
+              + (f" (read first: {waited:.0f} s)" if warm else ""), file=sys.stderr)
     await stop_server(client)
     return outcomes
 
@@ -440,12 +471,14 @@ def pct(values: list[float], q: float) -> float:
 
 def summary(outs: list[Outcome]) -> str:
     if not outs:
-        return f"{'-':>6} {'-':>6} {'-':>7} {'-':>6} {'-':>7} {'-':>7}"
+        return f"{'-':>6} {'-':>6} {'-':>7} {'-':>6} {'-':>7} {'-':>7} {'-':>5}"
     tested = [o.tests for o in outs if o.tests is not None]
     t = f"{100 * sum(tested) / len(tested):5.1f}%" if tested else "     -"
     lat = [o.latency_ms for o in outs]
+    large = sum(o.model == "large" for o in outs)
     return (f"{100 * sum(o.exact for o in outs) / len(outs):5.1f}% {statistics.mean(o.similarity for o in outs):6.3f} "
-            f"{t:>7} {sum(not o.suggestion.strip() for o in outs):>6} {pct(lat, 0.5):>7.0f} {pct(lat, 0.9):>7.0f}")
+            f"{t:>7} {sum(not o.suggestion.strip() for o in outs):>6} {pct(lat, 0.5):>7.0f} {pct(lat, 0.9):>7.0f} "
+            f"{large:>5}")
 
 
 def main() -> None:
@@ -462,6 +495,11 @@ def main() -> None:
     ap.add_argument("--no-plain", action="store_true")
     ap.add_argument("--show-misses", action="store_true", help="print the holes the pipeline got wrong")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="server settings")
+    ap.add_argument("--read-first", action="store_true",
+                    help="before each request, let the server read the place ahead (code actions asked there, as "
+                         "VS Code does where the cursor rests): latency at a place already read")
+    ap.add_argument("--plain-model", default=None, help="the plain call's model (catalog name; default: the "
+                                                        "completion model)")
     args = ap.parse_args()
 
     from server.config import parse_assignments
@@ -472,11 +510,11 @@ def main() -> None:
     print(f"{len(holes)} holes ({sum(h.language == 'python' for h in holes)} Python, "
           f"{sum(h.language == 'lua' for h in holes)} Lua) in {len({h.path for h in holes})} files, seed {args.seed}; "
           f"settings {args.set or 'default'}")
-    ours = asyncio.run(run_pipeline(holes, parse_assignments(args.set)))
+    ours = asyncio.run(run_pipeline(holes, parse_assignments(args.set), args.read_first))
     plain = []
     if not args.no_plain:
-        fim = PlainFim(str(ensure_model_file(resolve_model(None, None))), args.plain_prefix, args.plain_suffix,
-                       args.fresh_plain)
+        fim = PlainFim(str(ensure_model_file(resolve_model(None, args.plain_model))), args.plain_prefix,
+                       args.plain_suffix, args.fresh_plain)
         for n, hole in enumerate(holes, 1):
             plain.append(fim(hole))
             print(f"  plain [{n:>3}/{len(holes)}] {plain[-1].latency_ms:6.0f} ms", file=sys.stderr)
@@ -495,7 +533,7 @@ def main() -> None:
     finally:
         runner.close()
 
-    head = f"{'exact':>6} {'edit':>6} {'tests':>7} {'empty':>6} {'p50 ms':>7} {'p90 ms':>7}"
+    head = f"{'exact':>6} {'edit':>6} {'tests':>7} {'empty':>6} {'p50 ms':>7} {'p90 ms':>7} {'large':>5}"
     print(f"\n{'':<22} {'pipeline':^45} | {'plain FIM call':^45}")
     print(f"{'kind':<16} {'holes':>5} {head} | {head}")
     groups = [(f"{lang} {k}", lambda h, k=k, lang=lang: h.kind == k and h.language == lang)

@@ -179,7 +179,7 @@ def _job(local: LocalGenerator, model: LoadedModel, req: CompletionRequest, sett
 
 
 async def alternatives(service: CompletionService, req: CompletionRequest, settings: Settings, started: float,
-                       cancel: threading.Event | None = None) -> tuple[list[Alternative], bool]:
+                       cancel: threading.Event | None = None, large: bool = False) -> tuple[list[Alternative], bool]:
     """Up to ``completion.alternatives`` distinct suggestions for ``req``, best first.
 
     Args:
@@ -189,6 +189,7 @@ async def alternatives(service: CompletionService, req: CompletionRequest, setti
         started: ``time.monotonic()`` at the request's arrival; the deadline is the manual
             time cap from then.
         cancel: set to stop the generation (also set when this coroutine is cancelled).
+        large: from the larger model (``service.large``, which wrote the first suggestion), not the completion model.
 
     Returns:
         (the alternatives, complete): [] when alternatives are off, there is no local engine,
@@ -198,7 +199,7 @@ async def alternatives(service: CompletionService, req: CompletionRequest, setti
         searches again, from the prompt cached by then.
     """
     n = settings.completion_alternatives
-    local = service.local
+    local = service.large if large else service.local
     if n <= 1 or local is None:
         return [], True
     deadline = started + settings.completion_manual_max_time_ms / 1000

@@ -129,6 +129,16 @@ SETTINGS: tuple[Setting, ...] = (
             "model's likelihood, generated within completion.manualMaxTimeMs; automatic requests always get "
             "one. 1 turns alternatives off.",
             minimum=1, maximum=5),
+    Setting("completion.manualModel", "auto", str, "choice",
+            "Which model writes a suggestion you ask for (trigger kind Invoked) and its alternatives. auto: the "
+            "assistant's larger model (chatModel, when it has fill-in-the-middle tokens and differs from the "
+            "completion model) once it is loaded, while it is not writing a chat answer, and where it reads the "
+            "place's prompt within half of completion.manualMaxTimeMs at the rate measured here (it reads the "
+            "place where the cursor rests ahead); else the completion model. large: the larger model whenever it "
+            "is loaded. small: always the completion model. Suggestions as you type always come from the "
+            "completion model. The larger model fills in with a KV cache of its own on the weights its chat "
+            "uses (no second copy of the weights).",
+            choices=("auto", "small", "large")),
     Setting("completion.debounceMinMs", 25, int, "ms",
             "Floor of the adaptive delay before an automatic suggestion starts generating.",
             minimum=0, maximum=5000),
@@ -225,6 +235,7 @@ class Settings:
     completion_auto_max_time_ms: int = 350
     completion_manual_max_time_ms: int = 5000
     completion_alternatives: int = 3
+    completion_manual_model: str = "auto"
     completion_debounce_min_ms: int = 25
     completion_debounce_max_ms: int = 400
     completion_max_right_chars: int = 8

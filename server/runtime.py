@@ -29,7 +29,8 @@ from index.workspace import IndexOptions, IndexRules, SearchResult, WorkspaceInd
 
 from .assist import ContextItem
 from .assist.host import AssistHost, retrieved_context
-from .completion import CompletionService, RemoteCompletionService
+from .completion import CompletionService, LocalGenerator, RemoteCompletionService
+from .completion.large import LargerModel
 from .config import Settings
 from .manager import ModelManager, ModelStatus
 from .prompting import FAMILIES
@@ -65,6 +66,8 @@ class Runtime:
         self.remote: RemoteCompletionService | None = None
         self.index: WorkspaceIndex | None = None
         self.assist = assist or AssistHost()
+        self._loading_chat: asyncio.Future | None = None  # the chat model loading for explicit requests
+        self._large_key: tuple | None = None  # what the larger model's generator was made for
         # Cross-file context goes from the completion generator to the index directly (engine thread).
         self.context = context_provider(lambda: self.index)
         self._options = index_options(settings) if settings is not None else IndexOptions()
@@ -103,6 +106,61 @@ class Runtime:
         if status.loaded and self.models.fim is not None and self.models.counter is not None:
             self.local = CompletionService(self.models.engine, self.models.fim, self.models.counter, self.context)
         return status
+
+    async def attach_large(self, s: Settings, wait: bool = False) -> bool:
+        """Let the assistant's larger model write explicit requests' suggestions (``completion.manualModel``).
+
+        It needs the local chat model loaded, with fill-in-the-middle tokens, and another file
+        than the completion model's. It then gets a second context on the chat model's weights
+        (:meth:`server.engine.Engine.open_second`, ``n_ctx`` as the completion model's) and a
+        :class:`server.completion.LocalGenerator` of its own, attached to the local service as
+        ``large``. While the chat model is not loaded, loading it is started (``wait``: awaited;
+        else the completion model answers meanwhile). ``small``, a remote backend or chat from a
+        remote server detach it.
+
+        Returns:
+            True when the larger model is attached.
+        """
+        service = self.local
+        if service is None or self.remote is not None:
+            return False
+        chat = s.backend_kind if s.chat_backend == "same" else s.chat_backend
+        if s.completion_manual_model == "small" or chat != "local":
+            service.larger = None
+            return False
+        host, mine = self.assist, self.models.status
+        engine = host.models.engine
+        if not host.models.status.loaded or engine.model is None:
+            if self._loading_chat is None or self._loading_chat.done():
+                self._loading_chat = asyncio.ensure_future(self._load_chat(s))
+            if not wait:
+                return False
+            await asyncio.shield(self._loading_chat)
+        theirs = host.models.status
+        if not theirs.loaded or host.models.fim is None or host.models.counter is None or theirs.path == mine.path \
+                or engine.model is None:
+            service.larger = None
+            return False
+        key = (id(engine.model), mine.n_ctx)
+        if service.large is None or self._large_key != key:
+            try:
+                await asyncio.wrap_future(engine.open_second(mine.n_ctx or 4096))
+            except (RuntimeError, ValueError) as e:
+                log.warning("the larger model cannot fill in: %s", e)
+                service.larger = None
+                return False
+            service.larger = LargerModel(LocalGenerator(engine.lane(), host.models.fim, host.models.counter,
+                                                        self.context), theirs.name or "the chat model")
+            self._large_key = key
+            log.info("explicit requests: %s fills in (completion.manualModel %s)", theirs.name,
+                     s.completion_manual_model)
+        return True
+
+    async def _load_chat(self, s: Settings) -> None:
+        try:
+            await self.assist.get(s)
+        except Exception as e:  # the chat model's own requests report why
+            log.info("the larger model for explicit requests is not loaded: %s", e)
 
     def forget(self, uri: str) -> None:
         """The document closed: the services drop what they keep for it."""

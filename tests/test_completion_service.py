@@ -58,7 +58,7 @@ async def test_type_through_serves_the_rest_without_the_model(service):
 async def test_a_time_capped_answer_is_continued_on_the_next_keystroke(service):
     typed = INDENT + "key, _, v"
     warm = await service.suggest(snap_typing(typed), settings(), manual=True)  # the prompt is read; KV cache warm
-    service._cache.clear()
+    service.cache.clear()
     # A cap of about three tokens' time on this machine (60 ms on the reference machine): cut, not empty.
     g = warm.generation
     per_token_ms = (g.total_ms - g.prompt_ms) / max(1, g.generated_tokens)
@@ -114,12 +114,12 @@ def test_only_alternatives_found_to_the_end_are_reused_at_their_place():
     svc = CompletionService(None, None, None)  # what is remembered needs no model
     s = settings()
     req = CompletionRequest.of(snap_typing(INDENT + "result["), s, manual=True, check=False)
-    svc.remember(req, ["key.strip()] = value.strip()"], complete=False)
-    assert svc.remembered(req) is None
-    svc.remember(req, ["key.strip()] = value.strip()", "key] = value"], complete=True)
-    assert svc.remembered(req) == ["key.strip()] = value.strip()", "key] = value"]
+    svc.cache.remember(req, ["key.strip()] = value.strip()"], complete=False)
+    assert svc.cache.remembered(req) is None
+    svc.cache.remember(req, ["key.strip()] = value.strip()", "key] = value"], complete=True)
+    assert svc.cache.remembered(req) == ["key.strip()] = value.strip()", "key] = value"]
     other = CompletionRequest.of(snap_typing(INDENT + "result[k"), s, manual=True, check=False)
-    assert svc.remembered(other) is None  # another place
+    assert svc.cache.remembered(other) is None  # another place
 
 
 def test_chat_counts_its_budget_in_its_own_model_s_tokens_on_that_model_s_thread(service, tmp_path):
@@ -148,3 +148,35 @@ def test_chat_counts_its_budget_in_its_own_model_s_tokens_on_that_model_s_thread
         type(engine).submit = original
     assert seen and all(t is threads[0] for t in seen)  # the model's owner thread, never the caller's
     assert Assistant(None, "remote", AssistStore(tmp_path / "b.sqlite"))._counter()("abcd" * 10) == 11
+
+
+async def test_explicit_requests_go_to_the_larger_model_with_a_kv_cache_of_its_own(default_model_path):
+    """completion.manualModel: the larger model (here a second context on the same weights, as the chat
+    model's is) writes Invoked requests and their cache entries; automatic ones stay with the
+    completion model; ``small`` keeps everything there; the type-through cache serves both."""
+    from server.completion import LocalGenerator
+    from server.completion.large import LargerModel
+
+    engine = Engine("large-test")
+    model = engine.load(str(default_model_path), n_ctx=2048, n_threads=2).result()
+    fim, counter = detect_fim_format(model), TokenCounter(model)
+    svc = CompletionService(engine, fim, counter)
+    engine.open_second(2048).result()
+    svc.larger = LargerModel(LocalGenerator(engine.lane(), fim, counter), "the same model")
+    try:
+        s = parse_settings({"completion.manualModel": "large"})[0]
+        auto = await svc.suggest(snap_typing(INDENT + "result["), s, manual=False)
+        assert auto is not None and not auto.large and svc.last_model == "small"
+        manual = await svc.suggest(snap_typing(INDENT + "result[", 2), s, manual=True)
+        assert manual.large and manual.source == "model"  # not the completion model's cached answer
+        assert svc.larger.answers == 1 and svc.stats().last_model == "large" and svc.stats().large_model
+        assert svc.large.prompt_tokens > 0 and svc.stats().large_rate
+        typed = INDENT + "result[" + manual.text[:3]
+        through = await svc.suggest(snap_typing(typed, 3), s, manual=False)
+        assert through.source == "cache" and through.large
+        assert typed + through.text == INDENT + "result[" + manual.text
+        small_only = parse_settings({"completion.manualModel": "small"})[0]
+        small = await svc.suggest(snap_typing(INDENT + "key, _", 4), small_only, manual=True)
+        assert small is not None and not small.large and svc.larger.answers == 1, (small.source, small.text)
+    finally:
+        engine.shutdown()

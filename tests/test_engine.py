@@ -202,3 +202,43 @@ def test_token_pieces_are_whole_however_long(engine):
     tokens, joined = engine.submit(pieces).result()
     assert joined.decode() == text
     assert any(len(engine.submit(lambda m, t=t: m.piece(t)).result()) > 32 for t in tokens)
+
+
+def test_a_second_context_shares_the_weights_and_keeps_a_kv_cache_of_its_own(default_model_path):
+    """The larger model's fill-in-the-middle beside its chat (completion.manualModel): a second context
+    on the same weights answers as the first, neither evicts the other's cache, and it costs its KV
+    cache, not the weights again."""
+    import psutil
+
+    eng = Engine("second-test", foreground=False)
+    eng.load(str(default_model_path), n_ctx=2048, n_threads=1).result()
+    try:
+        rss = psutil.Process().memory_info().rss
+        eng.open_second(2048).result()
+        added = psutil.Process().memory_info().rss - rss
+        assert added < 0.5 * default_model_path.stat().st_size, added  # the KV cache, not the weights
+
+        other = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, x):\n"
+
+        def run(model):
+            fim, tokens = _prompt(model)
+            return model.generate(tokens, max_tokens=24, cancel=threading.Event(), deadline=time.monotonic() + 60,
+                                  stop_ids=fim.stop_ids, judge=lambda t: "\n" in t)
+
+        def run_other(model):
+            fim, tokens = _prompt(model, other, "        ", "")
+            return model.generate(tokens, max_tokens=16, cancel=threading.Event(), deadline=time.monotonic() + 60,
+                                  stop_ids=fim.stop_ids)
+        first = eng.submit(run).result()
+        second = eng.submit(run, second=True).result()
+        assert second.text == first.text and second.reused_tokens == 0  # its own cache, empty until now
+        eng.lane().submit(run_other).result()  # the second context reads another prompt...
+        again = eng.submit(run).result()  # ... and the first still holds its own
+        assert again.text == first.text and again.reused_tokens == again.prompt_tokens - 1
+        assert eng.busy is False
+        eng.unload().result()  # closes the second context first, then the model
+        assert eng.second is None and eng.model is None
+        with pytest.raises(RuntimeError):
+            eng.submit(run, second=True).result()
+    finally:
+        eng.shutdown()

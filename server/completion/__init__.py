@@ -11,6 +11,8 @@ Modules by job (each runs where it says):
 - :mod:`.local`: :class:`LocalGenerator`: FIM prompt, cold windows, cross-file context,
   healing, candidates, on the engine's owner thread. :mod:`server.alternatives` uses it too.
 - :mod:`.remote`: :class:`RemoteGenerator`: the same over an OpenAI-compatible server.
+- :mod:`.large`: :class:`~.large.LargerModel`: the assistant's larger model writing the
+  suggestions the user asks for (``completion.manualModel``), with a KV cache of its own.
 
 This package imports nothing from pygls or lsprotocol.
 """

@@ -19,6 +19,7 @@ from .parts import IDLE_MS, READ_AHEAD_MS, Flight, Snapshot, Unsuitable
 from .request import CompletionRequest
 
 log = logging.getLogger("server.completion")
+LARGE_SLOT = "\0large"  # a document's work ahead for the larger model, after its URI (see read_large)
 
 
 class WorkAhead:
@@ -86,7 +87,28 @@ class WorkAhead:
             await asyncio.sleep(READ_AHEAD_MS / 1000)
             if await self._read_idle(snap, settings, since, whole=False) and snap.uri in svc.local.cut:
                 await self._read_idle(snap, settings, since, whole=True)
+            if self._large_reads(settings):
+                await self._read_idle(snap, settings, since, whole=True, large=True)
+        if (older := svc._idle_tasks.pop(snap.uri + LARGE_SLOT, None)) is not None:
+            older.cancel()  # a read for the larger model at the place the cursor left
         self._idle(snap.uri, work())
+
+    def _large_reads(self, settings: Settings) -> bool:
+        return self.service.large is not None and settings.completion_manual_model != "small"
+
+    def read_large(self, snap: Snapshot, settings: Settings) -> None:
+        """Read the larger model's whole prompt at ``snap`` once no request has come for READ_AHEAD_MS
+        (an explicit request there found it unread: the next one there is answered by it)."""
+        svc = self.service
+        if svc.large is None or svc._closed:
+            return
+        since = dict(svc._last_request)
+
+        async def work() -> None:
+            await asyncio.sleep(READ_AHEAD_MS / 1000)
+            await self._read_idle(snap, settings, since, whole=True, large=True)
+        # Its own slot: the completion model's work ahead after its answer (prefetch_after) must not replace it.
+        self._idle(snap.uri + LARGE_SLOT, work())
 
     def _idle(self, uri: str, work) -> None:
         """Run ``work`` as the document's one pending piece of work ahead (replacing an older one)."""
@@ -96,10 +118,12 @@ class WorkAhead:
         task = svc._idle_tasks[uri] = asyncio.get_running_loop().create_task(work)
         task.add_done_callback(lambda t: svc._idle_tasks.get(uri) is t and svc._idle_tasks.pop(uri))
 
-    async def _read_idle(self, snap: Snapshot, settings: Settings, since: dict[str, float], whole: bool) -> bool:
+    async def _read_idle(self, snap: Snapshot, settings: Settings, since: dict[str, float], whole: bool,
+                         large: bool = False) -> bool:
         """Read the FIM prompt at ``snap`` into the KV cache if no request came since ``since``
         (once a suggestion still being made is done). ``whole``: the whole prompt, read exactly
         (no run shifted from elsewhere), even where a request would get the shorter window.
+        ``large``: into the larger model's KV cache (the one for explicit requests).
 
         Returns:
             True when the prompt is in the cache; False when a request came (before or during).
@@ -109,13 +133,18 @@ class WorkAhead:
             await asyncio.sleep(0.05)  # a suggestion asked before is still being made
         if svc._last_request != since or svc._flights:
             return False  # a request came since: not idle
+        local = svc.large if large else svc.local
+        if local is None:
+            return False
         req = CompletionRequest.of(snap, settings, check=False)
-        flight = svc._flights[snap.uri] = Flight(("prefill",), req.cursor.typed, Mode.SINGLE_LINE, idle=True)
-        local = svc.local
+        # The larger model's read has a slot of its own: the completion model's work ahead in the
+        # document (the suggestion after an accept) does not supersede it; any request stops it.
+        slot = snap.uri + (LARGE_SLOT if large else "")
+        flight = svc._flights[slot] = Flight(("prefill",), req.cursor.typed, Mode.SINGLE_LINE, idle=True, large=large)
         try:
             flight.future = asyncio.wrap_future(local.submit(
                 lambda model: local.read_ahead_job(model, req, settings, flight, whole), ahead=flight.cancel))
-            return bool(await svc._wait(snap.uri, flight))
+            return bool(await svc._wait(slot, flight))
         except Exception as e:  # idle work must never surface
             if not svc._closed:  # at shutdown the engine refuses new work: nothing to say
                 log.warning("preparing the prompt at a new place failed: %s", e)

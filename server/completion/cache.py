@@ -41,10 +41,12 @@ class SuggestionCache:
         """Forget every entry (the alternatives stay)."""
         self._entries.clear()
 
-    def remember(self, req: CompletionRequest, texts: list[str], complete: bool = True) -> None:
-        """Keep the suggestions shown for ``req`` (final, trimmed); ``complete``: their search ran to its end."""
+    def remember(self, req: CompletionRequest, texts: list[str], complete: bool = True, large: bool = False) -> None:
+        """Keep the suggestions shown for ``req`` (final, trimmed); ``complete``: their search ran to its end;
+        ``large``: the larger model wrote them."""
         cursor, policy = req.cursor, req.policy
-        self._others[req.key] = [Entry(cursor.typed, t, [], True, policy.mode, 0, 0, policy=policy) for t in texts]
+        self._others[req.key] = [Entry(cursor.typed, t, [], True, policy.mode, 0, 0, policy=policy, large=large)
+                                 for t in texts]
         self._others.move_to_end(req.key)
         if complete:
             self._partial.discard(req.key)
@@ -53,10 +55,11 @@ class SuggestionCache:
         while len(self._others) > CACHE_ENTRIES:
             self._partial.discard(self._others.popitem(last=False)[0])
 
-    def remembered(self, req: CompletionRequest) -> list[str] | None:
-        """The complete list :meth:`remember` kept for exactly this cursor position, or None."""
+    def remembered(self, req: CompletionRequest, large: bool = False) -> list[str] | None:
+        """The complete list :meth:`remember` kept for exactly this cursor position (written by the larger
+        model, ``large``, or by the completion model), or None."""
         others = self._others.get(req.key)
-        if not others or others[0].typed != req.cursor.typed or req.key in self._partial:
+        if not others or others[0].typed != req.cursor.typed or req.key in self._partial or others[0].large != large:
             return None  # a list the time cap cut short is searched for again
         return [e.text for e in others]
 

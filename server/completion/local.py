@@ -157,6 +157,23 @@ class LocalGenerator:
         self.cut.add(uri)
         return cut
 
+    def affords(self, model: LoadedModel, req: CompletionRequest, settings: Settings, budget_ms: float) -> bool:
+        """Whether this model reads what its KV cache lacks of ``req``'s whole prompt within ``budget_ms``
+        at the rate measured here (``model.prompt_rate``; unknown: yes). Engine thread.
+
+        The larger model answers an explicit request (``completion.manualModel`` auto) only where
+        this holds: at a place it has read (ahead, or asked before), the prompt costs it little;
+        at a new one, on a slow machine, the completion model answers instead."""
+        self.configure_kv(model, settings)
+        prompt = self.fim_prompt(model, req.uri, req.cursor, settings, req.max_tokens, whole=True)
+        missing = len(prompt.tokens) - model.cached_tokens(prompt.tokens)
+        rate = model.prompt_rate
+        ok = not rate or missing / rate * 1000 <= budget_ms
+        if not ok:
+            log.info("%d prompt tokens to read at %.0f tokens/s: %.0f ms, over the %.0f ms left",
+                     missing, rate, missing / rate * 1000, budget_ms)
+        return ok
+
     def read_ahead_job(self, model: LoadedModel, req: CompletionRequest, settings: Settings, flight: Flight,
                        whole: bool) -> bool:
         """Read the FIM prompt of ``req`` into the KV cache, nothing generated; stopped by ``flight.cancel``
@@ -169,7 +186,7 @@ class LocalGenerator:
         self.configure_kv(model, settings)
         prompt = self.fim_prompt(model, req.uri, cursor, settings, settings.completion_max_tokens, whole=whole)
         prep = model.prefill(prompt.anchor if not cursor.typed.strip() else prompt.tokens, flight.cancel, exact=whole)
-        self.read_ahead += prep.evaluated > 0
+        self.read_ahead += prep.done and prep.evaluated > 0
         log.info("prepared ahead: the %s prompt at line %d of %s: %d tokens read, %d reused%s in %.0f ms",
                  "whole" if whole else "first", cursor.above.count("\n") + 1, req.uri, prep.evaluated,
                  prep.reused, "" if prep.done else " (stopped: a request came, or the user turned to the assistant)",

@@ -67,6 +67,12 @@ class CompletionStats:
         short_windows: suggestions made from the shorter window of a place the cache had not
             seen (``completion.coldPromptMs``).
         prompt_rate: prompt tokens read per second on this machine (moving average), None before any.
+        large_answers: explicit requests the assistant's larger model answered (``completion.manualModel``).
+        large_rate: the larger model's prompt rate for fill-in-the-middle (tokens/s), None before any.
+        large_model: the larger model's name while it is attached for explicit requests, else None.
+        large_read_ahead: prompts read into the larger model's KV cache at a place the cursor went to.
+        last_model: the model of the last suggestion the model made: ``small`` (the completion
+            model) or ``large``; None before any.
     """
 
     model_answers: int
@@ -83,6 +89,11 @@ class CompletionStats:
     read_ahead: int = 0
     short_windows: int = 0
     prompt_rate: float | None = None
+    large_answers: int = 0
+    large_rate: float | None = None
+    large_read_ahead: int = 0
+    large_model: str | None = None
+    last_model: str | None = None
 
 
 @dataclass
@@ -102,6 +113,7 @@ class Suggestion:
             the user typed or accepted part of; an explicit request then wants this rest alone.
         request: the request it answers (cursor text, policy, cache key, budget), worked out
             once: the alternatives and the type-through cache take it from here.
+        large: the assistant's larger model wrote it (``completion.manualModel``), not the completion model.
     """
 
     text: str
@@ -113,6 +125,7 @@ class Suggestion:
     latency_ms: float
     through: bool = False
     request: Any = None  # CompletionRequest (server.completion.request imports this module)
+    large: bool = False
 
 
 @dataclass
@@ -131,6 +144,7 @@ class Entry:
     insisted: bool = False  # made for a manual request: a line was required, rejected candidates skipped
     unindented: bool = False  # the model wrote the line's indentation too; ``text`` has it removed
     policy: LengthPolicy | None = None  # the policy it was shown under (set when cached)
+    large: bool = False  # written by the larger model (its KV cache holds ``tokens``)
 
     def rest_after(self, typed: str) -> str | None:
         """The part of the suggestion still to come once ``typed`` is typed, or None."""
@@ -158,6 +172,7 @@ class Flight:
     partial: str = ""      # generated so far (written by the engine thread)
     waiters: int = 0
     idle: bool = False     # work ahead (see CompletionService.prefetch_after): any request stops it
+    large: bool = False    # the larger model generates it (CompletionService.generator_for)
 
     def agrees(self, typed: str) -> bool:
         """True when ``typed`` is consistent with this generation's typed text and output so far."""

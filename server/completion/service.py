@@ -31,8 +31,9 @@ from ..engine import Engine
 from ..engine.schedule import EDITOR, SCHEDULE
 from ..length import cut_to_parse, trim
 from ..prompting import FimFormat, TokenCounter
-from .ahead import WorkAhead
+from .ahead import LARGE_SLOT, WorkAhead
 from .cache import SuggestionCache
+from .large import TOO_SLOW, LargerModel
 from .local import ContextProvider, LocalGenerator
 from .parts import (
     TYPING_GAP_MS,
@@ -59,6 +60,8 @@ class CompletionService:
 
     Attributes:
         local: the local generator (None for a remote model, or for no model at all).
+        larger: the assistant's larger model writing explicit requests (:mod:`.large`), or None.
+        cache: the suggestions and alternatives shown, by place (:class:`.cache.SuggestionCache`).
         latency_ms: moving average of the latency of answers that needed the model (ms).
         generation_ms: moving average of generation time (first token to last, ms).
     """
@@ -74,7 +77,7 @@ class CompletionService:
         """
         self.local = LocalGenerator(engine, fim, counter, context) if engine is not None else None
         self.generator = generator or self.local
-        self._cache = SuggestionCache()
+        self.cache = SuggestionCache()
         self._flights: dict[str, Flight] = {}
         self._last_request: dict[str, float] = {}
         self._typing_ms: dict[str, float] = {}
@@ -86,6 +89,14 @@ class CompletionService:
         self._idle_tasks: dict[str, asyncio.Task] = {}  # each document's pending work ahead
         self._closed = False  # shut down: no work ahead is started
         self._ahead = WorkAhead(self)
+        # The assistant's larger model, for explicit requests (attached by server.runtime.Runtime.attach_large).
+        self.larger: LargerModel | None = None
+        self.last_model: str | None = None  # who wrote the last model answer: small, large
+
+    @property
+    def large(self) -> LocalGenerator | None:
+        """The larger model's generator while it is attached (:class:`.large.LargerModel`)."""
+        return self.larger.generator if self.larger is not None else None
 
     def stats(self) -> CompletionStats:
         """Figures for ``deepseek.status``: answers, latency, KV-cache reuse."""
@@ -96,14 +107,20 @@ class CompletionService:
                                g.prompt_tokens if g else 0, g.reused_tokens if g else 0,
                                g.shifted_tokens if g else 0, g.restored_states if g else 0,
                                n, round(nbytes / 2**20, 1), budget, self.prefetched, g.read_ahead if g else 0,
-                               g.short_windows if g else 0, round(g.rate, 1) if g and g.rate else None)
+                               g.short_windows if g else 0, round(g.rate, 1) if g and g.rate else None,
+                               large_answers=self.larger.answers if self.larger else 0,
+                               large_rate=round(self.large.rate, 1) if self.large and self.large.rate else None,
+                               large_read_ahead=self.large.read_ahead if self.large else 0,
+                               large_model=self.larger.name if self.larger else None, last_model=self.last_model)
 
     def forget(self, uri: str) -> None:
         """The document closed: stop its generation and drop its typing history."""
-        if (flight := self._flights.pop(uri, None)) is not None:
-            flight.cancel.set()
-        if (task := self._idle_tasks.pop(uri, None)) is not None:
-            task.cancel()
+        for slot in (uri, uri + LARGE_SLOT):
+            if (flight := self._flights.pop(slot, None)) is not None:
+                flight.cancel.set()
+        for slot in (uri, uri + LARGE_SLOT):
+            if (task := self._idle_tasks.pop(slot, None)) is not None:
+                task.cancel()
         self._last_request.pop(uri, None)
         self._typing_ms.pop(uri, None)
 
@@ -184,79 +201,77 @@ class CompletionService:
                 ahead.key == key and ahead.mode is req.policy.mode and ahead.agrees(typed)):
             ahead.cancel.set()  # work ahead for something else than what the user did
 
-        entry = self._cache.get(key)
+        large = self.larger is not None and self.larger.takes(manual, idle, settings)
+        generator = self.large if large else self.generator
+        entry = self.cache.get(key)
+        if entry is not None and large and not entry.large:
+            entry = None  # the user asked, and the larger model answers: not the small one's suggestion
         resume = None
         if entry is not None and entry.mode is req.policy.mode and entry.rest_after(typed) is not None \
                 and not (manual and not entry.insisted and not trim(entry.rest_after(typed), req.policy,
                                                                      final=entry.complete)[0]):
             if entry.complete:
                 self.cache_answers += 1
-                return self._answer(req, entry, "cache", t0)
+                return _answer(self.cache, req, entry, "cache", t0)
             resume = entry  # time-capped earlier: continue it from its cached tokens
-        elif (through := self._cache.typed_through(key, req.cursor)) is not None:
+        elif (through := self.cache.typed_through(key, req.cursor)) is not None:
             k, entry, rest = through
             self.cache_answers += 1
             return Suggestion(rest, entry.policy or req.policy, "cache", None, entry.prefix_dropped,
                               entry.suffix_dropped, (time.monotonic() - t0) * 1000,
-                              through=self._cache.offered(k, entry), request=req)
+                              through=self.cache.offered(k, entry), request=req, large=entry.large)
 
         flight = self._flights.get(snap.uri)
-        if flight is not None and flight.key == key and flight.mode is req.policy.mode \
+        if flight is not None and flight.key == key and flight.mode is req.policy.mode and flight.large == large \
                 and not flight.cancel.is_set() and flight.agrees(typed):
             joined = await self._wait(snap.uri, flight)
-            if joined is not None and (s := self._answer(req, joined, "joined", t0)) is not None:
+            if joined is not None and (s := _answer(self.cache, req, joined, "joined", t0)) is not None:
                 return self._record(s)
         elif flight is not None:
             flight.cancel.set()  # superseded: stops within one token or one prefill chunk
-        if self.generator is None:
+        if generator is None:
             return None
+        if resume is not None and resume.large != large:
+            resume = None  # the other model's KV cache holds it: start afresh
+        entry = await self._generate(snap, req, settings, generator, manual, idle, t0, resume)
+        if entry is TOO_SLOW:  # manualModel auto: the larger model would not read this place in time
+            log.info("explicit request: the larger model would read this place's prompt too slowly; "
+                     "the completion model answers (it reads the place ahead for the next request)")
+            self._ahead.read_large(snap, settings)
+            resume = None
+            entry = await self._generate(snap, req, settings, self.generator, manual, idle, t0, None)
+        if entry is None or entry is TOO_SLOW:
+            return None
+        entry.policy = req.policy
+        self.cache.put(key, entry)
+        s = _answer(self.cache, req, entry, "continued" if resume else "model", t0)
+        return self._record(s) if s is not None and not idle else s
 
-        flight = self._flights[snap.uri] = Flight(key, resume.typed if resume else typed, req.policy.mode,
+    async def _generate(self, snap: Snapshot, req: CompletionRequest, settings: Settings, generator,
+                        manual: bool, idle: bool, t0: float, resume: Entry | None) -> Entry | object | None:
+        """Run ``generator``'s generation for ``req`` as the document's flight; its entry, None
+        (cancelled, superseded), or TOO_SLOW (the larger model under ``completion.manualModel``
+        auto, at a place whose prompt it would not read within half of ``completion.manualMaxTimeMs``)."""
+        typed = req.cursor.typed
+        flight = self._flights[snap.uri] = Flight(req.key, resume.typed if resume else typed, req.policy.mode,
                                                   partial=resume.text if resume else "", idle=idle)
+        flight.large = large = generator is self.large and generator is not None
         not_before = t0 + (0 if manual or idle else self.debounce_ms(snap.uri, settings) / 1000)
         cap_ms = settings.completion_manual_max_time_ms if manual or idle \
             else settings.completion_auto_max_time_ms
-        generator = self.generator
-        flight.future = asyncio.wrap_future(generator.submit(
-            lambda model: generator.generate(model, req, settings, flight, not_before, cap_ms, resume),
-            ahead=flight.cancel if idle else None))
-        entry = await self._wait(snap.uri, flight)
-        if entry is None:
-            return None
-        entry.policy = req.policy
-        self._cache.put(key, entry)
-        s = self._answer(req, entry, "continued" if resume else "model", t0)
-        return self._record(s) if s is not None and not idle else s
 
-    def _answer(self, req: CompletionRequest, entry: Entry, source: str, t0: float) -> Suggestion | None:
-        """What ``entry`` suggests at ``req``'s cursor (trimmed to the policy, a block cut to parse)."""
-        rest = entry.rest_after(req.cursor.typed)
-        if rest is None:
-            return None
-        text = trim(rest, req.policy, final=entry.complete)[0]
-        snap = req.snap
-        if "\n" in text and entry.complete:
-            text = cut_to_parse(req.grammar, snap.text[: snap.offset], snap.text[snap.offset:], text)
-        return Suggestion(text, req.policy, source, entry.generation if source != "cache" else None,
-                          entry.prefix_dropped, entry.suffix_dropped, (time.monotonic() - t0) * 1000,
-                          through=req.cursor.typed != entry.typed and self._cache.offered(req.key, entry),
-                          request=req)
-
-    def remember(self, req: CompletionRequest, texts: list[str], complete: bool = True) -> None:
-        """Keep other suggestions shown for ``req`` (alternatives) for the type-through cache.
-
-        ``texts`` are final (trimmed) suggestions; accepting part of one is then answered
-        with its rest, like the pipeline's own suggestion. ``complete``: the search for them
-        ran to its end; only then does :meth:`remembered` give them again for this place.
-        """
-        self._cache.remember(req, texts, complete)
-
-    def remembered(self, req: CompletionRequest) -> list[str] | None:
-        """The complete suggestions :meth:`remember` kept for exactly this cursor position, or None."""
-        return self._cache.remembered(req)
+        def job(model):
+            return generator.generate(model, req, settings, flight, not_before, cap_ms, resume)
+        if large:
+            job = self.larger.job(job, req, settings, cap_ms, t0)
+        flight.future = asyncio.wrap_future(generator.submit(job, ahead=flight.cancel if idle else None))
+        return await self._wait(snap.uri, flight)
 
     def _record(self, s: Suggestion) -> Suggestion:
         self.model_answers += 1
+        if s.large and self.larger is not None:
+            self.larger.answers += 1
+        self.last_model = "large" if s.large else "small"
         self.latency_ms = ema(self.latency_ms, s.latency_ms)
         if s.generation is not None and s.generation.generated_tokens:
             self.generation_ms = ema(self.generation_ms, s.generation.total_ms - s.generation.prompt_ms)
@@ -284,6 +299,21 @@ class CompletionService:
                 elif flight.waiters == 0:  # cancelled, still stopping: unregistered once it has stopped
                     flight.future.add_done_callback(
                         lambda _: self._flights.get(uri) is flight and self._flights.pop(uri))
+
+
+def _answer(cache: SuggestionCache, req: CompletionRequest, entry: Entry, source: str, t0: float) -> Suggestion | None:
+    """What ``entry`` suggests at ``req``'s cursor (trimmed to the policy, a block cut to parse)."""
+    rest = entry.rest_after(req.cursor.typed)
+    if rest is None:
+        return None
+    text = trim(rest, req.policy, final=entry.complete)[0]
+    snap = req.snap
+    if "\n" in text and entry.complete:
+        text = cut_to_parse(req.grammar, snap.text[: snap.offset], snap.text[snap.offset:], text)
+    return Suggestion(text, req.policy, source, entry.generation if source != "cache" else None,
+                      entry.prefix_dropped, entry.suffix_dropped, (time.monotonic() - t0) * 1000,
+                      through=req.cursor.typed != entry.typed and cache.offered(req.key, entry),
+                      request=req, large=entry.large)
 
 
 def RemoteCompletionService(backend: OpenAIBackend, family: FimFormat,  # noqa: N802 (kept name: a factory)

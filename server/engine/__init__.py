@@ -43,12 +43,12 @@ from .kv_plan import HOLE, MIN_REUSE_TOKENS, KvSnapshot, KvSnapshots, plan_reuse
 from .load_configs import CONFIG_NAMES, LOAD_CONFIGS, LoadConfig, ModelCrashes, ProbeResult, Verdict
 from .loading import load_llama, model_defaults, open_llama
 from .model import Generation, LoadedModel, default_threads
-from .owner import Engine
+from .owner import Engine, SecondLane
 from .probe import choose_config
 
 __all__ = [
     "CONFIG_NAMES", "GUARDED_DECODES", "HOLE", "LOAD_CONFIGS", "MIN_REUSE_TOKENS", "PREFILL_CHUNK",
     "CrashGuard", "Engine", "Generation", "KvCache", "KvSnapshot", "KvSnapshots", "LoadConfig", "LoadedModel",
-    "ModelCrashes", "Prefill", "ProbeResult", "Verdict", "choose_config", "default_threads", "disarm_all",
+    "ModelCrashes", "Prefill", "SecondLane", "ProbeResult", "Verdict", "choose_config", "default_threads", "disarm_all",
     "load_llama", "model_defaults", "open_llama", "plan_reuse",
 ]

@@ -24,12 +24,14 @@ from typing import Any, Iterator, Sequence
 
 # What this module uses beyond ``Llama``'s public methods, by owner (checked by tests/test_seams.py).
 PRIVATE_API: dict[str, tuple[str, ...]] = {
-    "Llama": ("_ctx", "_model", "n_tokens", "input_ids"),   # n_tokens, input_ids: written
+    "Llama": ("_ctx", "_model", "n_tokens", "input_ids",    # n_tokens, input_ids: written
+              # second_context:
+              "_stack", "_batch", "scores", "_candidates", "_sampler", "n_batch", "_n_ctx", "_n_vocab"),
     "LlamaContext": ("ctx", "decode", "get_logits_ith"),
     "LlamaModel": ("vocab", "token_get_text"),
     "LlamaBatch": ("batch",),
     "llama_batch": ("n_tokens", "token", "pos", "n_seq_id", "seq_id", "logits"),
-    "llama_cpp._internals": ("LlamaBatch",),
+    "llama_cpp._internals": ("LlamaBatch", "LlamaContext", "LlamaTokenDataArray"),
     "llama_cpp.llama_cpp": (
         "llama_model_default_params", "llama_context_default_params",  # patched while loading
         "llama_get_memory", "llama_memory_can_shift", "llama_memory_clear", "llama_memory_seq_rm",
@@ -176,6 +178,45 @@ class Native:
 
 
 # -- loading ---------------------------------------------------------------------------------
+def second_context(llm: Any, n_ctx: int) -> Any:
+    """A ``Llama`` with a context (a KV cache) of its own on ``llm``'s model: the weights are not loaded again.
+
+    ``Llama`` makes one context per load; a second load of the same file costs the weights
+    again (the 1.5B: ~760 MB more, its repacked tensors are not shared), while a context costs
+    its KV cache and compute buffers. The copy shares ``llm``'s model, tokenizer and metadata
+    and gets its own context (``llm``'s parameters, ``n_ctx`` tokens), batch, record of
+    evaluated tokens and logits. Closing it frees only those; it must be closed before ``llm``
+    (which frees the model). Both may decode at once on different threads (llama.cpp's model is
+    read-only while contexts decode), each context from one thread.
+
+    Raises:
+        ValueError: llama.cpp could not make the context (out of memory).
+    """
+    import numpy as np
+    from llama_cpp import Llama
+    from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaTokenDataArray
+
+    twin = Llama.__new__(Llama)
+    twin.__dict__.update(llm.__dict__)
+    params = type(llm.context_params).from_buffer_copy(llm.context_params)
+    params.n_ctx = n_ctx
+    params.n_batch = min(llm.n_batch, n_ctx)
+    params.n_ubatch = min(params.n_ubatch, params.n_batch)
+    twin.context_params, twin.n_batch = params, params.n_batch
+    twin._stack = contextlib.ExitStack()
+    twin._ctx = twin._stack.enter_context(contextlib.closing(LlamaContext(model=llm._model, params=params,
+                                                                          verbose=False)))
+    twin._batch = twin._stack.enter_context(contextlib.closing(LlamaBatch(n_tokens=params.n_batch, embd=0,
+                                                                          n_seq_max=n_ctx, verbose=False)))
+    twin._n_ctx = twin._ctx.n_ctx()
+    twin._candidates = LlamaTokenDataArray(n_vocab=llm._n_vocab)
+    twin._sampler = None
+    twin.n_tokens = 0
+    twin.input_ids = np.ndarray((n_ctx,), dtype=np.intc)
+    twin.scores = np.ndarray((params.n_batch, llm._n_vocab), dtype=np.single)
+    return twin
+
+
 @contextlib.contextmanager
 def default_params(model: dict[str, Any], context: dict[str, Any] | None = None) -> Iterator[None]:
     """Make ``llama_model_default_params()`` / ``llama_context_default_params()`` return

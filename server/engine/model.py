@@ -20,7 +20,7 @@ from .cpu_load import CPU_LOAD
 from .crash_guard import CrashGuard
 from .kv_cache import PREFILL_CHUNK, KvCache, Prefill
 from .kv_plan import KvSnapshot, KvSnapshots
-from .llama_api import Native
+from .llama_api import Native, second_context
 from .load_configs import Verdict
 from .loading import load_llama, open_llama
 from .vocabulary import ModelVocabulary
@@ -84,6 +84,10 @@ class LoadedModel:
         else:
             self.llm, self.guard, self.verdict = load_llama(path, kind="generate", n_threads=n_threads,
                                                             forced=load_config, n_ctx=n_ctx, seed=0)
+        self._attach(path)
+
+    def _attach(self, path: str) -> None:
+        """The tables, the native handles and the KV cache's record around ``self.llm``."""
         self.path = path
         self.metadata: dict[str, str] = dict(self.llm.metadata)
         native = self.native = Native(self.llm)
@@ -93,7 +97,25 @@ class LoadedModel:
         # The load probe's prompt rate (a short prompt) until the first real prefill measures one.
         rate = next((r.prompt_tokens_per_s for r in self.verdict.tried if r.ok and r.config == self.verdict.config),
                     None) if self.verdict else None
-        self.kv = KvCache(native, can_shift=not vocab_only and native.can_shift(), prompt_rate=rate)
+        self.kv = KvCache(native, can_shift=not self.vocab_only and native.can_shift(), prompt_rate=rate)
+
+    def second_context(self, n_ctx: int) -> LoadedModel:
+        """This model again, with a KV cache of its own of ``n_ctx`` tokens and the weights shared
+        (:func:`server.engine.llama_api.second_context`): a second line of work on the same model
+        (the larger model's fill-in-the-middle beside its chat) where neither evicts the other's
+        cache. Same thread rules as this one; :meth:`close` it before this one.
+
+        Raises:
+            ValueError: llama.cpp could not make the context (out of memory).
+        """
+        twin = LoadedModel.__new__(LoadedModel)
+        twin.llm = second_context(self.llm, n_ctx)
+        twin.guard, twin.verdict, twin.vocab_only = None, self.verdict, False
+        twin.yield_to, twin.prefill_chunk = None, PREFILL_CHUNK
+        twin._attach(self.path)
+        if self.prompt_rate_measured:  # the same weights read at the same rate
+            twin.prompt_rate = self.prompt_rate
+        return twin
 
     @property
     def load_config(self) -> str | None:

@@ -39,11 +39,43 @@ class Engine:
         self.foreground = foreground
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{name}")
         self.model: LoadedModel | None = None
+        self.second: LoadedModel | None = None  # a second KV cache on the model's weights (open_second)
+        self._queued = 0  # jobs submitted and not finished (see busy)
+        self._count = threading.Lock()
+
+    @property
+    def busy(self) -> bool:
+        """A job is running or waiting on the owner thread (a new one would wait for it)."""
+        return self._queued > 0
+
+    def _close_models(self) -> None:
+        for model in (self.second, self.model):  # the second context before the model it uses
+            if model is not None:
+                model.close()
+        self.second = self.model = None
+
+    def open_second(self, n_ctx: int) -> Future[LoadedModel]:
+        """Give the loaded model a second context of ``n_ctx`` tokens (:meth:`LoadedModel.second_context`),
+        for jobs submitted with ``second=True``; kept while the model stays loaded, made anew when
+        ``n_ctx`` changes.
+
+        Raises (through the future):
+            RuntimeError: no model is loaded. ValueError: llama.cpp could not make the context.
+        """
+        def job() -> LoadedModel:
+            if self.model is None:
+                raise RuntimeError("no model is loaded")
+            if self.second is None or self.second.n_ctx != n_ctx:
+                if self.second is not None:
+                    self.second.close()
+                    self.second = None
+                self.second = self.model.second_context(n_ctx)
+                log.info("%s: a second context of %d tokens on the same weights", self.name, n_ctx)
+            return self.second
+        return self._executor.submit(job)
 
     def _load(self, path: str, n_ctx: int, n_threads: int, load_config: str) -> LoadedModel:
-        if self.model is not None:
-            self.model.close()
-            self.model = None
+        self._close_models()
         t0 = time.monotonic()
         self.model = LoadedModel(path, n_ctx=n_ctx, n_threads=n_threads, load_config=load_config)
         if not self.foreground:  # gives way to suggestions, within a chunk of half the usual size
@@ -61,37 +93,52 @@ class Engine:
         return self._executor.submit(self._load, path, n_ctx, n_threads, load_config)
 
     def unload(self) -> Future[None]:
-        def _unload() -> None:
-            if self.model is not None:
-                self.model.close()
-                self.model = None
-        return self._executor.submit(_unload)
+        return self._executor.submit(self._close_models)
 
     def call(self, fn: Callable[[], T]) -> Future[T]:
         """Run ``fn()`` on the owner thread, loaded model or not (e.g. a vocab-only probe)."""
         return self._executor.submit(fn)
 
-    def submit(self, job: Callable[[LoadedModel], T], ahead: threading.Event | None = None) -> Future[T]:
+    def submit(self, job: Callable[[LoadedModel], T], ahead: threading.Event | None = None,
+               second: bool = False) -> Future[T]:
         """Run ``job(model)`` on the owner thread. ``ahead``: the job is the editor's work ahead,
         not foreground (:meth:`CpuSchedule.ahead`); this event stops it when the user turns to the
-        assistant (the job must look at it, as a prefill looks at its cancel event).
+        assistant (the job must look at it, as a prefill looks at its cancel event). ``second``:
+        the job gets the second context (:meth:`open_second`) and is a suggestion (foreground,
+        unless ``ahead``), whatever this engine's rank.
 
         Raises (through the future):
-            RuntimeError: no model is loaded.
+            RuntimeError: no model is loaded (or no second context, with ``second``).
         """
         def run() -> T:
-            if self.model is None:
-                raise RuntimeError("no model is loaded")
-            if not self.model.vocab_only:
-                self.model.fit_threads()  # the cores other programs leave free
-            if ahead is not None:
-                with SCHEDULE.ahead(ahead):
-                    return job(self.model)
-            if not self.foreground:
-                return job(self.model)
-            with SCHEDULE.foreground():
-                return job(self.model)
-        return self._executor.submit(run)
+            try:
+                model = self.second if second else self.model
+                if model is None:
+                    raise RuntimeError("no second context" if second and self.model else "no model is loaded")
+                if not model.vocab_only:
+                    model.fit_threads()  # the cores other programs leave free
+                if ahead is not None:
+                    with SCHEDULE.ahead(ahead):
+                        return job(model)
+                if not (self.foreground or second):
+                    return job(model)
+                with SCHEDULE.foreground():
+                    return job(model)
+            finally:
+                with self._count:
+                    self._queued -= 1
+        with self._count:
+            self._queued += 1
+        try:
+            return self._executor.submit(run)
+        except RuntimeError:  # shut down
+            with self._count:
+                self._queued -= 1
+            raise
+
+    def lane(self) -> SecondLane:
+        """Submitting to the second context, as a :class:`server.completion.LocalGenerator` submits."""
+        return SecondLane(self)
 
     async def run(self, job: Callable[[LoadedModel], T]) -> T:
         """``await`` form of :meth:`submit`."""
@@ -100,9 +147,38 @@ class Engine:
     def shutdown(self) -> None:
         """Cancel the queued jobs and stop the running one at its next chunk or token (its
         prompt read or answer ends unfinished); returns at once."""
-        if self.model is not None:
-            self.model.kv.closing = True
+        for model in (self.model, self.second):
+            if model is not None:
+                model.kv.closing = True
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class SecondLane:
+    """An engine's second context (:meth:`Engine.open_second`) with the ``submit`` of an engine: the
+    larger model's fill-in-the-middle work runs on the owner thread of its chat, with a KV cache of
+    its own. ``busy``: the owner thread has work (a chat answer) that a new job would wait for."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._ahead = 0  # of the engine's jobs, this lane's work ahead (it stops for any request)
+
+    def submit(self, job: Callable[[LoadedModel], T], ahead: threading.Event | None = None) -> Future[T]:
+        future = self.engine.submit(job, ahead, second=True)
+        if ahead is not None:
+            with self.engine._count:
+                self._ahead += 1
+            future.add_done_callback(self._ahead_done)
+        return future
+
+    def _ahead_done(self, _future: Future) -> None:
+        with self.engine._count:
+            self._ahead -= 1
+
+    @property
+    def busy(self) -> bool:
+        """The owner thread has other work than this lane's reading ahead (a chat answer)."""
+        with self.engine._count:
+            return self.engine._queued > self._ahead
 
 
 def _yield_to_foreground() -> None:

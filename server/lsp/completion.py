@@ -41,6 +41,8 @@ async def suggest(ls: DeepseekLanguageServer, uri: str, position: types.Position
     if service is None:
         return None
     settings = await ls.settings_now()
+    if manual:  # the larger model writes what the user asks for (completion.manualModel)
+        await ls.runtime.attach_large(settings, wait=settings.completion_manual_model == "large")
     ls.index.typing()
     try:
         check_document(doc.source, settings.completion_max_file_size_kb)
@@ -57,8 +59,9 @@ async def suggest(ls: DeepseekLanguageServer, uri: str, position: types.Position
     if ls.backend.is_remote:
         ls.backend.unreachable(None)
     if suggestion is not None:
-        log.info("suggestion for %s v%s: %s, %d chars, %.0f ms", uri, snap.version, suggestion.source,
-                 len(suggestion.text), suggestion.latency_ms)
+        log.info("suggestion for %s v%s: %s, %d chars, %.0f ms, by the %s model", uri, snap.version,
+                 suggestion.source, len(suggestion.text), suggestion.latency_ms,
+                 "larger" if suggestion.large else "completion")
         _note_context(ls, uri, suggestion, settings)
         ls.backend.check_latency(settings)
         service.prefetch_after(snap, suggestion.text, settings)  # Tab, then the next suggestion: ready
@@ -116,18 +119,19 @@ async def inline_completion(ls: DeepseekLanguageServer,
         # The request the suggestion answered, worked out once (cursor text, policy, cache key).
         req = suggestion.request or CompletionRequest.of(snapshot(doc, params.position), ls.settings, manual=True,
                                                          check=False)
-        if (kept := service.remembered(req)) is not None:
+        large = suggestion.large
+        if (kept := service.cache.remembered(req, large)) is not None:
             return lsp_inline_completion(ranked_texts(texts[0], kept, ls.settings.completion_alternatives),
                                          params.position)
         cancel = ls.running_alternatives[uri] = threading.Event()
         try:
-            found, complete = await alternatives(service, req, ls.settings, started, cancel)
+            found, complete = await alternatives(service, req, ls.settings, started, cancel, large)
         finally:
             if ls.running_alternatives.get(uri) is cancel:
                 del ls.running_alternatives[uri]
         texts = ranked_texts(texts[0], [a.text for a in found], ls.settings.completion_alternatives)
         # A part of any of them accepted: the rest is cached; asked again here: only a complete list is reused.
-        service.remember(req, texts, complete=complete)
+        service.cache.remember(req, texts, complete=complete, large=large)
     return lsp_inline_completion(texts, params.position)
 
 

@@ -189,6 +189,8 @@ def lsp_completion_stats(stats: CompletionStats | None) -> dict[str, Any] | None
             "restoredStates": stats.restored_states, "preparedAhead": stats.prepared_ahead,
             "readAhead": stats.read_ahead, "shortWindows": stats.short_windows,
             "promptTokensPerS": stats.prompt_rate,
+            "largeAnswers": stats.large_answers, "largePromptTokensPerS": stats.large_rate,
+            "largeModel": stats.large_model, "largeReadAhead": stats.large_read_ahead, "lastModel": stats.last_model,
             "kvStates": {"count": stats.kv_states, "mb": stats.kv_states_mb, "budgetMb": stats.kv_budget_mb}}
 
 
