@@ -205,8 +205,11 @@ async def alternatives(service: CompletionService, req: CompletionRequest, setti
     deadline = started + settings.completion_manual_max_time_ms / 1000
     cancel = cancel or threading.Event()
     job = local.submit(lambda model: _job(local, model, req, settings, n, deadline, cancel))
+    service.alternatives_running += 1  # the work ahead waits for them (server.completion.ahead)
     try:
         return await asyncio.wrap_future(job)
     except asyncio.CancelledError:
         cancel.set()
         raise
+    finally:
+        service.alternatives_running -= 1

@@ -129,9 +129,9 @@ class WorkAhead:
             True when the prompt is in the cache; False when a request came (before or during).
         """
         svc = self.service
-        while svc._flights and svc._last_request == since:
-            await asyncio.sleep(0.05)  # a suggestion asked before is still being made
-        if svc._last_request != since or svc._flights:
+        while (svc._flights or svc.alternatives_running) and svc._last_request == since:
+            await asyncio.sleep(0.05)  # a suggestion asked before (or its alternatives) is still being made
+        if svc._last_request != since or svc._flights or svc.alternatives_running:
             return False  # a request came since: not idle
         local = svc.large if large else svc.local
         if local is None:

@@ -185,7 +185,8 @@ class LocalGenerator:
         cursor = req.cursor
         self.configure_kv(model, settings)
         prompt = self.fim_prompt(model, req.uri, cursor, settings, settings.completion_max_tokens, whole=whole)
-        prep = model.prefill(prompt.anchor if not cursor.typed.strip() else prompt.tokens, flight.cancel, exact=whole)
+        prep = model.prefill(prompt.anchor if not cursor.typed.strip() else prompt.tokens, flight.cancel, exact=whole,
+                             chunk=model.prefill_chunk)
         self.read_ahead += prep.done and prep.evaluated > 0
         log.info("prepared ahead: the %s prompt at line %d of %s: %d tokens read, %d reused%s in %.0f ms",
                  "whole" if whole else "first", cursor.above.count("\n") + 1, req.uri, prep.evaluated,

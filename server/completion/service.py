@@ -86,6 +86,7 @@ class CompletionService:
         self.model_answers = 0
         self.cache_answers = 0
         self.prefetched = 0      # suggestions prepared ahead, while the user was idle
+        self.alternatives_running = 0  # server.alternatives searching (the work ahead waits for them)
         self._idle_tasks: dict[str, asyncio.Task] = {}  # each document's pending work ahead
         self._closed = False  # shut down: no work ahead is started
         self._ahead = WorkAhead(self)

@@ -70,6 +70,8 @@ class Engine:
                     self.second.close()
                     self.second = None
                 self.second = self.model.second_context(n_ctx)
+                # Its reading ahead stops for any request within one chunk: a short one (a larger model reads slower).
+                self.second.prefill_chunk = BACKGROUND_CHUNK
                 log.info("%s: a second context of %d tokens on the same weights", self.name, n_ctx)
             return self.second
         return self._executor.submit(job)

@@ -125,6 +125,12 @@ export interface CompletionStats {
   reusedTokens: number;
   /** How much of its file the last suggestion's prompt left out; null before the first suggestion. */
   context?: ContextCut | null;
+  /** The assistant's larger model writing the suggestions you ask for (completion.manualModel); null while none is. */
+  largeModel?: string | null;
+  /** Suggestions you asked for that the larger model wrote. */
+  largeAnswers?: number;
+  /** Who wrote the last suggestion the model made: the completion model (small) or the larger one. */
+  lastModel?: 'small' | 'large' | null;
 }
 
 /** The context budget's cut of the last suggestion's file (tokens; 0 when nothing was left out). */

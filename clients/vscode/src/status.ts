@@ -72,6 +72,10 @@ export function statusView(status: PartialStatus | undefined, problems: readonly
     lines.push(`- suggestions: ${c.modelAnswers} from the model, ${c.cacheAnswers} from the cache, ` +
       `average ${Math.round(c.avgLatencyMs ?? 0)} ms`);
   }
+  if (c?.largeModel) {
+    lines.push(`- suggestions you ask for: ${c.largeModel} (${c.largeAnswers ?? 0} so far); the last suggestion came ` +
+      `from the ${c.lastModel === 'large' ? 'larger' : 'completion'} model`);
+  }
   const cut = c?.context;
   if (cut && (cut.prefixDroppedTokens || cut.suffixDroppedTokens)) {
     const file = cut.uri.slice(cut.uri.lastIndexOf('/') + 1);

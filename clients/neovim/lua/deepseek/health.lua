@@ -31,6 +31,11 @@ function M.check()
   health.info(string.format('RAM: %s MB available, %s MB needed', ram.availableMb or '?', ram.neededMb or '?'))
   local index = status.index or {}
   health.info(string.format('index: %s, %s files, %s chunks', index.state, index.files, index.chunks))
+  local c = status.completion or {}
+  if c.largeModel and c.largeModel ~= vim.NIL then
+    health.info(string.format('suggestions you ask for: %s (%s so far); the last one by the %s model',
+      c.largeModel, c.largeAnswers or 0, c.lastModel == 'large' and 'larger' or 'completion'))
+  end
 end
 
 return M

@@ -445,6 +445,11 @@ test('the status text: loading, loaded with index, a resource warning, a remote 
     uri: 'file:///w/unix.py', prefixDroppedTokens: 213, suffixDroppedTokens: 3787 } } });
   assert.match(cut.tooltip, /context: the last suggestion \(unix\.py\) saw part of the file: 213 tokens before the cursor and 3787 after it/);
   assert.equal(cut.warning, false);
+  // Who writes the suggestions you ask for (completion.manualModel), and who wrote the last one.
+  const large = statusView({ ...status, completion: { ...status.completion, largeModel: 'qwen2.5-coder-1.5b',
+    largeAnswers: 4, lastModel: 'large' } });
+  assert.match(large.tooltip, /suggestions you ask for: qwen2\.5-coder-1\.5b \(4 so far\); the last suggestion came from the larger model/);
+  assert.doesNotMatch(ok.tooltip, /suggestions you ask for/);
   const warned = statusView({ ...status, model: { ...status.model, state: 'too-large' } },
     [{ code: 'model-too-large', message: 'needs 9000 MB' }, { code: 'other-code', message: 'not a resource problem' }]);
   assert.ok(warned.warning && warned.text.startsWith('$(warning)'));
