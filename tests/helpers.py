@@ -15,7 +15,7 @@ import platformdirs
 import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
-from pytest_lsp import LanguageClient
+from pytest_lsp import LanguageClient, client_capabilities
 from tree_sitter_language_pack import get_parser
 
 CONFIG_PY = textwrap.dedent('''\
@@ -66,6 +66,19 @@ async def wait_until_settled(client: LanguageClient, timeout: float = 180.0) -> 
             return status
         assert time.monotonic() < deadline, f"model did not settle: {status}"
         await asyncio.sleep(0.2)
+
+
+async def start_as_vscode(client: LanguageClient, workspace: Path, options: dict, name: str = "ws") -> None:
+    """Initialize ``client`` as VS Code does, with ``workspace`` as its one folder (named ``name``):
+    VS Code's capabilities, registrations accepted, ``options`` as the initialization options."""
+    @client.feature(types.CLIENT_REGISTER_CAPABILITY)
+    def register(params):
+        return None
+
+    await client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"), root_uri=workspace.as_uri(),
+        workspace_folders=[types.WorkspaceFolder(uri=workspace.as_uri(), name=name)],
+        initialization_options=options))
 
 
 def open_doc(client: LanguageClient, path: Path, text: str, language: str = "python") -> str:

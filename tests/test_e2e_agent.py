@@ -29,11 +29,11 @@ import pytest
 import pytest_lsp
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams, JsonRpcRequestCancelled
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import ClientServerConfig, LanguageClient
 
 from server.assist.sandbox import available as sandbox_available
 
-from .helpers import ServeProcess
+from .helpers import ServeProcess, start_as_vscode
 from .prereqs import APT_INSTALL
 
 pytestmark = [pytest.mark.model,
@@ -91,15 +91,8 @@ async def client(lsp_client: LanguageClient):
         lsp_client.edits.append(params.edit)
         return types.ApplyWorkspaceEditResult(applied=True)
 
-    @lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)
-    def register(params):
-        return None
-
     # Not trusted at first; the tests that run the agent trust it (deepseek/workspaceTrust).
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities("visual-studio-code"), root_uri=WORKSPACE.as_uri(),
-        workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="ws")],
-        initialization_options={"workspaceTrusted": False, "index": {"embeddings": False}}))
+    await start_as_vscode(lsp_client, WORKSPACE, {"workspaceTrusted": False, "index": {"embeddings": False}})
     yield
     await lsp_client.shutdown_session()
 

@@ -20,9 +20,9 @@ import idna
 import pytest
 import pytest_lsp
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import ClientServerConfig, LanguageClient
 
-from .helpers import open_doc
+from .helpers import open_doc, start_as_vscode
 
 pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -43,15 +43,8 @@ async def client(lsp_client: LanguageClient):
     def delta(params):
         lsp_client.deltas.append(params)
 
-    @lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)
-    def register(params):
-        return None
-
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities("visual-studio-code"), root_uri=WORKSPACE.as_uri(),
-        workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="ws")],
-        initialization_options={"workspaceTrusted": True, "chat": {"maxTokens": 24},
-                                "index": {"enabled": False}}))
+    await start_as_vscode(lsp_client, WORKSPACE, {"workspaceTrusted": True, "chat": {"maxTokens": 24},
+                                                  "index": {"enabled": False}})
     lsp_client.uri = open_doc(lsp_client, WORKSPACE / "intranges.py", SOURCE.read_text())
     yield
     await lsp_client.shutdown_session()

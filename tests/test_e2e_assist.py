@@ -19,11 +19,11 @@ import pytest
 import pytest_lsp
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import ClientServerConfig, LanguageClient
 
 from server.assist.sandbox import available as sandbox_available
 
-from .helpers import open_doc
+from .helpers import open_doc, start_as_vscode
 
 pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -52,14 +52,7 @@ async def _start(lsp_client: LanguageClient):
         lsp_client.edits.append(params.edit)
         return types.ApplyWorkspaceEditResult(applied=True)
 
-    @lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)
-    def register(params):
-        return None
-
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities("visual-studio-code"), root_uri=WORKSPACE.as_uri(),
-        workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="ws")],
-        initialization_options={"workspaceTrusted": True, "chat": {"maxTokens": 200}}))
+    await start_as_vscode(lsp_client, WORKSPACE, {"workspaceTrusted": True, "chat": {"maxTokens": 200}})
 
 
 @pytest_lsp.fixture(scope="module", config=CONFIG)

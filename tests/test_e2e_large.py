@@ -20,9 +20,9 @@ import idna
 import pytest
 import pytest_lsp
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import ClientServerConfig, LanguageClient
 
-from .helpers import cut_hole, inline, open_doc, wait_until_settled
+from .helpers import cut_hole, inline, open_doc, start_as_vscode, wait_until_settled
 
 pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -38,16 +38,9 @@ WAIT_S = 900  # the 1.5B loading and reading ~1,000 prompt tokens on a slow 2-co
 
 @pytest_lsp.fixture(scope="module", config=CONFIG)
 async def client(lsp_client: LanguageClient):
-    @lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)
-    def register(params):
-        return None
-
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities("visual-studio-code"), root_uri=WORKSPACE.as_uri(),
-        workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="ws")],
-        initialization_options={"workspaceTrusted": True, "index": {"enabled": False},
-                                "completion": {"manualModel": "large", "manualMaxTimeMs": 600_000,
-                                               "alternatives": 2}}))
+    await start_as_vscode(lsp_client, WORKSPACE, {
+        "workspaceTrusted": True, "index": {"enabled": False},
+        "completion": {"manualModel": "large", "manualMaxTimeMs": 600_000, "alternatives": 2}})
     shutil.copy(SOURCE, WORKSPACE / "intranges.py")
     lsp_client.uri = open_doc(lsp_client, WORKSPACE / "intranges.py", DOC)
     assert (await wait_until_settled(lsp_client))["model"]["state"] == "loaded"

@@ -18,9 +18,9 @@ import pytest
 import pytest_lsp
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import ClientServerConfig, LanguageClient
 
-from .helpers import code_actions, open_doc
+from .helpers import code_actions, open_doc, start_as_vscode
 
 pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -48,15 +48,9 @@ async def client(lsp_client: LanguageClient):
     def delta(params):
         lsp_client.deltas.append((time.monotonic(), params))
 
-    @lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)
-    def register(params):
-        return None
-
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=client_capabilities("visual-studio-code"), root_uri=WORKSPACE.as_uri(),
-        workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="café")],
-        initialization_options={"workspaceTrusted": True, "chat": {"maxTokens": 160}, "hover": {"timeMs": 0},
-                                "completion": {"manualMaxTimeMs": 60000}}))
+    await start_as_vscode(lsp_client, WORKSPACE, {"workspaceTrusted": True, "chat": {"maxTokens": 160},
+                                                  "hover": {"timeMs": 0}, "completion": {"manualMaxTimeMs": 60000}},
+                          name="café")
     yield
     await lsp_client.shutdown_session()
 
