@@ -131,6 +131,12 @@ class Runtime:
         host, mine = self.assist, self.models.status
         engine = host.models.engine
         if not host.models.status.loaded or engine.model is None:
+            # Only for a model of its own: the assistant on the completion model (no larger one
+            # installed, or it does not fit) would load the same weights again for nothing.
+            choice = await asyncio.get_running_loop().run_in_executor(None, host.choice, s)
+            if choice.name is None:
+                service.larger = None
+                return False
             if self._loading_chat is None or self._loading_chat.done():
                 self._loading_chat = asyncio.ensure_future(self._load_chat(s))
             if not wait:

@@ -119,7 +119,6 @@ class CompletionService:
         for slot in (uri, uri + LARGE_SLOT):
             if (flight := self._flights.pop(slot, None)) is not None:
                 flight.cancel.set()
-        for slot in (uri, uri + LARGE_SLOT):
             if (task := self._idle_tasks.pop(slot, None)) is not None:
                 task.cancel()
         self._last_request.pop(uri, None)
@@ -234,29 +233,29 @@ class CompletionService:
             return None
         if resume is not None and resume.large != large:
             resume = None  # the other model's KV cache holds it: start afresh
-        entry = await self._generate(snap, req, settings, generator, manual, idle, t0, resume)
+        entry = await self._generate(snap, req, settings, generator, large, manual, idle, t0, resume)
         if entry is TOO_SLOW:  # manualModel auto: the larger model would not read this place in time
             log.info("explicit request: the larger model would read this place's prompt too slowly; "
                      "the completion model answers (it reads the place ahead for the next request)")
             self._ahead.read_large(snap, settings)
             resume = None
-            entry = await self._generate(snap, req, settings, self.generator, manual, idle, t0, None)
-        if entry is None or entry is TOO_SLOW:
+            entry = await self._generate(snap, req, settings, self.generator, False, manual, idle, t0, None)
+        if entry is None:
             return None
         entry.policy = req.policy
         self.cache.put(key, entry)
         s = _answer(self.cache, req, entry, "continued" if resume else "model", t0)
         return self._record(s) if s is not None and not idle else s
 
-    async def _generate(self, snap: Snapshot, req: CompletionRequest, settings: Settings, generator,
+    async def _generate(self, snap: Snapshot, req: CompletionRequest, settings: Settings, generator, large: bool,
                         manual: bool, idle: bool, t0: float, resume: Entry | None) -> Entry | object | None:
-        """Run ``generator``'s generation for ``req`` as the document's flight; its entry, None
-        (cancelled, superseded), or TOO_SLOW (the larger model under ``completion.manualModel``
+        """Run ``generator``'s generation (``large``: the larger model's) for ``req`` as the document's
+        flight; its entry, None (cancelled, superseded), or TOO_SLOW (the larger model under ``completion.manualModel``
         auto, at a place whose prompt it would not read within half of ``completion.manualMaxTimeMs``)."""
         typed = req.cursor.typed
         flight = self._flights[snap.uri] = Flight(req.key, resume.typed if resume else typed, req.policy.mode,
                                                   partial=resume.text if resume else "", idle=idle)
-        flight.large = large = generator is self.large and generator is not None
+        flight.large = large
         not_before = t0 + (0 if manual or idle else self.debounce_ms(snap.uri, settings) / 1000)
         cap_ms = settings.completion_manual_max_time_ms if manual or idle \
             else settings.completion_auto_max_time_ms
