@@ -278,7 +278,7 @@ async def test_a_place_the_cache_has_not_seen_gets_a_shorter_window_first_and_th
             await asyncio.sleep(0.05)
         assert engine.submit(lambda m: m.cached_tokens(whole.tokens)).result() == len(whole.tokens) - 1
         model.prompt_rate = 100.0
-        service._cache.clear()  # (the suggestion cache would answer the same place without the model)
+        service.cache.clear()  # (the suggestion cache would answer the same place without the model)
         again = await service.suggest(dataclasses.replace(snap, version=2), settings, manual=False)
         assert again is not None and again.source == "model" and uri not in service.local.cut
         assert again.generation.prompt_tokens >= len(whole.tokens) - 8 and again.generation.evaluated_tokens <= 8

@@ -11,7 +11,7 @@
 // NAME has the body of a method cut out, L:C ends its `def` line; L2:C2 (1-based) is a single-line hole in NAME2.
 import fs from 'node:fs';
 import path from 'node:path';
-import { QUIET_SETTINGS, codeServerHome, launchBrowser, palette as runCommand, parseArgs, run, setSetting as setSettingIn, startCodeServer, step } from './harness.mjs';
+import { QUIET_SETTINGS, codeServerHome, launchBrowser, palette as runCommand, parseArgs, run, setSetting as setSettingIn, startCodeServer, step, stopCodeServer } from './harness.mjs';
 
 const args = parseArgs(['code-server', 'vsix', 'server', 'workspace', 'file', 'line', 'col', 'hole-file', 'hole-line', 'hole-col', 'shots']);
 const h = codeServerHome({
@@ -250,9 +250,6 @@ try {
   console.error(`screenshot: ${shot('editing-failed.png')}; server log: ${serverLog}`);
 } finally {
   await browser?.close().catch(() => undefined);
-  codeServer?.kill();
-  if (!failed) {
-    fs.rmSync(h.home, { recursive: true, force: true });
-  }
+  await stopCodeServer(codeServer, h.home, failed);
 }
 process.exit(failed ? 1 : 0);

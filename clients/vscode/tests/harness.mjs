@@ -44,7 +44,7 @@ export async function startCodeServer(bin, vsix, h, folder, extraArgs = []) {
   const port = await freePort();
   const proc = spawn(bin, ['--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry',
     '--disable-update-check', ...extraArgs, '--user-data-dir', h.userData, '--extensions-dir', h.extensions, folder],
-  { env: h.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  { env: h.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let log = '';
   proc.stdout.on('data', (d) => { log += d; });
   proc.stderr.on('data', (d) => { log += d; });
@@ -54,6 +54,26 @@ export async function startCodeServer(bin, vsix, h, folder, extraArgs = []) {
     await new Promise((r) => setTimeout(r, 100));
   }
   return { proc, port };
+}
+
+/**
+ * Stop code-server and everything it started (extension host, the language server), wait until they
+ * are gone, then remove `home` unless the run failed (its logs are kept). The children write into
+ * `home` until they exit: removing it before that fails with ENOTEMPTY.
+ */
+export async function stopCodeServer(proc, home, keep) {
+  if (proc && proc.exitCode === null && proc.signalCode === null) {
+    const exited = new Promise((r) => proc.once('exit', r));
+    try { process.kill(-proc.pid, 'SIGTERM'); } catch { proc.kill(); }
+    const late = setTimeout(() => { try { process.kill(-proc.pid, 'SIGKILL'); } catch { /* gone */ } }, 10000);
+    await exited;
+    clearTimeout(late);
+  }
+  for (let i = 0; i < 50; i++) {
+    try { process.kill(-proc.pid, 0); } catch { break; }  // the group's last member still running
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  if (!keep) fs.rmSync(home, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
 }
 
 export async function launchBrowser() {

@@ -8,7 +8,7 @@
 //     --file NAME --line L --col C --expect PREFIX --screenshot OUT.png
 // Lines and columns are 1-based, as VS Code's "Go to Line" takes them.
 import fs from 'node:fs';
-import { QUIET_SETTINGS, codeServerHome, launchBrowser, palette as runCommand, parseArgs, run, setSetting as setSettingIn, startCodeServer, step } from './harness.mjs';
+import { QUIET_SETTINGS, codeServerHome, launchBrowser, palette as runCommand, parseArgs, run, setSetting as setSettingIn, startCodeServer, step, stopCodeServer } from './harness.mjs';
 
 const args = parseArgs(['code-server', 'vsix', 'server', 'workspace', 'file', 'line', 'col', 'expect', 'screenshot']);
 const h = codeServerHome({
@@ -220,9 +220,6 @@ try {
   console.error(`screenshot of the failure: ${shot}; server logs kept in ${home}`);
 } finally {
   await browser?.close().catch(() => undefined);
-  codeServer?.kill();
-  if (!failed) {
-    fs.rmSync(home, { recursive: true, force: true });
-  }
+  await stopCodeServer(codeServer, home, failed);
 }
 process.exit(failed ? 1 : 0);

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { codeServerHome, freePort, launchBrowser, palette, parseArgs, startCodeServer, step } from './harness.mjs';
+import { codeServerHome, freePort, launchBrowser, palette, parseArgs, startCodeServer, step, stopCodeServer } from './harness.mjs';
 
 const args = parseArgs(['code-server', 'vsix', 'server', 'screenshot']);
 
@@ -110,10 +110,7 @@ try {
   console.error(`screenshot of the failure: ${shot}; logs kept in ${h.home}`);
 } finally {
   await browser?.close().catch(() => undefined);
-  codeServer?.kill();
   trap.close();
-  if (!failed) {
-    fs.rmSync(h.home, { recursive: true, force: true });
-  }
+  await stopCodeServer(codeServer, h.home, failed);
 }
 process.exit(failed ? 1 : 0);
