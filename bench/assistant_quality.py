@@ -18,6 +18,11 @@ the server cannot use them to verify a rewrite and must fall back on checks it d
 - **Write tests**: kept or refused; a kept test file is run by this script (outside the
   sandbox) on the original module (*passes*) and on each of up to 8 mutants of the function
   (*catches a mutant*: at least one fails).
+- **Independent mutants**, written by this script (not by the server's mutator, whose mutants
+  Write tests aims at): every one-token swap of `<`/`<=`, `>`/`>=`, `==`/`!=`, `and`/`or`,
+  `True`/`False` and an integer `n` -> `n + 1` in the function's body, up to 12 spread over it,
+  kept when toolz's own tests catch it (so it is a real bug, not an equivalent change). A kept
+  test file's score is the share of them it kills.
 - Seconds per request (the whole ``workspace/executeCommand``, as a person waits for it),
   and the CPU seconds the server and its children (the sandboxed test runs) spent on it:
   on a shared machine the wall time is inflated by other work (and by a process being
@@ -43,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +62,9 @@ from server.assist.verify import workspace_tests  # noqa: E402
 MODULES = {"itertoolz.py": "test_itertoolz.py", "dicttoolz.py": "test_dicttoolz.py", "recipes.py": "test_recipes.py"}
 DEFAULT_MODELS = "qwen2.5-coder-0.5b-instruct-q4_k_m,qwen2.5-coder-1.5b-instruct-q4_k_m"
 JUDGE_TIMEOUT_S = 120
+MAX_INDEPENDENT = 12       # independent mutants per function, spread over its body
+SWAPS = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "==", "and": "or", "or": "and",
+         "True": "False", "False": "True"}
 
 
 @dataclass
@@ -64,6 +73,7 @@ class Function:
     name: str
     start: int           # 0-based first line (the def), inclusive
     end: int             # 0-based last line, inclusive
+    independent: list[tuple[str, str]] = field(default_factory=list)  # (what changed, source) toolz's tests catch
 
 
 @dataclass
@@ -77,6 +87,7 @@ class Outcome:
     tests_pass: bool = False
     tests_catch: bool = False
     tests_note: str = ""
+    killed: int = -1             # independent mutants the kept tests kill (-1: no tests kept)
     tests_s: float = 0.0
     tests_cpu: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -109,6 +120,36 @@ def pick_functions(n: int, seed: int) -> list[Function]:
                 found.append(Function(module, node.name, node.lineno - 1, node.end_lineno - 1))
     random.Random(seed).shuffle(found)
     return sorted(found[:n], key=lambda f: (f.module, f.start))
+
+
+def independent_mutants(source: str, first_line: int) -> list[tuple[str, str]]:
+    """One-token swaps in the body of the function ``source`` (its ``def`` line and docstring
+    untouched): SWAPS, and an integer literal ``n`` -> ``n + 1``; up to MAX_INDEPENDENT spread
+    evenly. Returns (description, mutated source) pairs; each parses."""
+    lines = source.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    tokens = list(tokenize.generate_tokens(iter(lines).__next__))
+    body = next(i for i, t in enumerate(tokens) if t.type == tokenize.NEWLINE)  # the end of the def's signature
+    found = []
+    for t in tokens[body:]:
+        if t.type in (tokenize.OP, tokenize.NAME) and t.string in SWAPS:
+            new = SWAPS[t.string]
+        elif t.type == tokenize.NUMBER and t.string.isdigit():
+            new = str(int(t.string) + 1)
+        else:
+            continue
+        at = starts[t.start[0] - 1] + t.start[1]
+        text = source[:at] + new + source[at + len(t.string):]
+        try:
+            ast.parse(text)
+        except SyntaxError:
+            continue
+        found.append((f"line {first_line + t.start[0]}: `{t.string}` -> `{new}`", text))
+    if len(found) > MAX_INDEPENDENT:
+        found = [found[i * len(found) // MAX_INDEPENDENT] for i in range(MAX_INDEPENDENT)]
+    return found
 
 
 class Judge:
@@ -215,13 +256,16 @@ async def run_model(model: str, functions: list[Function], tasks: set[str], judg
                 out.tests_catch = out.tests_pass and any(
                     not judge.passes(f.module, replaced(text, f, m.source), f"test_generated_{f.name}.py", code)
                     for m in mutants(source, first_line=f.start))
+                out.killed = sum(not judge.passes(f.module, replaced(text, f, m), f"test_generated_{f.name}.py", code)
+                                 for _, m in f.independent) if out.tests_pass else 0
             else:
                 out.tests = f"refused: {result.get('reason', '')[:70]}"
                 out.tests_note = ((result.get("mutants") or {}).get("summary") or "")[:70]
         outcomes.append(out)
         print(f"  {model[:22]} [{n}/{len(functions)}] {out.function:<28} refactor {out.refactor:<10} "
               f"{out.refactor_s:5.1f} s ({out.refactor_cpu:.0f} CPU s) | tests {out.tests[:10]:<10} "
-              f"pass={out.tests_pass!s:<5} catch={out.tests_catch!s:<5} {out.tests_s:5.1f} s "
+              f"pass={out.tests_pass!s:<5} catch={out.tests_catch!s:<5} "
+              f"independent {max(out.killed, 0)}/{len(f.independent)} {out.tests_s:5.1f} s "
               f"({out.tests_cpu:.0f} CPU s)  {out.refactor_note} / {out.tests_note}", file=sys.stderr, flush=True)
     await stop_server(client)
     shutil.rmtree(workspace, ignore_errors=True)
@@ -233,7 +277,11 @@ def p50(values: list[float]) -> str:
     return f"{statistics.median(values):.0f} s" if values else "-"
 
 
-def table(results: dict[str, list[Outcome]], tasks: set[str]) -> str:
+def share(part: int, whole: int) -> str:
+    return f"{part} of {whole} ({part / whole:.0%})" if whole else "-"
+
+
+def table(results: dict[str, list[Outcome]], tasks: set[str], functions: list[Function]) -> str:
     models = list(results)
     rows: list[tuple[str, list[str]]] = []
 
@@ -257,6 +305,13 @@ def table(results: dict[str, list[Outcome]], tasks: set[str]) -> str:
         row("Write tests: kept", lambda o: f"{sum(x.tests == 'kept' for x in o)} of {n}")
         row("  pass on the original (re-run here)", lambda o: str(sum(x.tests_pass for x in o)))
         row("  catch a mutant (re-run here)", lambda o: str(sum(x.tests_catch for x in o)))
+        row("Independent mutants killed by kept tests", lambda o: share(
+            sum(x.killed for x in o if x.killed >= 0), sum(len(f.independent) for x, f in zip(o, functions)
+                                                             if x.killed >= 0)))
+        row("  kept files killing >= 1 / >= 60%", lambda o: f"{sum(x.killed > 0 for x in o)} / "
+            f"{sum(x.killed >= 0.6 * len(f.independent) > 0 for x, f in zip(o, functions))}")
+        row("  per function, refused = 0", lambda o: share(sum(max(x.killed, 0) for x in o),
+                                                          sum(len(f.independent) for f in functions)))
         row("Write tests wall time p50 / max", lambda o: f"{p50([x.tests_s for x in o])} / "
                                                           f"{max([x.tests_s for x in o] or [0]):.0f} s")
         row("Write tests CPU time p50 / max", lambda o: f"{p50([x.tests_cpu for x in o])} / "
@@ -283,10 +338,18 @@ def main() -> None:
     try:
         for module in {f.module for f in functions}:  # the judge must agree that the untouched module passes
             assert judge.passes(module, (toolz_dir() / module).read_text(encoding="utf-8"), MODULES[module])
+        if "tests" in tasks:  # independent mutants: those toolz's own tests catch
+            for f in functions:
+                text = (toolz_dir() / f.module).read_text(encoding="utf-8")
+                source = "".join(text.splitlines(keepends=True)[f.start:f.end + 1])
+                f.independent = [(what, m) for what, m in independent_mutants(source, f.start)
+                                 if not judge.passes(f.module, replaced(text, f, m), MODULES[f.module])]
+                print(f"  {f.module[:-3]}.{f.name}: {len(f.independent)} independent mutants toolz's tests catch: "
+                      + ", ".join(what for what, _ in f.independent), file=sys.stderr, flush=True)
         results = {m: asyncio.run(run_model(m, functions, tasks, judge)) for m in args.models.split(",")}
     finally:
         judge.close()
-    print(table(results, tasks))
+    print(table(results, tasks, functions))
 
 
 if __name__ == "__main__":

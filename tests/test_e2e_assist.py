@@ -194,7 +194,10 @@ async def test_write_tests_keeps_only_tests_that_pass_and_catch_a_mutant(client:
     for change in result["expectedFromCode"]:
         assert " -> " not in change or "# value from running the code as it is" in code, (change, code)
     assert m["tried"] >= 3 and 1 <= m["caught"] <= m["tried"] and len(m["survivors"]) == m["tried"] - m["caught"]
-    assert m["summary"] == f"{len(result['passed'])} passed, 0 failed, caught {m['caught']} of {m['tried']} mutants"
+    share = m["caught"] / m["tried"]
+    assert m["score"] == round(share, 3) and m["weak"] == (share < 0.5), m
+    assert m["summary"].startswith(f"{len(result['passed'])} passed, 0 failed, caught {m['caught']} of {m['tried']} "
+                                   f"mutants ({share:.0%})") and ("weak tests" in m["summary"]) == m["weak"], m
 
 
 async def test_hover_shows_the_definition_and_an_explanation(client: LanguageClient):

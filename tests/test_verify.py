@@ -14,10 +14,18 @@ import pytest
 from server.assist import CodeSpan
 from server.assist.checks import derived_checks
 from server.assist.mutants import mutants
+from server.assist.records import MutationScore
 from server.assist.sandbox import available
 from server.assist.targets import target
 from server.assist.verify import mutation_score, rewrite_patches, verify_rewrite, workspace_tests
-from server.assist.write_tests import drop_tests, enough_tests, without_extra_tests
+from server.assist.write_tests import (
+    drop_tests,
+    enough_tests,
+    inputs_worth_testing,
+    merged_tests,
+    more_tests_feedback,
+    without_extra_tests,
+)
 
 from .prereqs import APT_INSTALL
 
@@ -102,7 +110,7 @@ def test_each_mutant_changes_one_thing_and_parses():
     assert t.name == "clamp" and t.module == "pkg.geo" and t.owner is None
     found = mutants(t.source, first_line=t.line)
     descriptions = [m.description for m in found]
-    assert "line 7: `<` → `>=`" in descriptions and "line 9: `>` → `<=`" in descriptions
+    assert "line 7: `<` → `<=`" in descriptions and "line 9: `>` → `>=`" in descriptions
     assert "line 8: `return …` → `return None`" in descriptions
     original = ast.unparse(ast.parse(t.source))
     for m in found:
@@ -116,7 +124,7 @@ def test_mutants_cover_arithmetic_constants_and_boolean_operators_within_the_lim
     source = "def f(a, b):\n    if a > 0 and b:\n        a += 2\n    return a * b - 1\n"
     found = mutants(source, limit=50)
     kinds = " ".join(m.description for m in found)
-    for change in ("`>` → `<=`", "`and` → `or`", "`+` → `-`", "`*` → `//`", "`-` → `+`", "`2` → `1`", "`0` → `1`",
+    for change in ("`>` → `>=`", "`and` → `or`", "`+` → `-`", "`*` → `//`", "`-` → `+`", "`2` → `1`", "`0` → `1`",
                    "return None", "condition negated"):
         assert change in kinds, (change, kinds)
     assert len(mutants(source, limit=3)) == 3
@@ -144,6 +152,37 @@ def test_tests_that_fail_on_the_code_are_dropped_by_name():
     kept = drop_tests(code, {"test_bad"})
     assert "test_bad" not in kept and "mark.slow" not in kept and "test_ok" in kept and "test_good" in kept
     ast.parse(kept)
+
+
+# -- improving a file that can be kept ----------------------------------------------------------
+def test_more_tests_are_added_to_a_kept_file_without_repeats_or_name_clashes():
+    kept = "from pkg.geo import clamp\n\n\ndef test_inside():\n    assert clamp(5) == 5\n"
+    more = ("import pytest\nfrom pkg.geo import clamp\n\ndef test_inside():\n    assert clamp(5) == 5\n\n"
+            "def test_inside():  # the same name, another check\n    assert clamp(0) == 0\n\n"
+            "@pytest.mark.parametrize('x', [10, 11])\ndef test_high(x):\n    assert clamp(x) == 10\n\n"
+            "def helper():\n    return 1\n")
+    merged = merged_tests(kept, more)
+    tree = ast.parse(merged)
+    names = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    assert names == ["test_inside", "test_inside_2", "test_high"], merged  # the repeat left out, no helper
+    assert merged.startswith("import pytest\nfrom pkg.geo import clamp\n") and "@pytest.mark.parametrize" in merged
+    assert merged_tests(kept, "def test_inside():\n    assert clamp(5) == 5\n") == kept  # nothing new
+    with pytest.raises(SyntaxError):
+        merged_tests(kept, "def test_(:\n")
+
+
+def test_a_round_that_improves_tests_names_the_survivors_and_the_boundaries():
+    source = "def take(xs, n=3):\n    if len(xs) > n:\n        return xs[:n]\n    return xs\n"
+    ideas = inputs_worth_testing(source)
+    assert "`len(xs) > n`: len(xs) equal to n, and one less and one more" in ideas
+    assert "`len(xs) > n` both true and false" in ideas and "empty and one-element inputs" in ideas
+    assert inputs_worth_testing("def f(:\n") == []
+    survivor = next(m for m in mutants(source) if "`>` → `>=`" in m.description)
+    span = CodeSpan(Path("/w/take.py"), source, 0, 3, "python", "take")
+    text = more_tests_feedback(span, MutationScore(["t"], [], 4, 3, [survivor], ""), "def test_t():\n    pass\n")
+    assert "catch 3 of 4 deliberately broken copies of `take`" in text
+    assert "- line 2: `>` → `>=`: `if len(xs) >= n:`" in text and "len(xs) equal to n" in text
+    assert text.endswith("```python\ndef test_t():\n    pass\n```")
 
 
 # -- finding what to run -------------------------------------------------------------------------
@@ -261,7 +300,10 @@ def test_generated_tests_are_scored_on_mutants(ws):
     strong = "from pkg.geo import clamp\n\ndef test_inside():\n    assert clamp(5) == 5\n\n" \
              "def test_edges():\n    assert clamp(-1) == 0\n    assert clamp(11) == 10\n"
     _, score = mutation_score(ws, span, "test_gen.py", strong)
-    assert score.passed and not score.failed and score.tried >= 5 and score.caught == score.tried, score
+    # Moving clamp's boundaries (`x <= lo: return lo`) changes nothing it returns: those two survive
+    # any test (equivalent mutants); every other change is caught.
+    assert score.passed and not score.failed and score.tried >= 5, score
+    assert sorted(m.description for m in score.survivors) == ["line 7: `<` → `<=`", "line 9: `>` → `>=`"], score
     weak = "from pkg.geo import clamp\n\ndef test_runs():\n    clamp(5)\n"
     _, score = mutation_score(ws, span, "test_gen.py", weak)
     assert score.passed and score.caught == 0 and len(score.survivors) == score.tried >= 5

@@ -188,6 +188,7 @@ class AssistHost:
             self.assistant.max_tokens = s.chat_max_tokens
             self.assistant.context_tokens = s.chat_context_tokens
             self.assistant.sandbox = s.tests_sandbox
+            self.assistant.improve_ms = s.tests_improve_max_time_ms
             return self.assistant
 
     def ahead(self, s: Settings) -> PromptReader | None:

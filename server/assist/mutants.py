@@ -1,7 +1,8 @@
 """Mutants: deliberately broken copies of a Python function, one change each.
 
-A comparison, an arithmetic or boolean operator, a constant, a return value or a
-condition is changed, with ``ast``, at up to MAX_MUTANTS places spread over the function.
+A comparison's boundary (`<` -> `<=`) or sense (`==` -> `!=`), an arithmetic or boolean operator,
+a constant, a return value or a condition is changed, with ``ast``, at up to MAX_MUTANTS places
+spread over the function.
 Generated tests are kept only when they catch one (:func:`server.assist.verify.mutation_score`).
 
 Threads: pure functions, any thread (Write tests runs them on a worker thread).
@@ -17,7 +18,9 @@ from .records import Mutant
 
 MAX_MUTANTS = 8            # mutants tried per function (spread over its lines)
 
-FLIP_COMPARE = {ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt, ast.Eq: ast.NotEq,
+# An ordering comparison moves its boundary by one (`<` -> `<=`: the off-by-one bug tests at the
+# boundary catch); the others are negated (a negated `if` is the "condition" mutant anyway).
+FLIP_COMPARE = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
                 ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
 FLIP_BINOP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.FloorDiv, ast.Div: ast.Mult, ast.FloorDiv: ast.Mult,
               ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult, ast.BitAnd: ast.BitOr, ast.BitOr: ast.BitAnd,

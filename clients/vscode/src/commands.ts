@@ -55,13 +55,13 @@ export function writeTests(ctx: Ctx): (arg: lsp.WriteTestsParams) => Promise<lsp
       const failed = Array.isArray(result.failed) ? result.failed.length : 0;
       const outcome = !result.ran ? `not run (${result.notRun || 'tests are run for Python only'})`
         : passed + failed === 0 ? 'no test ran (see the output)'
-          : `${passed} passed, ${failed} failed`;
+          : result.mutants?.summary ?? `${passed} passed, ${failed} failed`;
       if (result.ran && !result.ok) {
         ctx.output.warn(`deepseek: the written tests did not pass (${outcome}):\n${result.output}`);
       }
       const where = vscode.workspace.asRelativePath(vscode.Uri.parse(result.uri));
       const buttons = result.ran && !result.ok ? ['Open', 'Show output'] : ['Open'];
-      const pick = await (result.ok ? vscode.window.showInformationMessage : vscode.window.showWarningMessage)(
+      const pick = await (result.ok && !result.mutants?.weak ? vscode.window.showInformationMessage : vscode.window.showWarningMessage)(
         `deepseek: tests written to ${where}: ${outcome}.`, ...buttons);
       if (pick === 'Open') {
         await vscode.window.showTextDocument(vscode.Uri.parse(result.uri));

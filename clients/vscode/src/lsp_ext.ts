@@ -236,8 +236,25 @@ export interface TestsWritten {
   failed: string[];
   /** The last 3,000 characters of pytest's output. */
   output: string;
+  /** Deliberately broken copies of the function the tests were run on; null when they were not run. */
+  mutants: MutationScore | null;
   /** Why the editor did not apply the edit; empty otherwise. */
   reason: string;
+}
+
+export interface MutationScore {
+  tried: number;
+  caught: number;
+  /** What each mutant the tests did not catch changed, e.g. "line 7: `<` → `<=`". */
+  survivors: string[];
+  /** Why no mutant was tried; empty otherwise. */
+  notTried: string;
+  /** caught / tried, 0-1; null when none was tried. */
+  score: number | null;
+  /** Fewer than half of the mutants caught. */
+  weak: boolean;
+  /** "4 passed, 0 failed, caught 6 of 8 mutants (75%)". */
+  summary: string;
 }
 
 /** No tests were written. */

@@ -44,7 +44,7 @@ export async function startCodeServer(bin, vsix, h, folder, extraArgs = []) {
   const port = await freePort();
   const proc = spawn(bin, ['--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry',
     '--disable-update-check', ...extraArgs, '--user-data-dir', h.userData, '--extensions-dir', h.extensions, folder],
-  { env: h.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  { env: h.env, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   proc.stdout.on('data', (d) => { log += d; });
   proc.stderr.on('data', (d) => { log += d; });
@@ -56,23 +56,43 @@ export async function startCodeServer(bin, vsix, h, folder, extraArgs = []) {
   return { proc, port };
 }
 
+/** The pids of `pid`'s descendants (Linux: read from /proc), deepest last. */
+function descendants(pid) {
+  const children = new Map();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (!children.has(ppid)) children.set(ppid, []);
+      children.get(ppid).push(Number(entry));
+    } catch { /* gone meanwhile */ }
+  }
+  const out = [];
+  const walk = (p) => { for (const c of children.get(p) ?? []) { out.push(c); walk(c); } };
+  walk(pid);
+  return out;
+}
+
+/** Whether `pid` still runs (a zombie, exited but not yet reaped, does not). */
+function alive(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch { return false; }
+}
+
 /**
- * Stop code-server and everything it started (extension host, the language server), wait until they
- * are gone, then remove `home` unless the run failed (its logs are kept). The children write into
- * `home` until they exit: removing it before that fails with ENOTEMPTY.
+ * Stop code-server and everything it started (extension host, the language server: not all in its
+ * process group), wait until they are gone, then remove `home` unless `keep` (a failed run keeps its
+ * logs). The children write into `home` until they exit: removing it sooner fails with ENOTEMPTY.
  */
 export async function stopCodeServer(proc, home, keep) {
-  if (proc && proc.exitCode === null && proc.signalCode === null) {
-    const exited = new Promise((r) => proc.once('exit', r));
-    try { process.kill(-proc.pid, 'SIGTERM'); } catch { proc.kill(); }
-    const late = setTimeout(() => { try { process.kill(-proc.pid, 'SIGKILL'); } catch { /* gone */ } }, 10000);
-    await exited;
-    clearTimeout(late);
-  }
-  for (let i = 0; i < 50; i++) {
-    try { process.kill(-proc.pid, 0); } catch { break; }  // the group's last member still running
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  const family = proc?.pid ? [proc.pid, ...descendants(proc.pid)] : [];
+  for (const pid of family) { try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ } }
+  for (let i = 0; i < 100 && family.some(alive); i++) await new Promise((r) => setTimeout(r, 100));
+  for (const pid of family.filter(alive)) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+  for (let i = 0; i < 50 && family.some(alive); i++) await new Promise((r) => setTimeout(r, 100));
   if (!keep) fs.rmSync(home, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
 }
 

@@ -44,8 +44,10 @@ end
 function M.tests(opts)
   run('deepseek.writeTests', { uri = vim.uri_from_bufnr(0), range = range_of(opts) }, function(result)
     if not result.applied then return vim.notify('deepseek: no tests: ' .. (result.reason or '')) end
+    local mutants = result.mutants ~= vim.NIL and result.mutants or nil  -- mutation score (null: not run)
     vim.notify(string.format('deepseek: tests in %s (%s)', vim.uri_to_fname(result.uri),
-      result.ran and (result.ok and 'they pass' or (#(result.failed or {}) .. ' failing')) or 'not run'))
+      result.ran and (mutants and mutants.summary or (#(result.failed or {}) .. ' failing')) or 'not run'),
+      mutants and mutants.weak and vim.log.levels.WARN or nil)
   end)
 end
 
