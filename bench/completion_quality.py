@@ -18,6 +18,13 @@ fixed seed, five kinds:
   deleted; the cursor is on an empty line at the body's indentation. The truth is the body.
 - ``call-argument``: a whole line inside a call's arguments spanning 3 or more lines is
   emptied (indentation kept). The truth is that line.
+- ``cross-file`` (Python): a ``blank-line`` hole whose line calls a name the file imports from
+  another module of its own package (``from .utils import f``): the answer needs what another
+  file defines. Chosen only when asked for (``--kinds``).
+
+``--context off,on`` measures the cross-file context: the packages of the holes are copied into
+a workspace the server indexes, and the pipeline runs once per value in the same run, with
+``completion.contextTokens`` 0 (off) and at its default (on); one table per value.
 
 Each hole is sent to the real server over stdio as an editor would (``didOpen`` /
 ``didChange`` with the whole document, then a *manual* ``textDocument/inlineCompletion``,
@@ -48,13 +55,14 @@ import hashlib
 import importlib.util
 import json
 import random
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,8 +71,9 @@ sys.path.insert(0, str(ROOT))
 from index.syntax import parse  # noqa: E402
 
 READ_FIRST_S = 300  # --read-first: the longest wait for the server to read a place ahead
-KINDS = ("blank-line", "block-opener", "mid-line", "empty-body", "call-argument")
-SINGLE_LINE_KINDS = {"blank-line", "mid-line", "call-argument"}
+KINDS = ("blank-line", "block-opener", "mid-line", "empty-body", "call-argument", "cross-file")
+DEFAULT_KINDS = KINDS[:5]
+SINGLE_LINE_KINDS = {"blank-line", "mid-line", "call-argument", "cross-file"}
 PY_PACKAGES = ["toolz", "click", "jinja2", "packaging", "h11", "pathspec", "platformdirs", "attr"]
 TESTED = {"toolz"}  # packages whose wheel ships the tests used for scoring
 PY_FUNCTIONS = {"function_definition"}
@@ -161,6 +170,7 @@ def candidates(path: Path, language: str, package: str) -> dict[str, list[Hole]]
         d[row] = lines[row][: len(lines[row]) - len(lines[row].lstrip())]
         return d
 
+    imported = _package_imports(text, package) if language == "python" else set()
     header_rows, seen_rows = set(), set()
     for node in _walk(root):
         row = node.start_point[0]
@@ -177,6 +187,9 @@ def candidates(path: Path, language: str, package: str) -> dict[str, list[Hole]]
                 content = lines[row].strip()
                 out["blank-line"].append(hole("blank-line", empty_line(row), row, len(lines[row]) - len(
                     lines[row].lstrip()), content))
+                if any(re.search(rf"\b{re.escape(name)}\(", content) for name in imported):
+                    out["cross-file"].append(hole("cross-file", empty_line(row), row, len(lines[row]) - len(
+                        lines[row].lstrip()), content))
                 if single and block is None and len(content) >= 8:
                     rng = random.Random(f"{path}:{row}")
                     k = rng.randint(3, len(content) - 3)
@@ -217,6 +230,17 @@ def candidates(path: Path, language: str, package: str) -> dict[str, list[Hole]]
     return out
 
 
+def _package_imports(text: str, package: str) -> set[str]:
+    """Names ``text`` imports from other modules of ``package`` (relative imports or ``package.x``)."""
+    import ast
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return set()
+    return {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) and
+            (n.level > 0 or (n.module or "").split(".")[0] == package) for a in n.names if a.name != "*"}
+
+
 def _balanced(s: str) -> bool:
     depth = 0
     for ch in s:
@@ -225,6 +249,26 @@ def _balanced(s: str) -> bool:
         if depth < 0:
             return False
     return depth == 0
+
+
+def package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+
+
+def in_workspace(holes: list[Hole], workspace: Path) -> list[Hole]:
+    """``holes`` with their Python packages copied into ``workspace`` (as a user's repository, indexed by
+    the server) and their paths there; Lua holes stay where they are."""
+    out = []
+    for h in holes:
+        base = package_dir(h.package) if h.language == "python" else None
+        if base is None:
+            out.append(h)
+            continue
+        if not (workspace / h.package).exists():
+            shutil.copytree(base, workspace / h.package, ignore=shutil.ignore_patterns("__pycache__"))
+        out.append(replace(h, path=workspace / h.package / h.path.relative_to(base)))
+    return out
 
 
 def source_files(language: str) -> list[tuple[str, Path]]:
@@ -364,11 +408,18 @@ async def read_first(client, uri: str, pos) -> float:
     return time.monotonic() - t0
 
 
-async def run_pipeline(holes: list[Hole], settings: dict, warm: bool = False) -> list[Outcome]:
+async def run_pipeline(holes: list[Hole], settings: dict, warm: bool = False,
+                       workspace: Path | None = None) -> list[Outcome]:
     from lsp_server import start_server, stop_server
     from lsprotocol import types
 
-    client = await start_server("quality-bench", settings)
+    client = await start_server("quality-bench", settings, workspace)
+    if workspace is not None:  # the cross-file context comes from the index: wait until it is built
+        t0 = time.monotonic()
+        while (index := (await _status(client)).get("index") or {}).get("state") not in ("ready", "error"):
+            await asyncio.sleep(0.5)
+        print(f"  index {index.get('state')} in {time.monotonic() - t0:.0f} s: {index.get('files')} files, "
+              f"{index.get('chunks')} chunks", file=sys.stderr)
     versions: dict[str, int] = {}
     outcomes = []
     for n, hole in enumerate(holes, 1):
@@ -488,7 +539,9 @@ def main() -> None:
     ap.add_argument("--per-kind", type=int, default=16, help="Python holes per kind")
     ap.add_argument("--lua-per-kind", type=int, default=6, help="Lua holes per kind")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    ap.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), choices=KINDS)
+    ap.add_argument("--context", default="", help="off,on: index the holes' packages and run the pipeline without "
+                                                  "and with cross-file context (completion.contextTokens 0 / default)")
     ap.add_argument("--plain-prefix", type=int, default=1024, help="tokens of text before the cursor")
     ap.add_argument("--plain-suffix", type=int, default=512, help="tokens of text after the cursor")
     ap.add_argument("--fresh-plain", action="store_true", help="recompute the plain calls")
@@ -510,7 +563,16 @@ def main() -> None:
     print(f"{len(holes)} holes ({sum(h.language == 'python' for h in holes)} Python, "
           f"{sum(h.language == 'lua' for h in holes)} Lua) in {len({h.path for h in holes})} files, seed {args.seed}; "
           f"settings {args.set or 'default'}")
-    ours = asyncio.run(run_pipeline(holes, parse_assignments(args.set), args.read_first))
+    workspace = None
+    if args.context:
+        workspace = Path(tempfile.mkdtemp(prefix="quality-ws-"))
+        holes = in_workspace(holes, workspace)
+    variants: dict[str, list[Outcome]] = {}
+    for variant in args.context.split(",") if args.context else ["pipeline"]:
+        settings = parse_assignments(args.set) | ({"completion.contextTokens": 0} if variant == "off" else {})
+        print(f"pipeline: {variant}", file=sys.stderr)
+        variants[variant] = asyncio.run(run_pipeline(holes, settings, args.read_first, workspace))
+    ours = next(iter(variants.values()))
     plain = []
     if not args.no_plain:
         fim = PlainFim(str(ensure_model_file(resolve_model(None, args.plain_model))), args.plain_prefix,
@@ -527,26 +589,28 @@ def main() -> None:
                 continue
             if not runner.passes(hole, hole.original) or runner.passes(hole, hole.filled("")):
                 continue  # the tests do not notice this hole
-            for outs in (ours, plain):
+            for outs in (*variants.values(), plain):
                 if outs:
                     outs[i].tests = runner.passes(hole, hole.filled(outs[i].suggestion))
     finally:
         runner.close()
 
     head = f"{'exact':>6} {'edit':>6} {'tests':>7} {'empty':>6} {'p50 ms':>7} {'p90 ms':>7} {'large':>5}"
-    print(f"\n{'':<22} {'pipeline':^45} | {'plain FIM call':^45}")
-    print(f"{'kind':<16} {'holes':>5} {head} | {head}")
     groups = [(f"{lang} {k}", lambda h, k=k, lang=lang: h.kind == k and h.language == lang)
               for lang in ("python", "lua") for k in kinds]
     groups += [("all python", lambda h: h.language == "python"), ("all lua", lambda h: h.language == "lua"),
                ("all", lambda h: True)]
-    for name, keep in groups:
-        idx = [i for i, h in enumerate(holes) if keep(h)]
-        if not idx:
-            continue
-        mine = [ours[i] for i in idx]
-        base = [plain[i] for i in idx] if plain else []
-        print(f"{name:<22} {len(idx):>3} {summary(mine)} | {summary(base)}")
+    for variant, mine_all in variants.items():
+        title = "pipeline" if variant == "pipeline" else f"pipeline, cross-file context {variant}"
+        print(f"\n{'':<22} {title:^45} | {'plain FIM call':^45}")
+        print(f"{'kind':<16} {'holes':>5} {head} | {head}")
+        for name, keep in groups:
+            idx = [i for i, h in enumerate(holes) if keep(h)]
+            if not idx:
+                continue
+            mine = [mine_all[i] for i in idx]
+            base = [plain[i] for i in idx] if plain else []
+            print(f"{name:<22} {len(idx):>3} {summary(mine)} | {summary(base)}")
     tested = sum(o.tests is not None for o in ours)
     print(f"\ntests: {tested} holes in toolz that its tests notice ({runner.runs} test runs); "
           f"plain call: {args.plain_prefix}/{args.plain_suffix} tokens before/after the cursor")
