@@ -3,7 +3,8 @@
 The functions are toolz's (``toolz/itertoolz.py``, ``dicttoolz.py``, ``recipes.py``, pinned
 in the ``test`` extra): pip-installed code this project did not write, whose wheel ships its
 tests. A function qualifies when it is a top-level, undecorated function of 4-30 lines with at
-least two places to mutate and toolz's own test file for its module has a test that uses it;
+least two places to mutate (for the server's mutator, and one for this script's independent
+mutants below) and toolz's own test file for its module has a test that uses it;
 ``--functions`` of them are sampled with ``--seed``.
 
 Each model gets its own server (``python -m server`` over stdio, ``chatModel`` set to it, or
@@ -115,7 +116,7 @@ def pick_functions(n: int, seed: int) -> list[Function]:
                 continue
             lines = node.end_lineno - node.lineno + 1
             source = "".join(text.splitlines(keepends=True)[node.lineno - 1:node.end_lineno])
-            if 4 <= lines <= 30 and len(mutants(source)) >= 2 and \
+            if 4 <= lines <= 30 and len(mutants(source)) >= 2 and independent_mutants(source, 0) and \
                     workspace_tests(src.parent, f"toolz.{module[:-3]}", node.name, limit=1):
                 found.append(Function(module, node.name, node.lineno - 1, node.end_lineno - 1))
     random.Random(seed).shuffle(found)

@@ -94,10 +94,11 @@ SETTINGS: tuple[Setting, ...] = (
             "where bubblewrap is missing the tests are written but not run. none: without isolation (the code "
             "can read your files and use the network). off: never run them.",
             choices=("bubblewrap", "none", "off"), restricted=True),
-    Setting("tests.improveMaxTimeMs", 120000, int, "ms",
+    Setting("tests.improveMaxTimeMs", 0, int, "ms",
             "Once Write tests has tests it can keep, how long it may go on asking the model for more tests "
             "aimed at the deliberately broken copies of the function they do not catch yet (a round is not "
-            "started after this). 0 keeps the first tests that catch one.", minimum=0, maximum=600000),
+            "started after this). 0, the default, keeps the first tests that catch one (measured: 120 s made "
+            "Write tests twice as slow, p50 75 -> 159 s, without catching more independent bugs).", minimum=0, maximum=600000),
     Setting("hover.timeMs", 1500, int, "ms",
             "How long a hover waits for the model's one-line explanation before showing the definition alone.",
             minimum=0, maximum=60000),
@@ -229,7 +230,7 @@ class Settings:
     chat_read_ahead: bool = True
     chat_kv_snapshots_mb: int = 128
     tests_sandbox: str = "bubblewrap"
-    tests_improve_max_time_ms: int = 120000
+    tests_improve_max_time_ms: int = 0
     hover_time_ms: int = 1500
     model_n_ctx: int = 4096
     model_load_config: str = "auto"

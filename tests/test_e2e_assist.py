@@ -52,7 +52,8 @@ async def _start(lsp_client: LanguageClient):
         lsp_client.edits.append(params.edit)
         return types.ApplyWorkspaceEditResult(applied=True)
 
-    await start_as_vscode(lsp_client, WORKSPACE, {"workspaceTrusted": True, "chat": {"maxTokens": 200}})
+    await start_as_vscode(lsp_client, WORKSPACE, {"workspaceTrusted": True, "chat": {"maxTokens": 200},
+                                                    "tests": {"improveMaxTimeMs": 120000}})
 
 
 @pytest_lsp.fixture(scope="module", config=CONFIG)

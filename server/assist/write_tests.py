@@ -155,7 +155,7 @@ def inputs_worth_testing(source: str) -> list[str]:
 class WriteTestsTask(AssistantCore):
     """Write tests, on top of the core's generation."""
 
-    improve_ms = 120_000  # tests.improveMaxTimeMs: how long rounds may go on improving a file that can be kept
+    improve_ms = 0  # tests.improveMaxTimeMs: how long rounds may go on improving a file that can be kept
 
     def write_tests(self, span: CodeSpan, root: Path, test_path: Path, cancel: threading.Event | None = None,
                     on_progress: OnProgress | None = None) -> TestsResult:
