@@ -98,7 +98,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Once Write tests has tests it can keep, how long it may go on asking the model for more tests "
             "aimed at the deliberately broken copies of the function they do not catch yet (a round is not "
             "started after this). 0, the default, keeps the first tests that catch one (measured: 120 s made "
-            "Write tests twice as slow, p50 75 -> 159 s, without catching more independent bugs).", minimum=0, maximum=600000),
+            "Write tests twice as slow, p50 75 -> 159 s, without catching more independent bugs).",
+            minimum=0, maximum=600000),
     Setting("hover.timeMs", 1500, int, "ms",
             "How long a hover waits for the model's one-line explanation before showing the definition alone.",
             minimum=0, maximum=60000),
