@@ -50,6 +50,7 @@ kind and overall, side by side.
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import hashlib
 import importlib.util
@@ -232,7 +233,6 @@ def candidates(path: Path, language: str, package: str) -> dict[str, list[Hole]]
 
 def _package_imports(text: str, package: str) -> set[str]:
     """Names ``text`` imports from other modules of ``package`` (relative imports or ``package.x``)."""
-    import ast
     try:
         tree = ast.parse(text)
     except SyntaxError:

@@ -145,6 +145,9 @@ class RefactorResult:
     verification: Verification | None = None
 
 
+WEAK_SCORE = 0.5  # write-tests: a test file catching fewer than this share of the mutants is called weak
+
+
 @dataclass(frozen=True)
 class MutationScore:
     """Generated tests against the code as it is and against mutants of it.
@@ -164,6 +167,16 @@ class MutationScore:
     survivors: list[Mutant]
     output: str
     reason: str = ""
+
+    @property
+    def share(self) -> float | None:
+        """caught / tried, 0-1; None when no mutant was tried."""
+        return self.caught / self.tried if self.tried else None
+
+    @property
+    def weak(self) -> bool:
+        """Fewer than WEAK_SCORE of the mutants tried were caught."""
+        return self.share is not None and self.share < WEAK_SCORE
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,6 @@ REPAIR_ROUNDS = 2          # write-tests: how many times tests that fail or catc
 TEST_MAX_TOKENS = 512      # write-tests: longest test module the model may write, in tokens
 MAX_TEST_FUNCTIONS = 6     # write-tests: generation stops when the model starts a seventh test (or repeats one)
 MORE_TESTS = 3             # write-tests: tests asked for in a round that improves a file already kept
-WEAK_SCORE = 0.5           # write-tests: a kept file catching fewer than this share of the mutants is called weak
 TEST_NAME = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]+(test\w*)[ \t]*\(", re.M)
 
 

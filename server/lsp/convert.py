@@ -25,7 +25,6 @@ from ..assist import (
     Verification,
 )
 from ..assist.symbols import HoverCard
-from ..assist.write_tests import WEAK_SCORE
 from ..completion import CompletionStats, Snapshot, Suggestion
 from ..config import Settings
 from ..languages import language_id
@@ -342,12 +341,11 @@ def lsp_mutants(score: MutationScore | None) -> dict[str, Any] | None:
     if not score.tried:
         return {"tried": 0, "caught": 0, "survivors": [], "notTried": score.reason, "score": None, "weak": False,
                 "summary": f"{ran}, no mutants tried ({score.reason})"}
-    share = score.caught / score.tried
-    weak = share < WEAK_SCORE
     return {"tried": score.tried, "caught": score.caught, "survivors": [m.description for m in score.survivors],
-            "notTried": score.reason, "score": round(share, 3), "weak": weak,
-            "summary": f"{ran}, caught {score.caught} of {score.tried} mutants ({share:.0%})"
-                       + (": weak tests, most deliberately broken copies of the code still pass them" if weak else "")}
+            "notTried": score.reason, "score": round(score.share, 3), "weak": score.weak,
+            "summary": f"{ran}, caught {score.caught} of {score.tried} mutants ({score.share:.0%})"
+                       + (": weak tests, most deliberately broken copies of the code still pass them"
+                          if score.weak else "")}
 
 
 def lsp_messages(messages: list[StoredMessage]) -> list[dict[str, Any]]:
