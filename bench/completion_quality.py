@@ -43,6 +43,14 @@ tests fail with the hole left empty are counted (a hole the tests do not notice 
 nothing). Also **empty** answers and latency (p50/p90 of the manual request). Printed per
 kind and overall, side by side.
 
+``--automatic`` sends each request as one made while typing (trigger kind Automatic: the
+debounce, the shorter time cap, no insisting on a line) and reports, for every suggestion the
+model wrote, how sure it was (``deepseek.status`` ``completion.lastConfidence``: the geometric
+mean, the least and the first of its tokens' probabilities) against its exactness: each
+measure's AUROC (the chance that an exact suggestion is rated above a wrong one) and what a
+threshold on it would do (suggestions shown, their exact share, exact ones lost).
+``--save FILE`` writes every hole's outcomes as JSON.
+
     python bench/completion_quality.py [--per-kind 16] [--lua-per-kind 6] [--seed 1] [--kinds ...]
                                        [--set completion.suffixTokens=256] [--show-misses]
 """
@@ -113,6 +121,7 @@ class Outcome:
     similarity: float = 0.0
     tests: bool | None = None   # None: not a tested hole
     model: str = "-"            # which model answered: small, large (deepseek.status lastModel)
+    confidence: dict | None = None  # how sure the model was (deepseek.status lastConfidence), None: no model text
 
 
 @dataclass
@@ -409,7 +418,7 @@ async def read_first(client, uri: str, pos) -> float:
 
 
 async def run_pipeline(holes: list[Hole], settings: dict, warm: bool = False,
-                       workspace: Path | None = None) -> list[Outcome]:
+                       workspace: Path | None = None, automatic: bool = False) -> list[Outcome]:
     from lsp_server import start_server, stop_server
     from lsprotocol import types
 
@@ -422,6 +431,7 @@ async def run_pipeline(holes: list[Hole], settings: dict, warm: bool = False,
               f"{index.get('chunks')} chunks", file=sys.stderr)
     versions: dict[str, int] = {}
     outcomes = []
+    seen_answers = (await _status(client))["completion"]["modelAnswers"]
     for n, hole in enumerate(holes, 1):
         uri = hole.path.as_uri()
         if uri not in versions:
@@ -439,15 +449,23 @@ async def run_pipeline(holes: list[Hole], settings: dict, warm: bool = False,
         result = await client.text_document_inline_completion_async(types.InlineCompletionParams(
             text_document=types.TextDocumentIdentifier(uri=uri),
             position=types.Position(line=hole.line, character=hole.col),
-            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic
+                                                   if automatic else types.InlineCompletionTriggerKind.Invoked)))
         latency = (time.monotonic() - t0) * 1000
         items = list(result.items) if result else []
         text = items[0].insert_text if items else ""
         text = text if isinstance(text, str) else text.value
         outcomes.append(score(hole, text, latency))
-        outcomes[-1].model = (await _status(client))["completion"].get("lastModel") or "-"
+        status = (await _status(client))["completion"]
+        answers = status["modelAnswers"]
+        outcomes[-1].model = status.get("lastModel") or "-"
+        # The confidence belongs to this hole only when the model answered it (not a cache hit).
+        outcomes[-1].confidence = status.get("lastConfidence") if answers > seen_answers else None
+        seen_answers = answers
+        conf = outcomes[-1].confidence
         print(f"  pipeline [{n:>3}/{len(holes)}] {latency:6.0f} ms {hole.kind:<13} {outcomes[-1].model:<5} "
               f"{'EXACT' if outcomes[-1].exact else f'{outcomes[-1].similarity:5.2f}'}"
+              + (f" p {conf['mean']:.2f}/{conf['least']:.2f}" if conf else "")
               + (f" (read first: {waited:.0f} s)" if warm else ""), file=sys.stderr)
     await stop_server(client)
     return outcomes
@@ -532,6 +550,42 @@ def summary(outs: list[Outcome]) -> str:
             f"{large:>5}")
 
 
+CONFIDENCE_MEASURES = ("mean", "least", "first")
+THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def auroc(outs: list[Outcome], measure: str) -> float:
+    """The chance that an exact suggestion has a higher ``measure`` than a wrong one (0.5: no signal)."""
+    good = [o.confidence[measure] for o in outs if o.exact]
+    bad = [o.confidence[measure] for o in outs if not o.exact]
+    if not good or not bad:
+        return float("nan")
+    return sum((g > b) + 0.5 * (g == b) for g in good for b in bad) / (len(good) * len(bad))
+
+
+def confidence_report(outs: list[Outcome]) -> None:
+    """Per confidence measure: how well it tells exact suggestions from wrong ones, and what a
+    threshold would do (suggestions shown, their exact share and edit similarity, exact ones lost)."""
+    rated = [o for o in outs if o.confidence and o.suggestion.strip()]
+    if not rated:
+        return
+    exact = sum(o.exact for o in rated)
+    print(f"\nconfidence of the {len(rated)} model suggestions ({exact} exact, "
+          f"{100 * exact / len(rated):.1f}%; edit similarity {statistics.mean(o.similarity for o in rated):.3f})")
+    for measure in CONFIDENCE_MEASURES:
+        print(f"\n{measure}: AUROC for exact {auroc(rated, measure):.3f}")
+        print(f"{'threshold':>9} {'shown':>7} {'exact':>7} {'edit':>6} {'exact lost':>10} {'tests passed lost':>17}")
+        for t in THRESHOLDS:
+            shown = [o for o in rated if o.confidence[measure] >= t]
+            lost = sum(o.exact for o in rated if o.confidence[measure] < t)
+            tests = sum(bool(o.tests) for o in rated if o.confidence[measure] < t)
+            if not shown:
+                break
+            exact_share = 100 * sum(o.exact for o in shown) / len(shown)
+            print(f"{t:>9.2f} {100 * len(shown) / len(rated):6.1f}% {exact_share:6.1f}% "
+                  f"{statistics.mean(o.similarity for o in shown):6.3f} {lost:>10} {tests:>17}")
+
+
 def main() -> None:
     import logging
     logging.getLogger("pygls").setLevel(logging.ERROR)
@@ -551,6 +605,10 @@ def main() -> None:
     ap.add_argument("--read-first", action="store_true",
                     help="before each request, let the server read the place ahead (code actions asked there, as "
                          "VS Code does where the cursor rests): latency at a place already read")
+    ap.add_argument("--automatic", action="store_true",
+                    help="send each request as one made while typing (trigger kind Automatic) instead of asked for "
+                         "(Invoked), and report the suggestions' confidence against their exactness")
+    ap.add_argument("--save", type=Path, default=None, help="write every hole's outcomes to this JSON file")
     ap.add_argument("--plain-model", default=None, help="the plain call's model (catalog name; default: the "
                                                         "completion model)")
     args = ap.parse_args()
@@ -571,7 +629,7 @@ def main() -> None:
     for variant in args.context.split(",") if args.context else ["pipeline"]:
         settings = parse_assignments(args.set) | ({"completion.contextTokens": 0} if variant == "off" else {})
         print(f"pipeline: {variant}", file=sys.stderr)
-        variants[variant] = asyncio.run(run_pipeline(holes, settings, args.read_first, workspace))
+        variants[variant] = asyncio.run(run_pipeline(holes, settings, args.read_first, workspace, args.automatic))
     ours = next(iter(variants.values()))
     plain = []
     if not args.no_plain:
@@ -611,6 +669,13 @@ def main() -> None:
             mine = [mine_all[i] for i in idx]
             base = [plain[i] for i in idx] if plain else []
             print(f"{name:<22} {len(idx):>3} {summary(mine)} | {summary(base)}")
+    if args.automatic:
+        confidence_report(ours)
+    if args.save:
+        args.save.write_text(json.dumps([{"kind": h.kind, "language": h.language, "file": str(h.path), "line": h.line,
+                                          "col": h.col, "truth": h.truth} | {
+            variant: vars(outs[i]) for variant, outs in (*variants.items(), ("plain", plain)) if outs}
+            for i, h in enumerate(holes)], indent=1))
     tested = sum(o.tests is not None for o in ours)
     print(f"\ntests: {tested} holes in toolz that its tests notice ({runner.runs} test runs); "
           f"plain call: {args.plain_prefix}/{args.plain_suffix} tokens before/after the cursor")

@@ -1,6 +1,7 @@
 """The completion service with the real default model: caches, continuation, gates, debounce."""
 
 import asyncio
+import math
 
 import pytest
 
@@ -71,6 +72,53 @@ async def test_a_time_capped_answer_is_continued_on_the_next_keystroke(service):
     assert more.source == "continued"
     assert more.generation.reused_tokens == more.generation.prompt_tokens - 1  # nothing re-read
     assert (typed + first.text[0] + more.text).startswith(typed + first.text)
+    # Its confidence covers the part written before the cap too: every token of both generations.
+    entry = service.cache.get(more.request.key)
+    assert len(entry.logprobs) == len(entry.ends) == entry.generated > more.generation.generated_tokens
+    assert list(entry.ends) == sorted(entry.ends) and entry.ends[-1] == len(entry.text)
+
+
+async def test_a_model_suggestion_says_how_sure_the_model_was_of_the_text_shown(service):
+    s = settings()
+    service.cache.clear()
+    # Half a word whose rest is all but certain: the model is sure of it.
+    sure = await service.suggest(snap_typing(INDENT + "result[key.strip()] = value.st", 5), s, manual=True)
+    assert sure is not None and sure.source == "model" and sure.text.startswith("rip()")
+    c, gen = sure.confidence, sure.generation
+    assert len(gen.logprobs) == len(gen.tokens) == len(gen.ends) and all(lp <= 0 for lp in gen.logprobs)
+    assert 0 < c.least <= c.mean <= 1 and c.least <= c.first <= 1 and 1 <= c.tokens <= len(gen.tokens)
+    assert c.mean > 0.5, c
+    assert service.stats().last_confidence == c  # deepseek.status completion.lastConfidence
+    # The same place again: a cache hit, as sure as before; one character typed along: what is left.
+    again = await service.suggest(snap_typing(INDENT + "result[key.strip()] = value.st", 6), s, manual=True)
+    assert again.source == "cache" and again.confidence == c
+    along = await service.suggest(snap_typing(INDENT + "result[key.strip()] = value.str", 7), s, manual=False)
+    assert along.source == "cache" and along.confidence is not None and along.confidence.tokens <= c.tokens
+
+
+async def test_an_automatic_suggestion_the_model_is_unsure_of_is_not_shown(service):
+    service.cache.clear()
+    typed = INDENT + "result[key.strip()] = value.st"
+    shown = await service.suggest(snap_typing(typed, 8), settings(completion_debounceMinMs=0), manual=False)
+    assert shown is not None and shown.text and shown.confidence.least < 1
+    quiet = service.quiet_answers
+    # The same place with a threshold above the model's least sure token: nothing is shown.
+    strict = settings(completion_debounceMinMs=0, completion_minConfidence=int(100 * shown.confidence.least) + 1)
+    assert await service.suggest(snap_typing(typed, 9), strict, manual=False) is None
+    assert service.quiet_answers == quiet + 1
+    # A request the user makes is always answered.
+    assert (await service.suggest(snap_typing(typed, 10), strict, manual=True)).text == shown.text
+
+
+def test_confidence_counts_the_tokens_that_write_the_part_shown():
+    from server.completion import Confidence
+
+    logprobs, ends = (-0.1, -2.0, -0.5), (3, 5, 9)  # three tokens writing "abc", "de", "fghi"
+    c = Confidence.of(logprobs, ends, 3, 9)  # the second and third write characters 3-9
+    assert c.tokens == 2 and c.first == round(math.exp(-2.0), 4) and c.least == c.first
+    assert c.mean == round(math.exp(-1.25), 4)
+    assert Confidence.of(logprobs, ends, 4, 6).tokens == 2  # a token writing any character of the part counts
+    assert Confidence.of(logprobs, ends, 9, 12) is None and Confidence.of((), (), 0, 3) is None
 
 
 async def test_automatic_requests_skip_busy_lines_but_manual_ones_answer(service):
@@ -96,13 +144,13 @@ def test_debounce_follows_typing_speed_within_its_bounds():
     s = settings(completion_debounceMinMs=30, completion_debounceMaxMs=300)
     assert svc.debounce_ms("u", s) == 30  # nothing known yet: the floor
     for i in range(6):
-        svc._note_keystroke("u", 10.0 + i * 0.1)  # 100 ms between keystrokes
+        svc.pace.keystroke("u", 10.0 + i * 0.1)  # 100 ms between keystrokes
     svc.generation_ms = 400.0  # the model is slower than the typing: wait about one interval
     assert 100 <= svc.debounce_ms("u", s) <= 120
     svc.generation_ms = 50.0  # the model is faster than the typing: no point waiting
     assert svc.debounce_ms("u", s) == 30
     for i in range(6):
-        svc._note_keystroke("v", 20.0 + i * 0.9)  # slow typing, slow model: capped by the ceiling
+        svc.pace.keystroke("v", 20.0 + i * 0.9)  # slow typing, slow model: capped by the ceiling
     svc.generation_ms = 5000.0
     assert svc.debounce_ms("v", s) == 300
 

@@ -22,6 +22,7 @@ from .parts import (
     MAX_HEALED_TOKENS,
     SINGLE_LINE_MAX_TOKENS,
     CompletionStats,
+    Confidence,
     Snapshot,
     Suggestion,
     Unsuitable,
@@ -34,5 +35,5 @@ from .request import CompletionRequest
 from .service import CompletionService, RemoteCompletionService
 
 __all__ = ["MAX_HEALED_TOKENS", "SINGLE_LINE_MAX_TOKENS", "CompletionRequest", "CompletionService",
-           "CompletionStats", "ContextProvider", "LocalGenerator", "RemoteCompletionService", "Snapshot",
+           "CompletionStats", "Confidence", "ContextProvider", "LocalGenerator", "RemoteCompletionService", "Snapshot",
            "Suggestion", "Unsuitable", "check_document", "heal", "healing_tokens", "language_grammar", "least_sure"]

@@ -42,7 +42,7 @@ class WorkAhead:
         svc = self.service
         if svc.local is None or not text or not settings.completion_work_ahead or svc._closed:
             return
-        shown_at = svc._last_request.get(snap.uri)
+        shown_at = svc.pace.last.get(snap.uri)
         line = snap.text[snap.text.rfind("\n", 0, snap.offset) + 1:snap.offset] + text
         line = line[line.rfind("\n") + 1:]
         indent = line[:len(line) - len(line.lstrip(" \t"))]
@@ -53,8 +53,8 @@ class WorkAhead:
                          snap.offset + len(enter), snap.language_id)
 
         async def work() -> None:
-            await asyncio.sleep(max(IDLE_MS, 2 * svc._typing_ms.get(snap.uri, 0)) / 1000)
-            if svc._last_request.get(snap.uri) != shown_at or any(not f.idle for f in svc._flights.values()):
+            await asyncio.sleep(max(IDLE_MS, 2 * svc.pace.gap_ms.get(snap.uri, 0)) / 1000)
+            if svc.pace.last.get(snap.uri) != shown_at or any(not f.idle for f in svc._flights.values()):
                 return  # the user went on: typing is not idle time
             try:
                 s = await svc.suggest(after, settings, manual=False, idle=True)
@@ -64,8 +64,8 @@ class WorkAhead:
                 svc.prefetched += 1
                 log.info("prepared ahead: the suggestion after accepting %d chars: %d chars in %.0f ms",
                          len(text), len(s.text), s.latency_ms)
-            if snap.uri in svc.local.cut and svc._last_request.get(snap.uri) == shown_at:
-                await self._read_idle(snap, settings, dict(svc._last_request), whole=True)
+            if snap.uri in svc.local.cut and svc.pace.last.get(snap.uri) == shown_at:
+                await self._read_idle(snap, settings, dict(svc.pace.last), whole=True)
         self._idle(snap.uri, work())
 
     def prefill_at(self, snap: Snapshot, settings: Settings) -> None:
@@ -79,7 +79,7 @@ class WorkAhead:
         SCHEDULE.want(EDITOR)  # the cursor moved: the user is in the editor
         if svc.local is None or not settings.completion_work_ahead or svc._closed:
             return
-        since = dict(svc._last_request)
+        since = dict(svc.pace.last)
 
         async def work() -> None:
             # Short: while typing, the place is the one read already (a few tokens to read,
@@ -102,7 +102,7 @@ class WorkAhead:
         svc = self.service
         if svc.large is None or svc._closed:
             return
-        since = dict(svc._last_request)
+        since = dict(svc.pace.last)
 
         async def work() -> None:
             await asyncio.sleep(READ_AHEAD_MS / 1000)
@@ -129,9 +129,9 @@ class WorkAhead:
             True when the prompt is in the cache; False when a request came (before or during).
         """
         svc = self.service
-        while (svc._flights or svc.alternatives_running) and svc._last_request == since:
+        while (svc._flights or svc.alternatives_running) and svc.pace.last == since:
             await asyncio.sleep(0.05)  # a suggestion asked before (or its alternatives) is still being made
-        if svc._last_request != since or svc._flights or svc.alternatives_running:
+        if svc.pace.last != since or svc._flights or svc.alternatives_running:
             return False  # a request came since: not idle
         local = svc.large if large else svc.local
         if local is None:

@@ -268,7 +268,7 @@ class LocalGenerator:
                                  breaks_first=opener and not branch)
             if gen.finish == "cancelled":
                 return None
-            gen = dataclasses.replace(gen, text=start + gen.text)
+            gen = dataclasses.replace(gen, text=start + gen.text, ends=tuple(len(start) + e for e in gen.ends))
             if not insist or not gen.tokens or trim(unindent(gen.text), policy, final=True)[0] \
                     or time.monotonic() > deadline:
                 break
@@ -292,7 +292,12 @@ class LocalGenerator:
                  + (", the shorter window of a place not read yet" if resume is None and uri in self.cut else ""),
                  gen.evaluated_tokens, gen.prompt_ms, gen.generated_tokens, gen.total_ms - gen.prompt_ms, gen.finish,
                  " (continued)" if resume else "")
-        return Entry(base_typed, unindent(base_text + gen.text), prompt + gen.tokens, complete, policy.mode,
-                      dropped[0], dropped[1], (resume.generated if resume else 0) + gen.generated_tokens, gen,
-                      insisted=insist, unindented=blank_line)
+        text = unindent(base_text + gen.text)
+        shift = len(text) - len(base_text + gen.text)  # the indentation unindent took off
+        return Entry(base_typed, text, prompt + gen.tokens, complete, policy.mode,
+                     dropped[0], dropped[1], (resume.generated if resume else 0) + gen.generated_tokens, gen,
+                     insisted=insist, unindented=blank_line,
+                     logprobs=(resume.logprobs if resume else ()) + gen.logprobs,
+                     ends=(tuple(e + shift for e in resume.ends) if resume else ())
+                     + tuple(len(base_text) + e + shift for e in gen.ends))
 

@@ -7,6 +7,7 @@ and the generators (the engine's thread or the remote pool). No pygls, no lsprot
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,10 @@ class CompletionStats:
         large_read_ahead: prompts read into the larger model's KV cache at a place the cursor went to.
         last_model: the model of the last suggestion the model made: ``small`` (the completion
             model) or ``large``; None before any.
+        last_confidence: how sure the model was of that suggestion (:class:`Confidence`), None
+            before any or without log-probabilities (a remote model).
+        quiet_answers: automatic suggestions the model wrote but was not sure enough of to show
+            (``completion.minConfidence``).
     """
 
     model_answers: int
@@ -94,6 +99,75 @@ class CompletionStats:
     large_read_ahead: int = 0
     large_model: str | None = None
     last_model: str | None = None
+    last_confidence: Confidence | None = None
+    quiet_answers: int = 0
+
+
+class TypingPace:
+    """When each document's requests came, how fast the user types there, and the debounce it asks for.
+
+    Attributes:
+        last: each document's last request (``time.monotonic()`` seconds).
+        gap_ms: each document's moving average gap between requests while typing (ms).
+    """
+
+    def __init__(self):
+        self.last: dict[str, float] = {}
+        self.gap_ms: dict[str, float] = {}
+
+    def keystroke(self, uri: str, now: float) -> None:
+        """A request came for ``uri`` at ``now`` (seconds)."""
+        last, self.last[uri] = self.last.get(uri), now
+        if last is not None and (gap := (now - last) * 1000) < TYPING_GAP_MS:
+            self.gap_ms[uri] = ema(self.gap_ms.get(uri), gap)
+
+    def forget(self, uri: str) -> None:
+        self.last.pop(uri, None)
+        self.gap_ms.pop(uri, None)
+
+    def debounce_ms(self, uri: str, settings: Any, generation_ms: float | None) -> float:
+        """How long an automatic request waits before generating (ms), ``generation_ms`` the
+        model's moving average time to write an answer.
+
+        While the user types faster than the model generates, a generation started now
+        would likely be overtaken by the next keystroke: wait about one typing interval
+        (clamped to ``completion.debounceMinMs`` and ``completion.debounceMaxMs``). When the
+        model is faster than the typing, waiting gains nothing: use the floor.
+        """
+        floor, ceiling = settings.completion_debounce_min_ms, settings.completion_debounce_max_ms
+        interval = self.gap_ms.get(uri)
+        if interval is None or generation_ms is None or 1.1 * interval >= generation_ms:
+            return float(floor)
+        return float(min(max(1.1 * interval, floor), ceiling))
+
+
+@dataclass(frozen=True)
+class Confidence:
+    """How sure the model was of a suggestion's text: the probabilities (0-1) it gave the tokens
+    it wrote for the part shown, among the tokens the constraints allowed (``Generation.logprobs``).
+
+    Attributes:
+        mean: their geometric mean (exp of the mean log-probability).
+        least: the smallest of them (the model's least sure token).
+        first: the first one (where the suggestion begins).
+        tokens: how many tokens were counted.
+    """
+
+    mean: float
+    least: float
+    first: float
+    tokens: int
+
+    @staticmethod
+    def of(logprobs: tuple[float, ...], ends: tuple[int, ...], start: int, end: int) -> Confidence | None:
+        """The confidence of the tokens that write characters ``start`` to ``end`` of a text (those
+        that write at least one of them), given each token's log-probability and the text's length
+        once it was added (``Generation.logprobs``, ``Generation.ends``); None without any there."""
+        picked = [lp for lp, a, b in zip(logprobs, (0,) + ends, ends) if b > start and a < end]
+        if not picked:
+            return None
+        return Confidence(round(math.exp(sum(picked) / len(picked)), 4), round(math.exp(min(picked)), 4),
+                          round(math.exp(picked[0]), 4), len(picked))
 
 
 @dataclass
@@ -114,6 +188,8 @@ class Suggestion:
         request: the request it answers (cursor text, policy, cache key, budget), worked out
             once: the alternatives and the type-through cache take it from here.
         large: the assistant's larger model wrote it (``completion.manualModel``), not the completion model.
+        confidence: how sure the model was of ``text`` (of the tokens the generation wrote for it:
+            a continuation's earlier part is not counted); None without log-probabilities.
     """
 
     text: str
@@ -126,6 +202,7 @@ class Suggestion:
     through: bool = False
     request: Any = None  # CompletionRequest (server.completion.request imports this module)
     large: bool = False
+    confidence: Confidence | None = None
 
 
 @dataclass
@@ -145,6 +222,15 @@ class Entry:
     unindented: bool = False  # the model wrote the line's indentation too; ``text`` has it removed
     policy: LengthPolicy | None = None  # the policy it was shown under (set when cached)
     large: bool = False  # written by the larger model (its KV cache holds ``tokens``)
+    # Each generated token's log-probability and where it ends in ``text`` (over all continuations;
+    # the indentation an unindented entry lost ends at or before 0): Suggestion.confidence.
+    logprobs: tuple[float, ...] = ()
+    ends: tuple[int, ...] = ()
+
+    def confidence(self, typed: str, shown: str) -> Confidence | None:
+        """How sure the model was of ``shown``, what it suggests once ``typed`` is typed."""
+        start = len(typed) - len(self.typed)
+        return Confidence.of(self.logprobs, self.ends, start, start + len(shown))
 
     def rest_after(self, typed: str) -> str | None:
         """The part of the suggestion still to come once ``typed`` is typed, or None."""

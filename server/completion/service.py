@@ -36,12 +36,13 @@ from .cache import SuggestionCache
 from .large import TOO_SLOW, LargerModel
 from .local import ContextProvider, LocalGenerator
 from .parts import (
-    TYPING_GAP_MS,
     CompletionStats,
+    Confidence,
     Entry,
     Flight,
     Snapshot,
     Suggestion,
+    TypingPace,
     ema,
 )
 from .request import CompletionRequest
@@ -79,8 +80,7 @@ class CompletionService:
         self.generator = generator or self.local
         self.cache = SuggestionCache()
         self._flights: dict[str, Flight] = {}
-        self._last_request: dict[str, float] = {}
-        self._typing_ms: dict[str, float] = {}
+        self.pace = TypingPace()
         self.latency_ms: float | None = None
         self.generation_ms: float | None = None
         self.model_answers = 0
@@ -93,6 +93,8 @@ class CompletionService:
         # The assistant's larger model, for explicit requests (attached by server.runtime.Runtime.attach_large).
         self.larger: LargerModel | None = None
         self.last_model: str | None = None  # who wrote the last model answer: small, large
+        self.last_confidence: Confidence | None = None  # how sure it was (Suggestion.confidence)
+        self.quiet_answers = 0  # automatic suggestions left unshown (completion.minConfidence)
 
     @property
     def large(self) -> LocalGenerator | None:
@@ -112,7 +114,8 @@ class CompletionService:
                                large_answers=self.larger.answers if self.larger else 0,
                                large_rate=round(self.large.rate, 1) if self.large and self.large.rate else None,
                                large_read_ahead=self.large.read_ahead if self.large else 0,
-                               large_model=self.larger.name if self.larger else None, last_model=self.last_model)
+                               large_model=self.larger.name if self.larger else None, last_model=self.last_model,
+                               last_confidence=self.last_confidence, quiet_answers=self.quiet_answers)
 
     def forget(self, uri: str) -> None:
         """The document closed: stop its generation and drop its typing history."""
@@ -121,8 +124,7 @@ class CompletionService:
                 flight.cancel.set()
             if (task := self._idle_tasks.pop(slot, None)) is not None:
                 task.cancel()
-        self._last_request.pop(uri, None)
-        self._typing_ms.pop(uri, None)
+        self.pace.forget(uri)
 
     def cancel_all(self) -> None:
         """Shutdown: stop the generations in flight and the pending work ahead; start no more."""
@@ -139,26 +141,9 @@ class CompletionService:
         if self.generator is not None and self.generator is not self.local:
             self.generator.close()
 
-    # -- debounce ------------------------------------------------------------------------
-    def _note_keystroke(self, uri: str, now: float) -> None:
-        last = self._last_request.get(uri)
-        self._last_request[uri] = now
-        if last is not None and (gap := (now - last) * 1000) < TYPING_GAP_MS:
-            self._typing_ms[uri] = ema(self._typing_ms.get(uri), gap)
-
     def debounce_ms(self, uri: str, settings: Settings) -> float:
-        """How long an automatic request waits before generating.
-
-        While the user types faster than the model generates, a generation started now
-        would likely be overtaken by the next keystroke: wait about one typing interval
-        (clamped to the floor and ceiling settings). When the model is faster than the
-        typing, waiting gains nothing: use the floor.
-        """
-        floor, ceiling = settings.completion_debounce_min_ms, settings.completion_debounce_max_ms
-        interval = self._typing_ms.get(uri)
-        if interval is None or self.generation_ms is None or 1.1 * interval >= self.generation_ms:
-            return float(floor)
-        return float(min(max(1.1 * interval, floor), ceiling))
+        """How long an automatic request for ``uri`` waits before generating (:meth:`TypingPace.debounce_ms`)."""
+        return self.pace.debounce_ms(uri, settings, self.generation_ms)
 
     # -- work ahead (see :class:`.ahead.WorkAhead`) ------------------------------------------
     def prefetch_after(self, snap: Snapshot, text: str, settings: Settings) -> None:
@@ -180,15 +165,29 @@ class CompletionService:
             idle: work ahead (:meth:`prefetch_after`): not a keystroke, no debounce, the manual
                 time cap, stopped by any request.
 
+        An automatic request's suggestion is not shown (None) when the model gave one of the
+        tokens it wrote for it (those still to come, for a cache hit) a probability below
+        ``completion.minConfidence``.
+
         Raises:
             Unsuitable: see :func:`check_document`.
             asyncio.CancelledError: the request was cancelled; its generation stops unless
                 another request is waiting for it.
         """
+        s = await self._suggest(snap, settings, manual, idle)
+        if s is not None and not manual and not idle and s.text and s.confidence is not None \
+                and 100 * s.confidence.least < settings.completion_min_confidence:
+            self.quiet_answers += 1
+            log.info("completion: left unshown, the model was not sure enough (least sure token %.2f < %d%%): %r",
+                     s.confidence.least, settings.completion_min_confidence, s.text[:60])
+            return None
+        return s
+
+    async def _suggest(self, snap: Snapshot, settings: Settings, manual: bool, idle: bool) -> Suggestion | None:
         t0 = time.monotonic()
         if not idle:
             SCHEDULE.want(EDITOR)  # a keystroke or an explicit request: the user is in the editor
-            self._note_keystroke(snap.uri, t0)
+            self.pace.keystroke(snap.uri, t0)
             for uri, flight in self._flights.items():  # a request: work ahead elsewhere gives way
                 if flight.idle and uri != snap.uri:
                     flight.cancel.set()
@@ -272,6 +271,7 @@ class CompletionService:
         if s.large and self.larger is not None:
             self.larger.answers += 1
         self.last_model = "large" if s.large else "small"
+        self.last_confidence = s.confidence
         self.latency_ms = ema(self.latency_ms, s.latency_ms)
         if s.generation is not None and s.generation.generated_tokens:
             self.generation_ms = ema(self.generation_ms, s.generation.total_ms - s.generation.prompt_ms)
@@ -313,7 +313,7 @@ def _answer(cache: SuggestionCache, req: CompletionRequest, entry: Entry, source
     return Suggestion(text, req.policy, source, entry.generation if source != "cache" else None,
                       entry.prefix_dropped, entry.suffix_dropped, (time.monotonic() - t0) * 1000,
                       through=req.cursor.typed != entry.typed and cache.offered(req.key, entry),
-                      request=req, large=entry.large)
+                      request=req, large=entry.large, confidence=entry.confidence(req.cursor.typed, text))
 
 
 def RemoteCompletionService(backend: OpenAIBackend, family: FimFormat,  # noqa: N802 (kept name: a factory)

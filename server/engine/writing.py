@@ -32,6 +32,10 @@ class Generation:
         margins: with ``record_margins``, for each of ``tokens``, how sure the model was there:
             its best logit minus its second best (before any constraint), in nats; else empty.
         drafted_tokens, accepted_tokens: prompt-lookup drafting's figures (``lookup``).
+        logprobs: for each of ``tokens``, its log-probability (natural log) under the model's
+            distribution there, among the tokens the constraints allowed (given the text token
+            healing re-spells): how likely the model found what it wrote.
+        ends: for each of ``tokens``, the length of ``text`` (characters) once it was added.
     """
 
     text: str
@@ -45,6 +49,8 @@ class Generation:
     margins: tuple[float, ...] = ()
     drafted_tokens: int = 0   # with ``lookup``: tokens drafted from earlier text and checked in a batch
     accepted_tokens: int = 0  # ... of which the model would have written (the output has them)
+    logprobs: tuple[float, ...] = ()
+    ends: tuple[int, ...] = ()
 
     @property
     def evaluated_tokens(self) -> int:
@@ -116,6 +122,8 @@ def generate(model: Any, prompt: list[int], *, max_tokens: int, cancel: threadin
                                      banned_first=banned_first, breaks_first=breaks_first,
                                      record=margins if record_margins else None)
     out: list[int] = []
+    logprobs: list[float] = []
+    ends: list[int] = []
     text = sampling.HealedText(forced)
     finish, first_at = "", 0.0
     drafter = Drafter(model.kv, prompt) if lookup else None
@@ -136,7 +144,10 @@ def generate(model: Any, prompt: list[int], *, max_tokens: int, cancel: threadin
             break
         # Append it; the text grows by its piece (the healed bytes left out).
         out.append(token)
-        text.add(model.vocab.piece(token))
+        # Its log-probability among the tokens the constraints allow (about 0.15 ms on a 152k vocabulary).
+        top = float(logits[token])
+        logprobs.append(-float(np.log(np.exp(logits - top).sum())))
+        ends.append(len(text.add(model.vocab.piece(token))))
         # The judge (the length policy) or the token budget may end the output here.
         if judge is not None and judge(text.text):
             finish = "complete"
@@ -153,4 +164,5 @@ def generate(model: Any, prompt: list[int], *, max_tokens: int, cancel: threadin
     now = time.monotonic()
     return Generation(text.final(), finish, out, len(prompt), prep.reused, len(out),
                       ((first_at or now) - t0) * 1000, (now - t0) * 1000, tuple(margins[:len(out)]),
-                      drafter.drafted if drafter else 0, drafter.accepted if drafter else 0)
+                      drafter.drafted if drafter else 0, drafter.accepted if drafter else 0,
+                      tuple(logprobs), tuple(ends))

@@ -7,6 +7,7 @@ below. The domain never sees an LSP type; the wire never sees a domain object.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,8 @@ def lsp_completion_stats(stats: CompletionStats | None) -> dict[str, Any] | None
             "promptTokensPerS": stats.prompt_rate,
             "largeAnswers": stats.large_answers, "largePromptTokensPerS": stats.large_rate,
             "largeModel": stats.large_model, "largeReadAhead": stats.large_read_ahead, "lastModel": stats.last_model,
+            "lastConfidence": dataclasses.asdict(stats.last_confidence) if stats.last_confidence else None,
+            "quietAnswers": stats.quiet_answers,
             "kvStates": {"count": stats.kv_states, "mb": stats.kv_states_mb, "budgetMb": stats.kv_budget_mb}}
 
 

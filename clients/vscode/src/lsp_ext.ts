@@ -131,6 +131,10 @@ export interface CompletionStats {
   largeAnswers?: number;
   /** Who wrote the last suggestion the model made: the completion model (small) or the larger one. */
   lastModel?: 'small' | 'large' | null;
+  /** How sure the model was of its last suggestion: probabilities (0-1) of the tokens it wrote for it. */
+  lastConfidence?: { mean: number; least: number; first: number; tokens: number } | null;
+  /** Suggestions made as you type that were not shown: the model was unsure (completion.minConfidence). */
+  quietAnswers?: number;
 }
 
 /** The context budget's cut of the last suggestion's file (tokens; 0 when nothing was left out). */

@@ -70,7 +70,8 @@ export function statusView(status: PartialStatus | undefined, problems: readonly
   const c = status.completion;
   if (c) {
     lines.push(`- suggestions: ${c.modelAnswers} from the model, ${c.cacheAnswers} from the cache, ` +
-      `average ${Math.round(c.avgLatencyMs ?? 0)} ms`);
+      `average ${Math.round(c.avgLatencyMs ?? 0)} ms` +
+      (c.quietAnswers ? `; ${c.quietAnswers} not shown, the model was unsure (completion.minConfidence)` : ''));
   }
   if (c?.largeModel) {
     lines.push(`- suggestions you ask for: ${c.largeModel} (${c.largeAnswers ?? 0} so far); the last suggestion came ` +

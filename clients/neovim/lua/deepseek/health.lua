@@ -32,6 +32,10 @@ function M.check()
   local index = status.index or {}
   health.info(string.format('index: %s, %s files, %s chunks', index.state, index.files, index.chunks))
   local c = status.completion or {}
+  if c.modelAnswers and c.modelAnswers ~= vim.NIL then
+    health.info(string.format('suggestions: %s from the model, %s from the cache, %s not shown (the model was unsure: '
+      .. 'completion.minConfidence)', c.modelAnswers, c.cacheAnswers or 0, c.quietAnswers or 0))
+  end
   if c.largeModel and c.largeModel ~= vim.NIL then
     health.info(string.format('suggestions you ask for: %s (%s so far); the last one by the %s model',
       c.largeModel, c.largeAnswers or 0, c.lastModel == 'large' and 'larger' or 'completion'))

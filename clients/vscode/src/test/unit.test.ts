@@ -450,6 +450,10 @@ test('the status text: loading, loaded with index, a resource warning, a remote 
     largeAnswers: 4, lastModel: 'large' } });
   assert.match(large.tooltip, /suggestions you ask for: qwen2\.5-coder-1\.5b \(4 so far\); the last suggestion came from the larger model/);
   assert.doesNotMatch(ok.tooltip, /suggestions you ask for/);
+  // Suggestions left unshown because the model was unsure (completion.minConfidence).
+  const quiet = statusView({ ...status, completion: { ...status.completion, quietAnswers: 5 } });
+  assert.match(quiet.tooltip, /2 from the model, 1 from the cache, average 240 ms; 5 not shown, the model was unsure/);
+  assert.doesNotMatch(ok.tooltip, /not shown/);
   const warned = statusView({ ...status, model: { ...status.model, state: 'too-large' } },
     [{ code: 'model-too-large', message: 'needs 9000 MB' }, { code: 'other-code', message: 'not a resource problem' }]);
   assert.ok(warned.warning && warned.text.startsWith('$(warning)'));
