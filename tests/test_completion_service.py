@@ -94,20 +94,25 @@ async def test_a_model_suggestion_says_how_sure_the_model_was_of_the_text_shown(
     assert again.source == "cache" and again.confidence == c
     along = await service.suggest(snap_typing(INDENT + "result[key.strip()] = value.str", 7), s, manual=False)
     assert along.source == "cache" and along.confidence is not None and along.confidence.tokens <= c.tokens
+    assert sure.asked and along.asked  # the rest of a suggestion the user asked for
 
 
 async def test_an_automatic_suggestion_the_model_is_unsure_of_is_not_shown(service):
     service.cache.clear()
     typed = INDENT + "result[key.strip()] = value.st"
-    shown = await service.suggest(snap_typing(typed, 8), settings(completion_debounceMinMs=0), manual=False)
+    everything = settings(completion_debounceMinMs=0, completion_minConfidence=0)
+    shown = await service.suggest(snap_typing(typed, 8), everything, manual=False)
     assert shown is not None and shown.text and shown.confidence.least < 1
     quiet = service.quiet_answers
     # The same place with a threshold above the model's least sure token: nothing is shown.
     strict = settings(completion_debounceMinMs=0, completion_minConfidence=int(100 * shown.confidence.least) + 1)
     assert await service.suggest(snap_typing(typed, 9), strict, manual=False) is None
     assert service.quiet_answers == quiet + 1
-    # A request the user makes is always answered.
-    assert (await service.suggest(snap_typing(typed, 10), strict, manual=True)).text == shown.text
+    # A request the user makes is always answered, and the rest of that suggestion stays shown as they type it.
+    asked = await service.suggest(snap_typing(typed, 10), strict, manual=True)
+    assert asked.text == shown.text and asked.asked
+    rest = await service.suggest(snap_typing(typed + shown.text[:1], 11), strict, manual=False)
+    assert rest is not None and rest.text == shown.text[1:]
 
 
 def test_confidence_counts_the_tokens_that_write_the_part_shown():

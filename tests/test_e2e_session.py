@@ -32,7 +32,9 @@ AUTO = types.InlineCompletionTriggerKind.Automatic
 async def client(lsp_client: LanguageClient):
     await lsp_client.initialize_session(types.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"),
-        initialization_options={"completion": {"manualMaxTimeMs": 60000, "alternatives": 1},
+        # Every automatic suggestion shown (minConfidence 0): this module checks what the KV cache
+        # reuses, and the user here types text no suggestion had, which the model is unsure of.
+        initialization_options={"completion": {"manualMaxTimeMs": 60000, "alternatives": 1, "minConfidence": 0},
                                 "index": {"enabled": False}}))
     status = await wait_until_settled(lsp_client)
     assert status["model"]["loaded"], status

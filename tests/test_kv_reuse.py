@@ -256,7 +256,8 @@ async def test_a_place_the_cache_has_not_seen_gets_a_shorter_window_first_and_th
     engine = Engine("kv-cold-test")
     model = engine.load(str(default_model_path), n_ctx=4096, n_threads=2).result()
     service = CompletionService(engine, detect_fim_format(model), TokenCounter(model))
-    settings = parse_settings({"completion": {"coldPromptMs": 2000, "autoMaxTimeMs": 3000}})[0]
+    # Every automatic suggestion shown, however sure the model was (minConfidence 0): this checks the windows.
+    settings = parse_settings({"completion": {"coldPromptMs": 2000, "autoMaxTimeMs": 3000, "minConfidence": 0}})[0]
     uri = "file:///w/textwrap.py"
     lines = [i for i, s in enumerate(LINES) if i > 150 and len(s.strip()) > 30 and not s.strip().startswith("#")]
     snap = _typing_at(uri, 1, lines[100], 5)
@@ -287,7 +288,7 @@ async def test_a_place_the_cache_has_not_seen_gets_a_shorter_window_first_and_th
         # shorter window off.
         manual = await service.suggest(_typing_at(uri, 3, lines[10], 5), settings, manual=True)
         assert manual is not None and manual.generation.prompt_tokens > 400 and uri not in service.local.cut
-        off = parse_settings({"completion": {"coldPromptMs": 0}})[0]
+        off = parse_settings({"completion": {"coldPromptMs": 0, "minConfidence": 0}})[0]
         auto = await service.suggest(_typing_at(uri, 4, lines[40], 5), off, manual=False)
         assert auto is not None and auto.generation.prompt_tokens > 400 and uri not in service.local.cut
     finally:

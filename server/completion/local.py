@@ -296,7 +296,7 @@ class LocalGenerator:
         shift = len(text) - len(base_text + gen.text)  # the indentation unindent took off
         return Entry(base_typed, text, prompt + gen.tokens, complete, policy.mode,
                      dropped[0], dropped[1], (resume.generated if resume else 0) + gen.generated_tokens, gen,
-                     insisted=insist, unindented=blank_line,
+                     insisted=insist, unindented=blank_line, asked=manual or bool(resume and resume.asked),
                      logprobs=(resume.logprobs if resume else ()) + gen.logprobs,
                      ends=(tuple(e + shift for e in resume.ends) if resume else ())
                      + tuple(len(base_text) + e + shift for e in gen.ends))

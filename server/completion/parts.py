@@ -188,8 +188,10 @@ class Suggestion:
         request: the request it answers (cursor text, policy, cache key, budget), worked out
             once: the alternatives and the type-through cache take it from here.
         large: the assistant's larger model wrote it (``completion.manualModel``), not the completion model.
-        confidence: how sure the model was of ``text`` (of the tokens the generation wrote for it:
-            a continuation's earlier part is not counted); None without log-probabilities.
+        confidence: how sure the model was of ``text`` (the tokens written for it, over all
+            continuations); None without log-probabilities.
+        asked: it comes from a suggestion written for a request the user made: shown whatever
+            the confidence, and so is its rest as they type it.
     """
 
     text: str
@@ -203,6 +205,7 @@ class Suggestion:
     request: Any = None  # CompletionRequest (server.completion.request imports this module)
     large: bool = False
     confidence: Confidence | None = None
+    asked: bool = False
 
 
 @dataclass
@@ -222,6 +225,7 @@ class Entry:
     unindented: bool = False  # the model wrote the line's indentation too; ``text`` has it removed
     policy: LengthPolicy | None = None  # the policy it was shown under (set when cached)
     large: bool = False  # written by the larger model (its KV cache holds ``tokens``)
+    asked: bool = False  # written for a request the user made (shown whatever its confidence)
     # Each generated token's log-probability and where it ends in ``text`` (over all continuations;
     # the indentation an unindented entry lost ends at or before 0): Suggestion.confidence.
     logprobs: tuple[float, ...] = ()

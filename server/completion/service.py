@@ -167,7 +167,7 @@ class CompletionService:
 
         An automatic request's suggestion is not shown (None) when the model gave one of the
         tokens it wrote for it (those still to come, for a cache hit) a probability below
-        ``completion.minConfidence``.
+        ``completion.minConfidence``; the rest of one the user asked for always is.
 
         Raises:
             Unsuitable: see :func:`check_document`.
@@ -175,7 +175,7 @@ class CompletionService:
                 another request is waiting for it.
         """
         s = await self._suggest(snap, settings, manual, idle)
-        if s is not None and not manual and not idle and s.text and s.confidence is not None \
+        if s is not None and not manual and not idle and s.text and not s.asked and s.confidence is not None \
                 and 100 * s.confidence.least < settings.completion_min_confidence:
             self.quiet_answers += 1
             log.info("completion: left unshown, the model was not sure enough (least sure token %.2f < %d%%): %r",
@@ -310,10 +310,12 @@ def _answer(cache: SuggestionCache, req: CompletionRequest, entry: Entry, source
     snap = req.snap
     if "\n" in text and entry.complete:
         text = cut_to_parse(req.grammar, snap.text[: snap.offset], snap.text[snap.offset:], text)
+    entry.asked = entry.asked or req.manual  # shown because the user asked: its rest stays shown as they type
     return Suggestion(text, req.policy, source, entry.generation if source != "cache" else None,
                       entry.prefix_dropped, entry.suffix_dropped, (time.monotonic() - t0) * 1000,
                       through=req.cursor.typed != entry.typed and cache.offered(req.key, entry),
-                      request=req, large=entry.large, confidence=entry.confidence(req.cursor.typed, text))
+                      request=req, large=entry.large, confidence=entry.confidence(req.cursor.typed, text),
+                      asked=entry.asked)
 
 
 def RemoteCompletionService(backend: OpenAIBackend, family: FimFormat,  # noqa: N802 (kept name: a factory)
