@@ -210,3 +210,21 @@ def test_a_draft_question_reads_the_chunks_retrieved_for_it_too(assistant, tmp_p
     reply = assistant.chat(None, question, [*context, *found])
     n = len(assistant.engine.submit(lambda m: m.tokenize(question)).result())
     assert 0 < reply.read_tokens <= n + 6, (reply.read_tokens, n)
+
+
+def test_reading_ahead_gives_the_owner_thread_to_a_job_queued_behind_it(assistant, tmp_path):
+    """The larger model's fill-in-the-middle read at the cursor (work ahead on a second context of the
+    chat engine) runs after one chunk of the assistant's reading ahead, not after all of it; the
+    reading then goes on where it stopped. Reading ahead never makes the engine busy for a request."""
+    engine = assistant.engine
+    engine.open_second(1024).result()
+    long_context = [ContextItem("The current file, long.py", "\n".join(f"x{i} = {i}" for i in range(300)),
+                                Reference(tmp_path / "long.py", 0, 299))]
+    reader = PromptReader(assistant)
+    pending = reader.read(assistant.chat_ahead(None, long_context))
+    time.sleep(0.5)  # it is reading (about 2,400 tokens)
+    assert not engine.busy  # an explicit request would not wait for it
+    ran_while_reading = engine.lane().submit(lambda m: not pending.done(), ahead=threading.Event()).result(60)
+    assert ran_while_reading
+    ahead = pending.result(timeout=180)
+    assert ahead.done and ahead.why == "" and ahead.evaluated > 1000  # not superseded: the job was work ahead too

@@ -9,10 +9,12 @@ prompt pack's system text (the start of every prompt of that task): computed onc
 and saved on disk (:class:`SystemStates`), so a restart does not pay again.
 
 Reading ahead is background work (:mod:`server.engine.schedule`): it reads in chunks of
-:data:`AHEAD_CHUNK` tokens and, between two, gives way for good to a request of the
-assistant (:attr:`AssistantCore.asked`) or to a newer reading ahead, and pauses while the
-completion model works. What it read stays in the KV cache (or in a saved state when another
-prompt replaces it), so reading ahead again later continues where it stopped.
+:data:`AHEAD_CHUNK` tokens and, between two, gives way for good to a request (any job
+submitted to the chat engine that is not work ahead) or to a newer reading ahead. It gives the
+owner thread back, and waits off it, while the completion model works and while any other job
+waits for that thread (the larger model's fill-in-the-middle read at the cursor comes first).
+What it read stays in the KV cache (or in a saved state when another prompt replaces it), so
+reading ahead again later continues where it stopped.
 
 Threads: :meth:`PromptReader.read` and :meth:`PromptReader.warm` may be called from any
 thread; the work runs on the chat engine's owner thread. No pygls or lsprotocol here.
@@ -25,9 +27,10 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..engine import KvSnapshot, LoadedModel
 from ..engine.schedule import SCHEDULE
@@ -81,6 +84,9 @@ class PromptReader:
         self.core, self.states = core, states
         self._latest = 0
         self._lock = threading.Lock()
+        # Waits off the owner thread between the turns of a reading (one reading at a time: a newer
+        # one supersedes the older, which ends at its next look).
+        self._driver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
         self.reads = self.evaluated = self.answers = 0
         self.last: AheadResult | None = None
 
@@ -88,56 +94,85 @@ class PromptReader:
         """Read ``messages`` (in the chat template; cut at :data:`OPEN_END` when a message holds
         it) into the KV cache, in the background. A newer call supersedes this one.
 
+        The reading is work ahead of the lowest rank. It runs on the chat engine's owner thread in
+        chunks of :data:`AHEAD_CHUNK` tokens and returns the thread between two whenever another
+        job waits for it (a request, the larger model's fill-in-the-middle read at the cursor),
+        or while :meth:`CpuSchedule.reading_ahead_waits`; it then waits off that thread and
+        submits its rest again. A request of the assistant stops it for good
+        (:meth:`server.engine.Engine.submit`'s ``gives_way``); so does a newer reading ahead.
+
         Returns:
             The future of the result, or None for a remote assistant.
         """
-        if self.core.engine is None:
+        engine = self.core.engine
+        if engine is None:
             return None
         with self._lock:
             self._latest += 1
             mine = self._latest
+        asked = threading.Event()  # set by the engine when a request is submitted
+
+        def superseded() -> bool:
+            return asked.is_set() or self._latest != mine
 
         def stopped() -> str:
-            if self.core.asked or self._latest != mine:
+            if superseded():
                 return "superseded"
-            return "yield" if SCHEDULE.reading_ahead_waits() else ""
+            return "yield" if SCHEDULE.reading_ahead_waits() or engine.others_waiting() else ""
 
-        def job(model: LoadedModel) -> AheadResult:
-            t0 = time.monotonic()
-            if stopped() == "superseded":
-                return AheadResult(0, 0, 0, False, "superseded", 0.0)
-            if self.states is not None:
-                self.states.ensure(self.core, model)
+        t0 = time.monotonic()
+        tally = {"reused": -1, "evaluated": 0}
+
+        def job(model: LoadedModel) -> AheadResult | None:
+            """One turn on the owner thread: the result, or None when it gave way (the rest to come)."""
+            if superseded():
+                return AheadResult(0, 0, tally["evaluated"], False, "superseded", (time.monotonic() - t0) * 1000)
+            if self.states is not None and not self.states.ensure(self.core, model, stopped):
+                return None
             tokens = self.core._format(model, messages)
             if any(OPEN_END in m["content"] for m in messages):
                 tokens = tokens + tokens[-1:]  # prefill reads all but the last token: here, all of it
             if len(tokens) + self.core.max_tokens > model.n_ctx:
                 return AheadResult(len(tokens), 0, 0, False, "too long", 0.0)
-            reused, evaluated = -1, 0
-            while True:
-                prep = model.prefill(tokens, stopped=stopped, chunk=AHEAD_CHUNK)
-                reused = prep.reused if reused < 0 else reused
-                evaluated += prep.evaluated
-                if prep.done or model.kv.closing or stopped() == "superseded":
-                    break
-                SCHEDULE.pause(lambda: SCHEDULE.reading_ahead_waits() and not self.core.asked
-                               and self._latest == mine and not model.kv.closing, 3600)
-            result = AheadResult(len(tokens) - 1, reused, evaluated, prep.done, "" if prep.done else "superseded",
-                                 (time.monotonic() - t0) * 1000)
+            prep = model.prefill(tokens, stopped=stopped, chunk=AHEAD_CHUNK)
+            tally["reused"] = prep.reused if tally["reused"] < 0 else tally["reused"]
+            tally["evaluated"] += prep.evaluated
+            if not (prep.done or model.kv.closing or superseded()):
+                return None
+            return AheadResult(len(tokens) - 1, tally["reused"], tally["evaluated"], prep.done,
+                               "" if prep.done else "superseded", (time.monotonic() - t0) * 1000)
+
+        def drive() -> AheadResult:
+            """Off the owner thread: submit the turns until one ends the reading."""
+            while (result := engine.submit(job, gives_way=asked).result()) is None:
+                SCHEDULE.pause(lambda: SCHEDULE.reading_ahead_waits() and not superseded() and not engine.closed, 3600)
             self.reads += 1
-            self.evaluated += evaluated
+            self.evaluated += result.evaluated
             self.last = result
-            log.debug("read ahead: %d tokens, %d reused, %d evaluated in %.0f ms%s", result.tokens, reused,
-                      evaluated, result.ms, "" if prep.done else " (stopped)")
+            log.debug("read ahead: %d tokens, %d reused, %d evaluated in %.0f ms%s", result.tokens,
+                      result.reused, result.evaluated, result.ms, "" if result.done else f" ({result.why})")
             return result
-        return self.core.engine.submit(job)
+        return self._driver.submit(drive)
 
     def warm(self) -> Future | None:
         """Make the KV states of the packs' system texts ready (from disk, or computed and
-        saved), in the background. None for a remote assistant or without ``states``."""
-        if self.core.engine is None or self.states is None:
+        saved), in the background, giving way as :meth:`read` does. None for a remote
+        assistant or without ``states``."""
+        engine = self.core.engine
+        if engine is None or self.states is None:
             return None
-        return self.core.engine.submit(lambda model: self.states.ensure(self.core, model))
+        asked = threading.Event()
+
+        def stopped() -> str:
+            if asked.is_set():
+                return "superseded"
+            return "yield" if SCHEDULE.reading_ahead_waits() or engine.others_waiting() else ""
+
+        def drive() -> None:
+            while not engine.submit(lambda model: self.states.ensure(self.core, model, stopped),
+                                    gives_way=asked).result() and not asked.is_set():
+                SCHEDULE.pause(lambda: SCHEDULE.reading_ahead_waits() and not engine.closed, 3600)
+        return self._driver.submit(drive)
 
 
 class SystemStates:
@@ -157,10 +192,17 @@ class SystemStates:
         self.folder, self.values = folder, values or {}
         self._done: set[int] = set()  # id() of the models already seen to
 
-    def ensure(self, core: AssistantCore, model: LoadedModel) -> None:
-        """On the chat engine's thread: each pack's system state in ``model``'s saved states."""
+    def ensure(self, core: AssistantCore, model: LoadedModel, stopped: Callable[[], str]) -> bool:
+        """On the chat engine's thread: each pack's system state in ``model``'s saved states.
+
+        Args:
+            stopped: as :meth:`LoadedModel.prefill`'s: non-empty stops the reading between two chunks.
+
+        Returns:
+            True when all are kept (or none can be); False when ``stopped`` stopped it (the rest another time).
+        """
         if id(model) in self._done or model.snapshots.budget_bytes <= 0:
-            return
+            return True
         for task in SYSTEM_PACKS:
             try:
                 pack = load_pack(task)
@@ -168,14 +210,15 @@ class SystemStates:
                     continue  # its system text is only right with values this reader was not given
                 system = pack.render(**self.values.get(task, {}))[0]["content"]
                 tokens = core._format(model, [{"role": "system", "content": system + OPEN_END}])
-                if not self._restore_or_compute(core, model, tokens):
-                    return  # a request came first: the rest another time
+                if not self._restore_or_compute(model, tokens, stopped):
+                    return False
             except Exception as e:  # a pack without system text, a refused state: nothing kept
                 log.info("system state of %s not kept: %s", task, e)
         self._done.add(id(model))
+        return True
 
-    def _restore_or_compute(self, core: AssistantCore, model: LoadedModel, tokens: list[int]) -> bool:
-        """The state of ``tokens`` in the saved states; False when a request stopped the work."""
+    def _restore_or_compute(self, model: LoadedModel, tokens: list[int], stopped: Callable[[], str]) -> bool:
+        """The state of ``tokens`` in the saved states; False when ``stopped`` stopped the work."""
         import llama_cpp
 
         path = self.folder / (hashlib.sha256(repr((
@@ -186,12 +229,8 @@ class SystemStates:
         if path.is_file():
             model.snapshots.add(KvSnapshot(list(tokens), path.read_bytes()))
             return True
-        def stop() -> str:
-            return "asked" if core.asked else "yield" if SCHEDULE.reading_ahead_waits() else ""
-        while not model.prefill(tokens + tokens[-1:], chunk=AHEAD_CHUNK, stopped=stop).done:
-            if core.asked or model.kv.closing:
-                return False
-            SCHEDULE.pause(SCHEDULE.reading_ahead_waits, 0.1)
+        if not model.prefill(tokens + tokens[-1:], chunk=AHEAD_CHUNK, stopped=stopped).done:
+            return False  # what it read stays in the KV cache: the next turn goes on from there
         snap = model.save_state()
         model.snapshots.add(snap)
         try:

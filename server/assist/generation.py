@@ -82,33 +82,17 @@ class AssistantCore:
         self.max_tokens, self.context_tokens, self.time_cap_s = max_tokens, context_tokens, time_cap_s
         self.remote = remote  # an OpenAIBackend: chat goes to /v1/chat/completions instead of `engine`
         self.sandbox = "bubblewrap"  # tests.sandbox: how generated tests are run (server.assist.testrun)
-        self._asked = 0  # jobs of a request submitted to the engine and not started (reading ahead gives way)
-        self._asked_lock = threading.Lock()
-        self._background: set[threading.Event] = set()  # cancel events of answers written ahead
         self._counts: dict[str, int] = {}  # text -> its length in the chat model's tokens (see _counter)
         self._counts_lock = threading.Lock()
 
-    @property
-    def asked(self) -> bool:
-        """A request's job waits for the chat engine (reading ahead stops at its next chunk)."""
-        return self._asked > 0
-
-    def _submit(self, job: Callable[[LoadedModel], T], background: bool = False) -> Future[T]:
-        """Run a request's ``job(model)`` on the chat engine, ahead of any reading ahead; a request
-        (not ``background``) also stops every answer being written ahead (within one token)."""
+    def _submit(self, job: Callable[[LoadedModel], T], background: bool = False,
+                cancel: threading.Event | None = None) -> Future[T]:
+        """Run ``job(model)`` on the chat engine. A request (not ``background``) stops all work ahead
+        there (reading ahead, answers written ahead) within one chunk or token; ``background``:
+        work ahead itself, stopped by ``cancel`` (:meth:`server.engine.Engine.submit`)."""
         if background:
-            return self.engine.submit(job)
-        with self._asked_lock:
-            self._asked += 1
-            ahead = list(self._background)
-        for event in ahead:
-            event.set()
-
-        def run(model: LoadedModel) -> T:
-            with self._asked_lock:
-                self._asked -= 1
-            return job(model)
-        return self.engine.submit(run)
+            return self.engine.submit(job, gives_way=cancel or threading.Event())
+        return self.engine.submit(job)
 
     def _counter(self, background: bool = False) -> Callable[[str], int]:
         """Counts tokens with the chat model's own tokenizer, on its owner thread (never another model's,
@@ -175,11 +159,6 @@ class AssistantCore:
             self.store.metric(task, self.model_name, (time.monotonic() - t0) * 1000, 0, 0, True)
             return Reply(hit, session_id, True, pack.version, finish="cache")
         cancel = cancel or threading.Event()
-        if background:
-            with self._asked_lock:
-                if self._asked:  # a request is waiting: it comes first
-                    return Reply("", session_id, False, pack.version, finish="cancelled")
-                self._background.add(cancel)
         sent = [0]
 
         def stream(text: str) -> bool:
@@ -213,18 +192,14 @@ class AssistantCore:
                 raise AssistError(str(e)) from None
             text, finish, n_prompt, n_out, n_read, first_ms = result.text.strip(), result.finish, 0, 0, 0, 0.0
         else:
-            try:
-                if not background and task != "hover":  # a hover asks from where the cursor rests
-                    SCHEDULE.want(ASSISTANT)  # the user waits for the assistant: the editor's work ahead stops
-                n_prompt, gen, new, rate = self._submit(job, background).result()
-            finally:
-                self._background.discard(cancel)
+            if not background and task != "hover":  # a hover asks from where the cursor rests
+                SCHEDULE.want(ASSISTANT)  # the user waits for the assistant: the editor's work ahead stops
+            n_prompt, gen, new, rate = self._submit(job, background, cancel).result()
             if gen.finish == "timeout" and not gen.text.strip() and not background:
                 raise AssistError(_too_slow(n_prompt, new, gen.evaluated_tokens / max(gen.prompt_ms / 1000, 1e-3)
                                             if gen.evaluated_tokens else rate or 0.0, cap_s, late=True))
             text, finish, n_out, n_read = gen.text.strip(), gen.finish, gen.generated_tokens, gen.evaluated_tokens
             first_ms = (time.monotonic() - t0) * 1000 - (gen.total_ms - gen.prompt_ms)
-        self._background.discard(cancel)
         if finish not in ("cancelled", "timeout") and text:
             self.store.cache(key, text)
         if not background:  # the metrics are the user's requests

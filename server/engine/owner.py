@@ -41,12 +41,23 @@ class Engine:
         self.model: LoadedModel | None = None
         self.second: LoadedModel | None = None  # a second KV cache on the model's weights (open_second)
         self._queued = 0  # jobs submitted and not finished (see busy)
+        self._giving_way: dict[int, threading.Event] = {}  # of those, the work ahead (see submit), by job
         self._count = threading.Lock()
+        self.closed = False  # shut down: no job runs any more
 
     @property
     def busy(self) -> bool:
-        """A job is running or waiting on the owner thread (a new one would wait for it)."""
-        return self._queued > 0
+        """A request runs or waits on the owner thread: a new job would wait for it (work ahead
+        stops within one chunk or token, see :meth:`submit`)."""
+        with self._count:
+            return self._queued > len(self._giving_way)
+
+    def others_waiting(self) -> bool:
+        """From a job on the owner thread: another job is queued behind it. Work ahead that
+        is the lowest rank (the assistant's reading ahead) returns then, so the owner thread is
+        never held by speculative work, and submits its rest again."""
+        with self._count:
+            return self._queued > 1
 
     def _close_models(self) -> None:
         for model in (self.second, self.model):  # the second context before the model it uses
@@ -102,16 +113,26 @@ class Engine:
         return self._executor.submit(fn)
 
     def submit(self, job: Callable[[LoadedModel], T], ahead: threading.Event | None = None,
-               second: bool = False) -> Future[T]:
-        """Run ``job(model)`` on the owner thread. ``ahead``: the job is the editor's work ahead,
-        not foreground (:meth:`CpuSchedule.ahead`); this event stops it when the user turns to the
-        assistant (the job must look at it, as a prefill looks at its cancel event). ``second``:
-        the job gets the second context (:meth:`open_second`) and is a suggestion (foreground,
-        unless ``ahead``), whatever this engine's rank.
+               second: bool = False, gives_way: threading.Event | None = None) -> Future[T]:
+        """Run ``job(model)`` on the owner thread, in submission order.
+
+        Work ahead (speculative: nobody waits for it) is marked by an event the job looks at
+        between two chunks or tokens (as a prefill or a generation looks at its cancel event);
+        submitting a request (a job with neither mark) sets the events of all the work ahead
+        queued or running, so a request waits for at most one chunk of it:
+
+        - ``ahead``: the editor's work ahead, not foreground (:meth:`CpuSchedule.ahead`); the
+          event is also set when the user turns to the assistant.
+        - ``gives_way``: the assistant's work ahead (a prompt read ahead, an answer written ahead).
+
+        ``second``: the job gets the second context (:meth:`open_second`) and is a suggestion
+        (foreground, unless ``ahead``), whatever this engine's rank.
 
         Raises (through the future):
             RuntimeError: no model is loaded (or no second context, with ``second``).
         """
+        mark = ahead if ahead is not None else gives_way
+
         def run() -> T:
             try:
                 model = self.second if second else self.model
@@ -129,13 +150,20 @@ class Engine:
             finally:
                 with self._count:
                     self._queued -= 1
+                    self._giving_way.pop(id(run), None)
         with self._count:
             self._queued += 1
+            if mark is not None:
+                self._giving_way[id(run)] = mark
+            else:  # a request: the work ahead before it stops at its next chunk or token
+                for event in self._giving_way.values():
+                    event.set()
         try:
             return self._executor.submit(run)
         except RuntimeError:  # shut down
             with self._count:
                 self._queued -= 1
+                self._giving_way.pop(id(run), None)
             raise
 
     def lane(self) -> SecondLane:
@@ -149,6 +177,7 @@ class Engine:
     def shutdown(self) -> None:
         """Cancel the queued jobs and stop the running one at its next chunk or token (its
         prompt read or answer ends unfinished); returns at once."""
+        self.closed = True
         for model in (self.model, self.second):
             if model is not None:
                 model.kv.closing = True
@@ -158,29 +187,17 @@ class Engine:
 class SecondLane:
     """An engine's second context (:meth:`Engine.open_second`) with the ``submit`` of an engine: the
     larger model's fill-in-the-middle work runs on the owner thread of its chat, with a KV cache of
-    its own. ``busy``: the owner thread has work (a chat answer) that a new job would wait for."""
+    its own. ``busy``: the owner thread has a request (a chat answer) that a new job would wait for."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._ahead = 0  # of the engine's jobs, this lane's work ahead (it stops for any request)
 
     def submit(self, job: Callable[[LoadedModel], T], ahead: threading.Event | None = None) -> Future[T]:
-        future = self.engine.submit(job, ahead, second=True)
-        if ahead is not None:
-            with self.engine._count:
-                self._ahead += 1
-            future.add_done_callback(self._ahead_done)
-        return future
-
-    def _ahead_done(self, _future: Future) -> None:
-        with self.engine._count:
-            self._ahead -= 1
+        return self.engine.submit(job, ahead, second=True)
 
     @property
     def busy(self) -> bool:
-        """The owner thread has other work than this lane's reading ahead (a chat answer)."""
-        with self.engine._count:
-            return self.engine._queued > self._ahead
+        return self.engine.busy
 
 
 def _yield_to_foreground() -> None:
