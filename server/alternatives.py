@@ -162,8 +162,7 @@ def _job(local: LocalGenerator, model: LoadedModel, req: CompletionRequest, sett
     generator's, so the KV cache is reused), then :func:`branch_decode`; and whether the search ran
     to its end (not stopped by the deadline or a cancel)."""
     policy = req.policy
-    prompt, forced = heal(model, local.fim_prompt(model, req.uri, req.cursor, settings, req.max_tokens,
-                                                     manual=req.manual))
+    prompt, forced = heal(model, local.fim_prompt(model, req.uri, req.cursor, settings, req.max_tokens))
     max_tokens = min(req.max_tokens, model.n_ctx - len(prompt))
     if max_tokens <= 0:
         return [], True

@@ -167,14 +167,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("completion.suffixTokens", 256, int, "tokens",
             "Budget for the code after the cursor (FIM suffix), counted with the model's tokenizer.",
             minimum=0, maximum=65536),
-    Setting("completion.manualPrefixTokens", 1024, int, "tokens",
-            "Budget for the code before the cursor in a suggestion you ask for (trigger kind Invoked) and its "
-            "alternatives, whichever model writes it; the larger model reads this window ahead where the cursor "
-            "rests. Suggestions as you type use completion.prefixTokens.",
-            minimum=16, maximum=65536),
-    Setting("completion.manualSuffixTokens", 512, int, "tokens",
-            "Budget for the code after the cursor in a suggestion you ask for; as completion.manualPrefixTokens.",
-            minimum=0, maximum=65536),
     Setting("completion.maxFileSizeKb", 1024, int, "KiB",
             "Files larger than this get no suggestions, code actions or hover (minified bundles, generated "
             "code): nothing in them is parsed.", minimum=1),
@@ -264,8 +256,6 @@ class Settings:
     completion_max_right_chars: int = 8
     completion_prefix_tokens: int = 512
     completion_suffix_tokens: int = 256
-    completion_manual_prefix_tokens: int = 1024
-    completion_manual_suffix_tokens: int = 512
     completion_max_file_size_kb: int = 1024
     completion_context_tokens: int = 256
     completion_kv_shift_min_tokens: int = 16
@@ -289,13 +279,6 @@ class Settings:
     def backend_key(self) -> tuple:
         """The settings that decide the completion backend; a change means a new backend."""
         return (self.backend_kind, self.backend_url, self.backend_api_key, self.backend_model, self.backend_family)
-
-    def fim_window(self, manual: bool) -> tuple[int, int]:
-        """(tokens before the cursor, tokens after it) of a FIM prompt: a suggestion asked for
-        (``manual``) or one made as you type."""
-        if manual:
-            return self.completion_manual_prefix_tokens, self.completion_manual_suffix_tokens
-        return self.completion_prefix_tokens, self.completion_suffix_tokens
 
     def get(self, key: str) -> Any:
         """The value of a dotted camelCase key, e.g. ``get("model.nCtx")``."""

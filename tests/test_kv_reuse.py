@@ -293,31 +293,3 @@ async def test_a_place_the_cache_has_not_seen_gets_a_shorter_window_first_and_th
         assert auto is not None and auto.generation.prompt_tokens > 400 and uri not in service.local.cut
     finally:
         engine.shutdown()
-
-
-async def test_a_suggestion_asked_for_reads_the_wider_manual_window_with_a_window_start_of_its_own(
-        default_model_path):
-    engine = Engine("kv-manual-window-test")
-    model = engine.load(str(default_model_path), n_ctx=4096, n_threads=2).result()
-    service = CompletionService(engine, detect_fim_format(model), TokenCounter(model))
-    settings = parse_settings({"completion": {"minConfidence": 0, "coldPromptMs": 0}})[0]
-    assert settings.fim_window(True) == (1024, 512) and settings.fim_window(False) == (512, 256)
-    uri = "file:///w/textwrap.py"
-    lines = [i for i, s in enumerate(LINES) if i > 150 and len(s.strip()) > 30 and not s.strip().startswith("#")]
-    snap = _typing_at(uri, 1, lines[100], 5)
-    cursor = CursorText.at(snap.text, snap.offset)
-    try:
-        def prompts(m):
-            local = service.local
-            return (local.fim_prompt(m, uri, cursor, settings, 64), local.fim_prompt(m, uri, cursor, settings, 64,
-                                                                                   manual=True),
-                    local.fim_prompt(m, uri, cursor, settings, 64))
-        typing, asked, typing_again = engine.submit(prompts).result()
-        assert asked.start_line < typing.start_line and len(asked.anchor) > len(typing.anchor) + 600
-        assert asked.prefix_dropped_tokens < typing.prefix_dropped_tokens
-        assert typing_again.start_line == typing.start_line  # the asked-for window did not move the typing one
-
-        manual = await service.suggest(snap, settings, manual=True)
-        assert manual is not None and manual.generation.prompt_tokens >= len(asked.tokens) - 8
-    finally:
-        engine.shutdown()

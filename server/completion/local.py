@@ -77,7 +77,7 @@ class LocalGenerator:
         self.engine, self.fim, self.counter = engine, fim, counter
         self._context = context
         self._context_cache: OrderedDict[tuple, list[tuple[str, str]]] = OrderedDict()
-        self._starts: dict[tuple[str, bool], int] = {}  # (document URI, manual) -> its last prompt's window start line
+        self._starts: dict[str, int] = {}  # document URI -> its last prompt's window start line
         self._short_starts: dict[str, int] = {}  # ... of its last shorter window (see fim_prompt)
         self.cut: set[str] = set()
         self.prompt_tokens = self.reused_tokens = self.shifted_tokens = self.restored_states = 0
@@ -117,11 +117,9 @@ class LocalGenerator:
 
 
     def fim_prompt(self, model: LoadedModel, uri: str, cursor: CursorText, settings: Settings,
-                   max_tokens: int, whole: bool = False, manual: bool = False) -> FimPrompt:
+                   max_tokens: int, whole: bool = False) -> FimPrompt:
         """The FIM prompt for ``cursor`` within the budgets; the prompt plus ``max_tokens`` fit n_ctx
-        (the prefix quota shrinks first). Engine thread. ``manual``: the window of a suggestion the
-        user asked for (``completion.manualPrefixTokens`` / ``manualSuffixTokens``, never the shorter
-        window), with a window start of its own per document.
+        (the prefix quota shrinks first). Engine thread.
 
         At a place the KV cache has not seen, where reading the part of the whole prompt that
         the cache lacks would take longer than ``completion.coldPromptMs`` at the rate measured
@@ -135,16 +133,15 @@ class LocalGenerator:
         room = model.n_ctx - max_tokens - 8 - len(self.fim.bos)
         context_budget = min(settings.completion_context_tokens, room // 4)
         room -= context_budget
-        prefix, suffix = settings.fim_window(manual)
-        suffix_budget = min(suffix, room // 4)
-        budget = Budget(min(prefix, room - suffix_budget), suffix_budget)
+        suffix_budget = min(settings.completion_suffix_tokens, room // 4)
+        budget = Budget(min(settings.completion_prefix_tokens, room - suffix_budget), suffix_budget)
         context = self.cross_file(uri, cursor, settings)
         name = uri.rsplit("/", 1)[-1]
         prompt = build_fim_prompt(model, self.fim, cursor, budget, self.counter, context, context_budget, name,
-                                  keep_start=self._starts.get((uri, manual)))
-        self._starts[uri, manual] = prompt.start_line
+                                  keep_start=self._starts.get(uri))
+        self._starts[uri] = prompt.start_line
         afford = (model.prompt_rate or 0.0) * settings.completion_cold_prompt_ms / 1000
-        if whole or manual or afford <= 0 or len(prompt.tokens) <= afford \
+        if whole or afford <= 0 or len(prompt.tokens) <= afford \
                 or len(prompt.tokens) - model.cached_tokens(prompt.tokens) <= afford:
             self.cut.discard(uri)
             return prompt
@@ -168,7 +165,7 @@ class LocalGenerator:
         this holds: at a place it has read (ahead, or asked before), the prompt costs it little;
         at a new one, on a slow machine, the completion model answers instead."""
         self.configure_kv(model, settings)
-        prompt = self.fim_prompt(model, req.uri, req.cursor, settings, req.max_tokens, manual=True)
+        prompt = self.fim_prompt(model, req.uri, req.cursor, settings, req.max_tokens, whole=True)
         missing = len(prompt.tokens) - model.cached_tokens(prompt.tokens)
         rate = model.prompt_rate
         ok = not rate or missing / rate * 1000 <= budget_ms
@@ -187,8 +184,7 @@ class LocalGenerator:
         """
         cursor = req.cursor
         self.configure_kv(model, settings)
-        prompt = self.fim_prompt(model, req.uri, cursor, settings, settings.completion_max_tokens, whole=whole,
-                                 manual=flight.large)
+        prompt = self.fim_prompt(model, req.uri, cursor, settings, settings.completion_max_tokens, whole=whole)
         prep = model.prefill(prompt.anchor if not cursor.typed.strip() else prompt.tokens, flight.cancel, exact=whole,
                              chunk=model.prefill_chunk)
         self.read_ahead += prep.done and prep.evaluated > 0
@@ -224,7 +220,7 @@ class LocalGenerator:
             dropped = (resume.prefix_dropped, resume.suffix_dropped)
             max_tokens = max(1, max_tokens - resume.generated)
         else:
-            fim_prompt = self.fim_prompt(model, uri, cursor, settings, max_tokens, manual=manual)
+            fim_prompt = self.fim_prompt(model, uri, cursor, settings, max_tokens, whole=manual)
             prompt, base_typed, base_text = fim_prompt.tokens, cursor.typed, ""
             dropped = (fim_prompt.prefix_dropped_tokens, fim_prompt.suffix_dropped_tokens)
             self.short_windows += uri in self.cut and not flight.idle

@@ -59,7 +59,7 @@ class RemoteGenerator:
         cancel, cursor, policy = flight.cancel, req.cursor, req.policy
         if cancel.is_set():
             return None
-        budget = Budget(*settings.fim_window(req.manual))
+        budget = Budget(settings.completion_prefix_tokens, settings.completion_suffix_tokens)
         above, typed, suffix, p_drop, s_drop, _ = window(cursor, budget, self.counter)
         f = self.family
         prompt = f"{f.fim_prefix}{above}{typed}{f.fim_suffix}{suffix}{f.fim_middle}"

@@ -80,12 +80,9 @@ def _note_context(ls: DeepseekLanguageServer, uri: str, s: Suggestion, settings:
     was = ls.last_context
     if was is None or was["uri"] != uri or bool(was["prefixDroppedTokens"] or was["suffixDroppedTokens"]) != cut:
         if cut:
-            kind = "manual" if s.asked else ""
-            log.info("context for %s: the budget left out %d tokens before the cursor (completion.%s is %d) and %d "
-                     "after it (completion.%s is %d)", uri, s.prefix_dropped_tokens,
-                     f"{kind}PrefixTokens" if kind else "prefixTokens", settings.fim_window(s.asked)[0],
-                     s.suffix_dropped_tokens, f"{kind}SuffixTokens" if kind else "suffixTokens",
-                     settings.fim_window(s.asked)[1])
+            log.info("context for %s: the budget left out %d tokens before the cursor (completion.prefixTokens is %d) "
+                     "and %d after it (completion.suffixTokens is %d)", uri, s.prefix_dropped_tokens,
+                     settings.completion_prefix_tokens, s.suffix_dropped_tokens, settings.completion_suffix_tokens)
         else:
             log.info("context for %s: the whole file fits the budget", uri)
     ls.last_context = note
