@@ -117,6 +117,9 @@ def test_token_healing_takes_back_the_partial_word():
     assert healing_tokens([b"    ", b"return"]) == 1
     assert healing_tokens([b"self", b"."]) == 1
     assert healing_tokens([]) == 0
+    assert healing_tokens([b" next", b"(self", b".st", b"re"]) == 2  # ".stre": the word starts inside ".st"
+    assert healing_tokens([b" self", b".cur", b"re"]) == 2
+    assert healing_tokens([b"x", b"=", b"foo", b"_bar"]) == 2
 
 
 # -- One golden case per hole kind of bench/completion_quality.py (issue #14) ----------------

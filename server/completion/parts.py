@@ -287,21 +287,27 @@ def check_document(text: str, max_file_size_kb: int) -> None:
 def healing_tokens(pieces: list[bytes]) -> int:
     """How many of the typed text's last tokens to take back for token healing.
 
-    All tokens of the partial word at the end (a token that starts the word, possibly
-    with its leading space, ends the run), at least the last token, at most all given.
+    All tokens of the partial word at the end, at least the last token, at most all given.
+    Going back, a token belongs to the word when it ends in a word character (letter, digit,
+    ``_``); a token with anything else in it (a leading space, ``.``, ``(``: ``.st`` of
+    ``self.stre``) starts the word and ends the run. Healing only ``re`` of ``.st`` + ``re``
+    left the model to go on from ``.st``, a split it never writes: it wrote ``.strea)``.
 
     Args:
         pieces: the bytes of the typed text's last few tokens, in order.
     """
     n = 0
     for piece in reversed(pieces):
-        word = piece.lstrip(b" ")
-        if n and not (word and (word.replace(b"_", b"").isalnum())):
+        if n and not _word_byte(piece[-1:]):
             break
         n += 1
-        if piece != word or not word.replace(b"_", b"").isalnum():
-            break  # a leading space starts the word; punctuation is a word of its own
+        if not all(_word_byte(piece[i:i + 1]) for i in range(len(piece))):
+            break  # a space or punctuation starts the word (or is a word of its own)
     return n
+
+
+def _word_byte(b: bytes) -> bool:
+    return bool(b) and (b.isalnum() or b == b"_")
 
 
 def least_sure(model: LoadedModel, gen: Generation, n_forced: int) -> tuple[bytes, int]:
