@@ -114,11 +114,7 @@ class PromptReader:
 
         def superseded() -> bool:
             return asked.is_set() or self._latest != mine
-
-        def stopped() -> str:
-            if superseded():
-                return "superseded"
-            return "yield" if SCHEDULE.reading_ahead_waits() or engine.others_waiting() else ""
+        stopped = _stop_rule(engine, superseded)
 
         t0 = time.monotonic()
         tally = {"reused": -1, "evaluated": 0}
@@ -162,17 +158,24 @@ class PromptReader:
         if engine is None or self.states is None:
             return None
         asked = threading.Event()
-
-        def stopped() -> str:
-            if asked.is_set():
-                return "superseded"
-            return "yield" if SCHEDULE.reading_ahead_waits() or engine.others_waiting() else ""
+        stopped = _stop_rule(engine, asked.is_set)
 
         def drive() -> None:
             while not engine.submit(lambda model: self.states.ensure(self.core, model, stopped),
                                     gives_way=asked).result() and not asked.is_set():
                 SCHEDULE.pause(lambda: SCHEDULE.reading_ahead_waits() and not engine.closed, 3600)
         return self._driver.submit(drive)
+
+
+def _stop_rule(engine, superseded: Callable[[], bool]) -> Callable[[], str]:
+    """The ``stopped`` of a prefill read ahead on ``engine``'s owner thread: ``superseded`` for good,
+    ``yield`` (give the thread back, go on later) while the schedule says to wait or another job
+    waits for the thread, else "" (read on)."""
+    def stopped() -> str:
+        if superseded():
+            return "superseded"
+        return "yield" if SCHEDULE.reading_ahead_waits() or engine.others_waiting() else ""
+    return stopped
 
 
 class SystemStates:
