@@ -39,7 +39,8 @@ def assistant(engine, tmp_path):
 def shown(path: Path) -> list[ContextItem]:
     """What the editor shows: a selection and the current file, as the LSP handler sends them."""
     lines = CODE.splitlines()
-    return [ContextItem(f"Selected code from {path.name} (lines 1-6)", "\n".join(lines[:6]), Reference(path, 0, 5)),
+    return [ContextItem(f"Selected code from {path.name} (lines 1-6)", "\n".join(lines[:6]), Reference(path, 0, 5),
+                        selected=True),
             ContextItem(f"The current file, {path.name}", CODE, Reference(path, 0, len(lines) - 1))]
 
 
@@ -80,11 +81,25 @@ def test_a_file_too_big_for_the_budget_sends_its_part_around_the_selection(assis
     big = "\n".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(400))
     path = tmp_path / "big.py"
     sel = ContextItem("Selected code from big.py (lines 601-602)", "def f200(x):\n    return x + 200",
-                      Reference(path, 600, 601))
+                      Reference(path, 600, 601), selected=True)
     file = ContextItem("The current file, big.py", big, Reference(path, 0, big.count("\n")))
     system = assistant.chat_ahead(None, [sel, file])[0]["content"]
-    assert "def f200(" in system and "def f0(" not in system and "def f399(" not in system
+    assert "def f199(" in system and "def f201(" in system  # the lines around the selection
+    assert "def f0(" not in system and "def f399(" not in system
     assert "The current file, big.py (lines " in system
+    # The selected lines are sent once, as the selection, last: next to the question about them.
+    assert system.count("def f200(") == 1 and "... (lines 601-602: the selected code, below)" in system
+    assert system.index("def f201(") < system.index("Selected code from big.py") < system.index("def f200(")
+
+
+def test_the_file_part_is_kept_small_so_it_is_read_before_the_question(assistant, tmp_path):
+    big = "\n".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(400))
+    path = tmp_path / "big.py"
+    file = ContextItem("The current file, big.py", big, Reference(path, 0, big.count("\n")))
+    count = assistant._counter()
+    system = assistant.chat_ahead(None, [file])[0]["content"]
+    assert "def f0(" in system and "def f399(" not in system  # no selection: the file's start (its imports)
+    assert count(system) <= assistant.context_tokens * 0.125 + 150
 
 
 def test_explain_read_ahead_leaves_one_token_to_read_and_its_heading_streams_first(assistant, tmp_path):
@@ -100,8 +115,8 @@ def test_explain_read_ahead_leaves_one_token_to_read_and_its_heading_streams_fir
 
 def test_a_request_stops_reading_ahead_within_a_chunk(assistant, tmp_path):
     context = shown(tmp_path / "config.py")
-    long_context = [ContextItem("The current file, long.py", "\n".join(f"x{i} = {i}" for i in range(300)),
-                                Reference(tmp_path / "long.py", 0, 299))]
+    long_context = [ContextItem("Selected code from long.py", "\n".join(f"x{i} = {i}" for i in range(300)),
+                                Reference(tmp_path / "long.py", 0, 299), selected=True)]
     reader = PromptReader(assistant)
     pending = reader.read(assistant.chat_ahead(None, long_context))
     time.sleep(0.3)  # it is reading
@@ -218,8 +233,8 @@ def test_reading_ahead_gives_the_owner_thread_to_a_job_queued_behind_it(assistan
     reading then goes on where it stopped. Reading ahead never makes the engine busy for a request."""
     engine = assistant.engine
     engine.open_second(1024).result()
-    long_context = [ContextItem("The current file, long.py", "\n".join(f"x{i} = {i}" for i in range(300)),
-                                Reference(tmp_path / "long.py", 0, 299))]
+    long_context = [ContextItem("Selected code from long.py", "\n".join(f"x{i} = {i}" for i in range(300)),
+                                Reference(tmp_path / "long.py", 0, 299), selected=True)]
     reader = PromptReader(assistant)
     pending = reader.read(assistant.chat_ahead(None, long_context))
     time.sleep(0.5)  # it is reading (about 2,400 tokens)

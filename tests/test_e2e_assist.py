@@ -221,6 +221,8 @@ async def test_chat_replies_with_references_and_repeats_from_the_cache(client: L
     first = await command(client, "deepseek.chat", arg)
     assert first["reply"] and first["sessionId"] and not first["cacheHit"]
     assert any(r["uri"] == uri for r in first["references"])
+    # A question about selected code is answered from that code: no chunks of other files.
+    assert all(r["uri"] == uri for r in first["references"]), first["references"]
     # The references come first, before the model reads the prompt; then the text, which adds up to the reply.
     mine = [d for d in client.deltas if d.sessionId == first["sessionId"]]
     assert mine[0].delta == "" and [(r.uri, r.range.start.line) for r in mine[0].references] == \
@@ -265,7 +267,7 @@ async def test_a_second_server_process_returns_the_earlier_conversation(client: 
         assert texts[0].startswith("What does intranges_contain return")
         assert [m["role"] for m in history["messages"]][:2] == ["user", "assistant"]
         assert history["messages"][1]["model"] == ASSISTANT_MODEL
-        assert history["messages"][1]["promptVersion"] == "chat@v2"
+        assert history["messages"][1]["promptVersion"] == "chat@v3"
         assert await command(second, "deepseek.chatReset", {"sessionId": client.first_session}) == {
             "sessionId": client.first_session, "reset": True}
         assert (await command(second, "deepseek.chatHistory", {"sessionId": client.first_session}))["messages"] == []

@@ -58,7 +58,7 @@ async def test_a_chat_reply_runs_through_the_chat_template(client: LanguageClien
     await wait_until_settled(client)
     reply = await client.workspace_execute_command_async(types.ExecuteCommandParams(
         command="deepseek.chat", arguments=[{"message": "What is a Fibonacci number?"}]))
-    assert reply["sessionId"] and isinstance(reply["reply"], str) and reply["promptVersion"] == "chat@v2"
+    assert reply["sessionId"] and isinstance(reply["reply"], str) and reply["promptVersion"] == "chat@v3"
     history = await client.workspace_execute_command_async(types.ExecuteCommandParams(
         command="deepseek.chatHistory", arguments=[{"sessionId": reply["sessionId"]}]))
     assert [m["role"] for m in history["messages"]] == ["user", "assistant"]

@@ -159,8 +159,8 @@ def test_chat_answers_from_the_workspace_with_references(client, served):
     r = raw.parse()
     answer = r.choices[0].message.content
     assert "read_config" in answer or "partition" in answer, answer
-    assert r.model == ASSISTANT_MODEL and r.system_fingerprint == "chat@v2"
-    assert raw.headers["x-deepseek-prompt-version"] == "chat@v2" and raw.headers["x-deepseek-task"] == "chat"
+    assert r.model == ASSISTANT_MODEL and r.system_fingerprint == "chat@v3"
+    assert raw.headers["x-deepseek-prompt-version"] == "chat@v3" and raw.headers["x-deepseek-task"] == "chat"
     assert r.usage.prompt_tokens > 50 and r.usage.completion_tokens > 0
     refs = r.model_extra["references"]
     assert any(ref["path"] == str(ws / "src" / "config.py") and ref["start_line"] <= 7 <= ref["end_line"]

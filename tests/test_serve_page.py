@@ -53,7 +53,7 @@ def test_the_page_in_a_real_browser(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:] + server.log.read_text()[-3000:]
     lines = out.stdout
     assert "first-run: This machine can run qwen2.5-coder-0.5b-instruct-q4_k_m" in lines
-    assert "chat reference: config.py:" in lines and "chat status: qwen2.5-coder-1.5b-instruct-q4_k_m, prompt chat@v2" \
+    assert "chat reference: config.py:" in lines and "chat status: qwen2.5-coder-1.5b-instruct-q4_k_m, prompt chat@v3" \
         in lines
     assert 'history search "read_config": 1 conversation(s)' in lines
     assert "history search with no match: No conversation mentions" in lines

@@ -1,14 +1,17 @@
 """Chat: a conversation in a session, its prompt laid out so that all but the question can be read ahead.
 
-The prompt, in this order (``chat@v2``):
+The prompt, in this order (``chat@v3``):
 
 1. the pack's system text, then what the editor shows, known before the question: the
-   selection and the current file's part around it (within :data:`KNOWN_SHARE` of
-   ``chat.contextTokens``);
+   current file's part (its lines around the selection, else its start, within
+   :data:`FILE_SHARE` of ``chat.contextTokens``), then the selection itself (within
+   :data:`KNOWN_SHARE`), last, next to the question that is about it;
 2. the conversation so far, in order: its latest whole turns within :data:`HISTORY_SHARE`
    (a follow-up only appends to it);
 3. the question's message: the chunks retrieved for it (what is left of the budget), then the
-   question.
+   question. The editor sends retrieved chunks only with a question asked without a
+   selection (:func:`server.lsp.assist.chat_context`): a question about selected code is
+   answered from that code, and nothing of its prompt but the question is read after it.
 
 Parts 1 and 2 depend neither on the question nor on each other's size, so the prompt up to
 the question's message is the same whether it is built while the user types
@@ -33,7 +36,8 @@ from .packs import load_pack
 from .records import AssistError, ContextItem, Reference, Reply
 from .store import StoredMessage
 
-KNOWN_SHARE = 0.5     # of chat.contextTokens: the selection and the current file's part
+KNOWN_SHARE = 0.5     # of chat.contextTokens: the selection
+FILE_SHARE = 0.125    # of chat.contextTokens: the current file's part (around the selection, else its start)
 HISTORY_SHARE = 0.25  # of chat.contextTokens: the conversation so far (its latest whole turns)
 
 
@@ -102,19 +106,20 @@ class ChatTask(AssistantCore):
                     count: Callable[[str], int]) -> tuple[list[dict[str, str]], list[Reference], int]:
         """The system message (with what the editor shows) and the past turns, the references
         they carry, and the tokens left of the budget for the question's message."""
-        known_budget = int(self.context_tokens * KNOWN_SHARE)
-        blocks, refs = [], []
         shown = [c for c in context if not c.retrieved]
-        for item in shown:  # the first (the selection) is the center of the others (the file's part around it)
-            center = shown[0].reference if item is not shown[0] else None
-            fitted = _fit(item, known_budget, count, center)
+        selection = next((c for c in shown if c.selected), None)
+        center = selection.reference if selection is not None else None
+        blocks: list[str] = []
+        refs: list[Reference] = []
+        # The file's part first, the selection last: next to the question about it.
+        for item in sorted(shown, key=lambda c: c.selected):
+            share = KNOWN_SHARE if item.selected else FILE_SHARE
+            fitted = _fit(item, int(self.context_tokens * share), count, None if item.selected else center)
             if fitted is None:
                 continue
-            block = _block(fitted)
-            known_budget -= count(block)
-            blocks.append(block)
-            if fitted.reference is not None:
-                refs.append(fitted.reference)
+            blocks.append(_block(fitted))
+            if fitted.reference is not None:  # the selection's reference first
+                refs.insert(0 if item.selected else len(refs), fitted.reference)
         pack = load_pack("chat")
         system = pack.render(context="\n" + "\n".join(blocks) if blocks else "")[0]
         turns = _turns(history)
@@ -151,34 +156,44 @@ def _block(item: ContextItem) -> str:
 
 
 def _fit(item: ContextItem, budget: int, count: Callable[[str], int],
-         center: Reference | None) -> ContextItem | None:
-    """``item`` within ``budget`` tokens: whole, or (a file's text) its lines around ``center``
-    (the selection) or from its start, the label and reference saying which lines; None when
-    not even a few lines fit."""
-    if count(_block(item)) <= budget:
-        return item
-    lines = split_lines(item.text)
+         selection: Reference | None) -> ContextItem | None:
+    """``item`` within ``budget`` tokens, or None when not even a few lines fit.
+
+    A file's text (its reference spans it) that holds ``selection`` leaves the selected lines
+    out (one line says where they were: they are sent as the selection) and keeps the lines
+    nearest them; another item is sent whole, or its lines from the start. The label and the
+    reference say which lines went in.
+    """
     ref = item.reference
-    if ref is None or len(lines) < 2 or budget < 64:
+    numbered = list(enumerate(split_lines(item.text), ref.start_line if ref is not None else 0))
+    gap: tuple[int, int] | None = None
+    if ref is not None and selection is not None and selection.path == ref.path \
+            and ref.start_line <= selection.start_line <= selection.end_line <= ref.end_line:
+        gap = (selection.start_line, selection.end_line)
+        mark = f"... (lines {gap[0] + 1}-{gap[1] + 1}: the selected code, below)"
+        numbered = [(n, t) for n, t in numbered if n < gap[0]] + [(gap[0], mark)] + \
+                   [(n, t) for n, t in numbered if n > gap[1]]
+    if gap is None and count(_block(item)) <= budget:
+        return item
+    if ref is None or len(numbered) < 2 or budget < 64:
         return None
-    base = ref.start_line
-    mid = (center.start_line + center.end_line) // 2 - base if center is not None and center.path == ref.path else 0
-    mid = min(max(mid, 0), len(lines) - 1)
+    mid = next((i for i, (n, _) in enumerate(numbered) if gap is not None and n == gap[0]), 0)
     ratio = max(len(item.text), 1) / max(count(item.text), 1)  # characters per token in this text
     chars = int(budget * ratio * 0.9)
     for _ in range(6):
         lo = hi = mid
-        size = len(lines[mid]) + 1
-        while size < chars and (lo > 0 or hi < len(lines) - 1):
-            if hi < len(lines) - 1:
+        size = len(numbered[mid][1]) + 1
+        while size < chars and (lo > 0 or hi < len(numbered) - 1):
+            if hi < len(numbered) - 1:
                 hi += 1
-                size += len(lines[hi]) + 1
+                size += len(numbered[hi][1]) + 1
             if lo > 0 and size < chars:
                 lo -= 1
-                size += len(lines[lo]) + 1
-        label = item.label.split(" (lines ")[0] + f" (lines {base + lo + 1}-{base + hi + 1})"
-        part = replace(item, label=label, text="\n".join(lines[lo:hi + 1]),
-                       reference=Reference(ref.path, base + lo, base + hi))
+                size += len(numbered[lo][1]) + 1
+        first, last = numbered[lo][0], numbered[hi][0] + (gap[1] - gap[0] if gap and numbered[hi][0] == gap[0] else 0)
+        label = item.label.split(" (lines ")[0] + f" (lines {first + 1}-{last + 1})"
+        part = replace(item, label=label, text="\n".join(t for _, t in numbered[lo:hi + 1]),
+                       reference=Reference(ref.path, first, last))
         if count(_block(part)) <= budget:
             return part
         chars = int(chars * 0.8)

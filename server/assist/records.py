@@ -54,12 +54,14 @@ class ContextItem:
         retrieved: found for the question (a search result), so not known before it is asked;
             False for what the editor shows (the selection, the current file), which a chat
             prompt puts before the conversation so that it can be read ahead.
+        selected: the code the user selected: what a question about "this function" means.
     """
 
     label: str
     text: str
     reference: Reference | None = None
     retrieved: bool = False
+    selected: bool = False
 
 
 @dataclass

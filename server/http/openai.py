@@ -220,7 +220,7 @@ def build_prompt(pack: PromptPack, messages: list[dict[str, str]], context: list
             refs.append(item.reference)
     last = max(i for i, m in enumerate(turns) if m["role"] == "user")
     if "{message}" in pack.user:
-        found = "\n".join(blocks)  # chat@v2 puts the retrieved code in the question's message
+        found = "\n".join(blocks)  # chat@v3 puts the retrieved code in the question's message
         turns[last]["content"] = pack.render(context=found, retrieved=found,
                                              message=turns[last]["content"])[1]["content"]
     elif blocks:

@@ -113,10 +113,9 @@ async def read(ls: DeepseekLanguageServer, p: dict[str, Any], cancel: threading.
     loop = asyncio.get_running_loop()
     if task == "chat":
         sid = p.get("sessionId") if isinstance(p.get("sessionId"), str) else None
-        context = await assist.shown_context(ls, p)
         draft = p.get("draft").strip() if isinstance(p.get("draft"), str) else ""
-        if draft:  # the chunks the question will likely find
-            context += await ls.runtime.retrieve(draft, assist.CHAT_SEARCH_RESULTS)
+        context = await assist.chat_context(ls, p, draft)  # with a draft: the chunks the question will likely find
+        draft = draft if any(c.retrieved for c in context) else ""
         messages = await loop.run_in_executor(None, assistant.chat_ahead, sid, context, draft or None)
     elif task == "explain":
         if not isinstance(p.get("range"), dict):

@@ -328,8 +328,7 @@ async def chat(ls: DeepseekLanguageServer, *args: Any) -> dict[str, Any]:
         raise JsonRpcInvalidParams("deepseek.chat needs {message: string, sessionId?, uri?, range?}")
     if session_id is not None and not isinstance(session_id, str):
         raise JsonRpcInvalidParams("deepseek.chat: sessionId must be a string")
-    context = await shown_context(ls, arg)
-    context += await ls.runtime.retrieve(message, CHAT_SEARCH_RESULTS)
+    context = await chat_context(ls, arg, message)
     assistant = await _assistant(ls)
     reply = await _run(ls, assistant.chat, session_id, message, context, **_chat_stream(ls))
     return lsp_reply(reply, "reply")
@@ -397,6 +396,22 @@ async def hover_target(ls: DeepseekLanguageServer, uri: str, position: Any) -> H
     return card
 
 
+async def chat_context(ls: DeepseekLanguageServer, arg: dict[str, Any], question: str) -> list[ContextItem]:
+    """A chat message's context (``arg``: ``{uri?, range?}``): what the editor shows
+    (:func:`shown_context`) and, for a question asked without a selection, the workspace index's
+    best chunks for ``question`` (the question as typed so far, when read ahead). A question about
+    selected code is answered from that code: it gets no chunks, so nothing of its prompt but the
+    question is left to read when it is asked (and the model is not led to another function).
+
+    Raises:
+        JsonRpcInvalidParams: as :func:`shown_context`.
+    """
+    context = await shown_context(ls, arg)
+    if any(c.selected for c in context) or not question.strip():
+        return context
+    return context + await ls.runtime.retrieve(question, CHAT_SEARCH_RESULTS)
+
+
 async def shown_context(ls: DeepseekLanguageServer, arg: dict[str, Any]) -> list[ContextItem]:
     """What the editor shows with a chat message (``{uri?, range?}``): the selection, then the
     current file (a file the index's rule keeps out of prompts gives nothing).
@@ -417,7 +432,7 @@ async def shown_context(ls: DeepseekLanguageServer, arg: dict[str, Any]) -> list
             span = await _span(ls, {"uri": arg["uri"], "range": arg["range"]})
             context.append(ContextItem(
                 f"Selected code from {span.path.name} (lines {span.start_line + 1}-{span.end_line + 1})",
-                span.code, Reference(span.path, span.start_line, span.end_line)))
+                span.code, Reference(span.path, span.start_line, span.end_line), selected=True))
         if text and path is not None:
             n = len(split_lines(text))
             context.append(ContextItem(f"The current file, {path.name}", text, Reference(path, 0, max(0, n - 1))))
