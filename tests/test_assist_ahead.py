@@ -227,6 +227,25 @@ def test_a_draft_question_reads_the_chunks_retrieved_for_it_too(assistant, tmp_p
     assert 0 < reply.read_tokens <= n + 6, (reply.read_tokens, n)
 
 
+def test_the_question_lays_out_first_the_chunks_its_draft_read_ahead(assistant, tmp_path):
+    # The finished question ranks the chunks differently and finds one the draft did not: those
+    # read ahead keep their place, so only the new chunk and the question are read after it.
+    context = shown(tmp_path / "config.py")
+
+    def chunk(i: int) -> ContextItem:
+        return ContextItem(f"From src/m{i}.py (lines 1-3)", f"def helper_{i}(x):\n    'Scale x.'\n    return x * {i}\n",
+                           Reference(tmp_path / f"m{i}.py", 0, 2), retrieved=True)
+    ahead = PromptReader(assistant).read(
+        assistant.chat_ahead(None, [*context, chunk(0), chunk(1), chunk(2)], draft="which helper")).result()
+    assert ahead.done and assistant.ahead_chunks == tuple(chunk(i).label for i in (0, 1, 2))
+    question = "which helper scales by five?"
+    reply = assistant.chat(None, question, [*context, chunk(2), chunk(5), chunk(0)])
+    count = assistant._counter()
+    new = count(question) + count(f"{chunk(5).label}:\n```\n{chunk(5).text.rstrip()}\n```\n")
+    assert 0 < reply.read_tokens <= new + 8, (reply.read_tokens, new)
+    assert [r.path.name for r in reply.references if r.path.name.startswith("m")] == ["m0.py", "m2.py", "m5.py"]
+
+
 def test_reading_ahead_gives_the_owner_thread_to_a_job_queued_behind_it(assistant, tmp_path):
     """The larger model's fill-in-the-middle read at the cursor (work ahead on a second context of the
     chat engine) runs after one chunk of the assistant's reading ahead, not after all of it; the

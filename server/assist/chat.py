@@ -17,8 +17,9 @@ Parts 1 and 2 depend neither on the question nor on each other's size, so the pr
 the question's message is the same whether it is built while the user types
 (:meth:`ChatTask.chat_ahead`, read into the KV cache by :mod:`.ahead`) or when the question
 arrives; only part 3 is read after it. With the question as typed so far (a draft), the chunks
-retrieved for it are read ahead too: the question usually finds the same ones. Tokens are
-counted in the chat model's own tokens.
+retrieved for it are read ahead too: the question usually finds many of the same ones, and lays
+those out first, in the order read ahead (:attr:`ChatTask.ahead_chunks`), so that only the chunks
+the draft did not find are read after it. Tokens are counted in the chat model's own tokens.
 
 Threads: a worker thread (it blocks for the generation; the token counts run on the chat
 model's owner thread). This module imports nothing from pygls or lsprotocol.
@@ -42,7 +43,15 @@ HISTORY_SHARE = 0.25  # of chat.contextTokens: the conversation so far (its late
 
 
 class ChatTask(AssistantCore):
-    """Chat, on top of the core's generation."""
+    """Chat, on top of the core's generation.
+
+    Attributes:
+        ahead_chunks: the labels of the retrieved chunks the latest prompt read ahead for a draft
+            laid out, in order: a question lays out those it finds too first, in that order, so
+            that its prompt starts with what was read ahead.
+    """
+
+    ahead_chunks: tuple[str, ...] = ()
 
     def chat(self, session_id: str | None, message: str, context: list[ContextItem],
              on_delta: OnDelta | None = None, cancel: threading.Event | None = None,
@@ -70,7 +79,7 @@ class ChatTask(AssistantCore):
         if not session_id or not self.store.has_session(session_id):
             session_id = self.store.new_session(message)
         messages, refs, left = self._known_part(self.store.messages(session_id), context, count)
-        question, found_refs = _question(context, message, message, left, count)
+        question, found_refs, _ = _question(context, message, message, left, count, self.ahead_chunks)
         messages.append(question)
         refs += found_refs
         pack = load_pack("chat")
@@ -99,7 +108,8 @@ class ChatTask(AssistantCore):
         count = self._counter(background=True)
         messages, _, left = self._known_part(history, [c for c in context if not c.retrieved], count)
         if draft:
-            messages.append(_question(context, draft, OPEN_END, left, count)[0])
+            question, _, self.ahead_chunks = _question(context, draft, OPEN_END, left, count, self.ahead_chunks)
+            messages.append(question)
         return messages
 
     def _known_part(self, history: list[StoredMessage], context: list[ContextItem],
@@ -135,20 +145,23 @@ class ChatTask(AssistantCore):
         return [system, *past], refs, self.context_tokens - used
 
 
-def _question(context: list[ContextItem], asked: str, message: str, left: int,
-              count: Callable[[str], int]) -> tuple[dict[str, str], list[Reference]]:
+def _question(context: list[ContextItem], asked: str, message: str, left: int, count: Callable[[str], int],
+              first: tuple[str, ...] = ()) -> tuple[dict[str, str], list[Reference], tuple[str, ...]]:
     """The question's message: the retrieved chunks of ``context`` that fit in ``left`` tokens
-    besides ``asked`` (in their order), then ``message``; and their references."""
+    besides ``asked`` (those labelled in ``first`` first, in that order, then the others in
+    theirs), then ``message``; their references; and their labels."""
     left -= count(asked)
-    found, refs = [], []
-    for item in (c for c in context if c.retrieved):
+    rank = {label: i for i, label in enumerate(first)}
+    found, refs, labels = [], [], []
+    for item in sorted((c for c in context if c.retrieved), key=lambda c: rank.get(c.label, len(rank))):
         block = _block(item)
         if (n := count(block)) <= left:
             left -= n
             found.append(block)
+            labels.append(item.label)
             if item.reference is not None:
                 refs.append(item.reference)
-    return load_pack("chat").render(retrieved="\n".join(found), message=message)[1], refs
+    return load_pack("chat").render(retrieved="\n".join(found), message=message)[1], refs, tuple(labels)
 
 
 def _block(item: ContextItem) -> str:
