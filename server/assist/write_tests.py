@@ -3,7 +3,9 @@
 Python: pytest in the sandbox, on the function as it is and on mutants of it
 (:func:`.verify.mutation_score`); wrong expected values are taken from the code
 (:mod:`.expected`), failing tests dropped when others pass, and what is still wrong goes
-back to the model, up to REPAIR_ROUNDS times. Once a file can be kept, the rounds left (within
+back to the model, up to REPAIR_ROUNDS times. The first round already lists the inputs worth a
+test (:func:`inputs_worth_testing`: boundaries, constants, both sides of each condition, empty
+and one-element inputs). Once a file can be kept, the rounds left (within
 ``tests.improveMaxTimeMs``) ask the model for more tests aimed at the mutants still alive, at the
 boundaries of the function's comparisons and constants (:func:`inputs_worth_testing`); tests that pass
 and catch more are added to the file (:func:`merged_tests`). Other languages: written, parsed,
@@ -178,6 +180,10 @@ class WriteTestsTask(AssistantCore):
         module = ".".join(rel.with_suffix("").parts)
         import_line = f"from {module} import {span.symbol}" if span.language == "python" and span.symbol \
             else f"import {module}"
+        # Inputs at the function's boundaries, asked for from the first round (tests@v3): the mutants
+        # that survive a first file are mostly a moved boundary or a flipped condition.
+        ideas = inputs_worth_testing(textwrap.dedent(span.code)) if span.language == "python" else []
+        ideas_text = "Inputs worth testing:\n" + "".join(f"- {i}\n" for i in ideas) if ideas else ""
         feedback, run, code, score, refusal = "", None, None, None, ""
         kept: TestsResult | None = None  # the best file so far that can be kept
         kept_at, used = 0.0, 0
@@ -189,6 +195,7 @@ class WriteTestsTask(AssistantCore):
             step = f"round {used} of {rounds}: "
             messages = pack.render(framework=framework, symbol=span.symbol or "this code", path=str(rel),
                                    import_line=import_line, language=span.language, code=span.code, feedback=feedback,
+                                   ideas="" if kept else ideas_text,
                                    max_tests=str(MORE_TESTS if kept else MAX_TEST_FUNCTIONS - 1))
             if cancel is not None and cancel.is_set():
                 return TestsResult(None, run, round_no, "cancelled", score)
