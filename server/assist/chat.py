@@ -178,34 +178,35 @@ def _fit(item: ContextItem, budget: int, count: Callable[[str], int],
     reference say which lines went in.
     """
     ref = item.reference
-    numbered = list(enumerate(split_lines(item.text), ref.start_line if ref is not None else 0))
-    gap: tuple[int, int] | None = None
-    if ref is not None and selection is not None and selection.path == ref.path \
-            and ref.start_line <= selection.start_line <= selection.end_line <= ref.end_line:
-        gap = (selection.start_line, selection.end_line)
-        mark = f"... (lines {gap[0] + 1}-{gap[1] + 1}: the selected code, below)"
-        numbered = [(n, t) for n, t in numbered if n < gap[0]] + [(gap[0], mark)] + \
-                   [(n, t) for n, t in numbered if n > gap[1]]
-    if gap is None and count(_block(item)) <= budget:
+    base = ref.start_line if ref is not None else 0
+    # (first document line, last document line, text) of each line that may go in.
+    lines = [(base + i, base + i, t) for i, t in enumerate(split_lines(item.text))]
+    mid = 0
+    holds = ref is not None and selection is not None and selection.path == ref.path \
+        and ref.start_line <= selection.start_line <= selection.end_line <= ref.end_line
+    if holds:
+        a, b = selection.start_line, selection.end_line
+        mid = a - base
+        lines[mid:b - base + 1] = [(a, b, f"... (lines {a + 1}-{b + 1}: the selected code, below)")]
+    elif count(_block(item)) <= budget:
         return item
-    if ref is None or len(numbered) < 2 or budget < 64:
+    if ref is None or len(lines) < 2 or budget < 64:
         return None
-    mid = next((i for i, (n, _) in enumerate(numbered) if gap is not None and n == gap[0]), 0)
     ratio = max(len(item.text), 1) / max(count(item.text), 1)  # characters per token in this text
     chars = int(budget * ratio * 0.9)
     for _ in range(6):
         lo = hi = mid
-        size = len(numbered[mid][1]) + 1
-        while size < chars and (lo > 0 or hi < len(numbered) - 1):
-            if hi < len(numbered) - 1:
+        size = len(lines[mid][2]) + 1
+        while size < chars and (lo > 0 or hi < len(lines) - 1):
+            if hi < len(lines) - 1:
                 hi += 1
-                size += len(numbered[hi][1]) + 1
+                size += len(lines[hi][2]) + 1
             if lo > 0 and size < chars:
                 lo -= 1
-                size += len(numbered[lo][1]) + 1
-        first, last = numbered[lo][0], numbered[hi][0] + (gap[1] - gap[0] if gap and numbered[hi][0] == gap[0] else 0)
+                size += len(lines[lo][2]) + 1
+        first, last = lines[lo][0], lines[hi][1]
         label = item.label.split(" (lines ")[0] + f" (lines {first + 1}-{last + 1})"
-        part = replace(item, label=label, text="\n".join(t for _, t in numbered[lo:hi + 1]),
+        part = replace(item, label=label, text="\n".join(t for _, _, t in lines[lo:hi + 1]),
                        reference=Reference(ref.path, first, last))
         if count(_block(part)) <= budget:
             return part
