@@ -30,14 +30,19 @@ and how many got no model text at all (the assistant's 120 s cap passed while it
 prompt); the prompt's tokens and those read after the question arrived, means (the reply's
 ``promptTokens`` and ``promptTokensRead``; a hover's whole prompt from the assistant's metrics
 table, "n/a" where the server does not say); for hover, the share of hovers whose markdown holds
-the model's explanation (the part after a ``---`` line).
+the model's explanation (the part after a ``---`` line). A workspace answer is judged too:
+whether it names a place that uses the name asked about (a function or class around a use,
+or another file using it, found in the package's syntax trees) and how many `backticked`
+names it gives that appear nowhere in the package (invented).
 
 The whole sequence runs twice in one run, with ``chat.readAhead: true`` and ``false``, each server
-with a data folder of its own (no answer comes from the other's response cache). On a 2-core
-machine reading ~40 prompt tokens/s, one function takes 10-20 minutes per configuration.
+with a data folder of its own (no answer comes from the other's response cache); ``--read-ahead``
+runs one of them, ``--kinds`` only some of the steps. On a 2-core machine (the 1.5B reads
+~80 prompt tokens/s), one function takes 1.5-3 minutes per configuration.
 
     python bench/assistant_latency.py [--functions 6] [--seed 5] [--package click] [--think 1.0]
-                                      [--out records.json]
+                                      [--kinds chat,follow-up,workspace,explain,hover]
+                                      [--read-ahead on,off] [--out records.json]
 """
 
 from __future__ import annotations
@@ -94,6 +99,7 @@ class Target:
     question: str
     follow_up: str
     workspace_question: str
+    users: list[str]     # where the workspace question's name is used: files (stem) and enclosing functions
 
 
 @dataclass
@@ -111,6 +117,8 @@ class Record:
     output_tokens: int | None = None
     error: str = ""
     answer: str = ""
+    names_a_use: bool | None = None  # workspace: the answer names a file or function that uses the name
+    invented: int | None = None      # workspace: `names` in the answer found nowhere in the package
     sent_at: float = 0.0           # time.time() when sent (to find its row in the metrics)
 
 
@@ -157,10 +165,39 @@ def pick_targets(pkg: Path, n: int, seed: int) -> list[Target]:
         others = sorted(name for other, (_, t) in files.items() if other != rel for name in _top_names(t)
                         if not name.startswith("_"))
         other = rng.choice(others) if others else node.name
+        home = next((f for f, (_, t) in files.items() if other in _top_names(t)), rel)
         targets.append(Target(rel, node.name, start, node.end_lineno - 1, body.lineno - 1, body.col_offset,
                               hover, rng.choice(QUESTIONS), rng.choice(FOLLOW_UPS),
-                              rng.choice(WORKSPACE_QUESTIONS).format(name=other)))
+                              rng.choice(WORKSPACE_QUESTIONS).format(name=other),
+                              sorted(uses_of(other, home, {f: t for f, (_, t) in files.items()}))))
     return targets
+
+
+def uses_of(name: str, home: str, trees: dict[str, ast.Module]) -> set[str]:
+    """Where ``name`` (defined in the file ``home``) is used (read, called, subclassed): the
+    functions and classes around each use, and the stems of the other files that use it."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST, around: list[str], stem: str) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            around = around + [node.name]
+        if (isinstance(node, ast.Name) and node.id == name) or (isinstance(node, ast.Attribute) and node.attr == name):
+            found.update([stem] if stem != Path(home).stem else [])
+            found.update(a for a in around if a != name)
+        for child in ast.iter_child_nodes(node):
+            visit(child, around, stem)
+    for rel, tree in trees.items():
+        visit(tree, [], Path(rel).stem)
+    return found
+
+
+def judge_workspace(rec: "Record", answer: str, target: Target, words: set[str]) -> None:
+    """A workspace answer: does it name a real use (a file or function of ``target.users``), and how
+    many `backticked` names does it give that are nowhere in the package (``words``)?"""
+    named = set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", answer))
+    rec.names_a_use = bool(named & set(target.users))
+    ticked = {m.split(".")[-1].split("(")[0] for m in re.findall(r"`([^`\n]+)`", answer)}
+    rec.invented = sum(1 for t in ticked if re.fullmatch(r"[A-Za-z_][A-Za-z_0-9]*", t) and t not in words)
 
 
 def first_model_text(deltas: list[tuple[float, str, str]], session: str, kind: str) -> float | None:
@@ -188,7 +225,9 @@ async def wait_for_index(client, limit_s: float) -> str:
 
 
 async def run_config(label: str, read_ahead: bool, targets: list[Target], workspace: Path, think: float,
-                     index_wait_s: float) -> list[Record]:
+                     index_wait_s: float, kinds: set[str] = set(KINDS)) -> list[Record]:
+    words = {w for p in workspace.rglob("*.py")
+             for w in re.findall(r"[A-Za-z_][A-Za-z_0-9]*", p.read_text(encoding="utf-8", errors="replace"))}
     os.environ["XDG_DATA_HOME"] = data = tempfile.mkdtemp(prefix=f"assist-latency-{label}-")
     client = await start_server(f"assistant-latency-{label}", {"chat.readAhead": read_ahead}, workspace)
     deltas: list[tuple[float, str, str]] = []
@@ -231,7 +270,10 @@ async def run_config(label: str, read_ahead: bool, targets: list[Target], worksp
             rec.cache_hit = bool(result.get("cacheHit"))
             rec.prompt_tokens, rec.prompt_tokens_read = result.get("promptTokens"), result.get("promptTokensRead")
             rec.first_token_ms = result.get("firstTokenMs")
-            rec.answer = (result.get("reply") or result.get("markdown") or "")[:300]
+            answer = result.get("reply") or result.get("markdown") or ""
+            rec.answer = answer[:300]
+            if kind == "workspace":
+                judge_workspace(rec, answer, target, words)
         except Exception as e:  # an error is a figure too; the sequence goes on
             rec.error = str(e)[:200]
         rec.whole_s = time.monotonic() - t0
@@ -264,50 +306,54 @@ async def run_config(label: str, read_ahead: bool, targets: list[Target], worksp
         cursor = types.Position(line=t.body_line, character=t.body_col)
         selection = {"start": {"line": t.start, "character": 0}, "end": {"line": t.end + 1, "character": 0}}
         # 1. into the function, select it, open the panel, type the question, send it.
-        await code_actions(uri, types.Range(start=cursor, end=cursor))
-        await asyncio.sleep(think)
-        await code_actions(uri, types.Range(start=types.Position(line=t.start, character=0),
-                                            end=types.Position(line=t.end + 1, character=0)))
-        ahead(task="chat", uri=uri, range=selection)
-        await typing(t.question, uri=uri, range=selection)
-        reply = await ask("chat", t, "deepseek.chat", {"message": t.question, "uri": uri, "range": selection})
-        # 2. a follow-up in the same session.
-        session = reply.get("sessionId") if isinstance(reply, dict) else None
-        ahead(task="chat", uri=uri, range=selection, sessionId=session)
-        await typing(t.follow_up, uri=uri, range=selection, sessionId=session)
-        await ask("follow-up", t, "deepseek.chat", {"message": t.follow_up, "uri": uri, "range": selection,
-                                                    **({"sessionId": session} if session else {})})
+        if "chat" in kinds:
+            await code_actions(uri, types.Range(start=cursor, end=cursor))
+            await asyncio.sleep(think)
+            await code_actions(uri, types.Range(start=types.Position(line=t.start, character=0),
+                                                end=types.Position(line=t.end + 1, character=0)))
+            ahead(task="chat", uri=uri, range=selection)
+            await typing(t.question, uri=uri, range=selection)
+            reply = await ask("chat", t, "deepseek.chat", {"message": t.question, "uri": uri, "range": selection})
+            if "follow-up" in kinds:  # 2. a follow-up in the same session.
+                session = reply.get("sessionId") if isinstance(reply, dict) else None
+                ahead(task="chat", uri=uri, range=selection, sessionId=session)
+                await typing(t.follow_up, uri=uri, range=selection, sessionId=session)
+                await ask("follow-up", t, "deepseek.chat", {"message": t.follow_up, "uri": uri, "range": selection,
+                                                            **({"sessionId": session} if session else {})})
         # 3. a new chat about the workspace, no selection.
-        await asyncio.sleep(think)
-        ahead(task="chat", uri=uri)
-        await typing(t.workspace_question, uri=uri)
-        await ask("workspace", t, "deepseek.chat", {"message": t.workspace_question, "uri": uri})
+        if "workspace" in kinds:
+            await asyncio.sleep(think)
+            ahead(task="chat", uri=uri)
+            await typing(t.workspace_question, uri=uri)
+            await ask("workspace", t, "deepseek.chat", {"message": t.workspace_question, "uri": uri})
         # 4. Explain from the code action menu at the cursor: the cursor goes there, the menu opens.
-        await asyncio.sleep(think)
-        await code_actions(uri, types.Range(start=cursor, end=cursor))
-        await asyncio.sleep(think)
-        actions = await code_actions(uri, types.Range(start=cursor, end=cursor), invoked=True)
-        await asyncio.sleep(MENU_S)
-        await ask("explain", t, "deepseek.explain", explain_arg(actions, uri, cursor))
+        if "explain" in kinds:
+            await asyncio.sleep(think)
+            await code_actions(uri, types.Range(start=cursor, end=cursor))
+            await asyncio.sleep(think)
+            actions = await code_actions(uri, types.Range(start=cursor, end=cursor), invoked=True)
+            await asyncio.sleep(MENU_S)
+            await ask("explain", t, "deepseek.explain", explain_arg(actions, uri, cursor))
         # 5. rest on a name, then hover.
-        await asyncio.sleep(think)
-        line, col, name = t.hover
-        ahead(task="hover", uri=uri, position={"line": line, "character": col})
-        await asyncio.sleep(HOVER_REST_S)
-        rec = Record(label, "hover", f"{t.file}:{name}", sent_at=time.time())
-        t0 = time.monotonic()
-        try:
-            hover = await client.text_document_hover_async(types.HoverParams(
-                text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=col)))
-            note = re.split(r"^---$", hover.contents.value if hover else "", maxsplit=1, flags=re.M)
-            rec.shown = len(note) == 2 and bool(note[1].strip())
-            rec.answer = note[1].strip()[:300] if rec.shown else ("" if hover else "(no hover)")
-        except Exception as e:
-            rec.error = str(e)[:200]
-        rec.whole_s = time.monotonic() - t0
-        records.append(rec)
-        print(f"  {label:>3} hover     {name:<20} {rec.whole_s:5.1f} s  shown {rec.shown}  {rec.answer[:50]!r}",
-              file=sys.stderr, flush=True)
+        if "hover" in kinds:
+            await asyncio.sleep(think)
+            line, col, name = t.hover
+            ahead(task="hover", uri=uri, position={"line": line, "character": col})
+            await asyncio.sleep(HOVER_REST_S)
+            rec = Record(label, "hover", f"{t.file}:{name}", sent_at=time.time())
+            t0 = time.monotonic()
+            try:
+                hover = await client.text_document_hover_async(types.HoverParams(
+                    text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=col)))
+                note = re.split(r"^---$", hover.contents.value if hover else "", maxsplit=1, flags=re.M)
+                rec.shown = len(note) == 2 and bool(note[1].strip())
+                rec.answer = note[1].strip()[:300] if rec.shown else ("" if hover else "(no hover)")
+            except Exception as e:
+                rec.error = str(e)[:200]
+            rec.whole_s = time.monotonic() - t0
+            records.append(rec)
+            print(f"  {label:>3} hover     {name:<20} {rec.whole_s:5.1f} s  shown {rec.shown}  {rec.answer[:50]!r}",
+                  file=sys.stderr, flush=True)
     print(f"[{label}] deepseek.status chat.readAhead: {(await status(client))['chat'].get('readAhead')}",
           file=sys.stderr, flush=True)
     await stop_server(client)
@@ -359,8 +405,9 @@ def table(records: list[Record]) -> str:
     def mean(values: list[int]) -> str:
         return f"{sum(values) / len(values):.0f}" if values else "n/a"
     rows = ["| kind | n | first word p50 / p90 s (ahead on) | (ahead off) | whole answer p50 / p90 s (on) | (off) "
-            "| prompt tokens, mean (on / off) | read after the question (on / off) | hover shown % (on / off) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| prompt tokens, mean (on / off) | read after the question (on / off) | hover shown % (on / off) "
+            "| workspace: names a use / invented names (on / off) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for kind in KINDS:
         on, off = ([r for r in records if r.config == c and r.kind == kind] for c in ("on", "off"))
         if not on and not off:
@@ -374,8 +421,10 @@ def table(records: list[Record]) -> str:
                           for rs in (on, off))
         shown = " / ".join(f"{100 * sum(bool(r.shown) for r in rs) / len(rs):.0f}%" if rs else "-"
                            for rs in (on, off)) if kind == "hover" else ""
+        judged = " / ".join(f"{sum(bool(r.names_a_use) for r in rs)} of {len(rs)}, {sum(r.invented or 0 for r in rs)}"
+                            if rs else "-" for rs in (on, off)) if kind == "workspace" else ""
         rows.append(f"| {kind} | {max(len(on), len(off))} | {first[0]} | {first[1]} | {whole[0]} | {whole[1]} "
-                    f"| {tokens} | {read} | {shown} |")
+                    f"| {tokens} | {read} | {shown} | {judged} |")
     return "\n".join(rows)
 
 
@@ -386,8 +435,14 @@ def main() -> None:
     ap.add_argument("--package", default="click", help="an installed package: its copy is the workspace")
     ap.add_argument("--think", type=float, default=1.0, help="seconds between moves (reading, finding the place)")
     ap.add_argument("--index-wait", type=float, default=900.0, help="longest wait for the index, seconds")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="the requests to make, of " + ",".join(KINDS)
+                    + " (a follow-up comes after its chat)")
+    ap.add_argument("--read-ahead", default="on,off", help="the configurations to run: on,off / on / off")
     ap.add_argument("--out", type=Path, help="write the raw records to this JSON file")
     args = ap.parse_args()
+    kinds = set(args.kinds.split(",")) & set(KINDS)
+    if "follow-up" in kinds:
+        kinds.add("chat")
     pkg = package_dir(args.package)
     targets = pick_targets(pkg, args.functions, args.seed)
     print(f"{len(targets)} functions of {args.package} (seed {args.seed}): "
@@ -397,8 +452,11 @@ def main() -> None:
     records: list[Record] = []
     try:
         for label, read_ahead in (("on", True), ("off", False)):
+            if label not in args.read_ahead.split(","):
+                continue
             t0 = time.monotonic()
-            records += asyncio.run(run_config(label, read_ahead, targets, workspace, args.think, args.index_wait))
+            records += asyncio.run(run_config(label, read_ahead, targets, workspace, args.think, args.index_wait,
+                                              kinds))
             print(f"[{label}] {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(store_dir(workspace), ignore_errors=True)  # the index of a folder that is gone

@@ -11,6 +11,8 @@ import pytest
 
 from server.assist import AssistStore, CodeSpan, ContextItem, Reference
 from server.assist.ahead import PromptReader, SystemStates
+from server.assist.chat import EXCERPT_TOKENS, RETRIEVED_MIN, excerpt, question_terms
+from server.assist.explain import HOVER_CODE_CHARS
 from server.assist.tasks import Assistant
 from server.engine import Engine
 from server.engine.schedule import ASSISTANT, EDITOR, SCHEDULE
@@ -244,6 +246,82 @@ def test_the_question_lays_out_first_the_chunks_its_draft_read_ahead(assistant, 
     new = count(question) + count(f"{chunk(5).label}:\n```\n{chunk(5).text.rstrip()}\n```\n")
     assert 0 < reply.read_tokens <= new + 8, (reply.read_tokens, new)
     assert [r.path.name for r in reply.references if r.path.name.startswith("m")] == ["m0.py", "m2.py", "m5.py"]
+
+
+def test_a_hover_waits_for_its_answer_being_written_ahead_instead_of_stopping_it(engine, tmp_path):
+    # The pointer rests on a name: its one-line answer is written ahead. The hover that comes
+    # before it is done takes that answer when it is, instead of stopping it and writing again.
+    a = Assistant(engine, "qwen", AssistStore(tmp_path / "h.sqlite"), max_tokens=8)
+    engine.submit(lambda m: m.clear_cache()).result()
+    ahead: list[str | None] = []
+    writer = threading.Thread(target=lambda: ahead.append(a.hover("read_config", "python", CODE, 60.0,
+                                                                  threading.Event(), background=True)))
+    writer.start()
+    time.sleep(0.2)  # it is reading the prompt
+    shown = a.hover("read_config", "python", CODE, 60.0)
+    writer.join()
+    assert shown and ahead == [shown]
+    assert not [r for r in a.store.metric_rows() if r.task == "hover"]  # the request wrote nothing itself
+
+
+def test_a_hover_prompt_holds_the_first_lines_of_a_long_definition():
+    long = "def f(x):\n" + "".join(f"    x = x + {i}  # step {i}\n" for i in range(200))
+    code = Assistant.hover_messages("f", "python", long)[1]["content"]
+    assert "x = x + 1  #" in code and "# step 199" not in code and code.rstrip("`\n").endswith("    ...")
+    assert len(code) < HOVER_CODE_CHARS + 200
+
+
+def test_a_long_retrieved_chunk_goes_in_as_the_lines_that_name_what_the_question_asks_about(assistant, tmp_path):
+    # A workspace question's chunks are read after it is asked: each is cut to its first line and the
+    # lines naming the question's terms, so that the answer starts within seconds.
+    body = "\n".join(f"    step_{i} = prepare(value, {i})" for i in range(60))
+    text = f"def convert(value):\n{body}\n    result = frobnicate(\n        step_59)\n    return result\n"
+    long = ContextItem("From src/conv.py (lines 10-73)", text, Reference(tmp_path / "conv.py", 9, 72), retrieved=True)
+    short = ContextItem("From src/m.py (lines 1-2)", "def frobnicate(x):\n    return x\n",
+                        Reference(tmp_path / "m.py", 0, 1), retrieved=True)
+    count = assistant._counter()
+    cut = excerpt(long, question_terms("Where is `frobnicate` used?"), EXCERPT_TOKENS, count)
+    assert cut.label == long.label and cut.reference == long.reference
+    assert count(f"{cut.label}:\n```\n{cut.text}\n```\n") <= EXCERPT_TOKENS
+    lines = cut.text.splitlines()
+    # The call and its arguments' line (it opens a call), the first line: the function it is in.
+    call = lines.index("    result = frobnicate(")
+    assert lines[0] == "def convert(value):" and lines[call + 1] == "        step_59)"
+    assert "    ..." in lines[1:call] and "step_30 " not in cut.text
+    assert excerpt(short, ["frobnicate"], EXCERPT_TOKENS, count) == short  # a chunk that fits goes in whole
+
+    # In the question's prompt, whether laid out ahead for a draft or for the question itself.
+    messages = assistant.chat_ahead(None, [long, short], draft="Where is `frobnicate`")
+    assert cut.text in messages[-1]["content"] and short.text.strip() in messages[-1]["content"]
+    reply = assistant.chat(None, "Where is `frobnicate` used?", [long, short])
+    assert reply.prompt_tokens < count(text) and Reference(tmp_path / "conv.py", 9, 72) in reply.references
+
+
+def test_a_workspace_question_reads_after_it_what_this_machine_reads_in_two_seconds(assistant, tmp_path):
+    # Its chunks can only be read once it is asked: as many as the measured prompt rate reads in
+    # RETRIEVED_READ_S go in, best first, but never fewer than RETRIEVED_MIN.
+    chunks = [ContextItem(f"From src/m{i}.py (lines 1-30, `f{i}`)",
+                          f"def f{i}(x):\n" + "".join(f"    x = helper(x, {j})\n" for j in range(30)),
+                          Reference(tmp_path / f"m{i}.py", 0, 29), retrieved=True) for i in range(6)]
+
+    def asked_at(rate: float) -> list[str]:
+        assistant.engine.submit(lambda m: setattr(m, "prompt_rate", rate)).result()
+        reply = assistant.chat(None, "Where is `helper` used?", chunks)
+        return [r.path.name for r in reply.references]
+    measured = assistant.engine.submit(lambda m: m.prompt_rate).result()
+    try:
+        slow, fast = asked_at(40.0), asked_at(2000.0)  # 80 tokens in 2 s; then all of them
+    finally:
+        assistant.engine.submit(lambda m: setattr(m, "prompt_rate", measured)).result()
+    assert slow == [f"m{i}.py" for i in range(RETRIEVED_MIN)]
+    assert fast == [f"m{i}.py" for i in range(6)]
+
+
+def test_the_terms_of_a_question_are_its_code_names():
+    assert question_terms("Where is `format_filename` used?") == ["format_filename"]
+    assert question_terms("What does `click.echo` do, and who calls it?") == ["click", "echo"]
+    assert question_terms("where is the config parser used?") == ["config", "parser"]
+    assert question_terms("What does this do?") == []
 
 
 def test_reading_ahead_gives_the_owner_thread_to_a_job_queued_behind_it(assistant, tmp_path):

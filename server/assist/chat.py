@@ -8,10 +8,16 @@ The prompt, in this order (``chat@v3``):
    :data:`KNOWN_SHARE`), last, next to the question that is about it;
 2. the conversation so far, in order: its latest whole turns within :data:`HISTORY_SHARE`
    (a follow-up only appends to it);
-3. the question's message: the chunks retrieved for it (what is left of the budget), then the
-   question. The editor sends retrieved chunks only with a question asked without a
-   selection (:func:`server.lsp.assist.chat_context`): a question about selected code is
-   answered from that code, and nothing of its prompt but the question is read after it.
+3. the question's message: the chunks retrieved for it, then the question. The editor sends
+   retrieved chunks only with a question asked without a selection
+   (:func:`server.lsp.assist.chat_context`): a question about selected code is answered from
+   that code, and nothing of its prompt but the question is read after it. A question about
+   the workspace is read after it with its chunks: each chunk goes in as its :func:`excerpt`
+   (its first line and the lines naming what the question asks about, within
+   :data:`EXCERPT_TOKENS`), best first, as many as this machine reads with the question in
+   :data:`RETRIEVED_READ_S` at the chat model's measured prompt rate but at least
+   :data:`RETRIEVED_MIN` (all within what is left of ``chat.contextTokens``), so that the
+   answer starts within ~3 s on 2 cores.
 
 Parts 1 and 2 depend neither on the question nor on each other's size, so the prompt up to
 the question's message is the same whether it is built while the user types
@@ -27,6 +33,7 @@ model's owner thread). This module imports nothing from pygls or lsprotocol.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import replace
 from typing import Callable
@@ -40,6 +47,16 @@ from .store import StoredMessage
 KNOWN_SHARE = 0.5     # of chat.contextTokens: the selection
 FILE_SHARE = 0.125    # of chat.contextTokens: the current file's part (around the selection, else its start)
 HISTORY_SHARE = 0.25  # of chat.contextTokens: the conversation so far (its latest whole turns)
+EXCERPT_TOKENS = 48   # at most, of one retrieved chunk: its first line and the lines naming the question's terms
+RETRIEVED_READ_S = 2.0  # the question and its chunks: at most what this machine reads in this time,
+RETRIEVED_MIN = 3       # but this many chunks at least (the definition and two uses, say)
+# Words of a question that name no code: not searched for in a chunk's lines.
+QUESTION_WORDS = frozenset("""
+a all an and any are as at be by call called calls can class code could defined define defines do does
+each explain file for from function functions get gets how i in is it its me method methods module my not
+of on or please return returns set show that the their there these this those to use used uses using was
+we what when where which who whom why will with work works would you your
+""".split())
 
 
 class ChatTask(AssistantCore):
@@ -79,7 +96,8 @@ class ChatTask(AssistantCore):
         if not session_id or not self.store.has_session(session_id):
             session_id = self.store.new_session(message)
         messages, refs, left = self._known_part(self.store.messages(session_id), context, count)
-        question, found_refs, _ = _question(context, message, message, left, count, self.ahead_chunks)
+        question, found_refs, _ = _question(context, message, message, left, count, self.ahead_chunks,
+                                            self._read_after(background=False))
         messages.append(question)
         refs += found_refs
         pack = load_pack("chat")
@@ -108,9 +126,15 @@ class ChatTask(AssistantCore):
         count = self._counter(background=True)
         messages, _, left = self._known_part(history, [c for c in context if not c.retrieved], count)
         if draft:
-            question, _, self.ahead_chunks = _question(context, draft, OPEN_END, left, count, self.ahead_chunks)
+            question, _, self.ahead_chunks = _question(context, draft, OPEN_END, left, count, self.ahead_chunks,
+                                                       self._read_after(background=True))
             messages.append(question)
         return messages
+
+    def _read_after(self, background: bool) -> int | None:
+        """Tokens this machine reads in :data:`RETRIEVED_READ_S` (None: not known, a remote model)."""
+        rate = self._prompt_rate(background)
+        return int(rate * RETRIEVED_READ_S) if rate else None
 
     def _known_part(self, history: list[StoredMessage], context: list[ContextItem],
                     count: Callable[[str], int]) -> tuple[list[dict[str, str]], list[Reference], int]:
@@ -146,22 +170,83 @@ class ChatTask(AssistantCore):
 
 
 def _question(context: list[ContextItem], asked: str, message: str, left: int, count: Callable[[str], int],
-              first: tuple[str, ...] = ()) -> tuple[dict[str, str], list[Reference], tuple[str, ...]]:
-    """The question's message: the retrieved chunks of ``context`` that fit in ``left`` tokens
-    besides ``asked`` (those labelled in ``first`` first, in that order, then the others in
+              first: tuple[str, ...] = (), after: int | None = None
+              ) -> tuple[dict[str, str], list[Reference], tuple[str, ...]]:
+    """The question's message: the retrieved chunks of ``context`` (each its :func:`excerpt` for
+    ``asked``) that fit in ``left`` tokens and, but for the first :data:`RETRIEVED_MIN`, in
+    ``after`` (what is read after the question), besides ``asked`` (those labelled in ``first`` first, in that order, then the others in
     theirs), then ``message``; their references; and their labels."""
-    left -= count(asked)
     rank = {label: i for i, label in enumerate(first)}
     found, refs, labels = [], [], []
+    terms = question_terms(asked)
+    left -= count(asked)
+    spare = left if after is None else min(left, after - count(asked))  # what is left to read after it
     for item in sorted((c for c in context if c.retrieved), key=lambda c: rank.get(c.label, len(rank))):
-        block = _block(item)
-        if (n := count(block)) <= left:
+        block = _block(excerpt(item, terms, EXCERPT_TOKENS, count))
+        n = count(block)
+        if n <= left and (n <= spare or len(found) < RETRIEVED_MIN):
+            spare -= n
             left -= n
             found.append(block)
             labels.append(item.label)
             if item.reference is not None:
                 refs.append(item.reference)
     return load_pack("chat").render(retrieved="\n".join(found), message=message)[1], refs, tuple(labels)
+
+
+def question_terms(question: str) -> list[str]:
+    """The names a question asks about: its `backticked` names when it has any, else its words
+    that are not :data:`QUESTION_WORDS` (3 characters or more), in order, without repeats."""
+    ticked = [w for m in re.findall(r"`([^`\n]+)`", question) for w in re.findall(r"[A-Za-z_][\w.]*", m)]
+    words = ticked or [w for w in re.findall(r"[A-Za-z_][\w.]*", question)
+                       if len(w) >= 3 and w.lower() not in QUESTION_WORDS]
+    return list(dict.fromkeys(part for w in words for part in w.split(".") if part))
+
+
+def excerpt(item: ContextItem, terms: list[str], budget: int, count: Callable[[str], int]) -> ContextItem:
+    """``item`` (a retrieved chunk) whole when it fits in ``budget`` tokens, else its excerpt: its
+    first line (the definition it is in), each line naming one of ``terms`` (whole words, any
+    case; with the next line when it ends a header or opens a call: a definition's docstring, a
+    call's arguments), then the lines after the first line while they fit; left-out lines are marked ``...``. The label
+    (the chunk's path and lines) and the reference stay the chunk's, so an excerpt of the same
+    chunk for the same terms is the same text (read ahead for a draft, it is still in the KV cache).
+    """
+    if count(_block(item)) <= budget:
+        return item
+    lines = split_lines(item.text)
+    named = re.compile(r"\b(?:" + "|".join(map(re.escape, terms)) + r")\b", re.I) if terms else None
+    wanted = [0]
+    for i, line in enumerate(lines):
+        if named is not None and named.search(line):  # and the next line of a header or an open call
+            wanted += [i, i + 1] if line.rstrip().endswith((":", "(", "[", "{", ",")) else [i]
+    wanted += range(1, len(lines))
+    ratio = max(len(item.text), 1) / max(count(item.text), 1)  # characters per token in this text
+    chars = int(budget * ratio * 0.9) - len(item.label) - 16
+    kept: list[int] = []  # in the order they were chosen: the last chosen is the first to go
+    size = 0
+    for i in dict.fromkeys(i for i in wanted if i < len(lines) and lines[i].strip()):
+        if size + len(lines[i]) + 1 > chars and kept:  # too long: a shorter line may still fit
+            continue
+        kept.append(i)
+        size += len(lines[i]) + 1
+    while True:
+        part = replace(item, text=_elided(lines, sorted(kept)))
+        if count(_block(part)) <= budget or len(kept) <= 1:
+            return part
+        kept.pop()
+
+
+def _elided(lines: list[str], kept: list[int]) -> str:
+    """The ``kept`` lines (sorted indexes), and a ``...`` line where lines were left out,
+    indented as the first of them that is not blank."""
+    out: list[str] = []
+    for n, i in enumerate([*kept, len(lines)]):
+        gap = [line for line in lines[(kept[n - 1] + 1 if n else 0):i] if line.strip()]
+        if gap:
+            out.append(re.match(r"\s*", gap[0]).group() + "...")
+        if i < len(lines):
+            out.append(lines[i])
+    return "\n".join(out)
 
 
 def _block(item: ContextItem) -> str:

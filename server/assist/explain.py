@@ -7,7 +7,9 @@ short time cap). This module imports nothing from pygls or lsprotocol.
 from __future__ import annotations
 
 import ast
+import json
 import threading
+import time
 
 from ..text import split_lines
 from .generation import AssistantCore, OnDelta
@@ -33,6 +35,14 @@ def docstring_and_signature(language: str, code: str) -> tuple[str, str]:
         except (SyntaxError, IndexError):
             doc = ""
     return "\n".join(sig).strip(), doc
+
+
+HOVER_MAX_TOKENS = 40  # a hover's answer: one short sentence
+HOVER_CODE_CHARS = 1200  # of the definition, at most, in a hover's prompt (~300 tokens)
+HOVER_MIN_S = 0.3      # a hover that waited for the answer written ahead, in vain, asks itself only with this much left
+# Hover answers being written ahead, by prompt: (set when done, [the text or None]).
+_HOVERS: dict[str, tuple[threading.Event, list[str | None]]] = {}
+_HOVERS_LOCK = threading.Lock()
 
 
 class ExplainTasks(AssistantCore):
@@ -69,16 +79,44 @@ class ExplainTasks(AssistantCore):
         """A one-line explanation, from the cache or the model within ``time_cap_s``; None if late.
 
         ``background``: written ahead where the cursor rests, into the response cache, so the
-        hover that follows shows it at once; any request stops it (see ``_generate``)."""
+        hover that follows shows it at once; any other request stops it (see ``_generate``). A
+        hover of the same definition while its answer is written ahead waits for that answer
+        (within its cap) instead of stopping it and starting again."""
         pack = load_pack("hover")
+        messages = self.hover_messages(symbol, language, code)
+        key = json.dumps([self.model_name, messages])
+        with _HOVERS_LOCK:
+            ahead = _HOVERS.get(key) if not background else None
+            if background:
+                _HOVERS[key] = mine = (threading.Event(), [])
+        if ahead is not None:
+            t0 = time.monotonic()
+            if ahead[0].wait(time_cap_s) and ahead[1]:
+                return ahead[1][0]
+            time_cap_s -= time.monotonic() - t0
+            if time_cap_s < HOVER_MIN_S:
+                return None
+        text, whole = None, False
         try:
-            reply = self._generate("hover", self.hover_messages(symbol, language, code), pack, None, None,
-                                   max_tokens=60, time_cap_s=time_cap_s, cancel=cancel, background=background)
+            reply = self._generate("hover", messages, pack, None, None, max_tokens=HOVER_MAX_TOKENS,
+                                   time_cap_s=time_cap_s, cancel=cancel, background=background)
+            text, whole = reply.text or None, reply.finish not in ("cancelled", "timeout")
         except AssistError:
-            return None
-        return reply.text or None
+            pass
+        finally:
+            if background:
+                with _HOVERS_LOCK:
+                    if _HOVERS.get(key) is mine:
+                        del _HOVERS[key]
+                mine[1].append(text if whole else None)
+                mine[0].set()
+        return text
 
     @staticmethod
     def hover_messages(symbol: str, language: str, code: str) -> list[dict[str, str]]:
-        """Hover's prompt: the pack's system text, then the definition of ``symbol`` (its first 4,000 characters)."""
-        return load_pack("hover").render(symbol=symbol, language=language, code=code[:4000])
+        """Hover's prompt: the pack's system text, then the definition of ``symbol``: its first
+        whole lines within :data:`HOVER_CODE_CHARS` (what it is for shows in its signature,
+        docstring and first lines; the prompt is read in the ~2 s the pointer rests)."""
+        if len(code) > HOVER_CODE_CHARS:
+            code = code[:code.rfind("\n", 0, HOVER_CODE_CHARS) + 1 or HOVER_CODE_CHARS].rstrip() + "\n    ..."
+        return load_pack("hover").render(symbol=symbol, language=language, code=code)

@@ -118,6 +118,13 @@ class AssistantCore:
             return n
         return count
 
+    def _prompt_rate(self, background: bool = False) -> float | None:
+        """The chat model's prompt-reading rate on this machine, tokens/s (measured on real
+        prompts, else the load probe's figure); None for a remote model or when not known."""
+        if self.engine is None:
+            return None
+        return self._submit(lambda model: model.prompt_rate, background).result()
+
     # -- generation ------------------------------------------------------------------------
     def _format(self, model: LoadedModel, messages: list[dict[str, str]]) -> list[int]:
         """The prompt's tokens: ``messages`` in the model's chat template, ready for an answer; cut

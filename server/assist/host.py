@@ -241,14 +241,16 @@ def retrieved_context(results: Iterable[Any], readable: Callable[[Path], bool]) 
         readable: the index's rule for a path.
 
     Returns:
-        One item per result kept, labelled with its path and 1-based line range.
+        One item per result kept, labelled with its path, 1-based line range and symbol (the
+        function or class the chunk is, when it is one).
     """
     out = []
     for r in results:
         if r.secret or not readable(r.file):
             log.info("retrieved %s:%d-%d not sent: secret or not readable", r.path, r.start_line + 1, r.end_line + 1)
             continue
-        out.append(ContextItem(f"From {r.path} (lines {r.start_line + 1}-{r.end_line + 1})", r.text,
+        where = f"lines {r.start_line + 1}-{r.end_line + 1}" + (f", `{r.symbol}`" if r.symbol else "")
+        out.append(ContextItem(f"From {r.path} ({where})", r.text,
                                Reference(r.file, r.start_line, r.end_line), retrieved=True))
     return out
 
