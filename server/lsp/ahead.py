@@ -12,9 +12,11 @@ Signals (docs/PROTOCOL.md, "Reading ahead"):
   Explain's prompt for the code the menu's actions are about.
 
 Each signal replaces the previous one and is acted on after the editor has been quiet for
-:data:`AHEAD_REST_S`. A hover's answer is short (one or two sentences): it is written ahead
-too, into the response cache, so that the hover that follows shows it at once; any request
-of the assistant, and a newer signal, stop it within one token. Reading ahead never loads a
+:data:`AHEAD_REST_S` (a hover signal at once: the clients send it where the cursor has
+rested). A hover's answer is short (one sentence): it is written ahead too, into the
+response cache, so that the hover that follows shows it at once (a hover that comes while it
+is written waits for it); any other request of the assistant, and a newer signal, stop it
+within one token. Reading ahead never loads a
 model, except for ``chat`` (the user opened the panel). The reading itself is
 :class:`server.assist.ahead.PromptReader`'s, on the chat engine, giving way to every request
 and suggestion.
@@ -84,7 +86,8 @@ def soon(ls: DeepseekLanguageServer, p: dict[str, Any]) -> None:
 
 
 async def _after_rest(ls: DeepseekLanguageServer, p: dict[str, Any], cancel: threading.Event) -> None:
-    await asyncio.sleep(AHEAD_REST_S)
+    # A hover signal is sent where the cursor has rested already (VS Code 500 ms, Neovim CursorHold).
+    await asyncio.sleep(0 if p["task"] == "hover" else AHEAD_REST_S)
     try:
         await read(ls, p, cancel)
     except (AssistError, JsonRpcException) as e:  # nothing to read there: the request will say why
