@@ -22,8 +22,14 @@ Then the same model, through plain llama-cpp-python in this process, answers one
 FIM request per hole (80 lines of prefix, 30 of suffix, cursor after the typed text,
 greedy, stop at the end of the line), and both are printed side by side.
 
+With ``--assistant-ahead``, before each place the person looks at the chat panel, open on the
+20 lines above it, for 1 s (``deepseek/assistAhead`` task ``chat``: the assistant's model reads
+that prompt), then types there; the run is made twice, with ``chat.readAhead`` on and off, and
+the suggestions' latencies are compared (a suggestion must not wait for the assistant).
+
     python bench/typing_latency.py [--holes 40] [--run 5] [--seed 7] [--cps 12] [--think 0.6]
                                    [--set completion.suffixTokens=128] [--packages ...]
+                                   [--assistant-ahead]
 """
 
 from __future__ import annotations
@@ -117,9 +123,13 @@ def doc_with_hole(hole: Hole) -> str:
     return "\n".join(lines)
 
 
-async def run_server(holes: list[Hole], cps: float, think: float, settings: dict) -> tuple[list[Outcome], dict]:
+async def run_server(holes: list[Hole], cps: float, think: float, settings: dict,
+                     assistant_ahead: bool = False) -> tuple[list[Outcome], dict]:
     client = await start_server("typing-bench", settings)
     server_pid = client._server.pid
+    if assistant_ahead:  # the assistant's model loaded (its first answer), as after a first chat
+        await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="deepseek.chat", arguments=[{"message": "Reply with the one word: ready."}]))
     outcomes, status_ms, rss = [], [], []
     versions: dict[str, int] = {}
     pending: list = []
@@ -160,6 +170,10 @@ async def run_server(holes: list[Hole], cps: float, think: float, settings: dict
                 uri=uri, language_id="python", version=1, text=text)))
         else:
             change(uri, text)  # the previous hole's line is put back, this one is emptied: "Enter"
+        if assistant_ahead:  # the chat panel, open on the lines above: the assistant reads its prompt
+            client.protocol.notify("deepseek/assistAhead", {"task": "chat", "uri": uri, "range": {
+                "start": {"line": max(0, hole.line - 20), "character": 0}, "end": {"line": hole.line, "character": 0}}})
+            await asyncio.sleep(1.0)  # the person looks at the panel, then goes back to the editor
         col = len(hole.indent)
         request(uri, hole.line, col)
         await asyncio.sleep(think)
@@ -187,7 +201,8 @@ async def run_server(holes: list[Hole], cps: float, think: float, settings: dict
               f"{hole.typed!r} + {suggestion.split(chr(10))[0][:50]!r}", file=sys.stderr)
     status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="deepseek.status"))
     await stop_server(client)
-    extra = {"status_ms": status_ms, "rss_mb": max(rss) if rss else 0.0, "completion": status.get("completion")}
+    extra = {"status_ms": status_ms, "rss_mb": max(rss) if rss else 0.0, "completion": status.get("completion"),
+             "chat": status.get("chat") or {}}
     return outcomes, extra
 
 
@@ -232,6 +247,9 @@ def main() -> None:
     ap.add_argument("--packages", nargs="+", default=DEFAULT_PACKAGES)
     ap.add_argument("--no-naive", action="store_true")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="server settings")
+    ap.add_argument("--assistant-ahead", action="store_true",
+                    help="before each place, the chat panel opens on the 20 lines above it (deepseek/assistAhead) "
+                         "for 1 s; run twice, chat.readAhead on and off, and compare")
     args = ap.parse_args()
 
     from server.config import parse_assignments
@@ -242,7 +260,19 @@ def main() -> None:
     print(f"{len(holes)} holes (runs of {args.run} lines) in {len({h.path for h in holes})} files of "
           f"{', '.join(args.packages)}; typing {args.cps:g} chars/s after a {args.think:g} s pause; "
           f"settings {args.set or 'default'}")
-    ours, extra = asyncio.run(run_server(holes, args.cps, args.think, parse_assignments(args.set)))
+    settings = parse_assignments(args.set)
+    if args.assistant_ahead:
+        runs = {label: asyncio.run(run_server(holes, args.cps, args.think, {**settings, "chat.readAhead": on}, True))
+                for label, on in (("assistant reading ahead", True), ("assistant not reading ahead", False))}
+        print(f"\n{'':<28} {'p50 ms':>8} {'p90 ms':>8} {'exact':>8} {'edit sim':>8}")
+        for label, (outs, extra) in runs.items():
+            lat = [o.latency_ms for o in outs]
+            print(f"{label:<28} {pct(lat, 0.5):>8.0f} {pct(lat, 0.9):>8.0f} "
+                  f"{100 * sum(o.exact for o in outs) / len(outs):>7.1f}% "
+                  f"{statistics.mean(o.similarity for o in outs):>8.3f}   deepseek.status p50 "
+                  f"{pct(extra['status_ms'], 0.5):.0f} ms; read ahead {extra['chat'].get('readAhead')}")
+        return
+    ours, extra = asyncio.run(run_server(holes, args.cps, args.think, settings))
     naive = None if args.no_naive else run_naive(holes, str(ensure_model_file(resolve_model(None, None))),
                                                  default_threads())
 
