@@ -38,7 +38,7 @@ def docstring_and_signature(language: str, code: str) -> tuple[str, str]:
 
 
 HOVER_MAX_TOKENS = 40  # a hover's answer: one short sentence
-HOVER_CODE_CHARS = 600  # of the definition, at most, in a hover's prompt (~150 tokens, read in ~2 s on 2 cores)
+HOVER_CODE_CHARS = 450  # of the definition, at most, in a hover's prompt (~110 tokens, read in ~1.5 s on 2 cores)
 HOVER_MIN_S = 0.3      # a hover that waited for the answer written ahead, in vain, asks itself only with this much left
 # Hover answers being written ahead, by prompt: (set when done, [the text or None]).
 _HOVERS: dict[str, tuple[threading.Event, list[str | None]]] = {}
