@@ -344,7 +344,8 @@ async def run_config(label: str, read_ahead: bool, targets: list[Target], worksp
             t0 = time.monotonic()
             try:
                 hover = await client.text_document_hover_async(types.HoverParams(
-                    text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=col)))
+                    text_document=types.TextDocumentIdentifier(uri=uri),
+                    position=types.Position(line=line, character=col)))
                 note = re.split(r"^---$", hover.contents.value if hover else "", maxsplit=1, flags=re.M)
                 rec.shown = len(note) == 2 and bool(note[1].strip())
                 rec.answer = note[1].strip()[:300] if rec.shown else ("" if hover else "(no hover)")

@@ -174,8 +174,9 @@ def _question(context: list[ContextItem], asked: str, message: str, left: int, c
               ) -> tuple[dict[str, str], list[Reference], tuple[str, ...]]:
     """The question's message: the retrieved chunks of ``context`` (each its :func:`excerpt` for
     ``asked``) that fit in ``left`` tokens and, but for the first :data:`RETRIEVED_MIN`, in
-    ``after`` (what is read after the question), besides ``asked`` (those labelled in ``first`` first, in that order, then the others in
-    theirs), then ``message``; their references; and their labels."""
+    ``after`` (what is read after the question), besides ``asked`` (those labelled in ``first``
+    first, in that order, then the others in theirs), then ``message``; their references; and
+    their labels."""
     rank = {label: i for i, label in enumerate(first)}
     found, refs, labels = [], [], []
     terms = question_terms(asked)
