@@ -97,7 +97,7 @@ class ChatTask(AssistantCore):
             session_id = self.store.new_session(message)
         messages, refs, left = self._known_part(self.store.messages(session_id), context, count)
         question, found_refs, _ = _question(context, message, message, left, count, self.ahead_chunks,
-                                            self._read_after(background=False))
+                                            self._read_after(context, background=False))
         messages.append(question)
         refs += found_refs
         pack = load_pack("chat")
@@ -127,12 +127,15 @@ class ChatTask(AssistantCore):
         messages, _, left = self._known_part(history, [c for c in context if not c.retrieved], count)
         if draft:
             question, _, self.ahead_chunks = _question(context, draft, OPEN_END, left, count, self.ahead_chunks,
-                                                       self._read_after(background=True))
+                                                       self._read_after(context, background=True))
             messages.append(question)
         return messages
 
-    def _read_after(self, background: bool) -> int | None:
-        """Tokens this machine reads in :data:`RETRIEVED_READ_S` (None: not known, a remote model)."""
+    def _read_after(self, context: list[ContextItem], background: bool) -> int | None:
+        """Tokens this machine reads in :data:`RETRIEVED_READ_S` (None: not known, a remote model,
+        or no retrieved chunk in ``context``: then the rate is not asked for)."""
+        if not any(c.retrieved for c in context):
+            return None
         rate = self._prompt_rate(background)
         return int(rate * RETRIEVED_READ_S) if rate else None
 

@@ -10,6 +10,8 @@ import ast
 import json
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
 
 from ..text import split_lines
 from .generation import AssistantCore, OnDelta
@@ -40,8 +42,8 @@ def docstring_and_signature(language: str, code: str) -> tuple[str, str]:
 HOVER_MAX_TOKENS = 40  # a hover's answer: one short sentence
 HOVER_CODE_CHARS = 450  # of the definition, at most, in a hover's prompt (~110 tokens, read in ~1.5 s on 2 cores)
 HOVER_MIN_S = 0.3      # a hover that waited for the answer written ahead, in vain, asks itself only with this much left
-# Hover answers being written ahead, by prompt: (set when done, [the text or None]).
-_HOVERS: dict[str, tuple[threading.Event, list[str | None]]] = {}
+# Hover answers being written ahead, by model and prompt: their whole text, or None when stopped.
+_HOVERS: dict[str, Future[str | None]] = {}
 _HOVERS_LOCK = threading.Lock()
 
 
@@ -88,12 +90,15 @@ class ExplainTasks(AssistantCore):
         with _HOVERS_LOCK:
             ahead = _HOVERS.get(key) if not background else None
             if background:
-                _HOVERS[key] = mine = (threading.Event(), [])
+                _HOVERS[key] = mine = Future()
         if ahead is not None:
             t0 = time.monotonic()
-            if ahead[0].wait(time_cap_s) and ahead[1]:
-                return ahead[1][0]
-            time_cap_s -= time.monotonic() - t0
+            try:
+                if (text := ahead.result(time_cap_s)) is not None:
+                    return text
+            except FuturesTimeout:
+                return None
+            time_cap_s -= time.monotonic() - t0  # it was stopped: ask, if there is time left
             if time_cap_s < HOVER_MIN_S:
                 return None
         text, whole = None, False
@@ -108,8 +113,7 @@ class ExplainTasks(AssistantCore):
                 with _HOVERS_LOCK:
                     if _HOVERS.get(key) is mine:
                         del _HOVERS[key]
-                mine[1].append(text if whole else None)
-                mine[0].set()
+                mine.set_result(text if whole else None)
         return text
 
     @staticmethod
