@@ -10,6 +10,7 @@ cursor). bench/editing_session.py measures the rest on a whole session.
 import asyncio
 import dataclasses
 import inspect
+import itertools
 import threading
 import time
 
@@ -118,6 +119,50 @@ def test_a_shifted_cache_gives_the_logits_of_the_same_prompt_evaluated_from_scra
     assert int(np.argmax(shifted)) == int(np.argmax(fresh))
     # f16 keys rotated twice: the same distribution within a small tolerance.
     assert np.max(np.abs(shifted - fresh)) < 0.05 * (fresh.max() - fresh.min())
+
+
+def test_a_chunk_stopped_part_way_keeps_nothing_of_it_and_reading_on_gives_the_fresh_logits(engine):
+    """``KvCache.abort_when`` (a background model's "a suggestion began") stops a chunk inside
+    llama.cpp's decode; what the cache then holds serves the rest of the prompt exactly as a
+    fresh read does. A chunk whose decode applies a pending shift is never stopped (a K-shift
+    stopped part way would later rotate some layers twice)."""
+    def run(model):
+        prompt = _prompt(model, 200)
+        moved = prompt[:1] + [11] * 7 + prompt[1:129]  # 7 tokens inserted near the start
+        model.clear_cache()
+        fresh = _next_logits(model, prompt)
+        model.clear_cache()
+        fresh_moved = _next_logits(model, moved)
+        model.clear_cache()
+
+        def in_the_second_chunk() -> bool:
+            return len(model.kv.cells) - model.kv.cells.count(HOLE) >= 64
+        model.kv.abort_when = in_the_second_chunk
+        try:
+            stopped = model.prefill(prompt, stopped=lambda: "yield" if in_the_second_chunk() else "")
+            kept = list(model.kv.cells)
+        finally:
+            model.kv.abort_when = None
+        read_on = model.prefill(prompt)
+        logits = _next_logits(model, prompt)
+        model.clear_cache()
+        model.prefill(prompt[:129])
+        model.kv.abort_when = lambda: True
+        looks = itertools.count()
+        try:  # (stopped gives up after 20 looks: a stopped K-shift would be retried for ever)
+            shifted = model.prefill(moved, stopped=lambda: "" if next(looks) < 20 else "yield")
+        finally:
+            model.kv.abort_when = None
+        return fresh, stopped, kept, read_on, logits, shifted, fresh_moved, _next_logits(model, moved), prompt
+    fresh, stopped, kept, read_on, logits, shifted, fresh_moved, moved_logits, prompt = engine.submit(run).result()
+    assert not stopped.done and stopped.evaluated == 64
+    assert kept[:64] == prompt[:64] and set(kept[64:]) == {HOLE}
+    assert read_on.done and read_on.reused == 64
+    assert int(np.argmax(logits)) == int(np.argmax(fresh))
+    assert np.max(np.abs(logits - fresh)) < 1e-3 * (fresh.max() - fresh.min())
+    assert shifted.done and shifted.shifted >= 100 and shifted.evaluated == 7
+    assert int(np.argmax(moved_logits)) == int(np.argmax(fresh_moved))
+    assert np.max(np.abs(moved_logits - fresh_moved)) < 0.05 * (fresh_moved.max() - fresh_moved.min())
 
 
 # Moves in real code this project did not write (click's core.py): (from line, to line), up and down.

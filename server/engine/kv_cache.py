@@ -68,6 +68,10 @@ class KvCache:
         cells: the token at each position of sequence 0 (:data:`HOLE`: none).
         min_reuse: shortest run shifted into place; 0 keeps only the common prefix.
         reuse_markers: the FIM markers (:func:`plan_reuse` keeps runs in their part of the prompt).
+        abort_when: looked at while a prompt chunk is evaluated (after each node of llama.cpp's
+            compute graph, a few ms apart); True stops the chunk there, and the prefill looks at
+            its ``stopped`` before reading it again. A background model's (the assistant's) is
+            "a suggestion is being made": a suggestion never shares the CPU with a chunk of it.
         snapshots: saved states; their budget is set by the owner (``completion.kvSnapshotsMb``).
         prompt_rate: prompt tokens evaluated per second on this machine, or None: the load
             probe's figure until the first real prefill replaces it, then a moving average.
@@ -80,6 +84,7 @@ class KvCache:
         self.cells: list[int] = []
         self.min_reuse = MIN_REUSE_TOKENS
         self.reuse_markers: frozenset[int] = frozenset()
+        self.abort_when: Callable[[], bool] | None = None
         self.snapshots = KvSnapshots(0)
         self.prompt_rate = prompt_rate
         self._rate_seen = False
@@ -275,7 +280,8 @@ class KvCache:
                 done = False
                 break
             t1 = time.monotonic()
-            self.decode_at(target[pos:end], pos)
+            if not self.decode_at(target[pos:end], pos):
+                continue  # stopped within the chunk (abort_when): nothing of it kept; stopped() says what next
             self._decode_s += time.monotonic() - t1
             new[pos:end] = target[pos:end]
             evaluated += end - pos
@@ -288,26 +294,43 @@ class KvCache:
                       "" if done else ", stopped")
         return reused, shifted, evaluated, done
 
-    def decode_at(self, tokens: list[int], pos: int) -> None:
-        """Evaluate ``tokens`` (at most :data:`PREFILL_CHUNK`) at positions ``pos..`` of sequence 0.
+    def decode_at(self, tokens: list[int], pos: int) -> bool:
+        """Evaluate ``tokens`` (at most :data:`PREFILL_CHUNK`) at positions ``pos..`` of sequence 0
+        (:func:`decode_gap`); False when :attr:`abort_when` stopped it. The caller records the
+        new cells in :attr:`cells`.
 
-        llama.cpp appends to a sequence only after its last position. A gap before cells
-        kept further on is therefore evaluated in sequence 1, which first shares the cells
-        before ``pos`` (``seq_cp`` shares cells, it copies nothing), so the gap attends to
-        exactly what precedes it; the new cells are then shared into sequence 0. The caller
-        records the new cells in :attr:`cells`.
+        Never stopped while a shift is pending: llama.cpp re-rotates the shifted keys at the start
+        of this decode, and a K-shift stopped part way stays pending and would rotate the layers it
+        had done again (``llama_kv_cache::update`` returns before ``reset_shift``).
         """
-        native = self.native
-        end = pos + len(tokens)
-        inside = any(c != HOLE for c in self.cells[end:])
-        seq = 1 if inside else 0
-        if inside:
-            native.seq_rm(1, -1, -1)
-            native.seq_cp(0, 1, 0, pos)
-        try:
-            native.decode_at(tokens, pos, seq, PREFILL_CHUNK)
-        finally:
-            if inside:
-                native.seq_cp(1, 0, pos, end)
-                native.seq_rm(1, -1, -1)
+        if not decode_gap(self.native, self.cells, tokens, pos, None if self._shift_pending else self.abort_when):
+            return False
         self._shift_pending = False
+        return True
+
+
+def decode_gap(native: Native, cells: Sequence[int], tokens: list[int], pos: int,
+               abort: Callable[[], bool] | None = None) -> bool:
+    """Evaluate ``tokens`` at positions ``pos..`` of sequence 0, whose record is ``cells``; False
+    when ``abort`` stopped it (:meth:`Native.decode_at`; then no cell of ``pos..`` is kept).
+
+    llama.cpp appends to a sequence only after its last position. A gap before cells kept
+    further on is therefore evaluated in sequence 1, which first shares the cells before
+    ``pos`` (``seq_cp`` shares cells, it copies nothing), so the gap attends to exactly what
+    precedes it; the new cells are then shared into sequence 0.
+    """
+    end = pos + len(tokens)
+    inside = any(c != HOLE for c in cells[end:])
+    seq = 1 if inside else 0
+    if inside:
+        native.seq_rm(1, -1, -1)
+        native.seq_cp(0, 1, 0, pos)
+    try:
+        read = native.decode_at(tokens, pos, seq, PREFILL_CHUNK, abort=abort)
+    finally:
+        if inside:
+            native.seq_cp(1, 0, pos, end)
+            native.seq_rm(1, -1, -1)
+    if not read:  # llama.cpp dropped the stopped ubatch; drop any done before it too (the record has none)
+        native.seq_rm(0, pos, end)
+    return read

@@ -94,6 +94,7 @@ class Engine:
         if not self.foreground:  # gives way to suggestions, within a chunk of half the usual size
             self.model.yield_to = _yield_to_foreground
             self.model.prefill_chunk = BACKGROUND_CHUNK
+            self.model.kv.abort_when = SCHEDULE.busy  # ... and stops a chunk in progress when one begins
         log.info("loaded %s (n_ctx %d, %d threads, %s) in %.2f s", path, n_ctx, n_threads,
                  self.model.verdict.explain() if self.model.verdict else "", time.monotonic() - t0)
         return self.model
