@@ -125,7 +125,7 @@ def test_a_chunk_stopped_part_way_keeps_nothing_of_it_and_reading_on_gives_the_f
     """``KvCache.abort_when`` (a background model's "a suggestion began") stops a chunk inside
     llama.cpp's decode; what the cache then holds serves the rest of the prompt exactly as a
     fresh read does. A chunk whose decode applies a pending shift is never stopped (a K-shift
-    stopped part way would later rotate some layers twice)."""
+    stopped part way would later rotate some layers twice): it is applied with one token."""
     def run(model):
         prompt = _prompt(model, 200)
         moved = prompt[:1] + [11] * 7 + prompt[1:129]  # 7 tokens inserted near the start
@@ -150,17 +150,22 @@ def test_a_chunk_stopped_part_way_keeps_nothing_of_it_and_reading_on_gives_the_f
         model.kv.abort_when = lambda: True
         looks = itertools.count()
         try:  # (stopped gives up after 20 looks: a stopped K-shift would be retried for ever)
-            shifted = model.prefill(moved, stopped=lambda: "" if next(looks) < 20 else "yield")
+            stopped_moved = model.prefill(moved, stopped=lambda: "" if next(looks) < 20 else "yield")
         finally:
             model.kv.abort_when = None
-        return fresh, stopped, kept, read_on, logits, shifted, fresh_moved, _next_logits(model, moved), prompt
-    fresh, stopped, kept, read_on, logits, shifted, fresh_moved, moved_logits, prompt = engine.submit(run).result()
+        shifted = model.prefill(moved)
+        return (fresh, stopped, kept, read_on, logits, stopped_moved, shifted, fresh_moved, _next_logits(model, moved),
+                prompt)
+    fresh, stopped, kept, read_on, logits, stopped_moved, shifted, fresh_moved, moved_logits, prompt = \
+        engine.submit(run).result()
     assert not stopped.done and stopped.evaluated == 64
     assert kept[:64] == prompt[:64] and set(kept[64:]) == {HOLE}
     assert read_on.done and read_on.reused == 64
     assert int(np.argmax(logits)) == int(np.argmax(fresh))
     assert np.max(np.abs(logits - fresh)) < 1e-3 * (fresh.max() - fresh.min())
-    assert shifted.done and shifted.shifted >= 100 and shifted.evaluated == 7
+    # The shift was applied with the gap's first token (never stopped), the rest of the gap stopped.
+    assert not stopped_moved.done and stopped_moved.shifted >= 100 and stopped_moved.evaluated == 0
+    assert shifted.done and shifted.reused == 128 and shifted.evaluated == 7
     assert int(np.argmax(moved_logits)) == int(np.argmax(fresh_moved))
     assert np.max(np.abs(moved_logits - fresh_moved)) < 0.05 * (fresh_moved.max() - fresh_moved.min())
 
