@@ -8,7 +8,9 @@ alone). So work is ranked:
 - **foreground**: a suggestion being made (a request of the completion model); marked with
   :meth:`CpuSchedule.foreground`. Everything else gives way to it.
 - **the assistant's requests** (a chat, Explain...: the user waits for them too): they pause
-  between chunks and tokens while a suggestion is made, and nothing else.
+  between chunks and tokens while a suggestion is made, and nothing else. A prompt chunk of the
+  assistant's model running when a suggestion begins stops inside llama.cpp's decode
+  (:attr:`server.engine.kv_cache.KvCache.abort_when` is :meth:`CpuSchedule.busy`).
 - **work ahead**, speculative: the completion model's (the prompt at a place the cursor went to,
   the suggestion after an accept; marked with :meth:`CpuSchedule.ahead`) and the assistant's
   reading ahead. Only one of them reads at a time, the one for where the user turned last
