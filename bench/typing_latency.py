@@ -27,9 +27,15 @@ With ``--assistant-ahead``, before each place the person looks at the chat panel
 that prompt), then types there; the run is made twice, with ``chat.readAhead`` on and off, and
 the suggestions' latencies are compared (a suggestion must not wait for the assistant).
 
+With ``--while-indexing``, the server's workspace folder is a fresh copy of three installed
+packages' sources (numpy, pip, pygments: ~1,300 files, never indexed before), so the index
+chunks and embeds them while the person types; the run is made twice, with ``index.embeddings``
+on and off (each with its own fresh copy), and compared (a suggestion must not wait for the
+embedder). The copies and their indexes are removed afterwards.
+
     python bench/typing_latency.py [--holes 40] [--run 5] [--seed 7] [--cps 12] [--think 0.6]
                                    [--set completion.suffixTokens=128] [--packages ...]
-                                   [--assistant-ahead]
+                                   [--assistant-ahead | --while-indexing]
 """
 
 from __future__ import annotations
@@ -39,8 +45,10 @@ import asyncio
 import difflib
 import importlib.util
 import random
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +132,8 @@ def doc_with_hole(hole: Hole) -> str:
 
 
 async def run_server(holes: list[Hole], cps: float, think: float, settings: dict,
-                     assistant_ahead: bool = False) -> tuple[list[Outcome], dict]:
-    client = await start_server("typing-bench", settings)
+                     assistant_ahead: bool = False, workspace: Path | None = None) -> tuple[list[Outcome], dict]:
+    client = await start_server("typing-bench", settings, workspace)
     server_pid = client._server.pid
     if assistant_ahead:  # the assistant's model loaded (its first answer), as after a first chat
         await client.workspace_execute_command_async(types.ExecuteCommandParams(
@@ -202,7 +210,7 @@ async def run_server(holes: list[Hole], cps: float, think: float, settings: dict
     status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="deepseek.status"))
     await stop_server(client)
     extra = {"status_ms": status_ms, "rss_mb": max(rss) if rss else 0.0, "completion": status.get("completion"),
-             "chat": status.get("chat") or {}}
+             "chat": status.get("chat") or {}, "index": status.get("index") or {}}
     return outcomes, extra
 
 
@@ -247,6 +255,9 @@ def main() -> None:
     ap.add_argument("--packages", nargs="+", default=DEFAULT_PACKAGES)
     ap.add_argument("--no-naive", action="store_true")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="server settings")
+    ap.add_argument("--while-indexing", action="store_true",
+                    help="the workspace is a fresh copy of numpy, pip and pygments, indexed while the person types; "
+                         "run twice, index.embeddings on and off, and compare")
     ap.add_argument("--assistant-ahead", action="store_true",
                     help="before each place, the chat panel opens on the 20 lines above it (deepseek/assistAhead) "
                          "for 1 s; run twice, chat.readAhead on and off, and compare")
@@ -261,6 +272,27 @@ def main() -> None:
           f"{', '.join(args.packages)}; typing {args.cps:g} chars/s after a {args.think:g} s pause; "
           f"settings {args.set or 'default'}")
     settings = parse_assignments(args.set)
+    if args.while_indexing:
+        runs = {}
+        for label, on in (("index embedding", True), ("index not embedding", False)):
+            with tempfile.TemporaryDirectory(prefix="typing-bench-workspace-") as tmp:
+                workspace = Path(tmp) / "workspace"
+                for package in ("numpy", "pip", "pygments"):
+                    src = Path(importlib.util.find_spec(package).origin).parent
+                    shutil.copytree(src, workspace / package, ignore=shutil.ignore_patterns("*.so", "*.pyc", "tests"))
+                try:
+                    runs[label] = asyncio.run(run_server(holes, args.cps, args.think,
+                                                         {**settings, "index.embeddings": on}, workspace=workspace))
+                finally:
+                    from index.workspace import store_dir
+                    shutil.rmtree(store_dir(workspace), ignore_errors=True)
+        print(f"\n{'':<28} {'p50 ms':>8} {'p90 ms':>8} {'exact':>8} {'edit sim':>8}")
+        for label, (outs, extra) in runs.items():
+            lat = [o.latency_ms for o in outs]
+            print(f"{label:<28} {pct(lat, 0.5):>8.0f} {pct(lat, 0.9):>8.0f} "
+                  f"{100 * sum(o.exact for o in outs) / len(outs):>7.1f}% "
+                  f"{statistics.mean(o.similarity for o in outs):>8.3f}   index at the end: {extra['index']}")
+        return
     if args.assistant_ahead:
         runs = {label: asyncio.run(run_server(holes, args.cps, args.think, {**settings, "chat.readAhead": on}, True))
                 for label, on in (("assistant reading ahead", True), ("assistant not reading ahead", False))}
