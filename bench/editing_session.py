@@ -29,8 +29,15 @@ place the cache has not seen) and with all four off (``completion.kvShiftMinToke
 ``completion.kvSnapshotsMb=0``, ``completion.workAhead=false``, ``completion.coldPromptMs=0``:
 only the common prompt prefix is reused and every prompt is whole, as before).
 
+With ``--assistant-ahead`` the two runs compare instead ``chat.readAhead`` on and off (KV reuse at
+its defaults in both): the assistant's model is loaded first (one short chat), and at each new
+place the person first looks at the chat panel open on the 20 lines above it for 1 s
+(``deepseek/assistAhead`` task ``chat``), then goes on as above (a suggestion must not wait for
+the assistant).
+
     python bench/editing_session.py [--sessions 6] [--seed 3] [--cps 10] [--think 1.0]
                                     [--set completion.suffixTokens=128] [--packages click jinja2 ...]
+                                    [--assistant-ahead]
 """
 
 from __future__ import annotations
@@ -191,8 +198,11 @@ class Editor:
 
 
 async def run_sessions(sessions: list[Session], settings: dict, cps: float, think: float,
-                       label: str) -> tuple[list[Record], dict]:
+                       label: str, assistant_ahead: bool = False) -> tuple[list[Record], dict]:
     client = await start_server(f"session-bench-{label}", settings)
+    if assistant_ahead:  # the assistant's model loaded (its first answer), as after a first chat
+        await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="deepseek.chat", arguments=[{"message": "Reply with the one word: ready."}]))
     pid = client._server.pid
     ed = Editor(client)
     records: list[Record] = []
@@ -228,6 +238,11 @@ async def run_sessions(sessions: list[Session], settings: dict, cps: float, thin
         typed = place.content[:place.typed]
         ed.set_text(uri, doc_with(place, typed))
         col = len(place.indent) + len(typed)
+        if assistant_ahead:  # the chat panel, open on the lines above: the assistant reads its prompt
+            client.protocol.notify("deepseek/assistAhead", {"task": "chat", "uri": uri, "range": {
+                "start": {"line": max(0, place.line - 20), "character": 0},
+                "end": {"line": place.line, "character": 0}}})
+            await asyncio.sleep(1.0)
         ed.moved(uri, place.line, col)  # the person goes there and looks before typing
         await asyncio.sleep(think)
         shown = await measured(kind, uri, place, place.line, col, typed)
@@ -322,6 +337,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a server setting for both runs (JSON value), e.g. completion.suffixTokens=128")
     ap.add_argument("--only", choices=("on", "off"), help="run one of the two configurations")
+    ap.add_argument("--assistant-ahead", action="store_true",
+                    help="compare chat.readAhead on and off, the chat panel opened at each place for 1 s")
     args = ap.parse_args()
     import json
     base = {"index": {"enabled": False}}
@@ -334,17 +351,20 @@ def main() -> None:
     sessions = pick_sessions(args.packages, args.sessions, args.seed)
     print(f"{len(sessions)} sessions, {sum(len(s.places) for s in sessions)} places, seed {args.seed}", file=sys.stderr)
     results = {}
-    for label, extra in (("on", {}), ("off", OFF)):
+    configurations = ((("on", {"chat.readAhead": True}), ("off", {"chat.readAhead": False}))
+                      if args.assistant_ahead else (("on", {}), ("off", OFF)))
+    for label, extra in configurations:
         if args.only and args.only != label:
             continue
         fresh = pick_sessions(args.packages, args.sessions, args.seed)  # places are mutated (typed count)
         t0 = time.monotonic()
-        results[label] = asyncio.run(run_sessions(fresh, {**base, **extra}, args.cps, args.think, label))
+        results[label] = asyncio.run(run_sessions(fresh, {**base, **extra}, args.cps, args.think, label,
+                                                  args.assistant_ahead))
         print(f"[{label}] {time.monotonic() - t0:.0f} s", file=sys.stderr)
     on, info_on = results.get("on", ([], {}))
     off, info_off = results.get("off", ([], {}))
     print(f"\n{len(sessions)} sessions (seed {args.seed}), packages {', '.join(args.packages)}; "
-          f"reuse on = defaults, off = {OFF}\n")
+          + ("chat.readAhead on / off\n" if args.assistant_ahead else f"reuse on = defaults, off = {OFF}\n"))
     print(table(on or off, off or on))
     for label, info in (("on", info_on), ("off", info_off)):
         if info:

@@ -146,7 +146,9 @@ class PromptReader:
             if len(tokens) + self.core.max_tokens > model.n_ctx:
                 return AheadResult(len(tokens), 0, 0, False, "too long", 0.0)
             chunk = AHEAD_CHUNK_ASSISTANT if SCHEDULE.wanted() == ASSISTANT else AHEAD_CHUNK
-            prep = model.prefill(tokens, stopped=stopped, chunk=chunk, exact=True)  # no K-shift (above)
+            # No K-shift (above); a chunk stops part way when reading ahead should wait (a suggestion,
+            # the editor's work ahead while the user is in the editor).
+            prep = model.prefill(tokens, stopped=stopped, chunk=chunk, exact=True, abort=SCHEDULE.reading_ahead_waits)
             tally["reused"] = prep.reused if tally["reused"] < 0 else tally["reused"]
             tally["evaluated"] += prep.evaluated
             if not (prep.done or model.kv.closing or superseded()):

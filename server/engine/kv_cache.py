@@ -13,7 +13,8 @@ decode), and only the gaps evaluated, each token at its own position, in cancell
 chunks of :data:`PREFILL_CHUNK` tokens.
 
 Stopping a chunk part way (:attr:`KvCache.abort_when`, a background model's): llama.cpp
-checks after each node of its compute graph and drops the stopped ubatch's cells. But the
+checks after each node of its compute graph (a few ms apart) and drops the stopped ubatch's
+cells; the prefill then looks at its ``stopped`` before reading the chunk again. But the
 decode after a shift first re-rotates the keys of every cell of the cache (~0.4 s for the
 1.5B's 32k-token context on 2 cores, ~0.05 s for 4k), and that is never stopped: a K-shift
 stopped part way stays pending and would rotate the layers it had done again
@@ -76,10 +77,8 @@ class KvCache:
         cells: the token at each position of sequence 0 (:data:`HOLE`: none).
         min_reuse: shortest run shifted into place; 0 keeps only the common prefix.
         reuse_markers: the FIM markers (:func:`plan_reuse` keeps runs in their part of the prompt).
-        abort_when: looked at while a prompt chunk is evaluated (after each node of llama.cpp's
-            compute graph, a few ms apart); True stops the chunk there, and the prefill looks at
-            its ``stopped`` before reading it again. A background model's (the assistant's) is
-            "a suggestion is being made": a suggestion never shares the CPU with a chunk of it.
+        abort_when: True stops a prompt chunk part way (module docstring); a background model's
+            is "a suggestion is being made": a suggestion never shares the CPU with its chunks.
         snapshots: saved states; their budget is set by the owner (``completion.kvSnapshotsMb``).
         prompt_rate: prompt tokens evaluated per second on this machine, or None: the load
             probe's figure until the first real prefill replaces it, then a moving average.
@@ -193,18 +192,18 @@ class KvCache:
 
     def prefill(self, prompt: list[int], cancel: threading.Event | None = None,
                 stopped: Callable[[], str] | None = None, exact: bool = False,
-                chunk: int = PREFILL_CHUNK, progress: Callable[[int, int], None] | None = None) -> Prefill:
+                chunk: int = PREFILL_CHUNK, progress: Callable[[int, int], None] | None = None,
+                abort: Callable[[], bool] | None = None) -> Prefill:
         """Make the KV cache hold all of ``prompt`` but its last token, reusing what it can.
 
         The live cache or a saved state (whichever holds more of the prompt) is arranged
         by :func:`plan_reuse`: unmatched cells removed, moved runs shifted, gaps evaluated
         in chunks of PREFILL_CHUNK tokens, ``stopped``/``cancel`` looked at between chunks.
-        A state about to lose most of its tokens is saved first. ``exact``: reuse only a
-        common prefix (no run shifted from another place), so the cache then holds what
-        reading the prompt afresh gives. ``chunk``: tokens evaluated between two looks at
-        ``stopped`` (at most :data:`PREFILL_CHUNK`; smaller for reading ahead, which must give
-        way quickly); a saved state is restored when it holds at least this many more tokens.
-        ``progress``: called after each chunk with (tokens evaluated so far, tokens to evaluate).
+        A state about to lose most of its tokens is saved first. ``exact``: reuse only a common prefix
+        (no run shifted), as reading the prompt afresh gives. ``chunk``: tokens evaluated between two
+        looks at ``stopped`` (at most :data:`PREFILL_CHUNK`); a saved state is restored when it holds at
+        least this many more tokens. ``progress``: called after each chunk with (tokens evaluated so far,
+        tokens to evaluate). ``abort``: this prefill's :attr:`abort_when` (reading ahead's is wider).
 
         Returns:
             The figures; ``done`` is False when stopped early (what was done stays cached,
@@ -234,8 +233,11 @@ class KvCache:
                 log.warning("%s; evaluating the prompt", e)
         if best is not None or self.cells is not cells:  # another state, or the save trimmed a hole
             runs = self._plan(self.live_cells(), target, exact)
-        self._decode_s = 0.0
-        reused, shifted, evaluated, done = self._arrange(target, runs, stopped, chunk, progress)
+        self._decode_s, usual, self.abort_when = 0.0, self.abort_when, abort or self.abort_when
+        try:
+            reused, shifted, evaluated, done = self._arrange(target, runs, stopped, chunk, progress)
+        finally:
+            self.abort_when = usual
         if evaluated >= PREFILL_CHUNK:
             rate = evaluated / max(self._decode_s, 1e-3)  # decoding only: not the pauses for others
             self.prompt_rate = 0.7 * self.prompt_rate + 0.3 * rate if self._rate_seen else rate
@@ -303,9 +305,8 @@ class KvCache:
         return reused, shifted, evaluated, done
 
     def decode_at(self, tokens: list[int], pos: int) -> bool:
-        """Evaluate ``tokens`` (at most :data:`PREFILL_CHUNK`) at positions ``pos..`` of sequence 0
-        (:func:`decode_gap`); False when :attr:`abort_when` stopped it (nothing of it kept). The
-        caller records the new cells. A pending shift is applied with the first token alone (see above)."""
+        """Evaluate ``tokens`` (:func:`decode_gap`); False when :attr:`abort_when` stopped it (nothing kept;
+        a pending shift is applied with the first token alone). The caller records the new cells."""
         if self._shift_pending and self.abort_when is not None and len(tokens) > 1:
             if not self.decode_at(tokens[:1], pos):
                 return False

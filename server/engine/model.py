@@ -162,9 +162,10 @@ class LoadedModel:
 
     # -- the KV cache (see KvCache) ----------------------------------------------------------
     def prefill(self, prompt: list[int], cancel: threading.Event | None = None,
-                stopped: Callable[[], str] | None = None, exact: bool = False, chunk: int = PREFILL_CHUNK) -> Prefill:
+                stopped: Callable[[], str] | None = None, exact: bool = False, chunk: int = PREFILL_CHUNK,
+                abort: Callable[[], bool] | None = None) -> Prefill:
         """Make the KV cache hold all of ``prompt`` but its last token, reusing what it can (see :class:`KvCache`)."""
-        return self.kv.prefill(prompt, cancel, stopped, exact, chunk)
+        return self.kv.prefill(prompt, cancel, stopped, exact, chunk, abort=abort)
 
     def cached_tokens(self, prompt: list[int]) -> int:
         """How many tokens of ``prompt`` :meth:`prefill` would reuse (:meth:`KvCache.cached_tokens`)."""
