@@ -233,11 +233,9 @@ class KvCache:
                 log.warning("%s; evaluating the prompt", e)
         if best is not None or self.cells is not cells:  # another state, or the save trimmed a hole
             runs = self._plan(self.live_cells(), target, exact)
-        self._decode_s, usual, self.abort_when = 0.0, self.abort_when, abort or self.abort_when
-        try:
-            reused, shifted, evaluated, done = self._arrange(target, runs, stopped, chunk, progress)
-        finally:
-            self.abort_when = usual
+        self._decode_s = 0.0
+        reused, shifted, evaluated, done = self._arrange(target, runs, stopped, chunk, progress,
+                                                         abort or self.abort_when)
         if evaluated >= PREFILL_CHUNK:
             rate = evaluated / max(self._decode_s, 1e-3)  # decoding only: not the pauses for others
             self.prompt_rate = 0.7 * self.prompt_rate + 0.3 * rate if self._rate_seen else rate
@@ -255,7 +253,8 @@ class KvCache:
 
     def _arrange(self, target: list[int], runs: list[tuple[int, int, int]],
                  stopped: Callable[[], str], chunk: int = PREFILL_CHUNK,
-                 progress: Callable[[int, int], None] | None = None) -> tuple[int, int, int, bool]:
+                 progress: Callable[[int, int], None] | None = None,
+                 abort: Callable[[], bool] | None = None) -> tuple[int, int, int, bool]:
         """Turn the live cache into ``target`` by ``runs`` (:func:`plan_reuse` of the live cells; see
         :meth:`prefill`): (reused, shifted, evaluated, done)."""
         native = self.native
@@ -290,7 +289,7 @@ class KvCache:
                 done = False
                 break
             t1 = time.monotonic()
-            if not self.decode_at(target[pos:end], pos):
+            if not self.decode_at(target[pos:end], pos, abort):
                 continue  # stopped within the chunk (abort_when): nothing of it kept; stopped() says what next
             self._decode_s += time.monotonic() - t1
             new[pos:end] = target[pos:end]
@@ -304,19 +303,19 @@ class KvCache:
                       "" if done else ", stopped")
         return reused, shifted, evaluated, done
 
-    def decode_at(self, tokens: list[int], pos: int) -> bool:
-        """Evaluate ``tokens`` (:func:`decode_gap`); False when :attr:`abort_when` stopped it (nothing kept;
+    def decode_at(self, tokens: list[int], pos: int, abort: Callable[[], bool] | None = None) -> bool:
+        """Evaluate ``tokens`` (:func:`decode_gap`); False when ``abort`` stopped it (nothing kept;
         a pending shift is applied with the first token alone). The caller records the new cells."""
-        if self._shift_pending and self.abort_when is not None and len(tokens) > 1:
-            if not self.decode_at(tokens[:1], pos):
+        if self._shift_pending and abort is not None and len(tokens) > 1:
+            if not self.decode_at(tokens[:1], pos, abort):
                 return False
             self.cells[pos] = tokens[0]
-            if not self.decode_at(tokens[1:], pos + 1):
+            if not self.decode_at(tokens[1:], pos + 1, abort):
                 self.native.seq_rm(0, pos, pos + 1)
                 self.cells[pos] = HOLE
                 return False
             return True
-        if not decode_gap(self.native, self.cells, tokens, pos, None if self._shift_pending else self.abort_when):
+        if not decode_gap(self.native, self.cells, tokens, pos, None if self._shift_pending else abort):
             return False
         self._shift_pending = False
         return True
