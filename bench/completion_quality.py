@@ -24,7 +24,8 @@ fixed seed, five kinds:
 
 ``--context off,on`` measures the cross-file context: the packages of the holes are copied into
 a workspace the server indexes, and the pipeline runs once per value in the same run, with
-``completion.contextTokens`` 0 (off) and at its default (on); one table per value.
+``completion.contextTokens`` 0 (off) and at its default (on), or at each number given
+(``--context 0,256,512``); one table per value.
 
 Each hole is sent to the real server over stdio as an editor would (``didOpen`` /
 ``didChange`` with the whole document, then a *manual* ``textDocument/inlineCompletion``,
@@ -595,7 +596,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), choices=KINDS)
     ap.add_argument("--context", default="", help="off,on: index the holes' packages and run the pipeline without "
-                                                  "and with cross-file context (completion.contextTokens 0 / default)")
+                                                  "and with cross-file context (completion.contextTokens 0 / default); "
+                                                  "a number is a completion.contextTokens to try (0,256,512)")
     ap.add_argument("--plain-prefix", type=int, default=1024, help="tokens of text before the cursor")
     ap.add_argument("--plain-suffix", type=int, default=512, help="tokens of text after the cursor")
     ap.add_argument("--fresh-plain", action="store_true", help="recompute the plain calls")
@@ -627,7 +629,8 @@ def main() -> None:
         holes = in_workspace(holes, workspace)
     variants: dict[str, list[Outcome]] = {}
     for variant in args.context.split(",") if args.context else ["pipeline"]:
-        settings = parse_assignments(args.set) | ({"completion.contextTokens": 0} if variant == "off" else {})
+        settings = parse_assignments(args.set) | (
+            {} if variant == "on" else {"completion.contextTokens": 0 if variant == "off" else int(variant)})
         print(f"pipeline: {variant}", file=sys.stderr)
         variants[variant] = asyncio.run(run_pipeline(holes, settings, args.read_first, workspace, args.automatic))
     ours = next(iter(variants.values()))

@@ -33,17 +33,21 @@ With ``--assistant-ahead`` the two runs compare instead ``chat.readAhead`` on an
 its defaults in both): the assistant's model is loaded first (one short chat), and at each new
 place the person first looks at the chat panel open on the 20 lines above it for 1 s
 (``deepseek/assistAhead`` task ``chat``), then goes on as above (a suggestion must not wait for
-the assistant).
+the assistant). With ``--while-indexing`` the workspace is a fresh copy of numpy, pip and
+pygments, indexed during the sessions, and the runs compare ``index.embeddings`` on and off; with
+both options, both on against both off. The per-request difference (same request, first run minus
+second) is printed besides each run's percentiles.
 
     python bench/editing_session.py [--sessions 6] [--seed 3] [--cps 10] [--think 1.0]
                                     [--set completion.suffixTokens=128] [--packages click jinja2 ...]
-                                    [--assistant-ahead]
+                                    [--assistant-ahead] [--while-indexing]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import difflib
 import importlib.util
 import random
@@ -54,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from lsp_server import start_server, stop_server
+from lsp_server import fresh_workspace, paired, start_server, stop_server
 from lsprotocol import types
 
 DEFAULT_PACKAGES = ["click", "jinja2", "toolz", "h11", "pathspec", "packaging", "attr", "platformdirs"]
@@ -198,8 +202,9 @@ class Editor:
 
 
 async def run_sessions(sessions: list[Session], settings: dict, cps: float, think: float,
-                       label: str, assistant_ahead: bool = False) -> tuple[list[Record], dict]:
-    client = await start_server(f"session-bench-{label}", settings)
+                       label: str, assistant_ahead: bool = False,
+                       workspace: Path | None = None) -> tuple[list[Record], dict]:
+    client = await start_server(f"session-bench-{label}", settings, workspace)
     if assistant_ahead:  # the assistant's model loaded (its first answer), as after a first chat
         await client.workspace_execute_command_async(types.ExecuteCommandParams(
             command="deepseek.chat", arguments=[{"message": "Reply with the one word: ready."}]))
@@ -339,6 +344,9 @@ def main() -> None:
     ap.add_argument("--only", choices=("on", "off"), help="run one of the two configurations")
     ap.add_argument("--assistant-ahead", action="store_true",
                     help="compare chat.readAhead on and off, the chat panel opened at each place for 1 s")
+    ap.add_argument("--while-indexing", action="store_true",
+                    help="the workspace is a fresh copy of numpy, pip and pygments, indexed meanwhile; compare "
+                         "index.embeddings on and off (with --assistant-ahead: both on against both off)")
     args = ap.parse_args()
     import json
     base = {"index": {"enabled": False}}
@@ -351,21 +359,31 @@ def main() -> None:
     sessions = pick_sessions(args.packages, args.sessions, args.seed)
     print(f"{len(sessions)} sessions, {sum(len(s.places) for s in sessions)} places, seed {args.seed}", file=sys.stderr)
     results = {}
-    configurations = ((("on", {"chat.readAhead": True}), ("off", {"chat.readAhead": False}))
-                      if args.assistant_ahead else (("on", {}), ("off", OFF)))
+    compared = {key: True for wanted, key in ((args.assistant_ahead, "chat.readAhead"),
+                                               (args.while_indexing, "index.embeddings")) if wanted}
+    if args.while_indexing:
+        base["index"] = {"enabled": True}
+    configurations = ((("on", compared), ("off", {k: False for k in compared})) if compared
+                      else (("on", {}), ("off", OFF)))
     for label, extra in configurations:
         if args.only and args.only != label:
             continue
         fresh = pick_sessions(args.packages, args.sessions, args.seed)  # places are mutated (typed count)
         t0 = time.monotonic()
-        results[label] = asyncio.run(run_sessions(fresh, {**base, **extra}, args.cps, args.think, label,
-                                                  args.assistant_ahead))
+        with fresh_workspace() if args.while_indexing else contextlib.nullcontext() as workspace:
+            results[label] = asyncio.run(run_sessions(fresh, {**base, **extra}, args.cps, args.think, label,
+                                                      args.assistant_ahead, workspace))
         print(f"[{label}] {time.monotonic() - t0:.0f} s", file=sys.stderr)
     on, info_on = results.get("on", ([], {}))
     off, info_off = results.get("off", ([], {}))
     print(f"\n{len(sessions)} sessions (seed {args.seed}), packages {', '.join(args.packages)}; "
-          + ("chat.readAhead on / off\n" if args.assistant_ahead else f"reuse on = defaults, off = {OFF}\n"))
+          + (f"{' and '.join(compared)} on / off\n" if compared else f"reuse on = defaults, off = {OFF}\n"))
     print(table(on or off, off or on))
+    if on and off and len(on) == len(off):
+        for kind in KINDS + ("all",):
+            pairs = [(a.latency_ms, b.latency_ms) for a, b in zip(on, off) if kind in ("all", a.kind)]
+            if pairs and all(a.kind == b.kind for a, b in zip(on, off)):
+                print(f"{kind}: " + paired([a for a, _ in pairs], [b for _, b in pairs]))
     for label, info in (("on", info_on), ("off", info_off)):
         if info:
             c = info.get("completion") or {}

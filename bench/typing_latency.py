@@ -31,30 +31,31 @@ With ``--while-indexing``, the server's workspace folder is a fresh copy of thre
 packages' sources (numpy, pip, pygments: ~1,300 files, never indexed before), so the index
 chunks and embeds them while the person types; the run is made twice, with ``index.embeddings``
 on and off (each with its own fresh copy), and compared (a suggestion must not wait for the
-embedder). The copies and their indexes are removed afterwards.
+embedder). The copies and their indexes are removed afterwards. With both options, the first run
+has reading ahead and embedding on, the second both off. Besides each run's p50 and p90, the
+difference per place (same place, first run minus second) is printed: its median and spread.
 
     python bench/typing_latency.py [--holes 40] [--run 5] [--seed 7] [--cps 12] [--think 0.6]
                                    [--set completion.suffixTokens=128] [--packages ...]
-                                   [--assistant-ahead | --while-indexing]
+                                   [--assistant-ahead] [--while-indexing]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import difflib
 import importlib.util
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from lsp_server import start_server, stop_server
+from lsp_server import fresh_workspace, paired, start_server, stop_server
 from lsprotocol import types
 
 DEFAULT_PACKAGES = ["platformdirs", "requests", "tqdm", "cattrs", "attr"]
@@ -260,7 +261,8 @@ def main() -> None:
                          "run twice, index.embeddings on and off, and compare")
     ap.add_argument("--assistant-ahead", action="store_true",
                     help="before each place, the chat panel opens on the 20 lines above it (deepseek/assistAhead) "
-                         "for 1 s; run twice, chat.readAhead on and off, and compare")
+                         "for 1 s; run twice, chat.readAhead on and off, and compare (with --while-indexing: both "
+                         "on against both off)")
     args = ap.parse_args()
 
     from server.config import parse_assignments
@@ -272,37 +274,26 @@ def main() -> None:
           f"{', '.join(args.packages)}; typing {args.cps:g} chars/s after a {args.think:g} s pause; "
           f"settings {args.set or 'default'}")
     settings = parse_assignments(args.set)
-    if args.while_indexing:
+    if args.while_indexing or args.assistant_ahead:
+        arms = {"on": dict(settings), "off": dict(settings)}
+        for wanted, key in ((args.assistant_ahead, "chat.readAhead"), (args.while_indexing, "index.embeddings")):
+            if wanted:
+                arms["on"][key], arms["off"][key] = True, False
         runs = {}
-        for label, on in (("index embedding", True), ("index not embedding", False)):
-            with tempfile.TemporaryDirectory(prefix="typing-bench-workspace-") as tmp:
-                workspace = Path(tmp) / "workspace"
-                for package in ("numpy", "pip", "pygments"):
-                    src = Path(importlib.util.find_spec(package).origin).parent
-                    shutil.copytree(src, workspace / package, ignore=shutil.ignore_patterns("*.so", "*.pyc", "tests"))
-                try:
-                    runs[label] = asyncio.run(run_server(holes, args.cps, args.think,
-                                                         {**settings, "index.embeddings": on}, workspace=workspace))
-                finally:
-                    from index.workspace import store_dir
-                    shutil.rmtree(store_dir(workspace), ignore_errors=True)
-        print(f"\n{'':<28} {'p50 ms':>8} {'p90 ms':>8} {'exact':>8} {'edit sim':>8}")
+        for label, arm in arms.items():
+            with fresh_workspace() if args.while_indexing else contextlib.nullcontext() as workspace:
+                runs[label] = asyncio.run(run_server(holes, args.cps, args.think, arm, args.assistant_ahead, workspace))
+        shown = [k for k in ("chat.readAhead", "index.embeddings") if k in arms["on"]]
+        print(f"\non = {' and '.join(shown)} on; off = {' and '.join(shown)} off; the same places, one after the other")
+        print(f"\n{'':<6} {'p50 ms':>8} {'p90 ms':>8} {'exact':>8} {'edit sim':>8}")
         for label, (outs, extra) in runs.items():
             lat = [o.latency_ms for o in outs]
-            print(f"{label:<28} {pct(lat, 0.5):>8.0f} {pct(lat, 0.9):>8.0f} "
-                  f"{100 * sum(o.exact for o in outs) / len(outs):>7.1f}% "
-                  f"{statistics.mean(o.similarity for o in outs):>8.3f}   index at the end: {extra['index']}")
-        return
-    if args.assistant_ahead:
-        runs = {label: asyncio.run(run_server(holes, args.cps, args.think, {**settings, "chat.readAhead": on}, True))
-                for label, on in (("assistant reading ahead", True), ("assistant not reading ahead", False))}
-        print(f"\n{'':<28} {'p50 ms':>8} {'p90 ms':>8} {'exact':>8} {'edit sim':>8}")
-        for label, (outs, extra) in runs.items():
-            lat = [o.latency_ms for o in outs]
-            print(f"{label:<28} {pct(lat, 0.5):>8.0f} {pct(lat, 0.9):>8.0f} "
+            print(f"{label:<6} {pct(lat, 0.5):>8.0f} {pct(lat, 0.9):>8.0f} "
                   f"{100 * sum(o.exact for o in outs) / len(outs):>7.1f}% "
                   f"{statistics.mean(o.similarity for o in outs):>8.3f}   deepseek.status p50 "
-                  f"{pct(extra['status_ms'], 0.5):.0f} ms; read ahead {extra['chat'].get('readAhead')}")
+                  f"{pct(extra['status_ms'], 0.5):.0f} ms; read ahead {extra['chat'].get('readAhead')}; "
+                  f"index at the end {extra['index'] or '-'}")
+        print(paired(*([o.latency_ms for o in runs[label][0]] for label in ("on", "off"))))
         return
     ours, extra = asyncio.run(run_server(holes, args.cps, args.think, settings))
     naive = None if args.no_naive else run_naive(holes, str(ensure_model_file(resolve_model(None, None))),

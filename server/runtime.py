@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -197,13 +198,18 @@ class Runtime:
         """May this file's code go into a prompt? The index's one rule (:class:`index.workspace.IndexRules`):
         inside a workspace folder, not git-ignored or excluded, not a secret, not binary, not too big.
 
-        Without an index (no workspace folder, ``index.enabled`` off) the same rule is applied
-        with ``roots``, or the file's own folder, as the root. Any thread (a few ``stat`` calls).
+        A file outside every workspace folder (a library's file opened by "go to definition", a
+        file opened alone) and any file without workspace folders gets the same rule with its own
+        folder as the root: the user opened it, so only what the rule keeps out of every prompt
+        (a secret, a binary or huge file, a git-ignored name beside it) is refused. Any thread (a
+        few ``stat`` calls).
         """
-        if self.index is not None:
-            return self.index.indexable(path, text)
-        if self._rules is not None:
-            return self._rules.indexable(path, text)
+        rules = self.index.rules if self.index is not None else self._rules
+        # Under a workspace folder by its name or by its real path: the workspace's rule (a
+        # symlink out of the workspace stays refused as the index refuses it).
+        if rules is not None and (rules.locations(path) or any(
+                Path(os.path.abspath(path)).is_relative_to(root) for root in self.roots)):
+            return rules.indexable(path, text)
         return IndexRules([path.parent], self._options).indexable(path, text)
 
     async def search(self, query: str, k: int, mode: str = "hybrid") -> list[SearchResult]:

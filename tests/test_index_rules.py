@@ -123,3 +123,23 @@ def test_updates_apply_the_discovery_rule(cache, tmp_path):
         verdicts = list(pool.map(idx.indexable, [root / "src" / "config.py", root / "secrets.py"] * 50))
     assert verdicts == [True, False] * 50
     idx.close()
+
+
+def test_a_file_opened_outside_the_workspace_may_be_asked_about_but_not_its_secrets_nor_a_way_out(tmp_path):
+    """Chat's rule for the file it is asked about (``Runtime.readable``): a library file opened by
+    "go to definition" (outside every workspace folder) is sent with the rule applied to its own folder;
+    a secret there is not; inside the workspace, a git-ignored file and a folder symlinked out stay refused."""
+    from server.config import Settings
+    from server.runtime import Runtime
+
+    ws, lib = tmp_path / "ws", tmp_path / "site-packages" / "lib"
+    write(ws, {"app.py": code("app"), ".gitignore": "build/\n", "build/gen.py": code("gen")})
+    write(lib, {"core.py": code("core"), ".env": "API_KEY=sk-live-0123456789abcdef\n"})
+    os.symlink(lib, ws / "vendored")
+    runtime = Runtime([ws], Settings())
+    assert runtime.readable(ws / "app.py")
+    assert runtime.readable(lib / "core.py")
+    assert not runtime.readable(lib / ".env")
+    assert not runtime.readable(ws / "build" / "gen.py")
+    assert not runtime.readable(ws / "vendored" / "core.py")
+    assert Runtime([], Settings()).readable(lib / "core.py")
