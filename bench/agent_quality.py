@@ -3,8 +3,8 @@
 The problems: top-level, undecorated functions of toolz (``itertoolz.py``, ``dicttoolz.py``,
 ``recipes.py``; pip-installed code this project did not write, whose wheel ships its tests)
 with a test of toolz's own that uses them. One bug is injected per function with the
-verified assistant's mutator (:func:`server.assist.mutants.mutants`), the first mutant for
-which one of those tests fails; ``--problems`` are sampled with ``--seed``. The workspace is a
+verified assistant's mutator (:func:`server.assist.mutants.mutants`), drawn (``--seed``) among
+the mutants one of those tests catches; ``--problems`` are sampled with ``--seed``. The workspace is a
 copy of toolz *with* its tests, the buggy function written into its module.
 
 Both sides get the failing test's node id and output:
@@ -13,7 +13,8 @@ Both sides get the failing test's node id and output:
   lexical scan of the copy, run_tests and execute_python in the bubblewrap sandbox,
   propose_edit, finish), ``--max-steps`` turns;
 - **one-shot**: the same model asked once to fix the function (its buggy source and the
-  failing output in the prompt), the code block of its answer put in place of the function.
+  failing output in the prompt), the function of its answer's code block put in place of the
+  function (renamed back when the model named it otherwise; imports and examples left out).
 
 Success = toolz's whole test file for the module passes with the proposed change (run in the
 sandbox, the change patched in as a verified refactor is), with nothing changed in any other
@@ -35,6 +36,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from dataclasses import dataclass
@@ -83,7 +85,8 @@ def make_problems(n: int, seed: int, root: Path) -> list[Problem]:
             if isinstance(node, ast.FunctionDef) and not node.decorator_list and not node.name.startswith("_") \
                     and 3 <= node.end_lineno - node.lineno + 1 <= 40:
                 candidates.append((module, node.name, node.lineno - 1, node.end_lineno))
-    random.Random(seed).shuffle(candidates)
+    rng = random.Random(seed)
+    rng.shuffle(candidates)
     problems: list[Problem] = []
     for module, name, start, end in candidates:
         if len(problems) >= n:
@@ -95,21 +98,28 @@ def make_problems(n: int, seed: int, root: Path) -> list[Problem]:
                  if f"tests/{MODULES[module]}" in t]
         if not tests:
             continue
-        for m in mutants(source, first_line=start):
+        variants, labelled = [], {}
+        for i, m in enumerate(mutants(source, first_line=start)):
             buggy = "".join(lines[:start]) + m.source + "".join(lines[end:])
             patches = rewrite_patches(text, buggy)
-            if isinstance(patches, str):
-                continue
-            run = run_variants(root, [{"label": "bug", "patches": patches}], module=f"toolz.{module[:-3]}",
-                               test_files=tests)
-            failed = run.runs[0].failed if run.runs else []
-            if failed:
-                failing = next(t for t in tests if t.rsplit("::", 1)[-1] == failed[0].rsplit("::", 1)[-1])
-                out = run.runs[0].output.strip().splitlines()
-                problems.append(Problem(module, name, m.description, buggy, text, m.source,
-                                        str(Path(failing.split("::")[0]).relative_to(root)) + "::" +
-                                        failing.split("::", 1)[1], "\n".join(out[-OUTPUT_LINES:])))
-                break
+            if not isinstance(patches, str):
+                variants.append({"label": f"m{i}", "patches": patches})
+                labelled[f"m{i}"] = (m, buggy)
+        if not variants:
+            continue
+        # One bug per function, drawn among the mutants one of the function's tests catches (the first
+        # one would nearly always be the same kind: a short function's only site is its return).
+        run = run_variants(root, variants, module=f"toolz.{module[:-3]}", test_files=tests)
+        caught = [r for r in run.runs if r.failed and r.label in labelled]
+        if not caught:
+            continue
+        r = rng.choice(caught)
+        m, buggy = labelled[r.label]
+        failing = next(t for t in tests if t.rsplit("::", 1)[-1] == r.failed[0].rsplit("::", 1)[-1])
+        out = r.output.strip().splitlines()
+        problems.append(Problem(module, name, m.description, buggy, text, m.source,
+                                str(Path(failing.split("::")[0]).relative_to(root)) + "::" +
+                                failing.split("::", 1)[1], "\n".join(out[-OUTPUT_LINES:])))
     return problems
 
 
@@ -148,17 +158,38 @@ def lexical_search(root: Path):
     return search
 
 
-def one_shot(core: AssistantCore, p: Problem) -> str | None:
+def one_shot(core: AssistantCore, p: Problem, trace: str | None = None) -> str | None:
     pack = load_pack("refactor")
     messages = [{"role": "system", "content": "You are an expert Python programmer. Fix the bug. Answer with the "
                                               "complete corrected function in one fenced code block."},
                 {"role": "user", "content": f"{problem_text(p)}\n\nThe function, from toolz/{p.module}:\n```python\n"
                                             f"{p.buggy_function}```"}]
     reply = core.answer("fix", messages, pack, lambda _t: None, max_tokens=768)
-    code = code_block(reply.text)
+    if trace:
+        import json
+        with open(trace, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"problem": f"{p.module}:{p.name}", "one_shot": reply.text}) + "\n")
+    code = function_in(code_block(reply.text), p.name)
     if code is None or p.buggy_function not in p.buggy:
         return None
-    return p.buggy.replace(p.buggy_function, code if code.endswith("\n") else code + "\n", 1)
+    return p.buggy.replace(p.buggy_function, code, 1)
+
+
+def function_in(code: str | None, name: str) -> str | None:
+    """The definition of ``name`` in a reply's code block (what the one-shot call was asked for), or its one
+    function under another name (``fix_assoc`` for ``assoc``: renamed back); imports and examples beside it
+    are left out, since only the function is put in place. None when there is no such function."""
+    try:
+        tree = ast.parse(code or "")
+    except SyntaxError:
+        return None
+    funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    named = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name]  # nested too
+    fn = named[0] if named else funcs[0] if len(funcs) == 1 else None
+    if fn is None:
+        return None
+    source = textwrap.dedent("\n".join(code.splitlines()[fn.lineno - 1:fn.end_lineno])) + "\n"
+    return source.replace(f"def {fn.name}(", f"def {name}(", 1)
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -174,7 +205,8 @@ def main() -> None:
     ap.add_argument("--models", default=DEFAULT_MODELS)
     ap.add_argument("--sides", default="agent,one-shot")
     ap.add_argument("--verbose", action="store_true", help="print each step")
-    ap.add_argument("--trace", help="write each agent run (steps, edits, check) as a JSON line to this file")
+    ap.add_argument("--trace", help="write each agent run (steps, edits, check) and each one-shot reply as a JSON "
+                                    "line to this file")
     args = ap.parse_args()
     if args.verbose:
         import logging
@@ -209,7 +241,7 @@ def main() -> None:
             budget = settings.chat_kv_snapshots_mb * 2**20
             manager.engine.submit(lambda model: model.snapshots.resize(budget)).result()
             t_warm = time.monotonic()
-            manager.engine.submit(lambda model: states.ensure(core, model)).result()
+            manager.engine.submit(lambda model: states.ensure(core, model, lambda: "")).result()
             print(f"system texts read in {time.monotonic() - t_warm:.0f} s (once per model, as the server does)",
                   flush=True)
             agent = Agent(core, max_steps=args.max_steps)
@@ -248,7 +280,7 @@ def main() -> None:
                               str(len(run.steps)), " ".join(s.tool for s in run.steps), f"{secs:.0f}"]
                 if "one-shot" in sides:
                     t0 = time.monotonic()
-                    ok1 = judge(root, p, one_shot(core, p))
+                    ok1 = judge(root, p, one_shot(core, p, args.trace))
                     rows["one"].append(ok1)
                     rows["one_s"].append(time.monotonic() - t0)
                     cells += ["fixed" if ok1 else "no", f"{time.monotonic() - t0:.0f}"]

@@ -92,6 +92,7 @@ class Record:
     exact: bool | None = None
     similarity: float | None = None
     suggestion: str = ""
+    key: tuple = ()  # (file, line, column, kind): the same request in the other run
 
 
 def _code_lines(path: Path) -> list[int]:
@@ -227,7 +228,7 @@ async def run_sessions(sessions: list[Session], settings: dict, cps: float, thin
         prompt = after.get("promptTokens", 0) - before.get("promptTokens", 0)
         reused = after.get("reusedTokens", 0) - before.get("reusedTokens", 0)
         text = items[0].insert_text if items else ""
-        rec = Record(kind, ms, prompt - reused, reused, suggestion=text)
+        rec = Record(kind, ms, prompt - reused, reused, suggestion=text, key=(uri, line, col, kind))
         if place is not None:
             got = (typed + text.split("\n", 1)[0]).rstrip()
             rec.exact = got == place.content
@@ -379,10 +380,12 @@ def main() -> None:
     print(f"\n{len(sessions)} sessions (seed {args.seed}), packages {', '.join(args.packages)}; "
           + (f"{' and '.join(compared)} on / off\n" if compared else f"reuse on = defaults, off = {OFF}\n"))
     print(table(on or off, off or on))
-    if on and off and len(on) == len(off):
+    if on and off:  # the same request in both runs (a request made in one only, after a different answer, is left out)
+        theirs = {r.key: r for r in off}
         for kind in KINDS + ("all",):
-            pairs = [(a.latency_ms, b.latency_ms) for a, b in zip(on, off) if kind in ("all", a.kind)]
-            if pairs and all(a.kind == b.kind for a, b in zip(on, off)):
+            pairs = [(r.latency_ms, theirs[r.key].latency_ms) for r in on
+                     if kind in ("all", r.kind) and r.key in theirs]
+            if pairs:
                 print(f"{kind}: " + paired([a for a, _ in pairs], [b for _, b in pairs]))
     for label, info in (("on", info_on), ("off", info_off)):
         if info:

@@ -149,15 +149,47 @@ def test_verify_passes_with_the_fix(box, ws):
     box.call("propose_edit", {"path": "calc/ops.py", "old": "return a - b", "new": "return a + b"})
     check = box.verify([str(ws / FAILING)])
     assert check.verdict == "passed", check
-    assert check.tests == [str(ws / FAILING)] and check.failed == []  # found as covering, named once
+    # The covering test's whole file is run; the named test is in it, so it is not named again.
+    assert check.tests == [str(ws / "tests" / "test_ops.py")] and check.failed == [], check
 
 
 @needs_sandbox
 def test_verify_fails_when_the_edit_does_not_fix_it(box, ws):
     box.call("propose_edit", {"path": "calc/ops.py", "old": "return a - b", "new": "return b - a"})
     check = box.verify()  # the covering test is found without being named
-    assert check.verdict == "failed" and check.tests == [str(ws / FAILING)] and len(check.failed) == 1, check
-    assert check.summary == "1 of the covering tests fail with the edits"
+    assert check.verdict == "failed" and check.tests == [str(ws / "tests" / "test_ops.py")], check
+    assert check.summary == "1 of 1 tests fail with the edits" and len(check.failed) == 1, check
+    assert "assert -1 == 5" in check.output or "assert 1 == 5" in check.output, check.output  # for the model
+
+
+@needs_sandbox
+def test_verify_runs_the_whole_test_file_so_a_caller_of_the_edited_function_is_tested_too(box, ws):
+    """``total`` calls ``add``; its test never names ``add``, but sits in the same file: an edit that makes
+    ``test_add`` pass and breaks ``total`` fails the check (toolz: ``drop`` fixed as ``seq[n:]`` broke
+    ``interpose``, whose test never names ``drop``)."""
+    (ws / "calc" / "ops.py").write_text(OPS + "\n\ndef total(xs):\n    t = 0\n    for x in xs:\n"
+                                          "        t = add(t, x)\n    return t\n")
+    (ws / "tests" / "test_ops.py").write_text(TEST_OPS.replace("import add", "import add, total")
+                                              + "\n\ndef test_total():\n    assert total([1, 2, 3]) == 6\n")
+    assert box.call("propose_edit", {"path": "calc/ops.py", "old": "return a - b", "new": "return 5"}).ok
+    assert box.call("run_tests", {"selector": FAILING}).ok  # the named test passes with the bad fix
+    check = box.verify([str(ws / FAILING)])
+    assert check.verdict == "failed" and check.failed == [str(ws / "tests" / "test_ops.py::test_total")], check
+
+
+@needs_sandbox
+def test_a_proposed_edit_is_run_against_the_tasks_failing_test_in_the_same_step(box, ws):
+    box.task_tests = [str(ws / FAILING)]
+    wrong = box.call("propose_edit", {"path": "calc/ops.py", "old": "return a - b", "new": "return b - a"})
+    assert not wrong.ok and wrong.text.startswith("the failing test still fails with edit 1 (recorded in calc/ops.py")
+    assert "0 passed, 1 failed" in wrong.text and "assert 1 == 5" in wrong.text, wrong
+    right = box.call("propose_edit", {"path": "calc/ops.py", "old": "return b - a", "new": "return a + b"})
+    assert right.ok and right.text.startswith("the failing test now passes with edit 1"), right
+    assert "1 passed, 0 failed" in right.text and len(box.edits) == 1, right
+    assert (ws / "calc" / "ops.py").read_text() == OPS  # nothing written
+    untrusted = Toolbox(ws, trusted=False, task_tests=[str(ws / FAILING)])
+    obs = untrusted.call("propose_edit", {"path": "calc/ops.py", "old": "return a - b", "new": "return a + b"})
+    assert obs.ok and "The failing test was not run: this workspace is not trusted" in obs.text, obs
 
 
 @needs_sandbox
@@ -307,3 +339,13 @@ def test_parse_call_says_what_is_wrong(turn, expected):
     assert call is None and expected in wrong, wrong
     if turn.startswith("Thought: "):
         assert thought and not thought.startswith("Thought")
+
+
+@needs_sandbox
+def test_a_test_file_named_without_its_package_folder_is_found_and_a_missing_one_is_said(box, ws):
+    (ws / "calc" / "tests").mkdir()
+    (ws / "calc" / "tests" / "test_more.py").write_text(TEST_OPS.replace("test_add", "test_add_again"))
+    found = box.call("run_tests", {"selector": "tests/test_more.py::test_add_again"})  # calc/ dropped
+    assert found.text.startswith("0 passed, 1 failed"), found
+    missing = box.call("run_tests", {"selector": "tests/test_nowhere.py::test_x"})
+    assert not missing.ok and "there is no tests/test_nowhere.py in the workspace" in missing.text, missing

@@ -8,8 +8,11 @@ else becomes an observation that says what was wrong, and the model tries again.
 and its observation are appended to the conversation, so each turn reads only the new
 text (the chat model's KV cache holds the rest). The run ends at ``finish``, after
 ``max_steps`` turns or ``time_budget_s`` seconds, or when ``cancel`` is set (within one
-token of the model or one tool run). Proposed edits are then run against the workspace's
-tests that cover them (:meth:`.tools.Toolbox.verify`); nothing is ever written here.
+token of the model or one tool run). Proposed edits are run against the workspace's tests
+that cover them (:meth:`.tools.Toolbox.verify`) when the model calls ``finish``: when they
+fail, the finish is refused with their output as the observation, and the model goes on (a
+second finish with the same edits ends the run); the run's last edits are checked the same way
+when it ends otherwise. Nothing is ever written here.
 
 Threads: blocks; call from a worker thread. Nothing here imports pygls or lsprotocol.
 """
@@ -244,9 +247,12 @@ class Agent:
         box.cancel = cancel
         pack = load_pack("agent")
         tests = _node_ids(box.root, [*tests, *NODE_ID.findall(problem)])
+        box.task_tests = list(tests)
         known = context_for_tests(box.root, tests, box.readable, box.shown) if tests else ""
         messages = pack.render(tools=tool_list(), problem=problem.strip() + (f"\n\n{known}" if known else ""))
         run = AgentRun(run_id or uuid.uuid4().hex[:16], problem, self.assistant.model_name, pack.version)
+        checked: list = []   # the edits run.check was made with
+        refused: list = []   # the edits a finish was refused for (a second finish with them ends the run)
         t0 = time.monotonic()
         while True:
             left = self.time_budget_s - (time.monotonic() - t0)
@@ -281,6 +287,13 @@ class Agent:
             else:
                 say(f"step {len(run.steps) + 1}: {call.name}")
                 obs = box.call(call.name, call.args)
+                if call.name == "finish" and obs.ok and box.edits:  # the fix is checked before the run ends
+                    say("running the tests that cover the proposed edit")
+                    run.check, checked = box.verify(list(tests)), list(box.edits)
+                    if run.check.verdict == "failed" and checked != refused:
+                        refused = checked
+                        obs = Observation(f"error: not finished: {run.check.summary}, so the fix is not right yet "
+                                          f"(finish again to give up).\n{run.check.output}", False)
             step = Step(len(run.steps) + 1, turn, thought, call, obs, time.monotonic() - t_step, tokens)
             run.steps.append(step)
             log.info("agent step %d: %s (%s) %.1f s", step.index, step.tool, "ok" if obs.ok else "failed",
@@ -293,7 +306,7 @@ class Agent:
             messages = messages + [{"role": "assistant", "content": turn},
                                    {"role": "user", "content": f"Observation: {obs.text}"}]
         run.edits = list(box.edits)
-        if run.edits and run.outcome != "cancelled":
+        if run.edits and run.outcome != "cancelled" and (run.check is None or checked != run.edits):
             say("running the tests that cover the proposed edit")
             run.check = box.verify(list(tests))
         run.seconds = time.monotonic() - t0

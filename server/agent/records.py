@@ -102,12 +102,15 @@ class EditCheck:
 
     ``verdict``: ``passed`` (every covering test passed with the edits), ``failed`` (one did
     not: ``failed`` names them), ``unverified`` (nothing could be run: ``summary`` says why).
+    ``tests``: what was run (test files and node ids); ``output``: the end of pytest's output
+    when the verdict is ``failed`` (bounded), for the model to read.
     """
 
     verdict: str
     summary: str
     tests: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    output: str = ""
 
 
 @dataclass
@@ -117,7 +120,7 @@ class AgentRun:
     Attributes:
         id: the run's id (also its row in the store).
         problem: what the user asked (with the failing output when there is one).
-        model: the model that answered; ``prompt_version`` the pack (``agent@v2``).
+        model: the model that answered; ``prompt_version`` the pack (``agent@v3``).
         steps: in order.
         outcome: ``finished`` (the model called finish), ``budget`` (steps or time ran out),
             ``cancelled``, ``error`` (the model could not answer: ``answer`` says why).

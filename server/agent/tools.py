@@ -36,13 +36,14 @@ from ..assist import sandbox
 from ..assist.records import ContextItem
 from ..assist.targets import module_name
 from ..assist.testrun import find_python, run_variants
-from ..assist.verify import rewrite_patches, workspace_tests
+from ..assist.verify import rewrite_patches, test_files, workspace_tests
 from .context import is_test_file
 from .records import EditCheck, Observation, ProposedEdit, apply_edits
 
 OBSERVATION_CHARS = 2400     # an observation longer than this keeps its head and tail
 EXECUTE_TIMEOUT_S = 30       # execute_python's wall-clock limit
 TESTS_TIMEOUT_S = 90         # run_tests' and the final verification's wall-clock limit
+CHECK_OUTPUT_CHARS = 1500    # pytest output kept with a failed verification (the model reads it)
 READ_LINES = 120             # read_file shows at most this many lines per call
 FILE_CHARS = 400_000         # a file larger than this is not read or edited
 SEARCH_RESULTS = 4           # chunks retrieve_knowledge returns
@@ -91,6 +92,8 @@ class Toolbox:
         search: the index's search as prompt context (``query -> [ContextItem]``), or None without an index.
         readable: the index's rule for a file (``(path, text) -> bool``); None: every file inside ``root``.
         cancel: set to stop a running tool (its process tree is killed).
+        task_tests: the failing tests the task names (set by the loop): ``propose_edit`` runs them with
+            the edit at once, so an attempt and its result are one step.
     """
 
     root: Path
@@ -102,6 +105,7 @@ class Toolbox:
     edits: list[ProposedEdit] = field(default_factory=list)
     answer: str | None = None
     shown: list[tuple[str, int, int]] = field(default_factory=list)  # (path, first, last line) the task showed
+    task_tests: list[str] = field(default_factory=list)  # the failing tests the task names (absolute node ids)
     _originals: dict[Path, str] = field(default_factory=dict)
 
     def call(self, name: str, args: dict[str, Any]) -> Observation:
@@ -219,11 +223,16 @@ class Toolbox:
         return found
 
     def verify(self, also: list[str] = ()) -> EditCheck:
-        """Run the tests that cover the edits (and ``also``: the tests the problem named) with the edits
-        applied, in the sandbox. Never raises."""
+        """Run the test files that hold a test covering the edits, whole, and ``also`` (the tests the
+        problem named), with the edits applied, in the sandbox. Never raises.
+
+        Whole files, not just the covering tests: a function is also exercised through the functions
+        that call it, whose tests usually sit in the same file (toolz's ``drop`` by ``interpose``'s test).
+        """
         try:
             self._may_run()
-            tests = list(dict.fromkeys([*self.covering_tests(), *also]))
+            files = list(dict.fromkeys(t.split("::", 1)[0] for t in self.covering_tests()))
+            tests = files + [t for t in dict.fromkeys(also) if t.split("::", 1)[0] not in files]
             if not tests:
                 return EditCheck("unverified", "no test of the workspace covers the edited code")
             result = self.run_tests(tests)
@@ -233,13 +242,16 @@ class Toolbox:
             return EditCheck("unverified", result.reason or "the tests did not run", tests)
         run = result.runs[0]
         if run.error:
-            return EditCheck("failed", f"the edited code does not run: {run.error}", tests, tests)
+            return EditCheck("failed", f"the edited code does not run: {run.error}", tests, tests,
+                             bounded(run.output, CHECK_OUTPUT_CHARS))
         failed = run.failed
         if not failed and not run.passed:
             return EditCheck("failed", "no covering test ran: " + bounded(run.output, 400), tests)
         if failed:
-            return EditCheck("failed", f"{len(failed)} of the covering tests fail with the edits", tests, failed)
-        return EditCheck("passed", f"{len(run.passed)} covering test(s) pass with the edits", tests)
+            return EditCheck("failed", f"{len(failed)} of {len(failed) + len(run.passed)} tests fail with the edits",
+                             tests, failed, bounded(run.output, CHECK_OUTPUT_CHARS))
+        where = f"{len(files)} test file(s) that cover the edited code" if files else "the tests named"
+        return EditCheck("passed", f"{len(run.passed)} tests pass with the edits ({where})", tests)
 
 
 # -- handlers -------------------------------------------------------------------------------------
@@ -291,8 +303,8 @@ def _read_file(box: Toolbox, path: str, start_line: int = 1, end_line: int = 0) 
     rel = box.relative(p)
     if not any(e.path == p for e in box.edits) and any(
             f == rel and a <= start and end <= b for f, a, b in box.shown):
-        raise Refused(f"{rel} lines {start}-{end} are already shown above (in the task); read other lines, or "
-                      "act on what you have read")
+        raise Refused(f"{rel} lines {start}-{end} are already shown above, in the task: act on them (propose_edit "
+                      "with `old` copied from there)")
     shown = "\n".join(f"{n:>5} {lines[n - 1]}" for n in range(start, end + 1))
     if not any(e.path == p for e in box.edits):  # line numbers of the file as it is: the model has seen them
         box.shown.append((rel, start, end))
@@ -303,7 +315,7 @@ def _read_file(box: Toolbox, path: str, start_line: int = 1, end_line: int = 0) 
 def _run_tests(box: Toolbox, selector: str) -> Observation:
     box._may_run()
     selectors = selector.split()
-    result = box.run_tests([str(box.path(file)) + rest for file, rest in (_split_node(s) for s in selectors)])
+    result = box.run_tests([str(_test_path(box, file)) + rest for file, rest in (_split_node(s) for s in selectors)])
     if not result.ran:
         raise Refused(result.reason)
     if not result.runs:
@@ -314,6 +326,25 @@ def _run_tests(box: Toolbox, selector: str) -> Observation:
     head = f"{len(run.passed)} passed, {len(run.failed)} failed" + \
         (" (with the proposed edits applied)" if box.edits else "")
     return Observation(f"{head}\n{run.output.strip()}", not run.failed and bool(run.passed))
+
+
+def _test_path(box: Toolbox, file: str) -> Path:
+    """The workspace path of a test file the model named: as named, or else the one workspace file whose
+    path ends with it (a small model drops the package folder: ``tests/test_x.py`` for ``pkg/tests/test_x.py``).
+
+    Raises:
+        Refused: outside the workspace, or no such file (or several that end so: they are named).
+    """
+    p = box.path(file)
+    if p.exists():
+        return p
+    rel = Path(file).as_posix().lstrip("/")
+    ends = [q for q in test_files(box.root.resolve()) if q.as_posix().endswith("/" + rel)][:5]
+    if len(ends) == 1:
+        return ends[0]
+    if ends:
+        raise Refused(f"{file} is ambiguous: {', '.join(box.relative(q) for q in ends)}")
+    raise Refused(f"there is no {file} in the workspace; test files are named from the workspace root")
 
 
 def _split_node(selector: str) -> tuple[str, str]:
@@ -347,11 +378,16 @@ def _propose_edit(box: Toolbox, path: str, old: str, new: str) -> Observation:
             raise Refused(f"with this edit {box.relative(p)} no longer parses ({e.msg}, line {e.lineno})") from None
     replaced = len(mine) - len(kept)
     box.edits[:] = [e for e in box.edits if e.path != p] + kept + [edit]
-    if replaced:
-        return Observation(f"edit recorded in {box.relative(p)}, in place of {replaced} earlier edit(s) there (not "
-                           "written; the user applies it once the tests pass)")
-    return Observation(f"edit {len(box.edits)} recorded in {box.relative(p)} (not written; the user applies it "
-                       "once the tests pass)")
+    said = (f"recorded in {box.relative(p)}" + (f" in place of {replaced} earlier edit(s) there" if replaced else "")
+            + ", not written: the user applies it once the tests pass")
+    if not box.task_tests:
+        return Observation(f"edit {len(box.edits)} {said}")
+    try:  # the attempt's result in the same step: the failing tests of the task, run with the edits
+        tried = _run_tests(box, " ".join(box.task_tests))
+    except Refused as e:
+        return Observation(f"edit {len(box.edits)} {said}. The failing test was not run: {e}")
+    return Observation(f"the failing test {'now passes' if tried.ok else 'still fails'} with edit {len(box.edits)} "
+                       f"({said}): {tried.text}", tried.ok)
 
 
 def _over_earlier(p: Path, original: str, mine: list[ProposedEdit], start: int, old: str,

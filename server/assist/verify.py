@@ -71,7 +71,9 @@ def rewrite_patches(before: str, after: str) -> list[dict] | str:
 
 
 # -- the workspace's tests -----------------------------------------------------------------------
-def _test_files(root: Path):
+def test_files(root: Path):
+    """The workspace's test modules (``test_*.py``, ``*_test.py``), skipping virtual environments and other
+    folders no test of the project lives in; at most MAX_TEST_FILES."""
     seen = 0
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
@@ -91,7 +93,7 @@ def workspace_tests(root: Path, module: str, name: str, limit: int = MAX_TESTS) 
     """
     top = module.split(".")[0]
     found: list[str] = []
-    for path in _test_files(root):
+    for path in test_files(root):
         text = read_left_file(path, 1_000_000)  # a FIFO or a link planted as a test file is skipped
         if text is None or name not in text or top not in text:
             continue
