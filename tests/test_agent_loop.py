@@ -107,3 +107,15 @@ def test_a_call_written_without_its_tags_is_read_and_a_numbered_thought_is_clean
     at = _bare_call(turn)
     assert parse_call(_cut(f"{turn[:at]}{OPEN}\n{turn[at:]}"))[1] == ToolCall("finish", {"answer": "fixed"})
     assert _thought("1. The test expects 4. Thought: 2.") == "The test expects 4."
+
+
+def test_a_call_with_an_unescaped_quote_is_read_by_repair_and_one_cut_short_is_not():
+    # The 1.5B's finish after a passing test (toolz drop): a quote of the test unescaped in the answer.
+    turn = ('Thought: The test passes now.\n<tool_call>\n{"name": "finish", "arguments": {"answer": "drop returned '
+            'None; the test expected "DE" and now gets it."}}\n</tool_call>')
+    thought, call, wrong = parse_call(turn)
+    assert wrong == "" and call == ToolCall("finish", {"answer": 'drop returned None; the test expected "DE" and now '
+                                                                 'gets it.'}), (call, wrong)
+    assert json.loads(_cut(turn).split("\n")[2]) == {"name": "finish", "arguments": call.args}  # kept as valid JSON
+    cut_short = 'Thought: x\n<tool_call>\n{"name": "propose_edit", "arguments": {"path": "a.py", "old": "x = 1", "new'
+    assert parse_call(cut_short)[1] is None and "not valid JSON" in parse_call(cut_short)[2]

@@ -27,6 +27,8 @@ import time
 import uuid
 from typing import Callable
 
+import json_repair
+
 from ..assist.generation import OPEN_END, AssistantCore
 from ..assist.packs import load_pack
 from ..assist.records import AssistError
@@ -71,7 +73,7 @@ def parse_call(turn: str) -> tuple[str, ToolCall | None, str]:
         thought = thought[len("thought:"):].strip()
     if cut < 0:
         return thought, None, "the turn has no <tool_call>"
-    call = _first_object(turn[cut + len(OPEN):])
+    call = _first_object(turn[cut + len(OPEN):], repair=True)
     if isinstance(call, str):
         return thought, None, f"the tool call is not valid JSON ({call})"
     if not isinstance(call, dict) or not isinstance(call.get("name"), str):
@@ -111,15 +113,27 @@ def _same_read(steps: list[Step], call: ToolCall) -> int | None:
     return next((s.index for s in steps if s.call == call), None)
 
 
-def _first_object(body: str) -> object:
+def _first_object(body: str, repair: bool = False) -> object:
     """The first JSON value after ``<tool_call>`` (a fence or blanks before it skipped; anything after it,
-    such as a second call the model went on to write, ignored), or why there is none (a str)."""
+    such as a second call the model went on to write, ignored), or why there is none (a str).
+
+    ``repair``: a call written to its end (its closing tag, or a last ``}``) that is not valid JSON is
+    read by json-repair when that gives an object with a ``name`` (a small model writes a quote
+    unescaped in a finish's answer: ``"answer": "expected "DE""``). Only for a turn already ended,
+    never to decide whether a call is complete; a call cut short stays malformed (it would be
+    "repaired" into a shorter one).
+    """
+    ended = CLOSE in body or body.rstrip().endswith("}")  # written to its end, not cut short
     body = body.split(CLOSE, 1)[0].strip()
     if body.startswith("```"):
         body = body.strip("`").removeprefix("json").strip()
     try:
         value, _ = json.JSONDecoder().raw_decode(body)
     except ValueError as e:
+        if repair and ended and isinstance(fixed := json_repair.loads(body), dict) and \
+                isinstance(fixed.get("name"), str):
+            log.info("agent: a tool call that was not valid JSON (%s) read by repairing it", e)
+            return fixed
         return str(e)
     return value if not isinstance(value, str) else f"a string, not an object: {value[:40]!r}"
 
@@ -177,7 +191,7 @@ def _cut(turn: str) -> str:
     an observation the model started to invent)."""
     if OPEN in turn:
         head = turn[:turn.index(OPEN)]
-        call = _first_object(turn[turn.index(OPEN) + len(OPEN):])
+        call = _first_object(turn[turn.index(OPEN) + len(OPEN):], repair=True)
         if isinstance(call, dict):
             return f"{head.rstrip()}\n{OPEN}\n{json.dumps(call)}\n{CLOSE}"
     cut = turn.find("Observation")
