@@ -265,7 +265,7 @@ def main() -> None:
                         from server.agent.records import run_dict
                         with open(args.trace, "a", encoding="utf-8") as f:
                             f.write(json.dumps({"problem": f"{p.module}:{p.name}", **run_dict(run),
-                                            "turns": [s.turn for s in run.steps]}) + "\n")
+                                            "turns": [s.text for s in run.steps]}) + "\n")
                     fixed = box.text(target.resolve()) if run.edits else None
                     other = {e.path for e in run.edits} - {target.resolve()}
                     ok = not other and judge(root, p, fixed)
