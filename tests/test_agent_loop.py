@@ -119,3 +119,22 @@ def test_a_call_with_an_unescaped_quote_is_read_by_repair_and_one_cut_short_is_n
     assert json.loads(_cut(turn).split("\n")[2]) == {"name": "finish", "arguments": call.args}  # kept as valid JSON
     cut_short = 'Thought: x\n<tool_call>\n{"name": "propose_edit", "arguments": {"path": "a.py", "old": "x = 1", "new'
     assert parse_call(cut_short)[1] is None and "not valid JSON" in parse_call(cut_short)[2]
+
+
+def test_a_call_repeated_to_no_new_effect_is_found_and_one_after_a_new_edit_is_not():
+    from server.agent.loop import _head, _repeated
+
+    edit = ToolCall("propose_edit", {"path": "toolz/itertoolz.py", "old": "return None", "new": "return []"})
+    tests = ToolCall("run_tests", {"selector": "toolz/tests/test_itertoolz.py::test_drop"})
+    failed = Observation("the failing test still fails with edit 1 (recorded in toolz/itertoolz.py, not written): "
+                         "0 passed, 1 failed", False)
+    steps = [Step(1, "", "", edit, failed), Step(2, "", "", tests, Observation("0 passed, 1 failed", False))]
+    assert _repeated(steps, edit) == 1  # the same fix again (the 1.5B's loop on toolz's drop)
+    assert _repeated(steps, ToolCall("propose_edit", {**edit.args, "new": "return seq[n:]"})) is None
+    assert _repeated(steps, tests) == 2  # the same tests, nothing changed since
+    steps.append(Step(3, "", "", ToolCall("propose_edit", {**edit.args, "new": "return seq[n:]"}), failed))
+    assert _repeated(steps, tests) is None  # an edit since: the run may differ
+    assert _repeated(steps, ToolCall("finish", {"answer": "done"})) is None
+    # The next turn's head names the failure without the observation's details.
+    assert _head(steps) == "Thought: The last propose_edit did not work (the failing test still fails with edit 1), " \
+        "so this time I will "

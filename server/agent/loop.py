@@ -96,7 +96,7 @@ def _head(steps: list[Step]) -> str:
     begun, so that the model does not write the same call again."""
     if not steps or steps[-1].observation.ok:
         return "Thought: "
-    why = steps[-1].observation.text.removeprefix("error: ").split(";")[0].split("\n")[0][:120]
+    why = steps[-1].observation.text.removeprefix("error: ").split(";")[0].split("\n")[0].split(" (")[0][:120]
     return f"Thought: The last {steps[-1].tool} did not work ({why}), so this time I will "
 
 
@@ -105,12 +105,23 @@ def _refused_finish(steps: list[Step]) -> bool:
     return any(s.call is not None and s.call.name == "finish" and not s.observation.ok for s in steps)
 
 
-def _same_read(steps: list[Step], call: ToolCall) -> int | None:
-    """The step that already made this read-only call (read_file, retrieve_knowledge), or None: a small
-    model given the same observation again tends to loop."""
-    if call.name not in ("read_file", "retrieve_knowledge"):
-        return None
-    return next((s.index for s in steps if s.call == call), None)
+def _repeated(steps: list[Step], call: ToolCall) -> int | None:
+    """The step that already made this call to no new effect, or None. Greedy decoding given the same
+    conversation writes the same turn: the 1.5B proposed ``return []`` for toolz's ``drop`` eight times
+    in a row, each time after "so this time I will propose a different fix".
+
+    A read (read_file, retrieve_knowledge) or a proposal (propose_edit: the same path, old and new) made
+    before; a run of the same tests (run_tests, execute_python) with no edit proposed since.
+    """
+    if call.name in ("read_file", "retrieve_knowledge", "propose_edit"):
+        return next((s.index for s in steps if s.call == call), None)
+    if call.name in ("run_tests", "execute_python"):
+        for s in reversed(steps):
+            if s.call == call:
+                return s.index
+            if s.call is not None and s.call.name == "propose_edit":
+                return None
+    return None
 
 
 def _first_object(body: str, repair: bool = False) -> object:
@@ -295,9 +306,10 @@ class Agent:
             elif call.name == "finish" and tests and not box.edits and not _refused_finish(run.steps):
                 obs = Observation("error: the failing test still fails and no fix was proposed. Propose one with "
                                   "propose_edit (finish again to give up).", False)
-            elif (earlier := _same_read(run.steps, call)) is not None:
+            elif (earlier := _repeated(run.steps, call)) is not None:
                 obs = Observation(f"error: you already called {call.name} with these arguments in step {earlier}; "
-                                  "its observation is above. Do something else.", False)
+                                  "its observation is above. Do something else"
+                                  + (": a different fix." if call.name == "propose_edit" else "."), False)
             else:
                 say(f"step {len(run.steps) + 1}: {call.name}")
                 obs = box.call(call.name, call.args)
