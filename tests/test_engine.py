@@ -242,3 +242,17 @@ def test_a_second_context_shares_the_weights_and_keeps_a_kv_cache_of_its_own(def
             eng.submit(run, second=True).result()
     finally:
         eng.shutdown()
+
+
+def test_a_temperature_draws_other_answers_and_a_seed_repeats_one(engine):
+    """The agent's retry after a failed step: another answer to the same prompt, reproducibly."""
+    def run(model):
+        fim, tokens = _prompt(model, typed="    ")
+
+        def gen(**kw):
+            return model.generate(tokens, max_tokens=12, cancel=threading.Event(), deadline=time.monotonic() + 60,
+                                  stop_ids=fim.stop_ids, **kw).text
+        return gen(), [gen(temperature=1.0, seed=s) for s in range(6)], gen(temperature=1.0, seed=3)
+    greedy, drawn, again = engine.submit(run).result()
+    assert any(d != greedy for d in drawn), (greedy, drawn)
+    assert again == drawn[3]

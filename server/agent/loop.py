@@ -42,6 +42,7 @@ MAX_STEPS = 8            # turns before the run ends with outcome "budget"
 TIME_BUDGET_S = 600.0    # seconds before the run ends with outcome "budget"
 TURN_TOKENS = 768        # longest tool call (a propose_edit carries code)
 THOUGHT_TOKENS = 160     # longest thought before the call is asked for
+RETRY_TEMPERATURE = 0.7  # a turn after a failed step is sampled at this temperature (the others: greedy)
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 NODE_ID = re.compile(r"[\w./-]+\.py::[\w:\[\]-]+")  # a pytest node id named in the task
 THOUGHT_SENTENCES = 3    # a thought is kept to its first sentences (a small model can repeat itself)
@@ -221,7 +222,8 @@ class Agent:
         self.assistant, self.max_steps, self.time_budget_s = assistant, max_steps, time_budget_s
 
     def _turn(self, messages: list[dict[str, str]], pack, cancel: threading.Event, left: float,
-              on_text: OnText | None, head: str = "Thought: ") -> tuple[str, int, str]:
+              on_text: OnText | None, head: str = "Thought: ", temperature: float = 0.0,
+              seed: int = 0) -> tuple[str, int, str]:
         """One turn: (its text, tokens written, the generation's finish reason).
 
         The answer is started with ``head`` (``Thought:``, or after a failed call a sentence that
@@ -231,11 +233,13 @@ class Agent:
         an invented observation, or ran long) its thought is kept and the answer is continued
         from ``<tool_call>{"name": "``: the model then writes a tool's name and arguments. Both
         parts share the prompt, which the KV cache holds, so the second reads only the thought.
+        ``temperature``, ``seed``: both parts sampled (a retry after a failed step), else greedy.
         """
+        drawn = {"temperature": temperature, "seed": seed}
         write = on_text or (lambda _t: None)
         first = self.assistant.answer("agent", messages + [{"role": "assistant", "content": head + OPEN_END}], pack,
                                       write, max_tokens=THOUGHT_TOKENS, cancel=cancel, stop=_thought_done,
-                                      time_cap_s=left)
+                                      time_cap_s=left, **drawn)
         text = head + (first.text.lstrip() if head.endswith(" ") else first.text)
         if first.finish == "cancelled" or _closed(text):
             return _cut(text), first.output_tokens, first.finish
@@ -246,7 +250,7 @@ class Agent:
         write(f"\n{OPEN}\n{{\"name\": \"")  # the part the model did not write
         second = self.assistant.answer("agent", messages + [{"role": "assistant", "content": call + OPEN_END}], pack,
                                        write, max_tokens=TURN_TOKENS, cancel=cancel, stop=_call_done(call),
-                                       time_cap_s=left)
+                                       time_cap_s=left, **drawn)
         return _cut(call + second.text), first.output_tokens + second.output_tokens, second.finish
 
     def run(self, problem: str, box: Toolbox, tests: list[str] = (), on_step: OnStep | None = None,
@@ -292,7 +296,11 @@ class Agent:
             t_step = time.monotonic()
             say(f"step {len(run.steps) + 1}: thinking")
             try:
-                turn, tokens, finish = self._turn(messages, pack, cancel, left, on_text, _head(run.steps))
+                # After a failed step the turn is sampled: greedy decoding, given the failure, tends to
+                # write the same call again (each retry draws with its own seed: the run is reproducible).
+                retry = bool(run.steps) and not run.steps[-1].observation.ok
+                turn, tokens, finish = self._turn(messages, pack, cancel, left, on_text, _head(run.steps),
+                                                  RETRY_TEMPERATURE if retry else 0.0, len(run.steps))
             except AssistError as e:
                 run.outcome, run.answer = "error", str(e)
                 break

@@ -149,15 +149,18 @@ class AssistantCore:
                   on_delta: OnDelta | None, max_tokens: int | None = None, time_cap_s: float | None = None,
                   cancel: threading.Event | None = None, use_cache: bool = True,
                   stop: Callable[[str], bool] | None = None, background: bool = False,
-                  on_prompt: OnPromptRead | None = None) -> Reply:
+                  on_prompt: OnPromptRead | None = None, temperature: float = 0.0, seed: int = 0) -> Reply:
         """Run one chat completion (blocking, call from a worker thread), with cache and metrics.
 
         ``stop`` is called with the text so far after each token; True ends the answer there.
         ``background``: an answer written ahead, for the response cache (a hover where the
         cursor rests): any request stops it within one token. ``on_prompt``: while a prompt
         with at least LONG_PROMPT new tokens is read, (tokens read, tokens to read) about once
-        a second; such a prompt is also logged every LONG_PROMPT_LOG_S seconds.
+        a second; such a prompt is also logged every LONG_PROMPT_LOG_S seconds. ``temperature``,
+        ``seed``: a sampled answer (:func:`server.engine.writing.generate`), neither cached nor
+        taken from the cache (a local model; a remote one answers as it does).
         """
+        use_cache = use_cache and temperature <= 0
         key = hashlib.sha256(json.dumps([task, self.model_name, pack.version, messages]).encode()).hexdigest()
         t0 = time.monotonic()
         if use_cache and (hit := self.store.cached(key)) is not None:
@@ -189,7 +192,8 @@ class AssistantCore:
             return len(tokens), model.generate(tokens, max_tokens=budget, cancel=cancel,
                                                deadline=time.monotonic() + cap_s, judge=stream,
                                                on_prompt=_reading(task, on_prompt),
-                                               lookup=task in LOOKUP_TASKS), new, rate
+                                               lookup=task in LOOKUP_TASKS, temperature=temperature,
+                                               seed=seed), new, rate
         if self.remote is not None:
             from ..remote import BackendUnavailable
             try:
@@ -207,7 +211,7 @@ class AssistantCore:
                                             if gen.evaluated_tokens else rate or 0.0, cap_s, late=True))
             text, finish, n_out, n_read = gen.text.strip(), gen.finish, gen.generated_tokens, gen.evaluated_tokens
             first_ms = (time.monotonic() - t0) * 1000 - (gen.total_ms - gen.prompt_ms)
-        if finish not in ("cancelled", "timeout") and text:
+        if finish not in ("cancelled", "timeout") and text and use_cache:
             self.store.cache(key, text)
         if not background:  # the metrics are the user's requests
             self.store.metric(task, self.model_name, (time.monotonic() - t0) * 1000, n_prompt, n_out, False)
@@ -217,7 +221,7 @@ class AssistantCore:
     def answer(self, task: str, messages: list[dict[str, str]], pack: PromptPack, on_text: Callable[[str], None],
                max_tokens: int | None = None, cancel: threading.Event | None = None,
                on_prompt: OnPromptRead | None = None, stop: Callable[[str], bool] | None = None,
-               time_cap_s: float | None = None) -> Reply:
+               time_cap_s: float | None = None, temperature: float = 0.0, seed: int = 0) -> Reply:
         """Answer a conversation a client built itself (the OpenAI-compatible endpoint). Blocks.
 
         Args:
@@ -230,13 +234,15 @@ class AssistantCore:
             stop: called with the answer so far after each token; True ends it there (the agent's
                 turn ends after its tool call).
             time_cap_s: longest the answer may take, in seconds (default: the assistant's cap).
+            temperature, seed: sample the answer instead of the greedy one (see :meth:`_generate`).
 
         Raises:
             AssistError: the conversation does not fit the model's context, or the model has no
                 chat template, or the remote server is unavailable.
         """
         return self._generate(task, messages, pack, None, lambda _sid, delta: on_text(delta), max_tokens=max_tokens,
-                              cancel=cancel, on_prompt=on_prompt, stop=stop, time_cap_s=time_cap_s)
+                              cancel=cancel, on_prompt=on_prompt, stop=stop, time_cap_s=time_cap_s,
+                              temperature=temperature, seed=seed)
 
 
 def _reading(task: str, on_prompt: OnPromptRead | None) -> OnPromptRead:

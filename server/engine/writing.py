@@ -14,6 +14,18 @@ from typing import Any, Callable
 from . import sampling
 from .lookup import Drafter
 
+TOP_K = 40  # with a temperature, tokens are drawn from the 40 most likely (no long tail of nonsense)
+
+
+def _draw(logits, temperature: float, rng):
+    """One token id drawn from the TOP_K highest ``logits`` with probabilities softmax(logits / temperature)."""
+    import numpy as np
+
+    top = np.argpartition(logits, -TOP_K)[-TOP_K:]
+    scaled = (logits[top] - logits[top].max()) / temperature
+    p = np.exp(scaled)
+    return int(top[rng.choice(len(top), p=p / p.sum())])
+
 
 @dataclass
 class Generation:
@@ -63,9 +75,11 @@ def generate(model: Any, prompt: list[int], *, max_tokens: int, cancel: threadin
              judge: Callable[[str], bool] | None = None, forced: bytes = b"",
              text_first: bool = False, banned_first: frozenset[int] = frozenset(),
              record_margins: bool = False, breaks_first: bool = False,
-             on_prompt: Callable[[int, int], None] | None = None, lookup: bool = False) -> Generation:
+             on_prompt: Callable[[int, int], None] | None = None, lookup: bool = False,
+             temperature: float = 0.0, seed: int = 0) -> Generation:
     """Greedy generation from ``prompt`` (token ids) until a stop condition, with ``model``'s
-    KV cache, vocabulary and threads (a :class:`server.engine.model.LoadedModel`).
+    KV cache, vocabulary and threads (a :class:`server.engine.model.LoadedModel`); sampled
+    instead with a ``temperature``.
 
     Args:
         prompt: the prompt's token ids; must be shorter than ``n_ctx - max_tokens``.
@@ -90,7 +104,11 @@ def generate(model: Any, prompt: list[int], *, max_tokens: int, cancel: threadin
             so far, tokens to read): progress for a long prompt.
         lookup: draft the next tokens from earlier text (:mod:`server.engine.lookup`) and
             check them in one batch: the same output (greedy), sooner where the answer
-            repeats its prompt (a rewrite, tests).
+            repeats its prompt (a rewrite, tests). Ignored with a ``temperature``.
+        temperature: 0 (greedy), or each token is drawn from the TOP_K most likely ones
+            (after the constraints), with probabilities softmax(logits / temperature): another
+            answer to the same prompt (the agent's retry after a failed step).
+        seed: the draws' seed (the same seed and prompt give the same answer).
 
     Raises:
         ValueError: the prompt does not fit the context window.
@@ -126,14 +144,15 @@ def generate(model: Any, prompt: list[int], *, max_tokens: int, cancel: threadin
     ends: list[int] = []
     text = sampling.HealedText(forced)
     finish, first_at = "", 0.0
-    drafter = Drafter(model.kv, prompt) if lookup else None
+    drafter = Drafter(model.kv, prompt) if lookup and temperature <= 0 else None
+    rng = np.random.default_rng(seed) if temperature > 0 else None
     # The last prompt token is always evaluated again: its logits are the first token's.
     logits = model.kv.evaluate(prompt[-1:])
     while True:
         # Constrain the logits: token healing, text on the first line (margins noted before).
         logits = constrain(out, logits)
-        # Pick the most likely token (greedy).
-        token = int(np.argmax(logits))
+        # Pick the most likely token (greedy), or draw one of the TOP_K most likely (a temperature).
+        token = int(np.argmax(logits)) if rng is None else _draw(logits, temperature, rng)
         # Cancelled or out of time: stop without it.
         if finish := stopped():
             break
