@@ -9,10 +9,11 @@ and its observation are appended to the conversation, so each turn reads only th
 text (the chat model's KV cache holds the rest). The run ends at ``finish``, after
 ``max_steps`` turns or ``time_budget_s`` seconds, or when ``cancel`` is set (within one
 token of the model or one tool run). Proposed edits are run against the workspace's tests
-that cover them (:meth:`.tools.Toolbox.verify`) when the model calls ``finish``: when they
-fail, the finish is refused with their output as the observation, and the model goes on (a
-second finish with the same edits ends the run); the run's last edits are checked the same way
-when it ends otherwise. Nothing is ever written here.
+that cover them (:meth:`.tools.Toolbox.verify`) as soon as a proposal makes the task's failing
+test pass, and the verdict is part of that step's observation; a ``finish`` whose edits fail
+them is refused with their output, and the model goes on (a second finish with the same edits
+ends the run); the run's last edits are checked the same way when it ends otherwise. Nothing
+is ever written here.
 
 Threads: blocks; call from a worker thread. Nothing here imports pygls or lsprotocol.
 """
@@ -99,6 +100,15 @@ def _head(steps: list[Step]) -> str:
         return "Thought: "
     why = steps[-1].observation.text.removeprefix("error: ").split(";")[0].split("\n")[0].split(" (")[0][:120]
     return f"Thought: The last {steps[-1].tool} did not work ({why}), so this time I will "
+
+
+def _verdict(check) -> str:
+    """What a proposal's check says to the model: finish, or what failed."""
+    if check.verdict == "passed":
+        return f"The other tests of the code you changed pass too ({check.summary}): call finish now."
+    if check.verdict == "failed":
+        return f"But the other tests of the code you changed do not all pass: {check.summary}.\n{check.output}"
+    return f"(The other tests could not be run: {check.summary}.) Call finish if the fix is right."
 
 
 def _refused_finish(steps: list[Step]) -> bool:
@@ -321,13 +331,18 @@ class Agent:
             else:
                 say(f"step {len(run.steps) + 1}: {call.name}")
                 obs = box.call(call.name, call.args)
-                if call.name == "finish" and obs.ok and box.edits:  # the fix is checked before the run ends
+                if box.edits and obs.ok and call.name in ("propose_edit", "finish") and checked != box.edits:
+                    # A proposal that passes the task's test, and a finish, are checked against the other
+                    # tests of the code they change: the model sees the whole verdict in the same step.
                     say("running the tests that cover the proposed edit")
                     run.check, checked = box.verify(list(tests)), list(box.edits)
-                    if run.check.verdict == "failed" and checked != refused:
-                        refused = checked
-                        obs = Observation(f"error: not finished: {run.check.summary}, so the fix is not right yet "
-                                          f"(finish again to give up).\n{run.check.output}", False)
+                    if call.name == "propose_edit":
+                        obs = Observation(f"{obs.text}\n{_verdict(run.check)}", run.check.verdict != "failed")
+                if call.name == "finish" and obs.ok and run.check is not None and run.check.verdict == "failed" \
+                        and checked == box.edits and checked != refused:
+                    refused = checked
+                    obs = Observation(f"error: not finished: {run.check.summary}, so the fix is not right yet "
+                                      f"(finish again to give up).\n{run.check.output}", False)
             step = Step(len(run.steps) + 1, turn, thought, call, obs, time.monotonic() - t_step, tokens)
             run.steps.append(step)
             log.info("agent step %d: %s (%s) %.1f s", step.index, step.tool, "ok" if obs.ok else "failed",
