@@ -141,7 +141,8 @@ def _first_object(body: str, repair: bool = False) -> object:
 
     ``repair``: a call written to its end (its closing tag, or a last ``}``) that is not valid JSON is
     read by json-repair when that gives an object with a ``name`` (a small model writes a quote
-    unescaped in a finish's answer: ``"answer": "expected "DE""``). Only for a turn already ended,
+    unescaped in a finish's answer: ``"answer": "expected "DE""``) and fills every argument (see
+    :func:`_filled`). Only for a turn already ended,
     never to decide whether a call is complete; a call cut short stays malformed (it would be
     "repaired" into a shorter one).
     """
@@ -153,11 +154,19 @@ def _first_object(body: str, repair: bool = False) -> object:
         value, _ = json.JSONDecoder().raw_decode(body)
     except ValueError as e:
         if repair and ended and isinstance(fixed := json_repair.loads(body), dict) and \
-                isinstance(fixed.get("name"), str):
+                isinstance(fixed.get("name"), str) and _filled(fixed.get("arguments")):
             log.info("agent: a tool call that was not valid JSON (%s) read by repairing it", e)
             return fixed
         return str(e)
     return value if not isinstance(value, str) else f"a string, not an object: {value[:40]!r}"
+
+
+def _filled(value: object) -> bool:
+    """No empty or null value in a repaired call's arguments: json-repair fills a value the model left
+    out (``{"path": }``) with one; that call stays malformed rather than run with an invented value."""
+    if isinstance(value, dict):
+        return all(_filled(v) for v in value.values())
+    return value not in ("", None)
 
 
 def _closed(text: str) -> bool:
