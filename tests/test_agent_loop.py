@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from server.agent.context import context_for_tests, is_test_file
 from server.agent.loop import _closed, _cut, _node_ids, _thought, _thought_done, parse_call
 from server.agent.records import Observation, Step, ToolCall
@@ -122,7 +124,7 @@ def test_a_call_with_an_unescaped_quote_is_read_by_repair_and_one_cut_short_is_n
 
 
 def test_a_call_repeated_to_no_new_effect_is_found_and_one_after_a_new_edit_is_not():
-    from server.agent.loop import _head, _repeated
+    from server.agent.loop import _head, _repeated, _retry_temperature
 
     edit = ToolCall("propose_edit", {"path": "toolz/itertoolz.py", "old": "return None", "new": "return []"})
     tests = ToolCall("run_tests", {"selector": "toolz/tests/test_itertoolz.py::test_drop"})
@@ -135,6 +137,12 @@ def test_a_call_repeated_to_no_new_effect_is_found_and_one_after_a_new_edit_is_n
     steps.append(Step(3, "", "", ToolCall("propose_edit", {**edit.args, "new": "return seq[n:]"}), failed))
     assert _repeated(steps, tests) is None  # an edit since: the run may differ
     assert _repeated(steps, ToolCall("finish", {"answer": "done"})) is None
-    # The next turn's head names the failure without the observation's details.
+    # The next turn's head names the failure without the observation's details, and the fix that failed.
     assert _head(steps) == "Thought: The last propose_edit did not work (the failing test still fails with edit 1), " \
-        "so this time I will "
+        "so `return seq[n:]` is not the fix, so this time I will "
+    # Sampled after failures, hotter with each in a row; greedy after a step that worked.
+    assert _retry_temperature(steps) == pytest.approx(1.2)
+    assert _retry_temperature(steps[:1]) == pytest.approx(0.7)
+    assert _retry_temperature([*steps, Step(4, "", "", tests, Observation("1 passed", True))]) == 0.0
+    shown = Observation("error: toolz/itertoolz.py lines 662-675 are already shown above, in the task", False)
+    assert "propose a fix" in _head([Step(1, "", "", ToolCall("read_file", {"path": "t.py"}), shown)])

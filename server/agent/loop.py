@@ -43,7 +43,7 @@ MAX_STEPS = 8            # turns before the run ends with outcome "budget"
 TIME_BUDGET_S = 600.0    # seconds before the run ends with outcome "budget"
 TURN_TOKENS = 768        # longest tool call (a propose_edit carries code)
 THOUGHT_TOKENS = 160     # longest thought before the call is asked for
-RETRY_TEMPERATURE = 0.7  # a turn after a failed step is sampled at this temperature (the others: greedy)
+RETRY_TEMPERATURE = 0.7  # a turn after a failed step is sampled from this temperature up (the others: greedy)
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 NODE_ID = re.compile(r"[\w./-]+\.py::[\w:\[\]-]+")  # a pytest node id named in the task
 THOUGHT_SENTENCES = 3    # a thought is kept to its first sentences (a small model can repeat itself)
@@ -98,8 +98,26 @@ def _head(steps: list[Step]) -> str:
     begun, so that the model does not write the same call again."""
     if not steps or steps[-1].observation.ok:
         return "Thought: "
-    why = steps[-1].observation.text.removeprefix("error: ").split(";")[0].split("\n")[0].split(" (")[0][:120]
-    return f"Thought: The last {steps[-1].tool} did not work ({why}), so this time I will "
+    last = steps[-1]
+    if last.call is not None and last.call.name == "read_file" and "already" in last.observation.text:
+        # A small model asks again for the code it was shown (the 1.5B, eight times): point it at the fix.
+        return "Thought: The code is already shown above, so instead of reading it I will now propose a fix for it "
+    why = last.observation.text.removeprefix("error: ").split(";")[0].split("\n")[0].split(" (")[0][:120]
+    head = f"Thought: The last {last.tool} did not work ({why})"
+    if last.call is not None and last.call.name == "propose_edit" and isinstance(new := last.call.args.get("new"), str):
+        head += f", so `{' '.join(new.split())[:80]}` is not the fix"  # named: the next draw tends to avoid it
+    return head + ", so this time I will "
+
+
+def _retry_temperature(steps: list[Step]) -> float:
+    """0 (greedy) after a step that worked; after failed steps, higher with each failure in a row
+    (RETRY_TEMPERATURE, then +0.25 each, at most 1.2): a confident small model draws the same call at 0.7."""
+    failures = 0
+    for s in reversed(steps):
+        if s.observation.ok:
+            break
+        failures += 1
+    return 0.0 if not failures else min(1.2, RETRY_TEMPERATURE + 0.25 * (failures - 1))
 
 
 def _verdict(check) -> str:
@@ -317,9 +335,8 @@ class Agent:
             try:
                 # After a failed step the turn is sampled: greedy decoding, given the failure, tends to
                 # write the same call again (each retry draws with its own seed: the run is reproducible).
-                retry = bool(run.steps) and not run.steps[-1].observation.ok
                 turn, tokens, finish = self._turn(messages, pack, cancel, left, on_text, _head(run.steps),
-                                                  RETRY_TEMPERATURE if retry else 0.0, len(run.steps))
+                                                  _retry_temperature(run.steps), len(run.steps))
             except AssistError as e:
                 run.outcome, run.answer = "error", str(e)
                 break
