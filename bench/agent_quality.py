@@ -4,8 +4,11 @@ The problems: top-level, undecorated functions of toolz (``itertoolz.py``, ``dic
 ``recipes.py``; pip-installed code this project did not write, whose wheel ships its tests)
 with a test of toolz's own that uses them. One bug is injected per function with the
 verified assistant's mutator (:func:`server.assist.mutants.mutants`), drawn (``--seed``) among
-the mutants one of those tests catches; ``--problems`` are sampled with ``--seed``. The workspace is a
-copy of toolz *with* its tests, the buggy function written into its module.
+the mutants one of those tests catches: a comparison's boundary or sense, an operator, a
+constant, a negated condition, as people write bugs (its ``return None`` mutant is left out: it
+deletes the expression the fix needs, which turns a fix into rewriting the function);
+``--problems`` are sampled with ``--seed``. The workspace is a copy of toolz *with* its tests,
+the buggy function written into its module.
 
 Both sides get the failing test's node id and output:
 
@@ -100,6 +103,8 @@ def make_problems(n: int, seed: int, root: Path) -> list[Problem]:
             continue
         variants, labelled = [], {}
         for i, m in enumerate(mutants(source, first_line=start)):
+            if m.description.endswith("`return None`"):  # the expression the fix needs is deleted, not changed
+                continue
             buggy = "".join(lines[:start]) + m.source + "".join(lines[end:])
             patches = rewrite_patches(text, buggy)
             if not isinstance(patches, str):

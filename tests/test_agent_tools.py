@@ -349,3 +349,25 @@ def test_a_test_file_named_without_its_package_folder_is_found_and_a_missing_one
     assert found.text.startswith("0 passed, 1 failed"), found
     missing = box.call("run_tests", {"selector": "tests/test_nowhere.py::test_x"})
     assert not missing.ok and "there is no tests/test_nowhere.py in the workspace" in missing.text, missing
+
+
+@needs_sandbox
+def test_replace_function_puts_the_whole_corrected_function_in_place_keeping_its_docstring(box, ws):
+    (ws / "calc" / "ops.py").write_text('class Calc:\n    def add(self, a, b):\n        """Sum of a and b."""\n'
+                                        "        return a - b\n\n\n" + OPS)
+    box.task_tests = [str(ws / FAILING)]
+    # The model's version: fenced, without the docstring, at column 0 (a method, re-indented into its class).
+    fixed = box.call("replace_function", {"path": "calc/ops.py", "name": "Calc.add",
+                                          "code": "```python\ndef add(self, a, b):\n    return a + b\n```"})
+    assert fixed.ok is False and "still fails" in fixed.text  # the test calls calc.ops.add, not the method
+    text = box.text((ws / "calc" / "ops.py").resolve())
+    assert '    def add(self, a, b):\n        """Sum of a and b."""\n        return a + b\n' in text, text
+    top = box.call("replace_function", {"path": "calc/ops.py", "name": "add", "code": "def add(a, b):\n  return a + b"})
+    assert top.ok and "now passes" in top.text, top
+    assert "def add(a, b):\n  return a + b\n\n\ndef mul" in box.text((ws / "calc" / "ops.py").resolve())
+    assert len(box.edits) == 2 and (ws / "calc" / "ops.py").read_text().count("return a - b") == 2  # not written
+    for args, said in (({"name": "nothing", "code": "def nothing():\n    pass"}, "there is no function nothing"),
+                       ({"name": "add", "code": "def plus(a, b):\n    return a + b"}, "one whole function named add"),
+                       ({"name": "add", "code": "def add(a, b):\n    return (a +"}, "code does not parse")):
+        obs = box.call("replace_function", {"path": "calc/ops.py", **args})
+        assert not obs.ok and said in obs.text, obs

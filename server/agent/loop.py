@@ -45,6 +45,7 @@ TURN_TOKENS = 768        # longest tool call (a propose_edit carries code)
 THOUGHT_TOKENS = 160     # longest thought before the call is asked for
 RETRY_TEMPERATURE = 0.7  # a turn after a failed step is sampled from this temperature up (the others: greedy)
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
+EDITS = ("propose_edit", "replace_function")  # the tools that propose an edit
 NODE_ID = re.compile(r"[\w./-]+\.py::[\w:\[\]-]+")  # a pytest node id named in the task
 THOUGHT_SENTENCES = 3    # a thought is kept to its first sentences (a small model can repeat itself)
 OnStep = Callable[[Step], None]       # a finished step (worker thread)
@@ -142,13 +143,13 @@ def _repeated(steps: list[Step], call: ToolCall) -> int | None:
     A read (read_file, retrieve_knowledge) or a proposal (propose_edit: the same path, old and new) made
     before; a run of the same tests (run_tests, execute_python) with no edit proposed since.
     """
-    if call.name in ("read_file", "retrieve_knowledge", "propose_edit"):
+    if call.name in ("read_file", "retrieve_knowledge", *EDITS):
         return next((s.index for s in steps if s.call == call), None)
     if call.name in ("run_tests", "execute_python"):
         for s in reversed(steps):
             if s.call == call:
                 return s.index
-            if s.call is not None and s.call.name == "propose_edit":
+            if s.call is not None and s.call.name in EDITS:
                 return None
     return None
 
@@ -353,16 +354,16 @@ class Agent:
             elif (earlier := _repeated(run.steps, call)) is not None:
                 obs = Observation(f"error: you already called {call.name} with these arguments in step {earlier}; "
                                   "its observation is above. Do something else"
-                                  + (": a different fix." if call.name == "propose_edit" else "."), False)
+                                  + (": a different fix." if call.name in EDITS else "."), False)
             else:
                 say(f"step {len(run.steps) + 1}: {call.name}")
                 obs = box.call(call.name, call.args)
-                if box.edits and obs.ok and call.name in ("propose_edit", "finish") and checked != box.edits:
+                if box.edits and obs.ok and call.name in (*EDITS, "finish") and checked != box.edits:
                     # A proposal that passes the task's test, and a finish, are checked against the other
                     # tests of the code they change: the model sees the whole verdict in the same step.
                     say("running the tests that cover the proposed edit")
                     run.check, checked = box.verify(list(tests)), list(box.edits)
-                    if call.name == "propose_edit":
+                    if call.name in EDITS:
                         obs = Observation(f"{obs.text}\n{_verdict(run.check)}", run.check.verdict != "failed")
                 if call.name == "finish" and obs.ok and run.check is not None and run.check.verdict == "failed" \
                         and checked == box.edits and checked != refused:

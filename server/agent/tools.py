@@ -27,6 +27,7 @@ import ast
 import shutil
 import sys
 import tempfile
+import textwrap
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,8 +304,8 @@ def _read_file(box: Toolbox, path: str, start_line: int = 1, end_line: int = 0) 
     rel = box.relative(p)
     if not any(e.path == p for e in box.edits) and any(
             f == rel and a <= start and end <= b for f, a, b in box.shown):
-        raise Refused(f"{rel} lines {start}-{end} are already shown above, in the task: act on them (propose_edit "
-                      "with `old` copied from there)")
+        raise Refused(f"{rel} lines {start}-{end} are already shown above, in the task: act on them (replace_function "
+                      "with the corrected function, or propose_edit)")
     shown = "\n".join(f"{n:>5} {lines[n - 1]}" for n in range(start, end + 1))
     if not any(e.path == p for e in box.edits):  # line numbers of the file as it is: the model has seen them
         box.shown.append((rel, start, end))
@@ -390,6 +391,70 @@ def _propose_edit(box: Toolbox, path: str, old: str, new: str) -> Observation:
                        f"({said}): {tried.text}", tried.ok)
 
 
+def _replace_function(box: Toolbox, path: str, name: str, code: str) -> Observation:
+    """``name`` (a function, or ``Class.method``) of ``path`` replaced by ``code``, the model's whole corrected
+    version of it, as a :func:`_propose_edit` of the function's text as it is now (with earlier proposals).
+
+    A small model rewrites a short function more reliably than it finds and copies the one wrong line
+    (the 1.5B fixed toolz's ``countby`` by rewriting it, and edited a line of its docstring when asked
+    for the line). ``code`` is re-indented to the definition's place; the original's docstring is kept
+    when ``code`` has none, and its decorators when ``code`` has none.
+    """
+    p = box.path(path)
+    text = box.text(p)
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as e:
+        raise Refused(f"{box.relative(p)} does not parse ({e.msg}, line {e.lineno})") from None
+    node = _definition(tree, name)
+    if node is None:
+        raise Refused(f"there is no function {name} in {box.relative(p)}")
+    fenced = code.strip().removeprefix("```python").removeprefix("```").removesuffix("```")
+    body = textwrap.dedent(fenced.strip("\n")).strip("\n")
+    try:
+        new_tree = ast.parse(body)
+    except SyntaxError as e:
+        raise Refused(f"code does not parse ({e.msg}, line {e.lineno}): write the whole function") from None
+    defs = [n for n in new_tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    if len(defs) != 1 or defs[0].name != name.split(".")[-1]:
+        raise Refused(f"code must be one whole function named {name.split('.')[-1]}, nothing else")
+    lines = text.splitlines(keepends=True)
+    indent = _indent_of(lines[node.lineno - 1])
+    new_lines = body.splitlines(keepends=True)
+    if not ast.get_docstring(defs[0]) and (doc := _docstring_lines(node, lines)):
+        at = defs[0].body[0].lineno - 1  # the docstring goes before the first statement of the new body
+        was, now = _indent_of(doc[0]), _indent_of(new_lines[at])
+        new_lines[at:at] = [now + line[len(was):] if line.startswith(was) else line for line in doc]
+    if not new_lines[-1].endswith("\n"):
+        new_lines[-1] += "\n"
+    start = node.lineno - 1 if not defs[0].decorator_list else \
+        min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
+    new = "".join(indent + line if line.strip() else line for line in new_lines)
+    return _propose_edit(box, path, "".join(lines[start:node.end_lineno]), new)
+
+
+def _indent_of(line: str) -> str:
+    return line[:len(line) - len(line.lstrip())]
+
+
+def _definition(tree: ast.Module, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    """The top-level function ``name``, or the method ``Class.method``."""
+    *owner, fn = name.split(".")
+    body = tree.body
+    if owner:
+        cls = next((n for n in body if isinstance(n, ast.ClassDef) and n.name == owner[0]), None)
+        body = cls.body if cls is not None else []
+    return next((n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == fn), None)
+
+
+def _docstring_lines(node: ast.AST, lines: list[str]) -> list[str]:
+    """The source lines of ``node``'s docstring (whole lines), or []."""
+    first = node.body[0] if node.body else None
+    if ast.get_docstring(node) is None or first is None:
+        return []
+    return lines[first.lineno - 1:first.end_lineno]
+
+
 def _over_earlier(p: Path, original: str, mine: list[ProposedEdit], start: int, old: str,
                   new: str) -> ProposedEdit:
     """``old`` found at ``start`` of the edited text, replaced by ``new``, as one edit of the original that
@@ -466,6 +531,11 @@ TOOLS: tuple[Tool, ...] = (
          _params(["path", "old", "new"], path=("string", "path relative to the workspace root"),
                  old=("string", "the exact text to replace, copied from the file, occurring once"),
                  new=("string", "the replacement")), _propose_edit),
+    Tool("replace_function", "Propose replacing a whole function of a file by your corrected version of it "
+                             "(nothing is written yet).",
+         _params(["path", "name", "code"], path=("string", "path relative to the workspace root"),
+                 name=("string", "the function's name (Class.method for a method)"),
+                 code=("string", "the whole corrected function, from its def line to its end")), _replace_function),
     Tool("finish", "End the task with your answer: what was wrong and what you changed.",
          _params(["answer"], answer=("string", "the answer for the user")), _finish),
 )

@@ -187,6 +187,7 @@ class CompletionService:
         t0 = time.monotonic()
         if not idle:
             SCHEDULE.want(EDITOR)  # a keystroke or an explicit request: the user is in the editor
+            SCHEDULE.typed()
             self.pace.keystroke(snap.uri, t0)
             for uri, flight in self._flights.items():  # a request: work ahead elsewhere gives way
                 if flight.idle and uri != snap.uri:
