@@ -294,7 +294,7 @@ def test_finish_records_the_answer(box):
 
 def test_every_tool_is_in_the_table_with_a_schema():
     assert [t.name for t in TOOLS] == ["read_file", "retrieve_knowledge", "run_tests", "execute_python",
-                                       "propose_edit", "finish"]
+                                       "propose_edit", "replace_function", "finish"]
     for tool in TOOLS:
         schema = tool.schema()
         assert schema["parameters"]["type"] == "object" and tool.description
