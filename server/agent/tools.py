@@ -535,7 +535,8 @@ TOOLS: tuple[Tool, ...] = (
                              "(nothing is written yet).",
          _params(["path", "name", "code"], path=("string", "path relative to the workspace root"),
                  name=("string", "the function's name (Class.method for a method)"),
-                 code=("string", "the whole corrected function, from its def line to its end")), _replace_function),
+                 code=("string", "the corrected function from its def line to its end, without its docstring "
+                                 "(the docstring is kept)")), _replace_function),
     Tool("finish", "End the task with your answer: what was wrong and what you changed.",
          _params(["answer"], answer=("string", "the answer for the user")), _finish),
 )
