@@ -146,3 +146,11 @@ def test_a_call_repeated_to_no_new_effect_is_found_and_one_after_a_new_edit_is_n
     assert _retry_temperature([*steps, Step(4, "", "", tests, Observation("1 passed", True))]) == 0.0
     shown = Observation("error: toolz/itertoolz.py lines 662-675 are already shown above, in the task", False)
     assert "propose a fix" in _head([Step(1, "", "", ToolCall("read_file", {"path": "t.py"}), shown)])
+
+
+def test_a_docstrings_three_quotes_in_code_are_read_as_the_codes_own():
+    # The 1.5B's replace_function for toolz's sliding_window: its docstring's quotes left unescaped.
+    turn = ('Thought: fix it\n<tool_call>\n{"name": "replace_function", "arguments": {"path": "t.py", "name": "f", '
+            '"code": "def f(n):\\n    """ Double n. """\\n    return 2 * n"}}\n</tool_call>')
+    _, call, wrong = parse_call(turn)
+    assert wrong == "" and call.args["code"] == 'def f(n):\n    """ Double n. """\n    return 2 * n', (call, wrong)

@@ -160,7 +160,8 @@ def _first_object(body: str, repair: bool = False) -> object:
 
     ``repair``: a call written to its end (its closing tag, or a last ``}``) that is not valid JSON is
     read by json-repair when that gives an object with a ``name`` (a small model writes a quote
-    unescaped in a finish's answer: ``"answer": "expected "DE""``) and fills every argument (see
+    unescaped in a finish's answer: ``"answer": "expected "DE""``; a docstring's three quotes in a
+    function's code) and fills every argument (see
     :func:`_filled`). Only for a turn already ended,
     never to decide whether a call is complete; a call cut short stays malformed (it would be
     "repaired" into a shorter one).
@@ -172,10 +173,18 @@ def _first_object(body: str, repair: bool = False) -> object:
     try:
         value, _ = json.JSONDecoder().raw_decode(body)
     except ValueError as e:
-        if repair and ended and isinstance(fixed := json_repair.loads(body), dict) and \
-                isinstance(fixed.get("name"), str) and _filled(fixed.get("arguments")):
+        if not (repair and ended):
+            return str(e)
+        # A Python docstring's quotes in code (replace_function): three quotes in a row never occur in
+        # valid JSON (a string is followed by , : } ] or a blank), so they are the code's own, escaped.
+        triple = body.replace('"""', '\\"\\"\\"')
+        try:
+            value, _ = json.JSONDecoder().raw_decode(triple)
+        except ValueError:
+            value = json_repair.loads(triple)
+        if isinstance(value, dict) and isinstance(value.get("name"), str) and _filled(value.get("arguments")):
             log.info("agent: a tool call that was not valid JSON (%s) read by repairing it", e)
-            return fixed
+            return value
         return str(e)
     return value if not isinstance(value, str) else f"a string, not an object: {value[:40]!r}"
 
