@@ -159,11 +159,10 @@ def _first_object(body: str, repair: bool = False) -> object:
     such as a second call the model went on to write, ignored), or why there is none (a str).
 
     ``repair``: a call written to its end (its closing tag, or a last ``}``) that is not valid JSON is
-    read by json-repair when that gives an object with a ``name`` (a small model writes a quote
-    unescaped in a finish's answer: ``"answer": "expected "DE""``; a docstring's three quotes in a
-    function's code) and fills every argument (see
-    :func:`_filled`). Only for a turn already ended,
-    never to decide whether a call is complete; a call cut short stays malformed (it would be
+    read by json-repair when that gives an object with a ``name`` that fills every argument
+    (:func:`_filled`). A small model writes a quote unescaped in a finish's answer (``"answer":
+    "expected "DE""``) or a docstring's three quotes in a function's code. Only for a turn already
+    ended, never to decide whether a call is complete: a call cut short stays malformed (it would be
     "repaired" into a shorter one).
     """
     ended = CLOSE in body or body.rstrip().endswith("}")  # written to its end, not cut short
