@@ -154,3 +154,17 @@ def test_a_docstrings_three_quotes_in_code_are_read_as_the_codes_own():
             '"code": "def f(n):\\n    """ Double n. """\\n    return 2 * n"}}\n</tool_call>')
     _, call, wrong = parse_call(turn)
     assert wrong == "" and call.args["code"] == 'def f(n):\n    """ Double n. """\n    return 2 * n', (call, wrong)
+
+
+def test_after_a_proposal_that_passes_its_checks_the_turn_is_begun_as_the_finish():
+    from server.agent.loop import FINISH_NOW, _head, _repeated
+
+    edit = ToolCall("replace_function", {"path": "calc/ops.py", "name": "add", "code": "def add(a, b): return a + b"})
+    passed = Observation(f"the failing test now passes with edit 1: 1 passed\nThe other tests of the code you changed "
+                         f"pass too (1 tests pass with the edits): {FINISH_NOW}.", True)
+    steps = [Step(1, "", "", edit, passed)]
+    head = _head(steps)
+    assert head.endswith('<tool_call>\n{"name": "finish", "arguments": {"answer": "'), head
+    _, call, wrong = parse_call(head + 'add subtracted; it adds now."}}\n</tool_call>')
+    assert wrong == "" and call == ToolCall("finish", {"answer": "add subtracted; it adds now."})
+    assert _repeated(steps, edit) is None  # proposing a passing fix again is not refused as a failed one

@@ -46,6 +46,7 @@ THOUGHT_TOKENS = 160     # longest thought before the call is asked for
 RETRY_TEMPERATURE = 0.7  # a turn after a failed step is sampled from this temperature up (the others: greedy)
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 EDITS = ("propose_edit", "replace_function")  # the tools that propose an edit
+FINISH_NOW = "call finish now"  # said when a proposal passes its checks
 NODE_ID = re.compile(r"[\w./-]+\.py::[\w:\[\]-]+")  # a pytest node id named in the task
 THOUGHT_SENTENCES = 3    # a thought is kept to its first sentences (a small model can repeat itself)
 OnStep = Callable[[Step], None]       # a finished step (worker thread)
@@ -97,12 +98,20 @@ def parse_call(turn: str) -> tuple[str, ToolCall | None, str]:
 def _head(steps: list[Step]) -> str:
     """How the next turn starts: ``Thought: ``; after a failed call, the failure named and a change of course
     begun, so that the model does not write the same call again."""
-    if not steps or steps[-1].observation.ok:
+    if not steps:
         return "Thought: "
     last = steps[-1]
-    if last.call is not None and last.call.name == "read_file" and "already" in last.observation.text:
+    if last.call is not None and last.call.name in EDITS and last.observation.ok and \
+            FINISH_NOW in last.observation.text:
+        # The fix passes the task's test and the other tests: the 1.5B then proposed it again instead
+        # of finishing (the end-to-end test), so the turn is begun as the finish; it writes the answer.
+        return f'Thought: The fix works, so I will finish.\n{OPEN}\n{{"name": "finish", "arguments": {{"answer": "'
+    if not last.observation.ok and last.call is not None and last.call.name == "read_file" \
+            and "already" in last.observation.text:
         # A small model asks again for the code it was shown (the 1.5B, eight times): point it at the fix.
         return "Thought: The code is already shown above, so instead of reading it I will now propose a fix for it "
+    if last.observation.ok:
+        return "Thought: "
     why = last.observation.text.removeprefix("error: ").split(";")[0].split("\n")[0].split(" (")[0][:120]
     head = f"Thought: The last {last.tool} did not work ({why})"
     if last.call is not None and last.call.name == "propose_edit" and isinstance(new := last.call.args.get("new"), str):
@@ -124,7 +133,7 @@ def _retry_temperature(steps: list[Step]) -> float:
 def _verdict(check) -> str:
     """What a proposal's check says to the model: finish, or what failed."""
     if check.verdict == "passed":
-        return f"The other tests of the code you changed pass too ({check.summary}): call finish now."
+        return f"The other tests of the code you changed pass too ({check.summary}): {FINISH_NOW}."
     if check.verdict == "failed":
         return f"But the other tests of the code you changed do not all pass: {check.summary}.\n{check.output}"
     return f"(The other tests could not be run: {check.summary}.) Call finish if the fix is right."
@@ -143,8 +152,10 @@ def _repeated(steps: list[Step], call: ToolCall) -> int | None:
     A read (read_file, retrieve_knowledge) or a proposal (propose_edit: the same path, old and new) made
     before; a run of the same tests (run_tests, execute_python) with no edit proposed since.
     """
-    if call.name in ("read_file", "retrieve_knowledge", *EDITS):
+    if call.name in ("read_file", "retrieve_knowledge"):
         return next((s.index for s in steps if s.call == call), None)
+    if call.name in EDITS:  # a proposal that failed (one that passed may be made again: it passes again)
+        return next((s.index for s in steps if s.call == call and not s.observation.ok), None)
     if call.name in ("run_tests", "execute_python"):
         for s in reversed(steps):
             if s.call == call:
@@ -283,8 +294,9 @@ class Agent:
         """
         drawn = {"temperature": temperature, "seed": seed}
         write = on_text or (lambda _t: None)
+        done = _thought_done if OPEN not in head else (lambda t: _closed(head + t))  # a call begun in the head
         first = self.assistant.answer("agent", messages + [{"role": "assistant", "content": head + OPEN_END}], pack,
-                                      write, max_tokens=THOUGHT_TOKENS, cancel=cancel, stop=_thought_done,
+                                      write, max_tokens=THOUGHT_TOKENS, cancel=cancel, stop=done,
                                       time_cap_s=left, **drawn)
         text = head + (first.text.lstrip() if head.endswith(" ") else first.text)
         if first.finish == "cancelled" or _closed(text):

@@ -27,7 +27,6 @@ import ast
 import shutil
 import sys
 import tempfile
-import textwrap
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from ..assist.targets import module_name
 from ..assist.testrun import find_python, run_variants
 from ..assist.verify import rewrite_patches, test_files, workspace_tests
 from .context import is_test_file
+from .edits import function_replacement, over_earlier
 from .records import EditCheck, Observation, ProposedEdit, apply_edits
 
 OBSERVATION_CHARS = 2400     # an observation longer than this keeps its head and tail
@@ -369,7 +369,7 @@ def _propose_edit(box: Toolbox, path: str, old: str, new: str) -> Observation:
         at = _the_occurrence(box, p, original, old)  # the code as shown: this proposal replaces what it overlaps
         edit = ProposedEdit(p, old, new, at)
     else:  # text of an earlier proposal: widened to cover the proposals it touches, in the original's terms
-        edit = _over_earlier(p, original, mine, _the_occurrence(box, p, text, old), old, new)
+        edit = over_earlier(p, original, mine, _the_occurrence(box, p, text, old), old, new)
     kept = [e for e in mine if e.at + len(e.old) <= edit.at or e.at >= edit.at + len(edit.old)]
     after = apply_edits(original, kept + [edit])
     if p.suffix == ".py":
@@ -393,95 +393,14 @@ def _propose_edit(box: Toolbox, path: str, old: str, new: str) -> Observation:
 
 def _replace_function(box: Toolbox, path: str, name: str, code: str) -> Observation:
     """``name`` (a function, or ``Class.method``) of ``path`` replaced by ``code``, the model's whole corrected
-    version of it, as a :func:`_propose_edit` of the function's text as it is now (with earlier proposals).
-
-    Meant for a small model, which rewrites a short function more readily than it finds and copies
-    the one wrong line: asked once for the corrected function the 1.5B fixed toolz's ``countby``;
-    asked for the wrong line, it edited a line of the docstring. (Measured since: the 1.5B mostly
-    copies the function unchanged, refused as "new is the same as old"; README, the agent.)
-    ``code`` is re-indented to the definition's place; the original's docstring is kept when
-    ``code`` has none, and its decorators when ``code`` has none.
-    """
+    version of it (:func:`.edits.function_replacement`), as a :func:`_propose_edit` of the function's text
+    as it is now (with earlier proposals)."""
     p = box.path(path)
-    text = box.text(p)
     try:
-        tree = ast.parse(text)
-    except SyntaxError as e:
-        raise Refused(f"{box.relative(p)} does not parse ({e.msg}, line {e.lineno})") from None
-    node = _definition(tree, name)
-    if node is None:
-        raise Refused(f"there is no function {name} in {box.relative(p)}")
-    fenced = code.strip().removeprefix("```python").removeprefix("```").removesuffix("```")
-    body = textwrap.dedent(fenced.strip("\n")).strip("\n")
-    try:
-        new_tree = ast.parse(body)
-    except SyntaxError as e:
-        raise Refused(f"code does not parse ({e.msg}, line {e.lineno}): write the whole function") from None
-    defs = [n for n in new_tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-    if len(defs) != 1 or defs[0].name != name.split(".")[-1]:
-        raise Refused(f"code must be one whole function named {name.split('.')[-1]}, nothing else")
-    lines = text.splitlines(keepends=True)
-    indent = _indent_of(lines[node.lineno - 1])
-    new_lines = body.splitlines(keepends=True)
-    if not ast.get_docstring(defs[0]) and (doc := _docstring_lines(node, lines)):
-        at = defs[0].body[0].lineno - 1  # the docstring goes before the first statement of the new body
-        was, now = _indent_of(doc[0]), _indent_of(new_lines[at])
-        new_lines[at:at] = [now + line[len(was):] if line.startswith(was) else line for line in doc]
-    if not new_lines[-1].endswith("\n"):
-        new_lines[-1] += "\n"
-    start = node.lineno - 1 if not defs[0].decorator_list else \
-        min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
-    new = "".join(indent + line if line.strip() else line for line in new_lines)
-    return _propose_edit(box, path, "".join(lines[start:node.end_lineno]), new)
-
-
-def _indent_of(line: str) -> str:
-    return line[:len(line) - len(line.lstrip())]
-
-
-def _definition(tree: ast.Module, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
-    """The top-level function ``name``, or the method ``Class.method``."""
-    *owner, fn = name.split(".")
-    body = tree.body
-    if owner:
-        cls = next((n for n in body if isinstance(n, ast.ClassDef) and n.name == owner[0]), None)
-        body = cls.body if cls is not None else []
-    return next((n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == fn), None)
-
-
-def _docstring_lines(node: ast.AST, lines: list[str]) -> list[str]:
-    """The source lines of ``node``'s docstring (whole lines), or []."""
-    first = node.body[0] if node.body else None
-    if ast.get_docstring(node) is None or first is None:
-        return []
-    return lines[first.lineno - 1:first.end_lineno]
-
-
-def _over_earlier(p: Path, original: str, mine: list[ProposedEdit], start: int, old: str,
-                  new: str) -> ProposedEdit:
-    """``old`` found at ``start`` of the edited text, replaced by ``new``, as one edit of the original that
-    covers every earlier edit the match touches."""
-    segments = []  # (start, end) in the edited text -> (start, end) in the original, per earlier edit
-    shift = 0
-    for e in sorted(mine, key=lambda e: e.at):
-        segments.append((e.at + shift, e.at + shift + len(e.new), e.at, e.at + len(e.old)))
-        shift += len(e.new) - len(e.old)
-    end = start + len(old)
-
-    def to_original(pos: int, is_end: bool) -> tuple[int, int]:
-        """(edited, original) positions of a boundary, pushed out of any earlier edit it falls in."""
-        shift = 0
-        for a, b, oa, ob in segments:
-            if a < pos < b or (pos == a == b):
-                return (b, ob) if is_end else (a, oa)
-            if b <= pos:
-                shift = ob - b
-        return pos, pos + shift
-    (es, os_), (ee, oe) = to_original(start, False), to_original(end, True)
-    edited = apply_edits(original, mine)
-    region = edited[es:ee]
-    inner = start - es
-    return ProposedEdit(p, original[os_:oe], region[:inner] + new + region[inner + len(old):], os_)
+        old, new = function_replacement(box.text(p), name, code)
+    except ValueError as e:
+        raise Refused(str(e).replace("the file", box.relative(p))) from None
+    return _propose_edit(box, path, old, new)
 
 
 def _the_occurrence(box: Toolbox, p: Path, text: str, old: str, quiet: bool = False) -> int | None:
