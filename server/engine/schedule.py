@@ -109,8 +109,8 @@ class CpuSchedule:
     def reading_ahead_waits(self) -> bool:
         """The assistant's reading ahead should wait: a suggestion is being made, or the user is in
         the editor and either the editor's work ahead runs or they typed there in the last
-        TYPING_PAUSE_S (answers from the cache came 4-6 ms later at p50 with the assistant's model
-        reading on both cores, 2 ms without)."""
+        TYPING_PAUSE_S (answers from the cache took 6-8 ms at p50 instead of 2 with the assistant's model
+        reading on both cores)."""
         with self._lock:
             return not self._quiet.is_set() or self._wanted != ASSISTANT and (
                 bool(self._ahead) or time.monotonic() - self._typed_at < TYPING_PAUSE_S)
