@@ -22,7 +22,8 @@ Both sides get the failing test's node id and output:
 Success = toolz's whole test file for the module passes with the proposed change (run in the
 sandbox, the change patched in as a verified refactor is), with nothing changed in any other
 file. Printed per problem, then per model: success rate, steps, tool calls by kind,
-malformed calls (and how many runs recovered from one), wall time p50/p90, and how many
+malformed calls (and how many runs recovered from one: made a valid call after it, or finished),
+wall time p50/p90, and how many
 proposed edits the verification would have let through that break the module's tests::
 
     python bench/agent_quality.py [--problems 20] [--seed 3] [--max-steps 8]
@@ -197,6 +198,12 @@ def function_in(code: str | None, name: str) -> str | None:
     return source.replace(f"def {fn.name}(", f"def {name}(", 1)
 
 
+def recovered(run) -> bool:
+    """A run went on after its last malformed call: a valid call came after it, or the run finished."""
+    last = max(s.index for s in run.steps if s.call is None)
+    return run.outcome == "finished" or any(s.call is not None for s in run.steps if s.index > last)
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
@@ -279,7 +286,7 @@ def main() -> None:
                     rows["agent_s"].append(secs)
                     rows["steps"].append(len(run.steps))
                     rows["malformed_runs"].append(run.malformed > 0)
-                    rows["recovered"].append(run.malformed > 0 and run.outcome == "finished")
+                    rows["recovered"].append(run.malformed > 0 and recovered(run))
                     rows["bad_verified"].append(passes_check and not ok)
                     tools.update(s.tool for s in run.steps)
                     cells += [f"{'fixed' if ok else 'no'} ({run.outcome}{', verified' if passes_check else ''})",

@@ -118,7 +118,7 @@ def assert_run_shape(reply: dict, max_steps: int) -> None:
     assert 1 <= len(reply["steps"]) <= max_steps and [s["index"] for s in reply["steps"]] == \
         list(range(1, len(reply["steps"]) + 1))
     for s in reply["steps"]:
-        assert set(s) == {"index", "thought", "tool", "arguments", "observation", "ok", "seconds", "tokens"}, s
+        assert set(s) == {"index", "thought", "tool", "arguments", "observation", "ok", "seconds", "tokens", "draft"}, s
         assert s["tool"] == "malformed" or isinstance(s["arguments"], dict), s
         assert s["observation"] and len(s["observation"]) <= 2600, s
     assert reply["malformed"] == sum(s["tool"] == "malformed" for s in reply["steps"])
@@ -205,7 +205,8 @@ async def test_a_fix_is_found_verified_and_applied_only_once_its_test_passes(cli
     assert tools[0] != "malformed" or len(tools) > 1, reply
     reports = [r for r in client.progress_reports.values() if r[0].title == "deepseek: Agent"][-1]
     said = [r.message for r in reports if r.kind == "report"]
-    assert said[0] == "step 1: thinking", said
+    # The task shows the function the failing test calls, so the run starts with a draft of its fix.
+    assert said[0] == "step 1: drafting a fix" and reply["steps"][0]["draft"], (said, reply["steps"][0])
     if reply["edits"]:
         # The check runs when a proposal passes the failing test (or at the end): it is reported.
         assert "running the tests that cover the proposed edit" in said, said

@@ -37,11 +37,13 @@ def _read(path: Path, readable: Callable[[Path, str], bool] | None) -> str | Non
     return text if readable is None or readable(path, text) else None
 
 
-def _numbered(rel: str, text: str, start: int, end: int, shown: list | None = None) -> str:
+def _numbered(rel: str, text: str, start: int, end: int, shown: list | None = None, numbered: bool = True) -> str:
     lines = text.splitlines()[start - 1:min(end, start + MAX_LINES - 1)]
     if shown is not None:
         shown.append((rel, start, start + len(lines) - 1))
     cut = "" if end - start + 1 <= MAX_LINES else f"\n      ... ({end - start + 1 - MAX_LINES} more lines)"
+    if not numbered:  # as code (the agent's drafts: a model copies line numbers into the code it writes)
+        return f"{rel}, lines {start}-{start + len(lines) - 1}:\n```python\n" + "\n".join(lines) + f"\n```{cut}"
     body = "\n".join(f"{n:>5} {line}" for n, line in enumerate(lines, start))
     return f"{rel}, lines {start}-{start + len(lines) - 1}:\n{body}{cut}"
 
@@ -53,7 +55,7 @@ def is_test_file(path: Path) -> bool:
 
 
 def context_for_tests(root: Path, node_ids: list[str], readable: Callable[[Path, str], bool] | None = None,
-                      shown: list[tuple[str, int, int]] | None = None) -> str:
+                      shown: list[tuple[str, int, int]] | None = None, numbered: bool = True) -> str:
     """The tests' code and the workspace definitions they call, as text for the task; "" when none is found.
 
     Args:
@@ -61,6 +63,7 @@ def context_for_tests(root: Path, node_ids: list[str], readable: Callable[[Path,
         node_ids: pytest node ids (absolute or relative to ``root``).
         readable: the index's rule for a file (None: every file inside ``root``).
         shown: when given, each (path relative to ``root``, first line, last line) shown is appended.
+        numbered: each line with its number (as ``read_file`` shows it), else as fenced code.
     """
     root = root.resolve()
     parts: list[str] = []
@@ -89,7 +92,7 @@ def context_for_tests(root: Path, node_ids: list[str], readable: Callable[[Path,
         if fn is None:
             continue
         rel = str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else path.name
-        shown_test = _numbered(rel, text, fn.lineno, fn.end_lineno, shown)
+        shown_test = _numbered(rel, text, fn.lineno, fn.end_lineno, shown, numbered)
         parts.append("The test " + node_id.split("/")[-1] + ", " + shown_test)
         for n in ast.walk(fn):
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id not in called:
@@ -100,14 +103,15 @@ def context_for_tests(root: Path, node_ids: list[str], readable: Callable[[Path,
             elif isinstance(n, ast.Import):
                 packages.update(a.name.split(".")[0] for a in n.names)
     if called and packages:
-        found = _definitions(root, called, packages, readable, shown)
+        found = _definitions(root, called, packages, readable, shown, numbered)
         if found:
             parts.append("Code of the workspace that the test calls:\n\n" + "\n\n".join(found))
     return "\n\n".join(parts)
 
 
 def _definitions(root: Path, names: list[str], packages: set[str],
-                 readable: Callable[[Path, str], bool] | None, shown: list | None = None) -> list[str]:
+                 readable: Callable[[Path, str], bool] | None, shown: list | None = None,
+                 numbered: bool = True) -> list[str]:
     """Top-level definitions of ``names`` (in the order the test calls them) in the packages' non-test modules."""
     wanted = {n: i for i, n in enumerate(names)}
     hits: list[tuple[int, str]] = []
@@ -138,4 +142,4 @@ def _definitions(root: Path, names: list[str], packages: set[str],
                     first = min([d.lineno for d in node.decorator_list] + [node.lineno])
                     hits.append((wanted[node.name], (str(path.relative_to(root)), text, first, node.end_lineno)))
     hits.sort(key=lambda h: h[0])
-    return [_numbered(*h, shown) for _, h in hits[:MAX_DEFINITIONS]]
+    return [_numbered(*h, shown, numbered) for _, h in hits[:MAX_DEFINITIONS]]

@@ -34,6 +34,7 @@ from ..assist.generation import OPEN_END, AssistantCore
 from ..assist.packs import load_pack
 from ..assist.records import AssistError
 from .context import context_for_tests
+from .draft import AGAIN, DRAFT_TOKENS, DRAFTS, current_sources, draft_call, draft_turn, shown_functions
 from .records import AgentRun, Observation, Step, ToolCall
 from .tools import TOOLS_BY_NAME, Toolbox, tool_list
 
@@ -101,8 +102,7 @@ def _head(steps: list[Step]) -> str:
     if not steps:
         return "Thought: "
     last = steps[-1]
-    if last.call is not None and last.call.name in EDITS and last.observation.ok and \
-            FINISH_NOW in last.observation.text:
+    if _passed(steps):
         # The fix passes the task's test and the other tests: the 1.5B then proposed it again instead
         # of finishing (the end-to-end test), so the turn is begun as the finish; it writes the answer.
         return f'Thought: The fix works, so I will finish.\n{OPEN}\n{{"name": "finish", "arguments": {{"answer": "'
@@ -137,6 +137,13 @@ def _verdict(check) -> str:
     if check.verdict == "failed":
         return f"But the other tests of the code you changed do not all pass: {check.summary}.\n{check.output}"
     return f"(The other tests could not be run: {check.summary}.) Call finish if the fix is right."
+
+
+def _passed(steps: list[Step]) -> bool:
+    """The last step was a proposal that passed its checks (the next turn is begun as the finish)."""
+    last = steps[-1] if steps else None
+    return last is not None and last.call is not None and last.call.name in EDITS and last.observation.ok and \
+        FINISH_NOW in last.observation.text
 
 
 def _refused_finish(steps: list[Step]) -> bool:
@@ -337,6 +344,13 @@ class Agent:
         box.task_tests = list(tests)
         known = context_for_tests(box.root, tests, box.readable, box.shown) if tests else ""
         messages = pack.render(tools=tool_list(), problem=problem.strip() + (f"\n\n{known}" if known else ""))
+        # The first steps are drafts when the task shows workspace functions (see .draft): their conversation.
+        functions = shown_functions(box.root.resolve(), box.shown) if known else {}
+        draft_pack = load_pack("agent-draft")
+        drafts = draft_pack.render(problem=problem.strip(), code=context_for_tests(
+            box.root, tests, box.readable, numbered=False)) if functions else []
+        drafted = 0  # draft steps so far (the run's first steps)
+        tried = current_sources(box, functions)  # each function as shown, then as each draft wrote it
         run = AgentRun(run_id or uuid.uuid4().hex[:16], problem, self.assistant.model_name, pack.version)
         checked: list = []   # the edits run.check was made with
         refused: list = []   # the edits a finish was refused for (a second finish with them ends the run)
@@ -352,22 +366,36 @@ class Agent:
                               f"stopped after {self.time_budget_s:.0f} s") + " without finishing"
                 break
             t_step = time.monotonic()
-            say(f"step {len(run.steps) + 1}: thinking")
+            drafting = bool(drafts) and drafted == len(run.steps) < DRAFTS and not _passed(run.steps)
+            drafted += drafting
+            say(f"step {len(run.steps) + 1}: {'drafting a fix' if drafting else 'thinking'}")
+            # After a failed step the turn is sampled: greedy decoding, given the failure, tends to write the
+            # same call again (each retry draws with its own seed: the run is reproducible).
+            drawn = {"temperature": _retry_temperature(run.steps), "seed": len(run.steps)}
             try:
-                # After a failed step the turn is sampled: greedy decoding, given the failure, tends to
-                # write the same call again (each retry draws with its own seed: the run is reproducible).
-                turn, tokens, finish = self._turn(messages, pack, cancel, left, on_text, _head(run.steps),
-                                                  _retry_temperature(run.steps), len(run.steps))
+                if drafting:
+                    reply = self.assistant.answer("agent", drafts, draft_pack, on_text or (lambda _t: None),
+                                                  max_tokens=DRAFT_TOKENS, cancel=cancel, time_cap_s=left, **drawn)
+                    call, wrong = draft_call(reply.text, functions, tried)
+                    if call is not None:
+                        tried.setdefault(call.args["name"], []).append(call.args["code"])
+                    turn, tokens, finish = draft_turn(reply.text, call), reply.output_tokens, reply.finish
+                else:
+                    turn, tokens, finish = self._turn(messages, pack, cancel, left, on_text, _head(run.steps),
+                                                      **drawn)
             except AssistError as e:
                 run.outcome, run.answer = "error", str(e)
                 break
             if finish == "cancelled" or cancel.is_set():
                 run.outcome, run.answer = "cancelled", "cancelled"
                 break
-            thought, call, wrong = parse_call(turn)
+            if drafting:
+                thought = parse_call(turn)[0]
+            else:
+                thought, call, wrong = parse_call(turn)
             if call is None:
-                obs = Observation(f"error: {wrong}. Write one thought, then exactly one "
-                                  f'{OPEN}{{"name": ..., "arguments": {{...}}}}{CLOSE}', False)
+                obs = Observation(f"error: {wrong}." + ("" if drafting else " Write one thought, then exactly one "
+                                  f'{OPEN}{{"name": ..., "arguments": {{...}}}}{CLOSE}'), False)
             elif call.name == "finish" and tests and not box.edits and not _refused_finish(run.steps):
                 obs = Observation("error: the failing test still fails and no fix was proposed. Propose one with "
                                   "propose_edit (finish again to give up).", False)
@@ -390,7 +418,7 @@ class Agent:
                     refused = checked
                     obs = Observation(f"error: not finished: {run.check.summary}, so the fix is not right yet "
                                       f"(finish again to give up).\n{run.check.output}", False)
-            step = Step(len(run.steps) + 1, turn, thought, call, obs, time.monotonic() - t_step, tokens)
+            step = Step(len(run.steps) + 1, turn, thought, call, obs, time.monotonic() - t_step, tokens, drafting)
             run.steps.append(step)
             log.info("agent step %d: %s (%s) %.1f s", step.index, step.tool, "ok" if obs.ok else "failed",
                      step.seconds)
@@ -401,6 +429,9 @@ class Agent:
                 break
             messages = messages + [{"role": "assistant", "content": turn},
                                    {"role": "user", "content": f"Observation: {obs.text}"}]
+            if drafting:
+                drafts = drafts + [{"role": "assistant", "content": reply.text},
+                                   {"role": "user", "content": f"Observation: {obs.text}\n\n{AGAIN}"}]
         run.edits = list(box.edits)
         if run.edits and run.outcome != "cancelled" and (run.check is None or checked != run.edits):
             say("running the tests that cover the proposed edit")

@@ -43,6 +43,9 @@ class Step:
         observation: what the tool (or the parser) answered.
         seconds: wall time of the step (model and tool).
         tokens: tokens the model wrote in this turn.
+        draft: the turn was a draft (:mod:`.draft`): the model answered a plain "fix this function"
+            prompt, and ``text`` is that answer as the turn it made (its words as the thought, its
+            function as the ``replace_function`` call).
     """
 
     index: int
@@ -52,6 +55,7 @@ class Step:
     observation: Observation
     seconds: float = 0.0
     tokens: int = 0
+    draft: bool = False
 
     @property
     def tool(self) -> str:
@@ -154,12 +158,12 @@ class AgentRun:
 
 
 def step_dict(step: Step) -> dict[str, Any]:
-    """A step as JSON: ``{index, thought, tool, arguments, observation, ok, seconds, tokens}``
+    """A step as JSON: ``{index, thought, tool, arguments, observation, ok, seconds, tokens, draft}``
     (``tool`` is ``malformed`` and ``arguments`` null for a turn without a valid call)."""
     return {"index": step.index, "thought": step.thought, "tool": step.tool,
             "arguments": step.call.args if step.call is not None else None,
             "observation": step.observation.text, "ok": step.observation.ok, "seconds": round(step.seconds, 2),
-            "tokens": step.tokens}
+            "tokens": step.tokens, "draft": step.draft}
 
 
 def run_dict(run: AgentRun) -> dict[str, Any]:

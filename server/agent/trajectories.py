@@ -62,7 +62,8 @@ class TrajectoryStore:
         """Store ``run``, or replace the row with its id (the first save's ``created`` time is kept)."""
         steps = [{"index": s.index, "text": s.text, "thought": s.thought, "tool": s.tool,
                   "args": s.call.args if s.call is not None else None, "observation": s.observation.text,
-                  "ok": s.observation.ok, "seconds": s.seconds, "tokens": s.tokens} for s in run.steps]
+                  "ok": s.observation.ok, "seconds": s.seconds, "tokens": s.tokens, "draft": s.draft}
+                 for s in run.steps]
         edits = [{"path": str(e.path), "old": e.old, "new": e.new} for e in run.edits]
         check = None if run.check is None else {"verdict": run.check.verdict, "summary": run.check.summary,
                                                  "tests": list(run.check.tests), "failed": list(run.check.failed)}
@@ -81,7 +82,7 @@ class TrajectoryStore:
         Returns:
             ``{"id", "created" (epoch s), "problem", "model", "prompt_version", "outcome", "answer",
             "verified" (bool), "seconds", "steps" (list of {"index", "text", "thought", "tool", "args"
-            (dict or None for a malformed turn), "observation", "ok", "seconds", "tokens"}), "edits"
+            (dict or None for a malformed turn), "observation", "ok", "seconds", "tokens", "draft"}), "edits"
             (list of {"path", "old", "new"}), "check" ({"verdict", "summary", "tests", "failed"} or None)}``.
         """
         where = " WHERE verified = 1" if only_verified else ""
@@ -199,7 +200,7 @@ def _step(raw: dict[str, Any]) -> Step:
     call = ToolCall(raw["tool"], raw["args"]) if raw.get("args") is not None else None
     return Step(index=raw["index"], text=raw["text"], thought=raw.get("thought", ""), call=call,
                 observation=Observation(raw["observation"], bool(raw["ok"])), seconds=raw.get("seconds", 0.0),
-                tokens=raw.get("tokens", 0))
+                tokens=raw.get("tokens", 0), draft=raw.get("draft", False))
 
 
 def export_trajectories(store: TrajectoryStore, out: IO[str], tokenizer: SpanTokenizer | None,
@@ -207,7 +208,7 @@ def export_trajectories(store: TrajectoryStore, out: IO[str], tokenizer: SpanTok
     """Write the stored runs to ``out`` as JSONL, oldest first; returns how many lines were written.
 
     Each line: ``{"id", "problem", "model", "prompt_version", "outcome", "verified", "training"
-    (= verified), "answer", "tokenizer" (file name or null), "steps": [{"index", "tool", "ok",
+    (= verified), "answer", "tokenizer" (file name or null), "steps": [{"index", "tool", "ok", "draft",
     "text", "spans": [{"kind", "start", "end", "token_start", "token_end"}]}], "edits": [{"path",
     "old", "new"}], "check"}``. Offsets are half-open, characters of ``text`` (Python ``str``
     indices) and tokens of ``tokenizer`` (``token_start``/``token_end`` left out without one).
@@ -225,7 +226,8 @@ def export_trajectories(store: TrajectoryStore, out: IO[str], tokenizer: SpanTok
             if tokenizer is not None:
                 for row, (_, ts, te) in zip(rows, tokenizer.token_spans(text, spans)):
                     row.update(token_start=ts, token_end=te)
-            steps.append({"index": raw["index"], "tool": raw["tool"], "ok": raw["ok"], "text": text, "spans": rows})
+            steps.append({"index": raw["index"], "tool": raw["tool"], "ok": raw["ok"],
+                          "draft": raw.get("draft", False), "text": text, "spans": rows})
         line = {"id": run["id"], "problem": run["problem"], "model": run["model"],
                 "prompt_version": run["prompt_version"], "outcome": run["outcome"], "verified": run["verified"],
                 "training": run["verified"], "answer": run["answer"],

@@ -350,6 +350,8 @@ export interface AgentStep {
   ok: boolean;
   seconds: number;
   tokens: number;
+  /** The step was a draft: the model's plain answer with the corrected function, run as `replace_function`. */
+  draft?: boolean;
 }
 
 export interface AgentStepParams {

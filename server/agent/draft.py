@@ -1,0 +1,124 @@
+"""The agent's first steps: the corrected function asked for as a plain answer, then tried as a tool call.
+
+A small model fixes a short function best when asked the way it was trained to answer: "fix the
+bug; answer with the corrected function". In the tool-call format the 1.5B mostly copied the
+buggy function back (120 of 160 steps on 20 toolz bugs: 1 fixed, against 2 for one plain call).
+So a run whose task shows workspace functions (the failing test's callees,
+:func:`.context.context_for_tests`) starts with up to :data:`DRAFTS` *drafts*: the model is asked
+in that plain framing, its answer's function (one of those shown) becomes a ``replace_function``
+call, and the loop runs it as it runs any call: the failing test, then the covering tests, in the
+sandbox. A draft that fails is answered with its observation in the same conversation ("that is
+not the fix yet"), and the next draft is sampled (the loop's retry temperature). After the drafts,
+the run goes on with the tools, its conversation holding the drafts as the tool calls they were.
+
+Pure functions and one prompt; the model call is the loop's. Nothing here imports pygls or lsprotocol.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import textwrap
+from pathlib import Path
+
+from ..assist.generation import code_block
+from .context import is_test_file
+from .records import ToolCall
+from .tools import Refused, Toolbox
+
+DRAFTS = 3          # draft steps a run starts with (fewer when one passes)
+DRAFT_TOKENS = 768  # longest draft answer (a whole function)
+AGAIN = ("That is not the fix yet. Compare once more what the test expects with what the code does, and answer with "
+         "the function corrected differently: the whole function in one fenced code block.")
+
+
+def shown_functions(root: Path, shown: list[tuple[str, int, int]]) -> dict[str, str]:
+    """``{name: path}`` of the top-level functions of non-test files the task showed (``shown`` as
+    :func:`.context.context_for_tests` fills it: path relative to ``root``, first and last line)."""
+    out: dict[str, str] = {}
+    for rel, first, last in shown:
+        if is_test_file(Path(rel)):
+            continue
+        try:
+            tree = ast.parse((root / rel).read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and first <= node.lineno <= last:
+                out.setdefault(node.name, rel)
+    return out
+
+
+def draft_call(reply: str, functions: dict[str, str], tried: dict[str, list[str]]) -> tuple[ToolCall | None, str]:
+    """The ``replace_function`` call a draft answer makes, and what was wrong when it makes none.
+
+    Args:
+        reply: the model's answer (a fenced code block with one or more functions).
+        functions: ``{name: path}`` it may change (:func:`shown_functions`).
+        tried: ``{name: [source]}``: each function as the task showed it and as earlier drafts wrote it;
+            a function given back as one of these is no new draft (a model that also writes out the
+            helpers it did not touch, or its buggy function again).
+    """
+    code = code_block(reply)
+    if code is None:
+        return None, "the answer has no fenced code block"
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as e:
+        return None, f"the answer's code does not parse ({e.msg}, line {e.lineno})"
+    lines = code.splitlines()
+    named = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name in functions]
+    if not named:
+        return None, f"the answer has no function named {' or '.join(functions)}"
+    for node in named:
+        source = "\n".join(lines[min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1:node.end_lineno])
+        if not any(_same(source, old) for old in tried.get(node.name, [])):
+            return ToolCall("replace_function", {"path": functions[node.name], "name": node.name,
+                                                 "code": source + "\n"}), ""
+    return None, f"the answer gives {named[0].name} back as it was already tried: the bug is still in it"
+
+
+def _same(a: str, b: str) -> bool:
+    """Two functions' code is the same program (docstrings, comments and layout aside)."""
+    try:
+        return _shape(a) == _shape(b)
+    except SyntaxError:
+        return False
+
+
+def _shape(code: str) -> str:
+    tree = ast.parse(textwrap.dedent(code))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body and \
+                isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and \
+                isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def current_sources(box: Toolbox, functions: dict[str, str]) -> dict[str, list[str]]:
+    """``{name: [source]}`` of each function as the run's proposed edits left it."""
+    out: dict[str, list[str]] = {}
+    for name, rel in functions.items():
+        try:
+            text = box.text(box.path(rel))
+            tree = ast.parse(text)
+        except (Refused, SyntaxError):
+            continue
+        lines = text.splitlines()
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+                out[name] = ["\n".join(lines[node.lineno - 1:node.end_lineno])]
+    return out
+
+
+def draft_turn(reply: str, call: ToolCall | None) -> str:
+    """The draft as the agent's conversation holds it: a thought (the answer's words outside its code) and
+    its tool call, the format of every other turn; the answer itself when it made no call."""
+    words = " ".join(re.sub(r"```.*?(```|$)", " ", reply, flags=re.S).split())
+    thought = " ".join(re.split(r"(?<=[.!?])\s+", words)[:2]) or "A first draft of the corrected function."
+    if call is None:
+        return f"Thought: {thought}"
+    return f"Thought: {thought}\n<tool_call>\n{json.dumps({'name': call.name, 'arguments': call.args})}\n</tool_call>"

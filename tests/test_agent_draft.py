@@ -1,0 +1,71 @@
+"""The agent's drafts: which functions a draft may change, and the replace_function call its answer makes (no model)."""
+
+from __future__ import annotations
+
+from server.agent.context import context_for_tests
+from server.agent.draft import current_sources, draft_call, draft_turn, shown_functions
+from server.agent.loop import parse_call
+from server.agent.tools import Toolbox
+
+OPS = ('def add(a, b):\n    """Sum."""\n    return a - b\n\n\ndef neg(a):\n    return -a\n\n\n'
+       'def unused():\n    return 0\n')
+
+
+def _workspace(root):
+    (root / "calc").mkdir(parents=True)
+    (root / "calc" / "__init__.py").write_text("")
+    (root / "calc" / "ops.py").write_text(OPS)
+    (root / "tests").mkdir()
+    (root / "tests" / "test_ops.py").write_text("from calc.ops import add, neg\n\n\ndef test_add():\n"
+                                                "    assert add(2, neg(-3)) == 5\n")
+    return ["tests/test_ops.py::test_add"]
+
+
+def test_a_draft_may_change_the_workspace_functions_the_test_calls_and_sees_them_as_code(tmp_path):
+    tests = _workspace(tmp_path)
+    shown: list = []
+    context_for_tests(tmp_path, tests, shown=shown)
+    assert shown_functions(tmp_path, shown) == {"add": "calc/ops.py", "neg": "calc/ops.py"}  # not the test
+    code = context_for_tests(tmp_path, tests, numbered=False)
+    assert "```python\ndef add(a, b):\n" in code and "    3 " not in code  # no line numbers to copy
+
+
+def test_the_answers_changed_function_becomes_a_replace_function_call(tmp_path):
+    tests = _workspace(tmp_path)
+    shown: list = []
+    context_for_tests(tmp_path, tests, shown=shown)
+    functions = shown_functions(tmp_path, shown)
+    box = Toolbox(tmp_path)
+    tried = current_sources(box, functions)
+    assert tried["add"] == ['def add(a, b):\n    """Sum."""\n    return a - b']
+    # The model writes out the helper it did not touch first (its docstring-less copy is the same program).
+    reply = ("The test expects a sum.\n```python\ndef neg(a):\n    return -a\n\n"
+             "def add(a, b):\n    return a + b\n```\nThe bug was a minus.")
+    call, wrong = draft_call(reply, functions, tried)
+    assert wrong == "" and call.name == "replace_function"
+    assert call.args == {"path": "calc/ops.py", "name": "add", "code": "def add(a, b):\n    return a + b\n"}
+    # In the agent's conversation the draft is a turn like any other: a thought and its call.
+    thought, parsed, bad = parse_call(draft_turn(reply, call))
+    assert (thought, parsed, bad) == ("The test expects a sum. The bug was a minus.", call, "")
+    # The tool puts it in place (the docstring kept) and records it; nothing is written.
+    obs = box.call(call.name, call.args)
+    assert "a + b" in box.text(box.path("calc/ops.py")) and '"""Sum."""' in box.text(box.path("calc/ops.py"))
+    assert (tmp_path / "calc" / "ops.py").read_text() == OPS and obs.text
+
+
+def test_a_draft_that_changes_nothing_new_says_why(tmp_path):
+    tests = _workspace(tmp_path)
+    shown: list = []
+    context_for_tests(tmp_path, tests, shown=shown)
+    functions = shown_functions(tmp_path, shown)
+    tried = current_sources(Toolbox(tmp_path), functions)
+    same = "```python\ndef add(a, b):\n    # adds\n    return a - b\n```"
+    assert draft_call(same, functions, tried) == (None, "the answer gives add back as it was already tried: "
+                                                        "the bug is still in it")
+    tried["add"].append("def add(a, b):\n    return a * b\n")  # an earlier draft
+    assert draft_call("```python\ndef add(a, b):\n    return a * b\n```", functions, tried)[0] is None
+    assert draft_call("I think it is fine.", functions, tried) == (None, "the answer has no fenced code block")
+    assert "does not parse" in draft_call("```python\ndef add(a, b:\n```", functions, tried)[1]
+    assert draft_call("```python\ndef other():\n    pass\n```", functions, tried)[1] == \
+        "the answer has no function named add or neg"
+    assert parse_call(draft_turn("No code.", None))[1] is None
