@@ -22,7 +22,7 @@ Both sides get the failing test's node id and output:
 Success = toolz's whole test file for the module passes with the proposed change (run in the
 sandbox, the change patched in as a verified refactor is), with nothing changed in any other
 file. Printed per problem, then per model: success rate, steps, tool calls by kind,
-malformed calls (and how many runs recovered from one: made a valid call after it, or finished),
+malformed calls (and how many runs recovered from one: made a valid call after the first, or finished),
 wall time p50/p90, and how many
 proposed edits the verification would have let through that break the module's tests::
 
@@ -199,9 +199,9 @@ def function_in(code: str | None, name: str) -> str | None:
 
 
 def recovered(run) -> bool:
-    """A run went on after its last malformed call: a valid call came after it, or the run finished."""
-    last = max(s.index for s in run.steps if s.call is None)
-    return run.outcome == "finished" or any(s.call is not None for s in run.steps if s.index > last)
+    """A run got back on track after a malformed call: a valid call came after its first one (or it finished)."""
+    first = min(s.index for s in run.steps if s.call is None)
+    return run.outcome == "finished" or any(s.call is not None for s in run.steps if s.index > first)
 
 
 def pct(xs: list[float], q: float) -> float:

@@ -60,10 +60,12 @@ def test_a_draft_that_changes_nothing_new_says_why(tmp_path):
     functions = shown_functions(tmp_path, shown)
     tried = current_sources(Toolbox(tmp_path), functions)
     same = "```python\ndef add(a, b):\n    # adds\n    return a - b\n```"
-    assert draft_call(same, functions, tried) == (None, "the answer gives add back as it was already tried: "
-                                                        "the bug is still in it")
+    # A replace_function call all the same (the step is not malformed), refused unrun, saying why.
+    call, wrong = draft_call(same, functions, tried)
+    assert call.name == "replace_function" and wrong == "the answer gives add back as it was already tried: " \
+                                                          "the bug is still in it"
     tried["add"].append("def add(a, b):\n    return a * b\n")  # an earlier draft
-    assert draft_call("```python\ndef add(a, b):\n    return a * b\n```", functions, tried)[0] is None
+    assert draft_call("```python\ndef add(a, b):\n    return a * b\n```", functions, tried)[1] == wrong
     assert draft_call("I think it is fine.", functions, tried) == (None, "the answer has no fenced code block")
     assert "does not parse" in draft_call("```python\ndef add(a, b:\n```", functions, tried)[1]
     assert draft_call("```python\ndef other():\n    pass\n```", functions, tried)[1] == \

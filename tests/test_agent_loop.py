@@ -144,6 +144,10 @@ def test_a_call_repeated_to_no_new_effect_is_found_and_one_after_a_new_edit_is_n
     assert _retry_temperature(steps) == pytest.approx(1.2)
     assert _retry_temperature(steps[:1]) == pytest.approx(0.7)
     assert _retry_temperature([*steps, Step(4, "", "", tests, Observation("1 passed", True))]) == 0.0
+    made_up = Observation("error: there is no tool 'define_function'; the tools are read_file, finish", False)
+    assert _head([Step(1, "", "", None, made_up)]) == "Thought: There is no tool define_function; the tools are " \
+        "read_file, retrieve_knowledge, run_tests, execute_python, propose_edit, replace_function, finish. " \
+        "So I will call "
     shown = Observation("error: toolz/itertoolz.py lines 662-675 are already shown above, in the task", False)
     assert "propose a fix" in _head([Step(1, "", "", ToolCall("read_file", {"path": "t.py"}), shown)])
 

@@ -51,7 +51,9 @@ def shown_functions(root: Path, shown: list[tuple[str, int, int]]) -> dict[str, 
 
 
 def draft_call(reply: str, functions: dict[str, str], tried: dict[str, list[str]]) -> tuple[ToolCall | None, str]:
-    """The ``replace_function`` call a draft answer makes, and what was wrong when it makes none.
+    """The ``replace_function`` call a draft answer makes, and what was wrong: with no call, the answer
+    made none (no code, code that does not parse, no function it may change); with a call, the call is
+    refused unrun (it gives back a function as it was already tried).
 
     Args:
         reply: the model's answer (a fenced code block with one or more functions).
@@ -71,12 +73,14 @@ def draft_call(reply: str, functions: dict[str, str], tried: dict[str, list[str]
     named = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name in functions]
     if not named:
         return None, f"the answer has no function named {' or '.join(functions)}"
+    calls = []
     for node in named:
         source = "\n".join(lines[min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1:node.end_lineno])
+        call = ToolCall("replace_function", {"path": functions[node.name], "name": node.name, "code": source + "\n"})
         if not any(_same(source, old) for old in tried.get(node.name, [])):
-            return ToolCall("replace_function", {"path": functions[node.name], "name": node.name,
-                                                 "code": source + "\n"}), ""
-    return None, f"the answer gives {named[0].name} back as it was already tried: the bug is still in it"
+            return call, ""
+        calls.append(call)
+    return calls[0], f"the answer gives {named[0].name} back as it was already tried: the bug is still in it"
 
 
 def _same(a: str, b: str) -> bool:

@@ -112,6 +112,10 @@ def _head(steps: list[Step]) -> str:
         return "Thought: The code is already shown above, so instead of reading it I will now propose a fix for it "
     if last.observation.ok:
         return "Thought: "
+    if last.call is None and (bad := re.search(r"there is no tool '([^']*)'", last.observation.text)):
+        # The 1.5B called a tool it made up (define_function) five times in a row: the real ones named
+        # in its own thought, the choice of one begun.
+        return f"Thought: There is no tool {bad.group(1)}; the tools are {', '.join(TOOLS_BY_NAME)}. So I will call "
     why = last.observation.text.removeprefix("error: ").split(";")[0].split("\n")[0].split(" (")[0][:120]
     head = f"Thought: The last {last.tool} did not work ({why})"
     if last.call is not None and last.call.name == "propose_edit" and isinstance(new := last.call.args.get("new"), str):
@@ -377,7 +381,7 @@ class Agent:
                     reply = self.assistant.answer("agent", drafts, draft_pack, on_text or (lambda _t: None),
                                                   max_tokens=DRAFT_TOKENS, cancel=cancel, time_cap_s=left, **drawn)
                     call, wrong = draft_call(reply.text, functions, tried)
-                    if call is not None:
+                    if call is not None and not wrong:
                         tried.setdefault(call.args["name"], []).append(call.args["code"])
                     turn, tokens, finish = draft_turn(reply.text, call), reply.output_tokens, reply.finish
                 else:
@@ -396,6 +400,8 @@ class Agent:
             if call is None:
                 obs = Observation(f"error: {wrong}." + ("" if drafting else " Write one thought, then exactly one "
                                   f'{OPEN}{{"name": ..., "arguments": {{...}}}}{CLOSE}'), False)
+            elif drafting and wrong:  # a draft that gives back code already tried: refused unrun
+                obs = Observation(f"error: {wrong}.", False)
             elif call.name == "finish" and tests and not box.edits and not _refused_finish(run.steps):
                 obs = Observation("error: the failing test still fails and no fix was proposed. Propose one with "
                                   "propose_edit (finish again to give up).", False)
