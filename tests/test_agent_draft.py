@@ -71,3 +71,20 @@ def test_a_draft_that_changes_nothing_new_says_why(tmp_path):
     assert draft_call("```python\ndef other():\n    pass\n```", functions, tried)[1] == \
         "the answer has no function named add or neg"
     assert parse_call(draft_turn("No code.", None))[1] is None
+
+
+def test_drafts_are_the_first_steps_only_when_the_task_shows_functions(tmp_path):
+    from server.agent.draft import DRAFTS, Drafts
+
+    tests = [str(tmp_path / t) for t in _workspace(tmp_path)]
+    box = Toolbox(tmp_path)
+    context_for_tests(tmp_path, tests, shown=box.shown)
+    drafts = Drafts(box, "The test fails: assert -1 == 5", tests)
+    assert drafts.functions == {"add": "calc/ops.py", "neg": "calc/ops.py"}
+    assert drafts.messages[0]["role"] == "system" and "```python\ndef add(a, b):" in drafts.messages[1]["content"]
+    assert drafts.due(0, passed=False) and not drafts.due(1, passed=False)  # a step that was not a draft came first
+    drafts.made = DRAFTS - 1
+    assert drafts.due(DRAFTS - 1, passed=False) and not drafts.due(DRAFTS - 1, passed=True)
+    drafts.made = DRAFTS
+    assert not drafts.due(DRAFTS, passed=False)
+    assert not Drafts(Toolbox(tmp_path), "Make it faster.", []).due(0, passed=False)  # no test, no function shown

@@ -11,7 +11,8 @@ sandbox. A draft that fails is answered with its observation in the same convers
 not the fix yet"), and the next draft is sampled (the loop's retry temperature). After the drafts,
 the run goes on with the tools, its conversation holding the drafts as the tool calls they were.
 
-Pure functions and one prompt; the model call is the loop's. Nothing here imports pygls or lsprotocol.
+:class:`Drafts` holds a run's draft conversation; the loop asks it when a draft is due and for the
+call each answer makes. Threads: the loop's worker thread. Nothing here imports pygls or lsprotocol.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import re
 import textwrap
 from pathlib import Path
 
-from ..assist.generation import code_block
-from .context import is_test_file
-from .records import ToolCall
+from ..assist.generation import AssistantCore, code_block
+from ..assist.packs import load_pack
+from ..assist.records import Reply
+from .context import context_for_tests, is_test_file
+from .records import Observation, ToolCall
 from .tools import Refused, Toolbox
 
 DRAFTS = 3          # draft steps a run starts with (fewer when one passes)
@@ -126,3 +129,50 @@ def draft_turn(reply: str, call: ToolCall | None) -> str:
     if call is None:
         return f"Thought: {thought}"
     return f"Thought: {thought}\n<tool_call>\n{json.dumps({'name': call.name, 'arguments': call.args})}\n</tool_call>"
+
+
+class Drafts:
+    """A run's drafts: the conversation in the plain framing, the functions a draft may change, and
+    each function as already tried.
+
+    Args:
+        box: the run's tools (its ``shown`` filled by :func:`.context.context_for_tests`).
+        problem: the task in words.
+        tests: the task's test node ids (absolute).
+    """
+
+    def __init__(self, box: Toolbox, problem: str, tests: list[str]):
+        self.box = box
+        self.pack = load_pack("agent-draft")
+        self.functions = shown_functions(box.root.resolve(), box.shown) if tests else {}
+        self.messages = self.pack.render(problem=problem.strip(), code=context_for_tests(
+            box.root, tests, box.readable, numbered=False)) if self.functions else []
+        self.tried = current_sources(box, self.functions)  # each function as shown, then as each draft wrote it
+        self.made = 0
+        self.reply: Reply | None = None
+
+    def due(self, steps_taken: int, passed: bool) -> bool:
+        """The next step is a draft: the task shows functions, every step so far was a draft, fewer than
+        :data:`DRAFTS` were made, and the last did not pass (then the run finishes)."""
+        return bool(self.functions) and self.made == steps_taken < DRAFTS and not passed
+
+    def write(self, assistant: AssistantCore, on_text, **generation) -> tuple[str, ToolCall | None, str, Reply]:
+        """The model's next draft: (the turn as the agent's conversation holds it, its call, what is wrong
+        with it, the reply); see :func:`draft_call`. ``generation``: ``cancel``, ``time_cap_s``,
+        ``temperature``, ``seed`` of :meth:`AssistantCore.answer`.
+
+        Raises:
+            AssistError: the model cannot answer.
+        """
+        self.made += 1
+        self.reply = assistant.answer("agent", self.messages, self.pack, on_text, max_tokens=DRAFT_TOKENS,
+                                      **generation)
+        call, wrong = draft_call(self.reply.text, self.functions, self.tried)
+        if call is not None and not wrong:
+            self.tried.setdefault(call.args["name"], []).append(call.args["code"])
+        return draft_turn(self.reply.text, call), call, wrong, self.reply
+
+    def observe(self, obs: Observation) -> None:
+        """The last draft's observation, answered in the conversation with a request for another."""
+        self.messages = self.messages + [{"role": "assistant", "content": self.reply.text},
+                                         {"role": "user", "content": f"Observation: {obs.text}\n\n{AGAIN}"}]

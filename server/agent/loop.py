@@ -34,7 +34,7 @@ from ..assist.generation import OPEN_END, AssistantCore
 from ..assist.packs import load_pack
 from ..assist.records import AssistError
 from .context import context_for_tests
-from .draft import AGAIN, DRAFT_TOKENS, DRAFTS, current_sources, draft_call, draft_turn, shown_functions
+from .draft import Drafts
 from .records import AgentRun, Observation, Step, ToolCall
 from .tools import TOOLS_BY_NAME, Toolbox, tool_list
 
@@ -348,13 +348,7 @@ class Agent:
         box.task_tests = list(tests)
         known = context_for_tests(box.root, tests, box.readable, box.shown) if tests else ""
         messages = pack.render(tools=tool_list(), problem=problem.strip() + (f"\n\n{known}" if known else ""))
-        # The first steps are drafts when the task shows workspace functions (see .draft): their conversation.
-        functions = shown_functions(box.root.resolve(), box.shown) if known else {}
-        draft_pack = load_pack("agent-draft")
-        drafts = draft_pack.render(problem=problem.strip(), code=context_for_tests(
-            box.root, tests, box.readable, numbered=False)) if functions else []
-        drafted = 0  # draft steps so far (the run's first steps)
-        tried = current_sources(box, functions)  # each function as shown, then as each draft wrote it
+        drafts = Drafts(box, problem, tests if known else [])  # the first steps, when the task shows functions
         run = AgentRun(run_id or uuid.uuid4().hex[:16], problem, self.assistant.model_name, pack.version)
         checked: list = []   # the edits run.check was made with
         refused: list = []   # the edits a finish was refused for (a second finish with them ends the run)
@@ -370,20 +364,16 @@ class Agent:
                               f"stopped after {self.time_budget_s:.0f} s") + " without finishing"
                 break
             t_step = time.monotonic()
-            drafting = bool(drafts) and drafted == len(run.steps) < DRAFTS and not _passed(run.steps)
-            drafted += drafting
+            drafting = drafts.due(len(run.steps), _passed(run.steps))
             say(f"step {len(run.steps) + 1}: {'drafting a fix' if drafting else 'thinking'}")
             # After a failed step the turn is sampled: greedy decoding, given the failure, tends to write the
             # same call again (each retry draws with its own seed: the run is reproducible).
             drawn = {"temperature": _retry_temperature(run.steps), "seed": len(run.steps)}
             try:
                 if drafting:
-                    reply = self.assistant.answer("agent", drafts, draft_pack, on_text or (lambda _t: None),
-                                                  max_tokens=DRAFT_TOKENS, cancel=cancel, time_cap_s=left, **drawn)
-                    call, wrong = draft_call(reply.text, functions, tried)
-                    if call is not None and not wrong:
-                        tried.setdefault(call.args["name"], []).append(call.args["code"])
-                    turn, tokens, finish = draft_turn(reply.text, call), reply.output_tokens, reply.finish
+                    turn, call, wrong, reply = drafts.write(self.assistant, on_text or (lambda _t: None),
+                                                            cancel=cancel, time_cap_s=left, **drawn)
+                    tokens, finish = reply.output_tokens, reply.finish
                 else:
                     turn, tokens, finish = self._turn(messages, pack, cancel, left, on_text, _head(run.steps),
                                                       **drawn)
@@ -436,8 +426,7 @@ class Agent:
             messages = messages + [{"role": "assistant", "content": turn},
                                    {"role": "user", "content": f"Observation: {obs.text}"}]
             if drafting:
-                drafts = drafts + [{"role": "assistant", "content": reply.text},
-                                   {"role": "user", "content": f"Observation: {obs.text}\n\n{AGAIN}"}]
+                drafts.observe(obs)
         run.edits = list(box.edits)
         if run.edits and run.outcome != "cancelled" and (run.check is None or checked != run.edits):
             say("running the tests that cover the proposed edit")
