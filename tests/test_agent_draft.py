@@ -88,3 +88,21 @@ def test_drafts_are_the_first_steps_only_when_the_task_shows_functions(tmp_path)
     drafts.made = DRAFTS
     assert not drafts.due(DRAFTS, passed=False)
     assert not Drafts(Toolbox(tmp_path), "Make it faster.", []).due(0, passed=False)  # no test, no function shown
+
+
+def test_a_draft_is_read_from_its_last_code_block_and_decorated_helpers_count_as_tried(tmp_path):
+    (tmp_path / "m.py").write_text("import functools\n\n\n@functools.cache\ndef base():\n    return 1\n\n\n"
+                                   "def add(a, b):\n    return a - b + base() - 1\n")
+    functions = {"add": "m.py", "base": "m.py"}
+    tried = current_sources(Toolbox(tmp_path), functions)
+    assert tried["base"] == ["@functools.cache\ndef base():\n    return 1"]
+    # "Fixed:" after "Original:", the untouched decorated helper first in the fixed block.
+    reply = ("Original:\n```python\ndef add(a, b):\n    return a - b + base() - 1\n```\nFixed:\n```python\n"
+             "@functools.cache\ndef base():\n    return 1\n\ndef add(a, b):\n    return a + b + base() - 1\n```")
+    call, wrong = draft_call(reply, functions, tried)
+    assert wrong == "" and call.args["name"] == "add" and "a + b" in call.args["code"]
+
+
+def test_a_function_the_task_showed_cut_short_is_not_drafted(tmp_path):
+    (tmp_path / "m.py").write_text("def short():\n    return 1\n\n\ndef long():\n" + "    x = 1\n" * 80)
+    assert shown_functions(tmp_path, [("m.py", 1, 2), ("m.py", 5, 64)]) == {"short": "m.py"}

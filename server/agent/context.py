@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..assist.verify import SKIP_DIRS
+from .edits import first_line
 
 MAX_DEFINITIONS = 3      # workspace definitions shown per task
 MAX_LINES = 60           # lines shown per definition or test
@@ -139,7 +140,7 @@ def _definitions(root: Path, names: list[str], packages: set[str],
                 continue
             for node in tree.body:
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in wanted:
-                    first = min([d.lineno for d in node.decorator_list] + [node.lineno])
+                    first = first_line(node)
                     hits.append((wanted[node.name], (str(path.relative_to(root)), text, first, node.end_lineno)))
     hits.sort(key=lambda h: h[0])
     return [_numbered(*h, shown, numbered) for _, h in hits[:MAX_DEFINITIONS]]

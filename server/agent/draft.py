@@ -22,11 +22,13 @@ import json
 import re
 import textwrap
 from pathlib import Path
+from typing import Callable
 
-from ..assist.generation import AssistantCore, code_block
+from ..assist.generation import FENCE, AssistantCore, code_block
 from ..assist.packs import load_pack
 from ..assist.records import Reply
 from .context import context_for_tests, is_test_file
+from .edits import definition, first_line
 from .records import Observation, ToolCall
 from .tools import Refused, Toolbox
 
@@ -47,8 +49,9 @@ def shown_functions(root: Path, shown: list[tuple[str, int, int]]) -> dict[str, 
             tree = ast.parse((root / rel).read_text(encoding="utf-8"))
         except (OSError, SyntaxError, ValueError):
             continue
-        for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and first <= node.lineno <= last:
+        for node in tree.body:  # shown whole (a function cut at the task's line limit is not drafted)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and first <= node.lineno and \
+                    node.end_lineno <= last:
                 out.setdefault(node.name, rel)
     return out
 
@@ -65,25 +68,30 @@ def draft_call(reply: str, functions: dict[str, str], tried: dict[str, list[str]
             a function given back as one of these is no new draft (a model that also writes out the
             helpers it did not touch, or its buggy function again).
     """
-    code = code_block(reply)
-    if code is None:
+    blocks = FENCE.findall(reply)[::-1] or [code_block(reply)]  # the last block first ("Fixed: ..." after the old)
+    if blocks == [None]:
         return None, "the answer has no fenced code block"
-    try:
-        tree = ast.parse(code)
-    except SyntaxError as e:
-        return None, f"the answer's code does not parse ({e.msg}, line {e.lineno})"
-    lines = code.splitlines()
-    named = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name in functions]
-    if not named:
-        return None, f"the answer has no function named {' or '.join(functions)}"
-    calls = []
-    for node in named:
-        source = "\n".join(lines[min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1:node.end_lineno])
-        call = ToolCall("replace_function", {"path": functions[node.name], "name": node.name, "code": source + "\n"})
-        if not any(_same(source, old) for old in tried.get(node.name, [])):
-            return call, ""
-        calls.append(call)
-    return calls[0], f"the answer gives {named[0].name} back as it was already tried: the bug is still in it"
+    calls, why = [], ""
+    for code in blocks:
+        try:
+            tree = ast.parse(code)
+        except SyntaxError as e:
+            why = why or f"the answer's code does not parse ({e.msg}, line {e.lineno})"
+            continue
+        lines = code.splitlines()
+        for node in tree.body:
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name not in functions:
+                continue
+            source = "\n".join(lines[first_line(node) - 1:node.end_lineno])
+            call = ToolCall("replace_function", {"path": functions[node.name], "name": node.name,
+                                                 "code": source + "\n"})
+            if not any(_same(source, old) for old in tried.get(node.name, [])):
+                return call, ""
+            calls.append(call)
+    if calls:
+        name = calls[0].args["name"]
+        return calls[0], f"the answer gives {name} back as it was already tried: the bug is still in it"
+    return None, why or f"the answer has no function named {' or '.join(functions)}"
 
 
 def _same(a: str, b: str) -> bool:
@@ -106,18 +114,17 @@ def _shape(code: str) -> str:
 
 
 def current_sources(box: Toolbox, functions: dict[str, str]) -> dict[str, list[str]]:
-    """``{name: [source]}`` of each function as the run's proposed edits left it."""
+    """``{name: [source]}`` of each function (decorators included) as the run's proposed edits left it; a
+    function whose file cannot be read or parsed now is left out."""
     out: dict[str, list[str]] = {}
     for name, rel in functions.items():
         try:
             text = box.text(box.path(rel))
-            tree = ast.parse(text)
-        except (Refused, SyntaxError):
+            node = definition(ast.parse(text), name)
+        except (Refused, OSError, SyntaxError, ValueError):
             continue
-        lines = text.splitlines()
-        for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
-                out[name] = ["\n".join(lines[node.lineno - 1:node.end_lineno])]
+        if node is not None:
+            out[name] = ["\n".join(text.splitlines()[first_line(node) - 1:node.end_lineno])]
     return out
 
 
@@ -150,13 +157,20 @@ class Drafts:
         self.tried = current_sources(box, self.functions)  # each function as shown, then as each draft wrote it
         self.made = 0
         self.reply: Reply | None = None
+        self.edits: list = []  # the run's edits before the last draft
 
-    def due(self, steps_taken: int, passed: bool) -> bool:
+    def due(self, steps_taken: int, passed: bool, max_steps: int = DRAFTS + 1) -> bool:
         """The next step is a draft: the task shows functions, every step so far was a draft, fewer than
-        :data:`DRAFTS` were made, and the last did not pass (then the run finishes)."""
-        return bool(self.functions) and self.made == steps_taken < DRAFTS and not passed
+        :data:`DRAFTS` were made, a step is left after it (to finish), and the last did not pass (then the
+        run finishes)."""
+        return bool(self.functions) and self.made == steps_taken < min(DRAFTS, max_steps - 1) and not passed
 
-    def write(self, assistant: AssistantCore, on_text, **generation) -> tuple[str, ToolCall | None, str, Reply]:
+    def stop(self) -> None:
+        """No more drafts in this run (the model could not write one: the tool turns go on)."""
+        self.functions = {}
+
+    def write(self, assistant: AssistantCore, on_text: Callable[[str], None],
+              **generation) -> tuple[str, ToolCall | None, str, Reply]:
         """The model's next draft: (the turn as the agent's conversation holds it, its call, what is wrong
         with it, the reply); see :func:`draft_call`. ``generation``: ``cancel``, ``time_cap_s``,
         ``temperature``, ``seed`` of :meth:`AssistantCore.answer`.
@@ -165,6 +179,7 @@ class Drafts:
             AssistError: the model cannot answer.
         """
         self.made += 1
+        self.edits = list(self.box.edits)  # withdrawn again when the draft fails (observe)
         self.reply = assistant.answer("agent", self.messages, self.pack, on_text, max_tokens=DRAFT_TOKENS,
                                       **generation)
         call, wrong = draft_call(self.reply.text, self.functions, self.tried)
@@ -172,7 +187,14 @@ class Drafts:
             self.tried.setdefault(call.args["name"], []).append(call.args["code"])
         return draft_turn(self.reply.text, call), call, wrong, self.reply
 
-    def observe(self, obs: Observation) -> None:
-        """The last draft's observation, answered in the conversation with a request for another."""
+    def observe(self, obs: Observation) -> Observation:
+        """The last draft's observation (after :meth:`write`): answered in the draft conversation with a
+        request for another; when the draft failed, its edit is withdrawn (each draft starts from the code as
+        the task showed it, so a wrong change to a helper does not spoil the next), and the observation
+        returned says so."""
         self.messages = self.messages + [{"role": "assistant", "content": self.reply.text},
                                          {"role": "user", "content": f"Observation: {obs.text}\n\n{AGAIN}"}]
+        if obs.ok or self.box.edits == self.edits:
+            return obs
+        self.box.edits[:] = self.edits
+        return Observation(f"{obs.text}\n(This draft's edit is withdrawn: the code is as it was before it.)", False)

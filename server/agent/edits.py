@@ -32,7 +32,7 @@ def function_replacement(text: str, name: str, code: str) -> tuple[str, str]:
         tree = ast.parse(text)
     except SyntaxError as e:
         raise ValueError(f"the file does not parse ({e.msg}, line {e.lineno})") from None
-    node = _definition(tree, name)
+    node = definition(tree, name)
     if node is None:
         raise ValueError(f"there is no function {name} in the file")
     fenced = code.strip().removeprefix("```python").removeprefix("```").removesuffix("```")
@@ -53,8 +53,7 @@ def function_replacement(text: str, name: str, code: str) -> tuple[str, str]:
         new_lines[at:at] = [now + line[len(was):] if line.startswith(was) else line for line in doc]
     if not new_lines[-1].endswith("\n"):
         new_lines[-1] += "\n"
-    start = node.lineno - 1 if not defs[0].decorator_list else \
-        min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
+    start = node.lineno - 1 if not defs[0].decorator_list else first_line(node) - 1
     new = "".join(indent + line if line.strip() else line for line in new_lines)
     return "".join(lines[start:node.end_lineno]), new
 
@@ -63,7 +62,7 @@ def _indent_of(line: str) -> str:
     return line[:len(line) - len(line.lstrip())]
 
 
-def _definition(tree: ast.Module, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+def definition(tree: ast.Module, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
     """The top-level function ``name``, or the method ``Class.method``."""
     *owner, fn = name.split(".")
     body = tree.body
@@ -71,6 +70,11 @@ def _definition(tree: ast.Module, name: str) -> ast.FunctionDef | ast.AsyncFunct
         cls = next((n for n in body if isinstance(n, ast.ClassDef) and n.name == owner[0]), None)
         body = cls.body if cls is not None else []
     return next((n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == fn), None)
+
+
+def first_line(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> int:
+    """The 1-based first line of a definition, its decorators included."""
+    return min([d.lineno for d in node.decorator_list] + [node.lineno])
 
 
 def _docstring_lines(node: ast.AST, lines: list[str]) -> list[str]:

@@ -364,7 +364,7 @@ class Agent:
                               f"stopped after {self.time_budget_s:.0f} s") + " without finishing"
                 break
             t_step = time.monotonic()
-            drafting = drafts.due(len(run.steps), _passed(run.steps))
+            drafting = drafts.due(len(run.steps), _passed(run.steps), self.max_steps)
             say(f"step {len(run.steps) + 1}: {'drafting a fix' if drafting else 'thinking'}")
             # After a failed step the turn is sampled: greedy decoding, given the failure, tends to write the
             # same call again (each retry draws with its own seed: the run is reproducible).
@@ -378,6 +378,10 @@ class Agent:
                     turn, tokens, finish = self._turn(messages, pack, cancel, left, on_text, _head(run.steps),
                                                       **drawn)
             except AssistError as e:
+                if drafting:  # e.g. the draft conversation outgrew the context: the tool turns go on
+                    log.info("agent: no more drafts: %s", e)
+                    drafts.stop()
+                    continue
                 run.outcome, run.answer = "error", str(e)
                 break
             if finish == "cancelled" or cancel.is_set():
@@ -414,6 +418,8 @@ class Agent:
                     refused = checked
                     obs = Observation(f"error: not finished: {run.check.summary}, so the fix is not right yet "
                                       f"(finish again to give up).\n{run.check.output}", False)
+            if drafting:
+                obs = drafts.observe(obs)
             step = Step(len(run.steps) + 1, turn, thought, call, obs, time.monotonic() - t_step, tokens, drafting)
             run.steps.append(step)
             log.info("agent step %d: %s (%s) %.1f s", step.index, step.tool, "ok" if obs.ok else "failed",
@@ -425,8 +431,6 @@ class Agent:
                 break
             messages = messages + [{"role": "assistant", "content": turn},
                                    {"role": "user", "content": f"Observation: {obs.text}"}]
-            if drafting:
-                drafts.observe(obs)
         run.edits = list(box.edits)
         if run.edits and run.outcome != "cancelled" and (run.check is None or checked != run.edits):
             say("running the tests that cover the proposed edit")

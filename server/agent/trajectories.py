@@ -94,6 +94,8 @@ class TrajectoryStore:
             d = dict(zip(_COLUMNS, row))
             d["verified"] = bool(d["verified"])
             d["steps"], d["edits"] = json.loads(d["steps"]), json.loads(d["edits"])
+            for step in d["steps"]:
+                step.setdefault("draft", False)  # stored before drafts existed
             raw = d.pop("edit_check")
             d["check"] = json.loads(raw) if raw is not None else None
             out.append(d)
