@@ -81,7 +81,10 @@ def test_drafts_are_the_first_steps_only_when_the_task_shows_functions(tmp_path)
     context_for_tests(tmp_path, tests, shown=box.shown)
     drafts = Drafts(box, "The test fails: assert -1 == 5", tests)
     assert drafts.functions == {"add": "calc/ops.py", "neg": "calc/ops.py"}
-    assert drafts.messages[0]["role"] == "system" and "```python\ndef add(a, b):" in drafts.messages[1]["content"]
+    with_test, alone = drafts.framings  # the test's code and the functions, then the functions alone
+    assert with_test[0]["role"] == "system" and "```python\ndef add(a, b):" in with_test[1]["content"]
+    assert "def test_" in with_test[1]["content"] and "def test_" not in alone[1]["content"]
+    assert "```python\ndef add(a, b):" in alone[1]["content"]
     assert drafts.due(0, passed=False) and not drafts.due(1, passed=False)  # a step that was not a draft came first
     drafts.made = DRAFTS - 1
     assert drafts.due(DRAFTS - 1, passed=False) and not drafts.due(DRAFTS - 1, passed=True)

@@ -141,7 +141,7 @@ def test_a_call_repeated_to_no_new_effect_is_found_and_one_after_a_new_edit_is_n
     assert _head(steps) == "Thought: The last propose_edit did not work (the failing test still fails with edit 1), " \
         "so `return seq[n:]` is not the fix, so this time I will "
     # Sampled after failures, hotter with each in a row; greedy after a step that worked.
-    assert _retry_temperature(steps) == pytest.approx(1.2)
+    assert _retry_temperature(steps) == pytest.approx(0.95)
     assert _retry_temperature(steps[:1]) == pytest.approx(0.7)
     assert _retry_temperature([*steps, Step(4, "", "", tests, Observation("1 passed", True))]) == 0.0
     made_up = Observation("error: there is no tool 'define_function'; the tools are read_file, finish", False)
@@ -153,11 +153,24 @@ def test_a_call_repeated_to_no_new_effect_is_found_and_one_after_a_new_edit_is_n
 
 
 def test_a_docstrings_three_quotes_in_code_are_read_as_the_codes_own():
+    from server.agent.loop import _quotes_escaped
+
     # The 1.5B's replace_function for toolz's sliding_window: its docstring's quotes left unescaped.
     turn = ('Thought: fix it\n<tool_call>\n{"name": "replace_function", "arguments": {"path": "t.py", "name": "f", '
             '"code": "def f(n):\\n    """ Double n. """\\n    return 2 * n"}}\n</tool_call>')
     _, call, wrong = parse_call(turn)
     assert wrong == "" and call.args["code"] == 'def f(n):\n    """ Double n. """\n    return 2 * n', (call, wrong)
+    # get_in's docstring (held-out seed 41): a comment's quotes; itemfilter: a line break written as itself.
+    turn = ('<tool_call>\n{"name": "replace_function", "arguments": {"path": "t.py", "name": "f", "code": "def f(c):'
+            '\\n    return c[\\"a\\"][0]  # missing "transaction" arg\n"}}\n</tool_call>')
+    _, call, wrong = parse_call(turn)
+    assert wrong == "" and call.args["code"] == 'def f(c):\n    return c["a"][0]  # missing "transaction" arg\n', \
+        (call, wrong)
+    # Not the last argument: its quotes are not escaped up to the call's end (json-repair reads this one).
+    body = '{"name": "replace_function", "arguments": {"code": "x = "a"", "path": "t.py", "name": "f"}}'
+    assert _quotes_escaped(body) == body
+    assert parse_call(f"<tool_call>{body}")[1] == ToolCall("replace_function", {"code": 'x = "a"', "path": "t.py",
+                                                                                "name": "f"})
 
 
 def test_after_a_proposal_that_passes_its_checks_the_turn_is_begun_as_the_finish():

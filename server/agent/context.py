@@ -56,7 +56,8 @@ def is_test_file(path: Path) -> bool:
 
 
 def context_for_tests(root: Path, node_ids: list[str], readable: Callable[[Path, str], bool] | None = None,
-                      shown: list[tuple[str, int, int]] | None = None, numbered: bool = True) -> str:
+                      shown: list[tuple[str, int, int]] | None = None, numbered: bool = True,
+                      with_tests: bool = True) -> str:
     """The tests' code and the workspace definitions they call, as text for the task; "" when none is found.
 
     Args:
@@ -65,6 +66,7 @@ def context_for_tests(root: Path, node_ids: list[str], readable: Callable[[Path,
         readable: the index's rule for a file (None: every file inside ``root``).
         shown: when given, each (path relative to ``root``, first line, last line) shown is appended.
         numbered: each line with its number (as ``read_file`` shows it), else as fenced code.
+        with_tests: the tests' own code too (else only the definitions they call).
     """
     root = root.resolve()
     parts: list[str] = []
@@ -93,8 +95,9 @@ def context_for_tests(root: Path, node_ids: list[str], readable: Callable[[Path,
         if fn is None:
             continue
         rel = str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else path.name
-        shown_test = _numbered(rel, text, fn.lineno, fn.end_lineno, shown, numbered)
-        parts.append("The test " + node_id.split("/")[-1] + ", " + shown_test)
+        if with_tests:
+            shown_test = _numbered(rel, text, fn.lineno, fn.end_lineno, shown, numbered)
+            parts.append("The test " + node_id.split("/")[-1] + ", " + shown_test)
         for n in ast.walk(fn):
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id not in called:
                 called.append(n.func.id)  # a name the test file imported (a method call is not followed)

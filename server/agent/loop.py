@@ -34,7 +34,7 @@ from ..assist.generation import OPEN_END, AssistantCore
 from ..assist.packs import load_pack
 from ..assist.records import AssistError
 from .context import context_for_tests
-from .draft import Drafts
+from .draft import Drafts, draft_finish
 from .records import AgentRun, Observation, Step, ToolCall
 from .tools import TOOLS_BY_NAME, Toolbox, tool_list
 
@@ -45,6 +45,7 @@ TIME_BUDGET_S = 600.0    # seconds before the run ends with outcome "budget"
 TURN_TOKENS = 768        # longest tool call (a propose_edit carries code)
 THOUGHT_TOKENS = 160     # longest thought before the call is asked for
 RETRY_TEMPERATURE = 0.7  # a turn after a failed step is sampled from this temperature up (the others: greedy)
+MAX_TEMPERATURE = 0.95   # the highest (at 1.2 the 1.5B wrote Chinese words and broken code into its calls)
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 EDITS = ("propose_edit", "replace_function")  # the tools that propose an edit
 FINISH_NOW = "call finish now"  # said when a proposal passes its checks
@@ -125,13 +126,14 @@ def _head(steps: list[Step]) -> str:
 
 def _retry_temperature(steps: list[Step]) -> float:
     """0 (greedy) after a step that worked; after failed steps, higher with each failure in a row
-    (RETRY_TEMPERATURE, then +0.25 each, at most 1.2): a confident small model draws the same call at 0.7."""
+    (RETRY_TEMPERATURE, then +0.25 each, at most MAX_TEMPERATURE): a confident small model draws the same
+    call at 0.7."""
     failures = 0
     for s in reversed(steps):
         if s.observation.ok:
             break
         failures += 1
-    return 0.0 if not failures else min(1.2, RETRY_TEMPERATURE + 0.25 * (failures - 1))
+    return 0.0 if not failures else min(MAX_TEMPERATURE, RETRY_TEMPERATURE + 0.25 * (failures - 1))
 
 
 def _verdict(check) -> str:
@@ -181,11 +183,12 @@ def _first_object(body: str, repair: bool = False) -> object:
     such as a second call the model went on to write, ignored), or why there is none (a str).
 
     ``repair``: a call written to its end (its closing tag, or a last ``}``) that is not valid JSON is
-    read by json-repair when that gives an object with a ``name`` that fills every argument
-    (:func:`_filled`). A small model writes a quote unescaped in a finish's answer (``"answer":
-    "expected "DE""``) or a docstring's three quotes in a function's code. Only for a turn already
-    ended, never to decide whether a call is complete: a call cut short stays malformed (it would be
-    "repaired" into a shorter one).
+    read with the quotes inside its last string argument escaped (:func:`_quotes_escaped`), line breaks
+    written as themselves allowed, then by json-repair, when that gives an object with a ``name`` that
+    fills every argument (:func:`_filled`). A small model writes a quote unescaped in a finish's answer
+    (``"answer": "expected "DE""``), in a function's code (a docstring's three quotes, ``# missing "x"``)
+    or a raw line break. Only for a turn already ended, never to decide whether a call is complete: a
+    call cut short stays malformed (it would be "repaired" into a shorter one).
     """
     ended = CLOSE in body or body.rstrip().endswith("}")  # written to its end, not cut short
     body = body.split(CLOSE, 1)[0].strip()
@@ -196,18 +199,35 @@ def _first_object(body: str, repair: bool = False) -> object:
     except ValueError as e:
         if not (repair and ended):
             return str(e)
-        # A Python docstring's quotes in code (replace_function): three quotes in a row never occur in
-        # valid JSON (a string is followed by , : } ] or a blank), so they are the code's own, escaped.
-        triple = body.replace('"""', '\\"\\"\\"')
-        try:
-            value, _ = json.JSONDecoder().raw_decode(triple)
-        except ValueError:
-            value = json_repair.loads(triple)
+        value = None
+        for candidate in (_quotes_escaped(body), body):
+            try:  # a line break or tab written as itself inside a string is read as one (strict=False)
+                value, _ = json.JSONDecoder(strict=False).raw_decode(candidate)
+                break
+            except ValueError:
+                pass
+        if value is None:  # a docstring's three quotes are the code's own (never in valid JSON)
+            value = json_repair.loads(body.replace('"""', '\\"\\"\\"'))
         if isinstance(value, dict) and isinstance(value.get("name"), str) and _filled(value.get("arguments")):
             log.info("agent: a tool call that was not valid JSON (%s) read by repairing it", e)
             return value
         return str(e)
     return value if not isinstance(value, str) else f"a string, not an object: {value[:40]!r}"
+
+
+LAST_STRING = re.compile(r'^(.*?"(?:code|new|answer|old)"\s*:\s*")(.*)("\s*}\s*}\s*)$', re.S)
+
+
+def _quotes_escaped(body: str) -> str:
+    """A call whose last argument is a string of code or prose (``code``, ``new``, ``old``, ``answer``)
+    with every quote inside that string escaped: the call's shape is known (the string runs to the
+    ``"}}`` that ends the call), so a quote before that end is the text's own. Unchanged otherwise (no such
+    argument, or one that another follows)."""
+    m = LAST_STRING.match(body)
+    if m is None or re.search(r'"\s*,\s*"\w+"\s*:', m.group(2)):  # another argument after it: not the last
+        return body
+    inner = re.sub(r'(?<!\\)((?:\\\\)*)"', r'\1\\"', m.group(2))  # a quote after an even run of backslashes
+    return m.group(1) + inner + m.group(3)
 
 
 def _filled(value: object) -> bool:
@@ -365,7 +385,11 @@ class Agent:
                 break
             t_step = time.monotonic()
             drafting = drafts.due(len(run.steps), _passed(run.steps), self.max_steps)
-            say(f"step {len(run.steps) + 1}: {'drafting a fix' if drafting else 'thinking'}")
+            # A draft that passes its checks is finished with its own words (the finish turn read the whole
+            # conversation again: 30-77 s with the 1.5B for an answer of 40 tokens).
+            finishing = bool(run.steps) and run.steps[-1].draft and _passed(run.steps)
+            doing = "drafting a fix" if drafting else "finishing" if finishing else "thinking"
+            say(f"step {len(run.steps) + 1}: {doing}")
             # After a failed step the turn is sampled: greedy decoding, given the failure, tends to write the
             # same call again (each retry draws with its own seed: the run is reproducible).
             drawn = {"temperature": _retry_temperature(run.steps), "seed": len(run.steps)}
@@ -374,6 +398,8 @@ class Agent:
                     turn, call, wrong, reply = drafts.write(self.assistant, on_text or (lambda _t: None),
                                                             cancel=cancel, time_cap_s=left, **drawn)
                     tokens, finish = reply.output_tokens, reply.finish
+                elif finishing:
+                    turn, tokens, finish = draft_finish(drafts.answer()), 0, "stop"
                 else:
                     turn, tokens, finish = self._turn(messages, pack, cancel, left, on_text, _head(run.steps),
                                                       **drawn)
@@ -420,7 +446,8 @@ class Agent:
                                       f"(finish again to give up).\n{run.check.output}", False)
             if drafting:
                 obs = drafts.observe(obs)
-            step = Step(len(run.steps) + 1, turn, thought, call, obs, time.monotonic() - t_step, tokens, drafting)
+            step = Step(len(run.steps) + 1, turn, thought, call, obs, time.monotonic() - t_step, tokens,
+                        drafting or finishing)
             run.steps.append(step)
             log.info("agent step %d: %s (%s) %.1f s", step.index, step.tool, "ok" if obs.ok else "failed",
                      step.seconds)
