@@ -14,10 +14,10 @@ with the test's code and the functions it calls, and the same without the test's
 functions alone, as one plain "fix this function" call sees them). On 20 held-out toolz bugs the
 two fixed different bugs (5 and 4, 8 in all). The first draft of each framing is greedy; a
 framing's later drafts are sampled (the loop's retry temperature) after its own failed draft is
-answered in its conversation ("that is not the fix yet"). A draft is written without its docstring
-(``replace_function`` keeps the original's): the docstring was most of a draft's tokens. After the
-drafts, the run goes on with the tools, its conversation holding the drafts as the tool calls they
-were.
+answered in its conversation ("that is not the fix yet"). (Asked to leave the docstring out, which
+is most of a draft's tokens, the 1.5B gave the buggy function back more often: 4 of 8 dev bugs
+fixed instead of 5.) After the drafts, the run goes on with the tools, its conversation holding
+the drafts as the tool calls they were.
 
 :class:`Drafts` holds a run's draft conversations; the loop asks it when a draft is due and for the
 call each answer makes. Threads: the loop's worker thread. Nothing here imports pygls or lsprotocol.
@@ -43,7 +43,7 @@ from .tools import Refused, Toolbox
 DRAFTS = 4          # draft steps a run starts with (fewer when one passes), the framings in turn
 DRAFT_TOKENS = 768  # longest draft answer (a whole function)
 AGAIN = ("That is not the fix yet. Compare once more what the test expects with what the code does, and answer with "
-         "the function corrected differently: the whole function without its docstring, in one fenced code block.")
+         "the function corrected differently: the whole function in one fenced code block.")
 
 
 def shown_functions(root: Path, shown: list[tuple[str, int, int]]) -> dict[str, str]:
