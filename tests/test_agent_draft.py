@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.agent.context import context_for_tests
+from server.agent.context import TaskCode, read_task_code
 from server.agent.draft import current_sources, draft_call, draft_turn, shown_functions
 from server.agent.loop import parse_call
 from server.agent.tools import Toolbox
@@ -24,16 +24,16 @@ def _workspace(root):
 def test_a_draft_may_change_the_workspace_functions_the_test_calls_and_sees_them_as_code(tmp_path):
     tests = _workspace(tmp_path)
     shown: list = []
-    context_for_tests(tmp_path, tests, shown=shown)
+    read_task_code(tmp_path, tests).render(shown)
     assert shown_functions(tmp_path, shown) == {"add": "calc/ops.py", "neg": "calc/ops.py"}  # not the test
-    code = context_for_tests(tmp_path, tests, numbered=False)
+    code = read_task_code(tmp_path, tests).render(numbered=False)
     assert "```python\ndef add(a, b):\n" in code and "    3 " not in code  # no line numbers to copy
 
 
 def test_the_answers_changed_function_becomes_a_replace_function_call(tmp_path):
     tests = _workspace(tmp_path)
     shown: list = []
-    context_for_tests(tmp_path, tests, shown=shown)
+    read_task_code(tmp_path, tests).render(shown)
     functions = shown_functions(tmp_path, shown)
     box = Toolbox(tmp_path)
     tried = current_sources(box, functions)
@@ -56,7 +56,7 @@ def test_the_answers_changed_function_becomes_a_replace_function_call(tmp_path):
 def test_a_draft_that_changes_nothing_new_says_why(tmp_path):
     tests = _workspace(tmp_path)
     shown: list = []
-    context_for_tests(tmp_path, tests, shown=shown)
+    read_task_code(tmp_path, tests).render(shown)
     functions = shown_functions(tmp_path, shown)
     tried = current_sources(Toolbox(tmp_path), functions)
     same = "```python\ndef add(a, b):\n    # adds\n    return a - b\n```"
@@ -78,8 +78,9 @@ def test_drafts_are_the_first_steps_only_when_the_task_shows_functions(tmp_path)
 
     tests = [str(tmp_path / t) for t in _workspace(tmp_path)]
     box = Toolbox(tmp_path)
-    context_for_tests(tmp_path, tests, shown=box.shown)
-    drafts = Drafts(box, "The test fails: assert -1 == 5", tests)
+    code = read_task_code(tmp_path, tests)
+    code.render(box.shown)
+    drafts = Drafts(box, "The test fails: assert -1 == 5", code)
     assert drafts.functions == {"add": "calc/ops.py", "neg": "calc/ops.py"}
     with_test, alone = drafts.framings  # the test's code and the functions, then the functions alone
     assert with_test[0]["role"] == "system" and "```python\ndef add(a, b):" in with_test[1]["content"]
@@ -90,7 +91,7 @@ def test_drafts_are_the_first_steps_only_when_the_task_shows_functions(tmp_path)
     assert drafts.due(DRAFTS - 1, passed=False) and not drafts.due(DRAFTS - 1, passed=True)
     drafts.made = DRAFTS
     assert not drafts.due(DRAFTS, passed=False)
-    assert not Drafts(Toolbox(tmp_path), "Make it faster.", []).due(0, passed=False)  # no test, no function shown
+    assert not Drafts(Toolbox(tmp_path), "Make it faster.", TaskCode()).due(0, passed=False)  # no test, no function
 
 
 def test_a_draft_is_read_from_its_last_code_block_and_decorated_helpers_count_as_tried(tmp_path):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from server.agent.context import context_for_tests, is_test_file
+from server.agent.context import is_test_file, read_task_code
 from server.agent.loop import _closed, _cut, _node_ids, _thought, _thought_done, parse_call
 from server.agent.records import Observation, Step, ToolCall
 
@@ -24,15 +24,16 @@ def _workspace(root):
 
 def test_the_failing_tests_code_and_the_workspace_code_it_calls_come_first(tmp_path):
     _workspace(tmp_path)
-    text = context_for_tests(tmp_path, ["tests/test_ops.py::test_add"])
+    text = read_task_code(tmp_path, ["tests/test_ops.py::test_add"]).render()
     assert "tests/test_ops.py, lines 4-6:" in text and "    5     assert add(2, 3) == 5" in text
     assert "calc/ops.py, lines 1-3:" in text and "    3     return a - b" in text
     assert "unused" not in text  # not called by the test
     assert "secret.py" not in text  # not in a package the test imports
     # A file the index's rule keeps out of prompts is not shown.
-    hidden = context_for_tests(tmp_path, ["tests/test_ops.py::test_add"], readable=lambda p, t: p.name != "ops.py")
+    hidden = read_task_code(tmp_path, ["tests/test_ops.py::test_add"],
+                            readable=lambda p, t: p.name != "ops.py").render()
     assert "return a - b" not in hidden and "test_add" in hidden
-    assert context_for_tests(tmp_path, ["tests/test_ops.py::test_missing", "nowhere.py::test_x"]) == ""
+    assert read_task_code(tmp_path, ["tests/test_ops.py::test_missing", "nowhere.py::test_x"]).render() == ""
 
 
 def test_node_ids_named_in_the_task_are_made_absolute_once(tmp_path):

@@ -115,6 +115,7 @@ def assert_run_shape(reply: dict, max_steps: int) -> None:
     """The reply's contract (docs/PROTOCOL.md, deepseek.agent), whatever the model did."""
     assert reply["outcome"] in ("finished", "budget"), reply
     assert reply["model"] == "qwen2.5-coder-1.5b-instruct-q4_k_m" and reply["promptVersion"].startswith("agent@v")
+    assert reply["promptVersion"].endswith("+agent-draft@v1") == any(s["draft"] for s in reply["steps"])
     assert 1 <= len(reply["steps"]) <= max_steps and [s["index"] for s in reply["steps"]] == \
         list(range(1, len(reply["steps"]) + 1))
     for s in reply["steps"]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -55,21 +56,46 @@ def is_test_file(path: Path) -> bool:
         "tests" in path.parts or "test" in path.parts
 
 
-def context_for_tests(root: Path, node_ids: list[str], readable: Callable[[Path, str], bool] | None = None,
-                      shown: list[tuple[str, int, int]] | None = None, numbered: bool = True,
-                      with_tests: bool = True) -> str:
-    """The tests' code and the workspace definitions they call, as text for the task; "" when none is found.
+@dataclass
+class TaskCode:
+    """The code a task is about, read once, shown as often as needed (:meth:`render`).
+
+    Attributes:
+        tests: ``(node id, path relative to the root, file text, first line, last line)`` of each test.
+        definitions: ``(path relative to the root, file text, first line, last line)`` of each workspace
+            definition the tests call, in the order they call them (at most :data:`MAX_DEFINITIONS`).
+    """
+
+    tests: list[tuple[str, str, str, int, int]] = field(default_factory=list)
+    definitions: list[tuple[str, str, int, int]] = field(default_factory=list)
+
+    def render(self, shown: list[tuple[str, int, int]] | None = None, numbered: bool = True,
+               with_tests: bool = True) -> str:
+        """The tests' code and the definitions, as text for a prompt; "" when there is none.
+
+        Args:
+            shown: when given, each (path relative to the root, first line, last line) shown is appended.
+            numbered: each line with its number (as ``read_file`` shows it), else as fenced code.
+            with_tests: the tests' own code too (else only the definitions they call).
+        """
+        parts = [f"The test {node_id.split('/')[-1]}, {_numbered(rel, text, first, last, shown, numbered)}"
+                 for node_id, rel, text, first, last in (self.tests if with_tests else [])]
+        if self.definitions:
+            parts.append("Code of the workspace that the test calls:\n\n" + "\n\n".join(
+                _numbered(*d, shown, numbered) for d in self.definitions))
+        return "\n\n".join(parts)
+
+
+def read_task_code(root: Path, node_ids: list[str], readable: Callable[[Path, str], bool] | None = None) -> TaskCode:
+    """The tests ``node_ids`` name and the workspace definitions they call (one walk of the workspace).
 
     Args:
         root: the workspace folder.
         node_ids: pytest node ids (absolute or relative to ``root``).
         readable: the index's rule for a file (None: every file inside ``root``).
-        shown: when given, each (path relative to ``root``, first line, last line) shown is appended.
-        numbered: each line with its number (as ``read_file`` shows it), else as fenced code.
-        with_tests: the tests' own code too (else only the definitions they call).
     """
     root = root.resolve()
-    parts: list[str] = []
+    code = TaskCode()
     called: list[str] = []
     packages: set[str] = set()
     for node_id in node_ids:
@@ -82,10 +108,9 @@ def context_for_tests(root: Path, node_ids: list[str], readable: Callable[[Path,
             tree = ast.parse(text)
         except SyntaxError:
             continue
-        names = rest.split("::")
         body = tree.body
         fn = None
-        for name in names:
+        for name in rest.split("::"):
             node = next((n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
                          and n.name == name.split("[")[0]), None)
             if node is None:
@@ -95,9 +120,7 @@ def context_for_tests(root: Path, node_ids: list[str], readable: Callable[[Path,
         if fn is None:
             continue
         rel = str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else path.name
-        if with_tests:
-            shown_test = _numbered(rel, text, fn.lineno, fn.end_lineno, shown, numbered)
-            parts.append("The test " + node_id.split("/")[-1] + ", " + shown_test)
+        code.tests.append((node_id, rel, text, fn.lineno, fn.end_lineno))
         for n in ast.walk(fn):
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id not in called:
                 called.append(n.func.id)  # a name the test file imported (a method call is not followed)
@@ -107,15 +130,12 @@ def context_for_tests(root: Path, node_ids: list[str], readable: Callable[[Path,
             elif isinstance(n, ast.Import):
                 packages.update(a.name.split(".")[0] for a in n.names)
     if called and packages:
-        found = _definitions(root, called, packages, readable, shown, numbered)
-        if found:
-            parts.append("Code of the workspace that the test calls:\n\n" + "\n\n".join(found))
-    return "\n\n".join(parts)
+        code.definitions = _definitions(root, called, packages, readable)
+    return code
 
 
 def _definitions(root: Path, names: list[str], packages: set[str],
-                 readable: Callable[[Path, str], bool] | None, shown: list | None = None,
-                 numbered: bool = True) -> list[str]:
+                 readable: Callable[[Path, str], bool] | None) -> list[tuple[str, str, int, int]]:
     """Top-level definitions of ``names`` (in the order the test calls them) in the packages' non-test modules."""
     wanted = {n: i for i, n in enumerate(names)}
     hits: list[tuple[int, str]] = []
@@ -146,4 +166,4 @@ def _definitions(root: Path, names: list[str], packages: set[str],
                     first = first_line(node)
                     hits.append((wanted[node.name], (str(path.relative_to(root)), text, first, node.end_lineno)))
     hits.sort(key=lambda h: h[0])
-    return [_numbered(*h, shown, numbered) for _, h in hits[:MAX_DEFINITIONS]]
+    return [h for _, h in hits[:MAX_DEFINITIONS]]

@@ -4,7 +4,7 @@ A small model fixes a short function best when asked the way it was trained to a
 bug; answer with the corrected function". In the tool-call format the 1.5B mostly copied the
 buggy function back (120 of 160 steps on 20 toolz bugs: 1 fixed, against 2 for one plain call).
 So a run whose task shows workspace functions (the failing test's callees,
-:func:`.context.context_for_tests`) starts with up to :data:`DRAFTS` *drafts*: the model is asked
+:func:`.context.read_task_code`) starts with up to :data:`DRAFTS` *drafts*: the model is asked
 in that plain framing, its answer's function (one of those shown) becomes a ``replace_function``
 call, and the loop runs it as it runs any call: the failing test, then the covering tests, in the
 sandbox. A draft that passes ends the run: the loop finishes with the draft's own sentence.
@@ -35,7 +35,7 @@ from typing import Callable
 from ..assist.generation import FENCE, AssistantCore, code_block
 from ..assist.packs import load_pack
 from ..assist.records import Reply
-from .context import context_for_tests, is_test_file
+from .context import TaskCode, is_test_file
 from .edits import definition, first_line
 from .records import Observation, ToolCall
 from .tools import Refused, Toolbox
@@ -48,7 +48,7 @@ AGAIN = ("That is not the fix yet. Compare once more what the test expects with 
 
 def shown_functions(root: Path, shown: list[tuple[str, int, int]]) -> dict[str, str]:
     """``{name: path}`` of the top-level functions of non-test files the task showed (``shown`` as
-    :func:`.context.context_for_tests` fills it: path relative to ``root``, first and last line)."""
+    :meth:`.context.TaskCode.render` fills it: path relative to ``root``, first and last line)."""
     out: dict[str, str] = {}
     for rel, first, last in shown:
         if is_test_file(Path(rel)):
@@ -162,19 +162,18 @@ class Drafts:
     already tried.
 
     Args:
-        box: the run's tools (its ``shown`` filled by :func:`.context.context_for_tests`).
+        box: the run's tools (its ``shown`` filled by rendering ``code`` for the task).
         problem: the task in words.
-        tests: the task's test node ids (absolute).
+        code: the code the task is about (no test read: no drafts).
     """
 
-    def __init__(self, box: Toolbox, problem: str, tests: list[str]):
+    def __init__(self, box: Toolbox, problem: str, code: TaskCode):
         self.box = box
         self.pack = load_pack("agent-draft")
-        self.functions = shown_functions(box.root.resolve(), box.shown) if tests else {}
+        self.functions = shown_functions(box.root.resolve(), box.shown) if code.tests else {}
         # The framings: with the test's code, then the functions alone.
-        self.framings = [self.pack.render(problem=problem.strip(), code=context_for_tests(
-            box.root, tests, box.readable, numbered=False, with_tests=with_tests)) for with_tests in (True, False)] \
-            if self.functions else []
+        self.framings = [self.pack.render(problem=problem.strip(), code=code.render(numbered=False,
+                         with_tests=with_tests)) for with_tests in (True, False)] if self.functions else []
         self.tried = current_sources(box, self.functions)  # each function as shown, then as each draft wrote it
         self.made = 0
         self.reply: Reply | None = None

@@ -33,7 +33,7 @@ import json_repair
 from ..assist.generation import OPEN_END, AssistantCore
 from ..assist.packs import load_pack
 from ..assist.records import AssistError
-from .context import context_for_tests
+from .context import read_task_code
 from .draft import Drafts, draft_finish
 from .records import AgentRun, Observation, Step, ToolCall
 from .tools import TOOLS_BY_NAME, Toolbox, tool_list
@@ -353,7 +353,7 @@ class Agent:
             box: the tools' workspace and state; its ``cancel`` is tied to ``cancel``.
             tests: test node ids the problem is about (and any ``path.py::name`` the problem names):
                 their code and the workspace code they call are added to the task
-                (:func:`.context.context_for_tests`); the final verification runs them too.
+                (:func:`.context.read_task_code`); the final verification runs them too.
             on_step: called after each step.
             on_text: each piece of a turn as it is written.
             cancel: set to stop (within one token or one tool run).
@@ -366,9 +366,10 @@ class Agent:
         pack = load_pack("agent")
         tests = _node_ids(box.root, [*tests, *NODE_ID.findall(problem)])
         box.task_tests = list(tests)
-        known = context_for_tests(box.root, tests, box.readable, box.shown) if tests else ""
+        code = read_task_code(box.root, tests, box.readable)
+        known = code.render(box.shown)
         messages = pack.render(tools=tool_list(), problem=problem.strip() + (f"\n\n{known}" if known else ""))
-        drafts = Drafts(box, problem, tests if known else [])  # the first steps, when the task shows functions
+        drafts = Drafts(box, problem, code)  # the first steps, when the task shows functions
         run = AgentRun(run_id or uuid.uuid4().hex[:16], problem, self.assistant.model_name, pack.version)
         checked: list = []   # the edits run.check was made with
         refused: list = []   # the edits a finish was refused for (a second finish with them ends the run)
@@ -458,6 +459,8 @@ class Agent:
                 break
             messages = messages + [{"role": "assistant", "content": turn},
                                    {"role": "user", "content": f"Observation: {obs.text}"}]
+        if drafts.made:
+            run.prompt_version = f"{pack.version}+{drafts.pack.version}"
         run.edits = list(box.edits)
         if run.edits and run.outcome != "cancelled" and (run.check is None or checked != run.edits):
             say("running the tests that cover the proposed edit")

@@ -124,7 +124,8 @@ class AgentRun:
     Attributes:
         id: the run's id (also its row in the store).
         problem: what the user asked (with the failing output when there is one).
-        model: the model that answered; ``prompt_version`` the pack (``agent@v3``).
+        model: the model that answered; ``prompt_version`` the packs (``agent@v3``; ``agent@v3+agent-draft@v1``
+            when the run drafted).
         steps: in order.
         outcome: ``finished`` (the model called finish), ``budget`` (steps or time ran out),
             ``cancelled``, ``error`` (the model could not answer: ``answer`` says why).
