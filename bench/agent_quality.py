@@ -22,7 +22,9 @@ Both sides get the failing test's node id and output:
 Success = toolz's whole test file for the module passes with the proposed change (run in the
 sandbox, the change patched in as a verified refactor is), with nothing changed in any other
 file. Printed per problem, then per model: success rate, steps, tool calls by kind,
-malformed calls (and how many runs recovered from one: made a valid call after the first, or finished),
+malformed tool calls (and how many runs recovered from one: made a valid call after the first, or
+finished; a draft whose answer holds no function it may change is counted apart, as a draft without a
+usable function: it is a plain answer, not a tool call),
 wall time p50/p90, and how many
 proposed edits the verification would have let through that break the module's tests::
 
@@ -198,9 +200,16 @@ def function_in(code: str | None, name: str) -> str | None:
     return source.replace(f"def {fn.name}(", f"def {name}(", 1)
 
 
+def malformed_turns(run) -> list:
+    """The run's tool turns without a valid tool call (a draft without a usable function is not one: a draft
+    is a plain answer, not a tool call; those are counted apart)."""
+    return [s for s in run.steps if s.call is None and not s.draft]
+
+
 def recovered(run) -> bool:
-    """A run got back on track after a malformed call: a valid call came after its first one (or it finished)."""
-    first = min(s.index for s in run.steps if s.call is None)
+    """A run got back on track after a malformed tool call: a valid call came after its first one (or it
+    finished)."""
+    first = min(s.index for s in malformed_turns(run))
     return run.outcome == "finished" or any(s.call is not None for s in run.steps if s.index > first)
 
 
@@ -285,8 +294,9 @@ def main() -> None:
                     rows["agent"].append(ok)
                     rows["agent_s"].append(secs)
                     rows["steps"].append(len(run.steps))
-                    rows["malformed_runs"].append(run.malformed > 0)
-                    rows["recovered"].append(run.malformed > 0 and recovered(run))
+                    rows["malformed_runs"].append(bool(malformed_turns(run)))
+                    rows["recovered"].append(bool(malformed_turns(run)) and recovered(run))
+                    rows["empty_drafts"].append(sum(s.call is None and s.draft for s in run.steps))
                     rows["bad_verified"].append(passes_check and not ok)
                     tools.update(s.tool for s in run.steps)
                     cells += [f"{'fixed' if ok else 'no'} ({run.outcome}{', verified' if passes_check else ''})",
@@ -301,14 +311,15 @@ def main() -> None:
                 print("| " + " | ".join(cells) + " |", flush=True)
             manager.shutdown()
             summary.append((status.name, rows, tools))
-        print("\n| model | agent fixed | one-shot fixed | steps mean | malformed runs | recovered | verified but "
-              "broken | agent s p50 / p90 | one-shot s p50 | tool calls |\n|---|---|---|---|---|---|---|---|---|---|")
+        print("\n| model | agent fixed | one-shot fixed | steps mean | runs with a malformed tool call | recovered | "
+              "drafts without a usable function | verified but broken | agent s p50 / p90 | one-shot s p50 | "
+              "tool calls |\n|---|---|---|---|---|---|---|---|---|---|---|")
         for name, rows, tools in summary:
             n = len(rows["agent"]) or len(rows["one"])
             mal = sum(rows["malformed_runs"])
             print(f"| {name} | {sum(rows['agent'])}/{n} | {sum(rows['one'])}/{n} | "
                   f"{statistics.mean(rows['steps']) if rows['steps'] else 0:.1f} | {mal} | "
-                  f"{sum(rows['recovered'])}/{mal} | {sum(rows['bad_verified'])} | "
+                  f"{sum(rows['recovered'])}/{mal} | {sum(rows['empty_drafts'])} | {sum(rows['bad_verified'])} | "
                   f"{pct(rows['agent_s'], 0.5):.0f} / {pct(rows['agent_s'], 0.9):.0f} | "
                   f"{pct(rows['one_s'], 0.5):.0f} | "
                   + ", ".join(f"{k} {v}" for k, v in tools.most_common()) + " |")
