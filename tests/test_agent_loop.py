@@ -149,7 +149,7 @@ def test_a_call_repeated_to_no_new_effect_is_found_and_one_after_a_new_edit_is_n
     assert _head([Step(1, "", "", None, made_up)]) == "Thought: There is no tool define_function; the tools are " \
         "read_file, retrieve_knowledge, run_tests, execute_python, propose_edit, replace_function, finish. " \
         "So I will call "
-    shown = Observation("error: toolz/itertoolz.py lines 662-675 are already shown above, in the task", False)
+    shown = Observation("error: toolz/itertoolz.py lines 662-675 are already shown above, in the task", False, "shown")
     assert "propose a fix" in _head([Step(1, "", "", ToolCall("read_file", {"path": "t.py"}), shown)])
 
 
@@ -179,7 +179,7 @@ def test_after_a_proposal_that_passes_its_checks_the_turn_is_begun_as_the_finish
 
     edit = ToolCall("replace_function", {"path": "calc/ops.py", "name": "add", "code": "def add(a, b): return a + b"})
     passed = Observation(f"the failing test now passes with edit 1: 1 passed\nThe other tests of the code you changed "
-                         f"pass too (1 tests pass with the edits): {FINISH_NOW}.", True)
+                         f"pass too (1 tests pass with the edits): {FINISH_NOW}.", True, "passed")
     steps = [Step(1, "", "", edit, passed)]
     head = _head(steps)
     assert head.endswith('<tool_call>\n{"name": "finish", "arguments": {"answer": "'), head

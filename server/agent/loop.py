@@ -107,8 +107,7 @@ def _head(steps: list[Step]) -> str:
         # The fix passes the task's test and the other tests: the 1.5B then proposed it again instead
         # of finishing (the end-to-end test), so the turn is begun as the finish; it writes the answer.
         return f'Thought: The fix works, so I will finish.\n{OPEN}\n{{"name": "finish", "arguments": {{"answer": "'
-    if not last.observation.ok and last.call is not None and last.call.name == "read_file" \
-            and "already" in last.observation.text:
+    if last.observation.kind == "shown":
         # A small model asks again for the code it was shown (the 1.5B, eight times): point it at the fix.
         return "Thought: The code is already shown above, so instead of reading it I will now propose a fix for it "
     if last.observation.ok:
@@ -148,8 +147,7 @@ def _verdict(check) -> str:
 def _passed(steps: list[Step]) -> bool:
     """The last step was a proposal that passed its checks (the next turn is begun as the finish)."""
     last = steps[-1] if steps else None
-    return last is not None and last.call is not None and last.call.name in EDITS and last.observation.ok and \
-        FINISH_NOW in last.observation.text
+    return last is not None and last.observation.kind == "passed"
 
 
 def _refused_finish(steps: list[Step]) -> bool:
@@ -439,7 +437,8 @@ class Agent:
                     say("running the tests that cover the proposed edit")
                     run.check, checked = box.verify(list(tests)), list(box.edits)
                     if call.name in EDITS:
-                        obs = Observation(f"{obs.text}\n{_verdict(run.check)}", run.check.verdict != "failed")
+                        obs = Observation(f"{obs.text}\n{_verdict(run.check)}", run.check.verdict != "failed",
+                                          "passed" if run.check.verdict == "passed" else "")
                 if call.name == "finish" and obs.ok and run.check is not None and run.check.verdict == "failed" \
                         and checked == box.edits and checked != refused:
                     refused = checked

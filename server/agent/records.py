@@ -25,10 +25,13 @@ class ToolCall:
 class Observation:
     """What a tool returned to the model: its text (bounded, see :data:`.tools.OBSERVATION_CHARS`)
     and whether the call worked (``ok`` False: a malformed call, an unknown tool, a tool error,
-    a refusal or a timeout; the model reads why and may try again)."""
+    a refusal or a timeout; the model reads why and may try again). ``kind``, for the loop (never
+    shown): ``passed`` (a proposed edit passed the task's test and the tests that cover it: the run
+    finishes), ``shown`` (a read refused: the code is already in the task), else ""."""
 
     text: str
     ok: bool = True
+    kind: str = ""
 
 
 @dataclass(frozen=True)

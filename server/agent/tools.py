@@ -79,7 +79,11 @@ def _params(required: list[str], **props: tuple[str, str]) -> dict[str, Any]:
 
 
 class Refused(Exception):
-    """A tool call that cannot run (its message is the observation)."""
+    """A tool call that cannot run (its message is the observation; ``kind`` its :class:`Observation` kind)."""
+
+    def __init__(self, message: str, kind: str = ""):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass
@@ -129,10 +133,10 @@ class Toolbox:
         try:
             obs = tool.handler(self, **args)
         except Refused as e:
-            return Observation(f"error: {e}", False)
+            return Observation(f"error: {e}", False, e.kind)
         except Exception as e:  # a tool's own fault must not end the run: the model reads it
             return Observation(f"error: {name} failed: {type(e).__name__}: {e}", False)
-        return Observation(bounded(obs.text), obs.ok)
+        return Observation(bounded(obs.text), obs.ok, obs.kind)
 
     # -- files -----------------------------------------------------------------------------
     def path(self, rel: str) -> Path:
@@ -305,7 +309,7 @@ def _read_file(box: Toolbox, path: str, start_line: int = 1, end_line: int = 0) 
     if not any(e.path == p for e in box.edits) and any(
             f == rel and a <= start and end <= b for f, a, b in box.shown):
         raise Refused(f"{rel} lines {start}-{end} are already shown above, in the task: act on them (replace_function "
-                      "with the corrected function, or propose_edit)")
+                      "with the corrected function, or propose_edit)", kind="shown")
     shown = "\n".join(f"{n:>5} {lines[n - 1]}" for n in range(start, end + 1))
     if not any(e.path == p for e in box.edits):  # line numbers of the file as it is: the model has seen them
         box.shown.append((rel, start, end))
