@@ -110,3 +110,14 @@ def test_a_draft_is_read_from_its_last_code_block_and_decorated_helpers_count_as
 def test_a_function_the_task_showed_cut_short_is_not_drafted(tmp_path):
     (tmp_path / "m.py").write_text("def short():\n    return 1\n\n\ndef long():\n" + "    x = 1\n" * 80)
     assert shown_functions(tmp_path, [("m.py", 1, 2), ("m.py", 5, 64)]) == {"short": "m.py"}
+
+
+def test_the_answer_after_a_passing_draft_names_the_lines_its_edit_changed(tmp_path):
+    from server.agent.draft import changed_lines
+    from server.agent.records import ProposedEdit
+
+    old = 'def unique(seq):\n    """Doc."""\n    if not item not in seen:\n        seen.add(item)\n'
+    new = 'def unique(seq):\n    """Doc."""\n    if item not in seen:\n        seen.add(item)\n    return seen\n'
+    assert changed_lines(ProposedEdit(tmp_path / "m.py", old, new)) == [
+        "`if not item not in seen:` → `if item not in seen:`", "added `return seen`"]
+    assert changed_lines(ProposedEdit(tmp_path / "m.py", old, old)) == []

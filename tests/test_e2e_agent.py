@@ -208,6 +208,11 @@ async def test_a_fix_is_found_verified_and_applied_only_once_its_test_passes(cli
     said = [r.message for r in reports if r.kind == "report"]
     # The task shows the function the failing test calls, so the run starts with a draft of its fix.
     assert said[0] == "step 1: drafting a fix" and reply["steps"][0]["draft"], (said, reply["steps"][0])
+    steps = reply["steps"]
+    if reply["outcome"] == "finished" and len(steps) > 1 and steps[-2]["draft"]:
+        # A passing draft: the server finished the run, its answer naming the change made (then the model's words).
+        assert steps[-1]["draft"] and steps[-1]["tokens"] == 0 and f"step {len(steps)}: finishing" in said, said
+        assert reply["answer"].startswith("In calc/ops.py: `"), reply["answer"]
     if reply["edits"]:
         # The check runs when a proposal passes the failing test (or at the end): it is reported.
         assert "running the tests that cover the proposed edit" in said, said

@@ -26,6 +26,7 @@ call each answer makes. Threads: the loop's worker thread. Nothing here imports 
 from __future__ import annotations
 
 import ast
+import difflib
 import json
 import re
 import textwrap
@@ -37,11 +38,13 @@ from ..assist.packs import load_pack
 from ..assist.records import Reply
 from .context import TaskCode, is_test_file
 from .edits import definition, first_line
-from .records import Observation, ToolCall
+from .records import Observation, ProposedEdit, ToolCall
 from .tools import Refused, Toolbox
 
 DRAFTS = 4          # draft steps a run starts with (fewer when one passes), the framings in turn
 DRAFT_TOKENS = 768  # longest draft answer (a whole function)
+MAX_CHANGES = 3     # changed runs of lines named in the answer after a passing draft
+CHANGE_CHARS = 100  # of each side of one, at most
 AGAIN = ("That is not the fix yet. Compare once more what the test expects with what the code does, and answer with "
          "the function corrected differently: the whole function in one fenced code block.")
 
@@ -151,6 +154,20 @@ def draft_turn(reply: str, call: ToolCall | None) -> str:
     return f"Thought: {thought}\n<tool_call>\n{json.dumps({'name': call.name, 'arguments': call.args})}\n</tool_call>"
 
 
+def changed_lines(edit: ProposedEdit) -> list[str]:
+    """What ``edit`` changes, one entry per changed run of lines: the old lines, an arrow, the new ones, each
+    side in backticks (indentation left out; each side cut to :data:`CHANGE_CHARS`)."""
+    old = [line.strip() for line in edit.old.splitlines()]
+    new = [line.strip() for line in edit.new.splitlines()]
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        if op != "equal":
+            before, after = " ".join(old[i1:i2])[:CHANGE_CHARS], " ".join(new[j1:j2])[:CHANGE_CHARS]
+            out.append(f"`{before}` → `{after}`" if before and after else
+                       f"removed `{before}`" if before else f"added `{after}`")
+    return out
+
+
 def draft_finish(answer: str) -> str:
     """The turn that finishes a run after a passing draft, with the draft's words as the answer."""
     call = {"name": "finish", "arguments": {"answer": answer}}
@@ -225,6 +242,10 @@ class Drafts:
         return Observation(f"{obs.text}\n(This draft's edit is withdrawn: the code is as it was before it.)", False)
 
     def answer(self) -> str:
-        """What the last draft said was wrong (its words outside the code), as the run's answer."""
+        """The run's answer after a passing draft: what its edit changed, line by line (from the edit itself:
+        a small model's account of its own fix is often wrong), then what the draft said was wrong (its
+        words outside the code)."""
+        changes = [f"In {self.box.relative(e.path)}: {change}." for e in self.box.edits for change in changed_lines(e)]
         words = _words(self.reply.text if self.reply is not None else "")
-        return words or "Fixed the function (the draft's change passes the failing test and the tests that cover it)."
+        return " ".join(changes[:MAX_CHANGES] + [f"The model's account: {words}" if words else
+                                                 "The failing test and the tests that cover the change pass."])
