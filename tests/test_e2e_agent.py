@@ -375,8 +375,8 @@ def test_http_agent_streams_its_steps_and_ends_with_the_run(tmp_path):
     for e in events:
         if "deepseek_step" in e:  # the step in Markdown for a plain OpenAI client
             step = e["deepseek_step"]
-            label = "" if not step["draft"] else " (draft)" if step["tokens"] else \
-                " (the server's finish, after the passing draft)"
+            label = "" if not step["draft"] else " (the server's finish, after the passing draft)" \
+                if step["tool"] == "finish" else " (draft)"
             assert e["choices"][0]["delta"]["content"].startswith(f"**Step {step['index']}{label}.**")
     assert run["outcome"] in ("finished", "budget") and run["runId"], run
     assert events[-1]["choices"][0]["finish_reason"] == ("stop" if run["outcome"] == "finished" else "length")

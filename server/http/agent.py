@@ -45,7 +45,8 @@ def step_markdown(step: Step) -> str:
     """A step as the page shows it: the thought, the call, the observation folded."""
     call = f"`{step.tool}` {json.dumps(step.call.args)[:300]}" if step.call is not None else "(no valid tool call)"
     failed = "" if step.observation.ok else " (failed)"
-    draft = "" if not step.draft else " (draft)" if step.tokens else " (the server's finish, after the passing draft)"
+    draft = "" if not step.draft else " (the server's finish, after the passing draft)" if step.tool == "finish" \
+        else " (draft)"
     return (f"**Step {step.index}{draft}.** {step.thought}\n\n{call}\n\n<details><summary>Observation{failed}</summary>"
             f"\n\n```\n{step.observation.text}\n```\n</details>\n\n")
 
