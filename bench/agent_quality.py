@@ -1,8 +1,8 @@
 """Agent benchmark: bugs injected into toolz, fixed by the agent and by a one-shot call of the same model.
 
 The problems: top-level, undecorated functions of toolz (``itertoolz.py``, ``dicttoolz.py``,
-``recipes.py``; pip-installed code this project did not write, whose wheel ships its tests)
-with a test of toolz's own that uses them. One bug is injected per function with the
+``recipes.py``, ``functoolz.py``; pip-installed code this project did not write, whose wheel ships
+its tests) with a test of toolz's own that uses them. One bug is injected per function with the
 verified assistant's mutator (:func:`server.assist.mutants.mutants`), drawn (``--seed``) among
 the mutants one of those tests catches: a comparison's boundary or sense, an operator, a
 constant, a negated condition, as people write bugs (its ``return None`` mutant is left out: it
@@ -23,10 +23,9 @@ Success = toolz's whole test file for the module passes with the proposed change
 sandbox, the change patched in as a verified refactor is), with nothing changed in any other
 file. Printed per problem, then per model: success rate, steps, tool calls by kind,
 malformed tool calls (and how many runs recovered from one: made a valid call after the first, or
-finished; a draft whose answer holds no function it may change is counted apart, as a draft without a
-usable function: it is a plain answer, not a tool call),
-wall time p50/p90, and how many
-proposed edits the verification would have let through that break the module's tests::
+finished, of those with a step left after it; a draft whose answer holds no function it may change
+is counted apart, as a draft without a usable function: it is a plain answer, not a tool call),
+wall time p50/p90, and how many proposed edits the verification would have let through that break the module's tests::
 
     python bench/agent_quality.py [--problems 20] [--seed 3] [--max-steps 8]
                                   [--models qwen2.5-coder-0.5b-instruct-q4_k_m,qwen2.5-coder-1.5b-instruct-q4_k_m]
@@ -59,7 +58,8 @@ from server.assist.records import ContextItem  # noqa: E402
 from server.assist.testrun import run_variants  # noqa: E402
 from server.assist.verify import rewrite_patches, workspace_tests  # noqa: E402
 
-MODULES = {"itertoolz.py": "test_itertoolz.py", "dicttoolz.py": "test_dicttoolz.py", "recipes.py": "test_recipes.py"}
+MODULES = {"itertoolz.py": "test_itertoolz.py", "dicttoolz.py": "test_dicttoolz.py", "recipes.py": "test_recipes.py",
+           "functoolz.py": "test_functoolz.py"}
 DEFAULT_MODELS = "qwen2.5-coder-0.5b-instruct-q4_k_m,qwen2.5-coder-1.5b-instruct-q4_k_m"
 OUTPUT_LINES = 30  # lines of the failing test's output given to both sides
 
@@ -118,6 +118,8 @@ def make_problems(n: int, seed: int, root: Path) -> list[Problem]:
         # One bug per function, drawn among the mutants one of the function's tests catches (the first
         # one would nearly always be the same kind: a short function's only site is its return).
         run = run_variants(root, variants, module=f"toolz.{module[:-3]}", test_files=tests)
+        if not run.ran:  # no sandbox: no problem could be made (say why rather than print 0 problems)
+            raise SystemExit(f"the tests cannot run: {run.reason}")
         caught = [r for r in run.runs if r.failed and r.label in labelled]
         if not caught:
             continue
@@ -213,6 +215,12 @@ def recovered(run) -> bool:
     return run.outcome == "finished" or any(s.call is not None for s in run.steps if s.index > first)
 
 
+def could_recover(run) -> bool:
+    """A step came after the run's first malformed tool call (one written at the step budget's last step
+    had none to recover in)."""
+    return min(s.index for s in malformed_turns(run)) < len(run.steps) or run.outcome == "finished"
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
@@ -296,6 +304,7 @@ def main() -> None:
                     rows["steps"].append(len(run.steps))
                     rows["malformed_runs"].append(bool(malformed_turns(run)))
                     rows["recovered"].append(bool(malformed_turns(run)) and recovered(run))
+                    rows["could_recover"].append(bool(malformed_turns(run)) and could_recover(run))
                     rows["empty_drafts"].append(sum(s.call is None and s.draft for s in run.steps))
                     rows["bad_verified"].append(passes_check and not ok)
                     tools.update(s.tool for s in run.steps)
@@ -311,15 +320,17 @@ def main() -> None:
                 print("| " + " | ".join(cells) + " |", flush=True)
             manager.shutdown()
             summary.append((status.name, rows, tools))
-        print("\n| model | agent fixed | one-shot fixed | steps mean | runs with a malformed tool call | recovered | "
-              "drafts without a usable function | verified but broken | agent s p50 / p90 | one-shot s p50 | "
+        print("\n| model | agent fixed | one-shot fixed | steps mean | runs with a malformed tool call | "
+              "recovered / with a step left after it | drafts without a usable function | verified but broken | "
+              "agent s p50 / p90 | one-shot s p50 | "
               "tool calls |\n|---|---|---|---|---|---|---|---|---|---|---|")
         for name, rows, tools in summary:
             n = len(rows["agent"]) or len(rows["one"])
             mal = sum(rows["malformed_runs"])
             print(f"| {name} | {sum(rows['agent'])}/{n} | {sum(rows['one'])}/{n} | "
                   f"{statistics.mean(rows['steps']) if rows['steps'] else 0:.1f} | {mal} | "
-                  f"{sum(rows['recovered'])}/{mal} | {sum(rows['empty_drafts'])} | {sum(rows['bad_verified'])} | "
+                  f"{sum(rows['recovered'])}/{sum(rows['could_recover'])} | {sum(rows['empty_drafts'])} | "
+                  f"{sum(rows['bad_verified'])} | "
                   f"{pct(rows['agent_s'], 0.5):.0f} / {pct(rows['agent_s'], 0.9):.0f} | "
                   f"{pct(rows['one_s'], 0.5):.0f} | "
                   + ", ".join(f"{k} {v}" for k, v in tools.most_common()) + " |")

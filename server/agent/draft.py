@@ -41,7 +41,7 @@ from .edits import definition, first_line
 from .records import Observation, ProposedEdit, ToolCall
 from .tools import Refused, Toolbox
 
-DRAFTS = 4          # draft steps a run starts with (fewer when one passes), the framings in turn
+DRAFTS = 6          # draft steps a run starts with (fewer when one passes), the framings in turn
 DRAFT_TOKENS = 768  # longest draft answer (a whole function)
 MAX_CHANGES = 3     # changed runs of lines named in the answer after a passing draft
 CHANGE_CHARS = 100  # of each side of one, at most
