@@ -149,6 +149,10 @@ def test_a_call_repeated_to_no_new_effect_is_found_and_one_after_a_new_edit_is_n
     assert _head([Step(1, "", "", None, made_up)]) == "Thought: There is no tool define_function; the tools are " \
         "read_file, retrieve_knowledge, run_tests, execute_python, propose_edit, replace_function, finish. " \
         "So I will call "
+    broken = Observation("error: the tool call is not valid JSON (Expecting ',' delimiter: line 1 column 65). Write "
+                         "one thought, then exactly one call", False)
+    assert _head([Step(1, "", "", None, broken)]) == "Thought: The last tool call did not work (the tool call is " \
+        "not valid JSON), so this time I will "
     shown = Observation("error: toolz/itertoolz.py lines 662-675 are already shown above, in the task", False, "shown")
     assert "propose a fix" in _head([Step(1, "", "", ToolCall("read_file", {"path": "t.py"}), shown)])
 

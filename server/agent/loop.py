@@ -117,7 +117,8 @@ def _head(steps: list[Step]) -> str:
         # in its own thought, the choice of one begun.
         return f"Thought: There is no tool {bad.group(1)}; the tools are {', '.join(TOOLS_BY_NAME)}. So I will call "
     why = last.observation.text.removeprefix("error: ").split(";")[0].split("\n")[0].split(" (")[0][:120]
-    head = f"Thought: The last {last.tool} did not work ({why})"
+    # A step without a call has no tool to name ("The last malformed did not work" read as nonsense).
+    head = f"Thought: The last {last.tool if last.call is not None else 'tool call'} did not work ({why})"
     if last.call is not None and last.call.name == "propose_edit" and isinstance(new := last.call.args.get("new"), str):
         head += f", so `{' '.join(new.split())[:80]}` is not the fix"  # named: the next draw tends to avoid it
     return head + ", so this time I will "
