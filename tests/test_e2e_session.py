@@ -34,7 +34,11 @@ async def client(lsp_client: LanguageClient):
         capabilities=client_capabilities("visual-studio-code"),
         # Every automatic suggestion shown (minConfidence 0): this module checks what the KV cache
         # reuses, and the user here types text no suggestion had, which the model is unsure of.
-        initialization_options={"completion": {"manualMaxTimeMs": 60000, "alternatives": 1, "minConfidence": 0},
+        # Explicit requests on the completion model too (manualModel small): under auto, the first one
+        # goes to the completion model while the assistant's model is still loading and the next to the
+        # larger model, whose own KV cache starts empty (the larger model's reuse: test_e2e_large.py).
+        initialization_options={"completion": {"manualMaxTimeMs": 60000, "alternatives": 1, "minConfidence": 0,
+                                               "manualModel": "small"},
                                 "index": {"enabled": False}}))
     status = await wait_until_settled(lsp_client)
     assert status["model"]["loaded"], status
