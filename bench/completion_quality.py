@@ -629,8 +629,8 @@ def main() -> None:
         holes = in_workspace(holes, workspace)
     variants: dict[str, list[Outcome]] = {}
     for variant in args.context.split(",") if args.context else ["pipeline"]:
-        settings = parse_assignments(args.set) | (
-            {} if variant == "on" else {"completion.contextTokens": 0 if variant == "off" else int(variant)})
+        tokens = {"pipeline": None, "on": None, "off": 0}.get(variant, variant)
+        settings = parse_assignments(args.set) | ({} if tokens is None else {"completion.contextTokens": int(tokens)})
         print(f"pipeline: {variant}", file=sys.stderr)
         variants[variant] = asyncio.run(run_pipeline(holes, settings, args.read_first, workspace, args.automatic))
     ours = next(iter(variants.values()))
