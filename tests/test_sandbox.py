@@ -8,6 +8,7 @@ asserts that the forbidden thing does not work, so a run that passes means it wa
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tempfile
 import time
@@ -38,6 +39,8 @@ def run(ws, code: str, **kw):
 def test_the_code_under_test_is_importable_and_its_tests_run(workspace):
     r = run(workspace, "from geometry import area\n\ndef test_area():\n    assert area(2, 3) == 6\n")
     assert r.ran and r.ok, r.output
+    # pytest's summary line without the session's duration: the same code, the same output.
+    assert re.search(r"^(=+ )?1 passed( =+)?$", r.output, re.M) and not re.search(r" in \d+\.\d+s", r.output), r.output
 
 
 def test_no_network_even_to_loopback(workspace):

@@ -38,6 +38,12 @@ import types
 
 import pytest
 
+# The end of pytest's summary line, the session's duration ("= 1 failed, 2 passed in 0.12s =", over an
+# hour "in 3723.10s (1:02:03)"): taken out, so the same code gives the same output, and a model that
+# reads it (Fix, the agent, the benchmarks' one-shot side) gets the same prompt for the same failure.
+DURATION = re.compile(r"^(=* ?(?:no tests ran|\d+ [a-z]+(?:, \d+ [a-z]+)*)) in \d+(?:\.\d+)?s(?: \(\d+:\d\d:\d\d\))?"
+                      r"(?=(?: =+)?$)", re.M)
+
 ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 ITEMS = 200  # an iterator a check returns is compared on its first ITEMS items
 PROBES = ([3, 1, 2], "abc", {"a": 1, 0: 2, 1: 3}, (0, 1), 2, None)  # arguments a returned function is called with
@@ -213,7 +219,7 @@ def main(plan_path: str, results_path: str) -> None:
                 plugin, out = Outcomes(timeout_s), io.StringIO()
                 with contextlib.redirect_stdout(out):
                     pytest.main(list(plan["pytest_args"]) + list(variant.get("pytest_extra") or []), plugins=[plugin])
-                entry["tests"], entry["output"] = plugin.tests, out.getvalue()[-6000:]
+                entry["tests"], entry["output"] = plugin.tests, DURATION.sub(r"\1", out.getvalue())[-6000:]
         _undo(undo)
         results.append(entry)
         with open(results_path, "w", encoding="utf-8") as f:
