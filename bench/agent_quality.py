@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import ast
 import collections
+import contextlib
 import random
 import shutil
 import statistics
@@ -226,6 +227,19 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
 
 
+@contextlib.contextmanager
+def fixed_folder(name: str):
+    """An empty folder at the same path on every run (removed after): the paths in the test output both
+    sides read are the same from run to run, so is the prompt for the same bug."""
+    path = Path(tempfile.gettempdir()) / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir()
+    try:
+        yield str(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--problems", type=int, default=20)
@@ -244,7 +258,7 @@ def main() -> None:
     from server.manager import ModelManager
 
     sides = args.sides.split(",")
-    with tempfile.TemporaryDirectory(prefix="agent-bench-") as tmp:
+    with fixed_folder("deepseek-lsp-agent-bench") as tmp:
         root = Path(tmp) / "ws"
         shutil.copytree(toolz_dir(), root / "toolz", ignore=shutil.ignore_patterns("__pycache__"))
         problems = make_problems(args.problems, args.seed, root)

@@ -43,6 +43,15 @@ def test_the_code_under_test_is_importable_and_its_tests_run(workspace):
     assert re.search(r"^(=+ )?1 passed( =+)?$", r.output, re.M) and not re.search(r" in \d+\.\d+s", r.output), r.output
 
 
+def test_the_same_failure_gives_the_same_output(workspace):
+    """No duration, no object address (``<... object at 0x7f...>``): a model reading it gets the same prompt."""
+    code = ("class Box:\n    pass\n\n\ndef test_box():\n    b = Box()\n    assert b is None, b\n")
+    first, second = run(workspace, code), run(workspace, code)
+    assert first.ran and first.failed == ["test_generated.py::test_box"], first.output
+    assert "Box object" in first.output and " at 0x" not in first.output, first.output
+    assert first.output == second.output
+
+
 def test_no_network_even_to_loopback(workspace):
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))

@@ -38,11 +38,19 @@ import types
 
 import pytest
 
-# The end of pytest's summary line, the session's duration ("= 1 failed, 2 passed in 0.12s =", over an
-# hour "in 3723.10s (1:02:03)"): taken out, so the same code gives the same output, and a model that
-# reads it (Fix, the agent, the benchmarks' one-shot side) gets the same prompt for the same failure.
+# What changes from run to run in pytest's output of the same failure: the session's duration at the end
+# of the summary line ("= 1 failed, 2 passed in 0.12s =", over an hour "in 3723.10s (1:02:03)") and the
+# addresses in objects' reprs ("<TestDict object at 0x7f992b4697d0>", ADDRESS below). Both are taken
+# out, so the same failure gives the same output, and a model that reads it (Fix, the agent, the
+# benchmarks' one-shot side) the same prompt.
 DURATION = re.compile(r"^(=* ?(?:no tests ran|\d+ [a-z]+(?:, \d+ [a-z]+)*)) in \d+(?:\.\d+)?s(?: \(\d+:\d\d:\d\d\))?"
                       r"(?=(?: =+)?$)", re.M)
+
+
+def stable(output: str) -> str:
+    """pytest's ``output`` without what differs between two runs of the same code (DURATION, ADDRESS)."""
+    return ADDRESS.sub("", DURATION.sub(r"\1", output))
+
 
 ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 ITEMS = 200  # an iterator a check returns is compared on its first ITEMS items
@@ -219,7 +227,7 @@ def main(plan_path: str, results_path: str) -> None:
                 plugin, out = Outcomes(timeout_s), io.StringIO()
                 with contextlib.redirect_stdout(out):
                     pytest.main(list(plan["pytest_args"]) + list(variant.get("pytest_extra") or []), plugins=[plugin])
-                entry["tests"], entry["output"] = plugin.tests, DURATION.sub(r"\1", out.getvalue())[-6000:]
+                entry["tests"], entry["output"] = plugin.tests, stable(out.getvalue())[-6000:]
         _undo(undo)
         results.append(entry)
         with open(results_path, "w", encoding="utf-8") as f:
