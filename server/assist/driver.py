@@ -38,9 +38,13 @@ import types
 
 import pytest
 
+ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+ITEMS = 200  # an iterator a check returns is compared on its first ITEMS items
+PROBES = ([3, 1, 2], "abc", {"a": 1, 0: 2, 1: 3}, (0, 1), 2, None)  # arguments a returned function is called with
+
 # What changes from run to run in pytest's output of the same failure: the session's duration at the end
 # of the summary line ("= 1 failed, 2 passed in 0.12s =", over an hour "in 3723.10s (1:02:03)") and the
-# addresses in objects' reprs ("<TestDict object at 0x7f992b4697d0>", ADDRESS below). Both are taken
+# addresses in objects' reprs ("<TestDict object at 0x7f992b4697d0>", ADDRESS above). Both are taken
 # out, so the same failure gives the same output, and a model that reads it (Fix, the agent, the
 # benchmarks' one-shot side) the same prompt.
 DURATION = re.compile(r"^(=* ?(?:no tests ran|\d+ [a-z]+(?:, \d+ [a-z]+)*)) in \d+(?:\.\d+)?s(?: \(\d+:\d\d:\d\d\))?"
@@ -50,11 +54,6 @@ DURATION = re.compile(r"^(=* ?(?:no tests ran|\d+ [a-z]+(?:, \d+ [a-z]+)*)) in \
 def stable(output: str) -> str:
     """pytest's ``output`` without what differs between two runs of the same code (DURATION, ADDRESS)."""
     return ADDRESS.sub("", DURATION.sub(r"\1", output))
-
-
-ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-ITEMS = 200  # an iterator a check returns is compared on its first ITEMS items
-PROBES = ([3, 1, 2], "abc", {"a": 1, 0: 2, 1: 3}, (0, 1), 2, None)  # arguments a returned function is called with
 
 
 class CallTimeout(Exception):
