@@ -100,6 +100,7 @@ class PromptReader:
         self.reads = self.evaluated = self.answers = 0
         self.last: AheadResult | None = None
         self._reading: tuple[list[dict[str, str]] | None, Future | None] = (None, None)  # the latest, while it runs
+        self._closed = False
 
     def read(self, messages: list[dict[str, str]]) -> Future[AheadResult] | None:
         """Read ``messages`` (in the chat template; cut at :data:`OPEN_END` when a message holds
@@ -115,7 +116,7 @@ class PromptReader:
 
         Returns:
             The future of the result (the running one's for the same prompt again), or None for
-            a remote assistant.
+            a remote assistant or after :meth:`close`.
         """
         engine = self.core.engine
         if engine is None:
@@ -166,8 +167,10 @@ class PromptReader:
             log.debug("read ahead: %d tokens, %d reused, %d evaluated in %.0f ms%s", result.tokens,
                       result.reused, result.evaluated, result.ms, "" if result.done else f" ({result.why})")
             return result
-        future = self._driver.submit(drive)
         with self._lock:
+            if self._closed:
+                return None
+            future = self._driver.submit(drive)
             if self._latest == mine:
                 self._reading = (messages, future)
         return future
@@ -175,7 +178,7 @@ class PromptReader:
     def warm(self) -> Future | None:
         """Make the KV states of the packs' system texts ready (from disk, or computed and
         saved), in the background, giving way as :meth:`read` does. None for a remote
-        assistant or without ``states``."""
+        assistant, without ``states`` or after :meth:`close`."""
         engine = self.core.engine
         if engine is None or self.states is None:
             return None
@@ -186,7 +189,17 @@ class PromptReader:
             while not engine.submit(lambda model: self.states.ensure(self.core, model, stopped),
                                     gives_way=asked).result() and not asked.is_set():
                 SCHEDULE.pause(lambda: SCHEDULE.reading_ahead_waits() and not engine.closed, 3600)
-        return self._driver.submit(drive)
+        with self._lock:
+            return None if self._closed else self._driver.submit(drive)
+
+    def close(self) -> None:
+        """Read ahead no more (its model was replaced, or the server stops): a running reading is
+        superseded (it ends at its next look), none starts (:meth:`read` and :meth:`warm` return
+        None), and the thread that drives them ends once idle."""
+        with self._lock:
+            self._closed = True
+            self._latest += 1
+            self._driver.shutdown(wait=False, cancel_futures=True)
 
 
 def _stop_rule(engine, superseded: Callable[[], bool]) -> Callable[[], str]:

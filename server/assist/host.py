@@ -174,6 +174,8 @@ class AssistHost:
                 if self.assistant is None or self._key != key:
                     self.assistant = Assistant(self.models.engine, status.name or "model", self.store)
                     from ..agent.tools import tool_list  # the agent's system text lists its tools
+                    if self.reader is not None:
+                        self.reader.close()
                     self.reader = PromptReader(self.assistant, SystemStates(cache_dir() / "kv-states",
                                                                             {"agent": {"tools": tool_list()}}))
                     self._key = key
@@ -201,6 +203,8 @@ class AssistHost:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.reader is not None:
+            self.reader.close()
         self.models.shutdown()
 
 
