@@ -272,9 +272,12 @@ def test_a_line_that_types_the_line_above_again_is_nothing():
     assert policy.mode is Mode.MULTI_LINE
     assert trim("total = 0", policy) == ("total = 0", False)
     assert run(block, "\n", "total = 0\n    return total\n")[1] == ""
-    # At another depth the same text is another statement.
+    # At another depth too: the last line of a block again after it (seed 113, where ``end`` belonged).
+    lua_block = "    if caps.positionEncoding then\n      self.encoding = caps.positionEncoding\n    "
+    assert run(lua_block, "\n\n    self.info = info\n", "self.encoding = caps.positionEncoding\n", "lua")[1] == ""
+    assert run(lua_block, "\n\n    self.info = info\n", "end\n", "lua")[1] == "end"
     loop = "def f(xs):\n    for x in xs:\n        total += x\n    "
-    assert run(loop, "\n", "total += x\n    return total\n")[1] == "total += x\n    return total"
+    assert run(loop, "\n", "total += x\n    return total\n")[1] == ""
 
 
 def test_a_short_closer_under_the_same_closer_may_be_right():
