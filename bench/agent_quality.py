@@ -37,6 +37,7 @@ import argparse
 import ast
 import collections
 import contextlib
+import os
 import random
 import shutil
 import statistics
@@ -229,9 +230,10 @@ def pct(xs: list[float], q: float) -> float:
 
 @contextlib.contextmanager
 def fixed_folder(name: str):
-    """An empty folder at the same path on every run (removed after): the paths in the test output both
-    sides read are the same from run to run, so is the prompt for the same bug."""
-    path = Path(tempfile.gettempdir()) / name
+    """An empty folder at the same path on every run of this user (removed after): the paths in the test
+    output both sides read are the same from run to run, so is the prompt for the same bug. The user id
+    in its name keeps two users' runs apart; a link planted at the path is never followed (mkdir fails)."""
+    path = Path(tempfile.gettempdir()) / f"{name}-{os.getuid()}"
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir()
     try:
